@@ -1,0 +1,744 @@
+"""The actor host: named actors, each with its own SQLite database, one event at a time.
+
+What it guarantees (numbers refer to `shared/spec/actor-runtime.md`):
+
+- S1 lazy activation: a ref costs nothing; the first event opens the database and constructs
+  the actor; activation has no `await`, so concurrent first calls share one instance.
+- S2 one host per data directory: `start()` takes an exclusive `flock` on `host.lock`.
+- S3 strict turns: every event (request, alarm, WebSocket message or close) runs under the
+  actor's gate for its whole handler; actors run concurrently with each other. `ctx.interleave`
+  is the explicit, marked way to let other events in around slow external I/O.
+- S4/S5 one transaction per turn, output gate: statements join an implicit transaction that
+  commits when the handler returns; the reply and every queued frame leave only after the
+  commit; an exception rolls back and discards the frames; a failed commit resets the actor.
+- S8/S9 alarms: one per actor, stored in the actor's database in the turn's transaction and in
+  a host index (`host.sqlite`) reloaded at start-up; the index time is never later than the
+  stored time; firing is at-least-once, re-checked against the stored time, with retries and
+  jittered exponential backoff; a fired alarm is cleared in the same commit as its handler.
+- S12 eviction: idle activations are closed after `idle_timeout_s`, and the number of open
+  databases never exceeds `max_open` whatever the number of actors; sockets stay with the host.
+- S14 overload: more than `mailbox_max` waiting events gives `ActorOverloaded`.
+- S15 cancellation: a cancelled event rolls its turn back (or, once the commit started, lets it
+  finish) and always releases the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import heapq
+import itertools
+import os
+import random
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from gateway.actors.crash import crash_point
+from gateway.actors.naming import ActorRef, actor_path
+from gateway.actors.sockets import HostedSocket, WebSocketLike
+from gateway.actors.storage import (
+    META_SCHEMA,
+    ActorStorage,
+    Committer,
+    InlineCommitter,
+    ThreadCommitter,
+    open_connection,
+    wait_through_cancellation,
+)
+from gateway.clock import Clock, SystemClock
+from gateway.errors import (
+    ActorOverloaded,
+    ActorOwnedElsewhere,
+    ActorResetError,
+    CommitFailed,
+    HostClosed,
+    InvalidActorName,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+A = TypeVar("A", bound="Actor")
+
+BLOCK_CONCURRENCY_TIMEOUT_S = 30.0
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimits:
+    """The host's tunables (built from `settings.actors`)."""
+
+    max_open: int = 256
+    idle_timeout_s: float = 60.0
+    mailbox_max: int = 1000
+    alarm_retry_base_s: float = 2.0
+    alarm_max_retries: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmInfo:
+    """Passed to `Actor.alarm` (DO: `alarmInfo`)."""
+
+    retry_count: int
+    is_retry: bool
+
+
+class Actor:
+    """Base class of actor kinds; one instance per activation.
+
+    The constructor is synchronous, like a DO constructor, and runs in its own transaction:
+    create tables there with `ctx.sql.exec`. Keep no state in memory that the database does not
+    also hold: an activation can be evicted or reset at any time between events.
+    """
+
+    def __init__(self, ctx: ActorContext) -> None:
+        self.ctx = ctx
+
+    async def alarm(self, info: AlarmInfo) -> None:
+        """Called when the actor's alarm is due."""
+
+    async def web_socket_message(self, ws: HostedSocket, message: str | bytes) -> None:
+        """Called for each message on a socket this actor accepted."""
+
+    async def web_socket_close(self, ws: HostedSocket, code: int, reason: str) -> None:
+        """Called once when a socket this actor accepted closes."""
+
+
+class ActorContext:
+    """What an actor sees of the host (DO: `ctx` / `state`)."""
+
+    def __init__(self, host: ActorHost, activation: _Activation) -> None:
+        self._host = host
+        self._act = activation
+        self.ref = activation.ref
+        self.clock = host.clock
+        self.sql = activation.storage
+
+    # -- alarms -------------------------------------------------------------------------------
+
+    def get_alarm(self) -> int | None:
+        """The alarm time in epoch ms, or None (also None while the alarm handler runs)."""
+        act = self._act
+        return act.alarm_ms if act.pending_alarm is _UNSET else act.pending_alarm
+
+    def set_alarm(self, epoch_ms: int) -> None:
+        """Set the one alarm (replacing any other), in this turn's transaction."""
+        self._act.pending_alarm = int(epoch_ms)
+        self.sql.write_alarm(int(epoch_ms))
+
+    def delete_alarm(self) -> None:
+        """Clear the alarm, in this turn's transaction."""
+        self._act.pending_alarm = None
+        self.sql.write_alarm(None)
+
+    # -- WebSockets ---------------------------------------------------------------------------
+
+    def accept_websocket(
+        self, ws: WebSocketLike, tags: Sequence[str] = (), attachment: Any = None
+    ) -> HostedSocket:
+        """Hand a server-side socket to the host; it outlives this activation."""
+        return self._host._register_socket(self.ref, ws, tags, attachment)
+
+    def get_websockets(self, tag: str | None = None) -> list[HostedSocket]:
+        """The open sockets of this actor, optionally only those carrying `tag`."""
+        return self._host.get_websockets(self.ref, tag)
+
+    def send(self, ws: HostedSocket, text: str) -> None:
+        """Queue a frame; it leaves only after this turn commits (the output gate)."""
+        self._act.outbox.append((ws, text))
+
+    def close_websocket(self, ws: HostedSocket, code: int = 1000, reason: str = "") -> None:
+        """Close a socket after this turn commits."""
+        self._act.outbox.append((ws, (code, reason)))
+
+    # -- concurrency control ------------------------------------------------------------------
+
+    async def interleave(self, aw: Awaitable[T]) -> T:
+        """Commit, open the gate while `aw` runs (other events may run), then close it again.
+
+        For slow external I/O only (the legacy Redis). The turn's writes so far are committed
+        and its frames sent before the gate opens; what follows is a new transaction.
+        """
+        host, act = self._host, self._act
+        await host._commit(act)
+        act.gate.release()
+        try:
+            return await aw
+        finally:
+            # re-close the gate even if cancelled meanwhile: the turn must end holding it
+            await wait_through_cancellation(asyncio.ensure_future(act.gate.acquire()))
+            act.begin_turn()
+            if act.dead:
+                raise ActorResetError(f"actor {act.ref} was reset while its turn was interleaved")
+
+    async def block_concurrency_while(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn` with the gate held; an exception or a 30 s timeout resets the actor."""
+        task = asyncio.ensure_future(fn())
+        timer = asyncio.ensure_future(self.clock.sleep(BLOCK_CONCURRENCY_TIMEOUT_S))
+        try:
+            done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if task not in done:
+            task.cancel()
+            self._act.broken = True
+            raise TimeoutError("block_concurrency_while timed out; the actor was reset")
+        try:
+            return task.result()
+        except BaseException:
+            self._act.broken = True
+            raise
+
+
+class _Activation:
+    """One live instance of an actor and its open database."""
+
+    __slots__ = (
+        "actor",
+        "alarm_ms",
+        "broken",
+        "busy",
+        "ctx",
+        "dead",
+        "gate",
+        "last_used_ms",
+        "outbox",
+        "path",
+        "pending_alarm",
+        "ref",
+        "storage",
+        "waiting",
+    )
+
+    def __init__(self, ref: ActorRef, path: Path, storage: ActorStorage) -> None:
+        self.ref = ref
+        self.path = path
+        self.storage = storage
+        self.gate = asyncio.Lock()
+        self.waiting = 0  # events queued for the gate
+        self.busy = 0  # turns in progress (more than one only around `interleave`)
+        self.dead = False  # closed: waiters must re-activate
+        self.broken = False  # must be reset when the current turn ends
+        self.last_used_ms = 0
+        self.alarm_ms: int | None = storage.read_alarm()
+        self.pending_alarm: Any = _UNSET
+        self.outbox: list[tuple[HostedSocket, Any]] = []
+        self.actor: Actor | None = None
+        self.ctx: ActorContext | None = None
+
+    def begin_turn(self) -> None:
+        self.outbox = []
+        self.pending_alarm = _UNSET
+
+
+class _Fired:
+    """A heap entry of the alarm scheduler."""
+
+    __slots__ = ("ref", "retry", "ts")
+
+    def __init__(self, ts: int, ref: ActorRef, retry: int) -> None:
+        self.ts = ts
+        self.ref = ref
+        self.retry = retry
+
+
+def _claim_file(conn: sqlite3.Connection, ref: ActorRef, path: Path) -> None:
+    """Record the actor's name in its own file, or check that the file is really this actor's."""
+    conn.execute(META_SCHEMA)
+    row = conn.execute("SELECT value FROM _actor_meta WHERE key = 'name'").fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO _actor_meta (key, value) VALUES ('kind', ?), ('name', ?)", (ref.kind, ref.name)
+        )
+    elif row[0] != ref.name:
+        raise InvalidActorName(f"actor file {path.name} belongs to another name")
+
+
+HOST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS actors (kind TEXT NOT NULL, name TEXT NOT NULL, file TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, PRIMARY KEY (kind, name));
+CREATE TABLE IF NOT EXISTS alarms (kind TEXT NOT NULL, name TEXT NOT NULL, ts INTEGER NOT NULL,
+    PRIMARY KEY (kind, name));
+"""
+
+
+class ActorHost:
+    """Runs actors of the registered kinds out of one data directory."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        factories: Mapping[str, Callable[[ActorContext], Actor]],
+        *,
+        clock: Clock | None = None,
+        limits: HostLimits | None = None,
+        synchronous: str = "NORMAL",
+        committer: Committer | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.factories = dict(factories)
+        self.clock: Clock = clock or SystemClock()
+        self.limits = limits or HostLimits()
+        self.synchronous = synchronous.upper()
+        self.committer: Committer = committer or (
+            ThreadCommitter() if self.synchronous == "FULL" else InlineCommitter()
+        )
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._open: OrderedDict[ActorRef, _Activation] = OrderedDict()
+        self._sockets: dict[ActorRef, dict[HostedSocket, None]] = {}
+        self._slot_free = asyncio.Event()
+        self._lock_fd: int | None = None
+        self._index_db: sqlite3.Connection | None = None
+        # alarm index: ref -> indexed time; heap of due entries (stale ones skipped on pop)
+        self._alarm_index: dict[ActorRef, int] = {}
+        self._heap: list[tuple[int, int, _Fired]] = []
+        self._seq = itertools.count()
+        self._retries: dict[ActorRef, int] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._started = False
+        self._closing = False
+        self.activations = 0  # constructors run (a metric, and what tests count)
+        self.evictions = 0
+        self.peak_open = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take ownership of the data directory, load the alarm index, start the scheduler."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.data_dir / "host.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            os.close(fd)
+            raise ActorOwnedElsewhere(
+                f"another agent-coord process owns the data directory {self.data_dir}"
+            ) from e
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        db = sqlite3.connect(self.data_dir / "host.sqlite", isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.executescript(HOST_SCHEMA)
+        self._index_db = db
+        for kind, name, ts in db.execute("SELECT kind, name, ts FROM alarms"):
+            ref = ActorRef(kind, name)
+            self._alarm_index[ref] = int(ts)
+            self._push(int(ts), ref, 0)
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(self._scheduler()), loop.create_task(self._sweeper())]
+        log.info(
+            "actor_host.started",
+            data_dir=str(self.data_dir),
+            alarms=len(self._alarm_index),
+            synchronous=self.synchronous,
+            max_open=self.limits.max_open,
+        )
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Stop taking events, let in-flight turns finish (bounded), close sockets with 1001."""
+        if not self._started or self._closing:
+            return
+        self._closing = True
+        for t in self._background:
+            t.cancel()
+        for t in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self._drain_turns(grace_s)
+        for t in list(self._tasks):
+            t.cancel()
+        await self._close_sockets(1001, "going away")
+        for act in list(self._open.values()):
+            self._close_activation(act)
+        if self._index_db is not None:
+            self._index_db.close()
+            self._index_db = None
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("actor_host.closed")
+
+    async def _drain_turns(self, grace_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while any(a.busy or a.waiting for a in self._open.values()):
+            if loop.time() >= deadline:
+                busy = sum(1 for a in self._open.values() if a.busy)
+                log.warning("actor_host.grace_expired", busy=busy)
+                return
+            await asyncio.sleep(0.01)
+
+    async def _close_sockets(self, code: int, reason: str) -> None:
+        held = [hs for socks in self._sockets.values() for hs in socks]
+        for hs in held:
+            hs.enqueue_close(code, reason)
+        for hs in held:
+            await hs.flush(1.0)
+        self._sockets.clear()
+
+    # -- events -----------------------------------------------------------------------------------
+
+    async def call(self, ref: ActorRef, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `fn(actor)` as one strict turn of the actor named by `ref` and return its result."""
+        while True:
+            act = await self._activation(ref)
+            if act.waiting >= self.limits.mailbox_max:
+                raise ActorOverloaded(f"actor {ref} has {act.waiting} queued events")
+            act.waiting += 1
+            try:
+                await act.gate.acquire()
+            finally:
+                act.waiting -= 1
+            if act.dead:  # reset or evicted while we waited: start over on a fresh activation
+                act.gate.release()
+                continue
+            return await self._turn(act, fn)
+
+    run_in_actor = call
+
+    async def _turn(self, act: _Activation, fn: Callable[[Any], Awaitable[T]]) -> T:
+        act.busy += 1
+        act.begin_turn()
+        try:
+            try:
+                result = await fn(act.actor)
+            except BaseException:
+                self._abort(act)
+                raise
+            crash_point("turn.before_commit")
+            await self._commit(act)
+            return result
+        finally:
+            act.busy -= 1
+            act.last_used_ms = self.clock.now_ms()
+            if act.broken and not act.dead:
+                self._reset(act, "critical section failed")
+            if act.gate.locked():
+                act.gate.release()
+            self._slot_free.set()
+
+    def _abort(self, act: _Activation) -> None:
+        act.outbox = []
+        act.pending_alarm = _UNSET
+        if not act.dead:
+            act.storage.rollback()
+
+    async def _commit(self, act: _Activation) -> None:
+        """Commit the turn's transaction, then release its outputs (the output gate)."""
+        new_alarm = act.pending_alarm
+        alarm_changed = new_alarm is not _UNSET and new_alarm != act.alarm_ms
+        indexed = self._alarm_index.get(act.ref)
+        if alarm_changed and new_alarm is not None and (indexed is None or new_alarm < indexed):
+            self._index_set(act.ref, new_alarm)  # moving earlier: index first
+        cancelled = False
+        try:
+            await self.committer.commit(act.storage)
+        except asyncio.CancelledError:
+            if act.storage.in_transaction:  # cancelled before the commit ran: nothing is durable
+                self._reset(act, "commit cancelled")
+                raise
+            cancelled = True  # the commit finished: release its outputs, then propagate
+        except Exception as e:
+            log.exception("actor.commit_failed", actor=str(act.ref))
+            self._reset(act, "commit failed")
+            raise CommitFailed(f"could not commit the turn of {act.ref}: {e}") from e
+        if alarm_changed:
+            act.alarm_ms = new_alarm
+            if new_alarm is None:
+                self._index_clear(act.ref)
+            elif indexed is not None and new_alarm > indexed:
+                self._index_set(act.ref, new_alarm)  # moving later: after the commit
+        act.pending_alarm = _UNSET
+        outbox, act.outbox = act.outbox, []
+        for hs, item in outbox:
+            if isinstance(item, str):
+                hs.enqueue(item)
+            else:
+                hs.enqueue_close(*item)
+        if cancelled:
+            raise asyncio.CancelledError
+
+    # -- activation, eviction, reset --------------------------------------------------------------
+
+    async def _activation(self, ref: ActorRef) -> _Activation:
+        if not self._started or self._closing:
+            raise HostClosed("the actor host is not running")
+        act = self._open.get(ref)
+        if act is not None:
+            self._open.move_to_end(ref)
+            return act
+        while len(self._open) >= self.limits.max_open:
+            if not self._evict_one():
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                act = self._open.get(ref)
+                if act is not None:
+                    return act
+        return self._activate(ref)
+
+    def _activate(self, ref: ActorRef) -> _Activation:
+        factory = self.factories.get(ref.kind)
+        if factory is None:
+            raise InvalidActorName(f"unknown actor kind {ref.kind!r}")
+        path = actor_path(self.data_dir, ref)
+        fresh = not path.exists()
+        if fresh:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = open_connection(path, self.synchronous)
+        try:
+            _claim_file(conn, ref, path)
+            if fresh:
+                self._register_name(ref, path)
+            storage = ActorStorage(conn)
+            act = _Activation(ref, path, storage)
+            act.ctx = ActorContext(self, act)
+            act.actor = factory(act.ctx)
+            storage.commit_now()
+        except BaseException:
+            conn.close()
+            raise
+        act.last_used_ms = self.clock.now_ms()
+        self._open[ref] = act
+        self.activations += 1
+        self.peak_open = max(self.peak_open, len(self._open))
+        return act
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._index_db is None:
+            raise HostClosed("the actor host is not running")
+        return self._index_db
+
+    def _register_name(self, ref: ActorRef, path: Path) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO actors (kind, name, file, created_ms) VALUES (?, ?, ?, ?)",
+            (ref.kind, ref.name, str(path.relative_to(self.data_dir)), self.clock.now_ms()),
+        )
+
+    def _idle(self, act: _Activation) -> bool:
+        return act.busy == 0 and act.waiting == 0 and not act.gate.locked()
+
+    def _evict_one(self) -> bool:
+        for act in self._open.values():  # least recently used first
+            if self._idle(act):
+                self._close_activation(act)
+                self.evictions += 1
+                return True
+        return False
+
+    def _close_activation(self, act: _Activation) -> None:
+        act.dead = True
+        self._open.pop(act.ref, None)
+        try:
+            act.storage.close()
+        except sqlite3.Error as e:
+            log.warning("actor.close_failed", actor=str(act.ref), error=str(e))
+
+    def _reset(self, act: _Activation, why: str) -> None:
+        log.warning("actor.reset", actor=str(act.ref), reason=why)
+        act.outbox = []
+        self._close_activation(act)
+
+    async def evict(self, ref: ActorRef) -> bool:
+        """Close the actor's database now if it is idle (DO: hibernation); sockets stay."""
+        act = self._open.get(ref)
+        if act is None or not self._idle(act):
+            return False
+        self._close_activation(act)
+        self.evictions += 1
+        return True
+
+    async def _sweeper(self) -> None:
+        idle_ms = self.limits.idle_timeout_s * 1000
+        while True:
+            await self.clock.sleep(max(self.limits.idle_timeout_s / 2, 0.05))
+            now = self.clock.now_ms()
+            for act in list(self._open.values()):
+                if self._idle(act) and now - act.last_used_ms >= idle_ms:
+                    self._close_activation(act)
+                    self.evictions += 1
+
+    @property
+    def open_count(self) -> int:
+        """How many actor databases are open right now."""
+        return len(self._open)
+
+    def is_active(self, ref: ActorRef) -> bool:
+        return ref in self._open
+
+    def list_actors(self, kind: str) -> list[str]:
+        """Every name of `kind` the host has ever activated (DO: `listDurableObjectIds`)."""
+        rows = self._db.execute("SELECT name FROM actors WHERE kind = ? ORDER BY name", (kind,))
+        return [r[0] for r in rows]
+
+    # -- alarms -------------------------------------------------------------------------------------
+
+    def _push(self, ts: int, ref: ActorRef, retry: int) -> None:
+        entry = _Fired(ts, ref, retry)
+        heapq.heappush(self._heap, (ts, next(self._seq), entry))
+        self._wake.set()
+
+    def _index_set(self, ref: ActorRef, ts: int) -> None:
+        self._db.execute(
+            "INSERT INTO alarms (kind, name, ts) VALUES (?, ?, ?) "
+            "ON CONFLICT(kind, name) DO UPDATE SET ts = excluded.ts",
+            (ref.kind, ref.name, ts),
+        )
+        self._alarm_index[ref] = ts
+        self._retries.pop(ref, None)
+        self._push(ts, ref, 0)
+
+    def _index_clear(self, ref: ActorRef) -> None:
+        self._db.execute("DELETE FROM alarms WHERE kind = ? AND name = ?", (ref.kind, ref.name))
+        self._alarm_index.pop(ref, None)
+        self._retries.pop(ref, None)
+
+    @property
+    def pending_alarms(self) -> int:
+        return len(self._alarm_index)
+
+    def next_alarm_ms(self) -> int | None:
+        """The earliest indexed alarm time (for tests and status)."""
+        return min(self._alarm_index.values(), default=None)
+
+    async def _scheduler(self) -> None:
+        while True:
+            self._wake.clear()
+            self.fire_due()
+            if self._heap:
+                delay = max(0.0, (self._heap[0][0] - self.clock.now_ms()) / 1000)
+                sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+                waker = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                    waker.cancel()
+            else:
+                await self._wake.wait()
+
+    def fire_due(self) -> int:
+        """Start the handlers of every due alarm; returns how many were started."""
+        now = self.clock.now_ms()
+        started = 0
+        while self._heap and self._heap[0][0] <= now:
+            _, _, entry = heapq.heappop(self._heap)
+            expected_retry = self._retries.get(entry.ref, 0)
+            if entry.ref not in self._alarm_index or entry.retry != expected_retry:
+                continue  # superseded entry
+            if entry.retry == 0 and self._alarm_index[entry.ref] != entry.ts:
+                continue
+            task = asyncio.get_running_loop().create_task(self._fire(entry.ref, entry.retry))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started += 1
+        return started
+
+    async def _fire(self, ref: ActorRef, retry: int) -> bool:
+        """Run the alarm handler of `ref` if its stored alarm is due; schedule a retry on error."""
+        try:
+            return await self.call(ref, lambda actor: self._alarm_turn(ref, actor, retry, force=False))
+        except (HostClosed, asyncio.CancelledError):
+            raise
+        except Exception as e:  # noqa: BLE001 - any handler error is retried, as DO does
+            self._schedule_retry(ref, retry, e)
+            return False
+
+    async def _alarm_turn(self, ref: ActorRef, actor: Actor, retry: int, *, force: bool) -> bool:
+        act = self._open[ref]
+        stored = act.alarm_ms
+        now = self.clock.now_ms()
+        if stored is None:
+            if self._alarm_index.get(ref) is not None and not force:
+                self._index_clear(ref)
+            return False
+        if stored > now and not force:
+            self._index_set(ref, stored)  # the stored alarm moved later: follow it
+            return False
+        ctx = act.ctx
+        if ctx is None:
+            raise ActorResetError(f"actor {ref} has no context")
+        ctx.delete_alarm()  # get_alarm() is None while the handler runs, unless it sets one
+        await actor.alarm(AlarmInfo(retry_count=retry, is_retry=retry > 0))
+        crash_point("alarm.before_commit")
+        return True
+
+    def _schedule_retry(self, ref: ActorRef, retry: int, error: BaseException) -> None:
+        if retry >= self.limits.alarm_max_retries:
+            log.error("alarm.gave_up", actor=str(ref), retries=retry, error=str(error))
+            self._retries.pop(ref, None)
+            self._alarm_index.pop(ref, None)
+            self._db.execute("DELETE FROM alarms WHERE kind = ? AND name = ?", (ref.kind, ref.name))
+            return
+        delay_s = self.limits.alarm_retry_base_s * (2**retry) * self._rng.uniform(0.75, 1.25)
+        log.warning(
+            "alarm.retry", actor=str(ref), retry=retry + 1, delay_s=round(delay_s, 3), error=str(error)
+        )
+        self._retries[ref] = retry + 1
+        self._push(self.clock.now_ms() + int(delay_s * 1000), ref, retry + 1)
+
+    async def run_alarm(self, ref: ActorRef) -> bool:
+        """Run the actor's alarm now if one is set (DO test helper `runDurableObjectAlarm`)."""
+        return await self.call(ref, lambda actor: self._alarm_turn(ref, actor, 0, force=True))
+
+    async def wait_idle(self) -> None:
+        """Wait until every alarm handler started so far has finished (for tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- WebSockets -------------------------------------------------------------------------------
+
+    def _register_socket(
+        self, ref: ActorRef, ws: WebSocketLike, tags: Sequence[str], attachment: Any
+    ) -> HostedSocket:
+        hs = HostedSocket(ws, ref, tags, attachment)
+        self._sockets.setdefault(ref, {})[hs] = None
+        return hs
+
+    def get_websockets(self, ref: ActorRef, tag: str | None = None) -> list[HostedSocket]:
+        """The open sockets held for `ref`, optionally only those carrying `tag`."""
+        socks = self._sockets.get(ref)
+        if not socks:
+            return []
+        if tag is None:
+            return list(socks)
+        return [hs for hs in socks if tag in hs.tags]
+
+    def send(self, sockets: Iterable[HostedSocket], text: str) -> None:
+        """Queue a frame on sockets outside any turn (pushes whose data lives elsewhere)."""
+        for hs in sockets:
+            hs.enqueue(text)
+
+    async def deliver_ws_message(self, ref: ActorRef, hs: HostedSocket, message: str | bytes) -> None:
+        """A message arrived on a held socket: run it as a turn (re-activating if evicted)."""
+        if hs.closed:
+            return
+        await self.call(ref, lambda actor: actor.web_socket_message(hs, message))
+
+    async def deliver_ws_close(self, ref: ActorRef, hs: HostedSocket, code: int, reason: str = "") -> None:
+        """A held socket closed: forget it and run `web_socket_close` exactly once."""
+        if hs.closed:
+            return
+        hs.closed = True
+        socks = self._sockets.get(ref)
+        if socks is not None:
+            socks.pop(hs, None)
+            if not socks:
+                del self._sockets[ref]
+        if self._closing:
+            return
+        await self.call(ref, lambda actor: actor.web_socket_close(hs, code, reason))

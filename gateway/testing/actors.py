@@ -1,0 +1,155 @@
+"""Test harness for the actor host, after workerd's actor-sqlite tests and the DO test helpers.
+
+- `ManualCommitter`: records each commit and blocks it on a future the test resolves or fails,
+  so a test can look at the world while a turn's commit is in flight (output gate, S5).
+- `FaultyCommitter`: fails the Nth commit (and only that one).
+- `CountingActor`: an actor kind whose constructor, alarm and socket callbacks are counted and
+  whose handlers are plain methods tests call through `host.call`.
+- `host_for`: a started host on a directory with the given kinds, for `async with`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from gateway.actors.host import Actor, ActorContext, ActorHost, AlarmInfo, HostLimits
+from gateway.actors.sockets import HostedSocket
+from gateway.actors.storage import ActorStorage
+from gateway.clock import Clock
+
+
+class ManualCommitter:
+    """A committer whose every commit waits for the test to call `resolve()` or `fail()`."""
+
+    def __init__(self) -> None:
+        self.pending: list[asyncio.Future[None]] = []
+        self.committed = 0
+        self._arrived = asyncio.Event()
+
+    async def commit(self, storage: ActorStorage) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(fut)
+        self._arrived.set()
+        await fut
+        storage.commit_now()
+        self.committed += 1
+
+    async def wait_for_commit(self, timeout_s: float = 5.0) -> None:
+        """Wait until a commit is waiting for the test."""
+        while not any(not f.done() for f in self.pending):
+            self._arrived.clear()
+            await asyncio.wait_for(self._arrived.wait(), timeout_s)
+
+    def _next(self) -> asyncio.Future[None]:
+        for fut in self.pending:
+            if not fut.done():
+                return fut
+        raise AssertionError("no commit is waiting")
+
+    def resolve(self) -> None:
+        """Let the oldest waiting commit go through."""
+        self._next().set_result(None)
+
+    def fail(self, error: BaseException | None = None) -> None:
+        """Make the oldest waiting commit fail."""
+        self._next().set_exception(error or OSError("disk I/O error (injected)"))
+
+    def assert_no_pending(self) -> None:
+        """End-of-test check: no commit is left waiting."""
+        waiting = [f for f in self.pending if not f.done()]
+        if waiting:
+            raise AssertionError(f"{len(waiting)} commits still waiting")
+
+
+class FaultyCommitter:
+    """Commits normally, except the `fail_on`-th commit (1-based), which raises."""
+
+    def __init__(self, fail_on: int) -> None:
+        self.fail_on = fail_on
+        self.calls = 0
+
+    async def commit(self, storage: ActorStorage) -> None:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise OSError("disk I/O error (injected)")
+        storage.commit_now()
+
+
+class Counters:
+    """Shared counters of `CountingActor` instances (per test)."""
+
+    def __init__(self) -> None:
+        self.constructed = 0
+        self.alarms: list[AlarmInfo] = []
+        self.messages: list[Any] = []
+        self.closes: list[int] = []
+        self.events: list[str] = []
+
+
+class CountingActor(Actor):
+    """A small actor with a counter table, used by the host's tests."""
+
+    counters = Counters()
+    alarm_behaviour: Callable[[CountingActor, AlarmInfo], Any] | None = None
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__(ctx)
+        type(self).counters.constructed += 1
+        self.in_memory = 0
+        ctx.sql.exec("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+
+    def get(self, key: str) -> int | None:
+        row = self.ctx.sql.exec("SELECT v FROM kv WHERE k = ?", key).first()
+        return None if row is None else int(row[0])
+
+    def put(self, key: str, value: int) -> None:
+        self.ctx.sql.exec(
+            "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v", key, value
+        )
+
+    async def alarm(self, info: AlarmInfo) -> None:
+        type(self).counters.alarms.append(info)
+        behaviour = type(self).alarm_behaviour
+        if behaviour is not None:
+            result = behaviour(self, info)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def web_socket_message(self, ws: HostedSocket, message: str | bytes) -> None:
+        type(self).counters.messages.append(message)
+        self.ctx.send(ws, f"echo:{message!s}")
+
+    async def web_socket_close(self, ws: HostedSocket, code: int, reason: str) -> None:
+        type(self).counters.closes.append(code)
+
+
+def counting_kind() -> type[CountingActor]:
+    """A fresh `CountingActor` subclass with its own counters (no state shared across tests)."""
+
+    class Fresh(CountingActor):
+        counters = Counters()
+        alarm_behaviour = None
+
+    return Fresh
+
+
+@asynccontextmanager
+async def host_for(
+    data_dir: Path,
+    factories: Mapping[str, Callable[[ActorContext], Actor]],
+    *,
+    clock: Clock | None = None,
+    limits: HostLimits | None = None,
+    **kw: Any,
+) -> AsyncIterator[ActorHost]:
+    """A started host that is closed (grace 1 s) when the block ends."""
+    host = ActorHost(data_dir, factories, clock=clock, limits=limits, **kw)
+    await host.start()
+    try:
+        yield host
+    finally:
+        await host.close(1.0)
