@@ -1,0 +1,1 @@
+"""The four migration phases: phase control and audit, routing, the repair queue, shadow reads."""

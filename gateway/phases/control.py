@@ -1,0 +1,130 @@
+"""The migration phase: one setting, persisted, changed at run time, every change audited.
+
+The phase lives in `<data_dir>/control.sqlite` beside the actor databases. At start-up the
+persisted phase wins over the config file's (an operator's run-time decision must survive a
+restart); the config file's phase applies only to a data directory that has never had one.
+Every change appends a row to the audit log: when, who, from, to, reason, and whether guards
+were overridden with `--force`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway.clock import Clock
+from gateway.domain.jscompat import iso_from_ms
+
+log = structlog.get_logger(__name__)
+
+PHASES: tuple[str, ...] = ("parallel", "write-through", "read-switch", "cutover")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS phase (id INTEGER PRIMARY KEY CHECK (id = 1), phase TEXT NOT NULL,
+    since_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS phase_audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL, from_phase TEXT, to_phase TEXT NOT NULL, reason TEXT NOT NULL,
+    forced INTEGER NOT NULL DEFAULT 0);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseChange:
+    """One row of the audit log."""
+
+    seq: int
+    at_ms: int
+    actor: str
+    from_phase: str | None
+    to_phase: str
+    reason: str
+    forced: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": iso_from_ms(self.at_ms),
+            "actor": self.actor,
+            "from": self.from_phase,
+            "to": self.to_phase,
+            "reason": self.reason,
+            "forced": self.forced,
+        }
+
+
+def phase_index(phase: str) -> int:
+    """The phase's position in the rollout order (parallel = 0 ... cutover = 3)."""
+    return PHASES.index(phase)
+
+
+class PhaseControl:
+    """Reads and changes the current phase; the single source of truth for the router."""
+
+    def __init__(self, data_dir: Path, clock: Clock, initial_phase: str) -> None:
+        if initial_phase not in PHASES:
+            raise ValueError(f"unknown phase {initial_phase!r}")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._db = sqlite3.connect(data_dir / "control.sqlite", isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # rare writes; an operator's decision must not be lost
+        self._db.executescript(SCHEMA)
+        row = self._db.execute("SELECT phase, since_ms FROM phase WHERE id = 1").fetchone()
+        if row is None:
+            now = clock.now_ms()
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT INTO phase (id, phase, since_ms) VALUES (1, ?, ?)", (initial_phase, now))
+            self._db.execute(
+                "INSERT INTO phase_audit (at_ms, actor, from_phase, to_phase, reason, forced) "
+                "VALUES (?, 'config', NULL, ?, 'initial phase from the configuration', 0)",
+                (now, initial_phase),
+            )
+            self._db.execute("COMMIT")
+            self.phase, self.since_ms = initial_phase, now
+        else:
+            self.phase, self.since_ms = str(row[0]), int(row[1])
+            if self.phase != initial_phase:
+                log.warning(
+                    "phase.config_differs",
+                    persisted=self.phase,
+                    configured=initial_phase,
+                    note="the persisted phase wins; change it with `agent-coord phase set`",
+                )
+
+    def set(self, to_phase: str, *, actor: str, reason: str, forced: bool = False) -> PhaseChange:
+        """Persist a new phase and its audit row in one transaction."""
+        if to_phase not in PHASES:
+            raise ValueError(f"unknown phase {to_phase!r}")
+        now = self._clock.now_ms()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("UPDATE phase SET phase = ?, since_ms = ? WHERE id = 1", (to_phase, now))
+            cur = self._db.execute(
+                "INSERT INTO phase_audit (at_ms, actor, from_phase, to_phase, reason, forced) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (now, actor, self.phase, to_phase, reason, int(forced)),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        change = PhaseChange(int(cur.lastrowid or 0), now, actor, self.phase, to_phase, reason, forced)
+        log.info("phase.changed", **change.to_json())
+        self.phase, self.since_ms = to_phase, now
+        return change
+
+    def history(self, limit: int = 100) -> list[PhaseChange]:
+        """The newest `limit` changes, oldest first."""
+        rows = self._db.execute(
+            "SELECT seq, at_ms, actor, from_phase, to_phase, reason, forced FROM phase_audit "
+            "ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [PhaseChange(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in reversed(rows)]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,86 @@
+"""The rules for changing phase (migration.md "Rules that make this correct", "Guards").
+
+- Moving back one phase is always possible, except back from `cutover`, which needs Redis
+  refilled from the actors first (the export/import tool's reverse direction).
+- Moving forward goes one phase at a time.
+- `read-switch` needs an empty repair queue and a clean consistency report newer than the
+  configured age.
+- `cutover` needs an empty repair queue.
+
+`--force` overrides every guard; the audit log records that it did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.phases.control import PHASES, phase_index
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyReportInfo:
+    """What the guards need to know of the newest consistency report."""
+
+    finished_ms: int
+    clean: bool
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class GuardContext:
+    """The facts a phase change is checked against."""
+
+    repair_depth: int
+    last_report: ConsistencyReportInfo | None
+    now_ms: int
+    report_max_age_s: float
+    reverse_synced: bool = False
+    checker_available: bool = False
+
+
+def refusals(from_phase: str, to_phase: str, ctx: GuardContext) -> list[str]:
+    """Why the change would be refused (empty: allowed). Each reason says what to do about it."""
+    if to_phase not in PHASES:
+        return [f"unknown phase {to_phase!r}; phases are: {', '.join(PHASES)}"]
+    if to_phase == from_phase:
+        return [f"the gateway is already in phase {to_phase!r}"]
+    out: list[str] = []
+    step = phase_index(to_phase) - phase_index(from_phase)
+    if step > 1:
+        out.append(
+            f"phases move forward one at a time: {from_phase} -> {PHASES[phase_index(from_phase) + 1]} first"
+        )
+    if from_phase == "cutover" and not ctx.reverse_synced:
+        out.append(
+            "moving back from cutover needs Redis refilled from the actors first "
+            "(the export/import tool's reverse direction, actors -> legacy); "
+            "Redis was not written during cutover"
+        )
+    if to_phase in ("read-switch", "cutover") and step > 0 and ctx.repair_depth > 0:
+        out.append(
+            f"the repair queue holds {ctx.repair_depth} entries; wait until it drains "
+            "(`agent-coord phase show` shows its depth)"
+        )
+    if to_phase == "read-switch" and step > 0:
+        out.extend(_report_refusals(ctx))
+    return out
+
+
+def _report_refusals(ctx: GuardContext) -> list[str]:
+    report = ctx.last_report
+    if report is None:
+        if not ctx.checker_available:
+            return [
+                "read-switch needs a clean consistency report, and this version has no consistency "
+                "checker yet; verify the stores by other means and use --force"
+            ]
+        return ["read-switch needs a clean consistency report: run `agent-coord check` first"]
+    if not report.clean:
+        return [f"the newest consistency report is not clean ({report.path}); repair and check again"]
+    age_s = (ctx.now_ms - report.finished_ms) / 1000
+    if age_s > ctx.report_max_age_s:
+        return [
+            f"the newest clean consistency report is {age_s:.0f} s old (limit {ctx.report_max_age_s:.0f} s); "
+            "run `agent-coord check` again"
+        ]
+    return []

@@ -1,0 +1,111 @@
+"""The durable repair queue and its worker."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from gateway.clock import FakeClock
+from gateway.errors import StoreUnavailable
+from gateway.phases.entities import EntityKey
+from gateway.phases.repair import RepairQueue, RepairWorker
+
+K1 = EntityKey("task", "", "task-1")
+K2 = EntityKey("dm", "bob", "msg-1")
+
+
+def test_entries_survive_reopening(tmp_path: Path) -> None:
+    """What was enqueued is still there after the queue (the process) is reopened."""
+    clock = FakeClock()
+    q = RepairQueue(tmp_path, clock)
+    q.enqueue(K1, "actors", "boom")
+    q.enqueue(K2, "actors", "boom")
+    q.close()
+    again = RepairQueue(tmp_path, clock)
+    assert [e.key for e in again.all()] == [K1, K2]
+    assert again.stats().depth == 2
+    again.close()
+
+
+def test_repeated_failures_of_one_entity_collapse(tmp_path: Path) -> None:
+    """Three failed writes of one entity make one entry (the repair re-reads the source)."""
+    q = RepairQueue(tmp_path, FakeClock())
+    for _ in range(3):
+        q.enqueue(K1, "legacy", "down")
+    entries = q.all()
+    assert len(entries) == 1
+    assert entries[0].gen == 3
+    q.close()
+
+
+def test_newer_failure_during_a_repair_keeps_the_entry(tmp_path: Path) -> None:
+    """A repair that read an older value does not remove an entry re-enqueued meanwhile."""
+    q = RepairQueue(tmp_path, FakeClock())
+    q.enqueue(K1, "actors", "down")
+    taken = q.due()[0]
+    q.enqueue(K1, "actors", "down again")  # a newer write failed while the repair ran
+    assert q.done(taken) is False
+    assert q.stats().depth == 1
+    assert q.done(q.due()[0]) is True
+    assert q.stats().depth == 0
+    q.close()
+
+
+async def test_worker_copies_in_order_and_empties_the_queue(tmp_path: Path) -> None:
+    """The worker copies each due entry, oldest first, and removes it."""
+    clock = FakeClock()
+    q = RepairQueue(tmp_path, clock)
+    copied: list[tuple[EntityKey, str]] = []
+
+    async def copy(key: EntityKey, target: str) -> None:
+        copied.append((key, target))
+
+    q.enqueue(K1, "actors", "x")
+    q.enqueue(K2, "actors", "x")
+    worker = RepairWorker(q, copy, clock)
+    assert await worker.run_once() == 2
+    assert copied == [(K1, "actors"), (K2, "actors")]
+    assert q.stats().depth == 0
+    q.close()
+
+
+async def test_failing_target_backs_off_and_recovers(tmp_path: Path) -> None:
+    """While the target is down entries wait with growing backoff; when it returns they drain."""
+    clock = FakeClock()
+    q = RepairQueue(tmp_path, clock)
+    up = False
+
+    async def copy(key: EntityKey, target: str) -> None:
+        if not up:
+            raise StoreUnavailable("legacy store unavailable")
+
+    q.enqueue(K1, "legacy", "x")
+    q.enqueue(K2, "legacy", "x")
+    worker = RepairWorker(q, copy, clock, rng=random.Random(1))
+    assert await worker.run_once() == 0
+    first = q.all()
+    assert all(e.next_ms > clock.now_ms() for e in first)  # both postponed, not hammered
+    assert first[0].attempts == 1
+    assert await worker.run_once() == 0  # nothing due yet
+    await clock.advance(60_000)
+    assert await worker.run_once() == 0
+    assert q.all()[0].attempts == 2
+    up = True
+    await clock.advance(120_000)
+    assert await worker.run_once() == 2
+    assert q.stats().depth == 0
+    q.close()
+
+
+def test_stats_report_depth_and_oldest(tmp_path: Path) -> None:
+    """Depth and the oldest entry's enqueue time are visible for the admin status."""
+    clock = FakeClock(5_000)
+    q = RepairQueue(tmp_path, clock)
+    assert q.stats().depth == 0
+    assert q.stats().oldest_ms is None
+    q.enqueue(K1, "actors", "x")
+    clock._now_ms = 9_000
+    q.enqueue(K2, "actors", "x")
+    stats = q.stats()
+    assert (stats.depth, stats.oldest_ms) == (2, 5_000)
+    q.close()
