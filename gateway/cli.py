@@ -1,0 +1,117 @@
+"""The `agent-coord` command line.
+
+    agent-coord serve [--host H] [--port N] [--data-dir DIR] [--config FILE]
+                      [--redis-url URL] [--phase PHASE]
+    agent-coord version        (or agent-coord --version)
+
+Flags are overrides on top of the config file and the environment (see gateway.settings); they
+are passed to `load_settings` as strings so that a bad value is reported like any other, naming
+the setting and the flag. Exit codes: 0 success, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from gateway import __version__
+from gateway.logs import configure_logging, get_logger
+from gateway.settings import PHASES, SettingsError, describe, load_settings
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2  # argparse's code for bad usage; a bad setting is bad usage too
+
+# serve flag -> the setting it overrides.
+_SERVE_OVERRIDES: Final = {
+    "host": ("server.host", "--host"),
+    "port": ("server.port", "--port"),
+    "data_dir": ("storage.data_dir", "--data-dir"),
+    "redis_url": ("legacy.redis_url", "--redis-url"),
+    "phase": ("migration.phase", "--phase"),
+}
+
+_Handler = Callable[[argparse.Namespace], int]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Load the settings, configure logging and run the gateway until it is stopped."""
+    overrides: dict[str, object] = {}
+    labels: dict[str, str] = {}
+    for attr, (dotted, flag) in _SERVE_OVERRIDES.items():
+        value = getattr(args, attr)
+        if value is not None:
+            overrides[dotted] = value
+            labels[dotted] = flag
+    try:
+        settings = load_settings(
+            config_path=args.config,
+            overrides=overrides,
+            override_labels=labels,
+            config_label="--config",
+        )
+    except SettingsError as exc:
+        sys.stderr.write(f"agent-coord: error: {exc}\n")
+        return EXIT_USAGE
+    configure_logging(settings.log)
+    get_logger(__name__).info("settings loaded", version=__version__, settings=describe(settings))
+
+    # Imported here so that the CLI (and `--help`) work without loading the whole service.
+    from gateway.app import run_app  # noqa: PLC0415
+
+    run_app(settings)
+    return EXIT_OK
+
+
+def _version(_args: argparse.Namespace) -> int:
+    sys.stdout.write(f"agent-coord {__version__}\n")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each subcommand stores its handler in `handler`."""
+    parser = argparse.ArgumentParser(
+        prog="agent-coord",
+        description="agent-coord gateway: the Durable-Objects API served from per-actor SQLite, "
+        "in front of the legacy Redis store.",
+    )
+    parser.add_argument("--version", action="version", version=f"agent-coord {__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway (HTTP + WebSocket)",
+        description="Run the gateway. Flags override the config file and AGENT_COORD_* variables.",
+    )
+    serve.add_argument("--host", help="address to listen on (server.host)")
+    serve.add_argument("--port", help="TCP port to listen on (server.port)")
+    serve.add_argument("--data-dir", help="directory of the actor SQLite files (storage.data_dir)")
+    serve.add_argument(
+        "--config", type=Path, help="TOML config file (default: $AGENT_COORD_CONFIG, else none)"
+    )
+    serve.add_argument("--redis-url", help="legacy Redis URL (legacy.redis_url); '' for none")
+    serve.add_argument("--phase", help=f"migration phase at start-up: {', '.join(PHASES)} (migration.phase)")
+    serve.set_defaults(handler=_serve)
+
+    # Later subcommands go here, each with its own handler: `phase` (show / change the migration
+    # phase through the admin API), `migrate` (export / import between the stores) and `check`
+    # (the consistency checker). They are not offered until they exist.
+
+    version = commands.add_parser("version", help="print the version and exit")
+    version.set_defaults(handler=_version)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `agent-coord`; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    handler: _Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

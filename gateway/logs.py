@@ -1,0 +1,177 @@
+"""Logging: structlog configured once, with stdlib logging routed through the same renderer.
+
+Every line, from our structlog loggers and from stdlib loggers such as `aiohttp.access`, goes
+through one `ProcessorFormatter` on one root handler, so the output has one format:
+
+* JSON lines (`timestamp` ISO-8601 UTC, `level`, `event`, `logger`, then the bound keys) when
+  `log.format` is `json`, or `auto` and the stream is not a terminal;
+* structlog's `ConsoleRenderer` when `log.format` is `console`, or `auto` and the stream is a
+  terminal.
+
+Context bound with `bind_request_id` lives in a contextvar, so it appears on every line logged
+while that request is handled (aiohttp runs each request in its own task, which copies the
+context). Values under keys that look like secrets (token, password, secret, authorization) are
+replaced by `***`, and passwords inside URLs are masked, before anything is rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TextIO
+
+import orjson
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from gateway.settings import MASK, LogSettings, mask_url
+
+__all__ = [
+    "SENSITIVE_KEY_WORDS",
+    "bind_request_id",
+    "clear_request_context",
+    "configure_logging",
+    "get_logger",
+    "mask_secrets",
+]
+
+# A key is sensitive when one of its words (split on `_`, `-`, `.` and camelCase) is one of these.
+# Whole words, so `tokensUsed` (a count in the DO API) stays visible while `admin_token` does not.
+SENSITIVE_KEY_WORDS: Final = frozenset(
+    {"token", "password", "passwd", "secret", "authorization", "cookie", "apikey"}
+)
+
+_WORD_SPLIT: Final = re.compile(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])")
+_URL_WITH_USERINFO: Final = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^/@\s]*@")
+
+_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def _is_sensitive(key: str) -> bool:
+    words = {word.lower() for word in _WORD_SPLIT.split(key) if word}
+    return bool(words & SENSITIVE_KEY_WORDS) or key.lower().replace("_", "") in SENSITIVE_KEY_WORDS
+
+
+def _mask_value(key: str, value: object) -> object:
+    if _is_sensitive(key):
+        return value if value is None or value == "" else MASK  # "unset" is worth seeing
+    if isinstance(value, Mapping):
+        return {k: _mask_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, str) and _URL_WITH_USERINFO.match(value):
+        return mask_url(value)
+    return value
+
+
+def mask_secrets(_logger: WrappedLogger, _method_name: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: mask values of secret-looking keys (nested too) and URL passwords."""
+    for key, value in event_dict.items():
+        if key != "event":
+            event_dict[key] = _mask_value(key, value)
+    return event_dict
+
+
+_LEADING_KEYS: Final = ("timestamp", "level", "logger", "event")
+
+
+def _leading_keys_first(_logger: WrappedLogger, _method_name: str, event_dict: EventDict) -> EventDict:
+    """Put timestamp, level, logger and event first in each JSON line, for people reading them."""
+    leading = {key: event_dict.pop(key) for key in _LEADING_KEYS if key in event_dict}
+    leading.update(event_dict)
+    return leading
+
+
+def _orjson_dumps(obj: object, *, default: Callable[[Any], object] | None = None, **_kwargs: object) -> str:
+    """JSONRenderer serializer: orjson keeps key order and writes UTF-8 as is."""
+    return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _shared_processors() -> list[Processor]:
+    """What every line gets, whether it came from structlog or from stdlib logging."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        structlog.processors.StackInfoRenderer(),
+        mask_secrets,
+    ]
+
+
+def _use_json(settings: LogSettings, stream: TextIO) -> bool:
+    if settings.format == "json":
+        return True
+    if settings.format == "console":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return not (callable(isatty) and isatty())
+
+
+class _GatewayHandler(logging.StreamHandler[TextIO]):
+    """The root handler this module installs; its own class so reconfiguring replaces only it."""
+
+
+def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) -> None:
+    """Configure structlog and the stdlib root logger to write `settings`' format to `stream`.
+
+    `stream` defaults to stderr. Calling it again replaces the previous configuration (handlers
+    that others put on the root logger, such as pytest's, are left alone).
+    """
+    out = sys.stderr if stream is None else stream
+    renderer: Processor
+    if _use_json(settings, out):
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        final: list[Processor] = [structlog.processors.dict_tracebacks, _leading_keys_first, renderer]
+    else:
+        isatty = getattr(out, "isatty", None)
+        renderer = structlog.dev.ConsoleRenderer(colors=callable(isatty) and bool(isatty()))
+        final = [renderer]
+
+    shared = _shared_processors()
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        context_class=dict,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = _GatewayHandler(out)
+    handler.setFormatter(formatter)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _GatewayHandler)]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(_LEVELS.get(settings.level, logging.INFO))
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A typed structlog logger named `name` (usually `__name__`)."""
+    return structlog.stdlib.get_logger(name)
+
+
+def bind_request_id(request_id: str) -> None:
+    """Attach `request_id` to every line logged from the current context (one request's task)."""
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+
+
+def clear_request_context() -> None:
+    """Forget everything bound in the current context (call when a request ends)."""
+    structlog.contextvars.clear_contextvars()
