@@ -58,6 +58,7 @@ NON_SETTING_ENV_VARS: Final = frozenset(
     {
         CONFIG_ENV_VAR,
         "AGENT_COORD_REDIS_SERVER",  # gateway.testing.redis_server: the redis-server binary for tests
+        "AGENT_COORD_CRASH_AT",  # gateway.actors.crash: subprocess durability tests
     }
 )
 

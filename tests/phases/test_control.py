@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from gateway.clock import FakeClock
 from gateway.phases.control import PhaseControl
+from gateway.phases.gate import PhaseGate, SwitchTimeoutError
 
 
 def test_initial_phase_comes_from_config_and_is_audited(tmp_path: Path) -> None:
@@ -54,3 +56,43 @@ def test_unknown_phase_is_rejected_and_nothing_changes(tmp_path: Path) -> None:
     assert ctl.phase == "parallel"
     assert len(ctl.history()) == 1
     ctl.close()
+
+
+async def test_gate_switch_waits_for_in_flight_and_holds_new_operations() -> None:
+    """A switch runs only after in-flight operations leave; operations arriving meanwhile wait."""
+    gate = PhaseGate()
+    order: list[str] = []
+    await gate.enter()  # an operation in flight
+
+    async def switch() -> None:
+        await gate.switch(lambda: order.append("switched"))
+
+    async def late_op() -> None:
+        await gate.enter()
+        order.append("late op")
+        gate.leave()
+
+    s = asyncio.create_task(switch())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    late = asyncio.create_task(late_op())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert order == []  # the switch waits for the in-flight op; the late op waits for the switch
+    order.append("in-flight op done")
+    gate.leave()
+    await asyncio.wait_for(asyncio.gather(s, late), 5)
+    assert order == ["in-flight op done", "switched", "late op"]
+
+
+async def test_gate_switch_times_out_without_changing() -> None:
+    """A stuck operation makes the switch fail with nothing changed, and the gate reopens."""
+    gate = PhaseGate()
+    await gate.enter()
+    changed: list[int] = []
+    with pytest.raises(SwitchTimeoutError):
+        await gate.switch(lambda: changed.append(1), timeout_s=0.01)
+    assert changed == []
+    await gate.enter()  # not blocked
+    gate.leave()
+    gate.leave()

@@ -1,0 +1,150 @@
+"""The admin HTTP API: phase status and control, protected by a bearer token.
+
+    GET  /admin/status                 phase, since when, repair queue, shadow reads, last report
+    GET  /admin/phase                  {"phase", "since"}
+    POST /admin/phase                  {"phase", "reason", "force"?, "actor"?} -> the audit row
+    GET  /admin/phase/history?limit=N  the audit log, oldest first
+
+Every request needs `Authorization: Bearer <token>`. The token is `migration.admin_token`
+from the settings or, when none is configured, a random one the gateway writes once to
+`<data_dir>/admin-token` (mode 0600), which the `agent-coord phase` commands read when they
+run on the same machine. The token is never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from aiohttp import web
+
+from gateway.phases.control import PHASES, PhaseChange
+
+log = structlog.get_logger(__name__)
+
+TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
+JSON = "application/json"
+
+
+class PhaseChangeRefusedError(Exception):
+    """A phase change the guards refuse; `reasons` say why and what to do."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+class PhaseService(Protocol):
+    """What the admin API needs from the migration runtime."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def change_phase(self, to_phase: str, *, actor: str, reason: str, force: bool) -> PhaseChange: ...
+
+    def history(self, limit: int) -> list[PhaseChange]: ...
+
+
+def admin_token(configured: str | None, data_dir: Path) -> str:
+    """The configured token, or the one kept in the data directory (created on first use)."""
+    if configured:
+        return configured
+    path = data_dir / TOKEN_FILE
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    log.info("admin.token_created", path=str(path))
+    return token
+
+
+MAX_HISTORY = 10_000
+
+
+class _Reject(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error"))
+        self.status = status
+        self.body = body
+
+
+def _json(status: int, body: Any) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type=JSON)
+
+
+class AdminApi:
+    """Serves `/admin/*` for one gateway."""
+
+    def __init__(self, service: PhaseService, token: str) -> None:
+        self._service = service
+        self._token = token.encode("utf-8")
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8"), self._token)
+
+    async def handle(self, request: web.Request, path: str) -> web.Response:
+        """Answer one admin request; `path` is the request path (already known to start /admin)."""
+        try:
+            if not self._authorized(request):
+                raise _Reject(401, {"error": "admin API: missing or wrong bearer token"})
+            return await self._route(request, path.rstrip("/"))
+        except _Reject as e:
+            return _json(e.status, e.body)
+
+    async def _route(self, request: web.Request, path: str) -> web.Response:
+        get = request.method == "GET"
+        if path == "/admin/status" and get:
+            return _json(200, self._service.status())
+        if path == "/admin/phase" and get:
+            status = self._service.status()
+            return _json(200, {"phase": status["phase"], "since": status["since"]})
+        if path == "/admin/phase" and request.method == "POST":
+            change = await self._change(request)
+            return _json(200, {"success": True, "change": change.to_json()})
+        if path == "/admin/phase/history" and get:
+            raw = request.query.get("limit", "100")
+            if not raw.isdigit() or not 1 <= int(raw) <= MAX_HISTORY:
+                raise _Reject(400, {"error": f"limit must be an integer in 1..{MAX_HISTORY}"})
+            return _json(200, {"changes": [c.to_json() for c in self._service.history(int(raw))]})
+        if path in ("/admin/status", "/admin/phase", "/admin/phase/history"):
+            raise _Reject(405, {"error": "Method not allowed"})
+        raise _Reject(404, {"error": "Not found", "path": path})
+
+    async def _change(self, request: web.Request) -> PhaseChange:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            raise _Reject(400, {"error": "the body must be a JSON object"})
+        phase, reason = body.get("phase"), body.get("reason")
+        force, actor = body.get("force", False), body.get("actor", "admin-api")
+        problems = [
+            (phase not in PHASES, f"phase must be one of {', '.join(PHASES)}"),
+            (
+                not isinstance(reason, str) or not reason.strip(),
+                "reason is required: say why the phase changes",
+            ),
+            (not isinstance(force, bool), "force must be true or false"),
+            (not isinstance(actor, str) or not actor, "actor must be a non-empty string"),
+        ]
+        errors = [message for bad, message in problems if bad]
+        if errors:
+            raise _Reject(400, {"error": errors[0]})
+        try:
+            return await self._service.change_phase(
+                str(phase), actor=str(actor), reason=str(reason).strip(), force=bool(force)
+            )
+        except PhaseChangeRefusedError as e:
+            raise _Reject(
+                409, {"error": "phase change refused", "reasons": e.reasons, "hint": "--force overrides"}
+            ) from e
