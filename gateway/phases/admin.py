@@ -68,7 +68,9 @@ def admin_token(configured: str | None, data_dir: Path) -> str:
 MAX_HISTORY = 10_000
 
 
-class _Reject(Exception):  # noqa: N818 - internal control flow, never escapes this module
+class _Reject(Exception):
+    """Internal control flow: an error answer; never escapes this module."""
+
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         super().__init__(body.get("error"))
         self.status = status
@@ -93,9 +95,9 @@ class AdminApi:
 
     async def handle(self, request: web.Request, path: str) -> web.Response:
         """Answer one admin request; `path` is the request path (already known to start /admin)."""
+        if not self._authorized(request):
+            return _json(401, {"error": "admin API: missing or wrong bearer token"})
         try:
-            if not self._authorized(request):
-                raise _Reject(401, {"error": "admin API: missing or wrong bearer token"})
             return await self._route(request, path.rstrip("/"))
         except _Reject as e:
             return _json(e.status, e.body)
