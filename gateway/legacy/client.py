@@ -1,0 +1,129 @@
+"""The one connection to the legacy Redis: a pooled redis-py asyncio client behind a retry policy.
+
+Every legacy command of the gateway goes through `LegacyClient.run`, which
+
+* uses ONE bounded connection pool (`legacy.pool_size`); a caller waits at most `legacy.timeout_s`
+  for a free connection;
+* sets connect and socket timeouts from `legacy.timeout_s`, so a Redis that is down or hung fails
+  fast instead of hanging a request;
+* retries transient failures (connection and timeout errors) with tenacity, bounded by
+  `legacy.retries` extra attempts and by a total time budget, with exponential backoff and jitter,
+  but ONLY when the caller says the operation is safe to repeat (reads, an HSET of a whole value,
+  HDEL). LPUSH and the non-idempotent scripts are sent once: a reply lost after Redis applied the
+  command must not apply it twice. redis-py's own retry is switched off so there is one policy;
+* translates redis-py's exceptions at this boundary: connection, timeout and pool exhaustion
+  become `StoreUnavailable` (503, retryable); anything else redis reports (WRONGTYPE, a script
+  error) becomes `LegacyStoreError` (500). redis-py's `ConnectionError`/`TimeoutError` are only
+  ever referred to as `redis.exceptions.*`, never imported under the built-in names.
+
+Values are decoded as UTF-8 with `surrogateescape`, so a value holding invalid UTF-8 reaches the
+codec (which reports it as corrupt) instead of failing a whole HGETALL, and a field name that is
+not UTF-8 round-trips unchanged when written back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from gateway.errors import GatewayError, StoreUnavailable
+from gateway.settings import LegacySettings, mask_url
+
+__all__ = ["LegacyClient", "LegacyStoreError", "Redis"]
+
+T = TypeVar("T")
+Redis = redis.asyncio.Redis
+"""The client type operations receive (`decode_responses=True`: str in, str out)."""
+
+_TRANSIENT: Final = (
+    redis.exceptions.ConnectionError,  # includes pool exhaustion and "connection refused"
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+_BACKOFF_MULTIPLIER_S: Final = 0.05
+_BACKOFF_MAX_S: Final = 0.5
+
+
+class LegacyStoreError(GatewayError):
+    """Redis answered with an error that is not about reachability (WRONGTYPE, a script error).
+
+    Belongs in gateway/errors.py beside StoreUnavailable; kept here until that file's owner adds it.
+    """
+
+    status = 500
+
+
+class LegacyClient:
+    """A pooled asyncio Redis client with the gateway's retry and error-translation policy."""
+
+    def __init__(self, redis_url: str, settings: LegacySettings) -> None:
+        self.url = redis_url
+        self.settings = settings
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=settings.pool_size,
+            timeout=settings.timeout_s,  # waiting for a free pooled connection
+            socket_timeout=settings.timeout_s,
+            socket_connect_timeout=settings.timeout_s,
+            decode_responses=True,
+            encoding_errors="surrogateescape",
+            retry=Retry(NoBackoff(), 0),  # tenacity below is the one retry policy
+            health_check_interval=0,
+        )
+        self.redis: Redis = redis.asyncio.Redis(connection_pool=pool)
+
+    @classmethod
+    def from_settings(cls, settings: LegacySettings, redis_url: str | None = None) -> LegacyClient:
+        """A client for `redis_url`, else `settings.redis_url`."""
+        url = redis_url or settings.redis_url
+        if not url:
+            raise ValueError("legacy.redis_url is not set: there is no legacy store to connect to")
+        return cls(url, settings)
+
+    async def run(self, what: str, op: Callable[[Redis], Awaitable[T]], *, idempotent: bool) -> T:
+        """Run `op` against Redis; retry it on transient errors only when `idempotent`.
+
+        `what` names the operation in error messages (`"HGETALL agent-coord:tasks"`).
+        """
+        attempts = self.settings.retries + 1 if idempotent else 1
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_TRANSIENT),
+            stop=stop_after_attempt(attempts) | stop_after_delay(self.settings.timeout_s),
+            wait=wait_random_exponential(multiplier=_BACKOFF_MULTIPLIER_S, max=_BACKOFF_MAX_S),
+            reraise=True,
+        )
+        started = time.monotonic()
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await op(self.redis)
+        except _TRANSIENT as exc:
+            elapsed = time.monotonic() - started
+            raise StoreUnavailable(
+                f"legacy store unavailable: {what} failed after {attempt.retry_state.attempt_number} "
+                f"attempt(s) in {elapsed:.2f}s against {mask_url(self.url)}: {exc}"
+            ) from exc
+        except redis.exceptions.RedisError as exc:
+            raise LegacyStoreError(f"legacy store error: {what}: {exc}") from exc
+        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    async def ping(self) -> bool:
+        """True when Redis answers PING (for readiness checks); raises StoreUnavailable otherwise."""
+        return bool(await self.run("PING", lambda r: r.ping(), idempotent=True))
+
+    async def close(self) -> None:
+        """Close the client and its pool."""
+        await self.redis.aclose(close_connection_pool=True)

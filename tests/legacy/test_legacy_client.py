@@ -1,0 +1,124 @@
+"""gateway.legacy.client: one pool, bounded retries for idempotent operations, 503 when Redis is down."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.exceptions
+
+from gateway.errors import StoreUnavailable
+from gateway.legacy.client import LegacyClient, LegacyStoreError, Redis
+from gateway.settings import LegacySettings
+from gateway.testing import RedisServer
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = LegacySettings(pool_size=4, timeout_s=0.5, retries=2)
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[LegacyClient]:
+    c = LegacyClient(redis_url, SETTINGS)
+    yield c
+    await c.close()
+
+
+async def test_runs_commands_and_decodes_to_str(client: LegacyClient) -> None:
+    """Commands run through the pool and return str values."""
+    await client.run("SET", lambda r: r.set("k", "v"), idempotent=True)
+    assert await client.run("GET", lambda r: r.get("k"), idempotent=True) == "v"
+    assert await client.ping()
+
+
+async def test_from_settings_needs_a_url() -> None:
+    """Without a URL there is no legacy store to build a client for."""
+    with pytest.raises(ValueError, match="redis_url"):
+        LegacyClient.from_settings(LegacySettings())
+
+
+async def test_idempotent_operations_are_retried_on_transient_errors(client: LegacyClient) -> None:
+    """A transient error is retried (bounded) for an idempotent operation, and then succeeds."""
+    calls = 0
+
+    async def flaky(r: Redis) -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise redis.exceptions.ConnectionError("reset by peer")
+        return "ok"
+
+    assert await client.run("flaky", flaky, idempotent=True) == "ok"
+    assert calls == 3
+
+
+async def test_non_idempotent_operations_are_sent_once(client: LegacyClient) -> None:
+    """LPUSH-like operations are never repeated: one attempt, then 503."""
+    calls = 0
+
+    async def failing(r: Redis) -> None:
+        nonlocal calls
+        calls += 1
+        raise redis.exceptions.TimeoutError("timed out")
+
+    with pytest.raises(StoreUnavailable) as info:
+        await client.run("LPUSH chat", failing, idempotent=False)
+    assert calls == 1
+    assert info.value.status == 503
+    assert info.value.body()["retryable"] is True
+    assert "legacy store unavailable" in info.value.body()["error"]
+
+
+async def test_retries_are_bounded_by_the_setting(client: LegacyClient) -> None:
+    """An idempotent operation is tried at most retries + 1 times."""
+    calls = 0
+
+    async def failing(r: Redis) -> None:
+        nonlocal calls
+        calls += 1
+        raise redis.exceptions.ConnectionError("refused")
+
+    with pytest.raises(StoreUnavailable):
+        await client.run("HGET", failing, idempotent=True)
+    assert calls == SETTINGS.retries + 1
+
+
+async def test_redis_errors_that_are_not_transient_become_legacy_store_errors(client: LegacyClient) -> None:
+    """WRONGTYPE is not retried and is translated into the project's hierarchy (500)."""
+    await client.run("SET", lambda r: r.set("s", "x"), idempotent=True)
+    with pytest.raises(LegacyStoreError) as info:
+        await client.run("HGET", lambda r: r.hget("s", "f"), idempotent=True)
+    assert info.value.status == 500
+
+
+async def test_a_stopped_redis_gives_store_unavailable_quickly(redis_server: RedisServer) -> None:
+    """Redis stopped: the request fails with 503 within the time budget, it does not hang."""
+    c = LegacyClient(redis_server.url, SETTINGS)
+    try:
+        await c.ping()
+        redis_server.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="legacy store unavailable"):
+            await c.run("HGETALL tasks", lambda r: r.hgetall("agent-coord:tasks"), idempotent=True)
+        assert time.monotonic() - started < 3 * SETTINGS.timeout_s + 1
+    finally:
+        if not redis_server.running:
+            redis_server.start()
+        await c.close()
+
+
+async def test_the_client_recovers_when_redis_comes_back(redis_server: RedisServer) -> None:
+    """After Redis restarts, the same client works again (pooled connections are replaced)."""
+    c = LegacyClient(redis_server.url, SETTINGS)
+    try:
+        await c.ping()
+        redis_server.kill()
+        with pytest.raises(StoreUnavailable):
+            await c.ping()
+        redis_server.start()
+        assert await c.ping()
+    finally:
+        if not redis_server.running:
+            redis_server.start()
+        await c.close()
