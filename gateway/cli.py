@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway import __version__
+from gateway.legacy.seed_cli import add_dev_commands
 from gateway.logs import configure_logging, get_logger
 from gateway.settings import PHASES, SettingsError, describe, load_settings
 
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Later subcommands go here, each with its own handler: `phase` (show / change the migration
     # phase through the admin API), `migrate` (export / import between the stores) and `check`
     # (the consistency checker). They are not offered until they exist.
+
+    add_dev_commands(commands)  # `dev seed-legacy` (gateway/legacy/seed_cli.py)
 
     version = commands.add_parser("version", help="print the version and exit")
     version.set_defaults(handler=_version)
