@@ -1,0 +1,213 @@
+"""The agent actor (upstream `AgentState`, one per agent id): checkpoint, DMs, memory, socket.
+
+Tables are upstream's core tables (do-api.md 4.1). Listings break timestamp ties by `rowid`.
+Upstream kept one socket reference in memory (lost on hibernation, and only the latest socket);
+here every socket of the agent is held by the host, so a DM reaches all of them, always.
+"""
+
+# SQL text here is built only from this module's constant column lists and fixed clauses; every
+# value is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from gateway.actors import Actor, ActorContext, HostedSocket
+from gateway.do._sql import dumps, loads_list
+from gateway.domain import commands as c
+from gateway.domain.jscompat import iso_from_ms
+from gateway.domain.model import AgentStateView, Checkpoint, DirectMessage, Memory, frame
+from gateway.settings import LimitSettings
+
+__all__ = ["RECENT_MEMORIES", "AgentStateActor"]
+
+RECENT_MEMORIES = 10
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS agent_meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS checkpoint (
+  id INTEGER PRIMARY KEY CHECK (id = 1), conversation_summary TEXT, accomplishments TEXT DEFAULT '[]',
+  pending_work TEXT DEFAULT '[]', recent_context TEXT, files_edited TEXT DEFAULT '[]', checkpoint_at TEXT);
+CREATE TABLE IF NOT EXISTS messages (
+  id TEXT PRIMARY KEY, from_agent TEXT NOT NULL, type TEXT DEFAULT 'note', message TEXT NOT NULL,
+  timestamp TEXT NOT NULL, read INTEGER DEFAULT 0);
+CREATE TABLE IF NOT EXISTS memory (
+  id TEXT PRIMARY KEY, category TEXT NOT NULL, content TEXT NOT NULL, tags TEXT DEFAULT '[]',
+  created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS idx_messages_read ON messages(read);
+CREATE INDEX IF NOT EXISTS idx_memory_category ON memory(category);
+"""
+
+DM_COLS = "id, from_agent, type, message, timestamp, read"
+MEM_COLS = "id, category, content, tags, created_at"
+
+
+def _dm(r: sqlite3.Row) -> DirectMessage:
+    return DirectMessage(r[0], r[1], r[2], r[3], r[4], bool(r[5]))
+
+
+def _mem(r: sqlite3.Row) -> Memory:
+    return Memory(r[0], r[1], r[2], loads_list(r[3]), r[4])
+
+
+class AgentStateActor(Actor):
+    """One agent's private state."""
+
+    def __init__(self, ctx: ActorContext, limits: LimitSettings | None = None) -> None:
+        super().__init__(ctx)
+        self.limits = limits or LimitSettings()
+        self.agent_id = ctx.ref.name
+        for stmt in SCHEMA.split(";"):
+            if stmt.strip():
+                ctx.sql.exec(stmt)
+
+    # -- checkpoint -------------------------------------------------------------------------------
+
+    def _checkpoint(self) -> Checkpoint | None:
+        r = self.ctx.sql.exec(
+            "SELECT conversation_summary, accomplishments, pending_work, recent_context, files_edited, "
+            "checkpoint_at FROM checkpoint WHERE id = 1"
+        ).first()
+        if r is None:
+            return None
+        return Checkpoint(
+            self.agent_id, r[0], loads_list(r[1]), loads_list(r[2]), r[3], loads_list(r[4]), r[5]
+        )
+
+    async def get_checkpoint(self) -> Checkpoint | None:
+        """GET /checkpoint."""
+        return self._checkpoint()
+
+    def _save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
+        self.ctx.sql.exec(
+            "INSERT INTO checkpoint (id, conversation_summary, accomplishments, pending_work, "
+            "recent_context, "
+            "files_edited, checkpoint_at) VALUES (1, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "conversation_summary = "
+            "COALESCE(excluded.conversation_summary, checkpoint.conversation_summary), "
+            "accomplishments = excluded.accomplishments, pending_work = excluded.pending_work, "
+            "recent_context = COALESCE(excluded.recent_context, checkpoint.recent_context), "
+            "files_edited = excluded.files_edited, checkpoint_at = excluded.checkpoint_at",
+            cmd.conversation_summary,
+            dumps(cmd.accomplishments),
+            dumps(cmd.pending_work),
+            cmd.recent_context,
+            dumps(cmd.files_edited),
+            iso_from_ms(cmd.now_ms),
+        )
+
+    async def save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
+        """POST /checkpoint: summary/context kept when empty (COALESCE), arrays replaced."""
+        self._save_checkpoint(cmd)
+
+    # -- direct messages --------------------------------------------------------------------------
+
+    def _unread(self, limit: int) -> list[DirectMessage]:
+        rows = self.ctx.sql.exec(
+            f"SELECT {DM_COLS} FROM messages WHERE read = 0 ORDER BY timestamp DESC, rowid DESC LIMIT ?",
+            limit,
+        ).all()
+        return [_dm(r) for r in rows]
+
+    async def send_dm(self, cmd: c.SendDm) -> DirectMessage:
+        """POST /messages: store unread and push `chat` to every socket of this agent."""
+        dm = DirectMessage(cmd.id, cmd.from_agent, cmd.type, cmd.message, iso_from_ms(cmd.now_ms), False)
+        self.ctx.sql.exec(
+            f"INSERT INTO messages ({DM_COLS}) VALUES (?, ?, ?, ?, ?, 0)",
+            dm.id,
+            dm.from_agent,
+            dm.type,
+            dm.message,
+            dm.timestamp,
+        )
+        socks = self.ctx.get_websockets()
+        if socks:
+            text = orjson.dumps(frame("chat", dm.to_json(), dm.timestamp)).decode()
+            for hs in socks:
+                self.ctx.send(hs, text)
+        return dm
+
+    async def list_dms(self, q: c.ListDms) -> list[DirectMessage]:
+        """GET /messages: unread only (`unread=true`) or the latest, newest first; never marks read."""
+        if q.unread_only:
+            return self._unread(q.limit)
+        rows = self.ctx.sql.exec(
+            f"SELECT {DM_COLS} FROM messages ORDER BY timestamp DESC, rowid DESC LIMIT ?", q.limit
+        ).all()
+        return [_dm(r) for r in rows]
+
+    async def mark_read(self, cmd: c.MarkDmsRead) -> None:
+        """PATCH /messages: mark the listed ids read; unknown ids are ignored."""
+        for mid in cmd.message_ids:
+            self.ctx.sql.exec("UPDATE messages SET read = 1 WHERE id = ?", mid)
+
+    # -- memory -----------------------------------------------------------------------------------
+
+    async def add_memory(self, cmd: c.AddMemory) -> Memory:
+        """POST /memory."""
+        mem = Memory(cmd.id, cmd.category, cmd.content, cmd.tags, iso_from_ms(cmd.now_ms))
+        self.ctx.sql.exec(
+            f"INSERT INTO memory ({MEM_COLS}) VALUES (?, ?, ?, ?, ?)",
+            mem.id,
+            mem.category,
+            mem.content,
+            dumps(mem.tags),
+            mem.created_at,
+        )
+        return mem
+
+    async def search_memory(self, q: c.MemoryQuery) -> list[Memory]:
+        """GET /memory: category equality and `query` LIKE on content or the tags JSON (upstream)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if q.category is not None:
+            clauses.append("category = ?")
+            params.append(q.category)
+        if q.query is not None:
+            # upstream leaves % and _ unescaped: they stay wildcards (do-api.md 4.4)
+            clauses.append("(content LIKE ? OR tags LIKE ?)")
+            params += [f"%{q.query}%", f"%{q.query}%"]
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self.ctx.sql.exec(
+            f"SELECT {MEM_COLS} FROM memory {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            *params,
+            q.limit,
+        ).all()
+        return [_mem(r) for r in rows]
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _state(self) -> AgentStateView:
+        rows = self.ctx.sql.exec(
+            f"SELECT {MEM_COLS} FROM memory ORDER BY created_at DESC, rowid DESC LIMIT ?", RECENT_MEMORIES
+        ).all()
+        return AgentStateView(
+            self.agent_id,
+            self._checkpoint(),
+            self._unread(self.limits.list_limit_max),
+            [_mem(r) for r in rows],
+        )
+
+    async def state(self) -> AgentStateView:
+        """/state: checkpoint, unread DMs (newest first) and the 10 latest memories."""
+        return self._state()
+
+    # -- WebSocket --------------------------------------------------------------------------------
+
+    async def socket_open(self, ws: Any, now_ms: int) -> HostedSocket:
+        """Accept an agent socket and send `state-sync`."""
+        hs = self.ctx.accept_websocket(ws, [self.agent_id])
+        text = orjson.dumps(frame("state-sync", self._state().to_json(), iso_from_ms(now_ms))).decode()
+        self.ctx.send(hs, text)
+        return hs
+
+    async def socket_checkpoint(self, hs: HostedSocket, cmd: c.SaveCheckpoint) -> None:
+        """`checkpoint-save`: save as the REST POST does and answer `checkpoint-saved` (no payload)."""
+        self._save_checkpoint(cmd)
+        self.ctx.send(
+            hs, orjson.dumps({"type": "checkpoint-saved", "timestamp": iso_from_ms(cmd.now_ms)}).decode()
+        )

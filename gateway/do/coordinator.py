@@ -1,0 +1,622 @@
+"""The coordinator actor (upstream `AgentCoordinator`, the singleton `main`).
+
+Tables and columns are upstream's (do-api.md 3.1), so a row of a real DO database maps one to
+one. Our additions: the table `chat_cursors` (`last_chat_check`, `last_chat_seq`), the mention
+cursor kept apart from the presence heartbeat `agents.last_seen` (it counts message rowids, so a
+message committed late is never skipped); and every listing breaks timestamp ties by
+`rowid`, so equal millisecond timestamps keep insertion order.
+
+Each public method runs as one strict turn (the host holds the actor's gate and commits once),
+so every read-check-write sequence here is atomic, as it was in the DO. Deliberate differences
+from upstream are listed in docs/compatibility.md.
+"""
+
+# SQL text here is built only from this module's constant column lists and fixed clauses; every
+# value is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from gateway.actors import Actor, ActorContext, HostedSocket
+from gateway.do._sql import dumps, loads_list
+from gateway.domain import commands as c
+from gateway.domain.jscompat import iso_from_ms
+from gateway.domain.model import (
+    Agent,
+    ChatPage,
+    Claim,
+    ClaimOutcome,
+    GroupMessage,
+    Handoff,
+    HandoffOutcome,
+    Task,
+    WorkBundle,
+    Zone,
+    frame,
+)
+from gateway.errors import ApiError
+from gateway.settings import LimitSettings
+
+__all__ = ["CLAIM_STALE_MS", "RECENT_CHAT", "CoordinatorActor"]
+
+CLAIM_STALE_MS = 30 * 60 * 1000
+RECENT_CHAT = 20  # /work recentChat size
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+  agent_id TEXT PRIMARY KEY, status TEXT DEFAULT 'offline', current_task TEXT, working_on TEXT,
+  last_seen TEXT, capabilities TEXT, offers TEXT, needs TEXT);
+CREATE TABLE IF NOT EXISTS chat_cursors (
+  agent_id TEXT PRIMARY KEY, last_chat_check TEXT, last_chat_seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS messages (
+  id TEXT PRIMARY KEY, author TEXT NOT NULL, author_type TEXT DEFAULT 'agent', message TEXT NOT NULL,
+  timestamp TEXT NOT NULL, reactions TEXT DEFAULT '[]');
+CREATE TABLE IF NOT EXISTS tasks (
+  id TEXT PRIMARY KEY, title TEXT NOT NULL, description TEXT, status TEXT DEFAULT 'todo', assignee TEXT,
+  created_by TEXT NOT NULL, priority TEXT DEFAULT 'medium', tags TEXT DEFAULT '[]', files TEXT DEFAULT '[]',
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS zones (
+  zone_id TEXT PRIMARY KEY, path TEXT NOT NULL, owner TEXT NOT NULL, description TEXT,
+  claimed_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (
+  what TEXT PRIMARY KEY, by TEXT NOT NULL, description TEXT, since TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS handoffs (
+  id TEXT PRIMARY KEY, from_agent TEXT NOT NULL, to_agent TEXT, title TEXT NOT NULL, context TEXT NOT NULL,
+  code TEXT, file_path TEXT, next_steps TEXT DEFAULT '[]', priority TEXT DEFAULT 'medium',
+  status TEXT DEFAULT 'pending', claimed_by TEXT, created_at TEXT NOT NULL, claimed_at TEXT,
+  completed_at TEXT);
+CREATE INDEX IF NOT EXISTS idx_agents_status ON agents(status);
+CREATE INDEX IF NOT EXISTS idx_messages_timestamp ON messages(timestamp DESC);
+CREATE INDEX IF NOT EXISTS idx_tasks_status ON tasks(status);
+CREATE INDEX IF NOT EXISTS idx_tasks_assignee ON tasks(assignee);
+CREATE INDEX IF NOT EXISTS idx_zones_owner ON zones(owner);
+CREATE INDEX IF NOT EXISTS idx_zones_path ON zones(path);
+CREATE INDEX IF NOT EXISTS idx_claims_by ON claims(by);
+CREATE INDEX IF NOT EXISTS idx_handoffs_status ON handoffs(status);
+CREATE INDEX IF NOT EXISTS idx_handoffs_to_agent ON handoffs(to_agent);
+"""
+
+AGENT_COLS = "agent_id, status, current_task, working_on, last_seen, capabilities, offers, needs"
+MSG_COLS = "id, author, author_type, message, timestamp, reactions"
+TASK_COLS = (
+    "id, title, description, status, assignee, created_by, priority, tags, files, created_at, updated_at"
+)
+ZONE_COLS = "zone_id, path, owner, description, claimed_at"
+CLAIM_COLS = "what, by, description, since"
+HANDOFF_COLS = (
+    "id, from_agent, to_agent, title, context, code, file_path, next_steps, priority, status, claimed_by, "
+    "created_at, claimed_at, completed_at"
+)
+
+_WORD = "A-Za-z0-9_"
+# JS `\b` (no `u` flag) is an ASCII word boundary; Python's `\b` is Unicode-aware, so spell it out.
+_JS_BOUNDARY = f"(?:(?<=[{_WORD}])(?![{_WORD}])|(?<![{_WORD}])(?=[{_WORD}]))"
+
+
+@lru_cache(maxsize=1024)
+def mention_pattern(agent_id: str) -> re.Pattern[str]:
+    """Upstream's mention test `@<id>\\b|@all\\b|@everyone\\b|@team\\b` (case-insensitive), id escaped."""
+    alts = [re.escape(agent_id), "all", "everyone", "team"]
+    return re.compile("|".join(f"@{a}{_JS_BOUNDARY}" for a in alts), re.IGNORECASE)
+
+
+def _agent(r: sqlite3.Row) -> Agent:
+    return Agent(
+        agent_id=r[0],
+        status=r[1],
+        current_task=r[2],
+        working_on=r[3],
+        last_seen=r[4],
+        capabilities=loads_list(r[5]) if r[5] is not None else None,
+        offers=loads_list(r[6]) if r[6] is not None else None,
+        needs=loads_list(r[7]) if r[7] is not None else None,
+    )
+
+
+def _msg(r: sqlite3.Row) -> GroupMessage:
+    return GroupMessage(r[0], r[1], r[2], r[3], r[4], loads_list(r[5]))
+
+
+def _task(r: sqlite3.Row) -> Task:
+    return Task(r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads_list(r[7]), loads_list(r[8]), r[9], r[10])
+
+
+def _zone(r: sqlite3.Row) -> Zone:
+    return Zone(r[0], r[1], r[2], r[3], r[4])
+
+
+def _handoff(r: sqlite3.Row) -> Handoff:
+    return Handoff(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads_list(r[7]), r[8], r[9], r[10], r[11], r[12], r[13]
+    )
+
+
+class CoordinatorActor(Actor):
+    """Agents, group chat, tasks, zones, claims, handoffs and the coordinator WebSocket."""
+
+    def __init__(self, ctx: ActorContext, limits: LimitSettings | None = None) -> None:
+        super().__init__(ctx)
+        self.limits = limits or LimitSettings()
+        for stmt in SCHEMA.split(";"):
+            if stmt.strip():
+                ctx.sql.exec(stmt)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _broadcast(self, kind: str, payload: Any, timestamp: str) -> None:
+        """Send a frame to every coordinator socket, the sender's included (as upstream)."""
+        socks = self.ctx.get_websockets()
+        if not socks:
+            return
+        text = orjson.dumps(frame(kind, payload, timestamp)).decode()
+        for hs in socks:
+            self.ctx.send(hs, text)
+
+    def _touch(self, agent_id: str, now_iso: str) -> None:
+        """Upsert the agent as `active` with `last_seen = now` (WS connect, ping, /work, chat)."""
+        self.ctx.sql.exec(
+            "INSERT INTO agents (agent_id, status, last_seen) VALUES (?, 'active', ?) "
+            "ON CONFLICT(agent_id) DO UPDATE SET status = 'active', last_seen = excluded.last_seen",
+            agent_id,
+            now_iso,
+        )
+
+    def _active_agents(self, now_ms: int, limit: int) -> list[Agent]:
+        cutoff = iso_from_ms(now_ms - int(self.limits.agent_offline_after_s * 1000))
+        rows = self.ctx.sql.exec(
+            f"SELECT {AGENT_COLS} FROM agents WHERE status != 'offline' AND last_seen >= ? "
+            "ORDER BY last_seen DESC, rowid DESC LIMIT ?",
+            cutoff,
+            limit,
+        ).all()
+        return [_agent(r) for r in rows]
+
+    def _newest_messages(self, limit: int, since_iso: str | None = None) -> list[GroupMessage]:
+        """The newest `limit` messages (strictly after `since_iso`), oldest first."""
+        if since_iso is None:
+            rows = self.ctx.sql.exec(
+                f"SELECT {MSG_COLS} FROM messages ORDER BY timestamp DESC, rowid DESC LIMIT ?", limit
+            ).all()
+        else:
+            rows = self.ctx.sql.exec(
+                f"SELECT {MSG_COLS} FROM messages WHERE timestamp > ? "
+                "ORDER BY timestamp DESC, rowid DESC LIMIT ?",
+                since_iso,
+                limit,
+            ).all()
+        return [_msg(r) for r in reversed(rows)]
+
+    def _pending_mentions(self, agent_id: str) -> list[GroupMessage]:
+        """Messages after the agent's mention cursor that mention it (or @all/@everyone/@team)."""
+        row = self.ctx.sql.exec("SELECT last_chat_seq FROM chat_cursors WHERE agent_id = ?", agent_id).first()
+        cursor = 0 if row is None else row[0]
+        rows = self.ctx.sql.exec(
+            f"SELECT {MSG_COLS} FROM messages WHERE rowid > ? AND author != ? AND message LIKE '%@%' "
+            "ORDER BY rowid DESC LIMIT ?",
+            cursor,
+            agent_id,
+            self.limits.list_limit_max,
+        ).all()
+        pattern = mention_pattern(agent_id)
+        return [_msg(r) for r in reversed(rows) if pattern.search(r[3])]
+
+    def _advance_mention_cursor(self, agent_id: str, now_iso: str) -> None:
+        self.ctx.sql.exec(
+            "INSERT OR REPLACE INTO chat_cursors (agent_id, last_chat_check, last_chat_seq) "
+            "VALUES (?, ?, (SELECT COALESCE(MAX(rowid), 0) FROM messages))",
+            agent_id,
+            now_iso,
+        )
+
+    def _tasks_where(self, where: str, params: list[Any], limit: int) -> list[Task]:
+        rows = self.ctx.sql.exec(
+            f"SELECT {TASK_COLS} FROM tasks {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            *params,
+            limit,
+        ).all()
+        return [_task(r) for r in rows]
+
+    # -- agents -----------------------------------------------------------------------------------
+
+    async def register_agent(self, cmd: c.RegisterAgent) -> None:
+        """POST /agents: upstream's upsert (COALESCE for currentTask/workingOn) and broadcast."""
+        now_iso = iso_from_ms(cmd.now_ms)
+        self.ctx.sql.exec(
+            f"INSERT INTO agents ({AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(agent_id) DO UPDATE SET status = excluded.status, "
+            "current_task = COALESCE(excluded.current_task, agents.current_task), "
+            "working_on = COALESCE(excluded.working_on, agents.working_on), "
+            "last_seen = excluded.last_seen, capabilities = excluded.capabilities, "
+            "offers = excluded.offers, needs = excluded.needs",
+            cmd.agent_id,
+            cmd.status,
+            cmd.current_task,
+            cmd.working_on,
+            now_iso,
+            dumps(cmd.capabilities),
+            dumps(cmd.offers),
+            dumps(cmd.needs),
+        )
+        self._broadcast("agent-update", cmd.raw, now_iso)
+
+    async def list_agents(self, now_ms: int, limit: int) -> list[Agent]:
+        """GET /agents: agents not offline and seen within the offline window, newest first."""
+        return self._active_agents(now_ms, limit)
+
+    # -- chat -------------------------------------------------------------------------------------
+
+    async def post_chat(self, cmd: c.PostChat) -> GroupMessage:
+        """POST /chat (and WS `chat`): store and broadcast; the frame's timestamp is the message's."""
+        msg = GroupMessage(cmd.id, cmd.author, cmd.author_type, cmd.message, iso_from_ms(cmd.now_ms), [])
+        self.ctx.sql.exec(
+            f"INSERT INTO messages ({MSG_COLS}) VALUES (?, ?, ?, ?, ?, '[]')",
+            msg.id,
+            msg.author,
+            msg.author_type,
+            msg.message,
+            msg.timestamp,
+        )
+        self._broadcast("chat", msg.to_json(), msg.timestamp)
+        return msg
+
+    async def get_chat(self, q: c.ChatQuery) -> ChatPage:
+        """GET /chat: the newest `limit` messages in chronological order, plus the agent's mentions."""
+        if q.since_invalid:
+            messages: list[GroupMessage] = []
+        else:
+            since = None if q.since_ms is None else iso_from_ms(q.since_ms)
+            messages = self._newest_messages(q.limit, since)
+        page = ChatPage(messages=messages, agent_id=q.agent_id, inbox=q.inbox)
+        if q.agent_id is not None:
+            now_iso = iso_from_ms(q.now_ms)
+            page.pending_mentions = self._pending_mentions(q.agent_id)
+            # presence for a registered agent only: reading chat does not register an agent
+            self.ctx.sql.exec(
+                "UPDATE agents SET status = 'active', last_seen = ? WHERE agent_id = ?", now_iso, q.agent_id
+            )
+            self._advance_mention_cursor(q.agent_id, now_iso)
+        return page
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    async def create_task(self, cmd: c.CreateTask) -> Task:
+        """POST /tasks: insert and broadcast `task-update` (create form); a duplicate id is a 409."""
+        if self.ctx.sql.exec("SELECT 1 FROM tasks WHERE id = ?", cmd.id).first() is not None:
+            raise ApiError(409, {"error": "Task already exists", "id": cmd.id})
+        now_iso = iso_from_ms(cmd.now_ms)
+        task = Task(
+            cmd.id,
+            cmd.title,
+            cmd.description,
+            cmd.status,
+            cmd.assignee,
+            cmd.created_by,
+            cmd.priority,
+            cmd.tags,
+            cmd.files,
+            now_iso,
+            now_iso,
+        )
+        self.ctx.sql.exec(
+            f"INSERT INTO tasks ({TASK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            task.id,
+            task.title,
+            task.description,
+            task.status,
+            task.assignee,
+            task.created_by,
+            task.priority,
+            dumps(task.tags),
+            dumps(task.files),
+            now_iso,
+            now_iso,
+        )
+        self._broadcast("task-update", task.create_json(), now_iso)
+        return task
+
+    async def update_task(self, cmd: c.UpdateTask) -> Task:
+        """PATCH /tasks (ours): change the given fields, bump `updatedAt`, broadcast `task-update`."""
+        row = self.ctx.sql.exec(f"SELECT {TASK_COLS} FROM tasks WHERE id = ?", cmd.id).first()
+        if row is None:
+            raise ApiError(404, {"error": "Task not found", "id": cmd.id})
+        task = _task(row)
+        if not isinstance(cmd.title, c._Unset):
+            task.title = cmd.title
+        if not isinstance(cmd.description, c._Unset):
+            task.description = cmd.description
+        if not isinstance(cmd.status, c._Unset):
+            task.status = cmd.status
+        if not isinstance(cmd.assignee, c._Unset):
+            task.assignee = cmd.assignee
+        if not isinstance(cmd.priority, c._Unset):
+            task.priority = cmd.priority
+        if not isinstance(cmd.tags, c._Unset):
+            task.tags = cmd.tags
+        if not isinstance(cmd.files, c._Unset):
+            task.files = cmd.files
+        task.updated_at = iso_from_ms(cmd.now_ms)
+        self.ctx.sql.exec(
+            "UPDATE tasks SET title = ?, description = ?, status = ?, assignee = ?, priority = ?, tags = ?, "
+            "files = ?, updated_at = ? WHERE id = ?",
+            task.title,
+            task.description,
+            task.status,
+            task.assignee,
+            task.priority,
+            dumps(task.tags),
+            dumps(task.files),
+            task.updated_at,
+            task.id,
+        )
+        self._broadcast("task-update", task.to_json(), task.updated_at)
+        return task
+
+    async def list_tasks(self, q: c.ListTasks) -> list[Task]:
+        """GET /tasks: equality filters, newest first, at most `limit`."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if q.status is not None:
+            clauses.append("status = ?")
+            params.append(q.status)
+        if q.assignee is not None:
+            clauses.append("assignee = ?")
+            params.append(q.assignee)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return self._tasks_where(where, params, q.limit)
+
+    # -- work bundle ------------------------------------------------------------------------------
+
+    async def work_bundle(self, q: c.WorkQuery) -> WorkBundle:
+        """/work: mentions read from the cursor first (upstream read them after the heartbeat)."""
+        mentions = self._pending_mentions(q.agent_id)
+        self._touch(q.agent_id, iso_from_ms(q.now_ms))
+        return WorkBundle(
+            agent_id=q.agent_id,
+            team=self._active_agents(q.now_ms, q.limit),
+            todo=self._tasks_where("WHERE status = 'todo'", [], q.limit),
+            mine=self._tasks_where("WHERE assignee = ?", [q.agent_id], q.limit),
+            recent_chat=self._newest_messages(RECENT_CHAT),
+            pending_mentions=mentions,
+        )
+
+    # -- zones ------------------------------------------------------------------------------------
+
+    async def find_zone(self, path: str) -> Zone | None:
+        """GET /zones?path=: the newest zone whose path is a string prefix of `path`."""
+        row = self.ctx.sql.exec(
+            f"SELECT {ZONE_COLS} FROM zones WHERE substr(?1, 1, length(path)) = path "
+            "ORDER BY claimed_at DESC, rowid DESC LIMIT 1",
+            path,
+        ).first()
+        return None if row is None else _zone(row)
+
+    async def list_zones(self, q: c.ZoneQuery) -> list[Zone]:
+        """GET /zones[?owner=]: newest first."""
+        if q.owner is not None:
+            rows = self.ctx.sql.exec(
+                f"SELECT {ZONE_COLS} FROM zones WHERE owner = ? ORDER BY claimed_at DESC, rowid DESC LIMIT ?",
+                q.owner,
+                q.limit,
+            ).all()
+        else:
+            rows = self.ctx.sql.exec(
+                f"SELECT {ZONE_COLS} FROM zones ORDER BY claimed_at DESC, rowid DESC LIMIT ?", q.limit
+            ).all()
+        return [_zone(r) for r in rows]
+
+    async def claim_zone(self, cmd: c.ZoneClaim) -> Zone:
+        """POST /zones claim: upsert by zoneId (no ownership check, as upstream)."""
+        zone = Zone(cmd.zone_id, cmd.path, cmd.owner, cmd.description, iso_from_ms(cmd.now_ms))
+        self.ctx.sql.exec(
+            f"INSERT OR REPLACE INTO zones ({ZONE_COLS}) VALUES (?, ?, ?, ?, ?)",
+            zone.zone_id,
+            zone.path,
+            zone.owner,
+            zone.description,
+            zone.claimed_at,
+        )
+        return zone
+
+    async def release_zone(self, cmd: c.ReleaseZone) -> bool:
+        """POST /zones release: delete when both zoneId and owner match."""
+        cur = self.ctx.sql.exec("DELETE FROM zones WHERE zone_id = ? AND owner = ?", cmd.zone_id, cmd.owner)
+        return cur.rows_written > 0
+
+    # -- claims -----------------------------------------------------------------------------------
+
+    def _claim(self, r: sqlite3.Row, now_ms: int) -> Claim:
+        cutoff = iso_from_ms(now_ms - CLAIM_STALE_MS)
+        return Claim(r[0], r[1], r[2], r[3], stale=r[3] < cutoff)
+
+    async def get_claim(self, what: str, now_ms: int) -> Claim | None:
+        """GET /claims?what=: the claim, stale or not."""
+        row = self.ctx.sql.exec(f"SELECT {CLAIM_COLS} FROM claims WHERE what = ?", what).first()
+        return None if row is None else self._claim(row, now_ms)
+
+    async def list_claims(self, q: c.ClaimQuery) -> list[Claim]:
+        """GET /claims: newest first; stale ones only with includeStale=true."""
+        if q.include_stale:
+            rows = self.ctx.sql.exec(
+                f"SELECT {CLAIM_COLS} FROM claims ORDER BY since DESC, rowid DESC LIMIT ?", q.limit
+            ).all()
+        else:
+            rows = self.ctx.sql.exec(
+                f"SELECT {CLAIM_COLS} FROM claims WHERE since >= ? ORDER BY since DESC, rowid DESC LIMIT ?",
+                iso_from_ms(q.now_ms - CLAIM_STALE_MS),
+                q.limit,
+            ).all()
+        return [self._claim(r, q.now_ms) for r in rows]
+
+    async def claim(self, cmd: c.ClaimWork) -> ClaimOutcome:
+        """POST /claims claim: 409 outcome when someone else holds a fresh claim."""
+        row = self.ctx.sql.exec(f"SELECT {CLAIM_COLS} FROM claims WHERE what = ?", cmd.what).first()
+        if row is not None:
+            existing = self._claim(row, cmd.now_ms)
+            if existing.by != cmd.by and not existing.stale:
+                return ClaimOutcome(existing, conflict=True)
+        claim = Claim(cmd.what, cmd.by, cmd.description, iso_from_ms(cmd.now_ms), stale=False)
+        self.ctx.sql.exec(
+            f"INSERT OR REPLACE INTO claims ({CLAIM_COLS}) VALUES (?, ?, ?, ?)",
+            claim.what,
+            claim.by,
+            claim.description,
+            claim.since,
+        )
+        return ClaimOutcome(claim)
+
+    async def release_claim(self, cmd: c.ReleaseClaim) -> bool:
+        """POST /claims release: delete when both what and by match."""
+        return (
+            self.ctx.sql.exec("DELETE FROM claims WHERE what = ? AND by = ?", cmd.what, cmd.by).rows_written
+            > 0
+        )
+
+    # -- handoffs ---------------------------------------------------------------------------------
+
+    def _get_handoff(self, hid: str) -> Handoff | None:
+        row = self.ctx.sql.exec(f"SELECT {HANDOFF_COLS} FROM handoffs WHERE id = ?", hid).first()
+        return None if row is None else _handoff(row)
+
+    async def get_handoff(self, hid: str) -> Handoff | None:
+        """GET /handoffs?id=."""
+        return self._get_handoff(hid)
+
+    async def list_handoffs(self, q: c.HandoffQuery) -> list[Handoff]:
+        """GET /handoffs: `toAgent` also matches open handoffs; newest first."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if q.to_agent is not None:
+            clauses.append("(to_agent = ? OR to_agent IS NULL)")
+            params.append(q.to_agent)
+        if q.from_agent is not None:
+            clauses.append("from_agent = ?")
+            params.append(q.from_agent)
+        if q.status is not None:
+            clauses.append("status = ?")
+            params.append(q.status)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self.ctx.sql.exec(
+            f"SELECT {HANDOFF_COLS} FROM handoffs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            *params,
+            q.limit,
+        ).all()
+        return [_handoff(r) for r in rows]
+
+    async def create_handoff(self, cmd: c.CreateHandoff) -> Handoff:
+        """POST /handoffs create: insert and broadcast `task-update {action:'handoff-created'}`."""
+        now_iso = iso_from_ms(cmd.now_ms)
+        h = Handoff(
+            cmd.id,
+            cmd.from_agent,
+            cmd.to_agent,
+            cmd.title,
+            cmd.context,
+            cmd.code,
+            cmd.file_path,
+            cmd.next_steps,
+            cmd.priority,
+            "pending",
+            None,
+            now_iso,
+            None,
+            None,
+        )
+        self.ctx.sql.exec(
+            "INSERT INTO handoffs (id, from_agent, to_agent, title, context, code, file_path, next_steps, "
+            "priority, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+            h.id,
+            h.from_agent,
+            h.to_agent,
+            h.title,
+            h.context,
+            h.code,
+            h.file_path,
+            dumps(h.next_steps),
+            h.priority,
+            now_iso,
+        )
+        self._broadcast("task-update", {"action": "handoff-created", "handoff": h.create_json()}, now_iso)
+        return h
+
+    async def claim_handoff(self, cmd: c.ClaimHandoff) -> HandoffOutcome:
+        """POST /handoffs claim: upstream's checks and messages (all failures are 409)."""
+        h = self._get_handoff(cmd.handoff_id)
+        if h is None:
+            return HandoffOutcome(None, "Handoff not found")
+        if h.status != "pending":
+            return HandoffOutcome(None, f"Handoff already {h.status}")
+        if h.to_agent and h.to_agent != cmd.agent_id:
+            return HandoffOutcome(None, f"Handoff is targeted to {h.to_agent}")
+        h.status = "claimed"
+        h.claimed_by = cmd.agent_id
+        h.claimed_at = iso_from_ms(cmd.now_ms)
+        self.ctx.sql.exec(
+            "UPDATE handoffs SET status = 'claimed', claimed_by = ?, claimed_at = ? WHERE id = ?",
+            h.claimed_by,
+            h.claimed_at,
+            h.id,
+        )
+        return HandoffOutcome(h)
+
+    async def complete_handoff(self, cmd: c.CompleteHandoff) -> HandoffOutcome:
+        """POST /handoffs complete: upstream's checks and messages (all failures are 400)."""
+        h = self._get_handoff(cmd.handoff_id)
+        if h is None:
+            return HandoffOutcome(None, "Handoff not found")
+        if h.status != "claimed":
+            return HandoffOutcome(None, f"Handoff must be claimed first (current: {h.status})")
+        if h.claimed_by != cmd.agent_id:
+            return HandoffOutcome(None, f"Handoff is claimed by {h.claimed_by}")
+        h.status = "completed"
+        h.completed_at = iso_from_ms(cmd.now_ms)
+        self.ctx.sql.exec(
+            "UPDATE handoffs SET status = 'completed', completed_at = ? WHERE id = ?", h.completed_at, h.id
+        )
+        return HandoffOutcome(h)
+
+    # -- WebSocket --------------------------------------------------------------------------------
+
+    async def socket_open(self, ws: Any, agent_id: str, now_ms: int) -> HostedSocket:
+        """Accept a coordinator socket tagged with its agent, mark it active, send the welcome."""
+        hs = self.ctx.accept_websocket(ws, [agent_id])
+        now_iso = iso_from_ms(now_ms)
+        self._touch(agent_id, now_iso)
+        agents = self._active_agents(now_ms, self.limits.list_limit_max)
+        payload = {"agents": [a.to_json() for a in agents], "message": f"Welcome {agent_id}!"}
+        self.ctx.send(hs, orjson.dumps(frame("agent-update", payload, now_iso)).decode())
+        return hs
+
+    async def socket_ping(self, hs: HostedSocket, now_ms: int) -> None:
+        """`ping`: answer `pong` (no payload) to the sender, refresh the agent's presence."""
+        now_iso = iso_from_ms(now_ms)
+        self.ctx.send(hs, orjson.dumps({"type": "pong", "timestamp": now_iso}).decode())
+        if hs.tags:
+            self._touch(hs.tags[0], now_iso)
+
+    async def socket_status(self, hs: HostedSocket, status: str, now_ms: int) -> None:
+        """`agent-update` from a client: set the tagged agent's status (no broadcast, no ack)."""
+        if hs.tags:
+            self.ctx.sql.exec(
+                "UPDATE agents SET status = ?, last_seen = ? WHERE agent_id = ?",
+                status,
+                iso_from_ms(now_ms),
+                hs.tags[0],
+            )
+
+    async def web_socket_close(self, ws: HostedSocket, code: int, reason: str) -> None:
+        """Mark the agent offline and tell everyone, unless another of its sockets is still open."""
+        if not ws.tags:
+            return
+        agent_id = ws.tags[0]
+        if any(other is not ws for other in self.ctx.get_websockets(agent_id)):
+            return
+        self.ctx.sql.exec("UPDATE agents SET status = 'offline' WHERE agent_id = ?", agent_id)
+        now_iso = iso_from_ms(self.ctx.clock.now_ms())
+        self._broadcast("agent-update", {"agentId": agent_id, "status": "offline"}, now_iso)

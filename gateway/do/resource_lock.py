@@ -1,0 +1,240 @@
+"""The lock actor (upstream `ResourceLock`, one per resource path): an exclusive lock with a TTL.
+
+Tables are upstream's (do-api.md 5.1) plus our column `current_lock.expires_ms` (the expiry as
+epoch ms, so expiry checks need no date parsing; NULL in a copied upstream row, then parsed from
+`expires_at`). The alarm is set to the expiry on every acquisition and re-checks the expiry when
+it fires, so an early or repeated firing changes nothing (actor-runtime S10).
+
+Fixes, same shapes (docs/compatibility.md): a re-lock by the holder keeps `lockedAt`, keeps the
+reason unless a new one is given, never shortens the lock (the expiry becomes the later of the
+old one and now + ttl) and keeps one open history row; history ids are unique; an unlock of an
+expired lock by someone else releases it as expired instead of answering 403; and `lock-update`
+frames go to the coordinator's sockets on lock, unlock and expiry.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.actors import Actor, ActorContext, AlarmInfo, HostedSocket
+from gateway.do._sql import add_columns
+from gateway.domain import commands as c
+from gateway.domain.jscompat import iso_from_ms, parse_js_date
+from gateway.domain.model import (
+    Lock,
+    LockAcquireOutcome,
+    LockCheck,
+    LockHistory,
+    LockHistoryEntry,
+    LockReleaseOutcome,
+    frame,
+)
+
+__all__ = ["ResourceLockActor"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS current_lock (
+  id INTEGER PRIMARY KEY CHECK (id = 1), resource_path TEXT NOT NULL, resource_type TEXT DEFAULT 'file-lock',
+  locked_by TEXT NOT NULL, reason TEXT, locked_at TEXT NOT NULL, expires_at TEXT NOT NULL,
+  expires_ms INTEGER);
+CREATE TABLE IF NOT EXISTS lock_history (
+  id TEXT PRIMARY KEY, locked_by TEXT NOT NULL, reason TEXT, locked_at TEXT NOT NULL, released_at TEXT,
+  release_reason TEXT);
+"""
+
+Watchers = Callable[[], list[HostedSocket]]
+
+
+def _no_watchers() -> list[HostedSocket]:
+    return []
+
+
+class ResourceLockActor(Actor):
+    """One resource's lock."""
+
+    def __init__(self, ctx: ActorContext, watchers: Watchers | None = None) -> None:
+        super().__init__(ctx)
+        self.resource_path = ctx.ref.name
+        self._watchers = watchers or _no_watchers
+        for stmt in SCHEMA.split(";"):
+            if stmt.strip():
+                ctx.sql.exec(stmt)
+        add_columns(ctx, "current_lock", {"expires_ms": "INTEGER"})
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _current(self) -> Lock | None:
+        r: sqlite3.Row | None = self.ctx.sql.exec(
+            "SELECT resource_path, resource_type, locked_by, reason, locked_at, expires_at, expires_ms "
+            "FROM current_lock WHERE id = 1"
+        ).first()
+        if r is None:
+            return None
+        expires_ms = r[6]
+        if expires_ms is None:
+            expires_ms = parse_js_date(r[5])
+            if expires_ms is None:  # an unreadable expiry: treat the lock as expired
+                expires_ms = 0
+        return Lock(r[0], r[1] or "file-lock", r[2], r[3], r[4], r[5], int(expires_ms))
+
+    def _release(self, lock: Lock, reason: str, now_ms: int) -> None:
+        """Close every open history row of the holder and delete the lock (upstream 5.5)."""
+        self.ctx.sql.exec(
+            "UPDATE lock_history SET released_at = ?, release_reason = ? "
+            "WHERE released_at IS NULL AND locked_by = ?",
+            iso_from_ms(now_ms),
+            reason,
+            lock.locked_by,
+        )
+        self.ctx.sql.exec("DELETE FROM current_lock WHERE id = 1")
+
+    def _notify(self, payload: dict[str, Any], now_ms: int) -> None:
+        """Queue a `lock-update` frame to the coordinator's sockets (sent after this turn commits)."""
+        socks = self._watchers()
+        if not socks:
+            return
+        text = orjson.dumps(frame("lock-update", payload, iso_from_ms(now_ms))).decode()
+        for hs in socks:
+            self.ctx.send(hs, text)
+
+    def _released_payload(self, lock: Lock, reason: str) -> dict[str, Any]:
+        action = "expired" if reason == "expired" else "unlocked"
+        return {
+            "action": action,
+            "resourcePath": self.resource_path,
+            "previousOwner": lock.locked_by,
+            "releaseReason": reason,
+        }
+
+    def _expire(self, lock: Lock, now_ms: int) -> None:
+        self._release(lock, "expired", now_ms)
+        self._notify(self._released_payload(lock, "expired"), now_ms)
+
+    # -- operations -------------------------------------------------------------------------------
+
+    async def check(self, now_ms: int) -> LockCheck:
+        """/check: a lock past its expiry is released here (as upstream; the alarm usually did)."""
+        lock = self._current()
+        if lock is not None and now_ms > lock.expires_ms:
+            self._expire(lock, now_ms)
+            self.ctx.delete_alarm()
+            return LockCheck(self.resource_path, None, now_ms, expired_now=lock)
+        return LockCheck(self.resource_path, lock, now_ms)
+
+    async def acquire(self, cmd: c.AcquireLock) -> LockAcquireOutcome:
+        """/lock: 409 outcome while someone else holds it; otherwise lock, re-lock or take over."""
+        now = cmd.now_ms
+        cur = self._current()
+        expired: Lock | None = None
+        if cur is not None:
+            if now < cur.expires_ms and cur.locked_by != cmd.agent_id:
+                return LockAcquireOutcome(False, cur, cmd.ttl_ms, now)
+            if now >= cur.expires_ms:
+                self._expire(cur, now)
+                expired, cur = cur, None
+        ttl_expiry = int(now + cmd.ttl_ms)
+        if cur is not None:  # a re-lock by the holder: extend, never shorten; one open history row
+            expires_ms = max(cur.expires_ms, ttl_expiry)
+            lock = Lock(
+                self.resource_path,
+                cmd.resource_type or cur.resource_type,
+                cur.locked_by,
+                cmd.reason if cmd.reason is not None else cur.reason,
+                cur.locked_at,
+                iso_from_ms(expires_ms),
+                expires_ms,
+            )
+            self.ctx.sql.exec(
+                "UPDATE current_lock SET resource_type = ?, reason = ?, expires_at = ?, expires_ms = ? "
+                "WHERE id = 1",
+                lock.resource_type,
+                lock.reason,
+                lock.expires_at,
+                lock.expires_ms,
+            )
+            touched = self.ctx.sql.exec(
+                "UPDATE lock_history SET reason = ? WHERE released_at IS NULL AND locked_by = ?",
+                lock.reason,
+                lock.locked_by,
+            ).rows_written
+            if not touched:
+                self._insert_history(cmd.history_id, lock)
+        else:
+            lock = Lock(
+                self.resource_path,
+                cmd.resource_type or "file-lock",
+                cmd.agent_id,
+                cmd.reason,
+                iso_from_ms(now),
+                iso_from_ms(ttl_expiry),
+                ttl_expiry,
+            )
+            self.ctx.sql.exec(
+                "INSERT OR REPLACE INTO current_lock (id, resource_path, resource_type, locked_by, reason, "
+                "locked_at, expires_at, expires_ms) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                lock.resource_path,
+                lock.resource_type,
+                lock.locked_by,
+                lock.reason,
+                lock.locked_at,
+                lock.expires_at,
+                lock.expires_ms,
+            )
+            self._insert_history(cmd.history_id, lock)
+        self.ctx.set_alarm(lock.expires_ms)
+        self._notify(
+            {"action": "locked", "resourcePath": self.resource_path, "lock": lock.create_json()}, now
+        )
+        return LockAcquireOutcome(True, lock, cmd.ttl_ms, now, expired_previous=expired)
+
+    def _insert_history(self, history_id: str, lock: Lock) -> None:
+        self.ctx.sql.exec(
+            "INSERT INTO lock_history (id, locked_by, reason, locked_at) VALUES (?, ?, ?, ?)",
+            history_id,
+            lock.locked_by,
+            lock.reason,
+            lock.locked_at,
+        )
+
+    async def release(self, cmd: c.ReleaseLock) -> LockReleaseOutcome:
+        """/unlock: owner or `force` releases; an expired lock of someone else is simply gone."""
+        cur = self._current()
+        if cur is None:
+            return LockReleaseOutcome("none")
+        is_owner = cur.locked_by == cmd.agent_id
+        if not is_owner and cmd.now_ms >= cur.expires_ms:
+            self._expire(cur, cmd.now_ms)
+            self.ctx.delete_alarm()
+            return LockReleaseOutcome("expired", cur, "expired")
+        if not is_owner and not cmd.force:
+            return LockReleaseOutcome("not_owner", cur)
+        reason = "manual" if is_owner else "stolen"
+        self._release(cur, reason, cmd.now_ms)
+        self.ctx.delete_alarm()
+        self._notify(self._released_payload(cur, reason), cmd.now_ms)
+        return LockReleaseOutcome("released", cur, reason)
+
+    async def history(self, limit: int) -> LockHistory:
+        """/history: the current lock (even if expired and not yet cleaned) and the newest rows."""
+        rows = self.ctx.sql.exec(
+            "SELECT id, locked_by, reason, locked_at, released_at, release_reason FROM lock_history "
+            "ORDER BY locked_at DESC, rowid DESC LIMIT ?",
+            limit,
+        ).all()
+        entries = [LockHistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        return LockHistory(self.resource_path, self._current(), entries)
+
+    async def alarm(self, info: AlarmInfo) -> None:
+        """Expire the lock if it is due; an early firing re-arms the alarm at the real expiry."""
+        lock = self._current()
+        if lock is None:
+            return
+        now = self.ctx.clock.now_ms()
+        if now < lock.expires_ms:
+            self.ctx.set_alarm(lock.expires_ms)
+            return
+        self._expire(lock, now)

@@ -1,0 +1,118 @@
+"""The two WebSockets of the DO API (do-api.md 8): the coordinator socket and the agent socket.
+
+The handler owns the read loop: each client frame is parsed here into a command (ids and times
+made here) and run through the `Store`; the store's actor queues every outgoing frame, which
+leaves only after its turn commits, in order per socket. When the client closes, aiohttp answers
+the close frame (upstream never did, do-api.md 12.6) and the store runs the close exactly once.
+Frames that are not JSON objects, and unknown types, are ignored, as upstream does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+import structlog
+from aiohttp import WSMsgType, web
+
+from gateway.domain import commands as c
+from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.http.handlers import Gateway
+    from gateway.store import SocketHandle
+
+__all__ = ["OPEN_SOCKETS", "agent_socket", "coordinator_socket"]
+
+log = structlog.get_logger(__name__)
+
+OPEN_SOCKETS: Final = web.AppKey("open_sockets", set[web.WebSocketResponse])
+"""Every open server-side socket of the app, closed with 1001 on shutdown."""
+
+MAX_FRAME_BYTES: Final = 1_048_576
+
+
+def _frame(data: str | bytes) -> dict[str, Any] | None:
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
+async def _serve(
+    gw: Gateway,
+    request: web.Request,
+    open_: Any,
+    on_frame: Any,
+    close: Any,
+) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(autoping=True, max_msg_size=max(gw.max_body, MAX_FRAME_BYTES))
+    await ws.prepare(request)
+    sockets = request.app.get(OPEN_SOCKETS)
+    if sockets is not None:
+        sockets.add(ws)
+    handle: SocketHandle | None = None
+    try:
+        handle = await open_(ws)
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            data = _frame(msg.data)
+            if data is None:
+                continue
+            try:
+                await on_frame(handle, data)
+            except GatewayError as e:  # a bad frame or a busy actor: upstream ignores it too
+                log.info("ws.frame_rejected", error=e.message, status=e.status)
+    finally:
+        if sockets is not None:
+            sockets.discard(ws)
+        if handle is not None:
+            await close(handle, ws.close_code or 1006, "")
+    return ws
+
+
+async def coordinator_socket(
+    gw: Gateway, request: web.Request, query: dict[str, str]
+) -> web.WebSocketResponse:
+    """`/coordinator...` with `Upgrade: websocket`: welcome, ping/pong, chat, agent-update, close."""
+    store = gw.store
+    agent_id = query.get("agentId") or gw.ids.anon_agent(gw.now())
+
+    async def open_(ws: web.WebSocketResponse) -> SocketHandle:
+        return await store.open_coordinator_socket(ws, agent_id, gw.now())
+
+    async def on_frame(handle: SocketHandle, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "ping":
+            await store.coordinator_ping(handle, gw.now())
+        elif kind == "chat":
+            payload = data.get("payload")
+            if isinstance(payload, dict):
+                await store.post_chat(c.PostChat.parse(payload, gw.now(), gw.ids))
+        elif kind == "agent-update":
+            payload = data.get("payload")
+            status = payload.get("status") if isinstance(payload, dict) else None
+            if isinstance(status, str) and status:
+                await store.coordinator_set_status(handle, status, gw.now())
+
+    return await _serve(gw, request, open_, on_frame, store.close_coordinator_socket)
+
+
+async def agent_socket(gw: Gateway, request: web.Request, agent_id: str) -> web.WebSocketResponse:
+    """`/agent/<id>...` with `Upgrade: websocket`: state-sync, DM pushes, checkpoint-save."""
+    store = gw.store
+
+    async def open_(ws: web.WebSocketResponse) -> SocketHandle:
+        return await store.open_agent_socket(ws, agent_id, gw.now())
+
+    async def on_frame(handle: SocketHandle, data: dict[str, Any]) -> None:
+        if data.get("type") == "checkpoint-save":
+            payload = data.get("payload")
+            if isinstance(payload, dict):
+                await store.agent_socket_checkpoint(
+                    handle, c.SaveCheckpoint.parse(agent_id, payload, gw.now())
+                )
+
+    return await _serve(gw, request, open_, on_frame, store.close_agent_socket)
