@@ -1,0 +1,161 @@
+"""The lock actor over HTTP (do-api.md 5): check, lock, re-lock, unlock, history, expiry."""
+
+from __future__ import annotations
+
+from gateway.clock import FakeClock
+from gateway.settings import Settings
+
+from .conftest import Api, start_api
+
+L = "/lock/src%2Fa.ts"
+LOCK_KEYS = ["resourcePath", "resourceType", "lockedBy", "reason", "lockedAt", "expiresAt"]
+
+
+async def test_lock_check_unlock_cycle(api: Api, clock: FakeClock) -> None:
+    """Acquire (JS minutes), check with remainingMs, 409 for others, 403 for non-owner, force, history."""
+    assert await api.get(L) == (200, {"locked": False, "resourcePath": "src/a.ts"})
+    status, body = await api.post(f"{L}/lock", {"agentId": "alice", "reason": "editing", "ttlMs": 120000})
+    assert status == 200
+    assert body["message"] == "Lock acquired for 2 minutes"
+    assert body["lock"] == {
+        "resourcePath": "src/a.ts",
+        "resourceType": "file-lock",
+        "lockedBy": "alice",
+        "reason": "editing",
+        "lockedAt": "2026-11-25T17:28:47.041Z",
+        "expiresAt": "2026-11-25T17:30:47.041Z",
+    }
+    await clock.advance(1000)
+    status, body = await api.get(f"{L}/check")
+    assert list(body) == ["locked", "lock"]
+    assert list(body["lock"]) == [*LOCK_KEYS, "remainingMs"]
+    assert body["lock"]["remainingMs"] == 119000
+    status, body = await api.post(f"{L}/lock", {"agentId": "bob", "ttlMs": 1000})
+    assert status == 409
+    assert body == {
+        "success": False,
+        "error": "Resource is locked",
+        "lockedBy": "alice",
+        "expiresAt": "2026-11-25T17:30:47.041Z",
+        "remainingMs": 119000,
+    }
+    assert await api.post(f"{L}/unlock", {"agentId": "bob"}) == (
+        403,
+        {"success": False, "error": "Not lock owner", "lockedBy": "alice"},
+    )
+    assert await api.post(f"{L}/unlock", {"agentId": "bob", "force": True}) == (
+        200,
+        {"success": True, "message": "Lock released", "previousOwner": "alice"},
+    )
+    assert await api.post(f"{L}/unlock", {"agentId": "alice"}) == (
+        200,
+        {"success": True, "message": "No lock to release"},
+    )
+    status, body = await api.post(f"{L}/lock", {"agentId": "bob", "resourceType": "branch"})
+    assert body["message"] == "Lock acquired for 120 minutes"
+    assert "reason" not in body["lock"]
+    assert body["lock"]["resourceType"] == "branch"
+    assert (await api.post(f"{L}/unlock", {"agentId": "bob"}))[1]["message"] == "Lock released"
+    hist = (await api.get(f"{L}/history"))[1]
+    assert list(hist) == ["resourcePath", "currentLock", "history"]
+    assert hist["currentLock"] is None
+    assert [(h["lockedBy"], h["releaseReason"]) for h in hist["history"]] == [
+        ("bob", "manual"),
+        ("alice", "stolen"),
+    ]
+    assert list(hist["history"][0]) == ["id", "lockedBy", "reason", "lockedAt", "releasedAt", "releaseReason"]
+    assert hist["history"][0]["reason"] is None
+    assert len({h["id"] for h in hist["history"]}) == 2
+
+
+async def test_relock_extends_and_keeps_one_history_row(api: Api, clock: FakeClock) -> None:
+    """A re-lock by the holder keeps lockedAt and reason, never shortens, keeps one open row."""
+    await api.post(f"{L}/lock", {"agentId": "alice", "reason": "editing", "ttlMs": 120000})
+    await clock.advance(1000)
+    status, body = await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 90000})
+    assert status == 200
+    assert body["message"] == "Lock acquired for 1.5 minutes"
+    assert body["lock"]["lockedAt"] == "2026-11-25T17:28:47.041Z"
+    assert body["lock"]["expiresAt"] == "2026-11-25T17:30:47.041Z"
+    assert body["lock"]["reason"] == "editing"
+    status, body = await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 600000, "reason": "longer"})
+    assert body["lock"]["expiresAt"] == "2026-11-25T17:38:48.041Z"
+    hist = (await api.get(f"{L}/history"))[1]
+    assert len(hist["history"]) == 1
+    assert hist["history"][0]["releasedAt"] is None
+    assert hist["history"][0]["reason"] == "longer"
+    assert hist["currentLock"]["reason"] == "longer"
+
+
+async def test_lock_validation(api: Api) -> None:
+    """Missing agentId, string/negative/too-large ttlMs are 400s naming the field."""
+    for body, field in (
+        ({"reason": "x"}, "agentId"),
+        ({"agentId": "a", "ttlMs": "100"}, "ttlMs"),
+        ({"agentId": "a", "ttlMs": -60000}, "ttlMs"),
+        ({"agentId": "a", "ttlMs": 86_400_001}, "ttlMs"),
+    ):
+        status, out = await api.post(f"{L}/lock", body)
+        assert (status, out["field"]) == (400, field)
+    assert await api.get(L) == (200, {"locked": False, "resourcePath": "src/a.ts"})
+
+
+async def test_lock_expires_by_alarm(api: Api, clock: FakeClock) -> None:
+    """The alarm releases an expired lock with reason `expired`, without any request."""
+    await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 1000})
+    await clock.advance(999)
+    await api.host.wait_idle()
+    assert (await api.get(L))[1]["locked"] is True
+    await clock.advance(1)
+    await api.host.wait_idle()
+    hist = (await api.get(f"{L}/history"))[1]
+    assert hist["currentLock"] is None
+    assert hist["history"][0]["releaseReason"] == "expired"
+    assert hist["history"][0]["releasedAt"] == "2026-11-25T17:28:48.041Z"
+    assert await api.get(L) == (200, {"locked": False, "resourcePath": "src/a.ts"})
+
+
+async def test_expired_lock_unlocked_by_other_is_no_lock(api: Api, clock: FakeClock) -> None:
+    """Unlocking someone else's expired lock releases it as expired instead of a 403."""
+    await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 1000})
+    api.host.clock = FakeClock(0)  # keep the alarm from firing: the lock stays, expired, in the table
+    await clock.advance(5000)
+    assert await api.post(f"{L}/unlock", {"agentId": "bob"}) == (
+        200,
+        {"success": True, "message": "No lock to release"},
+    )
+    assert (await api.get(f"{L}/history"))[1]["history"][0]["releaseReason"] == "expired"
+
+
+async def test_check_releases_an_expired_lock_with_note(api: Api, clock: FakeClock) -> None:
+    """/check on a lock past its expiry releases it and says so (when the alarm has not yet run)."""
+    await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 1000})
+    api.host.clock = FakeClock(0)
+    await clock.advance(1001)
+    assert await api.get(L) == (
+        200,
+        {"locked": False, "resourcePath": "src/a.ts", "note": "Previous lock expired"},
+    )
+
+
+async def test_lock_expires_after_restart(settings: Settings, clock: FakeClock) -> None:
+    """A lock whose expiry passes while the gateway is down is released when it starts again."""
+    server, session = await start_api(settings, clock)
+    api = Api(server, session)
+    try:
+        assert (await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 60000}))[0] == 200
+    finally:
+        await session.close()
+        await server.close()
+    await clock.advance(120_000)
+    server, session = await start_api(settings, clock)
+    api = Api(server, session)
+    try:
+        await clock.advance(0)
+        await api.host.wait_idle()
+        hist = (await api.get(f"{L}/history"))[1]
+        assert hist["currentLock"] is None
+        assert hist["history"][0]["releaseReason"] == "expired"
+    finally:
+        await session.close()
+        await server.close()

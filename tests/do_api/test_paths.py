@@ -1,0 +1,76 @@
+"""Raw-path routing (do-api.md 2.2, 11.1, 12.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.http.paths import decode_component, parse_query, remove_dot_segments, route
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "path", "sub", "target"),
+    [
+        ("/", "root", "/", "/", ""),
+        ("/health", "health", "/health", "/", ""),
+        ("/health/", "not_found", "/health/", "/", ""),
+        ("//health", "not_found", "//health", "/", ""),
+        ("/coordinator", "coordinator", "/coordinator", "/", ""),
+        ("/coordinator/", "coordinator", "/coordinator/", "/", ""),
+        ("/coordinatorX/agents", "coordinator", "/coordinatorX/agents", "/X/agents", ""),
+        ("/coordinator/../health", "health", "/health", "/", ""),
+        ("/lock/%2E%2E/check", "not_found", "/check", "/", ""),
+        ("/agent/x/%2e%2e/y/health", "agent", "/agent/y/health", "/health", "y"),
+        ("/lock/..%2Fx/check", "lock", "/lock/..%2Fx/check", "/check", "../x"),
+        ("/lock/src%2Fa.ts", "lock", "/lock/src%2Fa.ts", "/check", "src/a.ts"),
+        ("/lock/src/a.ts/lock", "lock", "/lock/src/a.ts/lock", "/a.ts/lock", "src"),
+        ("/lock/a%252Fb/check", "lock", "/lock/a%252Fb/check", "/check", "a%2Fb"),
+        ("/agent/a+b/health", "agent", "/agent/a+b/health", "/health", "a+b"),
+        ("/agent/%C3%BCber", "agent", "/agent/%C3%BCber", "/state", "über"),
+        ("/agent/", "bad_agent", "/agent/", "/", ""),
+        ("/lock/", "bad_lock", "/lock/", "/", ""),
+        ("/agent/%ZZ/state", "bad_agent", "/agent/%ZZ/state", "/", ""),
+        ("/lock/%E0%A4%A/check", "bad_lock", "/lock/%E0%A4%A/check", "/", ""),
+        ("/nope%20x", "not_found", "/nope%20x", "/", ""),
+        ("/a b", "not_found", "/a%20b", "/", ""),
+        ("/agent", "not_found", "/agent", "/", ""),
+    ],
+)
+def test_route(raw: str, kind: str, path: str, sub: str, target: str) -> None:
+    """Dispatch on the still-encoded path after WHATWG dot-segment removal."""
+    r = route(raw)
+    assert (r.kind, r.path, r.sub, r.target) == (kind, path, sub, target)
+
+
+def test_query_is_split_off_and_bare_question_mark_is_empty() -> None:
+    """The query string is kept raw; a bare '?' gives an empty query."""
+    assert route("/coordinator/tasks?").query == ""
+    assert route("/coordinator/tasks?status=todo").query == "status=todo"
+    assert route("/coordinator/tasks?").sub == "/tasks"
+
+
+def test_parse_query_follows_urlsearchparams() -> None:
+    """'+' is a space, %-escapes decode leniently, the first value of a name wins."""
+    assert parse_query("assignee=a+b&x=1&x=2&e=%ZZ&u=%C3%BC") == {
+        "assignee": "a b",
+        "x": "1",
+        "e": "%ZZ",
+        "u": "ü",
+    }
+    assert parse_query("") == {}
+
+
+def test_decode_component_is_strict() -> None:
+    """decodeURIComponent: malformed escapes and bad UTF-8 fail; '+' stays."""
+    assert decode_component("a+b") == "a+b"
+    assert decode_component("%F0%9F%98%80") == "\U0001f600"
+    assert decode_component("%") is None
+    assert decode_component("%C3") is None
+    assert decode_component("%ED%A0%80") is None
+
+
+def test_remove_dot_segments_edges() -> None:
+    """Trailing dot segments leave a trailing slash; '..' at the root stays at the root."""
+    assert remove_dot_segments("/a/.") == "/a/"
+    assert remove_dot_segments("/a/..") == "/"
+    assert remove_dot_segments("/..") == "/"
+    assert remove_dot_segments("/a/./b") == "/a/b"

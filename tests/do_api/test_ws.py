@@ -1,0 +1,152 @@
+"""The coordinator and agent WebSockets with real clients (do-api.md 8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import ClientWebSocketResponse, WSMsgType
+
+from gateway.clock import FakeClock
+
+from .conftest import Api
+
+
+async def recv(ws: ClientWebSocketResponse) -> Any:
+    msg = await ws.receive(timeout=5)
+    assert msg.type == WSMsgType.TEXT, msg
+    return orjson.loads(msg.data)
+
+
+async def test_welcome_ping_and_close(api: Api, clock: FakeClock) -> None:
+    """Welcome agent-update with the newcomer; pong without payload; the close handshake completes."""
+    ws = await api.ws("/coordinator?agentId=alice")
+    welcome = await recv(ws)
+    assert list(welcome) == ["type", "payload", "timestamp"]
+    assert welcome["type"] == "agent-update"
+    assert welcome["payload"]["message"] == "Welcome alice!"
+    assert [a["agentId"] for a in welcome["payload"]["agents"]] == ["alice"]
+    await ws.send_str('{"type":"ping"}')
+    assert await recv(ws) == {"type": "pong", "timestamp": "2026-11-25T17:28:47.041Z"}
+    await ws.send_str("not json")
+    await ws.send_str('{"type":"ping","payload":{},"timestamp":"2026-01-01T00:00:00.000Z"}')
+    assert (await recv(ws))["type"] == "pong"
+    await ws.close()
+    assert ws.close_code == 1000
+
+
+async def test_two_clients_see_chat_and_tasks_in_order(api: Api, clock: FakeClock) -> None:
+    """Chat over WS and HTTP and task updates reach both sockets, the sender too, in order."""
+    a = await api.ws("/coordinator?agentId=a")
+    b = await api.ws("/coordinator?agentId=b")
+    await recv(a)
+    await recv(b)
+    await a.send_str(orjson.dumps({"type": "chat", "payload": {"author": "a", "message": "one"}}).decode())
+    await api.post("/coordinator/chat", {"author": "b", "message": "two"})
+    await api.post("/coordinator/tasks", {"id": "t1", "title": "T"})
+    await api.call("PATCH", "/coordinator/tasks", {"id": "t1", "status": "done"})
+    for ws in (a, b):
+        frames = [await recv(ws) for _ in range(4)]
+        assert [f["type"] for f in frames] == ["chat", "chat", "task-update", "task-update"]
+        assert [f["payload"]["message"] for f in frames[:2]] == ["one", "two"]
+        assert frames[0]["timestamp"] == frames[0]["payload"]["timestamp"]
+        assert frames[2]["payload"]["id"] == "t1"
+        assert "description" not in frames[2]["payload"]
+        assert frames[3]["payload"]["status"] == "done"
+    await a.close()
+    await b.close()
+
+
+async def test_closed_socket_marks_agent_offline(api: Api, clock: FakeClock) -> None:
+    """Closing a socket marks its agent offline and tells the others; a second socket keeps it online."""
+    watcher = await api.ws("/coordinator?agentId=w")
+    await recv(watcher)
+    first = await api.ws("/coordinator?agentId=x")
+    second = await api.ws("/coordinator?agentId=x")
+    await recv(first)
+    await recv(second)
+    await first.close()
+    await api.get("/health")
+    assert "x" in [a["agentId"] for a in (await api.get("/coordinator/agents"))[1]["agents"]]
+    await second.close()
+    frame = await recv(watcher)
+    assert frame["type"] == "agent-update"
+    assert frame["payload"] == {"agentId": "x", "status": "offline"}
+    assert [a["agentId"] for a in (await api.get("/coordinator/agents"))[1]["agents"]] == ["w"]
+    await watcher.close()
+
+
+async def test_client_agent_update_sets_status_silently(api: Api) -> None:
+    """A client agent-update frame sets the status with no broadcast and no reply."""
+    a = await api.ws("/coordinator?agentId=a")
+    await recv(a)
+    await a.send_str('{"type":"agent-update","payload":{"status":"idle"}}')
+    await a.send_str('{"type":"chat","payload":{"author":"a","message":"barrier"}}')
+    assert (await recv(a))["type"] == "chat"  # frames run in order: the update ran before this
+    assert (await api.get("/coordinator/agents"))[1]["agents"][0]["status"] == "idle"
+    await a.close()
+
+
+async def test_anonymous_socket(api: Api) -> None:
+    """Any /coordinator sub-path upgrades; without agentId the agent is anon-<ms>-<rand>."""
+    ws = await api.ws("/coordinator/any/sub/path")
+    welcome = await recv(ws)
+    assert welcome["payload"]["message"].startswith("Welcome anon-1795627727041-")
+    await ws.close()
+
+
+async def test_lock_updates_are_broadcast(api: Api, clock: FakeClock) -> None:
+    """lock-update frames on lock, unlock and expiry reach coordinator sockets."""
+    ws = await api.ws("/coordinator?agentId=w")
+    await recv(ws)
+    await api.post("/lock/p/lock", {"agentId": "a", "ttlMs": 60000})
+    await api.post("/lock/p/unlock", {"agentId": "a"})
+    await api.post("/lock/p/lock", {"agentId": "b", "ttlMs": 1000})
+    await clock.advance(1000)
+    await api.host.wait_idle()
+    frames = [await recv(ws) for _ in range(4)]
+    assert [f["type"] for f in frames] == ["lock-update"] * 4
+    assert [f["payload"]["action"] for f in frames] == ["locked", "unlocked", "locked", "expired"]
+    assert frames[0]["payload"]["lock"]["lockedBy"] == "a"
+    assert frames[3]["payload"] == {
+        "action": "expired",
+        "resourcePath": "p",
+        "previousOwner": "b",
+        "releaseReason": "expired",
+    }
+    await ws.close()
+
+
+async def test_agent_socket(api: Api, clock: FakeClock) -> None:
+    """state-sync on connect, DMs pushed as `chat` to every socket, checkpoint-save answered."""
+    e1 = await api.ws("/agent/wsa/ws")
+    e2 = await api.ws("/agent/wsa")
+    sync = await recv(e1)
+    assert sync["type"] == "state-sync"
+    assert sync["payload"] == {
+        "agentId": "wsa",
+        "checkpoint": None,
+        "unreadMessages": [],
+        "recentMemories": [],
+    }
+    await recv(e2)
+    await api.post("/agent/wsa/messages", {"from": "alice", "message": "push me"})
+    for ws in (e1, e2):
+        frame = await recv(ws)
+        assert frame["type"] == "chat"
+        assert frame["payload"]["message"] == "push me"
+    await e1.send_str('{"type":"checkpoint-save","payload":{"conversationSummary":"ws","pendingWork":["x"]}}')
+    assert await recv(e1) == {"type": "checkpoint-saved", "timestamp": "2026-11-25T17:28:47.041Z"}
+    cp = (await api.get("/agent/wsa/checkpoint"))[1]["checkpoint"]
+    assert (cp["conversationSummary"], cp["pendingWork"]) == ("ws", ["x"])
+    await e1.close()
+    await e2.close()
+
+
+async def test_lock_path_does_not_upgrade(api: Api) -> None:
+    """An upgrade request on a lock path gets the plain JSON answer."""
+    resp = await api.request(
+        "GET", "/lock/p/check", headers={"Upgrade": "websocket", "Connection": "Upgrade"}
+    )
+    assert resp.status == 200
+    assert await resp.json() == {"locked": False, "resourcePath": "p"}
