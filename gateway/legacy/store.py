@@ -66,6 +66,7 @@ from gateway.settings import LimitSettings, Settings
 __all__ = ["LegacyStore"]
 
 T = TypeVar("T")
+E = TypeVar("E", Agent, Task, Zone, Claim, Handoff, Checkpoint, Lock, Memory)
 Json = dict[str, Any]
 
 RECENT_MEMORIES: Final = 10
@@ -934,6 +935,181 @@ class LegacyStore:
         """/history: the current lock (even if expired); the legacy store keeps no history."""
         lock, _ = await self._lock(resource_path)
         return LockHistory(resource_path, lock, [])
+
+    # -- replication: idempotent upserts and deletes of entity state ---------------------------------
+    #
+    # migration.md: the authoritative store executes the command; the other store receives the
+    # resulting entity state as an idempotent upsert or delete and never re-executes the command.
+    # These are that interface for Redis (also the import tool's writer). Each upsert merges onto
+    # the legacy value already there, so properties only legacy writers know are kept.
+
+    async def _upsert(
+        self,
+        key: str,
+        fld: str,
+        entity: E,
+        read: Callable[[Json], E],
+        write: Callable[[E], Json],
+    ) -> None:
+        raw = await self._hget(key, fld)
+        old = None if raw is None else self._parse(raw, key, fld, read)
+        if raw is not None and old is None:
+            raise ApiError(
+                409, {"error": "Legacy value is unreadable; not overwritten", "key": key, "field": fld}
+            )
+        extra = getattr(entity, "extra", {})
+        merged = replace(entity, extra={**old.extra, **extra}) if old is not None else entity
+        await self._hset(key, fld, write(merged))
+
+    async def upsert_agent(self, agent: Agent) -> None:
+        """Replicate an agent (merged onto the legacy record); presence follows the status."""
+        await self._upsert(
+            keys.ACTIVE_AGENTS,
+            agent.agent_id,
+            agent,
+            lambda v: m.agent_from_legacy(agent.agent_id, v),
+            m.agent_to_legacy,
+        )
+        presence = "offline" if agent.status == "offline" else "online"
+        await self._run("HSET presence", lambda r: r.hset(keys.AGENT_PRESENCE, agent.agent_id, presence))
+
+    async def upsert_task(self, task: Task) -> None:
+        """Replicate a task."""
+        await self._upsert(keys.TASKS, task.id, task, m.task_from_legacy, m.task_to_legacy)
+
+    async def upsert_zone(self, zone: Zone) -> None:
+        """Replicate a zone."""
+        await self._upsert(
+            keys.ZONES, zone.zone_id, zone, lambda v: m.zone_from_legacy(zone.zone_id, v), m.zone_to_legacy
+        )
+
+    async def delete_zone(self, zone_id: str) -> None:
+        """Replicate a zone release."""
+        await self._run(f"HDEL {keys.ZONES}", lambda r: r.hdel(keys.ZONES, zone_id))
+
+    async def upsert_claim(self, claim: Claim) -> None:
+        """Replicate a claim into its `{by}:{what}` field (other agents' fields are untouched)."""
+        fld = keys.claim_field(claim.by, claim.what)
+        await self._upsert(
+            keys.CLAIMS, fld, replace(claim, stale=False), m.claim_from_legacy, m.claim_to_legacy
+        )
+
+    async def delete_claim(self, by: str, what: str) -> None:
+        """Replicate a claim release."""
+        fld = keys.claim_field(by, what)
+        await self._run(f"HDEL {keys.CLAIMS}", lambda r: r.hdel(keys.CLAIMS, fld))
+
+    async def upsert_handoff(self, handoff: Handoff) -> None:
+        """Replicate a handoff."""
+        await self._upsert(keys.HANDOFFS, handoff.id, handoff, m.handoff_from_legacy, m.handoff_to_legacy)
+
+    async def upsert_checkpoint(self, cp: Checkpoint) -> None:
+        """Replicate a checkpoint."""
+        await self._upsert(
+            keys.CHECKPOINTS,
+            cp.agent_id,
+            cp,
+            lambda v: m.checkpoint_from_legacy(cp.agent_id, v),
+            m.checkpoint_to_legacy,
+        )
+
+    async def upsert_lock(self, lock: Lock) -> None:
+        """Replicate the current lock of a resource."""
+        await self._upsert(
+            keys.LOCKS,
+            lock.resource_path,
+            lock,
+            lambda v: m.lock_from_legacy(lock.resource_path, v),
+            m.lock_to_legacy,
+        )
+
+    async def delete_lock(self, resource_path: str) -> None:
+        """Replicate a lock release or expiry."""
+        await self._run(f"HDEL {keys.LOCKS}", lambda r: r.hdel(keys.LOCKS, resource_path))
+
+    async def upsert_memory(self, mem: Memory, agent_id: str) -> None:
+        """Replicate an agent's memory (team-wide value with `createdBy`, plus its tag sets)."""
+        await self._upsert(
+            keys.SHARED_MEMORY, mem.id, mem, m.memory_from_legacy, lambda x: m.memory_to_legacy(x, agent_id)
+        )
+        tags = [t for t in mem.tags if isinstance(t, str)]
+
+        async def index(r: Redis) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                for tag in tags:
+                    _ = pipe.sadd(keys.memory_tag(tag), mem.id)
+                await pipe.execute()
+
+        if tags:
+            await self._run("SADD tag index", index)
+
+    async def upsert_dm(self, dm: DirectMessage, to: str) -> None:
+        """Replicate a DM (new, or its read flag) into its conversation; counts are re-derived."""
+        conv_id = m.conversation_id(dm.from_agent, to)
+        now_iso = iso_from_ms(self.clock.now_ms())
+
+        def change(msgs: list[Any], conv: Json | None) -> tuple[list[Any], Json]:
+            types = (conv or {}).get("participantTypes") or {}
+            extra = {
+                "fromType": types.get(dm.from_agent, "agent"),
+                "toType": types.get(to, "agent"),
+                **dm.extra,
+            }
+            value = m.dm_to_legacy(replace(dm, extra=extra), to, read_at=now_iso)
+            index = next(
+                (i for i, x in enumerate(msgs) if isinstance(x, dict) and x.get("id") == dm.id), None
+            )
+            if index is None:
+                msgs = [*msgs, value][-keys.DM_MAX :]
+            else:
+                msgs = [*msgs[:index], {**msgs[index], **value}, *msgs[index + 1 :]]
+            participants = sorted({dm.from_agent, to}, key=lambda s: s.encode("utf-16-be", "surrogatepass"))
+            record: Json = (
+                dict(conv)
+                if conv
+                else {
+                    "id": conv_id,
+                    "participants": participants,
+                    "participantTypes": {dm.from_agent: extra["fromType"], to: extra["toType"]},
+                    "unreadCount": {},
+                    "createdAt": dm.timestamp,
+                }
+            )
+            record["unreadCount"] = self._unread_counts(record, msgs)
+            if index is None and dm.timestamp >= str(record.get("updatedAt", "")):
+                record["updatedAt"] = dm.timestamp
+                record["lastMessage"] = {
+                    "preview": dm.message[:100],
+                    "timestamp": dm.timestamp,
+                    "from": dm.from_agent,
+                }
+            return msgs, record
+
+        await self._update_conversation(conv_id, change, [dm.from_agent, to])
+
+    async def append_chat(self, msg: GroupMessage) -> None:
+        """Replicate a chat message: LPUSH + LTRIM 0 999 unless its id is already near the head."""
+        text = dumps(m.chat_to_legacy(msg))
+        marker = f'"id":{dumps(msg.id)}'
+
+        async def op(r: Redis) -> None:
+            for _ in range(_CAS_ATTEMPTS):
+                async with r.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(keys.MESSAGES)
+                        head = cast("list[str]", await pipe.lrange(keys.MESSAGES, 0, 99))
+                        if any(marker in x for x in head):
+                            return
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        _ = pipe.lpush(keys.MESSAGES, text)
+                        _ = pipe.ltrim(keys.MESSAGES, 0, keys.CHAT_MAX - 1)
+                        await pipe.execute()
+                    except redis.exceptions.WatchError:
+                        continue
+                    return
+            raise StoreUnavailable("legacy store unavailable: chat list too contended")
+
+        await self._run(f"LPUSH {keys.MESSAGES}", op)  # idempotent by id, so safe to retry
 
     # -- WebSockets: held by the gateway, not by a store ------------------------------------------
 
