@@ -231,8 +231,9 @@ class LegacyStore:
         )
         await self._put_agent(agent, "offline" if cmd.status == "offline" else "online")
 
-    async def _touch(self, agent_id: str, now_ms: int, *, advance_cursor: bool) -> None:
-        """Mark the agent active and seen now (DO `_touch`), optionally moving its mention cursor."""
+    async def touch_agent(self, agent_id: str, now_ms: int, *, advance_cursor: bool) -> None:
+        """Mark the agent active and seen now (DO `_touch`: socket connect, ping, /work, chat),
+        optionally moving its mention cursor (`lastChatCheck`)."""
         existing, raw = await self._agent(agent_id)
         if existing is None and raw is not None:
             return  # unreadable: reported, left as it is
@@ -241,6 +242,15 @@ class LegacyStore:
         if advance_cursor:
             agent.extra = {**agent.extra, _MENTION_CURSOR: now_iso}
         await self._put_agent(agent, None)
+
+    async def set_agent_status(self, agent_id: str, status: str, now_ms: int) -> None:
+        """A socket's `agent-update` or close: set an existing agent's status and `lastSeen`
+        (DO `socket_status`); presence follows (`offline` or `online`). Unknown agents are left."""
+        existing, _ = await self._agent(agent_id)
+        if existing is None:
+            return
+        agent = replace(existing, status=status, last_seen=iso_from_ms(now_ms))
+        await self._put_agent(agent, "offline" if status == "offline" else "online")
 
     async def _active_agents(self, now_ms: int, limit: int) -> list[Agent]:
         cutoff = now_ms - int(self.limits.agent_offline_after_s * 1000)
@@ -317,7 +327,7 @@ class LegacyStore:
         if q.agent_id is not None:
             agent, _ = await self._agent(q.agent_id)
             page.pending_mentions = await self._pending_mentions(agent, q.agent_id)
-            await self._touch(q.agent_id, q.now_ms, advance_cursor=True)
+            await self.touch_agent(q.agent_id, q.now_ms, advance_cursor=True)
         return page
 
     # -- tasks ------------------------------------------------------------------------------------
@@ -386,7 +396,7 @@ class LegacyStore:
         """/work: mentions read before the heartbeat, then team, todo, mine and the last 20 messages."""
         agent, _ = await self._agent(q.agent_id)
         mentions = await self._pending_mentions(agent, q.agent_id)
-        await self._touch(q.agent_id, q.now_ms, advance_cursor=False)
+        await self.touch_agent(q.agent_id, q.now_ms, advance_cursor=False)
         tasks = await self._tasks(lambda _t: True, sys.maxsize)
         return WorkBundle(
             agent_id=q.agent_id,

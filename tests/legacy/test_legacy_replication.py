@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -11,11 +12,24 @@ import redis.asyncio
 from gateway.clock import FakeClock
 from gateway.domain import commands as c
 from gateway.domain.jscompat import iso_from_ms
-from gateway.domain.model import Agent, Claim, DirectMessage, GroupMessage, Handoff, Lock, Memory, Task
+from gateway.domain.model import (
+    Agent,
+    Checkpoint,
+    Claim,
+    DirectMessage,
+    GroupMessage,
+    Handoff,
+    Lock,
+    Memory,
+    Task,
+    Zone,
+)
 from gateway.errors import ApiError
 from gateway.legacy import keys
 from gateway.legacy.generator import BASE_MS
+from gateway.legacy.replica import LegacyReplica
 from gateway.legacy.store import LegacyStore
+from gateway.phases.entities import EntityKey
 from gateway.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -107,3 +121,63 @@ async def test_dm_and_chat_replication_is_idempotent(store: LegacyStore, r: redi
     await store.append_chat(msg)
     await store.append_chat(msg)
     assert await r.llen(keys.MESSAGES) == 1
+
+
+# --- LegacyReplica: read_entity / write_entity by EntityKey --------------------------------------------
+
+
+ENTITIES: list[tuple[EntityKey, Any]] = [
+    (EntityKey("agent", "", "phil"), Agent("phil", "active", "t", None, T, ["py"], None, None)),
+    (EntityKey("task", "", "task-9"),
+     Task("task-9", "t", "d", "review", None, "c", "critical", [], [], T, T)),
+    (EntityKey("zone", "", "web"), Zone("web", "web/", "phil", None, T)),
+    (EntityKey("claim", "", "api/a.ts"), Claim("api/a.ts", "phil", "edit", T, stale=False)),
+    (EntityKey("handoff", "", "h9"),
+     Handoff("h9", "a", "b", "t", "", None, "f", [], "low", "claimed", "b", T, T, None)),
+    (EntityKey("checkpoint", "phil", "phil"), Checkpoint("phil", "s", ["done"], [], None, [], T)),
+    (EntityKey("lock", "", "src/a.ts"),
+     Lock("src/a.ts", "branch", "phil", "r", T, iso_from_ms(NOW + 5), NOW + 5)),
+    (EntityKey("chat", "", "1-x"), GroupMessage("1-x", "a", "agent", "hello", T, [])),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "entity"), ENTITIES, ids=[k.domain for k, _ in ENTITIES])
+async def test_replica_writes_reads_and_deletes(store: LegacyStore, key: EntityKey, entity: Any) -> None:
+    """An entity written by key reads back equal, a second write changes nothing, None removes it."""
+    replica = LegacyReplica(store)
+    await replica.write_entity(key, entity)
+    await replica.write_entity(key, entity)
+    assert await replica.read_entity(key) == entity
+    await replica.write_entity(key, None)
+    assert await replica.read_entity(key) is None
+
+
+async def test_replica_per_agent_entities(store: LegacyStore, r: redis.asyncio.Redis) -> None:
+    """DMs are placed in the recipient's conversation and memories under their owner."""
+    replica = LegacyReplica(store)
+    dm = DirectMessage("msg-9", "a", "status", "hi", T, False)
+    await replica.write_entity(EntityKey("dm", "b", "msg-9"), dm)
+    back = await replica.read_entity(EntityKey("dm", "b", "msg-9"))
+    assert isinstance(back, DirectMessage)
+    assert (back.id, back.type, back.read, back.extra["to"]) == ("msg-9", "status", False, "b")
+    await replica.write_entity(EntityKey("dm", "b", "msg-9"), None)
+    assert json.loads(await r.hget(keys.DM_MESSAGES, "dm-a-b") or "[]") == []
+    mem = Memory("mem-9", "pattern", "c", ["X"], T)
+    await replica.write_entity(EntityKey("memory", "phil", "mem-9"), mem)
+    got = await replica.read_entity(EntityKey("memory", "phil", "mem-9"))
+    assert isinstance(got, Memory)
+    assert got.extra == {"createdBy": "phil"}
+    await replica.write_entity(EntityKey("memory", "phil", "mem-9"), None)
+    assert not await r.exists(keys.memory_tag("x"))
+
+
+async def test_socket_presence_helpers(store: LegacyStore, r: redis.asyncio.Redis) -> None:
+    """touch_agent marks active (and may move the mention cursor); set_agent_status sets offline."""
+    await store.touch_agent("ws-agent", NOW, advance_cursor=True)
+    value = json.loads(await r.hget(keys.ACTIVE_AGENTS, "ws-agent") or "{}")
+    assert (value["status"], value["lastSeen"], value["lastChatCheck"]) == ("active", T, T)
+    await store.set_agent_status("ws-agent", "offline", NOW + 1)
+    assert json.loads(await r.hget(keys.ACTIVE_AGENTS, "ws-agent") or "{}")["status"] == "offline"
+    assert await r.hget(keys.AGENT_PRESENCE, "ws-agent") == "offline"
+    await store.set_agent_status("nobody", "idle", NOW)
+    assert not await r.hexists(keys.ACTIVE_AGENTS, "nobody")
