@@ -231,12 +231,15 @@ class LegacyStore:
         )
         await self._put_agent(agent, "offline" if cmd.status == "offline" else "online")
 
-    async def touch_agent(self, agent_id: str, now_ms: int, *, advance_cursor: bool) -> None:
-        """Mark the agent active and seen now (DO `_touch`: socket connect, ping, /work, chat),
-        optionally moving its mention cursor (`lastChatCheck`)."""
+    async def touch_agent(
+        self, agent_id: str, now_ms: int, *, advance_cursor: bool, only_existing: bool = False
+    ) -> None:
+        """Mark the agent active and seen now (DO `_touch`: socket connect, ping, /work),
+        optionally moving its mention cursor (`lastChatCheck`). With `only_existing` (GET /chat,
+        as the actor store: reading chat does not register an agent) an unknown agent is left."""
         existing, raw = await self._agent(agent_id)
-        if existing is None and raw is not None:
-            return  # unreadable: reported, left as it is
+        if (existing is None and raw is not None) or (existing is None and only_existing):
+            return  # unreadable (reported, left as it is) or not registered
         now_iso = iso_from_ms(now_ms)
         agent = replace(existing or Agent(agent_id), status="active", last_seen=now_iso)
         if advance_cursor:
@@ -327,7 +330,7 @@ class LegacyStore:
         if q.agent_id is not None:
             agent, _ = await self._agent(q.agent_id)
             page.pending_mentions = await self._pending_mentions(agent, q.agent_id)
-            await self.touch_agent(q.agent_id, q.now_ms, advance_cursor=True)
+            await self.touch_agent(q.agent_id, q.now_ms, advance_cursor=True, only_existing=True)
         return page
 
     # -- tasks ------------------------------------------------------------------------------------

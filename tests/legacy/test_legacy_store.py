@@ -154,13 +154,18 @@ async def test_image_only_and_corrupt_chat_messages_do_not_break_reads(
 
 
 async def test_mentions_use_a_cursor_kept_on_the_agent(store: LegacyStore) -> None:
-    """Mentions after the agent's last check are pending once, then consumed by the read."""
+    """Mentions after a registered agent's last check are pending once, then consumed by the read;
+    reading chat does not register an unknown agent (as the actor store)."""
     await store.post_chat(c.PostChat.parse({"author": "a", "message": "@phil look"}, NOW, ids))
-    first = await store.get_chat(c.ChatQuery.parse({"agentId": "phil"}, NOW + 1, 50, 1000))
+    unknown = await store.get_chat(c.ChatQuery.parse({"agentId": "phil"}, NOW + 1, 50, 1000))
+    assert [msg.message for msg in unknown.pending_mentions] == ["@phil look"]
+    assert await store.list_agents(NOW + 1, 10) == []
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "phil", "status": "idle"}, NOW + 1))
+    first = await store.get_chat(c.ChatQuery.parse({"agentId": "phil"}, NOW + 2, 50, 1000))
     assert [msg.message for msg in first.pending_mentions] == ["@phil look"]
-    again = await store.get_chat(c.ChatQuery.parse({"agentId": "phil"}, NOW + 2, 50, 1000))
+    again = await store.get_chat(c.ChatQuery.parse({"agentId": "phil"}, NOW + 3, 50, 1000))
     assert again.pending_mentions == []
-    [agent] = await store.list_agents(NOW + 2, 10)
+    [agent] = await store.list_agents(NOW + 3, 10)
     assert (agent.agent_id, agent.status) == ("phil", "active")
 
 
