@@ -580,6 +580,11 @@ class ActorHost:
     def is_active(self, ref: ActorRef) -> bool:
         return ref in self._open
 
+    def in_transaction(self, ref: ActorRef) -> bool:
+        """Whether the actor's connection has a transaction open (for tests and diagnostics)."""
+        act = self._open.get(ref)
+        return act is not None and act.storage.in_transaction
+
     def list_actors(self, kind: str) -> list[str]:
         """Every name of `kind` the host has ever activated (DO: `listDurableObjectIds`)."""
         rows = self._db.execute("SELECT name FROM actors WHERE kind = ? ORDER BY name", (kind,))

@@ -6,17 +6,22 @@
 - `CountingActor`: an actor kind whose constructor, alarm and socket callbacks are counted and
   whose handlers are plain methods tests call through `host.call`.
 - `host_for`: a started host on a directory with the given kinds, for `async with`.
+- `FakeSocket`: a server-side WebSocket stand-in that records the frames and the close it got.
+- `query_actor_db` / `has_write_lock`: look at an actor's database from outside the host, as
+  another process would (only committed data is visible; an open write transaction shows).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from gateway.actors.host import Actor, ActorContext, ActorHost, AlarmInfo, HostLimits
+from gateway.actors.naming import ActorRef, actor_path
 from gateway.actors.sockets import HostedSocket
 from gateway.actors.storage import ActorStorage
 from gateway.clock import Clock
@@ -153,3 +158,64 @@ async def host_for(
         yield host
     finally:
         await host.close(1.0)
+
+
+class FakeSocket:
+    """A server-side WebSocket that records what the host writes (fits `WebSocketLike`).
+
+    Set `fail_sends` to make every send raise as if the peer had gone away.
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.fail_sends = False
+
+    async def send_str(self, data: str, compress: int | None = None) -> None:
+        if self.fail_sends:
+            raise ConnectionResetError("peer went away (injected)")
+        if self.closed:
+            raise ConnectionResetError("socket is closed")
+        self.sent.append(data)
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
+        if self.closed:
+            return False
+        self.closed = True
+        self.close_code = code
+        self.close_reason = message.decode("utf-8")
+        return True
+
+
+def _connect_existing(data_dir: Path, ref: ActorRef) -> sqlite3.Connection:
+    path = actor_path(data_dir, ref)
+    if not path.exists():
+        raise FileNotFoundError(f"actor {ref} has no database at {path}")
+    return sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=0, isolation_level=None)
+
+
+def query_actor_db(data_dir: Path, ref: ActorRef, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run a read on the actor's database through a separate connection (sees committed data only)."""
+    conn = _connect_existing(data_dir, ref)
+    try:
+        return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+def has_write_lock(data_dir: Path, ref: ActorRef) -> bool:
+    """True if some connection holds an open write transaction on the actor's database."""
+    conn = _connect_existing(data_dir, ref)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            return True
+        raise
+    else:
+        conn.execute("ROLLBACK")
+        return False
+    finally:
+        conn.close()
