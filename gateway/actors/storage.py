@@ -32,7 +32,12 @@ T = TypeVar("T")
 MAX_BOUND_PARAMETERS = 100  # DO's limit per statement
 MAX_STATEMENT_BYTES = 100_000  # DO's limit on SQL text
 
-_TX_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
+# Leading whitespace and comments are skipped: SQLite runs `/* x */ COMMIT` as a COMMIT, which
+# would commit half a turn behind the host's back.
+_LEADING = r"(?:\s|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*"
+_TX_CONTROL = re.compile(
+    rf"^{_LEADING}(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE | re.DOTALL
+)
 
 META_SCHEMA = "CREATE TABLE IF NOT EXISTS _actor_meta (key TEXT PRIMARY KEY, value)"
 
