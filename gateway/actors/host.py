@@ -184,17 +184,29 @@ class ActorContext:
         timer = asyncio.ensure_future(self.clock.sleep(BLOCK_CONCURRENCY_TIMEOUT_S))
         try:
             done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # the caller went away: the section must not run on once the turn gave up the gate
+            self._act.broken = True
+            await _stop(task)
+            raise
         finally:
             timer.cancel()
         if task not in done:
-            task.cancel()
             self._act.broken = True
+            await _stop(task)
             raise TimeoutError("block_concurrency_while timed out; the actor was reset")
         try:
             return task.result()
         except BaseException:
             self._act.broken = True
             raise
+
+
+async def _stop(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and wait until it really ended, even if the waiter is cancelled meanwhile."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await wait_through_cancellation(task)
 
 
 class _Activation:
