@@ -428,8 +428,11 @@ class ActorHost:
         try:
             try:
                 result = await fn(act.actor)
-            except BaseException:
+            except BaseException as e:
                 self._abort(act)
+                if act.dead and isinstance(e, sqlite3.ProgrammingError):
+                    # the host closed the database under the turn (shutdown past its grace period)
+                    raise self._gone(act) from e
                 raise
             crash_point("turn.before_commit")
             await self._commit(act)
@@ -442,6 +445,15 @@ class ActorHost:
             if act.gate.locked():
                 act.gate.release()
             self._slot_free.set()
+
+    def _gone(self, act: _Activation) -> Exception:
+        if self._closing:
+            return HostClosed(
+                f"the actor host shut down during a turn of {act.ref}; its uncommitted writes were discarded"
+            )
+        return ActorResetError(
+            f"actor {act.ref} was reset during its turn; its uncommitted writes were discarded"
+        )
 
     def _abort(self, act: _Activation) -> None:
         act.outbox = []
