@@ -251,14 +251,15 @@ class _Activation:
 
 
 class _Fired:
-    """A heap entry of the alarm scheduler."""
+    """A heap entry of the alarm scheduler; only the newest entry pushed for an actor is live."""
 
-    __slots__ = ("ref", "retry", "ts")
+    __slots__ = ("ref", "retry", "seq", "ts")
 
-    def __init__(self, ts: int, ref: ActorRef, retry: int) -> None:
+    def __init__(self, ts: int, ref: ActorRef, retry: int, seq: int) -> None:
         self.ts = ts
         self.ref = ref
         self.retry = retry
+        self.seq = seq
 
 
 def _claim_file(conn: sqlite3.Connection, ref: ActorRef, path: Path) -> None:
@@ -309,11 +310,12 @@ class ActorHost:
         self._slot_free = asyncio.Event()
         self._lock_fd: int | None = None
         self._index_db: sqlite3.Connection | None = None
-        # alarm index: ref -> indexed time; heap of due entries (stale ones skipped on pop)
+        # alarm index: ref -> indexed time; a heap of entries of which only the newest per actor
+        # (its seq in `_live`) fires, so re-setting an alarm never leaves two schedules behind
         self._alarm_index: dict[ActorRef, int] = {}
         self._heap: list[tuple[int, int, _Fired]] = []
         self._seq = itertools.count()
-        self._retries: dict[ActorRef, int] = {}
+        self._live: dict[ActorRef, int] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -617,8 +619,10 @@ class ActorHost:
     # -- alarms -------------------------------------------------------------------------------------
 
     def _push(self, ts: int, ref: ActorRef, retry: int) -> None:
-        entry = _Fired(ts, ref, retry)
-        heapq.heappush(self._heap, (ts, next(self._seq), entry))
+        """Schedule `ref` at `ts`, superseding whatever was scheduled for it before."""
+        seq = next(self._seq)
+        self._live[ref] = seq
+        heapq.heappush(self._heap, (ts, seq, _Fired(ts, ref, retry, seq)))
         self._wake.set()
 
     def _index_set(self, ref: ActorRef, ts: int) -> None:
@@ -628,13 +632,12 @@ class ActorHost:
             (ref.kind, ref.name, ts),
         )
         self._alarm_index[ref] = ts
-        self._retries.pop(ref, None)
         self._push(ts, ref, 0)
 
     def _index_clear(self, ref: ActorRef) -> None:
         self._db.execute("DELETE FROM alarms WHERE kind = ? AND name = ?", (ref.kind, ref.name))
         self._alarm_index.pop(ref, None)
-        self._retries.pop(ref, None)
+        self._live.pop(ref, None)
 
     @property
     def pending_alarms(self) -> int:
@@ -666,10 +669,10 @@ class ActorHost:
         started = 0
         while self._heap and self._heap[0][0] <= now:
             _, _, entry = heapq.heappop(self._heap)
-            expected_retry = self._retries.get(entry.ref, 0)
-            if entry.ref not in self._alarm_index or entry.retry != expected_retry:
-                continue  # superseded entry
-            if entry.retry == 0 and self._alarm_index[entry.ref] != entry.ts:
+            if self._live.get(entry.ref) != entry.seq:
+                continue  # superseded by a newer schedule (re-set, moved, cleared or retried)
+            del self._live[entry.ref]
+            if entry.ref not in self._alarm_index:
                 continue
             task = asyncio.get_running_loop().create_task(self._fire(entry.ref, entry.retry))
             self._tasks.add(task)
@@ -681,10 +684,14 @@ class ActorHost:
         """Run the alarm handler of `ref` if its stored alarm is due; schedule a retry on error."""
         try:
             return await self.call(ref, lambda actor: self._alarm_turn(ref, actor, retry, force=False))
-        except (HostClosed, asyncio.CancelledError):
-            raise
-        except Exception as e:  # noqa: BLE001 - any handler error is retried, as DO does
-            self._schedule_retry(ref, retry, e)
+        except HostClosed:
+            return False  # the alarm stays stored and indexed; the next start fires it
+        except Exception as e:  # any handler error is retried, as DO does
+            if retry < self.limits.alarm_max_retries:
+                self._schedule_retry(ref, retry, e)
+            else:
+                log.exception("alarm.gave_up", actor=str(ref), retries=retry, error=str(e))
+                await self._give_up(ref)
             return False
 
     async def _alarm_turn(self, ref: ActorRef, actor: Actor, retry: int, *, force: bool) -> bool:
@@ -707,18 +714,32 @@ class ActorHost:
         return True
 
     def _schedule_retry(self, ref: ActorRef, retry: int, error: BaseException) -> None:
-        if retry >= self.limits.alarm_max_retries:
-            log.error("alarm.gave_up", actor=str(ref), retries=retry, error=str(error))
-            self._retries.pop(ref, None)
-            self._alarm_index.pop(ref, None)
-            self._db.execute("DELETE FROM alarms WHERE kind = ? AND name = ?", (ref.kind, ref.name))
-            return
         delay_s = self.limits.alarm_retry_base_s * (2**retry) * self._rng.uniform(0.75, 1.25)
         log.warning(
             "alarm.retry", actor=str(ref), retry=retry + 1, delay_s=round(delay_s, 3), error=str(error)
         )
-        self._retries[ref] = retry + 1
         self._push(self.clock.now_ms() + int(delay_s * 1000), ref, retry + 1)
+
+    async def _give_up(self, ref: ActorRef) -> None:
+        """Drop an alarm whose handler failed every retry, from the actor's database and the index.
+
+        DO drops it too. Only dropping the index entry would leave `get_alarm()` reporting a time
+        that never fires, not even after a restart, and a later `set_alarm` of that same time
+        would be a no-op that is never scheduled.
+        """
+
+        async def drop(actor: Actor) -> None:
+            act = self._open[ref]
+            if act.alarm_ms is None:
+                self._index_clear(ref)
+            elif act.alarm_ms <= self.clock.now_ms() and act.ctx is not None:
+                act.ctx.delete_alarm()  # the commit clears the index entry
+            # else a later alarm was set meanwhile: keep it (that turn indexed it)
+
+        try:
+            await self.call(ref, drop)
+        except Exception:
+            log.exception("alarm.give_up_failed", actor=str(ref))
 
     async def run_alarm(self, ref: ActorRef) -> bool:
         """Run the actor's alarm now if one is set (DO test helper `runDurableObjectAlarm`)."""
