@@ -372,8 +372,11 @@ class ActorHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self._drain_turns(grace_s)
-        for t in list(self._tasks):
+        late = list(self._tasks)  # alarm handlers still running after the grace period
+        for t in late:
             t.cancel()
+        if late:  # let them roll back while their databases are still open
+            await asyncio.wait(late, timeout=1.0)
         await self._close_sockets(1001, "going away")
         for act in list(self._open.values()):
             self._close_activation(act)
@@ -400,8 +403,7 @@ class ActorHost:
         held = [hs for socks in self._sockets.values() for hs in socks]
         for hs in held:
             hs.enqueue_close(code, reason)
-        for hs in held:
-            await hs.flush(1.0)
+        await asyncio.gather(*(hs.flush(1.0) for hs in held))
         self._sockets.clear()
 
     # -- events -----------------------------------------------------------------------------------
