@@ -22,18 +22,27 @@ from aiohttp import WSCloseCode, web
 
 from gateway.actors import ActorHost, HostLimits
 from gateway.clock import Clock, SystemClock
+from gateway.do.replica import ActorReplica
 from gateway.http.handlers import Gateway
 from gateway.http.middleware import wrap
 from gateway.http.ws import OPEN_SOCKETS
+from gateway.legacy.replica import LegacyReplica
+from gateway.legacy.store import LegacyStore
+from gateway.phases.admin import AdminApi, admin_token
+from gateway.phases.router import PhasedStore
+from gateway.phases.runtime import MigrationRuntime
 from gateway.settings import Settings
-from gateway.store import ActorStore, build_actor_host
+from gateway.store import ActorStore, Store, build_actor_host
 
-__all__ = ["GATEWAY", "HOST", "create_app", "run_app"]
+__all__ = ["ADMIN", "GATEWAY", "HOST", "MIGRATION", "ROUTER", "create_app", "run_app"]
 
 log = structlog.get_logger(__name__)
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
 HOST: Final = web.AppKey("actor_host", ActorHost)
+ADMIN: Final = web.AppKey("admin", AdminApi)
+MIGRATION: Final = web.AppKey("migration", MigrationRuntime)
+ROUTER: Final = web.AppKey("router", PhasedStore)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -59,10 +68,42 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         )
         await host.start()
         app[HOST] = host
-        app[GATEWAY] = Gateway(ActorStore(host), settings, clk)
+        data_dir = settings.storage.data_dir
+        redis_url = settings.legacy.redis_url
+        runtime = MigrationRuntime(data_dir, clk, settings.migration, legacy_configured=redis_url is not None)
+        app[MIGRATION] = runtime
+        actors = ActorStore(host)
+        legacy: LegacyStore | None = None
+        store: Store = actors
+        if redis_url is not None:
+            legacy = LegacyStore.from_url(redis_url, settings, clock=clk)
+            router = PhasedStore(
+                actors=actors,
+                legacy=legacy,
+                actor_replica=ActorReplica(host),
+                legacy_replica=LegacyReplica(legacy),
+                host=host,
+                control=runtime.control,
+                gate=runtime.gate,
+                queue=runtime.queue,
+                shadow=runtime.shadow,
+                clock=clk,
+                migration=settings.migration,
+                limits=settings.limits,
+            )
+            app[ROUTER] = router
+            store = router
+            runtime.start_repair(router.repair_copy)
+        app[ADMIN] = AdminApi(runtime, admin_token(settings.migration.admin_token, data_dir))
+        app[GATEWAY] = Gateway(store, settings, clk)
         try:
             yield
         finally:
+            await runtime.close()
+            if redis_url is not None:
+                await app[ROUTER].drain()
+            if legacy is not None:
+                await legacy.close()
             await host.close(settings.server.shutdown_grace_s)
 
     async def close_sockets(app: web.Application) -> None:
@@ -75,6 +116,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.on_shutdown.append(close_sockets)
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path == "/admin" or path.startswith("/admin/"):
+            return await request.app[ADMIN].handle(request, path)
         return await request.app[GATEWAY].dispatch(request)
 
     app.router.add_route("*", "/{tail:.*}", wrap(handle))
@@ -83,20 +127,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
 
 def run_app(settings: Settings) -> None:
     """Serve `settings.server.host:port` until SIGTERM/SIGINT, then shut down gracefully."""
-    if settings.legacy.redis_url is None:
-        log.info(
-            "gateway.store",
-            store="actors",
-            message="running on the embedded SQLite actor store alone (no legacy Redis configured)",
-            data_dir=str(settings.storage.data_dir),
-        )
-    else:
-        log.warning(
-            "gateway.store",
-            store="actors",
-            message="a legacy Redis is configured but this build serves the SQLite actor store only",
-            data_dir=str(settings.storage.data_dir),
-        )
     web.run_app(
         create_app(settings),
         host=settings.server.host,

@@ -20,7 +20,8 @@ from typing import Final
 from gateway import __version__
 from gateway.legacy.seed_cli import add_dev_commands
 from gateway.logs import configure_logging, get_logger
-from gateway.settings import PHASES, SettingsError, describe, load_settings
+from gateway.phases.cli import add_phase_parser
+from gateway.settings import PHASES, Settings, SettingsError, describe, load_settings
 
 __all__ = ["main"]
 
@@ -37,6 +38,19 @@ _SERVE_OVERRIDES: Final = {
 }
 
 _Handler = Callable[[argparse.Namespace], int]
+
+
+def startup_line(settings: Settings) -> dict[str, str]:
+    """What the first log line says about the stores the gateway runs on."""
+    if settings.legacy.redis_url is None:
+        return {
+            "store": "actors",
+            "message": "running on the embedded SQLite actor store alone (no legacy Redis configured)",
+        }
+    return {
+        "store": "actors+legacy",
+        "message": "running in front of the legacy Redis store; the migration phase decides which serves",
+    }
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,10 +73,16 @@ def _serve(args: argparse.Namespace) -> int:
         sys.stderr.write(f"agent-coord: error: {exc}\n")
         return EXIT_USAGE
     configure_logging(settings.log)
-    get_logger(__name__).info("settings loaded", version=__version__, settings=describe(settings))
-
     # Imported here so that the CLI (and `--help`) work without loading the whole service.
     from gateway.app import run_app  # noqa: PLC0415
+
+    get_logger(__name__).info(
+        "gateway.starting",
+        **startup_line(settings),
+        data_dir=str(settings.storage.data_dir),
+        version=__version__,
+        settings=describe(settings),
+    )
 
     run_app(settings)
     return EXIT_OK
@@ -98,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--phase", help=f"migration phase at start-up: {', '.join(PHASES)} (migration.phase)")
     serve.set_defaults(handler=_serve)
 
-    # Later subcommands go here, each with its own handler: `phase` (show / change the migration
-    # phase through the admin API), `migrate` (export / import between the stores) and `check`
-    # (the consistency checker). They are not offered until they exist.
+    # Later subcommands go here, each with its own handler: `migrate` (export / import between
+    # the stores) and `check` (the consistency checker). They are not offered until they exist.
 
+    add_phase_parser(commands)  # `phase show|set|history` (gateway/phases/cli.py)
     add_dev_commands(commands)  # `dev seed-legacy` (gateway/legacy/seed_cli.py)
 
     version = commands.add_parser("version", help="print the version and exit")

@@ -761,6 +761,21 @@ class ActorHost:
         self._sockets.setdefault(ref, {})[hs] = None
         return hs
 
+    def accept_websocket(
+        self, ref: ActorRef, ws: WebSocketLike, tags: Sequence[str] = (), attachment: Any = None
+    ) -> HostedSocket:
+        """Hold a socket for `ref` outside any turn (for pushes whose data lives in another store)."""
+        return self._register_socket(ref, ws, tags, attachment)
+
+    def forget_websocket(self, hs: HostedSocket) -> None:
+        """Drop a held socket without calling its actor (the counterpart of `accept_websocket`)."""
+        hs.closed = True
+        socks = self._sockets.get(hs.ref)
+        if socks is not None:
+            socks.pop(hs, None)
+            if not socks:
+                del self._sockets[hs.ref]
+
     def get_websockets(self, ref: ActorRef, tag: str | None = None) -> list[HostedSocket]:
         """The open sockets held for `ref`, optionally only those carrying `tag`."""
         socks = self._sockets.get(ref)

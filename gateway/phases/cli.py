@@ -32,19 +32,48 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 def add_phase_parser(sub: Any) -> None:
     """Register `phase` and its subcommands on the top-level subparsers."""
-    p = sub.add_parser("phase", help="show or change the migration phase of a running gateway")
-    p.add_argument("--url", help="the gateway's base URL (default: http://<server.host>:<server.port>)")
-    p.add_argument("--token", help="admin token (default: migration.admin_token, or <data_dir>/admin-token)")
-    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
-    ps = p.add_subparsers(dest="phase_cmd", required=True)
-    ps.add_parser("show", help="phase, since when, repair queue, shadow mismatches, last consistency report")
-    s = ps.add_parser("set", help="change the phase (guards apply unless --force)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the gateway's base URL (default: http://<server.host>:<server.port>)")
+    common.add_argument(
+        "--token", help="admin token (default: migration.admin_token, or <data_dir>/admin-token)"
+    )
+    common.add_argument("--config", type=Path, help="TOML config file (default: $AGENT_COORD_CONFIG)")
+    common.add_argument("--data-dir", help="the gateway's data directory (to find its admin token)")
+    common.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    p = sub.add_parser(
+        "phase",
+        help="show or change the migration phase of a running gateway",
+        description="Show or change the migration phase of a running gateway through its admin API. "
+        "Exit status: 0 done, 1 refused by a guard, 2 bad usage or settings, 3 gateway unreachable.",
+    )
+    ps = p.add_subparsers(dest="phase_cmd", required=True, metavar="show|set|history")
+    ps.add_parser(
+        "show",
+        parents=[common],
+        help="phase, since when, repair queue, shadow mismatches, last consistency report",
+    )
+    s = ps.add_parser("set", parents=[common], help="change the phase (guards apply unless --force)")
     s.add_argument("phase", choices=PHASES)
     s.add_argument("--reason", required=True, help="why; recorded in the audit log")
     s.add_argument("--force", action="store_true", help="override the guards (recorded as forced)")
     s.add_argument("--actor", help="who is changing it (default: user@host)")
-    h = ps.add_parser("history", help="the audit log of phase changes")
+    h = ps.add_parser("history", parents=[common], help="the audit log of phase changes")
     h.add_argument("--limit", type=int, default=50)
+    p.set_defaults(handler=_handler)
+
+
+def _handler(args: argparse.Namespace) -> int:
+    from gateway.settings import SettingsError, load_settings  # noqa: PLC0415
+
+    overrides: dict[str, object] = {}
+    if args.data_dir:
+        overrides["storage.data_dir"] = args.data_dir
+    try:
+        settings = load_settings(config_path=args.config, overrides=overrides)
+    except SettingsError as e:
+        sys.stderr.write(f"agent-coord: error: {e}\n")
+        return EXIT_USAGE
+    return run_phase(args, settings)
 
 
 class AdminClient:

@@ -1,0 +1,336 @@
+"""Entity-level access to the actor tables: read one entity, upsert or delete it.
+
+The phase router replicates by entity, never by re-running a command: after the authoritative
+store ran a command, each entity the command touched is read back from it and written to the
+other store as-is (same ids, same timestamps, same outcome). The repair queue and the
+export/import tool use the same two functions. They run inside a turn of the actor that owns
+the entity (`ActorReplica` finds it), so they are atomic with respect to that actor's requests.
+
+Fields the actor tables do not model (the domain objects' `extra`, e.g. a legacy task's
+`pickedUpAt`) are kept in a side table `_extra(domain, id, value)` of the same database, so an
+entity read back here is equal to the one written, and upstream's tables stay unchanged.
+"""
+
+# SQL text here is built only from this module's constant column lists; values are bound.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.actors import ActorHost, ActorRef
+from gateway.do import COORDINATOR, agent_ref, lock_ref
+from gateway.do._sql import dumps, loads_list
+from gateway.do.agent_state import DM_COLS, MEM_COLS, AgentStateActor
+from gateway.do.coordinator import (
+    AGENT_COLS,
+    CLAIM_COLS,
+    CLAIM_STALE_MS,
+    HANDOFF_COLS,
+    MSG_COLS,
+    TASK_COLS,
+    ZONE_COLS,
+    CoordinatorActor,
+    _agent,
+    _handoff,
+    _msg,
+    _task,
+    _zone,
+)
+from gateway.do.resource_lock import ResourceLockActor
+from gateway.domain.jscompat import parse_js_date
+from gateway.domain.model import (
+    Agent,
+    Checkpoint,
+    Claim,
+    DirectMessage,
+    GroupMessage,
+    Handoff,
+    Lock,
+    Memory,
+    Task,
+    Zone,
+)
+from gateway.phases.entities import EntityKey
+
+__all__ = ["ActorReplica", "Entity", "owner_ref"]
+
+Entity = Agent | GroupMessage | Task | Zone | Claim | Handoff | Checkpoint | DirectMessage | Memory | Lock
+
+EXTRA_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS _extra (domain TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL, "
+    "PRIMARY KEY (domain, id))"
+)
+
+COORDINATOR_DOMAINS = frozenset({"agent", "chat", "task", "zone", "claim", "handoff"})
+AGENT_DOMAINS = frozenset({"checkpoint", "dm", "memory"})
+
+
+def owner_ref(key: EntityKey) -> ActorRef:
+    """The actor whose database holds the entity."""
+    if key.domain in COORDINATOR_DOMAINS:
+        return COORDINATOR
+    if key.domain in AGENT_DOMAINS:
+        return agent_ref(key.scope)
+    if key.domain == "lock":
+        return lock_ref(key.id)
+    raise ValueError(f"unknown entity domain {key.domain!r}")
+
+
+class ActorReplica:
+    """Reads and writes single entities in the actor store, each in one turn of its owner."""
+
+    def __init__(self, host: ActorHost) -> None:
+        self.host = host
+
+    async def read_entity(self, key: EntityKey) -> Entity | None:
+        result: Entity | None = await self.host.call(owner_ref(key), lambda actor: _read(actor, key))
+        return result
+
+    async def write_entity(self, key: EntityKey, value: Entity | None) -> None:
+        await self.host.call(owner_ref(key), lambda actor: _write(actor, key, value))
+
+
+# -- the side table of extra fields ----------------------------------------------------------------
+
+
+def _extras(actor: Any) -> None:
+    if not getattr(actor, "_extra_ready", False):
+        actor.ctx.sql.exec(EXTRA_SCHEMA)
+        actor._extra_ready = True
+
+
+def _get_extra(actor: Any, domain: str, ident: str) -> dict[str, Any]:
+    _extras(actor)
+    row = actor.ctx.sql.exec("SELECT value FROM _extra WHERE domain = ? AND id = ?", domain, ident).first()
+    if row is None:
+        return {}
+    value = orjson.loads(row[0])
+    return value if isinstance(value, dict) else {}
+
+
+def _put_extra(actor: Any, domain: str, ident: str, extra: dict[str, Any] | None) -> None:
+    _extras(actor)
+    if extra:
+        actor.ctx.sql.exec(
+            "INSERT OR REPLACE INTO _extra (domain, id, value) VALUES (?, ?, ?)", domain, ident, dumps(extra)
+        )
+    else:
+        actor.ctx.sql.exec("DELETE FROM _extra WHERE domain = ? AND id = ?", domain, ident)
+
+
+def _ident(key: EntityKey) -> str:
+    return key.id
+
+
+# -- reads ------------------------------------------------------------------------------------------
+
+
+async def _read(actor: Any, key: EntityKey) -> Entity | None:
+    entity = _read_row(actor, key)
+    if entity is not None:
+        entity.extra = _get_extra(actor, key.domain, _ident(key))
+    return entity
+
+
+def _read_row(actor: Any, key: EntityKey) -> Entity | None:  # noqa: PLR0911 - one exit per domain
+    sql = actor.ctx.sql
+    d, i = key.domain, key.id
+    if d == "agent":
+        r = sql.exec(f"SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?", i).first()
+        return None if r is None else _agent(r)
+    if d == "chat":
+        r = sql.exec(f"SELECT {MSG_COLS} FROM messages WHERE id = ?", i).first()
+        return None if r is None else _msg(r)
+    if d == "task":
+        r = sql.exec(f"SELECT {TASK_COLS} FROM tasks WHERE id = ?", i).first()
+        return None if r is None else _task(r)
+    if d == "zone":
+        r = sql.exec(f"SELECT {ZONE_COLS} FROM zones WHERE zone_id = ?", i).first()
+        return None if r is None else _zone(r)
+    if d == "claim":
+        r = sql.exec(f"SELECT {CLAIM_COLS} FROM claims WHERE what = ?", i).first()
+        if r is None:
+            return None
+        since_ms = parse_js_date(r[3])
+        stale = since_ms is not None and actor.ctx.clock.now_ms() - since_ms > CLAIM_STALE_MS
+        return Claim(r[0], r[1], r[2], r[3], stale)
+    if d == "handoff":
+        r = sql.exec(f"SELECT {HANDOFF_COLS} FROM handoffs WHERE id = ?", i).first()
+        return None if r is None else _handoff(r)
+    if d == "checkpoint":
+        return actor._checkpoint()  # type: ignore[no-any-return]
+    if d == "dm":
+        r = sql.exec(f"SELECT {DM_COLS} FROM messages WHERE id = ?", i).first()
+        return None if r is None else DirectMessage(r[0], r[1], r[2], r[3], r[4], bool(r[5]))
+    if d == "memory":
+        r = sql.exec(f"SELECT {MEM_COLS} FROM memory WHERE id = ?", i).first()
+        return None if r is None else Memory(r[0], r[1], r[2], loads_list(r[3]), r[4])
+    if d == "lock":
+        return actor._current()  # type: ignore[no-any-return]
+    raise ValueError(f"unknown entity domain {d!r}")
+
+
+# -- writes -----------------------------------------------------------------------------------------
+
+
+_DELETE = {
+    "agent": "DELETE FROM agents WHERE agent_id = ?",
+    "chat": "DELETE FROM messages WHERE id = ?",
+    "task": "DELETE FROM tasks WHERE id = ?",
+    "zone": "DELETE FROM zones WHERE zone_id = ?",
+    "claim": "DELETE FROM claims WHERE what = ?",
+    "handoff": "DELETE FROM handoffs WHERE id = ?",
+    "checkpoint": "DELETE FROM checkpoint WHERE id = 1 AND ? IS NOT NULL",
+    "dm": "DELETE FROM messages WHERE id = ?",
+    "memory": "DELETE FROM memory WHERE id = ?",
+}
+
+
+async def _write(actor: Any, key: EntityKey, value: Entity | None) -> None:
+    if value is None:
+        if key.domain == "lock":
+            _write_lock(actor, None)
+        else:
+            actor.ctx.sql.exec(_DELETE[key.domain], key.id)
+        _put_extra(actor, key.domain, _ident(key), None)
+        return
+    _UPSERT[type(value)](actor, value)
+    _put_extra(actor, key.domain, _ident(key), value.extra)
+
+
+def _up_agent(actor: CoordinatorActor, a: Agent) -> None:
+    def js(v: list[Any] | None) -> str | None:
+        return None if v is None else dumps(v)
+
+    actor.ctx.sql.exec(
+        f"INSERT INTO agents ({AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(agent_id) DO UPDATE SET "
+        "status = excluded.status, current_task = excluded.current_task, working_on = excluded.working_on, "
+        "last_seen = excluded.last_seen, capabilities = excluded.capabilities, offers = excluded.offers, "
+        "needs = excluded.needs",
+        a.agent_id, a.status, a.current_task, a.working_on, a.last_seen,
+        js(a.capabilities), js(a.offers), js(a.needs),
+    )  # fmt: skip
+
+
+def _up_chat(actor: CoordinatorActor, m: GroupMessage) -> None:
+    actor.ctx.sql.exec(
+        f"INSERT INTO messages ({MSG_COLS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "author = excluded.author, author_type = excluded.author_type, message = excluded.message, "
+        "timestamp = excluded.timestamp, reactions = excluded.reactions",
+        m.id, m.author, m.author_type, m.message, m.timestamp, dumps(m.reactions),
+    )  # fmt: skip
+
+
+def _up_task(actor: CoordinatorActor, t: Task) -> None:
+    actor.ctx.sql.exec(
+        f"INSERT INTO tasks ({TASK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET "
+        "title = excluded.title, description = excluded.description, status = excluded.status, "
+        "assignee = excluded.assignee, created_by = excluded.created_by, priority = excluded.priority, "
+        "tags = excluded.tags, files = excluded.files, created_at = excluded.created_at, "
+        "updated_at = excluded.updated_at",
+        t.id, t.title, t.description, t.status, t.assignee, t.created_by, t.priority,
+        dumps(t.tags), dumps(t.files), t.created_at, t.updated_at,
+    )  # fmt: skip
+
+
+def _up_zone(actor: CoordinatorActor, z: Zone) -> None:
+    actor.ctx.sql.exec(
+        f"INSERT OR REPLACE INTO zones ({ZONE_COLS}) VALUES (?, ?, ?, ?, ?)",
+        z.zone_id, z.path, z.owner, z.description, z.claimed_at,
+    )  # fmt: skip
+
+
+def _up_claim(actor: CoordinatorActor, c: Claim) -> None:
+    actor.ctx.sql.exec(
+        f"INSERT OR REPLACE INTO claims ({CLAIM_COLS}) VALUES (?, ?, ?, ?)",
+        c.what,
+        c.by,
+        c.description,
+        c.since,
+    )
+
+
+def _up_handoff(actor: CoordinatorActor, h: Handoff) -> None:
+    actor.ctx.sql.exec(
+        f"INSERT OR REPLACE INTO handoffs ({HANDOFF_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        h.id, h.from_agent, h.to_agent, h.title, h.context, h.code, h.file_path, dumps(h.next_steps),
+        h.priority, h.status, h.claimed_by, h.created_at, h.claimed_at, h.completed_at,
+    )  # fmt: skip
+
+
+def _up_checkpoint(actor: AgentStateActor, cp: Checkpoint) -> None:
+    actor.ctx.sql.exec(
+        "INSERT OR REPLACE INTO checkpoint (id, conversation_summary, accomplishments, pending_work, "
+        "recent_context, files_edited, checkpoint_at) VALUES (1, ?, ?, ?, ?, ?, ?)",
+        cp.conversation_summary, dumps(cp.accomplishments), dumps(cp.pending_work), cp.recent_context,
+        dumps(cp.files_edited), cp.checkpoint_at,
+    )  # fmt: skip
+
+
+def _up_dm(actor: AgentStateActor, m: DirectMessage) -> None:
+    actor.ctx.sql.exec(
+        f"INSERT INTO messages ({DM_COLS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "from_agent = excluded.from_agent, type = excluded.type, message = excluded.message, "
+        "timestamp = excluded.timestamp, read = excluded.read",
+        m.id, m.from_agent, m.type, m.message, m.timestamp, int(m.read),
+    )  # fmt: skip
+
+
+def _up_memory(actor: AgentStateActor, m: Memory) -> None:
+    actor.ctx.sql.exec(
+        f"INSERT OR REPLACE INTO memory ({MEM_COLS}) VALUES (?, ?, ?, ?, ?)",
+        m.id, m.category, m.content, dumps(m.tags), m.created_at,
+    )  # fmt: skip
+
+
+def _up_lock(actor: ResourceLockActor, lock: Lock) -> None:
+    _write_lock(actor, lock)
+
+
+def _write_lock(actor: ResourceLockActor, lock: Lock | None) -> None:
+    """Make the actor's lock equal `lock`, keeping its history and alarm consistent with it."""
+    cur = actor._current()
+    now = actor.ctx.clock.now_ms()
+    if lock is None:
+        if cur is not None:
+            reason = "expired" if now >= cur.expires_ms else "manual"
+            actor._release(cur, reason, now)
+            actor.ctx.delete_alarm()
+        return
+    same_holding = cur is not None and cur.locked_by == lock.locked_by and cur.locked_at == lock.locked_at
+    if cur is not None and not same_holding:
+        actor._release(cur, "expired" if now >= cur.expires_ms else "stolen", now)
+    actor.ctx.sql.exec(
+        "INSERT OR REPLACE INTO current_lock (id, resource_path, resource_type, locked_by, reason, "
+        "locked_at, expires_at, expires_ms) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+        lock.resource_path, lock.resource_type, lock.locked_by, lock.reason, lock.locked_at, lock.expires_at,
+        lock.expires_ms,
+    )  # fmt: skip
+    if not same_holding:
+        actor.ctx.sql.exec(
+            "INSERT OR IGNORE INTO lock_history (id, locked_by, reason, locked_at) VALUES (?, ?, ?, ?)",
+            f"lock-{parse_js_date(lock.locked_at) or now}-replica",
+            lock.locked_by,
+            lock.reason,
+            lock.locked_at,
+        )
+    actor.ctx.set_alarm(lock.expires_ms)
+
+
+_UPSERT: dict[type, Any] = {
+    Agent: _up_agent,
+    GroupMessage: _up_chat,
+    Task: _up_task,
+    Zone: _up_zone,
+    Claim: _up_claim,
+    Handoff: _up_handoff,
+    Checkpoint: _up_checkpoint,
+    DirectMessage: _up_dm,
+    Memory: _up_memory,
+    Lock: _up_lock,
+}

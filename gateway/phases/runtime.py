@@ -1,0 +1,152 @@
+"""The migration runtime: phase control, repair worker and shadow reads of one gateway.
+
+`MigrationRuntime` is what the admin API talks to (`PhaseService`): it reports the status
+operators watch (phase, since when, which store serves reads and takes writes, repair queue
+depth and age, shadow mismatch rates per domain, the last consistency report) and carries out
+phase changes: guards first, then the switch through the phase gate, so that no request
+straddles two phases, then the audit row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway.clock import Clock
+from gateway.domain.jscompat import iso_from_ms
+from gateway.phases.admin import PhaseChangeRefusedError
+from gateway.phases.control import PhaseChange, PhaseControl
+from gateway.phases.gate import PhaseGate, SwitchTimeoutError
+from gateway.phases.guards import ConsistencyReportInfo, GuardContext, refusals
+from gateway.phases.repair import Copier, RepairQueue, RepairWorker
+from gateway.phases.shadow import ShadowReader
+from gateway.settings import MigrationSettings
+
+log = structlog.get_logger(__name__)
+
+ROUTES: dict[str, tuple[str, str]] = {
+    "parallel": ("legacy", "legacy, then actors in the background (best effort)"),
+    "write-through": ("legacy", "legacy, then actors (failures queued for repair)"),
+    "read-switch": ("actors", "actors, then legacy (failures queued for repair)"),
+    "cutover": ("actors", "actors only"),
+}
+
+
+class MigrationRuntime:
+    """Phase control for a gateway; `legacy_configured` is False when no Redis is configured."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        clock: Clock,
+        settings: MigrationSettings,
+        *,
+        legacy_configured: bool,
+    ) -> None:
+        self.clock = clock
+        self.settings = settings
+        self.legacy_configured = legacy_configured
+        self.control = PhaseControl(data_dir, clock, settings.phase)
+        self.gate = PhaseGate()
+        self.queue = RepairQueue(data_dir, clock)
+        self.shadow = ShadowReader(clock, settings.shadow_sample_rate)
+        self.worker: RepairWorker | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self.last_report: ConsistencyReportInfo | None = None
+        self.reverse_synced = False
+        if not legacy_configured and self.control.phase != "cutover":
+            raise ValueError(
+                f"the data directory is in phase {self.control.phase!r}, which needs the legacy Redis; "
+                "configure legacy.redis_url"
+            )
+
+    @property
+    def phase(self) -> str:
+        return self.control.phase
+
+    def start_repair(self, copy: Copier) -> None:
+        """Start draining the repair queue with `copy` (the router's serialised copy)."""
+        self.worker = RepairWorker(self.queue, copy, self.clock)
+        self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
+
+    async def close(self) -> None:
+        if self._worker_task is not None:
+            self._worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
+        await self.shadow.drain()
+        self.queue.close()
+        self.control.close()
+
+    # -- PhaseService ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        stats = self.queue.stats()
+        now = self.clock.now_ms()
+        reads, writes = ROUTES[self.phase]
+        report = self.last_report
+        return {
+            "phase": self.phase,
+            "since": iso_from_ms(self.control.since_ms),
+            "reads": reads,
+            "writes": writes,
+            "legacyConfigured": self.legacy_configured,
+            "repairQueue": {
+                "depth": stats.depth,
+                "oldestAgeMs": None if stats.oldest_ms is None else now - stats.oldest_ms,
+                "maxAttempts": stats.max_attempts,
+                "repaired": 0 if self.worker is None else self.worker.repaired,
+                "failures": 0 if self.worker is None else self.worker.failures,
+            },
+            "shadow": self.shadow.to_json(),
+            "consistency": {
+                "lastReport": None
+                if report is None
+                else {
+                    "finishedAt": iso_from_ms(report.finished_ms),
+                    "clean": report.clean,
+                    "path": report.path,
+                },
+                "summary": "no report yet (this version has no consistency checker)"
+                if report is None
+                else f"{'clean' if report.clean else 'NOT clean'}, {iso_from_ms(report.finished_ms)}",
+            },
+        }
+
+    def history(self, limit: int) -> list[PhaseChange]:
+        return self.control.history(limit)
+
+    async def change_phase(self, to_phase: str, *, actor: str, reason: str, force: bool) -> PhaseChange:
+        from_phase = self.phase
+        if not self.legacy_configured and to_phase != "cutover":
+            raise PhaseChangeRefusedError(
+                [f"phase {to_phase!r} needs the legacy Redis, and none is configured (legacy.redis_url)"]
+            )
+        problems = refusals(
+            from_phase,
+            to_phase,
+            GuardContext(
+                repair_depth=self.queue.stats().depth,
+                last_report=self.last_report,
+                now_ms=self.clock.now_ms(),
+                report_max_age_s=self.settings.consistency_max_age_s,
+                reverse_synced=self.reverse_synced,
+            ),
+        )
+        if problems and (not force or to_phase == from_phase):
+            raise PhaseChangeRefusedError(problems)
+
+        def switch() -> PhaseChange:
+            return self.control.set(to_phase, actor=actor, reason=reason, forced=bool(problems))
+
+        try:
+            change = await self.gate.switch(switch)
+        except SwitchTimeoutError as e:
+            raise PhaseChangeRefusedError([str(e)]) from e
+        if problems:
+            log.warning("phase.forced", overridden=problems, to=to_phase)
+        return change
