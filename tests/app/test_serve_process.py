@@ -64,11 +64,11 @@ async def test_data_survives_a_restart(tmp_path: Path) -> None:
     """What a stopped gateway acknowledged is served again by the next one on the same directory."""
     data = tmp_path / "data"
     with GatewayProcess(data) as gw:
-        async with aiohttp.ClientSession() as s:
-            async with s.post(
-                f"{gw.url}/coordinator/tasks", json={"title": "survive", "createdBy": "a"}
-            ) as r:
-                task_id = (await r.json())["task"]["id"]
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"{gw.url}/coordinator/tasks", json={"title": "survive", "createdBy": "a"}) as r,
+        ):
+            task_id = (await r.json())["task"]["id"]
     with GatewayProcess(data) as gw:
         async with aiohttp.ClientSession() as s, s.get(f"{gw.url}/coordinator/tasks") as r:
             ids = [t["id"] for t in (await r.json())["tasks"]]
