@@ -43,6 +43,7 @@ from gateway.domain.model import (
     Task,
     Zone,
 )
+from gateway.domain.rules import CLAIM_STALE_MS
 from gateway.legacy.codec import UNDEFINED, Undefined
 
 __all__ = [
@@ -381,7 +382,7 @@ _CLAIM: Final = (
 
 
 def claim_from_legacy(
-    value: Mapping[str, Any], *, now_ms: int | None = None, stale_ms: int = 1_800_000
+    value: Mapping[str, Any], *, now_ms: int | None = None, stale_ms: int = CLAIM_STALE_MS
 ) -> Claim:
     """A claim value as a Claim; `stale` computed from `since` when `now_ms` is given."""
     attrs, extra = _read(value, _CLAIM, {}, CLAIM_ORDER)

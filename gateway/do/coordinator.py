@@ -17,9 +17,7 @@ from upstream are listed in docs/compatibility.md.
 
 from __future__ import annotations
 
-import re
 import sqlite3
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -41,13 +39,11 @@ from gateway.domain.model import (
     Zone,
     frame,
 )
+from gateway.domain.rules import CLAIM_STALE_MS, RECENT_CHAT, mention_pattern
 from gateway.errors import ApiError
 from gateway.settings import LimitSettings
 
-__all__ = ["CLAIM_STALE_MS", "RECENT_CHAT", "CoordinatorActor"]
-
-CLAIM_STALE_MS = 30 * 60 * 1000
-RECENT_CHAT = 20  # /work recentChat size
+__all__ = ["CoordinatorActor"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -94,17 +90,6 @@ HANDOFF_COLS = (
     "id, from_agent, to_agent, title, context, code, file_path, next_steps, priority, status, claimed_by, "
     "created_at, claimed_at, completed_at"
 )
-
-_WORD = "A-Za-z0-9_"
-# JS `\b` (no `u` flag) is an ASCII word boundary; Python's `\b` is Unicode-aware, so spell it out.
-_JS_BOUNDARY = f"(?:(?<=[{_WORD}])(?![{_WORD}])|(?<![{_WORD}])(?=[{_WORD}]))"
-
-
-@lru_cache(maxsize=1024)
-def mention_pattern(agent_id: str) -> re.Pattern[str]:
-    """Upstream's mention test `@<id>\\b|@all\\b|@everyone\\b|@team\\b` (case-insensitive), id escaped."""
-    alts = [re.escape(agent_id), "all", "everyone", "team"]
-    return re.compile("|".join(f"@{a}{_JS_BOUNDARY}" for a in alts), re.IGNORECASE)
 
 
 def _agent(r: sqlite3.Row) -> Agent:

@@ -27,7 +27,6 @@ from gateway.do.agent_state import DM_COLS, MEM_COLS, AgentStateActor
 from gateway.do.coordinator import (
     AGENT_COLS,
     CLAIM_COLS,
-    CLAIM_STALE_MS,
     HANDOFF_COLS,
     MSG_COLS,
     TASK_COLS,
@@ -53,6 +52,7 @@ from gateway.domain.model import (
     Task,
     Zone,
 )
+from gateway.domain.rules import CLAIM_STALE_MS
 from gateway.phases.entities import EntityKey
 
 __all__ = ["ActorReplica", "Entity", "owner_ref"]

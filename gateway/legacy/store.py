@@ -33,7 +33,6 @@ import redis.exceptions
 
 from gateway import mapping as m
 from gateway.clock import Clock, SystemClock
-from gateway.do.coordinator import RECENT_CHAT, mention_pattern
 from gateway.domain import commands as c
 from gateway.domain.jscompat import iso_from_ms, parse_js_date
 from gateway.domain.model import (
@@ -57,6 +56,7 @@ from gateway.domain.model import (
     WorkBundle,
     Zone,
 )
+from gateway.domain.rules import RECENT_CHAT, mention_pattern
 from gateway.errors import ApiError, StoreUnavailable
 from gateway.legacy import keys
 from gateway.legacy.client import LegacyClient, Redis
