@@ -15,7 +15,8 @@ error knows the HTTP status and JSON body it becomes when it reaches a client::
     │   ├── TransactionControlNotAllowed   BEGIN/COMMIT/SAVEPOINT passed to sql.exec
     │   ├── InvalidActorName               a name the host cannot store (kind unknown, not text)
     │   └── LimitExceeded                  an actor limit (tags, attachment size, parameters)
-    └── StoreUnavailable              503  a backing store (legacy Redis) cannot be reached
+    ├── StoreUnavailable              503  a backing store (legacy Redis) cannot be reached
+    └── LegacyStoreError              500  Redis answered with an error (WRONGTYPE, a script error)
 
 Error bodies keep the DO API's shape (`{"error": ...}`) and add machine-readable flags
 (`retryable`, `overloaded`, `remote`) the way Durable Objects annotate their exceptions.
@@ -111,3 +112,13 @@ class StoreUnavailable(GatewayError):
 
     status = 503
     retryable = True
+
+
+class LegacyStoreError(GatewayError):
+    """Redis answered with an error that is not about reachability (WRONGTYPE, a script error).
+
+    Not retryable: the same command would fail the same way. Raised by `LegacyClient.run`, where
+    redis-py's `ResponseError` and its relatives are translated.
+    """
+
+    status = 500

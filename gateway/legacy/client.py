@@ -39,10 +39,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from gateway.errors import GatewayError, StoreUnavailable
+from gateway.errors import LegacyStoreError, StoreUnavailable
 from gateway.settings import LegacySettings, mask_url
 
-__all__ = ["LegacyClient", "LegacyStoreError", "Redis"]
+__all__ = ["LegacyClient", "Redis"]
 
 T = TypeVar("T")
 Redis = redis.asyncio.Redis
@@ -55,15 +55,6 @@ _TRANSIENT: Final = (
 )
 _BACKOFF_MULTIPLIER_S: Final = 0.05
 _BACKOFF_MAX_S: Final = 0.5
-
-
-class LegacyStoreError(GatewayError):
-    """Redis answered with an error that is not about reachability (WRONGTYPE, a script error).
-
-    Belongs in gateway/errors.py beside StoreUnavailable; kept here until that file's owner adds it.
-    """
-
-    status = 500
 
 
 class LegacyClient:

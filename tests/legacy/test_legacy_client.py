@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.exceptions
 
-from gateway.errors import StoreUnavailable
-from gateway.legacy.client import LegacyClient, LegacyStoreError, Redis
+from gateway.errors import GatewayError, LegacyStoreError, StoreUnavailable
+from gateway.legacy.client import LegacyClient, Redis
 from gateway.settings import LegacySettings
 from gateway.testing import RedisServer
 
@@ -89,7 +89,10 @@ async def test_redis_errors_that_are_not_transient_become_legacy_store_errors(cl
     await client.run("SET", lambda r: r.set("s", "x"), idempotent=True)
     with pytest.raises(LegacyStoreError) as info:
         await client.run("HGET", lambda r: r.hget("s", "f"), idempotent=True)
+    assert isinstance(info.value, GatewayError)
     assert info.value.status == 500
+    assert info.value.body() == {"error": info.value.message}  # not retryable
+    assert "WRONGTYPE" in info.value.message
 
 
 async def test_a_stopped_redis_gives_store_unavailable_quickly(redis_server: RedisServer) -> None:
