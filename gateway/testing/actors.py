@@ -6,6 +6,7 @@
 - `CountingActor`: an actor kind whose constructor, alarm and socket callbacks are counted and
   whose handlers are plain methods tests call through `host.call`.
 - `host_for`: a started host on a directory with the given kinds, for `async with`.
+- `GatedExecutor`: a one-thread pool whose jobs wait for the test: a commit caught in flight.
 - `FakeSocket`: a server-side WebSocket stand-in that records the frames and the close it got.
 - `query_actor_db` / `has_write_lock`: look at an actor's database from outside the host, as
   another process would (only committed data is visible; an open write transaction shows).
@@ -15,16 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from gateway.actors.host import Actor, ActorContext, ActorHost, AlarmInfo, HostLimits
 from gateway.actors.naming import ActorRef, actor_path
 from gateway.actors.sockets import HostedSocket
 from gateway.actors.storage import ActorStorage
 from gateway.clock import Clock
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class ManualCommitter:
@@ -158,6 +164,27 @@ async def host_for(
         yield host
     finally:
         await host.close(1.0)
+
+
+class GatedExecutor(ThreadPoolExecutor):
+    """A one-thread pool whose jobs, once started, wait for `proceed` (bounded, 5 s).
+
+    Pass it to `ThreadCommitter(executor)` to hold a commit in flight: `entered` is set when
+    the commit has started in the thread.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.entered = threading.Event()
+        self.proceed = threading.Event()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        def gated() -> T:
+            self.entered.set()
+            self.proceed.wait(5)
+            return fn(*args, **kwargs)
+
+        return super().submit(gated)
 
 
 class FakeSocket:

@@ -4,11 +4,8 @@ transaction, no held gate, no queued output and no half-applied write."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import pytest
 
@@ -17,6 +14,7 @@ from gateway.clock import FakeClock, settle
 from gateway.testing.actors import (
     CountingActor,
     FakeSocket,
+    GatedExecutor,
     ManualCommitter,
     has_write_lock,
     host_for,
@@ -24,8 +22,6 @@ from gateway.testing.actors import (
 )
 
 REF = ActorRef("c", "a")
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 def keys(data_dir: Path) -> list[str]:
@@ -152,23 +148,6 @@ async def _accept(actor: CountingActor, sock: FakeSocket) -> HostedSocket:
 
 async def _noop(actor: CountingActor) -> None:
     pass
-
-
-class GatedExecutor(ThreadPoolExecutor):
-    """A one-thread pool whose jobs wait for `proceed` once started: a commit caught mid-flight."""
-
-    def __init__(self) -> None:
-        super().__init__(max_workers=1)
-        self.entered = threading.Event()
-        self.proceed = threading.Event()
-
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        def gated() -> T:
-            self.entered.set()
-            self.proceed.wait(5)
-            return fn(*args, **kwargs)
-
-        return super().submit(gated)
 
 
 async def test_cancel_during_a_commit_in_a_thread_applies_everything(data_dir: Path) -> None:
