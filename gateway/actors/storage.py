@@ -38,6 +38,9 @@ _LEADING = r"(?:\s|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*"
 _TX_CONTROL = re.compile(
     rf"^{_LEADING}(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE | re.DOTALL
 )
+# Statements that never write. Anything else (WITH, PRAGMA, DDL, DML) counts as a write, so a
+# misjudged statement only costs the commit's thread hop, never durability.
+_READ_ONLY = re.compile(rf"^{_LEADING}(SELECT|VALUES|EXPLAIN)\b", re.IGNORECASE | re.DOTALL)
 
 META_SCHEMA = "CREATE TABLE IF NOT EXISTS _actor_meta (key TEXT PRIMARY KEY, value)"
 
@@ -102,6 +105,7 @@ class ActorStorage:
         self.conn = conn
         self._savepoint_depth = 0
         self.rows_written_total = 0
+        self._wrote = False  # the open transaction may have written (so its commit must be durable)
 
     # -- the turn's implicit transaction ------------------------------------------------------
 
@@ -113,14 +117,21 @@ class ActorStorage:
     def in_transaction(self) -> bool:
         return self.conn.in_transaction
 
+    @property
+    def wrote(self) -> bool:
+        """Whether the open transaction may have written: ending a read-only one needs no fsync."""
+        return self._wrote and self.conn.in_transaction
+
     def commit_now(self) -> None:
         """Commit the open transaction, if any (called by a committer, never by actor code)."""
         if self.conn.in_transaction:
             self.conn.execute("COMMIT")
+        self._wrote = False
 
     def rollback(self) -> None:
         """Discard the open transaction, if any."""
         self._savepoint_depth = 0
+        self._wrote = False
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
@@ -139,6 +150,8 @@ class ActorStorage:
                     "transaction control is not allowed in sql.exec; use ctx.transaction()"
                 )
         self._ensure_transaction()
+        if not self._wrote and not all(_READ_ONLY.match(stmt) for stmt in statements):
+            self._wrote = True
         conn = self.conn
         before = conn.total_changes
         for stmt in statements[:-1]:
@@ -153,6 +166,7 @@ class ActorStorage:
         if _TX_CONTROL.match(sql):
             raise TransactionControlNotAllowed("transaction control is not allowed in sql.exec")
         self._ensure_transaction()
+        self._wrote = True
         before = self.conn.total_changes
         self.conn.executemany(sql, seq_of_params)
         written = self.conn.total_changes - before
@@ -203,6 +217,7 @@ class ActorStorage:
 
     def write_alarm(self, ms: int | None) -> None:
         self._ensure_transaction()
+        self._wrote = True
         if ms is None:
             self.conn.execute("DELETE FROM _actor_meta WHERE key = 'alarm'")
         else:
@@ -233,6 +248,8 @@ class InlineCommitter:
 class ThreadCommitter:
     """Commits in a worker thread: right for `synchronous=FULL`, whose commit fsyncs.
 
+    A turn that only read ends its transaction inline: there is nothing to make durable.
+
     The commit is never abandoned half-way: if the awaiting task is cancelled, the wait goes on
     until the thread finishes (the actor's gate stays held), then the cancellation propagates.
     """
@@ -241,7 +258,8 @@ class ThreadCommitter:
         self._executor = executor
 
     async def commit(self, storage: ActorStorage) -> None:
-        if not storage.in_transaction:
+        if not storage.wrote:  # a read-only transaction ends without I/O: no hop needed
+            storage.commit_now()
             return
         fut = asyncio.get_running_loop().run_in_executor(self._executor, storage.commit_now)
         await wait_through_cancellation(fut)

@@ -9,13 +9,14 @@ from typing import TypeVar
 
 import pytest
 
-from gateway.actors import ActorHost, ActorRef, HostedSocket
+from gateway.actors import ActorHost, ActorRef, HostedSocket, ThreadCommitter
 from gateway.clock import FakeClock, settle
 from gateway.errors import CommitFailed
 from gateway.testing.actors import (
     CountingActor,
     FakeSocket,
     FaultyCommitter,
+    GatedExecutor,
     ManualCommitter,
     host_for,
     query_actor_db,
@@ -194,3 +195,37 @@ async def test_waiting_events_run_on_a_fresh_instance_after_a_reset(
         assert kind.counters.constructed == 2
         assert query_actor_db(data_dir, REF, "SELECT count(*) FROM kv") == [(0,)]
         committer.assert_no_pending()
+
+
+async def test_thread_committer_hops_only_for_turns_that_wrote(data_dir: Path) -> None:
+    """With a thread committer (synchronous=FULL) writes commit in the worker; read-only turns never hop."""
+    executor = GatedExecutor()
+
+    async def read(actor: CountingActor) -> int | None:
+        return actor.get("k0")
+
+    async def with_insert(actor: CountingActor) -> None:
+        actor.ctx.sql.exec("WITH x(k) AS (VALUES ('w')) INSERT INTO kv (k, v) SELECT k, 1 FROM x")
+
+    try:
+        async with host_for(data_dir, {"c": CountingActor}, committer=ThreadCommitter(executor)) as host:
+            await asyncio.wait_for(host.call(REF, read), 1)  # would hang if it waited for the gated thread
+            assert not executor.entered.is_set()
+
+            task = asyncio.ensure_future(host.call(REF, insert_three))
+            for _ in range(500):
+                if executor.entered.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            assert executor.entered.is_set(), "the write turn did not commit in the worker thread"
+            assert not task.done()
+            executor.proceed.set()
+            await asyncio.wait_for(task, 5)
+            assert query_actor_db(data_dir, REF, "SELECT count(*) FROM kv") == [(3,)]
+
+            executor.entered.clear()
+            await asyncio.wait_for(host.call(REF, with_insert), 5)
+            assert executor.entered.is_set(), "a WITH ... INSERT was taken for a read"
+    finally:
+        executor.proceed.set()
+        executor.shutdown(wait=True)
