@@ -1,4 +1,4 @@
-"""Small helpers shared by the actor classes: JSON columns and schema additions."""
+"""Small helpers shared by the actor classes: JSON columns, schema additions, the `_extra` table."""
 
 from __future__ import annotations
 
@@ -31,3 +31,40 @@ def add_columns(ctx: ActorContext, table: str, columns: dict[str, str]) -> None:
     for name, decl in columns.items():
         if name not in have:
             ctx.sql.exec(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+
+
+EXTRA_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS _extra (domain TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL, "
+    "PRIMARY KEY (domain, id))"
+)
+
+
+def _extras(actor: Any) -> None:
+    # Every time, not once per activation: a turn that fails after creating the table rolls the
+    # CREATE back, while a flag on the (surviving) actor object would say it exists.
+    actor.ctx.sql.exec(EXTRA_SCHEMA)
+
+
+def get_extra(actor: Any, domain: str, ident: str) -> dict[str, Any]:
+    """The fields of entity `(domain, ident)` that the actor tables do not model (`{}` if none).
+
+    They live in a side table `_extra(domain, id, value)` of the actor's database, so upstream's
+    tables stay unchanged (see gateway/do/replica.py).
+    """
+    _extras(actor)
+    row = actor.ctx.sql.exec("SELECT value FROM _extra WHERE domain = ? AND id = ?", domain, ident).first()
+    if row is None:
+        return {}
+    value = orjson.loads(row[0])
+    return value if isinstance(value, dict) else {}
+
+
+def put_extra(actor: Any, domain: str, ident: str, extra: dict[str, Any] | None) -> None:
+    """Replace the extra fields of `(domain, ident)`; empty or None removes them."""
+    _extras(actor)
+    if extra:
+        actor.ctx.sql.exec(
+            "INSERT OR REPLACE INTO _extra (domain, id, value) VALUES (?, ?, ?)", domain, ident, dumps(extra)
+        )
+    else:
+        actor.ctx.sql.exec("DELETE FROM _extra WHERE domain = ? AND id = ?", domain, ident)

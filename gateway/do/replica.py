@@ -18,11 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from gateway.actors import ActorHost, ActorRef
 from gateway.do import COORDINATOR, agent_ref, lock_ref
-from gateway.do._sql import dumps, loads_list
+from gateway.do._sql import dumps, get_extra, loads_list, put_extra
 from gateway.do.agent_state import DM_COLS, MEM_COLS, AgentStateActor
 from gateway.do.coordinator import (
     AGENT_COLS,
@@ -59,11 +57,6 @@ __all__ = ["ActorReplica", "Entity", "owner_ref"]
 
 Entity = Agent | GroupMessage | Task | Zone | Claim | Handoff | Checkpoint | DirectMessage | Memory | Lock
 
-EXTRA_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS _extra (domain TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL, "
-    "PRIMARY KEY (domain, id))"
-)
-
 COORDINATOR_DOMAINS = frozenset({"agent", "chat", "task", "zone", "claim", "handoff"})
 AGENT_DOMAINS = frozenset({"checkpoint", "dm", "memory"})
 
@@ -93,34 +86,6 @@ class ActorReplica:
         await self.host.call(owner_ref(key), lambda actor: _write(actor, key, value))
 
 
-# -- the side table of extra fields ----------------------------------------------------------------
-
-
-def _extras(actor: Any) -> None:
-    if not getattr(actor, "_extra_ready", False):
-        actor.ctx.sql.exec(EXTRA_SCHEMA)
-        actor._extra_ready = True
-
-
-def _get_extra(actor: Any, domain: str, ident: str) -> dict[str, Any]:
-    _extras(actor)
-    row = actor.ctx.sql.exec("SELECT value FROM _extra WHERE domain = ? AND id = ?", domain, ident).first()
-    if row is None:
-        return {}
-    value = orjson.loads(row[0])
-    return value if isinstance(value, dict) else {}
-
-
-def _put_extra(actor: Any, domain: str, ident: str, extra: dict[str, Any] | None) -> None:
-    _extras(actor)
-    if extra:
-        actor.ctx.sql.exec(
-            "INSERT OR REPLACE INTO _extra (domain, id, value) VALUES (?, ?, ?)", domain, ident, dumps(extra)
-        )
-    else:
-        actor.ctx.sql.exec("DELETE FROM _extra WHERE domain = ? AND id = ?", domain, ident)
-
-
 def _ident(key: EntityKey) -> str:
     return key.id
 
@@ -131,7 +96,7 @@ def _ident(key: EntityKey) -> str:
 async def _read(actor: Any, key: EntityKey) -> Entity | None:
     entity = _read_row(actor, key)
     if entity is not None:
-        entity.extra = _get_extra(actor, key.domain, _ident(key))
+        entity.extra = get_extra(actor, key.domain, _ident(key))
     return entity
 
 
@@ -195,10 +160,10 @@ async def _write(actor: Any, key: EntityKey, value: Entity | None) -> None:
             _write_lock(actor, None)
         else:
             actor.ctx.sql.exec(_DELETE[key.domain], key.id)
-        _put_extra(actor, key.domain, _ident(key), None)
+        put_extra(actor, key.domain, _ident(key), None)
         return
     _UPSERT[type(value)](actor, value)
-    _put_extra(actor, key.domain, _ident(key), value.extra)
+    put_extra(actor, key.domain, _ident(key), value.extra)
 
 
 def _up_agent(actor: CoordinatorActor, a: Agent) -> None:
