@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from gateway.actors import Actor, ActorContext, HostedSocket
-from gateway.do._sql import dumps, loads_list
+from gateway.do._sql import dumps, get_extra, loads_list, put_extra
 from gateway.domain import commands as c
 from gateway.domain.jscompat import iso_from_ms
 from gateway.domain.model import AgentStateView, Checkpoint, DirectMessage, Memory, frame
@@ -141,9 +141,16 @@ class AgentStateActor(Actor):
         return [_dm(r) for r in rows]
 
     async def mark_read(self, cmd: c.MarkDmsRead) -> None:
-        """PATCH /messages: mark the listed ids read; unknown ids are ignored."""
-        for mid in cmd.message_ids:
-            self.ctx.sql.exec("UPDATE messages SET read = 1 WHERE id = ?", mid)
+        """PATCH /messages: mark the listed ids read; unknown ids are ignored.
+
+        A message that becomes read gets `readAt` = the command's time among its extra fields
+        (the `_extra` side table), the same `readAt` the legacy store writes, so replication to
+        Redis carries it; marking an already read message keeps its first `readAt`.
+        """
+        read_at = iso_from_ms(cmd.now_ms)
+        for mid in dict.fromkeys(cmd.message_ids):
+            if self.ctx.sql.exec("UPDATE messages SET read = 1 WHERE id = ? AND read = 0", mid).rows_written:
+                put_extra(self, "dm", mid, {**get_extra(self, "dm", mid), "readAt": read_at})
 
     # -- memory -----------------------------------------------------------------------------------
 

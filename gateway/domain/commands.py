@@ -644,18 +644,23 @@ class ListDms:
 
 @dataclass(frozen=True, slots=True)
 class MarkDmsRead:
-    """PATCH /agent/<id>/messages `{messageIds: [...]}`."""
+    """PATCH /agent/<id>/messages `{messageIds: [...]}`.
+
+    `now_ms` is when the request was made: the `readAt` both stores record for the messages it
+    marks, so the actors and Redis hold the same time whichever runs the command first.
+    """
 
     agent_id: str
     message_ids: list[str]
+    now_ms: int
 
     @classmethod
-    def parse(cls, agent_id: str, body: Json) -> MarkDmsRead:
+    def parse(cls, agent_id: str, body: Json, now_ms: int) -> MarkDmsRead:
         """`messageIds` must be an array of strings (upstream iterated a string's characters)."""
         ids_ = opt_str_list(body, "messageIds")
         if ids_ is None:
             raise bad_field("messageIds", "messageIds required")
-        return cls(agent_id, ids_)
+        return cls(agent_id, ids_, now_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -345,7 +345,8 @@ class Gateway:
             dm = await self.store.send_dm(cmd)
             return json_response({"success": True, "message": dm.to_json()})
         if method == "PATCH":
-            await self.store.mark_dms_read(c.MarkDmsRead.parse(r.target, await self.body(request)))
+            mark = c.MarkDmsRead.parse(r.target, await self.body(request), self.now())
+            await self.store.mark_dms_read(mark)
             return json_response({"success": True})
         return _method_not_allowed()
 

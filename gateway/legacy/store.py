@@ -777,12 +777,13 @@ class LegacyStore:
         return inbox[: q.limit]
 
     async def mark_dms_read(self, cmd: c.MarkDmsRead) -> None:
-        """PATCH /agent/<id>/messages: mark the listed messages to this agent read (with `readAt`)
-        and rewrite their conversations' unread counts; unknown ids are ignored."""
+        """PATCH /agent/<id>/messages: mark the listed messages to this agent read, with `readAt` =
+        the command's time (as the actor store records it; a message already read keeps its
+        `readAt`), and rewrite their conversations' unread counts; unknown ids are ignored."""
         wanted = set(cmd.message_ids)
         if not wanted:
             return
-        now_iso = iso_from_ms(self.clock.now_ms())
+        now_iso = iso_from_ms(cmd.now_ms)
         by_conv: dict[str, None] = {}
         for d in await self._inbox(cmd.agent_id):
             if d.id in wanted and not d.read:

@@ -345,10 +345,12 @@ async def test_dms_conversations_read_markers_and_unread_counts(
     assert await hjson(r, keys.DM_USER_CONVOS, "tyler") == ["dm-claude-code-tyler"]
     inbox = await store.list_dms(c.ListDms.parse("tyler", {}, 100))
     assert [(d.id, d.from_agent, d.read) for d in inbox] == [(dm.id, "claude-code", False)]
-    await store.mark_dms_read(c.MarkDmsRead.parse("tyler", {"messageIds": [dm.id, "unknown"]}))
+    await store.mark_dms_read(c.MarkDmsRead.parse("tyler", {"messageIds": [dm.id, "unknown"]}, NOW + 5))
     msgs = await hjson(r, keys.DM_MESSAGES, "dm-claude-code-tyler")
     assert msgs[0]["read"] is True
-    assert msgs[0]["readAt"] == iso_from_ms(NOW)
+    assert msgs[0]["readAt"] == iso_from_ms(NOW + 5)  # the command's time, not the store's clock
+    await store.mark_dms_read(c.MarkDmsRead.parse("tyler", {"messageIds": [dm.id]}, NOW + 9))
+    assert (await hjson(r, keys.DM_MESSAGES, "dm-claude-code-tyler"))[0]["readAt"] == iso_from_ms(NOW + 5)
     assert (await hjson(r, keys.DM_CONVOS, "dm-claude-code-tyler"))["unreadCount"] == {
         "claude-code": 1,
         "tyler": 0,

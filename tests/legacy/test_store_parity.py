@@ -13,10 +13,14 @@ from typing import Any
 import pytest
 
 from gateway.clock import FakeClock
+from gateway.do.replica import ActorReplica
 from gateway.domain import commands as c
 from gateway.domain.ids import IdGenerator
+from gateway.domain.jscompat import iso_from_ms
 from gateway.legacy.generator import BASE_MS
+from gateway.legacy.replica import LegacyReplica
 from gateway.legacy.store import LegacyStore
+from gateway.phases.entities import EntityKey
 from gateway.settings import LimitSettings, Settings
 from gateway.store import ActorStore, Store, build_actor_host
 
@@ -70,6 +74,8 @@ OPS: list[tuple[str, Op]] = [
     ("get checkpoint", lambda s: s.get_checkpoint("phil")),
     ("send dm", lambda s: s.send_dm(c.SendDm.parse("tyler", {"from": "phil", "message": "m"}, NOW, ids()))),
     ("list dms", lambda s: s.list_dms(c.ListDms.parse("tyler", {}, 100))),
+    ("mark read", lambda s: s.mark_dms_read(c.MarkDmsRead.parse("tyler", {"messageIds": [ids().dm(NOW)]}, NOW + 7))),
+    ("list dms after read", lambda s: s.list_dms(c.ListDms.parse("tyler", {}, 100))),
     ("state before read", lambda s: s.agent_state("tyler")),
     ("add memory", lambda s: s.add_memory(
         c.AddMemory.parse("phil", {"content": "Redis stuff", "tags": ["x"]}, NOW, ids()))),
@@ -100,3 +106,22 @@ async def test_both_stores_answer_alike(stores: tuple[Store, Store]) -> None:
     actors, legacy = stores
     for name, op in OPS:
         assert wire(await op(legacy)) == wire(await op(actors)), name
+
+
+async def test_both_stores_record_the_same_read_at(stores: tuple[Store, Store]) -> None:
+    """Marking a DM read records the command's time as `readAt` in both stores, whatever their clocks."""
+    actors, legacy = stores
+    assert isinstance(actors, ActorStore)
+    assert isinstance(legacy, LegacyStore)
+    send = c.SendDm.parse("tyler", {"from": "phil", "message": "m"}, NOW, ids())
+    mark = c.MarkDmsRead.parse("tyler", {"messageIds": [send.id]}, NOW + 7)
+    for store in stores:
+        await store.send_dm(send)
+        await store.mark_dms_read(mark)
+        await store.mark_dms_read(c.MarkDmsRead.parse("tyler", {"messageIds": [send.id]}, NOW + 9))
+    key = EntityKey("dm", "tyler", send.id)
+    on_actors = await ActorReplica(actors.host).read_entity(key)
+    on_redis = await LegacyReplica(legacy).read_entity(key)
+    assert on_actors is not None
+    assert on_redis is not None
+    assert on_actors.extra["readAt"] == on_redis.extra["readAt"] == iso_from_ms(NOW + 7)
