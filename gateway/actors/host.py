@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import fcntl
 import heapq
+import inspect
 import itertools
 import os
 import random
@@ -60,6 +61,7 @@ from gateway.errors import (
     CommitFailed,
     HostClosed,
     InvalidActorName,
+    TransactionControlNotAllowed,
 )
 
 log = structlog.get_logger(__name__)
@@ -164,9 +166,16 @@ class ActorContext:
         """Commit, open the gate while `aw` runs (other events may run), then close it again.
 
         For slow external I/O only (the legacy Redis). The turn's writes so far are committed
-        and its frames sent before the gate opens; what follows is a new transaction.
+        and its frames sent before the gate opens; what follows is a new transaction. Not
+        allowed inside `ctx.sql.transaction()`: the commit would end that scope half-way.
         """
         host, act = self._host, self._act
+        if act.storage.in_savepoint:
+            if inspect.iscoroutine(aw):
+                aw.close()  # it will never run: don't leave a "never awaited" coroutine behind
+            raise TransactionControlNotAllowed(
+                "ctx.interleave inside ctx.sql.transaction() would commit the enclosing scope"
+            )
         await host._commit(act)
         act.gate.release()
         try:

@@ -118,6 +118,11 @@ class ActorStorage:
         return self.conn.in_transaction
 
     @property
+    def in_savepoint(self) -> bool:
+        """Whether a `transaction()` scope is open (a commit now would break its atomicity)."""
+        return self._savepoint_depth > 0
+
+    @property
     def wrote(self) -> bool:
         """Whether the open transaction may have written: ending a read-only one needs no fsync."""
         return self._wrote and self.conn.in_transaction

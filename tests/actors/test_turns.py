@@ -11,7 +11,7 @@ import pytest
 
 from gateway.actors import ActorHost, ActorRef, AlarmInfo, HostedSocket, HostLimits
 from gateway.clock import FakeClock, settle
-from gateway.errors import ActorOverloaded
+from gateway.errors import ActorOverloaded, TransactionControlNotAllowed
 from gateway.testing.actors import (
     Counters,
     CountingActor,
@@ -238,3 +238,21 @@ async def test_full_mailbox_rejects_without_running_the_handler(data_dir: Path, 
         assert ran == [0, 1, 2, 3, 4]
         await host.call(REF, handler(100))  # the mailbox drains: the actor takes events again
         assert ran[-1] == 100
+
+
+async def test_interleave_is_refused_inside_a_nested_transaction(host: ActorHost, data_dir: Path) -> None:
+    """ctx.interleave inside ctx.sql.transaction() raises before committing anything of the scope."""
+
+    async def turn(actor: CountingActor) -> None:
+        actor.put("outer", 1)
+
+        async def scope() -> None:
+            actor.put("inner", 1)
+            await actor.ctx.interleave(asyncio.sleep(0))
+
+        await actor.ctx.sql.transaction(scope)
+
+    with pytest.raises(TransactionControlNotAllowed):
+        await host.call(REF, turn)
+    assert query_actor_db(data_dir, REF, "SELECT count(*) FROM kv") == [(0,)]
+    assert not host.in_transaction(REF)
