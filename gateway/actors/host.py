@@ -128,16 +128,20 @@ class ActorContext:
     def get_alarm(self) -> int | None:
         """The alarm time in epoch ms, or None (also None while the alarm handler runs)."""
         act = self._act
-        return act.alarm_ms if act.pending_alarm is _UNSET else act.pending_alarm
+        if act.pending_alarm is not _UNSET:
+            return act.pending_alarm  # type: ignore[no-any-return]
+        return None if act.alarm_hidden else act.alarm_ms
 
     def set_alarm(self, epoch_ms: int) -> None:
         """Set the one alarm (replacing any other), in this turn's transaction."""
         self._act.pending_alarm = int(epoch_ms)
+        self._act.alarm_hidden = False
         self.sql.write_alarm(int(epoch_ms))
 
     def delete_alarm(self) -> None:
         """Clear the alarm, in this turn's transaction."""
         self._act.pending_alarm = None
+        self._act.alarm_hidden = False
         self.sql.write_alarm(None)
 
     # -- WebSockets ---------------------------------------------------------------------------
@@ -223,6 +227,7 @@ class _Activation:
 
     __slots__ = (
         "actor",
+        "alarm_hidden",
         "alarm_ms",
         "broken",
         "busy",
@@ -250,6 +255,9 @@ class _Activation:
         self.last_used_ms = 0
         self.alarm_ms: int | None = storage.read_alarm()
         self.pending_alarm: Any = _UNSET
+        # the alarm handler is running and has not set or deleted the alarm itself: get_alarm()
+        # says None, and the fired alarm is deleted only in the handler's final commit
+        self.alarm_hidden = False
         self.outbox: list[tuple[HostedSocket, Any]] = []
         self.actor: Actor | None = None
         self.ctx: ActorContext | None = None
@@ -719,8 +727,16 @@ class ActorHost:
         ctx = act.ctx
         if ctx is None:
             raise ActorResetError(f"actor {ref} has no context")
-        ctx.delete_alarm()  # get_alarm() is None while the handler runs, unless it sets one
-        await actor.alarm(AlarmInfo(retry_count=retry, is_retry=retry > 0))
+        # get_alarm() is None while the handler runs, unless it sets one. The fired alarm is
+        # deleted in the handler's last transaction, not its first: a commit made earlier by
+        # ctx.interleave must not clear an alarm whose handler may still fail (and be retried).
+        act.alarm_hidden = True
+        try:
+            await actor.alarm(AlarmInfo(retry_count=retry, is_retry=retry > 0))
+        finally:
+            hidden, act.alarm_hidden = act.alarm_hidden, False
+        if hidden:
+            ctx.delete_alarm()
         crash_point("alarm.before_commit")
         return True
 

@@ -456,3 +456,31 @@ async def test_ten_thousand_alarms_live_in_the_heap_not_in_tasks(
         assert host.pending_alarms == 10_000
         assert host.peak_open <= 32
         assert len(asyncio.all_tasks()) <= baseline + host_tasks
+
+
+async def test_alarm_handler_failing_after_an_interleave_is_still_retried(
+    host: ActorHost, clock: FakeClock, kind: type[CountingActor], data_dir: Path
+) -> None:
+    """An alarm handler that interleaves and then raises keeps its alarm (it is retried, cleared only on success)."""
+    t0 = clock.now_ms()
+    seen: list[int | None] = []
+
+    async def behaviour(actor: CountingActor, info: AlarmInfo) -> None:
+        actor.put(f"run{info.retry_count}", 1)
+        await actor.ctx.interleave(asyncio.sleep(0))
+        seen.append(actor.ctx.get_alarm())
+        if info.retry_count == 0:
+            raise RuntimeError("fails after the interleave")
+
+    kind.alarm_behaviour = behaviour
+    await host.call(REF, setter(t0 + 1_000))
+    await clock.advance(1_000)
+    await host.wait_idle()
+    assert stored_alarm(data_dir) == t0 + 1_000, "the alarm was cleared by the interleave's commit"
+    assert host.next_alarm_ms() == t0 + 1_000
+    await clock.advance(2_600)
+    await host.wait_idle()
+    assert [info.retry_count for info in kind.counters.alarms] == [0, 1]
+    assert seen == [None, None]
+    assert stored_alarm(data_dir) is None
+    assert host.pending_alarms == 0
