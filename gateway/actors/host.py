@@ -383,6 +383,7 @@ class ActorHost:
         if not self._started or self._closing:
             return
         self._closing = True
+        self._slot_free.set()  # events waiting for a database slot give up (HostClosed)
         for t in self._background:
             t.cancel()
         for t in self._background:
@@ -530,6 +531,8 @@ class ActorHost:
             if not self._evict_one():
                 self._slot_free.clear()
                 await self._slot_free.wait()
+                if self._closing:  # close() wakes the waiters: open nothing new
+                    raise HostClosed("the actor host is shutting down")
                 act = self._open.get(ref)
                 if act is not None:
                     return act

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from gateway.actors import ActorHost, ActorRef, AlarmInfo
+from gateway.actors import ActorHost, ActorRef, AlarmInfo, HostLimits, actor_path
 from gateway.clock import FakeClock, settle
 from gateway.errors import HostClosed
 from gateway.testing.actors import CountingActor, host_for, query_actor_db
@@ -100,3 +100,25 @@ async def test_alarm_cut_off_by_shutdown_runs_again_after_restart(
         await again.wait_idle()
         assert len(kind.counters.alarms) == 2
         assert again.pending_alarms == 0
+
+
+async def test_events_waiting_for_a_slot_fail_when_the_host_closes(data_dir: Path, clock: FakeClock) -> None:
+    """An event waiting for a free database slot gets HostClosed at shutdown and opens no database."""
+    release = asyncio.Event()
+    async with host_for(data_dir, {"c": CountingActor}, clock=clock, limits=HostLimits(max_open=1)) as host:
+
+        async def hold(actor: CountingActor) -> None:
+            await release.wait()
+
+        holder = asyncio.ensure_future(host.call(ActorRef("c", "holder"), hold))
+        await settle()
+        waiter = asyncio.ensure_future(host.call(REF, _noop))
+        await settle()
+        closing = asyncio.ensure_future(host.close(5.0))
+        await settle()
+        release.set()
+        await asyncio.wait_for(holder, 5)
+        with pytest.raises(HostClosed):
+            await asyncio.wait_for(waiter, 5)
+        await asyncio.wait_for(closing, 5)
+    assert not actor_path(data_dir, REF).exists(), "a database was opened after the host closed"
