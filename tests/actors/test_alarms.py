@@ -461,7 +461,7 @@ async def test_ten_thousand_alarms_live_in_the_heap_not_in_tasks(
 async def test_alarm_handler_failing_after_an_interleave_is_still_retried(
     host: ActorHost, clock: FakeClock, kind: type[CountingActor], data_dir: Path
 ) -> None:
-    """An alarm handler that interleaves and then raises keeps its alarm (it is retried, cleared only on success)."""
+    """An alarm handler that interleaves then raises keeps its alarm: retried, cleared only on success."""
     t0 = clock.now_ms()
     seen: list[int | None] = []
 
