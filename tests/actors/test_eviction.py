@@ -116,24 +116,24 @@ async def test_evict_refuses_a_busy_actor(host: ActorHost) -> None:
 
 
 async def test_threads_do_not_grow_with_the_number_of_actors(data_dir: Path, clock: FakeClock) -> None:
-    """Under synchronous=NORMAL, touching 300 actors starts no thread: statements and commits run inline."""
+    """Under synchronous=NORMAL, touching 100 actors starts no thread: statements and commits run inline."""
     before = threading.active_count()
     async with host_for(data_dir, {"c": CountingActor}, clock=clock, limits=HostLimits(max_open=16)) as host:
-        for i in range(300):
+        for i in range(100):
             await host.call(ActorRef("c", f"t{i}"), put_own_name(ActorRef("c", f"t{i}")))
             assert threading.active_count() == before
         assert host.open_count <= 16
 
 
 async def test_threads_stay_bounded_under_full_synchronous(data_dir: Path) -> None:
-    """Under synchronous=FULL commits hop to a bounded worker pool: 100 more actors add no thread."""
+    """Under synchronous=FULL commits hop to a bounded worker pool: 50 more actors add no thread."""
     async with host_for(
         data_dir, {"c": CountingActor}, synchronous="FULL", limits=HostLimits(max_open=16)
     ) as host:
         for i in range(20):
             await host.call(ActorRef("c", f"f{i}"), put_own_name(ActorRef("c", f"f{i}")))
         after_20 = threading.active_count()
-        for i in range(20, 120):
+        for i in range(20, 70):
             await host.call(ActorRef("c", f"f{i}"), put_own_name(ActorRef("c", f"f{i}")))
         assert threading.active_count() == after_20
         assert host.peak_open <= 16
