@@ -22,7 +22,7 @@ The level is checked before the line is built, so a filtered line costs almost n
 from __future__ import annotations
 
 import logging
-import secrets
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -49,9 +49,14 @@ _access = logging.getLogger(ACCESS_LOGGER)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# A correlation id, not a secret (clients may send their own): a process-local generator, seeded
+# from os.urandom once, saves the getrandom system call that uuid4 and secrets make per request.
+_ids = random.Random()  # noqa: S311
+
+
 def new_request_id() -> str:
-    """32 random hex characters, the shape `uuid4().hex` had, at a quarter of its cost."""
-    return secrets.token_hex(16)
+    """32 random hex characters, the shape `uuid4().hex` had, at a fifth of its cost."""
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def wrap(handler: Handler, *, slow_request_ms: float = SLOW_REQUEST_MS) -> Handler:
