@@ -9,7 +9,8 @@ Frames that are not JSON objects, and unknown types, are ignored, as upstream do
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+import asyncio
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 import structlog
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["OPEN_SOCKETS", "agent_socket", "coordinator_socket"]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 OPEN_SOCKETS: Final = web.AppKey("open_sockets", set[web.WebSocketResponse])
 """Every open server-side socket of the app, closed with 1001 on shutdown."""
@@ -53,8 +56,9 @@ async def _serve(
     if sockets is not None:
         sockets.add(ws)
     handle: SocketHandle | None = None
+    opening: asyncio.Future[SocketHandle] = asyncio.ensure_future(open_(ws))
     try:
-        handle = await open_(ws)
+        handle = await _to_the_end(opening)
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 continue
@@ -68,9 +72,31 @@ async def _serve(
     finally:
         if sockets is not None:
             sockets.discard(ws)
+        if handle is None and opening.done() and not opening.cancelled() and opening.exception() is None:
+            handle = opening.result()  # opened although the handler was cancelled meanwhile
         if handle is not None:
-            await close(handle, ws.close_code or 1006, "")
+            await _to_the_end(asyncio.ensure_future(close(handle, ws.close_code or 1006, "")))
     return ws
+
+
+async def _to_the_end(task: asyncio.Future[T]) -> T:
+    """Wait for a socket's open or close even if the handler is cancelled meanwhile.
+
+    aiohttp cancels the handler of a client that went away (`handler_cancellation`, on in its
+    TestServer) and every handler still running at shutdown. An open or close cut off while it
+    waited (for the actor's turn, or the phase router's lock) left the socket held by the host,
+    and its agent online with no `offline` broadcast, for good. So each runs as its own task:
+    one cancellation of the handler waits for it to finish (it is short, bounded by the stores'
+    timeouts) and is then passed on; a second one cancels the task too, so nothing outlives a
+    shutdown that asked twice.
+    """
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.cancelled():
+            raise
+        await task
+        raise
 
 
 async def coordinator_socket(

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
-from aiohttp import ClientWebSocketResponse, WSMsgType
+from aiohttp import ClientWebSocketResponse, ClientWSTimeout, WSMsgType
 
 from gateway.clock import FakeClock
+from gateway.do import COORDINATOR
 
 from .conftest import Api
+
+
+OFFLINE_X = {
+    "type": "agent-update",
+    "payload": {"agentId": "x", "status": "offline"},
+    "timestamp": "2026-11-25T17:28:47.041Z",
+}
 
 
 async def recv(ws: ClientWebSocketResponse) -> Any:
@@ -73,6 +82,48 @@ async def test_closed_socket_marks_agent_offline(api: Api, clock: FakeClock) -> 
     assert frame["type"] == "agent-update"
     assert frame["payload"] == {"agentId": "x", "status": "offline"}
     assert [a["agentId"] for a in (await api.get("/coordinator/agents"))[1]["agents"]] == ["w"]
+    await watcher.close()
+
+
+async def test_close_survives_the_cancellation_of_its_handler(api: Api) -> None:
+    """A socket whose handler is cancelled (its client went away) while the close waits for the
+    busy coordinator still closes: its agent goes offline and the others are told."""
+    watcher = await api.ws("/coordinator?agentId=w")
+    await recv(watcher)
+    x = await api.ws("/coordinator?agentId=x")
+    await recv(x)
+    # a coordinator write without frames: once answered, the socket opens have fully run
+    await api.post("/coordinator/zones", {"action": "claim", "zoneId": "z", "path": "p", "owner": "w"})
+    release = asyncio.Event()
+    busy = asyncio.ensure_future(api.host.call(COORDINATOR, lambda _actor: release.wait()))
+    await asyncio.sleep(0.01)  # the coordinator is now in that turn
+    await x.close()  # the handler's close waits for the coordinator; the connection then drops
+    await asyncio.sleep(0.05)  # aiohttp cancels the handler (TestServer: handler_cancellation)
+    release.set()
+    await busy
+    assert await recv(watcher) == OFFLINE_X
+    assert [a["agentId"] for a in (await api.get("/coordinator/agents"))[1]["agents"]] == ["w"]
+    await watcher.close()
+
+
+async def test_open_survives_the_cancellation_of_its_handler(api: Api) -> None:
+    """A client that goes away while its socket is still being opened (the coordinator is busy)
+    leaves no socket held: the open finishes, then the close runs, and the agent is offline."""
+    watcher = await api.ws("/coordinator?agentId=w")
+    await recv(watcher)
+    await api.post("/coordinator/zones", {"action": "claim", "zoneId": "z", "path": "p", "owner": "w"})
+    release = asyncio.Event()
+    busy = asyncio.ensure_future(api.host.call(COORDINATOR, lambda _actor: release.wait()))
+    await asyncio.sleep(0.01)
+    x = await api.session.ws_connect(
+        api.url("/coordinator?agentId=x"), timeout=ClientWSTimeout(ws_close=0.05)
+    )
+    await x.close()  # no answer while the open waits: the client gives up and drops the connection
+    await asyncio.sleep(0.05)
+    release.set()
+    await busy
+    assert await recv(watcher) == OFFLINE_X
+    assert [(h.tags, h.closed) for h in api.host.get_websockets(COORDINATOR)] == [(("w",), False)]
     await watcher.close()
 
 
