@@ -172,7 +172,11 @@ class PhasedStore:
     def _store(self, name: str) -> Any:
         return self.legacy if name == "legacy" else self.actors
 
-    async def _read(self, domain: str, what: str, run: Callable[[Any], Awaitable[T]]) -> T:
+    async def _read(
+        self, domain: str, what: str, run: Callable[[Any], Awaitable[T]], *, shadow: bool = True
+    ) -> T:
+        """Serve a read from the authoritative store; with `shadow`, a sampled shadow read of the
+        other store is compared in the background (never for reads with side effects)."""
         await self.gate.enter()
         try:
             phase = self.control.phase
@@ -180,7 +184,7 @@ class PhasedStore:
                 return await run(self.actors)
             auth, other = self._authoritative(phase)
             result = await run(self._store(auth))
-            if self.shadow.sampled():
+            if shadow and self.shadow.sampled():
                 other_store = self._store(other)
 
                 async def shadow_read() -> Any:
@@ -584,7 +588,9 @@ class PhasedStore:
             hs.enqueue(_dumps(frame("state-sync", view.to_json(), iso_from_ms(now_ms))))
             return hs
 
-        return await self._read("agent-state", "socket", run)
+        # no shadow read: opening a socket accepts it and sends `state-sync` (a second one would
+        # be held, pushed to and closed beside the first)
+        return await self._read("agent-state", "socket", run, shadow=False)
 
     async def agent_socket_checkpoint(self, handle: SocketHandle, cmd: c.SaveCheckpoint) -> None:
         async def run(store: Any) -> None:
