@@ -8,6 +8,15 @@ store's *current* value and upserts it (or deletes, when the entity is gone), so
 failed writes of one entity collapse into one repair and per-entity order is the source's
 order by construction. A `gen` counter bumped on every enqueue makes sure a repair that read
 an older value does not remove the entry of a newer failure that arrived meanwhile.
+
+Intents close the window between the two writes: before the authoritative store runs a
+command, the router records an intent per entity it may touch (`begin`), and removes them once
+the other store has the new state or the failure is queued (`end`). A gateway killed in between
+leaves the intents behind; the next start turns them into repair entries (a repair of an entity
+that did not change copies the same value again, which is harmless). Intents are written with
+`synchronous=NORMAL` (they must survive a crash of the process, like the actor commits they
+guard, not a power loss) so they cost no fsync on the request path; repair entries, which stand
+for writes already acknowledged, are written with `FULL`.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +47,18 @@ CREATE TABLE IF NOT EXISTS repair (
     UNIQUE (domain, scope, id, target)
 );
 CREATE INDEX IF NOT EXISTS repair_due ON repair (next_ms, seq);
+CREATE TABLE IF NOT EXISTS intent (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    domain TEXT NOT NULL, scope TEXT NOT NULL, id TEXT NOT NULL, target TEXT NOT NULL,
+    started_ms INTEGER NOT NULL
+);
 """
+
+_ENQUEUE = (
+    "INSERT INTO repair (domain, scope, id, target, enqueued_ms, next_ms, last_error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (domain, scope, id, target) DO UPDATE SET "
+    "gen = gen + 1, next_ms = MIN(next_ms, excluded.next_ms), last_error = excluded.last_error"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +93,84 @@ class RepairQueue:
         # FULL: an entry stands for a write the client was told succeeded; it must survive power loss
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        # the request path's intents: a second connection, crash-safe without an fsync per write
+        self._fast = sqlite3.connect(
+            data_dir / "repair.sqlite", isolation_level=None, check_same_thread=False
+        )
+        self._fast.execute("PRAGMA synchronous=NORMAL")
         self.wakeup = asyncio.Event()
+        self.recovered = self._recover_intents()
 
-    def enqueue(self, key: EntityKey, target: str, error: str) -> None:
-        """Record that `target`'s copy of `key` must be repaired (idempotent; bumps `gen`)."""
+    def _recover_intents(self) -> int:
+        """Turn the intents a killed gateway left behind into repair entries (at start-up)."""
+        now = self._clock.now_ms()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self._db.execute("SELECT domain, scope, id, target FROM intent ORDER BY seq").fetchall()
+            for domain, scope, ident, target in rows:
+                self._db.execute(
+                    _ENQUEUE, (domain, scope, ident, target, now, now, "gateway stopped during replication")
+                )
+            self._db.execute("DELETE FROM intent")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if rows:
+            log.warning("repair.intents_recovered", entries=len(rows))
+        return len(rows)
+
+    def enqueue(self, key: EntityKey, target: str, error: str, *, not_before_ms: int | None = None) -> None:
+        """Record that `target`'s copy of `key` must be repaired (idempotent; bumps `gen`).
+
+        The entry is due at once, or at `not_before_ms` (a target known to be down is not
+        probed again for each new entry).
+        """
         if target not in TARGETS:
             raise ValueError(f"unknown repair target {target!r}")
         now = self._clock.now_ms()
-        self._db.execute(
-            "INSERT INTO repair (domain, scope, id, target, enqueued_ms, next_ms, last_error) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (domain, scope, id, target) DO UPDATE SET "
-            "gen = gen + 1, next_ms = MIN(next_ms, excluded.next_ms), last_error = excluded.last_error",
-            (key.domain, key.scope, key.id, target, now, now, error),
-        )
+        due = now if not_before_ms is None else max(now, not_before_ms)
+        self._db.execute(_ENQUEUE, (key.domain, key.scope, key.id, target, now, due, error))
         self.wakeup.set()
+
+    def begin(self, keys: Sequence[EntityKey], target: str) -> list[int]:
+        """Record intents to copy `keys` to `target`; returns their handles for `end`/`abandon`."""
+        if not keys:
+            return []
+        now = self._clock.now_ms()
+        handles = []
+        self._fast.execute("BEGIN IMMEDIATE")
+        try:
+            for key in keys:
+                cur = self._fast.execute(
+                    "INSERT INTO intent (domain, scope, id, target, started_ms) VALUES (?, ?, ?, ?, ?)",
+                    (key.domain, key.scope, key.id, target, now),
+                )
+                handles.append(int(cur.lastrowid or 0))
+            self._fast.execute("COMMIT")
+        except BaseException:
+            self._fast.execute("ROLLBACK")
+            raise
+        return handles
+
+    def end(self, handles: Sequence[int]) -> None:
+        """Forget intents whose replication finished (copied, or queued for repair)."""
+        if handles:
+            self._fast.executemany("DELETE FROM intent WHERE seq = ?", [(h,) for h in handles])
+
+    def abandon(self, handles: Sequence[int], error: str) -> None:
+        """Turn intents whose replication was interrupted into repair entries."""
+        for handle in handles:
+            row = self._fast.execute(
+                "SELECT domain, scope, id, target FROM intent WHERE seq = ?", (handle,)
+            ).fetchone()
+            if row is not None:
+                self.enqueue(EntityKey(str(row[0]), str(row[1]), str(row[2])), str(row[3]), error)
+        self.end(handles)
+
+    def intents(self) -> int:
+        """How many replications are in flight (or were, when the gateway died)."""
+        return int(self._fast.execute("SELECT COUNT(*) FROM intent").fetchone()[0])
 
     def due(self, limit: int = 100) -> list[RepairEntry]:
         """Entries whose next attempt is due, oldest first."""
@@ -116,8 +200,18 @@ class RepairQueue:
             (retry_at_ms, error, entry.seq),
         )
 
-    def next_due_ms(self) -> int | None:
-        row = self._db.execute("SELECT MIN(next_ms) FROM repair").fetchone()
+    def postpone(self, entry: RepairEntry, retry_at_ms: int) -> None:
+        """Move an entry's next attempt without counting one (its target is down)."""
+        self._db.execute(
+            "UPDATE repair SET next_ms = MAX(next_ms, ?) WHERE seq = ?", (retry_at_ms, entry.seq)
+        )
+
+    def next_due_ms(self, target: str | None = None) -> int | None:
+        """When the next entry (for `target`, or any) is due; None when there is none."""
+        if target is None:
+            row = self._db.execute("SELECT MIN(next_ms) FROM repair").fetchone()
+        else:
+            row = self._db.execute("SELECT MIN(next_ms) FROM repair WHERE target = ?", (target,)).fetchone()
         return None if row[0] is None else int(row[0])
 
     def stats(self) -> QueueStats:
@@ -125,6 +219,7 @@ class RepairQueue:
         return QueueStats(int(row[0]), None if row[1] is None else int(row[1]), int(row[2] or 0))
 
     def close(self) -> None:
+        self._fast.close()
         self._db.close()
 
 
@@ -139,6 +234,14 @@ def _entry(r: tuple[object, ...]) -> RepairEntry:
         next_ms=int(str(r[8])),
         last_error=None if r[9] is None else str(r[9]),
     )
+
+
+UNAVAILABLE = 503
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Does `error` say a store cannot be reached (503, I/O), rather than that one entity failed?"""
+    return isinstance(error, OSError) or (isinstance(error, GatewayError) and error.status == UNAVAILABLE)
 
 
 Copier = Callable[[EntityKey, str], Awaitable[None]]
@@ -177,12 +280,23 @@ class RepairWorker:
         return int(delay * self._rng.uniform(0.5, 1.0) * 1000)
 
     async def run_once(self, limit: int = 100) -> int:
-        """Try every due entry once (in order); returns how many were repaired."""
+        """Try every due entry once (in order); returns how many were repaired.
+
+        A store that is unavailable stops the batch for its entries only (they wait for the
+        failed entry's retry); an entity-level failure (a legacy value that cannot be
+        overwritten) backs off that entry alone, so one bad entity never blocks the queue.
+        """
         repaired = 0
+        down: dict[str, int] = {}  # target -> when to try it again
         for entry in self.queue.due(limit):
+            if entry.target in down:
+                self.queue.postpone(entry, down[entry.target])
+                continue
             try:
                 await self._copy(entry.key, entry.target)
-            except (GatewayError, OSError) as e:
+            except Exception as e:  # any failure is retried later: the worker must not die
+                if not isinstance(e, GatewayError | OSError):
+                    log.exception("repair.unexpected_error", key=str(entry.key), target=entry.target)
                 self.failures += 1
                 retry_at = self._clock.now_ms() + self._backoff_ms(entry.attempts)
                 self.queue.failed(entry, str(e), retry_at)
@@ -193,10 +307,9 @@ class RepairWorker:
                     attempts=entry.attempts + 1,
                     error=str(e),
                 )
-                # the target is probably down: postpone what is left of the batch too
-                for rest in self.queue.due(limit):
-                    self.queue.failed(rest, "postponed: target unavailable", retry_at)
-                break
+                if is_unavailable(e):
+                    down[entry.target] = retry_at
+                continue
             if self.queue.done(entry):
                 repaired += 1
                 self.repaired += 1

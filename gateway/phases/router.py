@@ -15,7 +15,11 @@ while they replicate, so two writes of one entity cannot cross on their way to t
 A failure of the authoritative store fails the request and writes nothing to the other. A
 failure of the other store does not fail the request: the entity goes to the durable repair
 queue, whose worker copies the source's current value later. While a target store is known to
-be down, replication goes straight to the queue instead of waiting for a timeout per request.
+be down (a replication failed less than `TARGET_DOWN_MS` ago, or the repair worker's last
+attempt on it failed), replication goes straight to the queue, joining the worker's next attempt,
+instead of waiting for a timeout per request. Before the authoritative store runs a command,
+the entities it may touch are recorded as intents in the repair queue's database, so a gateway
+killed between the two writes repairs them at its next start.
 
 Sockets are always held by the actor host. When legacy Redis is authoritative, the router
 pushes the frames the actors would have pushed (they only receive replicated entities, which
@@ -33,6 +37,7 @@ import orjson
 import structlog
 
 from gateway.actors import ActorHost, HostedSocket
+from gateway.actors.crash import crash_point
 from gateway.clock import Clock
 from gateway.do import COORDINATOR, agent_ref
 from gateway.domain import commands as c
@@ -62,7 +67,7 @@ from gateway.errors import GatewayError
 from gateway.phases.control import PhaseControl
 from gateway.phases.entities import EntityKey
 from gateway.phases.gate import PhaseGate
-from gateway.phases.repair import RepairQueue
+from gateway.phases.repair import RepairQueue, is_unavailable
 from gateway.phases.shadow import ShadowReader
 from gateway.settings import LimitSettings, MigrationSettings
 from gateway.store import SocketHandle, Store
@@ -153,6 +158,7 @@ class PhasedStore:
         self.limits = limits
         self._scope_locks: dict[str, asyncio.Lock] = {}
         self._down_until: dict[str, int] = {"actors": 0, "legacy": 0}
+        self._repair_failing: dict[str, bool] = {"actors": False, "legacy": False}
         self._background: set[asyncio.Task[None]] = set()
         self.counters: dict[str, int] = {
             "replicated": 0,
@@ -199,9 +205,14 @@ class PhasedStore:
         self,
         scope: str,
         run: Callable[[Any], Awaitable[T]],
-        keys: Callable[[T], Sequence[EntityKey]],
+        keys: Sequence[EntityKey],
         push: Callable[[T], None] | None = None,
+        *,
+        changed: Callable[[T], bool] | None = None,
     ) -> T:
+        """Run a write where the phase says and replicate `keys` (the entities it may touch,
+        known before it runs: ids are generated before execution); `changed(result)` False
+        means the command changed nothing (a lock conflict), so nothing is replicated."""
         await self.gate.enter()
         try:
             phase = self.control.phase
@@ -212,32 +223,67 @@ class PhasedStore:
             if lock is None:
                 lock = self._scope_locks[scope] = asyncio.Lock()
             async with lock:
-                result = await run(self._store(auth))  # an error here fails the request; nothing replicated
-                touched = keys(result)
                 if phase == "parallel":
-                    self._mirror_in_background(touched, scope)
+                    result = await run(self._store(auth))
+                    if changed is None or changed(result):
+                        self._mirror_in_background(keys, scope)
                 else:
-                    for key in touched:
-                        await self._replicate(key, other)
+                    result = await self._run_and_replicate(run, auth, other, keys, changed)
             if auth == "legacy" and push is not None:
                 push(result)
             return result
         finally:
             self.gate.leave()
 
+    async def _run_and_replicate(
+        self,
+        run: Callable[[Any], Awaitable[T]],
+        auth: str,
+        other: str,
+        keys: Sequence[EntityKey],
+        changed: Callable[[T], bool] | None,
+    ) -> T:
+        intents = self.queue.begin(keys, other)
+        settled = False
+        try:
+            try:
+                result = await run(self._store(auth))
+            except GatewayError:
+                settled = True  # the store refused or failed the command: nothing to replicate
+                raise
+            crash_point("router.before_replicate")
+            if changed is None or changed(result):
+                for key in keys:
+                    await self._replicate(key, other)
+            settled = True
+            return result
+        finally:
+            if settled:
+                self.queue.end(intents)
+            else:  # cancelled, or an unexpected error: the command may have run
+                self.queue.abandon(intents, "replication interrupted")
+
+    def _target_down(self, target: str) -> bool:
+        return self._repair_failing[target] or self.clock.now_ms() < self._down_until[target]
+
+    def _enqueue(self, key: EntityKey, target: str, error: str) -> None:
+        """Queue a repair, due with the worker's next attempt on `target` (no extra probe)."""
+        next_probe = self.queue.next_due_ms(target) or 0
+        self.queue.enqueue(key, target, error, not_before_ms=max(self._down_until[target], next_probe))
+        self.counters["queued"] += 1
+
     async def _replicate(self, key: EntityKey, target: str) -> None:
         """Copy `key` from the other store into `target`; on failure queue it for repair."""
-        if self.clock.now_ms() < self._down_until[target]:
-            self.queue.enqueue(key, target, f"{target} store recently unavailable")
-            self.counters["queued"] += 1
+        if self._target_down(target):
+            self._enqueue(key, target, f"{target} store recently unavailable")
             return
         try:
             await self.copy(key, target)
             self.counters["replicated"] += 1
         except (GatewayError, OSError) as e:
-            self._down_until[target] = self.clock.now_ms() + TARGET_DOWN_MS
-            self.queue.enqueue(key, target, str(e))
-            self.counters["queued"] += 1
+            if is_unavailable(e):  # not for one entity's failure (an unreadable legacy value)
+                self._down_until[target] = self.clock.now_ms() + TARGET_DOWN_MS
+            self._enqueue(key, target, str(e))
             log.warning("replicate.queued", key=str(key), target=target, error=str(e))
 
     async def copy(self, key: EntityKey, target: str) -> None:
@@ -252,8 +298,14 @@ class PhasedStore:
         lock = self._scope_locks.get(scope)
         if lock is None:
             lock = self._scope_locks[scope] = asyncio.Lock()
-        async with lock:
-            await self.copy(key, target)
+        try:
+            async with lock:
+                await self.copy(key, target)
+        except Exception as e:
+            if is_unavailable(e):
+                self._repair_failing[target] = True  # requests queue until a repair succeeds again
+            raise
+        self._repair_failing[target] = False
         self._down_until[target] = 0
 
     @staticmethod
@@ -307,7 +359,7 @@ class PhasedStore:
         await self._write(
             "coordinator",
             lambda s: s.register_agent(cmd),
-            lambda _: [EntityKey("agent", "", cmd.agent_id)],
+            [EntityKey("agent", "", cmd.agent_id)],
             lambda _: self._broadcast("agent-update", cmd.raw, iso_from_ms(cmd.now_ms)),
         )
 
@@ -318,7 +370,7 @@ class PhasedStore:
         return await self._write(
             "coordinator",
             lambda s: s.post_chat(cmd),
-            lambda m: [EntityKey("chat", "", m.id)],
+            [EntityKey("chat", "", cmd.id)],
             lambda m: self._broadcast("chat", m.to_json(), m.timestamp),
         )
 
@@ -326,15 +378,13 @@ class PhasedStore:
         if q.agent_id is None:
             return await self._read("chat", "get", lambda s: s.get_chat(q))
         agent_id = q.agent_id  # reading with agentId marks the agent active: a write
-        return await self._write(
-            "coordinator", lambda s: s.get_chat(q), lambda _: [EntityKey("agent", "", agent_id)]
-        )
+        return await self._write("coordinator", lambda s: s.get_chat(q), [EntityKey("agent", "", agent_id)])
 
     async def create_task(self, cmd: c.CreateTask) -> Task:
         return await self._write(
             "coordinator",
             lambda s: s.create_task(cmd),
-            lambda t: [EntityKey("task", "", t.id)],
+            [EntityKey("task", "", cmd.id)],
             lambda t: self._broadcast("task-update", t.create_json(), t.created_at),
         )
 
@@ -342,7 +392,7 @@ class PhasedStore:
         return await self._write(
             "coordinator",
             lambda s: s.update_task(cmd),
-            lambda t: [EntityKey("task", "", t.id)],
+            [EntityKey("task", "", cmd.id)],
             lambda t: self._broadcast("task-update", t.to_json(), t.updated_at),
         )
 
@@ -351,7 +401,7 @@ class PhasedStore:
 
     async def work_bundle(self, q: c.WorkQuery) -> WorkBundle:
         return await self._write(
-            "coordinator", lambda s: s.work_bundle(q), lambda _: [EntityKey("agent", "", q.agent_id)]
+            "coordinator", lambda s: s.work_bundle(q), [EntityKey("agent", "", q.agent_id)]
         )
 
     # -- zones, claims, handoffs --------------------------------------------------------------------
@@ -364,12 +414,12 @@ class PhasedStore:
 
     async def claim_zone(self, cmd: c.ZoneClaim) -> Zone:
         return await self._write(
-            "coordinator", lambda s: s.claim_zone(cmd), lambda _: [EntityKey("zone", "", cmd.zone_id)]
+            "coordinator", lambda s: s.claim_zone(cmd), [EntityKey("zone", "", cmd.zone_id)]
         )
 
     async def release_zone(self, cmd: c.ReleaseZone) -> bool:
         return await self._write(
-            "coordinator", lambda s: s.release_zone(cmd), lambda _: [EntityKey("zone", "", cmd.zone_id)]
+            "coordinator", lambda s: s.release_zone(cmd), [EntityKey("zone", "", cmd.zone_id)]
         )
 
     async def get_claim(self, what: str, now_ms: int) -> Claim | None:
@@ -379,13 +429,11 @@ class PhasedStore:
         return await self._read("claim", "list", lambda s: s.list_claims(q))
 
     async def claim(self, cmd: c.ClaimWork) -> ClaimOutcome:
-        return await self._write(
-            "coordinator", lambda s: s.claim(cmd), lambda _: [EntityKey("claim", "", cmd.what)]
-        )
+        return await self._write("coordinator", lambda s: s.claim(cmd), [EntityKey("claim", "", cmd.what)])
 
     async def release_claim(self, cmd: c.ReleaseClaim) -> bool:
         return await self._write(
-            "coordinator", lambda s: s.release_claim(cmd), lambda _: [EntityKey("claim", "", cmd.what)]
+            "coordinator", lambda s: s.release_claim(cmd), [EntityKey("claim", "", cmd.what)]
         )
 
     async def get_handoff(self, handoff_id: str) -> Handoff | None:
@@ -398,7 +446,7 @@ class PhasedStore:
         return await self._write(
             "coordinator",
             lambda s: s.create_handoff(cmd),
-            lambda h: [EntityKey("handoff", "", h.id)],
+            [EntityKey("handoff", "", cmd.id)],
             lambda h: self._broadcast(
                 "task-update", {"action": "handoff-created", "handoff": h.create_json()}, h.created_at
             ),
@@ -408,14 +456,14 @@ class PhasedStore:
         return await self._write(
             "coordinator",
             lambda s: s.claim_handoff(cmd),
-            lambda _: [EntityKey("handoff", "", cmd.handoff_id)],
+            [EntityKey("handoff", "", cmd.handoff_id)],
         )
 
     async def complete_handoff(self, cmd: c.CompleteHandoff) -> HandoffOutcome:
         return await self._write(
             "coordinator",
             lambda s: s.complete_handoff(cmd),
-            lambda _: [EntityKey("handoff", "", cmd.handoff_id)],
+            [EntityKey("handoff", "", cmd.handoff_id)],
         )
 
     # -- agent ------------------------------------------------------------------------------------
@@ -427,7 +475,7 @@ class PhasedStore:
         await self._write(
             f"agent:{cmd.agent_id}",
             lambda s: s.save_checkpoint(cmd),
-            lambda _: [EntityKey("checkpoint", cmd.agent_id, "")],
+            [EntityKey("checkpoint", cmd.agent_id, "")],
         )
 
     async def send_dm(self, cmd: c.SendDm) -> DirectMessage:
@@ -439,7 +487,7 @@ class PhasedStore:
         return await self._write(
             f"agent:{cmd.agent_id}",
             lambda s: s.send_dm(cmd),
-            lambda dm: [EntityKey("dm", cmd.agent_id, dm.id)],
+            [EntityKey("dm", cmd.agent_id, cmd.id)],
             push,
         )
 
@@ -450,14 +498,14 @@ class PhasedStore:
         await self._write(
             f"agent:{cmd.agent_id}",
             lambda s: s.mark_dms_read(cmd),
-            lambda _: [EntityKey("dm", cmd.agent_id, i) for i in dict.fromkeys(cmd.message_ids)],
+            [EntityKey("dm", cmd.agent_id, i) for i in dict.fromkeys(cmd.message_ids)],
         )
 
     async def add_memory(self, cmd: c.AddMemory) -> Memory:
         return await self._write(
             f"agent:{cmd.agent_id}",
             lambda s: s.add_memory(cmd),
-            lambda m: [EntityKey("memory", cmd.agent_id, m.id)],
+            [EntityKey("memory", cmd.agent_id, cmd.id)],
         )
 
     async def search_memory(self, q: c.MemoryQuery) -> list[Memory]:
@@ -473,7 +521,8 @@ class PhasedStore:
         return await self._write(
             f"lock:{resource_path}",
             lambda s: s.check_lock(resource_path, now_ms),
-            lambda r: [EntityKey("lock", "", resource_path)] if r.expired_now is not None else [],
+            [EntityKey("lock", "", resource_path)],
+            changed=lambda r: r.expired_now is not None,
         )
 
     async def acquire_lock(self, cmd: c.AcquireLock) -> LockAcquireOutcome:
@@ -489,8 +538,9 @@ class PhasedStore:
         return await self._write(
             f"lock:{cmd.resource_path}",
             lambda s: s.acquire_lock(cmd),
-            lambda out: [EntityKey("lock", "", cmd.resource_path)] if out.acquired else [],
+            [EntityKey("lock", "", cmd.resource_path)],
             push,
+            changed=lambda out: out.acquired,
         )
 
     async def release_lock(self, cmd: c.ReleaseLock) -> LockReleaseOutcome:
@@ -508,8 +558,9 @@ class PhasedStore:
         return await self._write(
             f"lock:{cmd.resource_path}",
             lambda s: s.release_lock(cmd),
-            lambda out: [EntityKey("lock", "", cmd.resource_path)] if out.outcome != "none" else [],
+            [EntityKey("lock", "", cmd.resource_path)],
             push,
+            changed=lambda out: out.outcome != "none",
         )
 
     async def lock_history(self, resource_path: str, limit: int) -> LockHistory:
@@ -530,7 +581,7 @@ class PhasedStore:
             hs.enqueue(_dumps(frame("agent-update", payload, iso_from_ms(now_ms))))
             return hs
 
-        return await self._write("coordinator", run, lambda _: [EntityKey("agent", "", agent_id)])
+        return await self._write("coordinator", run, [EntityKey("agent", "", agent_id)])
 
     async def coordinator_ping(self, handle: SocketHandle, now_ms: int) -> None:
         agent_id = socket_agent(handle)
@@ -543,7 +594,7 @@ class PhasedStore:
             if agent_id is not None:
                 await self.legacy.touch_agent(agent_id, now_ms, advance_cursor=True)
 
-        await self._write("coordinator", run, lambda _: _agent_keys(agent_id))
+        await self._write("coordinator", run, _agent_keys(agent_id))
 
     async def coordinator_set_status(self, handle: SocketHandle, status: str, now_ms: int) -> None:
         agent_id = socket_agent(handle)
@@ -554,7 +605,7 @@ class PhasedStore:
             elif agent_id is not None:
                 await self.legacy.set_agent_status(agent_id, status, now_ms)
 
-        await self._write("coordinator", run, lambda _: _agent_keys(agent_id))
+        await self._write("coordinator", run, _agent_keys(agent_id))
 
     async def close_coordinator_socket(self, handle: SocketHandle, code: int, reason: str) -> None:
         agent_id = socket_agent(handle)
@@ -576,7 +627,7 @@ class PhasedStore:
                     "agent-update", {"agentId": agent_id, "status": "offline"}, iso_from_ms(now_ms)
                 )
 
-        await self._write("coordinator", run, lambda _: _agent_keys(agent_id), push)
+        await self._write("coordinator", run, _agent_keys(agent_id), push)
 
     async def open_agent_socket(self, ws: Any, agent_id: str, now_ms: int) -> SocketHandle:
         async def run(store: Any) -> SocketHandle:
@@ -600,7 +651,7 @@ class PhasedStore:
             await self.legacy.save_checkpoint(cmd)
             handle.enqueue(_dumps({"type": "checkpoint-saved", "timestamp": iso_from_ms(cmd.now_ms)}))
 
-        await self._write(f"agent:{cmd.agent_id}", run, lambda _: [EntityKey("checkpoint", cmd.agent_id, "")])
+        await self._write(f"agent:{cmd.agent_id}", run, [EntityKey("checkpoint", cmd.agent_id, "")])
 
     async def close_agent_socket(self, handle: SocketHandle, code: int, reason: str) -> None:
         if handle.closed:

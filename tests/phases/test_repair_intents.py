@@ -1,0 +1,90 @@
+"""The repair queue's intents and scheduling, and the rollout set of `parallel`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.clock import FakeClock
+from gateway.phases.entities import EntityKey
+from gateway.phases.repair import RepairQueue
+from gateway.phases.router import in_rollout
+from gateway.settings import MigrationSettings
+
+K1 = EntityKey("task", "", "task-1")
+K2 = EntityKey("dm", "bob", "msg-1")
+
+
+def test_finished_intents_leave_nothing_behind(tmp_path: Path) -> None:
+    """begin/end around a replication that finished: no intent, no repair entry, after reopening."""
+    q = RepairQueue(tmp_path, FakeClock())
+    handles = q.begin([K1, K2], "legacy")
+    assert q.intents() == 2
+    q.end(handles)
+    q.close()
+    again = RepairQueue(tmp_path, FakeClock())
+    assert (again.intents(), again.stats().depth, again.recovered) == (0, 0, 0)
+    again.close()
+
+
+def test_intents_of_a_dead_gateway_become_repairs(tmp_path: Path) -> None:
+    """Intents still there when the queue is opened (the gateway died in between) are repaired."""
+    clock = FakeClock(5_000)
+    q = RepairQueue(tmp_path, clock)
+    q.begin([K1], "legacy")
+    q.begin([K2], "actors")
+    q.close()  # as a SIGKILL would leave it: nothing ended
+    again = RepairQueue(tmp_path, clock)
+    assert again.recovered == 2
+    assert again.intents() == 0
+    assert [(e.key, e.target, e.last_error) for e in again.due()] == [
+        (K1, "legacy", "gateway stopped during replication"),
+        (K2, "actors", "gateway stopped during replication"),
+    ]
+    again.close()
+
+
+def test_abandoned_intents_are_queued_at_once(tmp_path: Path) -> None:
+    """A replication interrupted in a live gateway (cancelled) turns its intents into repairs."""
+    q = RepairQueue(tmp_path, FakeClock())
+    q.abandon(q.begin([K1], "legacy"), "replication interrupted")
+    assert q.intents() == 0
+    assert [(e.key, e.last_error) for e in q.all()] == [(K1, "replication interrupted")]
+    q.close()
+
+
+def test_entries_for_a_down_target_wait_for_the_next_attempt(tmp_path: Path) -> None:
+    """`not_before_ms` postpones a new entry; `next_due_ms` answers per target."""
+    clock = FakeClock(1_000)
+    q = RepairQueue(tmp_path, clock)
+    q.enqueue(K1, "legacy", "down", not_before_ms=9_000)
+    q.enqueue(K2, "actors", "down")
+    assert [e.key for e in q.due()] == [K2]
+    assert (q.next_due_ms("legacy"), q.next_due_ms("actors"), q.next_due_ms()) == (9_000, 1_000, 1_000)
+    q.enqueue(K1, "legacy", "down", not_before_ms=500)  # never earlier than now
+    assert q.next_due_ms("legacy") == 1_000
+    q.close()
+
+
+def test_rollout_allow_list_wins_over_the_percentage() -> None:
+    """An allow-list names the agents exactly; without one every agent is in at 100 %."""
+    listed = MigrationSettings(rollout_agents=("alice",), rollout_percent=100.0)
+    assert in_rollout("alice", listed)
+    assert not in_rollout("bob", listed)
+    assert in_rollout("anyone", MigrationSettings())
+
+
+def test_rollout_percentage_is_sticky_and_grows_monotonically() -> None:
+    """The sticky percentage picks about that share of agents, the same ones every time, and an
+    agent in the rollout at 10 % stays in it at 50 %."""
+    agents = [f"agent-{i}" for i in range(2000)]
+
+    def chosen(percent: float) -> set[str]:
+        settings = MigrationSettings(rollout_percent=percent)
+        return {a for a in agents if in_rollout(a, settings)}
+
+    ten, fifty = chosen(10.0), chosen(50.0)
+    assert 150 < len(ten) < 250
+    assert 900 < len(fifty) < 1100
+    assert ten <= fifty
+    assert chosen(10.0) == ten
+    assert chosen(0.0) == set()
