@@ -493,6 +493,10 @@ class LegacyStore:
     async def claim(self, cmd: c.ClaimWork) -> ClaimOutcome:
         """POST /claims claim: 409 outcome while another agent holds a fresh claim on `what`.
 
+        Taking over removes the other agents' (stale) fields for `what`, as the DO's takeover
+        replaces its one row per `what` (and the legacy API's next GET would have HDELed them as
+        stale): their holders' release then answers `success: false`, as from the actors.
+
         Atomic: the conflict check and the write run under WATCH of the claims hash, retried on
         contention, so two concurrent claims cannot both win (the legacy API's own writes abort
         the transaction too).
@@ -512,7 +516,10 @@ class LegacyStore:
                             return ClaimOutcome(max(holders, key=lambda cl: cl.since), conflict=True)
                         existing = dict(group).get(fld)
                         value = m.claim_to_legacy(replace(claim, extra=existing.extra) if existing else claim)
+                        superseded = [f for f, cl in group if cl.by != cmd.by]  # all stale (no holders)
                         pipe.multi()  # type: ignore[no-untyped-call]
+                        if superseded:
+                            _ = pipe.hdel(keys.CLAIMS, *superseded)
                         _ = pipe.hset(keys.CLAIMS, fld, dumps(value))
                         await pipe.execute()
                         return ClaimOutcome(claim)
@@ -1002,11 +1009,38 @@ class LegacyStore:
         await self._run(f"HDEL {keys.ZONES}", lambda r: r.hdel(keys.ZONES, zone_id))
 
     async def upsert_claim(self, claim: Claim) -> None:
-        """Replicate a claim into its `{by}:{what}` field (other agents' fields are untouched)."""
+        """Replicate a claim into its `{by}:{what}` field; other agents' stale fields for the
+        same `what` are removed, as `claim` does (the DO claim replaced them), fresh ones kept."""
         fld = keys.claim_field(claim.by, claim.what)
         await self._upsert(
             keys.CLAIMS, fld, replace(claim, stale=False), m.claim_from_legacy, m.claim_to_legacy
         )
+        await self._drop_superseded_claims(claim.what, claim.by)
+
+    async def _drop_superseded_claims(self, what: str, by: str) -> None:
+        """HDEL the readable, stale fields of agents other than `by` for `what` (under WATCH, so
+        a field the legacy API refreshes meanwhile is kept)."""
+        now_ms = self.clock.now_ms()
+
+        async def op(r: Redis) -> None:
+            for _ in range(_CAS_ATTEMPTS):
+                async with r.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(keys.CLAIMS)
+                        entries = await self._claims_matching(cast(Redis, pipe), what)
+                        group = self._claims_for(entries, now_ms).get(what, [])
+                        stale = [f for f, cl in group if cl.by != by and cl.stale]
+                        if not stale:
+                            return
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        _ = pipe.hdel(keys.CLAIMS, *stale)
+                        await pipe.execute()
+                    except redis.exceptions.WatchError:
+                        continue
+                    return
+            raise StoreUnavailable(f"legacy store unavailable: claims too contended to replicate {what!r}")
+
+        await self._run(f"HDEL {keys.CLAIMS}", op)
 
     async def delete_claim(self, by: str, what: str) -> None:
         """Replicate a claim release."""

@@ -106,6 +106,20 @@ async def test_claims_locks_and_memory(store: LegacyStore, r: redis.asyncio.Redi
     assert [x.id for x in await store.search_memory(c.MemoryQuery.parse("phil", {}, 50))] == ["mem-1"]
 
 
+async def test_a_replicated_claim_replaces_stale_fields_of_others(
+    store: LegacyStore, r: redis.asyncio.Redis
+) -> None:
+    """Upserting the DO claim of a `what` removes other agents' stale fields for it (the DO
+    takeover replaced them); a fresh one of another agent (a known conflict) is kept."""
+    stale = {"what": "x", "by": "old", "since": iso_from_ms(NOW - 31 * 60_000), "stale": False}
+    fresh = {"what": "x", "by": "rival", "since": iso_from_ms(NOW - 60_000), "stale": False}
+    other = {"what": "y", "by": "old", "since": iso_from_ms(NOW - 31 * 60_000), "stale": False}
+    for fld, value in (("old:x", stale), ("rival:x", fresh), ("old:y", other)):
+        await r.hset(keys.CLAIMS, fld, json.dumps(value))
+    await store.upsert_claim(Claim("x", "phil", None, T))
+    assert sorted(await r.hkeys(keys.CLAIMS)) == ["old:y", "phil:x", "rival:x"]
+
+
 async def test_dm_and_chat_replication_is_idempotent(store: LegacyStore, r: redis.asyncio.Redis) -> None:
     """A DM or chat message replicated twice appears once; a read flag is replicated with readAt."""
     dm = DirectMessage("msg-1", "a", "note", "hello", T, False)

@@ -245,7 +245,8 @@ async def test_zones(store: LegacyStore, r: redis.asyncio.Redis) -> None:
 async def test_claims_conflicts_staleness_and_several_per_what(
     store: LegacyStore, r: redis.asyncio.Redis
 ) -> None:
-    """A fresh claim blocks others; a stale one is taken over; one DO claim per `what`."""
+    """A fresh claim blocks others; a stale one is taken over (its field removed, as the DO
+    replaces its row); several legacy fields for one `what` read as one DO claim, untouched."""
     ok = await store.claim(c.ClaimWork.parse({"what": "api/dm.ts", "by": "phil"}, NOW))
     assert not ok.conflict
     assert await r.hexists(keys.CLAIMS, "phil:api/dm.ts")
@@ -254,12 +255,17 @@ async def test_claims_conflicts_staleness_and_several_per_what(
     assert blocked.claim.by == "phil"
     taken = await store.claim(c.ClaimWork.parse({"what": "api/dm.ts", "by": "tyler"}, NOW + 31 * MIN))
     assert not taken.conflict
-    assert await r.hlen(keys.CLAIMS) == 2  # the stale legacy claim stays (a known conflict)
+    assert await r.hkeys(keys.CLAIMS) == ["tyler:api/dm.ts"]  # the superseded stale field is gone
+    assert not await store.release_claim(c.ReleaseClaim.parse({"what": "api/dm.ts", "by": "phil"}))
+    # the legacy API can leave several fields for one `what` (an old stale one not yet cleaned up)
+    old = {"what": "api/dm.ts", "by": "ana", "since": iso_from_ms(NOW - 60 * MIN), "stale": False}
+    await r.hset(keys.CLAIMS, "ana:api/dm.ts", json.dumps(old))
     claim = await store.get_claim("api/dm.ts", NOW + 31 * MIN)
     assert claim is not None
     assert claim.by == "tyler"
     listed = await store.list_claims(c.ClaimQuery.parse({}, NOW + 31 * MIN, 100))
     assert [(cl.what, cl.by) for cl in listed] == [("api/dm.ts", "tyler")]
+    assert await r.hlen(keys.CLAIMS) == 2  # reads leave the known conflict in place
     assert await store.release_claim(c.ReleaseClaim.parse({"what": "api/dm.ts", "by": "tyler"}))
     assert not await store.release_claim(c.ReleaseClaim.parse({"what": "api/dm.ts", "by": "tyler"}))
 
