@@ -126,6 +126,24 @@ class MigrationRuntime:
             raise PhaseChangeRefusedError(
                 [f"phase {to_phase!r} needs the legacy Redis, and none is configured (legacy.redis_url)"]
             )
+        self._check(from_phase, to_phase, force)  # before pausing traffic: most refusals are clear
+
+        def switch() -> PhaseChange:
+            # again with no operation in flight: one of them may have queued a repair meanwhile,
+            # and another switch may have run while this one waited for the gate
+            problems = self._check(self.phase, to_phase, force)
+            change = self.control.set(to_phase, actor=actor, reason=reason, forced=bool(problems))
+            if problems:
+                log.warning("phase.forced", overridden=problems, to=to_phase)
+            return change
+
+        try:
+            return await self.gate.switch(switch)
+        except SwitchTimeoutError as e:
+            raise PhaseChangeRefusedError([str(e)]) from e
+
+    def _check(self, from_phase: str, to_phase: str, force: bool) -> list[str]:
+        """The guards' refusals that `force` overrides; raises for the others (and unforced)."""
         problems = refusals(
             from_phase,
             to_phase,
@@ -139,14 +157,4 @@ class MigrationRuntime:
         )
         if problems and (not force or to_phase == from_phase):
             raise PhaseChangeRefusedError(problems)
-
-        def switch() -> PhaseChange:
-            return self.control.set(to_phase, actor=actor, reason=reason, forced=bool(problems))
-
-        try:
-            change = await self.gate.switch(switch)
-        except SwitchTimeoutError as e:
-            raise PhaseChangeRefusedError([str(e)]) from e
-        if problems:
-            log.warning("phase.forced", overridden=problems, to=to_phase)
-        return change
+        return problems
