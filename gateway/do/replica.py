@@ -276,7 +276,13 @@ def _write_lock(actor: ResourceLockActor, lock: Lock | None) -> None:
         lock.resource_path, lock.resource_type, lock.locked_by, lock.reason, lock.locked_at, lock.expires_at,
         lock.expires_ms,
     )  # fmt: skip
-    if not same_holding:
+    if same_holding:  # a re-lock: its open history row takes the new reason, as the actor's own
+        actor.ctx.sql.exec(
+            "UPDATE lock_history SET reason = ? WHERE released_at IS NULL AND locked_by = ?",
+            lock.reason,
+            lock.locked_by,
+        )
+    else:
         actor.ctx.sql.exec(
             "INSERT OR IGNORE INTO lock_history (id, locked_by, reason, locked_at) VALUES (?, ?, ?, ?)",
             f"lock-{parse_js_date(lock.locked_at) or now}-replica",
