@@ -55,6 +55,7 @@ class MigrationRuntime:
         self.queue = RepairQueue(data_dir, clock)
         self.shadow = ShadowReader(clock, settings.shadow_sample_rate)
         self.worker: RepairWorker | None = None
+        self.replication: dict[str, int] | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.last_report: ConsistencyReportInfo | None = None
         self.reverse_synced = False
@@ -68,8 +69,10 @@ class MigrationRuntime:
     def phase(self) -> str:
         return self.control.phase
 
-    def start_repair(self, copy: Copier) -> None:
-        """Start draining the repair queue with `copy` (the router's serialised copy)."""
+    def start_repair(self, copy: Copier, replication: dict[str, int] | None = None) -> None:
+        """Start draining the repair queue with `copy` (the router's serialised copy);
+        `replication` are the router's counters, reported in the status."""
+        self.replication = replication
         self.worker = RepairWorker(self.queue, copy, self.clock)
         self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
 
@@ -101,7 +104,9 @@ class MigrationRuntime:
                 "maxAttempts": stats.max_attempts,
                 "repaired": 0 if self.worker is None else self.worker.repaired,
                 "failures": 0 if self.worker is None else self.worker.failures,
+                "recoveredAtStart": self.queue.recovered,
             },
+            "replication": dict(self.replication or {}),
             "shadow": self.shadow.to_json(),
             "consistency": {
                 "lastReport": None
