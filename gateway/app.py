@@ -93,7 +93,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
             )
             app[ROUTER] = router
             store = router
-            runtime.start_repair(router.repair_copy)
+            runtime.start_repair(router.repair_copy, router.counters)
         app[ADMIN] = AdminApi(runtime, admin_token(settings.migration.admin_token, data_dir))
         app[GATEWAY] = Gateway(store, settings, clk)
         try:
