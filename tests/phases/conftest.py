@@ -1,0 +1,132 @@
+"""Fixtures of the phase tests: phased gateways in-process (over a fake clock) and as real processes,
+a Redis of their own for tests that stop it, and the two stores read directly."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from gateway.app import MIGRATION, ROUTER, create_app
+from gateway.clock import FakeClock
+from gateway.phases.router import PhasedStore
+from gateway.phases.runtime import MigrationRuntime
+from gateway.settings import (
+    LegacySettings,
+    MigrationSettings,
+    ServerSettings,
+    Settings,
+    StorageSettings,
+)
+from gateway.testing import RedisServer
+from gateway.testing.gateway_process import GatewayProcess
+
+from .helpers import AGENTS, LOCKS, ActorView, Client, LegacyView, new_session
+
+START_MS = 1_795_627_727_041  # 2026-11-25T17:28:47.041Z
+TOKEN = "phase-test-token"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test advances it."""
+    return FakeClock(START_MS)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """The gateway's data directory."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone, which it may stop and start (data does not survive)."""
+    with RedisServer() as server:
+        yield server
+
+
+def phase_settings(data_dir: Path, redis_url: str, phase: str, **migration: Any) -> Settings:
+    """Settings of a phased gateway on `data_dir`; Redis failures are detected fast."""
+    return Settings(
+        server=ServerSettings(shutdown_grace_s=1.0),
+        storage=StorageSettings(data_dir=data_dir),
+        legacy=LegacySettings(redis_url=redis_url, timeout_s=0.5, retries=1),
+        migration=dataclasses.replace(MigrationSettings(phase=phase, admin_token=TOKEN), **migration),
+    )
+
+
+@dataclass
+class Gw:
+    """One phased gateway running in this process on a real loopback port."""
+
+    server: TestServer
+    session: ClientSession
+    client: Client
+    clock: FakeClock
+    legacy: LegacyView
+    actors: ActorView
+
+    @property
+    def router(self) -> PhasedStore:
+        return self.server.app[ROUTER]
+
+    @property
+    def runtime(self) -> MigrationRuntime:
+        return self.server.app[MIGRATION]
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.server.close()
+        self.legacy.close()
+
+
+GwFactory = Callable[..., Awaitable[Gw]]
+
+
+@pytest.fixture
+async def start_gw(data_dir: Path, redis_url: str, clock: FakeClock) -> AsyncIterator[GwFactory]:
+    """Start a phased gateway in-process: `await start_gw(phase, redis_url=..., **migration)`."""
+    started: list[Gw] = []
+
+    async def start(phase: str, *, redis: str | None = None, **migration: Any) -> Gw:
+        url = redis or redis_url
+        server = TestServer(create_app(phase_settings(data_dir, url, phase, **migration), clock=clock))
+        await server.start_server()
+        session = new_session()
+        gw = Gw(
+            server,
+            session,
+            Client(f"http://{server.host}:{server.port}", session, TOKEN),
+            clock,
+            LegacyView(url),
+            ActorView(data_dir, list(AGENTS), list(LOCKS)),
+        )
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in reversed(started):
+        await gw.close()
+
+
+@pytest.fixture
+def gateway_proc(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Make real gateway processes (`agent-coord serve`) that are killed when the test ends."""
+    made: list[GatewayProcess] = []
+
+    def make(data_dir: Path, redis_url: str | None, phase: str | None = None, **kw: Any) -> GatewayProcess:
+        env = {"AGENT_COORD_LEGACY_TIMEOUT_S": "0.5", "AGENT_COORD_LEGACY_RETRIES": "1", **kw.pop("env", {})}
+        proc = GatewayProcess(data_dir, redis_url=redis_url, phase=phase, env=env, **kw)
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.kill()
