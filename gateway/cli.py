@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway import __version__
+from gateway.errors import ActorOwnedElsewhere, StartupRefused
 from gateway.legacy.seed_cli import add_dev_commands
 from gateway.logs import configure_logging, get_logger
 from gateway.phases.cli import add_phase_parser
@@ -26,6 +27,7 @@ from gateway.settings import PHASES, Settings, SettingsError, describe, load_set
 __all__ = ["main"]
 
 EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1  # the gateway could not start (another owner, a phase that needs Redis)
 EXIT_USAGE: Final = 2  # argparse's code for bad usage; a bad setting is bad usage too
 
 # serve flag -> the setting it overrides.
@@ -84,7 +86,12 @@ def _serve(args: argparse.Namespace) -> int:
         settings=describe(settings),
     )
 
-    run_app(settings)
+    try:
+        run_app(settings)
+    except (ActorOwnedElsewhere, StartupRefused) as exc:
+        get_logger(__name__).error("gateway.refused_to_start", error=exc.message)
+        sys.stderr.write(f"agent-coord: error: {exc.message}\n")
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -122,3 +122,7 @@ class LegacyStoreError(GatewayError):
     """
 
     status = 500
+
+
+class StartupRefused(GatewayError):
+    """The gateway cannot start as configured; the message says why and what to do."""

@@ -18,6 +18,7 @@ import structlog
 
 from gateway.clock import Clock
 from gateway.domain.jscompat import iso_from_ms
+from gateway.errors import StartupRefused
 from gateway.phases.admin import PhaseChangeRefusedError
 from gateway.phases.control import PhaseChange, PhaseControl
 from gateway.phases.gate import PhaseGate, SwitchTimeoutError
@@ -60,9 +61,12 @@ class MigrationRuntime:
         self.last_report: ConsistencyReportInfo | None = None
         self.reverse_synced = False
         if not legacy_configured and self.control.phase != "cutover":
-            raise ValueError(
-                f"the data directory is in phase {self.control.phase!r}, which needs the legacy Redis; "
-                "configure legacy.redis_url"
+            phase = self.control.phase
+            self.queue.close()
+            self.control.close()
+            raise StartupRefused(
+                f"the data directory {data_dir} is in phase {phase!r}, which needs the legacy Redis: "
+                "configure legacy.redis_url (or --redis-url)"
             )
 
     @property

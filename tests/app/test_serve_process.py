@@ -9,6 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.clock import FakeClock
+from gateway.phases.control import PhaseControl
 from gateway.testing.gateway_process import GatewayProcess, GatewayProcessError
 
 
@@ -35,6 +37,7 @@ def test_second_gateway_on_the_same_data_dir_refuses_to_start(tmp_path: Path) ->
         with pytest.raises(GatewayProcessError) as info:
             second.start()
         assert "owns the data directory" in str(info.value)
+        assert "Traceback" not in second.log_tail(200)
     # once the first is gone, the directory can be owned again
     with GatewayProcess(data) as again:
         assert again.proc is not None
@@ -73,3 +76,15 @@ async def test_data_survives_a_restart(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as s, s.get(f"{gw.url}/coordinator/tasks") as r:
             ids = [t["id"] for t in (await r.json())["tasks"]]
     assert task_id in ids
+
+
+def test_data_dir_in_a_redis_phase_without_redis_refuses_with_a_message(tmp_path: Path) -> None:
+    """A data directory left in write-through cannot be served without Redis; exit 1, reason given."""
+    data = tmp_path / "data"
+    PhaseControl(data, FakeClock(), "write-through").close()
+    gw = GatewayProcess(data, startup_timeout_s=15)
+    with pytest.raises(GatewayProcessError) as info:
+        gw.start()
+    assert "exited with 1" in str(info.value)
+    assert "needs the legacy Redis" in str(info.value)
+    assert "Traceback" not in gw.log_tail(200)
