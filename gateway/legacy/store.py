@@ -73,6 +73,7 @@ RECENT_MEMORIES: Final = 10
 _CAS_ATTEMPTS: Final = 16  # optimistic retries under contention before giving up with a 503
 _CHAT_SCAN: Final = keys.CHAT_MAX + 200  # the whole legacy window (user posts trim it to 1000)
 _MENTION_CURSOR: Final = "lastChatCheck"
+_MENTION_CURSOR_ID: Final = "lastChatCheckId"  # the newest message id seen then ("" = chat was empty)
 
 # Set the hash field to ARGV[3] (or delete it when ARGV[4] == "del") only if it still holds
 # ARGV[1] (or is missing when ARGV[2] == "missing"). 1 = written, 0 = someone else changed it.
@@ -232,18 +233,26 @@ class LegacyStore:
         await self._put_agent(agent, "offline" if cmd.status == "offline" else "online")
 
     async def touch_agent(
-        self, agent_id: str, now_ms: int, *, advance_cursor: bool, only_existing: bool = False
+        self,
+        agent_id: str,
+        now_ms: int,
+        *,
+        advance_cursor: bool,
+        only_existing: bool = False,
+        seen_head: str | None = None,
     ) -> None:
         """Mark the agent active and seen now (DO `_touch`: socket connect, ping, /work),
-        optionally moving its mention cursor (`lastChatCheck`). With `only_existing` (GET /chat,
-        as the actor store: reading chat does not register an agent) an unknown agent is left."""
+        optionally moving its mention cursor to `seen_head` (the newest message id the caller
+        read; the list's head now when not given). With `only_existing` (GET /chat, as the actor
+        store: reading chat does not register an agent) an unknown agent is left."""
         existing, raw = await self._agent(agent_id)
         if (existing is None and raw is not None) or (existing is None and only_existing):
             return  # unreadable (reported, left as it is) or not registered
         now_iso = iso_from_ms(now_ms)
         agent = replace(existing or Agent(agent_id), status="active", last_seen=now_iso)
         if advance_cursor:
-            agent.extra = {**agent.extra, _MENTION_CURSOR: now_iso}
+            head = seen_head if seen_head is not None else await self._chat_head()
+            agent.extra = {**agent.extra, _MENTION_CURSOR: now_iso, _MENTION_CURSOR_ID: head}
         await self._put_agent(agent, None)
 
     async def set_agent_status(self, agent_id: str, status: str, now_ms: int) -> None:
@@ -309,19 +318,33 @@ class LegacyStore:
             window = [msg for msg in window if (_ms(msg.timestamp) or 0) > since_ms]
         return list(reversed(window[:limit]))
 
-    async def _pending_mentions(self, agent: Agent | None, agent_id: str) -> list[GroupMessage]:
-        cursor = agent.extra.get(_MENTION_CURSOR) if agent is not None else None
-        cursor_ms = _ms(cursor) if isinstance(cursor, str) else None
-        pattern = mention_pattern(agent_id)
+    async def _chat_head(self) -> str:
+        """The id of the newest readable chat message ("" when there is none)."""
+        window = await self._chat_window(1)
+        return window[0].id if window else ""
+
+    async def _pending_mentions(self, agent: Agent | None, agent_id: str) -> tuple[list[GroupMessage], str]:
+        """The messages after the agent's mention cursor that mention it, oldest first, and the
+        id of the newest message read (the cursor's next position).
+
+        The cursor is the newest message id seen at the last check (`lastChatCheckId`), so, as
+        with the actors' row counter, a message posted in the same millisecond just after a
+        check is still reported. A cursor message no longer in the list was trimmed away: every
+        message left is newer. Without an id (a cursor written before, or by other tools), the
+        time `lastChatCheck` decides.
+        """
+        extra = agent.extra if agent is not None else {}
+        cursor_id, cursor = extra.get(_MENTION_CURSOR_ID), extra.get(_MENTION_CURSOR)
         window = await self._chat_window(_CHAT_SCAN)
-        found = [
-            msg
-            for msg in window
-            if msg.author != agent_id
-            and (cursor_ms is None or (_ms(msg.timestamp) or 0) > cursor_ms)
-            and pattern.search(msg.message)
-        ]
-        return list(reversed(found[: self.limits.list_limit_max]))
+        after = window
+        if isinstance(cursor_id, str):
+            at = next((i for i, msg in enumerate(window) if msg.id == cursor_id), None)
+            after = window if at is None else window[:at]
+        elif isinstance(cursor, str) and (cursor_ms := _ms(cursor)) is not None:
+            after = [msg for msg in window if (_ms(msg.timestamp) or 0) > cursor_ms]
+        pattern = mention_pattern(agent_id)
+        found = [msg for msg in after if msg.author != agent_id and pattern.search(msg.message)]
+        return list(reversed(found[: self.limits.list_limit_max])), window[0].id if window else ""
 
     async def get_chat(self, q: c.ChatQuery) -> ChatPage:
         """GET /chat: newest `limit` messages in chronological order, plus the agent's mentions."""
@@ -329,8 +352,10 @@ class LegacyStore:
         page = ChatPage(messages=messages, agent_id=q.agent_id, inbox=q.inbox)
         if q.agent_id is not None:
             agent, _ = await self._agent(q.agent_id)
-            page.pending_mentions = await self._pending_mentions(agent, q.agent_id)
-            await self.touch_agent(q.agent_id, q.now_ms, advance_cursor=True, only_existing=True)
+            page.pending_mentions, head = await self._pending_mentions(agent, q.agent_id)
+            await self.touch_agent(
+                q.agent_id, q.now_ms, advance_cursor=True, only_existing=True, seen_head=head
+            )
         return page
 
     # -- tasks ------------------------------------------------------------------------------------
@@ -398,7 +423,7 @@ class LegacyStore:
     async def work_bundle(self, q: c.WorkQuery) -> WorkBundle:
         """/work: mentions read before the heartbeat, then team, todo, mine and the last 20 messages."""
         agent, _ = await self._agent(q.agent_id)
-        mentions = await self._pending_mentions(agent, q.agent_id)
+        mentions, _ = await self._pending_mentions(agent, q.agent_id)
         await self.touch_agent(q.agent_id, q.now_ms, advance_cursor=False)
         tasks = await self._tasks(lambda _t: True, sys.maxsize)
         return WorkBundle(

@@ -264,3 +264,16 @@ async def test_work_bundle(api: Api, clock: FakeClock) -> None:
     assert body["recentChat"][0]["message"] == "m6"
     assert body["inbox"]["count"] == 1
     assert body["inbox"]["hint"] == "You have 1 unread mention(s)! Respond to keep the conversation flowing."
+
+
+async def test_a_mention_in_the_same_millisecond_after_a_check_is_not_lost(api: Api) -> None:
+    """The mention cursor is a position in the chat, not a time: a message posted in the same
+    millisecond right after a check is reported by the next check (compatibility.md 17)."""
+    await api.post("/coordinator/agents", {"agentId": "alice"})
+    await api.post("/coordinator/chat", {"author": "bob", "message": "@alice one"})
+    first = (await api.get("/coordinator/chat?agentId=alice&inbox=true"))[1]
+    await api.post("/coordinator/chat", {"author": "bob", "message": "@alice two"})
+    second = (await api.get("/coordinator/chat?agentId=alice&inbox=true"))[1]
+    assert [m["message"] for m in first["messages"]] == ["@alice one"]
+    assert [m["message"] for m in second["messages"]] == ["@alice two"]
+    assert (await api.get("/coordinator/chat?agentId=alice&inbox=true"))[1]["messages"] == []

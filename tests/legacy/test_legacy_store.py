@@ -169,6 +169,31 @@ async def test_mentions_use_a_cursor_kept_on_the_agent(store: LegacyStore) -> No
     assert (agent.agent_id, agent.status) == ("phil", "active")
 
 
+async def test_the_mention_cursor_is_the_last_message_seen(
+    store: LegacyStore, r: redis.asyncio.Redis
+) -> None:
+    """The cursor is the newest message id read (a same-millisecond message after a check is still
+    pending); once that message is trimmed away every message left is newer; a cursor with only
+    the time `lastChatCheck` (written before the id existed) still works by time."""
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "phil"}, NOW))
+    await store.post_chat(c.PostChat.parse({"author": "a", "message": "@phil one"}, NOW, ids))
+    await store.get_chat(c.ChatQuery.parse({"agentId": "phil"}, NOW, 50, 1000))
+    agent = await hjson(r, keys.ACTIVE_AGENTS, "phil")
+    head = json.loads(str(await r.lindex(keys.MESSAGES, 0)))["id"]
+    assert (agent["lastChatCheck"], agent["lastChatCheckId"]) == (iso_from_ms(NOW), head)
+    await store.post_chat(c.PostChat.parse({"author": "a", "message": "@phil two"}, NOW, ids))
+    page = await store.get_chat(c.ChatQuery.parse({"agentId": "phil"}, NOW, 50, 1000))
+    assert [msg.message for msg in page.pending_mentions] == ["@phil two"]
+    await store.post_chat(c.PostChat.parse({"author": "a", "message": "@phil three"}, NOW + 1, ids))
+    await r.rpop(keys.MESSAGES, 2)  # trimmed: the cursor's message is gone
+    page = await store.get_chat(c.ChatQuery.parse({"agentId": "phil"}, NOW + 2, 50, 1000))
+    assert [msg.message for msg in page.pending_mentions] == ["@phil three"]
+    del agent["lastChatCheckId"]
+    await r.hset(keys.ACTIVE_AGENTS, "phil", json.dumps({**agent, "lastChatCheck": iso_from_ms(NOW)}))
+    page = await store.get_chat(c.ChatQuery.parse({"agentId": "phil"}, NOW + 3, 50, 1000))
+    assert [msg.message for msg in page.pending_mentions] == ["@phil three"]
+
+
 # --- tasks and the work bundle -----------------------------------------------------------------------
 
 
