@@ -1,5 +1,19 @@
 """Fixtures of the DO API tests: a fake clock, settings on a temporary data directory, a running
-gateway on a real loopback socket, and a raw HTTP helper that sends paths byte for byte."""
+gateway on a real loopback socket, and a raw HTTP helper that sends paths byte for byte.
+
+Every test that uses `api` (or `settings`) runs once per serving store (`store_kind`):
+
+* `actors`: the actor store alone, no Redis (the `cutover` phase);
+* `write-through`: a real Redis behind the phase router, the legacy store serving reads and
+  taking writes first, the actors replicated before each reply;
+* `read-switch`: the same, the actors serving and Redis replicated.
+
+The same requests must give the same status codes and JSON in every variant. A test that is
+about the actor store itself (alarms, a restart of the host, lock history rows) carries
+`@pytest.mark.actors_only("why")` and runs against the actors alone; the reasons are listed in
+docs/compatibility.md, "Serving from the legacy store". After each test of a two-store variant
+the fixture checks that every replication succeeded (nothing went to the repair queue).
+"""
 
 from __future__ import annotations
 
@@ -14,11 +28,35 @@ from aiohttp import ClientResponse, ClientSession, web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from gateway.app import HOST, create_app
+from gateway.app import HOST, MIGRATION, ROUTER, create_app
 from gateway.clock import FakeClock
-from gateway.settings import ServerSettings, Settings, StorageSettings
+from gateway.settings import LegacySettings, MigrationSettings, ServerSettings, Settings, StorageSettings
 
 START_MS = 1_795_627_727_041  # 2026-11-25T17:28:47.041Z
+
+STORE_KINDS = ("actors", "write-through", "read-switch")
+"""The serving stores every endpoint test runs against (see the module docstring)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "actors_only(reason): the test is about the actor store itself; run it on the actors alone",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise `store_kind` over STORE_KINDS, or the actors alone for `actors_only` tests."""
+    if "store_kind" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        if "store_kind" in str(mark.args[0]):
+            return  # the test picks its stores itself
+    marker = metafunc.definition.get_closest_marker("actors_only")
+    if marker is not None and not (marker.args and isinstance(marker.args[0], str) and marker.args[0]):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: actors_only needs a reason")
+    kinds = ["actors"] if marker is not None else list(STORE_KINDS)
+    metafunc.parametrize("store_kind", kinds)
 
 
 @pytest.fixture
@@ -28,11 +66,20 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Embedded defaults on a fresh data directory, with a small body limit for the 413 test."""
-    return Settings(
+def settings(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> Settings:
+    """Embedded defaults on a fresh data directory, with a small body limit for the 413 test;
+    for a two-store variant, an emptied private Redis and the variant's phase."""
+    base = Settings(
         server=ServerSettings(max_body_bytes=64 * 1024, shutdown_grace_s=1.0),
         storage=StorageSettings(data_dir=tmp_path / "data"),
+    )
+    if store_kind == "actors":
+        return base
+    redis_url: str = request.getfixturevalue("redis_url")
+    return dataclasses.replace(
+        base,
+        legacy=LegacySettings(redis_url=redis_url, timeout_s=5.0),
+        migration=MigrationSettings(phase=store_kind),
     )
 
 
@@ -87,6 +134,22 @@ class Api:
     def host(self) -> Any:
         return self.app[HOST]
 
+    @property
+    def phase(self) -> str:
+        """The serving phase: `cutover` for the actor store alone."""
+        return self.app[MIGRATION].phase
+
+    @property
+    def legacy_serves(self) -> bool:
+        """Is the legacy Redis the authoritative store (reads and first writes)?"""
+        return self.phase in ("parallel", "write-through")
+
+    async def settle(self) -> None:
+        """Let every actor turn, alarm and background replication finish."""
+        if ROUTER in self.app:
+            await self.app[ROUTER].drain()
+        await self.host.wait_idle()
+
 
 async def start_api(settings: Settings, clock: FakeClock) -> tuple[TestServer, ClientSession]:
     server = TestServer(create_app(settings, clock=clock))
@@ -96,10 +159,16 @@ async def start_api(settings: Settings, clock: FakeClock) -> tuple[TestServer, C
 
 @pytest.fixture
 async def api(settings: Settings, clock: FakeClock) -> AsyncIterator[Api]:
-    """A gateway on a real loopback port, over the fake clock."""
+    """A gateway on a real loopback port, over the fake clock, serving from `store_kind`."""
     server, session = await start_api(settings, clock)
     try:
-        yield Api(server, session)
+        client = Api(server, session)
+        yield client
+        if ROUTER in client.app:
+            await client.settle()
+            router = client.app[ROUTER]
+            queued = [str(e.key) for e in client.app[MIGRATION].queue.all()]
+            assert (router.counters["queued"], queued) == (0, []), "a replication to the other store failed"
     finally:
         await session.close()
         await server.close()

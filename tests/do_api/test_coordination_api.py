@@ -167,3 +167,22 @@ async def test_handoff_lifecycle(api: Api, clock: FakeClock) -> None:
         400,
         {"error": "fromAgent, title, and context required"},
     )
+
+
+async def test_a_handoff_to_any(api: Api) -> None:
+    """`toAgent: "any"` is an agent named `any` for the actors, but the legacy spelling of an open
+    handoff when Redis serves (docs/compatibility.md, "Serving from the legacy store")."""
+    status, body = await api.post(H, {"fromAgent": "a", "toAgent": "any", "title": "t", "context": "c"})
+    assert (status, body["handoff"]["toAgent"]) == (200, "any")
+    hid = body["handoff"]["id"]
+    read = (await api.get(f"{H}?id={hid}"))[1]["handoff"]
+    listed = [h["id"] for h in (await api.get(f"{H}?toAgent=b"))[1]["handoffs"]]
+    claimed = await api.post(H, {"action": "claim", "handoffId": hid, "agentId": "b"})
+    if api.legacy_serves:  # docs/compatibility.md 39
+        assert (read["toAgent"], listed, claimed[0]) == (None, [hid], 200)
+    else:
+        assert (read["toAgent"], listed, claimed) == (
+            "any",
+            [],
+            (409, {"success": False, "error": "Handoff is targeted to any"}),
+        )

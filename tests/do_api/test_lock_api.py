@@ -1,6 +1,8 @@
-"""The lock actor over HTTP (do-api.md 5): check, lock, re-lock, unlock, history, expiry."""
+"""The lock endpoints over HTTP (do-api.md 5) from every store: lock, re-lock, unlock, history, expiry."""
 
 from __future__ import annotations
+
+import pytest
 
 from gateway.clock import FakeClock
 from gateway.settings import Settings
@@ -59,13 +61,26 @@ async def test_lock_check_unlock_cycle(api: Api, clock: FakeClock) -> None:
     hist = (await api.get(f"{L}/history"))[1]
     assert list(hist) == ["resourcePath", "currentLock", "history"]
     assert hist["currentLock"] is None
+    assert [h["lockedBy"] for h in hist["history"]] == ["bob", "alice"]
+    assert list(hist["history"][0]) == ["id", "lockedBy", "reason", "lockedAt", "releasedAt", "releaseReason"]
+    assert hist["history"][0]["reason"] is None
+    assert hist["history"][0]["releaseReason"] == "manual"
+    assert len({h["id"] for h in hist["history"]}) == 2
+
+
+@pytest.mark.actors_only("lock history content: `stolen` is known to the lock actor only (compatibility 37)")
+async def test_history_records_why_each_lock_ended(api: Api, clock: FakeClock) -> None:
+    """History rows say how each holding ended: manual, stolen (forced by another agent)."""
+    await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 120000})
+    await api.post(f"{L}/unlock", {"agentId": "bob", "force": True})
+    await clock.advance(1)
+    await api.post(f"{L}/lock", {"agentId": "bob"})
+    await api.post(f"{L}/unlock", {"agentId": "bob"})
+    hist = (await api.get(f"{L}/history"))[1]
     assert [(h["lockedBy"], h["releaseReason"]) for h in hist["history"]] == [
         ("bob", "manual"),
         ("alice", "stolen"),
     ]
-    assert list(hist["history"][0]) == ["id", "lockedBy", "reason", "lockedAt", "releasedAt", "releaseReason"]
-    assert hist["history"][0]["reason"] is None
-    assert len({h["id"] for h in hist["history"]}) == 2
 
 
 async def test_relock_extends_and_keeps_one_history_row(api: Api, clock: FakeClock) -> None:
@@ -100,6 +115,7 @@ async def test_lock_validation(api: Api) -> None:
     assert await api.get(L) == (200, {"locked": False, "resourcePath": "src/a.ts"})
 
 
+@pytest.mark.actors_only("the lock actor's expiry alarm; Redis expires a lock lazily (compatibility 36)")
 async def test_lock_expires_by_alarm(api: Api, clock: FakeClock) -> None:
     """The alarm releases an expired lock with reason `expired`, without any request."""
     await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 1000})
@@ -113,6 +129,21 @@ async def test_lock_expires_by_alarm(api: Api, clock: FakeClock) -> None:
     assert hist["history"][0]["releaseReason"] == "expired"
     assert hist["history"][0]["releasedAt"] == "2026-11-25T17:28:48.041Z"
     assert await api.get(L) == (200, {"locked": False, "resourcePath": "src/a.ts"})
+
+
+async def test_an_expired_lock_is_free_and_reported_as_expired(api: Api, clock: FakeClock) -> None:
+    """Past its expiry a lock no longer holds: /check says unlocked and anyone may take it. Served
+    from Redis, the first request to find it expired adds the note (Redis has no alarm)."""
+    await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 1000})
+    await clock.advance(1001)
+    await api.settle()
+    unlocked: dict[str, object] = {"locked": False, "resourcePath": "src/a.ts"}
+    if api.legacy_serves:  # docs/compatibility.md 36
+        unlocked["note"] = "Previous lock expired"
+    assert await api.get(L) == (200, unlocked)
+    assert await api.get(L) == (200, {"locked": False, "resourcePath": "src/a.ts"})
+    status, body = await api.post(f"{L}/lock", {"agentId": "bob", "ttlMs": 1000})
+    assert (status, body["lock"]["lockedBy"]) == (200, "bob")
 
 
 async def test_expired_lock_unlocked_by_other_is_no_lock(api: Api, clock: FakeClock) -> None:
@@ -138,6 +169,7 @@ async def test_check_releases_an_expired_lock_with_note(api: Api, clock: FakeClo
     )
 
 
+@pytest.mark.actors_only("a restart of the actor host and its persisted expiry alarm (compatibility 36)")
 async def test_lock_expires_after_restart(settings: Settings, clock: FakeClock) -> None:
     """A lock whose expiry passes while the gateway is down is released when it starts again."""
     server, session = await start_api(settings, clock)
