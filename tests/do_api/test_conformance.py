@@ -1,16 +1,19 @@
-"""The upstream conformance recording replayed against a real gateway process: 0 differ."""
+"""The upstream conformance recording replayed against a real gateway process: 0 differ, on the
+actor store alone (`cutover`) and in `write-through` with a real Redis serving."""
 
 from __future__ import annotations
 
-import socket
+import json
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from gateway.phases.admin import TOKEN_FILE
+from gateway.testing.gateway_process import GatewayProcess, GatewayProcessError
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = (REPO / ".." / "shared").resolve()
@@ -26,58 +29,38 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def gateway_url(tmp_path: Path) -> Iterator[str]:
-    """`agent-coord serve` as a subprocess on a free loopback port, stopped with SIGTERM."""
-    port = free_port()
-    log = (tmp_path / "gateway.log").open("wb")
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayProcess]:
+    """`agent-coord serve` as a subprocess on a free loopback port in `request.param`'s phase
+    (with the test's private Redis unless `cutover`), stopped with SIGTERM."""
+    phase: str = request.param
+    redis_url: str | None = None if phase == "cutover" else request.getfixturevalue("redis_url")
+    proc = GatewayProcess(tmp_path / "data", redis_url=redis_url, phase=phase, log_path=tmp_path / "gw.log")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as r:  # noqa: S310 - loopback
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gateway did not start: {(tmp_path / 'gateway.log').read_text()}")
-                time.sleep(0.05)
-        yield url
+        proc.start()
+    except GatewayProcessError as e:
+        pytest.fail(str(e))
+    try:
+        yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        proc.stop()
+
+
+def admin_status(gateway: GatewayProcess) -> dict[str, object]:
+    token = (gateway.data_dir / TOKEN_FILE).read_text(encoding="utf-8").strip()
+    req = urllib.request.Request(  # noqa: S310 - loopback
+        f"{gateway.url}/admin/status", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - loopback
+        status: dict[str, object] = json.loads(r.read())
+    return status
 
 
 @pytest.mark.timeout(120)
-def test_conformance_zero_differ(gateway_url: str, tmp_path: Path) -> None:
-    """Every recorded upstream step matches, improves or is an intended deviation."""
+@pytest.mark.parametrize("gateway", ["cutover", "write-through"], indirect=True)
+def test_conformance_zero_differ(gateway: GatewayProcess, tmp_path: Path) -> None:
+    """Every recorded upstream step matches, improves or is an intended deviation; with Redis
+    serving, every write also reached the actors (nothing waits in the repair queue)."""
     report = tmp_path / "report.md"
     done = subprocess.run(  # noqa: S603 - the shared player with our interpreter
         [
@@ -85,7 +68,7 @@ def test_conformance_zero_differ(gateway_url: str, tmp_path: Path) -> None:
             str(CONFORMANCE / "conformance.py"),
             "compare",
             "--base",
-            gateway_url,
+            gateway.url,
             "--golden",
             str(CONFORMANCE / "golden-public.json"),
             "--intended",
@@ -103,3 +86,8 @@ def test_conformance_zero_differ(gateway_url: str, tmp_path: Path) -> None:
         detail = report.read_text() if report.exists() else ""
         pytest.fail(f"exit {done.returncode}: {last}\n{done.stdout}\n{done.stderr}\n{detail}")
     print(last)  # noqa: T201 - the result line, for the test log
+    status = admin_status(gateway)
+    queue = status["repairQueue"]
+    assert status["phase"] == gateway.phase
+    assert isinstance(queue, dict)
+    assert queue["depth"] == 0
