@@ -592,7 +592,9 @@ class PhasedStore:
                 return
             handle.enqueue(_dumps({"type": "pong", "timestamp": iso_from_ms(now_ms)}))
             if agent_id is not None:
-                await self.legacy.touch_agent(agent_id, now_ms, advance_cursor=True)
+                await self.legacy.touch_agent(
+                    agent_id, now_ms, advance_cursor=False
+                )  # as the actors: presence only
 
         await self._write("coordinator", run, _agent_keys(agent_id))
 

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import orjson
-import pytest
 from aiohttp import ClientWebSocketResponse, ClientWSTimeout, WSMsgType
 
 from gateway.clock import FakeClock
@@ -127,18 +126,8 @@ async def test_open_survives_the_cancellation_of_its_handler(api: Api) -> None:
     await watcher.close()
 
 
-async def test_a_ping_does_not_read_mentions(
-    api: Api, clock: FakeClock, request: pytest.FixtureRequest
-) -> None:
+async def test_a_ping_does_not_read_mentions(api: Api, clock: FakeClock) -> None:
     """A socket ping refreshes presence but leaves the mention cursor (compatibility.md 17)."""
-    if api.legacy_serves:
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="PhasedStore.coordinator_ping moves the legacy mention cursor "
-                "(touch_agent advance_cursor=True); reported to the phase router's owner",
-                strict=True,
-            )
-        )
     await api.post("/coordinator/agents", {"agentId": "alice"})
     ws = await api.ws("/coordinator?agentId=alice")
     await recv(ws)
