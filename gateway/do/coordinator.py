@@ -275,20 +275,8 @@ class CoordinatorActor(Actor):
         """POST /tasks: insert and broadcast `task-update` (create form); a duplicate id is a 409."""
         if self.ctx.sql.exec("SELECT 1 FROM tasks WHERE id = ?", cmd.id).first() is not None:
             raise ApiError(409, {"error": "Task already exists", "id": cmd.id})
-        now_iso = iso_from_ms(cmd.now_ms)
-        task = Task(
-            cmd.id,
-            cmd.title,
-            cmd.description,
-            cmd.status,
-            cmd.assignee,
-            cmd.created_by,
-            cmd.priority,
-            cmd.tags,
-            cmd.files,
-            now_iso,
-            now_iso,
-        )
+        task = cmd.task()
+        now_iso = task.created_at
         self.ctx.sql.exec(
             f"INSERT INTO tasks ({TASK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             task.id,
@@ -312,21 +300,7 @@ class CoordinatorActor(Actor):
         if row is None:
             raise ApiError(404, {"error": "Task not found", "id": cmd.id})
         task = _task(row)
-        if not isinstance(cmd.title, c._Unset):
-            task.title = cmd.title
-        if not isinstance(cmd.description, c._Unset):
-            task.description = cmd.description
-        if not isinstance(cmd.status, c._Unset):
-            task.status = cmd.status
-        if not isinstance(cmd.assignee, c._Unset):
-            task.assignee = cmd.assignee
-        if not isinstance(cmd.priority, c._Unset):
-            task.priority = cmd.priority
-        if not isinstance(cmd.tags, c._Unset):
-            task.tags = cmd.tags
-        if not isinstance(cmd.files, c._Unset):
-            task.files = cmd.files
-        task.updated_at = iso_from_ms(cmd.now_ms)
+        cmd.apply(task)
         self.ctx.sql.exec(
             "UPDATE tasks SET title = ?, description = ?, status = ?, assignee = ?, priority = ?, tags = ?, "
             "files = ?, updated_at = ? WHERE id = ?",

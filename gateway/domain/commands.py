@@ -25,7 +25,8 @@ from typing import Any, Final, Literal
 import orjson
 
 from gateway.domain.ids import IdGenerator
-from gateway.domain.jscompat import parse_int, parse_js_date
+from gateway.domain.jscompat import iso_from_ms, parse_int, parse_js_date
+from gateway.domain.model import Task
 from gateway.errors import ApiError
 
 __all__ = [
@@ -299,6 +300,23 @@ class CreateTask:
             now_ms=now_ms,
         )
 
+    def task(self) -> Task:
+        """The task this command creates (both stores store exactly this)."""
+        now_iso = iso_from_ms(self.now_ms)
+        return Task(
+            self.id,
+            self.title,
+            self.description,
+            self.status,
+            self.assignee,
+            self.created_by,
+            self.priority,
+            self.tags,
+            self.files,
+            now_iso,
+            now_iso,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class UpdateTask:
@@ -352,6 +370,14 @@ class UpdateTask:
             files=strings("files"),
             now_ms=now_ms,
         )
+
+    def apply(self, task: Task) -> None:
+        """Change the given fields of `task` in place and bump its `updatedAt`."""
+        for attr in ("title", "description", "status", "assignee", "priority", "tags", "files"):
+            value = getattr(self, attr)
+            if not isinstance(value, _Unset):
+                setattr(task, attr, value)
+        task.updated_at = iso_from_ms(self.now_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -362,20 +362,7 @@ class LegacyStore:
 
     async def create_task(self, cmd: c.CreateTask) -> Task:
         """POST /tasks: HSETNX, so an existing id is a 409 as in the actor store."""
-        now_iso = iso_from_ms(cmd.now_ms)
-        task = Task(
-            cmd.id,
-            cmd.title,
-            cmd.description,
-            cmd.status,
-            cmd.assignee,
-            cmd.created_by,
-            cmd.priority,
-            cmd.tags,
-            cmd.files,
-            now_iso,
-            now_iso,
-        )
+        task = cmd.task()
         text = dumps(m.task_to_legacy(task))
         created = await self._run(
             f"HSETNX {keys.TASKS}",
@@ -393,11 +380,7 @@ class LegacyStore:
         task = None if raw is None else self._parse(raw, keys.TASKS, cmd.id, m.task_from_legacy)
         if task is None:
             raise ApiError(404, {"error": "Task not found", "id": cmd.id})
-        for attr in ("title", "description", "status", "assignee", "priority", "tags", "files"):
-            value = getattr(cmd, attr)
-            if not isinstance(value, c._Unset):
-                setattr(task, attr, value)
-        task.updated_at = iso_from_ms(cmd.now_ms)
+        cmd.apply(task)
         if not isinstance(cmd.status, c._Unset) and cmd.status in ("done", "completed"):
             task.extra = {**task.extra, "completedAt": task.updated_at}
         await self._hset(keys.TASKS, task.id, m.task_to_legacy(task))
