@@ -99,6 +99,12 @@ def _like(query: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.IGNORECASE | re.ASCII | re.DOTALL)
 
 
+def _set_last_message(record: Json, dm: DirectMessage) -> None:
+    """A conversation record's `updatedAt` and `lastMessage` after `dm` (legacy dm.ts shape)."""
+    record["updatedAt"] = dm.timestamp
+    record["lastMessage"] = {"preview": dm.message[:100], "timestamp": dm.timestamp, "from": dm.from_agent}
+
+
 def _ms(iso: str | None) -> int | None:
     return None if not iso else parse_js_date(iso)
 
@@ -747,6 +753,25 @@ class LegacyStore:
                 counts[msg["to"]] = counts.get(msg["to"], 0) + 1
         return counts
 
+    def _conversation_record(
+        self, conv: Json | None, dm: DirectMessage, to: str, extra: Json, msgs: list[Any]
+    ) -> Json:
+        """The conversation's record (a new one if none), with unread counts derived from `msgs`."""
+        participants = sorted({dm.from_agent, to}, key=lambda s: s.encode("utf-16-be", "surrogatepass"))
+        record: Json = (
+            dict(conv)
+            if conv
+            else {
+                "id": m.conversation_id(dm.from_agent, to),
+                "participants": participants,
+                "participantTypes": {dm.from_agent: extra["fromType"], to: extra["toType"]},
+                "unreadCount": {},
+                "createdAt": dm.timestamp,
+            }
+        )
+        record["unreadCount"] = self._unread_counts(record, msgs)
+        return record
+
     async def send_dm(self, cmd: c.SendDm) -> DirectMessage:
         """POST /agent/<to>/messages: append to the conversation (cap 500), update its record
         and both participants' lists. Idempotent: a message id already there is not added twice."""
@@ -760,25 +785,8 @@ class LegacyStore:
             value = m.dm_to_legacy(replace(dm, extra=extra), to)
             if not any(isinstance(x, dict) and x.get("id") == dm.id for x in msgs):
                 msgs = [*msgs, value][-keys.DM_MAX :]
-            participants = sorted({dm.from_agent, to}, key=lambda s: s.encode("utf-16-be", "surrogatepass"))
-            record: Json = (
-                dict(conv)
-                if conv
-                else {
-                    "id": conv_id,
-                    "participants": participants,
-                    "participantTypes": {dm.from_agent: extra["fromType"], to: extra["toType"]},
-                    "unreadCount": {},
-                    "createdAt": dm.timestamp,
-                }
-            )
-            record["unreadCount"] = self._unread_counts(record, msgs)
-            record["updatedAt"] = dm.timestamp
-            record["lastMessage"] = {
-                "preview": dm.message[:100],
-                "timestamp": dm.timestamp,
-                "from": dm.from_agent,
-            }
+            record = self._conversation_record(conv, dm, to, extra, msgs)
+            _set_last_message(record, dm)
             return msgs, record
 
         await self._update_conversation(conv_id, change, [dm.from_agent, to])
@@ -1119,26 +1127,9 @@ class LegacyStore:
                 msgs = [*msgs, value][-keys.DM_MAX :]
             else:
                 msgs = [*msgs[:index], {**msgs[index], **value}, *msgs[index + 1 :]]
-            participants = sorted({dm.from_agent, to}, key=lambda s: s.encode("utf-16-be", "surrogatepass"))
-            record: Json = (
-                dict(conv)
-                if conv
-                else {
-                    "id": conv_id,
-                    "participants": participants,
-                    "participantTypes": {dm.from_agent: extra["fromType"], to: extra["toType"]},
-                    "unreadCount": {},
-                    "createdAt": dm.timestamp,
-                }
-            )
-            record["unreadCount"] = self._unread_counts(record, msgs)
+            record = self._conversation_record(conv, dm, to, extra, msgs)
             if index is None and dm.timestamp >= str(record.get("updatedAt", "")):
-                record["updatedAt"] = dm.timestamp
-                record["lastMessage"] = {
-                    "preview": dm.message[:100],
-                    "timestamp": dm.timestamp,
-                    "from": dm.from_agent,
-                }
+                _set_last_message(record, dm)
             return msgs, record
 
         await self._update_conversation(conv_id, change, [dm.from_agent, to])
