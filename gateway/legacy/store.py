@@ -341,16 +341,30 @@ class LegacyStore:
         """
         extra = agent.extra if agent is not None else {}
         cursor_id, cursor = extra.get(_MENTION_CURSOR_ID), extra.get(_MENTION_CURSOR)
-        window = await self._chat_window(_CHAT_SCAN)
-        after = window
-        if isinstance(cursor_id, str):
-            at = next((i for i, msg in enumerate(window) if msg.id == cursor_id), None)
-            after = window if at is None else window[:at]
-        elif isinstance(cursor, str) and (cursor_ms := _ms(cursor)) is not None:
-            after = [msg for msg in window if (_ms(msg.timestamp) or 0) > cursor_ms]
+        cursor_ms = _ms(cursor) if isinstance(cursor, str) and not isinstance(cursor_id, str) else None
+
+        async def op(r: Redis) -> list[str]:
+            return cast("list[str]", await r.lrange(keys.MESSAGES, 0, _CHAT_SCAN - 1))
+
+        # Parse only what can matter (this runs on every /work and chat read): the head, the
+        # cursor message, and messages with an '@' in them (a mention needs one).
+        head, found = "", []
         pattern = mention_pattern(agent_id)
-        found = [msg for msg in after if msg.author != agent_id and pattern.search(msg.message)]
-        return list(reversed(found[: self.limits.list_limit_max])), window[0].id if window else ""
+        for text in await self._run(f"LRANGE {keys.MESSAGES}", op):
+            is_cursor = isinstance(cursor_id, str) and cursor_id in text
+            if head and not is_cursor and "@" not in text:
+                continue
+            msg = self._parse(text, keys.MESSAGES, None, m.chat_from_legacy)
+            if msg is None:
+                continue
+            head = head or msg.id
+            if is_cursor and msg.id == cursor_id:
+                break
+            if cursor_ms is not None and (_ms(msg.timestamp) or 0) <= cursor_ms:
+                continue
+            if msg.author != agent_id and pattern.search(msg.message):
+                found.append(msg)
+        return list(reversed(found[: self.limits.list_limit_max])), head
 
     async def get_chat(self, q: c.ChatQuery) -> ChatPage:
         """GET /chat: newest `limit` messages in chronological order, plus the agent's mentions."""
