@@ -9,8 +9,10 @@
 One execution, then replication: the authoritative store runs the command (with its business
 rules); every entity the command touched is then read back from it and upserted into the other
 store (or deleted there), never re-executed, so both hold the same ids, timestamps and
-outcomes. Writes of one actor scope (the coordinator, one agent, one resource) are serialised
-while they replicate, so two writes of one entity cannot cross on their way to the other store.
+outcomes. Writes that touch the same entity are serialised while they replicate (per
+coordinator entity, per agent actor for its own data, per resource for a lock), so two writes
+of one entity cannot cross on their way to the other store, while writes of different
+entities (two chat posts, a /work beside a task update) do not wait for each other.
 
 A failure of the authoritative store fails the request and writes nothing to the other. A
 failure of the other store does not fail the request: the entity goes to the durable repair
@@ -29,8 +31,9 @@ never broadcast); when the actors are authoritative they push them themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -126,6 +129,48 @@ def _to_json(value: Any) -> Any:
     return value
 
 
+class _Held:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class KeyedLocks:
+    """Named asyncio locks that exist only while someone holds or waits for them."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, _Held] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, names: Iterable[str]) -> AsyncIterator[None]:
+        """Hold every named lock (taken in sorted order, so two holders never deadlock)."""
+        entries: list[tuple[str, _Held]] = []
+        for name in sorted(set(names)):
+            entry = self._locks.get(name)
+            if entry is None:
+                entry = self._locks[name] = _Held()
+            entry.users += 1
+            entries.append((name, entry))
+        held: list[_Held] = []
+        try:
+            for _, entry in entries:
+                await entry.lock.acquire()
+                held.append(entry)
+            yield
+        finally:
+            for entry in reversed(held):
+                entry.lock.release()
+            for name, entry in entries:
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._locks[name]
+
+
 class PhasedStore:
     """`Store` over both stores, following the phase of `control`."""
 
@@ -156,7 +201,7 @@ class PhasedStore:
         self.clock = clock
         self.migration = migration
         self.limits = limits
-        self._scope_locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()
         self._down_until: dict[str, int] = {"actors": 0, "legacy": 0}
         self._repair_failing: dict[str, bool] = {"actors": False, "legacy": False}
         self._background: set[asyncio.Task[None]] = set()
@@ -219,10 +264,7 @@ class PhasedStore:
             if phase == "cutover":
                 return await run(self.actors)
             auth, other = self._authoritative(phase)
-            lock = self._scope_locks.get(scope)
-            if lock is None:
-                lock = self._scope_locks[scope] = asyncio.Lock()
-            async with lock:
+            async with self._locks.hold(self._lock_names(keys, scope)):
                 if phase == "parallel":
                     result = await run(self._store(auth))
                     if changed is None or changed(result):
@@ -295,11 +337,8 @@ class PhasedStore:
     async def repair_copy(self, key: EntityKey, target: str) -> None:
         """The repair worker's copy: serialised with the entity's writes."""
         scope = self._scope_of(key)
-        lock = self._scope_locks.get(scope)
-        if lock is None:
-            lock = self._scope_locks[scope] = asyncio.Lock()
         try:
-            async with lock:
+            async with self._locks.hold([scope]):
                 await self.copy(key, target)
         except Exception as e:
             if is_unavailable(e):
@@ -310,11 +349,16 @@ class PhasedStore:
 
     @staticmethod
     def _scope_of(key: EntityKey) -> str:
+        """The lock that serialises the replication of `key`: one per agent actor for its data,
+        one per resource for a lock, one per entity for the coordinator's (ids are unique)."""
         if key.domain in AGENT_SCOPED:
             return f"agent:{key.scope}"
         if key.domain == "lock":
             return f"lock:{key.id}"
-        return "coordinator"
+        return str(key)
+
+    def _lock_names(self, keys: Sequence[EntityKey], scope: str) -> list[str]:
+        return [self._scope_of(k) for k in keys] if keys else [scope]
 
     def _mirror_in_background(self, keys: Sequence[EntityKey], scope: str) -> None:
         wanted = []
@@ -327,8 +371,7 @@ class PhasedStore:
             return
 
         async def mirror() -> None:
-            lock = self._scope_locks.setdefault(scope, asyncio.Lock())
-            async with lock:
+            async with self._locks.hold(self._lock_names(wanted, scope)):
                 for key in wanted:
                     try:
                         await self.copy(key, "actors")
