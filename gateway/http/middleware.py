@@ -6,10 +6,10 @@ a `GatewayError` (an `ApiError` such as a 400/404/405/409/413, or a 503 from the
 answers its own status and body; anything else is the router's 500
 `{"error":"Internal server error","message":...}` with the CORS headers.
 
-Request ids: the client's `X-Request-Id` if it sent one, else 32 random hex characters. The id is
-bound to the logging context for the whole request, so every line logged while it is handled
-carries `request_id`, and it is echoed in the `X-Request-Id` response header (not on WebSocket
-upgrades).
+Request ids: the client's `X-Request-Id` if it sent a safe one (at most 128 printable ASCII
+characters), else 32 random hex characters. The id is bound to the logging context for the
+whole request, so every line logged while it is handled carries `request_id`, and it is echoed
+in the `X-Request-Id` response header (not on WebSocket upgrades).
 
 The access line (`http.request`: method, raw path, status, ms) is logged at a level that depends
 on the outcome: `warning` for a 5xx, `info` for a request slower than `SLOW_REQUEST_MS`, `debug`
@@ -54,6 +54,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _ids = random.Random()  # noqa: S311
 
 
+MAX_CLIENT_REQUEST_ID = 128
+_PRINTABLE = frozenset(range(0x21, 0x7F))
+
+
+def client_request_id(value: str | None) -> str | None:
+    """The client's request id if it is safe to log and echo (1-128 printable ASCII, no spaces)."""
+    if not value or len(value) > MAX_CLIENT_REQUEST_ID:
+        return None
+    if not all(ord(ch) in _PRINTABLE for ch in value):
+        return None
+    return value
+
+
 def new_request_id() -> str:
     """32 random hex characters, the shape `uuid4().hex` had, at a fifth of its cost."""
     return f"{_ids.getrandbits(128):032x}"
@@ -64,7 +77,7 @@ def wrap(handler: Handler, *, slow_request_ms: float = SLOW_REQUEST_MS) -> Handl
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        rid = request.headers.get("X-Request-Id") or new_request_id()
+        rid = client_request_id(request.headers.get("X-Request-Id")) or new_request_id()
         bind_request_id(rid)
         try:
             try:

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.errors import ApiError
-from gateway.http.middleware import wrap
+from gateway.http.middleware import client_request_id, wrap
 from gateway.http.responses import json_response
 from gateway.logs import configure_logging
 from gateway.settings import LogSettings
@@ -159,3 +159,12 @@ async def test_request_context_does_not_leak_to_the_next_request(make: Make) -> 
     first, second = access_lines(out)
     assert first["request_id"] == "first"
     assert HEX32.match(second["request_id"])
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("abc-123", True), ("x" * 128, True), ("x" * 129, False), ("has space", False), ("über", False)],
+)
+def test_client_request_ids_are_kept_only_when_safe_to_log(sent: str, kept: bool) -> None:
+    """A client's X-Request-Id is echoed and logged only if short printable ASCII; else a new one."""
+    assert (client_request_id(sent) == sent) is kept
