@@ -546,7 +546,7 @@ class ActorHost:
         fresh = not path.exists()
         if fresh:
             path.parent.mkdir(parents=True, exist_ok=True)
-        conn = open_connection(path, self.synchronous)
+        conn = open_connection(path, self.synchronous, fresh=fresh)
         try:
             _claim_file(conn, ref, path)
             if fresh:

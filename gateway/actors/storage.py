@@ -88,10 +88,19 @@ def split_statements(sql: str) -> list[str]:
     return out
 
 
-def open_connection(path: Path, synchronous: str) -> sqlite3.Connection:
-    """Open an actor database in WAL mode with manual transaction control."""
+def open_connection(path: Path, synchronous: str, *, fresh: bool = False) -> sqlite3.Connection:
+    """Open an actor database in WAL mode with manual transaction control.
+
+    Switching a brand-new, empty file to WAL costs several fsyncs in rollback-journal mode
+    (measured: 2.4 ms of a 3 ms lock acquire on a new resource). Under `synchronous=NORMAL` that
+    switch runs with `synchronous=OFF`: a crash of the machine during it leaves an empty file at
+    worst, which the next activation switches again, so NORMAL's promise (every commit survives
+    a crash of the process) is unchanged. Under FULL every step keeps its fsyncs.
+    """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
+    if fresh and synchronous.upper() != "FULL":
+        conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")

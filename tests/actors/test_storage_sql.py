@@ -235,3 +235,28 @@ async def test_database_size_grows(host: ActorHost) -> None:
     before, after = await in_turn(host, turn)
     assert before > 0
     assert after >= before + 20 * 4096
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_a_new_actor_database_runs_in_wal_with_the_configured_synchronous(
+    data_dir: Path, kind: type[CountingActor], synchronous: str
+) -> None:
+    """A fresh file is switched to WAL cheaply, but its turns run with the configured synchronous."""
+    host = ActorHost(data_dir, {"c": kind}, synchronous=synchronous)
+    await host.start()
+    try:
+        ref = ActorRef("c", "fresh")
+
+        async def pragmas(actor: CountingActor) -> tuple[str, int]:
+            conn = actor.ctx.sql.conn
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0]), int(
+                conn.execute("PRAGMA synchronous").fetchone()[0]
+            )
+
+        mode, level = await host.call(ref, pragmas)
+        assert mode == "wal"
+        assert level == {"NORMAL": 1, "FULL": 2}[synchronous]
+        await host.evict(ref)
+        assert await host.call(ref, pragmas) == (mode, level)  # and again when reopened
+    finally:
+        await host.close(1.0)
