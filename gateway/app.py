@@ -65,6 +65,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
                 alarm_max_retries=a.alarm_max_retries,
             ),
             synchronous=settings.storage.sqlite_synchronous,
+            on_lock_alarm_expiry=lambda path: (
+                app[ROUTER].after_lock_alarm_expiry(path) if ROUTER in app else None
+            ),
         )
         await host.start()
         app[HOST] = host

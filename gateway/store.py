@@ -13,6 +13,7 @@ Sockets: `open_*_socket` hands a prepared aiohttp WebSocket to the store and ret
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -290,11 +291,13 @@ def build_actor_host(
     clock: Clock | None = None,
     host_limits: HostLimits | None = None,
     synchronous: str = "NORMAL",
+    on_lock_alarm_expiry: Callable[[str], None] | None = None,
 ) -> ActorHost:
     """An `ActorHost` serving the three DO actor kinds.
 
     The lock actor sends `lock-update` frames to the coordinator's sockets, which it finds
-    through the host itself.
+    through the host itself, and tells `on_lock_alarm_expiry` the path of every lock its alarm
+    expires (a change no request made, which the phase router replicates to Redis).
     """
 
     def coordinator(ctx: ActorContext) -> Actor:
@@ -304,7 +307,9 @@ def build_actor_host(
         return AgentStateActor(ctx, limits)
 
     def lock(ctx: ActorContext) -> Actor:
-        return ResourceLockActor(ctx, watchers=lambda: host.get_websockets(COORDINATOR))
+        return ResourceLockActor(
+            ctx, watchers=lambda: host.get_websockets(COORDINATOR), on_alarm_expiry=on_lock_alarm_expiry
+        )
 
     host = ActorHost(
         data_dir,

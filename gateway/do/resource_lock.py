@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS lock_history (
 """
 
 Watchers = Callable[[], list[HostedSocket]]
+ExpiryObserver = Callable[[str], None]
+"""Told the resource path when the alarm expires a lock (the phase router replicates it)."""
 
 
 def _no_watchers() -> list[HostedSocket]:
@@ -56,10 +58,16 @@ def _no_watchers() -> list[HostedSocket]:
 class ResourceLockActor(Actor):
     """One resource's lock."""
 
-    def __init__(self, ctx: ActorContext, watchers: Watchers | None = None) -> None:
+    def __init__(
+        self,
+        ctx: ActorContext,
+        watchers: Watchers | None = None,
+        on_alarm_expiry: ExpiryObserver | None = None,
+    ) -> None:
         super().__init__(ctx)
         self.resource_path = ctx.ref.name
         self._watchers = watchers or _no_watchers
+        self._on_alarm_expiry = on_alarm_expiry
         for stmt in SCHEMA.split(";"):
             if stmt.strip():
                 ctx.sql.exec(stmt)
@@ -238,3 +246,5 @@ class ResourceLockActor(Actor):
             self.ctx.set_alarm(lock.expires_ms)
             return
         self._expire(lock, now)
+        if self._on_alarm_expiry is not None:
+            self._on_alarm_expiry(self.resource_path)

@@ -384,6 +384,13 @@ class PhasedStore:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def after_lock_alarm_expiry(self, resource_path: str) -> None:
+        """A lock expired by its alarm, a change no request made: while the actors are
+        authoritative, Redis must follow, so the lock goes to the repair queue (which copies it
+        after the alarm's turn has committed; the copy waits for the actor's gate)."""
+        if self.control.phase == "read-switch":  # not a failure: no `queued` count
+            self.queue.enqueue(EntityKey("lock", "", resource_path), "legacy", "lock expired by its alarm")
+
     async def drain(self) -> None:
         """Wait for background mirrors (tests, shutdown)."""
         while self._background:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+import redis.asyncio
 
 from gateway.clock import FakeClock
 from gateway.settings import Settings
@@ -191,3 +194,23 @@ async def test_lock_expires_after_restart(settings: Settings, clock: FakeClock) 
     finally:
         await session.close()
         await server.close()
+
+
+@pytest.mark.parametrize("store_kind", ["read-switch"])
+async def test_an_alarm_expiry_reaches_redis_in_read_switch(
+    api: Api, clock: FakeClock, redis_url: str
+) -> None:
+    """While the actors are authoritative, a lock their alarm expires is removed from Redis too."""
+    await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 1000})
+    legacy = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        assert await legacy.hexists("agent-coord:locks", "src/a.ts")
+        await clock.advance(1000)
+        await api.settle()
+        for _ in range(300):  # the repair worker copies it in the background (bounded wait)
+            if not await legacy.hexists("agent-coord:locks", "src/a.ts"):
+                break
+            await asyncio.sleep(0.01)
+        assert not await legacy.hexists("agent-coord:locks", "src/a.ts")
+    finally:
+        await legacy.aclose()
