@@ -168,3 +168,25 @@ async def test_request_context_does_not_leak_to_the_next_request(make: Make) -> 
 def test_client_request_ids_are_kept_only_when_safe_to_log(sent: str, kept: bool) -> None:
     """A client's X-Request-Id is echoed and logged only if short printable ASCII; else a new one."""
     assert (client_request_id(sent) == sent) is kept
+
+
+async def test_large_answers_are_gzipped_when_the_client_accepts_it() -> None:
+    """A JSON answer of 1 KiB or more is gzip-encoded for a client that accepts gzip, else plain."""
+
+    async def big(_request: web.Request) -> web.StreamResponse:
+        return json_response({"items": ["x" * 40] * 100})
+
+    async def small(_request: web.Request) -> web.StreamResponse:
+        return json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/big", wrap(big))
+    app.router.add_get("/small", wrap(small))
+    async with TestClient(TestServer(app)) as client:
+        zipped = await client.get("/big", headers={"Accept-Encoding": "gzip"})
+        assert zipped.headers.get("Content-Encoding") == "gzip"
+        assert len((await zipped.json())["items"]) == 100  # the client decodes it
+        plain = await client.get("/big", headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers
+        tiny = await client.get("/small", headers={"Accept-Encoding": "gzip"})
+        assert "Content-Encoding" not in tiny.headers
