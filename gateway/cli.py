@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway import __version__
+from gateway.actors.inspect_cli import add_actors_parser
 from gateway.errors import ActorOwnedElsewhere, StartupRefused
 from gateway.legacy.seed_cli import add_dev_commands
 from gateway.logs import configure_logging, get_logger
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     # the stores) and `check` (the consistency checker). They are not offered until they exist.
 
     add_phase_parser(commands)  # `phase show|set|history` (gateway/phases/cli.py)
+    add_actors_parser(commands)  # `actors` (gateway/actors/inspect_cli.py)
     add_dev_commands(commands)  # `dev seed-legacy` (gateway/legacy/seed_cli.py)
 
     version = commands.add_parser("version", help="print the version and exit")
