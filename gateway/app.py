@@ -28,13 +28,25 @@ from gateway.http.middleware import wrap
 from gateway.http.ws import OPEN_SOCKETS
 from gateway.legacy.replica import LegacyReplica
 from gateway.legacy.store import LegacyStore
+from gateway.metrics import Gauge, RequestMetrics, render
 from gateway.phases.admin import AdminApi, admin_token
 from gateway.phases.router import PhasedStore
 from gateway.phases.runtime import MigrationRuntime
 from gateway.settings import Settings
 from gateway.store import ActorStore, Store, build_actor_host
 
-__all__ = ["ADMIN", "GATEWAY", "HOST", "MIGRATION", "ROUTER", "create_app", "run_app"]
+__all__ = [
+    "ADMIN",
+    "GATEWAY",
+    "HOST",
+    "LEGACY",
+    "METRICS",
+    "MIGRATION",
+    "ROUTER",
+    "create_app",
+    "gauges",
+    "run_app",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -43,12 +55,15 @@ HOST: Final = web.AppKey("actor_host", ActorHost)
 ADMIN: Final = web.AppKey("admin", AdminApi)
 MIGRATION: Final = web.AppKey("migration", MigrationRuntime)
 ROUTER: Final = web.AppKey("router", PhasedStore)
+LEGACY: Final = web.AppKey("legacy", LegacyStore)
+METRICS: Final = web.AppKey("metrics", RequestMetrics)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """The gateway application for `settings`; `clock` defaults to the system clock."""
     clk = clock or SystemClock()
     app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app[METRICS] = RequestMetrics()
     app[OPEN_SOCKETS] = set()
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -97,7 +112,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
             app[ROUTER] = router
             store = router
             runtime.start_repair(router.repair_copy, router.counters)
-        app[ADMIN] = AdminApi(runtime, admin_token(settings.migration.admin_token, data_dir))
+        if legacy is not None:
+            app[LEGACY] = legacy
+        app[ADMIN] = AdminApi(
+            runtime,
+            admin_token(settings.migration.admin_token, data_dir),
+            lambda: render(app[METRICS], gauges(app)),
+        )
         app[GATEWAY] = Gateway(store, settings, clk)
         try:
             yield
@@ -124,8 +145,73 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
             return await request.app[ADMIN].handle(request, path)
         return await request.app[GATEWAY].dispatch(request)
 
-    app.router.add_route("*", "/{tail:.*}", wrap(handle))
+    app.router.add_route("*", "/{tail:.*}", wrap(handle, metrics=app[METRICS]))
     return app
+
+
+def gauges(app: web.Application) -> list[Gauge]:
+    """The state figures of a running app, read when `/admin/metrics` is scraped."""
+    host, runtime = app[HOST], app[MIGRATION]
+    stats = runtime.queue.stats()
+    now = runtime.clock.now_ms()
+    out = [
+        Gauge("agent_coord_actors_open", "Actor databases open now.", [({}, host.open_count)]),
+        Gauge(
+            "agent_coord_actor_activations_total",
+            "Actor constructors run.",
+            [({}, host.activations)],
+            "counter",
+        ),
+        Gauge("agent_coord_actor_evictions_total", "Idle actors closed.", [({}, host.evictions)], "counter"),
+        Gauge("agent_coord_alarms_pending", "Actors with an alarm set.", [({}, host.pending_alarms)]),
+        Gauge("agent_coord_websockets", "WebSockets held by the host.", [({}, host.socket_count)]),
+        Gauge(
+            "agent_coord_phase",
+            "The migration phase (1 for the current one).",
+            [({"phase": runtime.phase}, 1)],
+        ),
+        Gauge("agent_coord_repair_queue_depth", "Entities waiting for repair.", [({}, stats.depth)]),
+        Gauge(
+            "agent_coord_repair_queue_oldest_age_seconds",
+            "Age of the oldest repair entry (0 when empty).",
+            [({}, 0 if stats.oldest_ms is None else (now - stats.oldest_ms) / 1000)],
+        ),
+    ]
+    domains = runtime.shadow.stats.domains
+    if domains:
+        out.append(
+            Gauge(
+                "agent_coord_shadow_reads_total",
+                "Shadow reads by domain and outcome.",
+                [
+                    ({"domain": name, "outcome": outcome}, getattr(d, outcome))
+                    for name, d in sorted(domains.items())
+                    for outcome in ("compared", "mismatched", "errors", "skipped")
+                ],
+                "counter",
+            )
+        )
+    if ROUTER in app:
+        counters = app[ROUTER].counters
+        out.append(
+            Gauge(
+                "agent_coord_replication_total",
+                "Replication to the non-authoritative store, by outcome.",
+                [({"outcome": k}, v) for k, v in sorted(counters.items())],
+                "counter",
+            )
+        )
+    if LEGACY in app:
+        corrupt = app[LEGACY].corruption.counts
+        out.append(
+            Gauge(
+                "agent_coord_legacy_corrupt_values_total",
+                "Unreadable legacy values skipped, by key.",
+                [({"key": k}, v) for k, v in sorted(corrupt.items())],
+                "counter",
+            )
+        )
+    return out
 
 
 def run_app(settings: Settings) -> None:

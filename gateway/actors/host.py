@@ -621,6 +621,11 @@ class ActorHost:
                     self.evictions += 1
 
     @property
+    def socket_count(self) -> int:
+        """How many WebSockets the host holds, over all actors."""
+        return sum(len(socks) for socks in self._sockets.values())
+
+    @property
     def open_count(self) -> int:
         """How many actor databases are open right now."""
         return len(self._open)

@@ -33,6 +33,7 @@ from aiohttp import web
 from gateway.errors import GatewayError
 from gateway.http.responses import error_response
 from gateway.logs import bind_request_id, clear_request_context
+from gateway.metrics import RequestMetrics, route_family
 
 __all__ = ["ACCESS_LOGGER", "SLOW_REQUEST_MS", "Handler", "wrap"]
 
@@ -87,8 +88,10 @@ def new_request_id() -> str:
     return f"{_ids.getrandbits(128):032x}"
 
 
-def wrap(handler: Handler, *, slow_request_ms: float = SLOW_REQUEST_MS) -> Handler:
-    """`handler` with request ids, access logging and JSON errors."""
+def wrap(
+    handler: Handler, *, slow_request_ms: float = SLOW_REQUEST_MS, metrics: RequestMetrics | None = None
+) -> Handler:
+    """`handler` with request ids, access logging, JSON errors and (given `metrics`) request metrics."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -111,6 +114,8 @@ def wrap(handler: Handler, *, slow_request_ms: float = SLOW_REQUEST_MS) -> Handl
                 maybe_compress(request, response)
             ms = (time.perf_counter() - started) * 1000
             status = response.status
+            if metrics is not None:
+                metrics.observe(request.method, route_family(request.raw_path), status, ms / 1000)
             if status >= _SERVER_ERROR:
                 level = logging.WARNING
             elif ms >= slow_request_ms:

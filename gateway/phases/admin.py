@@ -4,6 +4,7 @@
     GET  /admin/phase                  {"phase", "since"}
     POST /admin/phase                  {"phase", "reason", "force"?, "actor"?} -> the audit row
     GET  /admin/phase/history?limit=N  the audit log, oldest first
+    GET  /admin/metrics                Prometheus text format (gateway/metrics.py)
 
 Every request needs `Authorization: Bearer <token>`. The token is `migration.admin_token`
 from the settings or, when none is configured, a random one the gateway writes once to
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -84,9 +86,12 @@ def _json(status: int, body: Any) -> web.Response:
 class AdminApi:
     """Serves `/admin/*` for one gateway."""
 
-    def __init__(self, service: PhaseService, token: str) -> None:
+    def __init__(
+        self, service: PhaseService, token: str, metrics_text: Callable[[], str] | None = None
+    ) -> None:
         self._service = service
         self._token = token.encode("utf-8")
+        self._metrics_text = metrics_text
 
     def _authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -106,6 +111,11 @@ class AdminApi:
         get = request.method == "GET"
         if path == "/admin/status" and get:
             return _json(200, self._service.status())
+        if path == "/admin/metrics" and get and self._metrics_text is not None:
+            return web.Response(
+                body=self._metrics_text().encode("utf-8"),
+                headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+            )
         if path == "/admin/phase" and get:
             status = self._service.status()
             return _json(200, {"phase": status["phase"], "since": status["since"]})
@@ -117,7 +127,7 @@ class AdminApi:
             if not raw.isdigit() or not 1 <= int(raw) <= MAX_HISTORY:
                 raise _Reject(400, {"error": f"limit must be an integer in 1..{MAX_HISTORY}"})
             return _json(200, {"changes": [c.to_json() for c in self._service.history(int(raw))]})
-        if path in ("/admin/status", "/admin/phase", "/admin/phase/history"):
+        if path in ("/admin/status", "/admin/phase", "/admin/phase/history", "/admin/metrics"):
             raise _Reject(405, {"error": "Method not allowed"})
         raise _Reject(404, {"error": "Not found", "path": path})
 
