@@ -56,13 +56,18 @@ ADMIN: Final = web.AppKey("admin", AdminApi)
 MIGRATION: Final = web.AppKey("migration", MigrationRuntime)
 ROUTER: Final = web.AppKey("router", PhasedStore)
 LEGACY: Final = web.AppKey("legacy", LegacyStore)
+MAX_LINE: Final = 65_536
 METRICS: Final = web.AppKey("metrics", RequestMetrics)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """The gateway application for `settings`; `clock` defaults to the system clock."""
     clk = clock or SystemClock()
-    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    # Agent ids and resource paths travel in the request line: allow long ones (the actor host
+    # takes names of any length) instead of aiohttp's 8 KiB default, which answers plain text.
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes, handler_args={"max_line_size": MAX_LINE}
+    )
     app[METRICS] = RequestMetrics()
     app[OPEN_SOCKETS] = set()
 

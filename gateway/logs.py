@@ -119,6 +119,13 @@ class _GatewayHandler(logging.StreamHandler[TextIO]):
     """The root handler this module installs; its own class so reconfiguring replaces only it."""
 
 
+# Tracebacks as data, WITHOUT local variables: a frame's locals can hold request bytes with an
+# Authorization header, a Redis URL with its password or the admin token (secrets never logged).
+_TRACEBACKS: Final = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
 def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) -> None:
     """Configure structlog and the stdlib root logger to write `settings`' format to `stream`.
 
@@ -129,10 +136,12 @@ def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) ->
     renderer: Processor
     if _use_json(settings, out):
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
-        final: list[Processor] = [structlog.processors.dict_tracebacks, _leading_keys_first, renderer]
+        final: list[Processor] = [_TRACEBACKS, _leading_keys_first, renderer]
     else:
         isatty = getattr(out, "isatty", None)
-        renderer = structlog.dev.ConsoleRenderer(colors=callable(isatty) and bool(isatty()))
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=callable(isatty) and bool(isatty()), exception_formatter=structlog.dev.plain_traceback
+        )
         final = [renderer]
 
     shared = _shared_processors()

@@ -158,3 +158,23 @@ def test_exceptions_are_rendered_in_json() -> None:
     assert line["event"] == "failed"
     assert "ValueError" in json.dumps(line["exception"])
     assert "boom" in json.dumps(line["exception"])
+
+
+def _fail_holding_a_secret() -> None:
+    authorization = "Bearer s3cr3t-admin-token"
+    raise RuntimeError(f"bad request ({len(authorization)} chars)")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_tracebacks_never_carry_local_variables(fmt: str) -> None:
+    """An exception's frames are logged without their locals, which may hold secrets."""
+    out = FakeTTY() if fmt == "console" else io.StringIO()
+    configure_logging(LogSettings(format=fmt), stream=out)
+    try:
+        _fail_holding_a_secret()
+    except RuntimeError:
+        get_logger("gateway.test").exception("failed")
+    text = out.getvalue()
+    assert "RuntimeError" in text
+    assert "_fail_holding_a_secret" in text  # the frames are there
+    assert "s3cr3t-admin-token" not in text

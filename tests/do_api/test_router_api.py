@@ -154,3 +154,11 @@ async def test_content_type_is_ignored(api: Api) -> None:
     )
     assert status == 200
     assert body["message"]["message"] == "m"
+
+
+async def test_a_ten_thousand_character_agent_id_is_served(api: Api) -> None:
+    """Long ids travel in the request line; the gateway serves them (aiohttp's 8 KiB limit raised)."""
+    agent_id = "a" * 10_000
+    status, body = await api.get(f"/agent/{agent_id}/health")
+    assert status == 200
+    assert body == {"status": "ok", "type": "agent-state", "agentId": agent_id}
