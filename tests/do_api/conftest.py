@@ -4,6 +4,8 @@ gateway on a real loopback socket, and a raw HTTP helper that sends paths byte f
 Every test that uses `api` (or `settings`) runs once per serving store (`store_kind`):
 
 * `actors`: the actor store alone, no Redis (the `cutover` phase);
+* `parallel`: a real Redis behind the phase router, the legacy store serving and the actors
+  mirrored in the background after each reply;
 * `write-through`: a real Redis behind the phase router, the legacy store serving reads and
   taking writes first, the actors replicated before each reply;
 * `read-switch`: the same, the actors serving and Redis replicated.
@@ -34,7 +36,7 @@ from gateway.settings import LegacySettings, MigrationSettings, ServerSettings, 
 
 START_MS = 1_795_627_727_041  # 2026-11-25T17:28:47.041Z
 
-STORE_KINDS = ("actors", "write-through", "read-switch")
+STORE_KINDS = ("actors", "parallel", "write-through", "read-switch")
 """The serving stores every endpoint test runs against (see the module docstring)."""
 
 

@@ -152,12 +152,14 @@ async def test_an_expired_lock_is_free_and_reported_as_expired(api: Api, clock: 
 async def test_expired_lock_unlocked_by_other_is_no_lock(api: Api, clock: FakeClock) -> None:
     """Unlocking someone else's expired lock releases it as expired instead of a 403."""
     await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 1000})
+    await api.settle()  # in parallel the actors are mirrored after the reply: before the clock swap
     api.host.clock = FakeClock(0)  # keep the alarm from firing: the lock stays, expired, in the table
     await clock.advance(5000)
     assert await api.post(f"{L}/unlock", {"agentId": "bob"}) == (
         200,
         {"success": True, "message": "No lock to release"},
     )
+    await api.settle()  # and the actors, which keep the history, after this reply too
     assert (await api.get(f"{L}/history"))[1]["history"][0]["releaseReason"] == "expired"
 
 
