@@ -155,11 +155,6 @@ def required_group(body: Json, keys: tuple[str, ...], message: str) -> tuple[str
     return tuple(out)
 
 
-def query_limit(raw: str | None, default: int, maximum: int) -> int:
-    """Alias kept short for handlers; see `parse_limit`."""
-    return parse_limit(raw, default, maximum)
-
-
 def parse_limit(raw: str | None, default: int, maximum: int) -> int:
     """`?limit=`: JS parseInt of the text; absent/empty is the default; NaN or negative is a 400.
 

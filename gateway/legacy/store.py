@@ -1034,10 +1034,6 @@ class LegacyStore:
             keys.ZONES, zone.zone_id, zone, lambda v: m.zone_from_legacy(zone.zone_id, v), m.zone_to_legacy
         )
 
-    async def delete_zone(self, zone_id: str) -> None:
-        """Replicate a zone release."""
-        await self._run(f"HDEL {keys.ZONES}", lambda r: r.hdel(keys.ZONES, zone_id))
-
     async def upsert_claim(self, claim: Claim) -> None:
         """Replicate a claim into its `{by}:{what}` field; other agents' stale fields for the
         same `what` are removed, as `claim` does (the DO claim replaced them), fresh ones kept."""
