@@ -30,6 +30,7 @@ from gateway.domain.model import Task
 from gateway.errors import ApiError
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "UNSET",
     "AcquireLock",
     "AddMemory",
@@ -57,6 +58,7 @@ __all__ = [
     "ZoneClaim",
     "ZoneQuery",
     "bad_field",
+    "json_depth",
     "parse_body",
     "parse_limit",
 ]
@@ -77,8 +79,34 @@ def bad_field(field: str, message: str) -> ApiError:
     return ApiError(400, {"error": message, "field": field})
 
 
+MAX_JSON_DEPTH: Final = 64
+"""Deepest nesting of arrays and objects a body may have, the body object itself counting one.
+
+A stored value must also be answered: orjson refuses to write values nested 255 levels or more
+(it reads up to 1024), so a deeper extra field in an agent body was stored and then failed every
+answer that included it. Far below either, and far above any real client's body."""
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in `value` (0 for a scalar), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
 def parse_body(raw: bytes) -> Json:
-    """The request body as a JSON object, whatever the Content-Type (as upstream)."""
+    """The request body as a JSON object, whatever the Content-Type (as upstream), nested at most
+    MAX_JSON_DEPTH levels deep."""
     if not raw.strip():
         raise ApiError(400, {"error": "Invalid JSON body", "message": "the request body is empty"})
     try:
@@ -87,6 +115,15 @@ def parse_body(raw: bytes) -> Json:
         raise ApiError(400, {"error": "Invalid JSON body", "message": str(e)}) from None
     if not isinstance(body, dict):
         raise ApiError(400, {"error": "Invalid JSON body", "message": "the body must be a JSON object"})
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(
+            400,
+            {
+                "error": "Invalid JSON body",
+                "message": f"the body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep",
+                "maxDepth": MAX_JSON_DEPTH,
+            },
+        )
     return body
 
 

@@ -14,7 +14,6 @@ run on the same machine. The token is never logged.
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from gateway.http.auth import bearer_token, token_matches
 from gateway.phases.control import PHASES, PhaseChange
 
 log = structlog.get_logger(__name__)
@@ -94,9 +94,7 @@ class AdminApi:
         self._metrics_text = metrics_text
 
     def _authorized(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8"), self._token)
+        return token_matches(bearer_token(request), self._token)
 
     async def handle(self, request: web.Request, path: str) -> web.Response:
         """Answer one admin request; `path` is the request path (already known to start /admin)."""
@@ -124,7 +122,8 @@ class AdminApi:
             return _json(200, {"success": True, "change": change.to_json()})
         if path == "/admin/phase/history" and get:
             raw = request.query.get("limit", "100")
-            if not raw.isdigit() or not 1 <= int(raw) <= MAX_HISTORY:
+            # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+            if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_HISTORY:
                 raise _Reject(400, {"error": f"limit must be an integer in 1..{MAX_HISTORY}"})
             return _json(200, {"changes": [c.to_json() for c in self._service.history(int(raw))]})
         if path in ("/admin/status", "/admin/phase", "/admin/phase/history", "/admin/metrics"):
