@@ -63,8 +63,9 @@ METRICS: Final = web.AppKey("metrics", RequestMetrics)
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """The gateway application for `settings`; `clock` defaults to the system clock."""
     clk = clock or SystemClock()
-    # Agent ids and resource paths travel in the request line: allow long ones (the actor host
-    # takes names of any length) instead of aiohttp's 8 KiB default, which answers plain text.
+    # A request line up to 64 KiB reaches the gateway, so an id over the id limit (256 characters,
+    # percent-encoded up to 12 bytes each) gets the gateway's JSON 400 naming the limit instead of
+    # aiohttp's plain-text answer to a line over its 8 KiB default.
     app = web.Application(
         client_max_size=settings.server.max_body_bytes, handler_args={"max_line_size": MAX_LINE}
     )

@@ -30,6 +30,7 @@ from gateway.domain.model import Task
 from gateway.errors import ApiError
 
 __all__ = [
+    "MAX_ID_CHARS",
     "MAX_JSON_DEPTH",
     "UNSET",
     "AcquireLock",
@@ -58,6 +59,7 @@ __all__ = [
     "ZoneClaim",
     "ZoneQuery",
     "bad_field",
+    "id_too_long",
     "json_depth",
     "parse_body",
     "parse_limit",
@@ -104,6 +106,31 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+MAX_ID_CHARS: Final = 256
+"""Longest id a client may give, anywhere: agent ids, lock resource paths, task, zone, claim,
+handoff and message ids, in a path, a query or a body. An agent id is a tag of its WebSockets,
+and Durable Objects allow tags of at most 256 characters (gateway/actors/sockets.py)."""
+
+
+def id_too_long(field: str) -> ApiError:
+    """The 400 for an id over MAX_ID_CHARS, naming the field and the limit."""
+    return ApiError(
+        400,
+        {
+            "error": f"{field} must be at most {MAX_ID_CHARS} characters",
+            "field": field,
+            "maxChars": MAX_ID_CHARS,
+        },
+    )
+
+
+def limit_id(field: str, value: str) -> str:
+    """`value` if it is short enough to be an id, else the 400 naming `field`."""
+    if len(value) > MAX_ID_CHARS:
+        raise id_too_long(field)
+    return value
+
+
 def parse_body(raw: bytes) -> Json:
     """The request body as a JSON object, whatever the Content-Type (as upstream), nested at most
     MAX_JSON_DEPTH levels deep."""
@@ -140,6 +167,18 @@ def opt_str(body: Json, key: str) -> str | None:
     raise bad_field(key, f"{key} must be a string")
 
 
+def opt_id(body: Json, key: str) -> str | None:
+    """An optional id: a string of at most MAX_ID_CHARS characters."""
+    v = opt_str(body, key)
+    return v if v is None else limit_id(key, v)
+
+
+def query_id(q: dict[str, str], key: str) -> str | None:
+    """An id filter in the query: empty means not given, longer than MAX_ID_CHARS is a 400."""
+    v = q.get(key) or None
+    return v if v is None else limit_id(key, v)
+
+
 def falsy_default(body: Json, key: str, default: str) -> str:
     """An optional string with upstream's `body.x || default` (so `""` also gives the default)."""
     return opt_str(body, key) or default
@@ -151,6 +190,11 @@ def req_str(body: Json, key: str, message: str | None = None) -> str:
     if not v:
         raise ApiError(400, {"error": message or f"{key} required", "field": key})
     return v
+
+
+def req_id(body: Json, key: str) -> str:
+    """A required non-empty id of at most MAX_ID_CHARS characters."""
+    return limit_id(key, req_str(body, key))
 
 
 def req_text(body: Json, key: str) -> str:
@@ -171,6 +215,14 @@ def opt_str_list(body: Json, key: str) -> list[str] | None:
     raise bad_field(key, f"{key} must be an array of strings")
 
 
+def opt_id_list(body: Json, key: str) -> list[str] | None:
+    """An optional array of ids."""
+    v = opt_str_list(body, key)
+    if v is not None and any(len(x) > MAX_ID_CHARS for x in v):
+        raise id_too_long(key)
+    return v
+
+
 def opt_bool(body: Json, key: str) -> bool:
     """An optional boolean flag; absent/`null` are false."""
     v = body.get(key)
@@ -179,8 +231,11 @@ def opt_bool(body: Json, key: str) -> bool:
     raise bad_field(key, f"{key} must be a boolean")
 
 
-def required_group(body: Json, keys: tuple[str, ...], message: str) -> tuple[str, ...]:
-    """Several required strings checked together, with upstream's one message for any missing."""
+def required_group(
+    body: Json, keys: tuple[str, ...], message: str, *, ids: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """Several required strings checked together, with upstream's one message for any missing;
+    those named in `ids` are ids (at most MAX_ID_CHARS characters)."""
     vals = [body.get(k) for k in keys]
     if any(not v for v in vals):
         raise ApiError(400, {"error": message})
@@ -188,7 +243,7 @@ def required_group(body: Json, keys: tuple[str, ...], message: str) -> tuple[str
     for k, v in zip(keys, vals, strict=True):
         if not isinstance(v, str):
             raise bad_field(k, f"{k} must be a string")
-        out.append(v)
+        out.append(limit_id(k, v) if k in ids else v)
     return tuple(out)
 
 
@@ -237,7 +292,7 @@ class RegisterAgent:
     @classmethod
     def parse(cls, body: Json, now_ms: int) -> RegisterAgent:
         """Upstream upsert rules; a missing agentId is a 400 (upstream stored a null agent)."""
-        agent_id = req_str(body, "agentId")
+        agent_id = req_id(body, "agentId")
         return cls(
             agent_id=agent_id,
             status=falsy_default(body, "status", "active"),
@@ -264,7 +319,7 @@ class PostChat:
     @classmethod
     def parse(cls, body: Json, now_ms: int, ids: IdGenerator) -> PostChat:
         """`author` and `message` are required; `authorType` defaults to `agent`."""
-        author = req_text(body, "author")
+        author = limit_id("author", req_text(body, "author"))
         message = req_text(body, "message")
         return cls(
             id=ids.chat(now_ms),
@@ -295,7 +350,7 @@ class ChatQuery:
             limit=parse_limit(q.get("limit"), default_limit, max_limit),
             since_ms=since_ms,
             since_invalid=since_raw is not None and since_ms is None,
-            agent_id=nonempty(q.get("agentId")),
+            agent_id=query_id(q, "agentId"),
             inbox=flag(q.get("inbox")),
             now_ms=now_ms,
         )
@@ -320,12 +375,12 @@ class CreateTask:
     def parse(cls, body: Json, now_ms: int, ids: IdGenerator) -> CreateTask:
         """Upstream defaults: `Untitled Task`, `todo`, `system`, `medium`, `[]`."""
         return cls(
-            id=opt_str(body, "id") or ids.task(now_ms),
+            id=opt_id(body, "id") or ids.task(now_ms),
             title=falsy_default(body, "title", "Untitled Task"),
             description=opt_str(body, "description"),
             status=falsy_default(body, "status", "todo"),
-            assignee=opt_str(body, "assignee"),
-            created_by=falsy_default(body, "createdBy", "system"),
+            assignee=opt_id(body, "assignee"),
+            created_by=limit_id("createdBy", falsy_default(body, "createdBy", "system")),
             priority=falsy_default(body, "priority", "medium"),
             tags=opt_str_list(body, "tags") or [],
             files=opt_str_list(body, "files") or [],
@@ -370,7 +425,7 @@ class UpdateTask:
     @classmethod
     def parse(cls, body: Json, now_ms: int) -> UpdateTask:
         """At least `id`; non-nullable fields must be non-empty strings (or string arrays)."""
-        task_id = req_str(body, "id")
+        task_id = req_id(body, "id")
 
         def text(key: str) -> str | _Unset:
             if key not in body:
@@ -396,7 +451,7 @@ class UpdateTask:
             title=text("title"),
             description=nullable("description"),
             status=text("status"),
-            assignee=nullable("assignee"),
+            assignee=opt_id(body, "assignee") if "assignee" in body else UNSET,
             priority=text("priority"),
             tags=strings("tags"),
             files=strings("files"),
@@ -425,7 +480,7 @@ class ListTasks:
         """Equality filters; empty values are no filter."""
         return cls(
             status=nonempty(q.get("status")),
-            assignee=nonempty(q.get("assignee")),
+            assignee=query_id(q, "assignee"),
             limit=parse_limit(q.get("limit"), max_limit, max_limit),
         )
 
@@ -441,7 +496,7 @@ class WorkQuery:
     @classmethod
     def parse(cls, q: dict[str, str], now_ms: int, max_limit: int) -> WorkQuery:
         """A missing agentId is upstream's 400 `agentId required`."""
-        agent_id = q.get("agentId")
+        agent_id = query_id(q, "agentId")
         if not agent_id:
             raise ApiError(400, {"error": "agentId required"})
         return cls(agent_id=agent_id, now_ms=now_ms, limit=max_limit)
@@ -460,7 +515,7 @@ class ZoneQuery:
         """`path` wins over `owner`."""
         return cls(
             path=nonempty(q.get("path")),
-            owner=nonempty(q.get("owner")),
+            owner=query_id(q, "owner"),
             limit=parse_limit(q.get("limit"), max_limit, max_limit),
         )
 
@@ -479,7 +534,7 @@ class ZoneClaim:
     def parse(cls, body: Json, now_ms: int) -> ZoneClaim:
         """Upstream's 400 message for a missing field."""
         zone_id, path, owner = required_group(
-            body, ("zoneId", "path", "owner"), "zoneId, path, and owner required"
+            body, ("zoneId", "path", "owner"), "zoneId, path, and owner required", ids=("zoneId", "owner")
         )
         return cls(zone_id, path, owner, opt_str(body, "description"), now_ms)
 
@@ -494,7 +549,9 @@ class ReleaseZone:
     @classmethod
     def parse(cls, body: Json) -> ReleaseZone:
         """Upstream's 400 message for a missing field."""
-        zone_id, owner = required_group(body, ("zoneId", "owner"), "zoneId and owner required")
+        zone_id, owner = required_group(
+            body, ("zoneId", "owner"), "zoneId and owner required", ids=("zoneId", "owner")
+        )
         return cls(zone_id, owner)
 
 
@@ -511,7 +568,7 @@ class ClaimQuery:
     def parse(cls, q: dict[str, str], now_ms: int, max_limit: int) -> ClaimQuery:
         """Stale claims are left out of lists unless includeStale=true."""
         return cls(
-            what=nonempty(q.get("what")),
+            what=query_id(q, "what"),
             include_stale=flag(q.get("includeStale")),
             now_ms=now_ms,
             limit=parse_limit(q.get("limit"), max_limit, max_limit),
@@ -530,7 +587,7 @@ class ClaimWork:
     @classmethod
     def parse(cls, body: Json, now_ms: int) -> ClaimWork:
         """Upstream's 400 message for a missing field."""
-        what, by = required_group(body, ("what", "by"), "what and by required")
+        what, by = required_group(body, ("what", "by"), "what and by required", ids=("what", "by"))
         return cls(what, by, opt_str(body, "description"), now_ms)
 
 
@@ -544,7 +601,7 @@ class ReleaseClaim:
     @classmethod
     def parse(cls, body: Json) -> ReleaseClaim:
         """Upstream's 400 message for a missing field."""
-        what, by = required_group(body, ("what", "by"), "what and by required")
+        what, by = required_group(body, ("what", "by"), "what and by required", ids=("what", "by"))
         return cls(what, by)
 
 
@@ -562,9 +619,9 @@ class HandoffQuery:
     def parse(cls, q: dict[str, str], max_limit: int) -> HandoffQuery:
         """`toAgent` also matches open handoffs, as upstream."""
         return cls(
-            id=nonempty(q.get("id")),
-            to_agent=nonempty(q.get("toAgent")),
-            from_agent=nonempty(q.get("fromAgent")),
+            id=query_id(q, "id"),
+            to_agent=query_id(q, "toAgent"),
+            from_agent=query_id(q, "fromAgent"),
             status=nonempty(q.get("status")),
             limit=parse_limit(q.get("limit"), max_limit, max_limit),
         )
@@ -589,12 +646,15 @@ class CreateHandoff:
     def parse(cls, body: Json, now_ms: int, ids: IdGenerator) -> CreateHandoff:
         """Upstream's 400 message for a missing field; `nextSteps` `[]`, `priority` `medium`."""
         from_agent, title, context = required_group(
-            body, ("fromAgent", "title", "context"), "fromAgent, title, and context required"
+            body,
+            ("fromAgent", "title", "context"),
+            "fromAgent, title, and context required",
+            ids=("fromAgent",),
         )
         return cls(
             id=ids.handoff(now_ms),
             from_agent=from_agent,
-            to_agent=opt_str(body, "toAgent"),
+            to_agent=opt_id(body, "toAgent"),
             title=title,
             context=context,
             code=opt_str(body, "code"),
@@ -616,7 +676,9 @@ class ClaimHandoff:
     @classmethod
     def parse(cls, body: Json, now_ms: int) -> ClaimHandoff:
         """Upstream's 400 message for a missing field."""
-        hid, agent = required_group(body, ("handoffId", "agentId"), "handoffId and agentId required")
+        hid, agent = required_group(
+            body, ("handoffId", "agentId"), "handoffId and agentId required", ids=("handoffId", "agentId")
+        )
         return cls(hid, agent, now_ms)
 
 
@@ -631,7 +693,9 @@ class CompleteHandoff:
     @classmethod
     def parse(cls, body: Json, now_ms: int) -> CompleteHandoff:
         """Upstream's 400 message for a missing field."""
-        hid, agent = required_group(body, ("handoffId", "agentId"), "handoffId and agentId required")
+        hid, agent = required_group(
+            body, ("handoffId", "agentId"), "handoffId and agentId required", ids=("handoffId", "agentId")
+        )
         return cls(hid, agent, now_ms)
 
 
@@ -680,7 +744,7 @@ class SendDm:
     @classmethod
     def parse(cls, agent_id: str, body: Json, now_ms: int, ids: IdGenerator) -> SendDm:
         """`from` and `message` are required; `type` defaults to `note`."""
-        from_agent = req_text(body, "from")
+        from_agent = limit_id("from", req_text(body, "from"))
         message = req_text(body, "message")
         return cls(agent_id, ids.dm(now_ms), from_agent, message, falsy_default(body, "type", "note"), now_ms)
 
@@ -715,7 +779,7 @@ class MarkDmsRead:
     @classmethod
     def parse(cls, agent_id: str, body: Json, now_ms: int) -> MarkDmsRead:
         """`messageIds` must be an array of strings (upstream iterated a string's characters)."""
-        ids_ = opt_str_list(body, "messageIds")
+        ids_ = opt_id_list(body, "messageIds")
         if ids_ is None:
             raise bad_field("messageIds", "messageIds required")
         return cls(agent_id, ids_, now_ms)
@@ -795,7 +859,7 @@ class AcquireLock:
         ttl_default_ms: int,
     ) -> AcquireLock:
         """`ttlMs` 0/null/absent is the default; other values must be numbers within the bounds."""
-        agent_id = req_str(body, "agentId")
+        agent_id = req_id(body, "agentId")
         ttl = body.get("ttlMs")
         if ttl is None or (isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl == 0):
             ttl_ms: float = ttl_default_ms
@@ -828,7 +892,7 @@ class ReleaseLock:
     @classmethod
     def parse(cls, resource_path: str, body: Json, now_ms: int) -> ReleaseLock:
         """`agentId` is required; `force` must be a boolean when given."""
-        return cls(resource_path, req_str(body, "agentId"), opt_bool(body, "force"), now_ms)
+        return cls(resource_path, req_id(body, "agentId"), opt_bool(body, "force"), now_ms)
 
 
 LockAction = Literal["check", "lock", "unlock", "history", "health"]

@@ -151,11 +151,13 @@ class Gateway:
             coord = self._coordinator.get(r.sub)
             return _not_found() if coord is None else await coord(request, r)
         if kind == "agent":
+            c.limit_id("agentId", r.target)  # before a WebSocket upgrade too
             if is_websocket_upgrade(request):
                 return await ws_mod.agent_socket(self, request, r.target)
             agent = self._agent.get(r.sub)
             return _not_found() if agent is None else await agent(request, r)
         if kind == "lock":
+            c.limit_id("resourcePath", r.target)
             lock = self._lock.get(r.sub)
             return _not_found() if lock is None else await lock(request, r)
         if kind == "health":

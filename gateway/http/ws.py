@@ -33,6 +33,9 @@ OPEN_SOCKETS: Final = web.AppKey("open_sockets", set[web.WebSocketResponse])
 """Every open server-side socket of the app, closed with 1001 on shutdown."""
 
 MAX_FRAME_BYTES: Final = 1_048_576
+WS_INTERNAL_ERROR: Final = 1011
+WS_TRY_AGAIN_LATER: Final = 1013
+HTTP_UNAVAILABLE: Final = 503
 
 
 def _frame(data: str | bytes) -> dict[str, Any] | None:
@@ -58,7 +61,15 @@ async def _serve(
     handle: SocketHandle | None = None
     opening: asyncio.Future[SocketHandle] = asyncio.ensure_future(open_(ws))
     try:
-        handle = await _to_the_end(opening)
+        try:
+            handle = await _to_the_end(opening)
+        except GatewayError as e:
+            # After the 101 an HTTP error answer would be written into the socket as garbage: the
+            # client gets a close frame instead (1013 for a retryable error, else 1011).
+            log.warning("ws.open_failed", error=e.message, status=e.status)
+            code = WS_TRY_AGAIN_LATER if e.retryable or e.status == HTTP_UNAVAILABLE else WS_INTERNAL_ERROR
+            await ws.close(code=code, message=b"cannot open the socket now")
+            return ws
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 continue
@@ -104,7 +115,7 @@ async def coordinator_socket(
 ) -> web.WebSocketResponse:
     """`/coordinator...` with `Upgrade: websocket`: welcome, ping/pong, chat, agent-update, close."""
     store = gw.store
-    agent_id = query.get("agentId") or gw.ids.anon_agent(gw.now())
+    agent_id = c.query_id(query, "agentId") or gw.ids.anon_agent(gw.now())  # checked before the upgrade
 
     async def open_(ws: web.WebSocketResponse) -> SocketHandle:
         return await store.open_coordinator_socket(ws, agent_id, gw.now())

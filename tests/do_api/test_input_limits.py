@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+import pytest
+from aiohttp import WSServerHandshakeError
 
 from .conftest import Api
 
@@ -27,3 +31,78 @@ async def test_nesting_up_to_the_limit_is_stored_and_answered(api: Api) -> None:
     raw = b'{"agentId":"deep","x":' + nested(63) + b"}"  # with the body object: depth 64
     status, body = await api.post("/coordinator/agents", raw=raw)
     assert (status, body["agent"]) == (200, orjson.loads(raw))
+
+
+LONG = "a" * 257
+MAX_ID = "a" * 256
+
+
+def names_the_id_limit(body: Any, field: str) -> bool:
+    return body.get("field") == field and body.get("maxChars") == 256 and "256" in body["error"]
+
+
+@pytest.mark.parametrize("path", [f"/coordinator?agentId={LONG}", f"/agent/{LONG}"])
+async def test_a_websocket_with_an_over_long_id_is_refused_before_the_upgrade(api: Api, path: str) -> None:
+    """A WebSocket whose agent id is over 256 characters gets a 400 JSON answer instead of a 101."""
+    with pytest.raises(WSServerHandshakeError) as refused:
+        await api.ws(path)
+    assert refused.value.status == 400
+    resp = await api.request("GET", path, headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    assert resp.status == 400
+    assert names_the_id_limit(await resp.json(), "agentId")
+
+
+async def test_a_websocket_with_an_id_at_the_limit_is_served(api: Api) -> None:
+    """256 characters is still an agent id: both sockets open and greet."""
+    coordinator = await api.ws(f"/coordinator?agentId={MAX_ID}")
+    assert (await coordinator.receive_json(timeout=5))["type"] == "agent-update"
+    agent = await api.ws(f"/agent/{MAX_ID}")
+    assert (await agent.receive_json(timeout=5))["type"] == "state-sync"
+    await coordinator.close()
+    await agent.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        (f"/agent/{LONG}/state", "agentId"),
+        (f"/agent/{LONG}/checkpoint", "agentId"),
+        (f"/lock/{LONG}/check", "resourcePath"),
+        (f"/coordinator/work?agentId={LONG}", "agentId"),
+        (f"/coordinator/chat?agentId={LONG}", "agentId"),
+        (f"/coordinator/tasks?assignee={LONG}", "assignee"),
+        (f"/coordinator/handoffs?id={LONG}", "id"),
+    ],
+)
+async def test_an_over_long_id_in_a_path_or_query_is_a_400(api: Api, path: str, field: str) -> None:
+    """An id over 256 characters in the path or the query is a 400 naming the field and the limit."""
+    status, body = await api.get(path)
+    assert status == 400
+    assert names_the_id_limit(body, field)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/coordinator/agents", {"agentId": LONG}, "agentId"),
+        ("/coordinator/chat", {"author": LONG, "message": "hi"}, "author"),
+        ("/coordinator/tasks", {"id": LONG, "title": "t"}, "id"),
+        ("/coordinator/tasks", {"title": "t", "assignee": LONG}, "assignee"),
+        ("/coordinator/zones", {"action": "claim", "zoneId": LONG, "path": "p/", "owner": "o"}, "zoneId"),
+        ("/coordinator/claims", {"action": "claim", "what": "w", "by": LONG}, "by"),
+        ("/coordinator/handoffs", {"fromAgent": LONG, "title": "t", "context": "c"}, "fromAgent"),
+        ("/agent/bob/messages", {"from": LONG, "message": "m"}, "from"),
+        ("/lock/src%2Fa.ts/lock", {"agentId": LONG}, "agentId"),
+    ],
+)
+async def test_an_over_long_id_in_a_body_is_a_400_and_stores_nothing(
+    api: Api, path: str, body: dict[str, Any], field: str
+) -> None:
+    """An id over 256 characters in a body is a 400 naming the field and the limit; nothing changes."""
+    status, answer = await api.post(path, body)
+    assert status == 400
+    assert names_the_id_limit(answer, field)
+    assert (await api.get("/coordinator/agents"))[1]["agents"] == []
+    assert (await api.get("/coordinator/tasks"))[1]["tasks"] == []
+    assert (await api.get("/coordinator/chat"))[1]["messages"] == []
+    assert (await api.get("/agent/bob/messages"))[1]["messages"] == []

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import ClientWebSocketResponse, ClientWSTimeout, WSMsgType
 
 from gateway.clock import FakeClock
@@ -221,3 +222,15 @@ async def test_lock_path_does_not_upgrade(api: Api) -> None:
     )
     assert resp.status == 200
     assert await resp.json() == {"locked": False, "resourcePath": "p"}
+
+
+@pytest.mark.actors_only("closes the actor host under the running app")
+async def test_a_socket_that_cannot_be_opened_after_the_upgrade_is_closed_with_a_code(api: Api) -> None:
+    """When the store refuses a socket after the 101 (the host is shutting down), the client gets a
+    close frame 1013 (try again later) instead of an HTTP answer written into the socket."""
+    await api.host.close(1.0)
+    ws = await api.ws("/coordinator?agentId=late")
+    msg = await ws.receive(timeout=5)
+    assert msg.type == WSMsgType.CLOSE
+    assert ws.close_code == 1013
+    await ws.close()
