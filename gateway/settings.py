@@ -110,6 +110,12 @@ class LimitSettings:
     agent_offline_after_s: float = 1800.0
     list_limit_max: int = 1000
     chat_limit_default: int = 50
+    # Largest text a client may store, in UTF-8 bytes; a list answer is at most list_limit_max of
+    # them. Generous: agents' chat lines and notes are a few KiB at most.
+    chat_message_max_bytes: int = 65_536
+    dm_message_max_bytes: int = 65_536
+    memory_content_max_bytes: int = 65_536
+    checkpoint_max_bytes: int = 262_144  # each of a checkpoint's fields (a list: all its items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +266,10 @@ _RULES: Final[dict[str, _Rule]] = {
     "limits.agent_offline_after_s": _positive_number(),
     "limits.list_limit_max": _positive_int(),
     "limits.chat_limit_default": _positive_int(),
+    "limits.chat_message_max_bytes": _positive_int(),
+    "limits.dm_message_max_bytes": _positive_int(),
+    "limits.memory_content_max_bytes": _positive_int(),
+    "limits.checkpoint_max_bytes": _positive_int(),
     "legacy.redis_url": _Rule(
         "a redis://, rediss:// or unix:// URL (or empty for none)", check=_redis_url_ok
     ),

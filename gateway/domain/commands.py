@@ -197,6 +197,36 @@ def req_id(body: Json, key: str) -> str:
     return limit_id(key, req_str(body, key))
 
 
+def utf8_len(text: str) -> int:
+    """The length of `text` in UTF-8 bytes (str.isascii is O(1): no copy for ASCII text)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def limit_text(field: str, value: str, max_bytes: int | None) -> str:
+    """`value` if it is at most `max_bytes` UTF-8 bytes (None: no limit), else a 413 naming the
+    field and the limit."""
+    if max_bytes is not None and len(value) > max_bytes // 4 and utf8_len(value) > max_bytes:
+        raise ApiError(
+            413,
+            {"error": f"{field} is larger than {max_bytes} bytes", "field": field, "maxBytes": max_bytes},
+        )
+    return value
+
+
+def limit_texts(field: str, values: list[str], max_bytes: int | None) -> list[str]:
+    """A list of texts whose items together are at most `max_bytes` UTF-8 bytes."""
+    if max_bytes is not None and sum(utf8_len(v) for v in values) > max_bytes:
+        raise ApiError(
+            413,
+            {
+                "error": f"{field} is larger than {max_bytes} bytes in all",
+                "field": field,
+                "maxBytes": max_bytes,
+            },
+        )
+    return values
+
+
 def req_text(body: Json, key: str) -> str:
     """A required string that may be empty (a NOT NULL TEXT column upstream)."""
     v = opt_str(body, key)
@@ -317,10 +347,11 @@ class PostChat:
     now_ms: int
 
     @classmethod
-    def parse(cls, body: Json, now_ms: int, ids: IdGenerator) -> PostChat:
-        """`author` and `message` are required; `authorType` defaults to `agent`."""
+    def parse(cls, body: Json, now_ms: int, ids: IdGenerator, *, max_bytes: int | None = None) -> PostChat:
+        """`author` and `message` are required; `authorType` defaults to `agent`; `message` is at
+        most `max_bytes` (limits.chat_message_max_bytes)."""
         author = limit_id("author", req_text(body, "author"))
-        message = req_text(body, "message")
+        message = limit_text("message", req_text(body, "message"), max_bytes)
         return cls(
             id=ids.chat(now_ms),
             author=author,
@@ -717,15 +748,23 @@ class SaveCheckpoint:
     now_ms: int
 
     @classmethod
-    def parse(cls, agent_id: str, body: Json, now_ms: int) -> SaveCheckpoint:
-        """Only the five checkpoint fields are read; others (e.g. `currentTask`) are ignored."""
+    def parse(cls, agent_id: str, body: Json, now_ms: int, *, max_bytes: int | None = None) -> SaveCheckpoint:
+        """Only the five checkpoint fields are read; others (e.g. `currentTask`) are ignored. Each
+        is at most `max_bytes` (limits.checkpoint_max_bytes; a list, all its items together)."""
+
+        def text(key: str) -> str | None:
+            return limit_text(key, opt_str(body, key) or "", max_bytes) or None
+
+        def texts(key: str) -> list[str]:
+            return limit_texts(key, opt_str_list(body, key) or [], max_bytes)
+
         return cls(
             agent_id=agent_id,
-            conversation_summary=opt_str(body, "conversationSummary") or None,
-            accomplishments=opt_str_list(body, "accomplishments") or [],
-            pending_work=opt_str_list(body, "pendingWork") or [],
-            recent_context=opt_str(body, "recentContext") or None,
-            files_edited=opt_str_list(body, "filesEdited") or [],
+            conversation_summary=text("conversationSummary"),
+            accomplishments=texts("accomplishments"),
+            pending_work=texts("pendingWork"),
+            recent_context=text("recentContext"),
+            files_edited=texts("filesEdited"),
             now_ms=now_ms,
         )
 
@@ -742,10 +781,13 @@ class SendDm:
     now_ms: int
 
     @classmethod
-    def parse(cls, agent_id: str, body: Json, now_ms: int, ids: IdGenerator) -> SendDm:
-        """`from` and `message` are required; `type` defaults to `note`."""
+    def parse(
+        cls, agent_id: str, body: Json, now_ms: int, ids: IdGenerator, *, max_bytes: int | None = None
+    ) -> SendDm:
+        """`from` and `message` are required; `type` defaults to `note`; `message` is at most
+        `max_bytes` (limits.dm_message_max_bytes)."""
         from_agent = limit_id("from", req_text(body, "from"))
-        message = req_text(body, "message")
+        message = limit_text("message", req_text(body, "message"), max_bytes)
         return cls(agent_id, ids.dm(now_ms), from_agent, message, falsy_default(body, "type", "note"), now_ms)
 
 
@@ -797,13 +839,16 @@ class AddMemory:
     now_ms: int
 
     @classmethod
-    def parse(cls, agent_id: str, body: Json, now_ms: int, ids: IdGenerator) -> AddMemory:
-        """Defaults `learning`, `""`, `[]`."""
+    def parse(
+        cls, agent_id: str, body: Json, now_ms: int, ids: IdGenerator, *, max_bytes: int | None = None
+    ) -> AddMemory:
+        """Defaults `learning`, `""`, `[]`; `content` is at most `max_bytes`
+        (limits.memory_content_max_bytes)."""
         return cls(
             agent_id=agent_id,
             id=ids.memory(now_ms),
             category=falsy_default(body, "category", "learning"),
-            content=opt_str(body, "content") or "",
+            content=limit_text("content", opt_str(body, "content") or "", max_bytes),
             tags=opt_str_list(body, "tags") or [],
             now_ms=now_ms,
         )

@@ -221,7 +221,10 @@ class Gateway:
             return json_response((await self.store.get_chat(q)).to_json())
         if request.method == "POST":
             now = self.now()
-            msg = await self.store.post_chat(c.PostChat.parse(await self.body(request), now, self.ids))
+            cmd = c.PostChat.parse(
+                await self.body(request), now, self.ids, max_bytes=self.limits.chat_message_max_bytes
+            )
+            msg = await self.store.post_chat(cmd)
             return json_response({"success": True, "message": msg.to_json()})
         return _method_not_allowed()
 
@@ -332,7 +335,9 @@ class Gateway:
             return json_response({"checkpoint": None if cp is None else cp.to_json()})
         if request.method == "POST":
             await self.store.save_checkpoint(
-                c.SaveCheckpoint.parse(r.target, await self.body(request), self.now())
+                c.SaveCheckpoint.parse(
+                    r.target, await self.body(request), self.now(), max_bytes=self.limits.checkpoint_max_bytes
+                )
             )
             return json_response({"success": True})
         return _method_not_allowed()
@@ -343,7 +348,13 @@ class Gateway:
             q = c.ListDms.parse(r.target, parse_query(r.query), self.limits.list_limit_max)
             return json_response({"messages": [m.to_json() for m in await self.store.list_dms(q)]})
         if method == "POST":
-            cmd = c.SendDm.parse(r.target, await self.body(request), self.now(), self.ids)
+            cmd = c.SendDm.parse(
+                r.target,
+                await self.body(request),
+                self.now(),
+                self.ids,
+                max_bytes=self.limits.dm_message_max_bytes,
+            )
             dm = await self.store.send_dm(cmd)
             return json_response({"success": True, "message": dm.to_json()})
         if method == "PATCH":
@@ -357,7 +368,13 @@ class Gateway:
             q = c.MemoryQuery.parse(r.target, parse_query(r.query), self.limits.list_limit_max)
             return json_response({"memories": [m.to_json() for m in await self.store.search_memory(q)]})
         if request.method == "POST":
-            cmd = c.AddMemory.parse(r.target, await self.body(request), self.now(), self.ids)
+            cmd = c.AddMemory.parse(
+                r.target,
+                await self.body(request),
+                self.now(),
+                self.ids,
+                max_bytes=self.limits.memory_content_max_bytes,
+            )
             mem = await self.store.add_memory(cmd)
             return json_response({"success": True, "memory": mem.to_json()})
         return _method_not_allowed()

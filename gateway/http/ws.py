@@ -127,7 +127,8 @@ async def coordinator_socket(
         elif kind == "chat":
             payload = data.get("payload")
             if isinstance(payload, dict):
-                await store.post_chat(c.PostChat.parse(payload, gw.now(), gw.ids))
+                cmd = c.PostChat.parse(payload, gw.now(), gw.ids, max_bytes=gw.limits.chat_message_max_bytes)
+                await store.post_chat(cmd)
         elif kind == "agent-update":
             payload = data.get("payload")
             status = payload.get("status") if isinstance(payload, dict) else None
@@ -149,7 +150,10 @@ async def agent_socket(gw: Gateway, request: web.Request, agent_id: str) -> web.
             payload = data.get("payload")
             if isinstance(payload, dict):
                 await store.agent_socket_checkpoint(
-                    handle, c.SaveCheckpoint.parse(agent_id, payload, gw.now())
+                    handle,
+                    c.SaveCheckpoint.parse(
+                        agent_id, payload, gw.now(), max_bytes=gw.limits.checkpoint_max_bytes
+                    ),
                 )
 
     return await _serve(gw, request, open_, on_frame, store.close_agent_socket)

@@ -8,7 +8,10 @@ import orjson
 import pytest
 from aiohttp import WSServerHandshakeError
 
-from .conftest import Api
+from gateway.clock import FakeClock
+from gateway.settings import Settings
+
+from .conftest import Api, start_api, with_limits
 
 
 def nested(depth: int) -> bytes:
@@ -106,3 +109,86 @@ async def test_an_over_long_id_in_a_body_is_a_400_and_stores_nothing(
     assert (await api.get("/coordinator/tasks"))[1]["tasks"] == []
     assert (await api.get("/coordinator/chat"))[1]["messages"] == []
     assert (await api.get("/agent/bob/messages"))[1]["messages"] == []
+
+
+def too_large(body: Any, field: str, limit: int) -> bool:
+    return body.get("field") == field and body.get("maxBytes") == limit and field in body["error"]
+
+
+@pytest.fixture
+def small_text_limits(settings: Settings) -> Settings:
+    """Text limits of 1 KiB, 2 KiB, 3 KiB and 4 KiB, to show each is its own setting."""
+    return with_limits(
+        settings,
+        chat_message_max_bytes=1024,
+        dm_message_max_bytes=2048,
+        memory_content_max_bytes=3072,
+        checkpoint_max_bytes=4096,
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("/coordinator/chat", "message", 1024, lambda text: {"author": "a", "message": text}),
+        ("/agent/bob/messages", "message", 2048, lambda text: {"from": "a", "message": text}),
+        ("/agent/bob/memory", "content", 3072, lambda text: {"content": text}),
+        ("/agent/bob/checkpoint", "conversationSummary", 4096, lambda text: {"conversationSummary": text}),
+        ("/agent/bob/checkpoint", "recentContext", 4096, lambda text: {"recentContext": text}),
+        (
+            "/agent/bob/checkpoint",
+            "pendingWork",
+            4096,
+            lambda text: {"pendingWork": [text[:2000], text[2000:]]},
+        ),
+    ],
+)
+async def test_a_text_field_over_its_limit_is_a_413_naming_field_and_limit(
+    small_text_limits: Settings, clock: FakeClock, case: tuple[str, str, int, Any]
+) -> None:
+    """A stored text field over its configured size is a 413 naming the field and the limit, and
+    nothing is stored; at the limit (in UTF-8 bytes) it is accepted."""
+    path, field, limit, make = case
+    server, session = await start_api(small_text_limits, clock)
+    try:
+        api = Api(server, session)
+        status, body = await api.post(path, make("é" * (limit // 2) + "x"))
+        assert status == 413
+        assert too_large(body, field, limit)
+        assert (await api.get("/coordinator/chat"))[1]["messages"] == []
+        assert (await api.get("/agent/bob/state"))[1]["checkpoint"] is None
+        assert (await api.get("/agent/bob/messages"))[1]["messages"] == []
+        assert (await api.get("/agent/bob/memory"))[1]["memories"] == []
+        status, body = await api.post(path, make("é" * (limit // 2)))
+        assert status == 200, body
+    finally:
+        await session.close()
+        await server.close()
+
+
+async def test_a_chat_frame_over_the_limit_is_not_posted(
+    small_text_limits: Settings, clock: FakeClock
+) -> None:
+    """A WebSocket chat frame over the chat limit is dropped; the next one is posted."""
+    server, session = await start_api(small_text_limits, clock)
+    try:
+        api = Api(server, session)
+        ws = await api.ws("/coordinator?agentId=a")
+        await ws.receive_json(timeout=5)
+        for text in ("x" * 1025, "fits"):
+            await ws.send_json({"type": "chat", "payload": {"author": "a", "message": text}})
+        frame = await ws.receive_json(timeout=5)
+        assert (frame["type"], frame["payload"]["message"]) == ("chat", "fits")
+        assert [m["message"] for m in (await api.get("/coordinator/chat"))[1]["messages"]] == ["fits"]
+        await ws.close()
+    finally:
+        await session.close()
+        await server.close()
+
+
+def test_the_default_text_limits_are_generous() -> None:
+    """Defaults: 64 KiB per chat message, DM and memory, 256 KiB per checkpoint field."""
+    limits = Settings().limits
+    assert limits.chat_message_max_bytes == limits.dm_message_max_bytes == 65_536
+    assert limits.memory_content_max_bytes == 65_536
+    assert limits.checkpoint_max_bytes == 262_144
