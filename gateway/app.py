@@ -84,6 +84,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
                 mailbox_max=a.mailbox_max,
                 alarm_retry_base_s=a.alarm_retry_base_s,
                 alarm_max_retries=a.alarm_max_retries,
+                socket_queue_max_bytes=settings.server.ws_send_queue_max_bytes,
             ),
             synchronous=settings.storage.sqlite_synchronous,
             on_lock_alarm_expiry=lambda path: (

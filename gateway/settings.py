@@ -77,6 +77,9 @@ class ServerSettings:
     port: int = 8787
     shutdown_grace_s: float = 10.0
     max_body_bytes: int = 1_048_576
+    # Bytes of frames one WebSocket may have waiting to be sent; a client that falls this far
+    # behind is closed with 1013. A few MiB: dozens of the largest chat frames.
+    ws_send_queue_max_bytes: int = 4_194_304
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,7 @@ class LimitSettings:
     dm_message_max_bytes: int = 65_536
     memory_content_max_bytes: int = 65_536
     checkpoint_max_bytes: int = 262_144  # each of a checkpoint's fields (a list: all its items)
+    websockets_per_agent: int = 32  # coordinator and agent sockets of one agent id together
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +257,7 @@ _RULES: Final[dict[str, _Rule]] = {
     "server.port": _Rule(f"an integer in 1..{MAX_PORT}", check=lambda value: 1 <= value <= MAX_PORT),
     "server.shutdown_grace_s": _non_negative_number(),
     "server.max_body_bytes": _positive_int(),
+    "server.ws_send_queue_max_bytes": _positive_int(),
     "storage.data_dir": _Rule("a non-empty directory path"),
     "storage.sqlite_synchronous": _one_of(SYNCHRONOUS_MODES, case=str.upper),
     "actors.max_open": _positive_int(),
@@ -270,6 +275,7 @@ _RULES: Final[dict[str, _Rule]] = {
     "limits.dm_message_max_bytes": _positive_int(),
     "limits.memory_content_max_bytes": _positive_int(),
     "limits.checkpoint_max_bytes": _positive_int(),
+    "limits.websockets_per_agent": _positive_int(),
     "legacy.redis_url": _Rule(
         "a redis://, rediss:// or unix:// URL (or empty for none)", check=_redis_url_ok
     ),

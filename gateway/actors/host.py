@@ -43,7 +43,7 @@ import structlog
 
 from gateway.actors.crash import crash_point
 from gateway.actors.naming import ActorRef, actor_path
-from gateway.actors.sockets import HostedSocket, WebSocketLike
+from gateway.actors.sockets import MAX_QUEUED_BYTES, HostedSocket, WebSocketLike
 from gateway.actors.storage import (
     META_SCHEMA,
     ActorStorage,
@@ -82,6 +82,7 @@ class HostLimits:
     mailbox_max: int = 1000
     alarm_retry_base_s: float = 2.0
     alarm_max_retries: int = 6
+    socket_queue_max_bytes: int = MAX_QUEUED_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -790,7 +791,7 @@ class ActorHost:
     def _register_socket(
         self, ref: ActorRef, ws: WebSocketLike, tags: Sequence[str], attachment: Any
     ) -> HostedSocket:
-        hs = HostedSocket(ws, ref, tags, attachment)
+        hs = HostedSocket(ws, ref, tags, attachment, max_queued_bytes=self.limits.socket_queue_max_bytes)
         self._sockets.setdefault(ref, {})[hs] = None
         return hs
 

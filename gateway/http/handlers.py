@@ -112,6 +112,7 @@ class Gateway:
         self.clock = clock
         self.ids = id_gen or ids
         self.max_body = settings.server.max_body_bytes
+        self.socket_quota = ws_mod.SocketQuota(settings.limits.websockets_per_agent)
         self._coordinator: dict[str, Endpoint] = {
             "/agents": self.agents,
             "/chat": self.chat,

@@ -17,13 +17,13 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from gateway.domain import commands as c
-from gateway.errors import GatewayError
+from gateway.errors import ApiError, GatewayError
 
 if TYPE_CHECKING:
     from gateway.http.handlers import Gateway
     from gateway.store import SocketHandle
 
-__all__ = ["OPEN_SOCKETS", "agent_socket", "coordinator_socket"]
+__all__ = ["OPEN_SOCKETS", "SocketQuota", "agent_socket", "coordinator_socket"]
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +46,61 @@ def _frame(data: str | bytes) -> dict[str, Any] | None:
     return msg if isinstance(msg, dict) else None
 
 
+class SocketQuota:
+    """How many WebSockets each agent id has open, bounded by `limits.websockets_per_agent`.
+
+    Counted in the HTTP layer, before the upgrade, so that one more socket than allowed is a
+    plain 429 JSON answer. Coordinator and agent sockets of an agent id count together; each
+    anonymous coordinator socket has an id of its own.
+    """
+
+    def __init__(self, per_agent: int) -> None:
+        self.per_agent = per_agent
+        self._open: dict[str, int] = {}
+
+    def take(self, agent_id: str) -> None:
+        """Count one more socket for `agent_id`, or raise the 429 if it has its maximum open."""
+        n = self._open.get(agent_id, 0)
+        if n >= self.per_agent:
+            raise ApiError(
+                429,
+                {
+                    "error": f"agent {agent_id!r} has {self.per_agent} WebSockets open, the most allowed",
+                    "agentId": agent_id,
+                    "maxSockets": self.per_agent,
+                },
+            )
+        self._open[agent_id] = n + 1
+
+    def give_back(self, agent_id: str) -> None:
+        """One socket of `agent_id` has ended."""
+        n = self._open.get(agent_id, 0) - 1
+        if n > 0:
+            self._open[agent_id] = n
+        else:
+            self._open.pop(agent_id, None)
+
+    def open_for(self, agent_id: str) -> int:
+        return self._open.get(agent_id, 0)
+
+
 async def _serve(
+    gw: Gateway,
+    request: web.Request,
+    agent_id: str,
+    *,
+    open_: Any,
+    on_frame: Any,
+    close: Any,
+) -> web.WebSocketResponse:
+    gw.socket_quota.take(agent_id)  # before the upgrade: one too many is a 429 answer
+    try:
+        return await _serve_socket(gw, request, open_, on_frame, close)
+    finally:
+        gw.socket_quota.give_back(agent_id)
+
+
+async def _serve_socket(
     gw: Gateway,
     request: web.Request,
     open_: Any,
@@ -135,7 +189,9 @@ async def coordinator_socket(
             if isinstance(status, str) and status:
                 await store.coordinator_set_status(handle, status, gw.now())
 
-    return await _serve(gw, request, open_, on_frame, store.close_coordinator_socket)
+    return await _serve(
+        gw, request, agent_id, open_=open_, on_frame=on_frame, close=store.close_coordinator_socket
+    )
 
 
 async def agent_socket(gw: Gateway, request: web.Request, agent_id: str) -> web.WebSocketResponse:
@@ -156,4 +212,4 @@ async def agent_socket(gw: Gateway, request: web.Request, agent_id: str) -> web.
                     ),
                 )
 
-    return await _serve(gw, request, open_, on_frame, store.close_agent_socket)
+    return await _serve(gw, request, agent_id, open_=open_, on_frame=on_frame, close=store.close_agent_socket)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
+import socket
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import ClientWebSocketResponse, ClientWSTimeout, WSMsgType
+from aiohttp import ClientWebSocketResponse, ClientWSTimeout, WSMsgType, WSServerHandshakeError
 
 from gateway.clock import FakeClock
 from gateway.do import COORDINATOR
+from gateway.settings import Settings
 
-from .conftest import Api
+from .conftest import Api, start_api, with_limits
 
 OFFLINE_X = {
     "type": "agent-update",
@@ -234,3 +238,82 @@ async def test_a_socket_that_cannot_be_opened_after_the_upgrade_is_closed_with_a
     assert msg.type == WSMsgType.CLOSE
     assert ws.close_code == 1013
     await ws.close()
+
+
+async def test_sockets_per_agent_are_capped_before_the_upgrade(settings: Settings, clock: FakeClock) -> None:
+    """With websockets_per_agent = 3, a fourth socket of one agent (coordinator or agent socket)
+    is a 429 JSON answer before the upgrade; when one closes, the next is accepted; other agents
+    are not affected."""
+    server, session = await start_api(with_limits(settings, websockets_per_agent=3), clock)
+    try:
+        api = Api(server, session)
+        held = [await api.ws("/coordinator?agentId=x") for _ in range(2)]
+        held.append(await api.ws("/agent/x"))
+        for path in ("/coordinator?agentId=x", "/agent/x"):
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await api.ws(path)
+            assert refused.value.status == 429
+        resp = await api.request("GET", "/agent/x", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        assert (resp.status, (await resp.json())["maxSockets"]) == (429, 3)
+        other = await api.ws("/agent/y")
+        await held.pop().close()
+        await api.settle()
+        again = await api.ws("/agent/x")
+        assert (await recv(again))["type"] == "state-sync"
+        for ws in (*held, other, again):
+            await ws.close()
+    finally:
+        await session.close()
+        await server.close()
+
+
+async def open_raw_socket(api: Api, path: str) -> socket.socket:
+    """A WebSocket handshake over a plain socket with a 4 KiB receive buffer, which then reads
+    nothing: a client that stopped reading."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (api.server.host, api.server.port))
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    await loop.sock_sendall(
+        sock,
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode(),
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await asyncio.wait_for(loop.sock_recv(sock, 1), 5)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+@pytest.mark.actors_only("looks at the sockets the actor host holds")
+async def test_a_client_that_stops_reading_is_closed_and_its_frames_dropped(
+    settings: Settings, clock: FakeClock
+) -> None:
+    """A coordinator socket that reads nothing while 8 MB of chat is posted: its queued frames never
+    pass the 256 KiB limit, it is closed, and a reading socket gets every message."""
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, ws_send_queue_max_bytes=262_144)
+    )
+    server, session = await start_api(settings, clock)
+    try:
+        api = Api(server, session)
+        stalled = await open_raw_socket(api, "/coordinator?agentId=stalled")
+        reader = await api.ws("/coordinator?agentId=reader")
+        await recv(reader)
+        [held] = api.host.get_websockets(COORDINATOR, "stalled")
+        most_queued = 0
+        for i in range(130):
+            await api.post("/coordinator/chat", {"author": "a", "message": f"{i:03d}" + "x" * 60_000})
+            most_queued = max(most_queued, held.queued_bytes)
+            assert (await recv(reader))["payload"]["message"].startswith(f"{i:03d}")
+        assert most_queued <= 262_144
+        assert held.closed or held.queued == 0
+        assert api.host.get_websockets(COORDINATOR, "stalled") in ([], [held])
+        stalled.close()
+        await reader.close()
+    finally:
+        await session.close()
+        await server.close()
