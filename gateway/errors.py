@@ -20,11 +20,17 @@ error knows the HTTP status and JSON body it becomes when it reaches a client::
 
 Error bodies keep the DO API's shape (`{"error": ...}`) and add machine-readable flags
 (`retryable`, `overloaded`, `remote`) the way Durable Objects annotate their exceptions.
+
+A client never sees the message of a 5xx: it can name a Redis host, a command or an actor.
+`client_body` gives it the class's `public_message` and the request id instead, and the
+middleware logs the message under that id.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
+
+SERVER_ERROR: Final = 500
 
 
 class GatewayError(Exception):
@@ -32,17 +38,26 @@ class GatewayError(Exception):
 
     status: int = 500
     retryable: bool = False
+    public_message: str = "Internal server error"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
     def body(self) -> dict[str, Any]:
-        """The JSON body a client receives for this error."""
+        """The error as JSON, with its full message (for 4xx this is what the client receives)."""
         out: dict[str, Any] = {"error": self.message}
         if self.retryable:
             out["retryable"] = True
         return out
+
+    def client_body(self, request_id: str) -> dict[str, Any]:
+        """The JSON body a client receives: `body()` for a 4xx; for a 5xx the same flags, but
+        `public_message` for the message and the request id under which the log has the details."""
+        body = self.body()
+        if self.status < SERVER_ERROR:
+            return body
+        return {**body, "error": self.public_message, "requestId": request_id}
 
 
 class ApiError(GatewayError):
@@ -65,6 +80,7 @@ class ActorOverloaded(ActorError):
     """The actor has more queued events than its mailbox allows; the event was not run."""
 
     status = 503
+    public_message = "The actor is overloaded; too many requests are waiting for it"
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "overloaded": True, "retryable": False}
@@ -75,6 +91,7 @@ class CommitFailed(ActorError):
 
     status = 503
     retryable = True
+    public_message = "The write could not be committed and changed nothing; retry it"
 
 
 class ActorResetError(ActorError):
@@ -82,6 +99,7 @@ class ActorResetError(ActorError):
 
     status = 503
     retryable = True
+    public_message = "The request was interrupted before it ran; retry it"
 
 
 class HostClosed(ActorError):
@@ -89,6 +107,7 @@ class HostClosed(ActorError):
 
     status = 503
     retryable = True
+    public_message = "The gateway is shutting down; retry"
 
 
 class ActorOwnedElsewhere(ActorError):
@@ -112,6 +131,7 @@ class StoreUnavailable(GatewayError):
 
     status = 503
     retryable = True
+    public_message = "A backing store is unavailable; retry later"
 
 
 class LegacyStoreError(GatewayError):

@@ -4,7 +4,9 @@ It is one function around the gateway's single handler rather than a chain of ai
 middlewares (each of which costs a coroutine per request). Errors become the DO shapes:
 a `GatewayError` (an `ApiError` such as a 400/404/405/409/413, or a 503 from the actor host)
 answers its own status and body; anything else is the router's 500
-`{"error":"Internal server error","message":...}` with the CORS headers.
+`{"error":"Internal server error","message":...}` with the CORS headers. A 5xx body never
+carries the error's own text (a Redis address, a command, an exception): it says what kind of
+failure it was and gives the request id, and the details are logged under that id.
 
 Request ids: the client's `X-Request-Id` if it sent a safe one (at most 128 printable ASCII
 characters), else 32 random hex characters. The id is bound to the logging context for the
@@ -42,6 +44,11 @@ ACCESS_LOGGER: Final = "gateway.access"
 # well under 250 ms on a 2-core machine (docs/benchmarks.md), so this marks something abnormal.
 SLOW_REQUEST_MS: Final = 1000.0
 _SERVER_ERROR: Final = 500
+# The router's 500 shape, without the exception text (it can name internals): the log has it.
+INTERNAL_ERROR: Final = {
+    "error": "Internal server error",
+    "message": "an unexpected error; the gateway log has the details under this request id",
+}
 
 log = structlog.get_logger(ACCESS_LOGGER)
 # structlog's filter_by_level asks this same stdlib logger; asking it first skips building the line.
@@ -101,14 +108,21 @@ def wrap(
             try:
                 response = await handler(request)
             except GatewayError as e:
-                response = error_response(e.status, e.body())
+                if e.status >= _SERVER_ERROR:
+                    log.warning(
+                        "http.server_error",
+                        method=request.method,
+                        path=request.raw_path,
+                        status=e.status,
+                        error_type=type(e).__name__,
+                        detail=e.message,
+                    )
+                response = error_response(e.status, e.client_body(rid))
             except web.HTTPException as e:  # raised by aiohttp itself (e.g. a body over the limit)
                 response = error_response(e.status, {"error": e.reason})
-            except Exception as e:
+            except Exception:
                 log.exception("http.unhandled", method=request.method, path=request.raw_path)
-                response = error_response(
-                    500, {"error": "Internal server error", "message": f"{type(e).__name__}: {e}"}
-                )
+                response = error_response(500, {**INTERNAL_ERROR, "requestId": rid})
             if not isinstance(response, web.WebSocketResponse):
                 response.headers["X-Request-Id"] = rid
                 maybe_compress(request, response)
