@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, web
 from gateway.actors import ActorHost, HostLimits
 from gateway.clock import Clock, SystemClock
 from gateway.do.replica import ActorReplica
+from gateway.http import server
 from gateway.http.handlers import Gateway
 from gateway.http.middleware import wrap
 from gateway.http.ws import OPEN_SOCKETS
@@ -223,12 +224,9 @@ def gauges(app: web.Application) -> list[Gauge]:
 
 def run_app(settings: Settings) -> None:
     """Serve `settings.server.host:port` until SIGTERM/SIGINT, then shut down gracefully."""
-    web.run_app(
+    server.run(
         create_app(settings),
         host=settings.server.host,
         port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_grace_s,
-        access_log=None,
-        print=None,
-        handle_signals=True,
+        shutdown_timeout_s=settings.server.shutdown_grace_s,
     )

@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TextIO
+from urllib.parse import unquote_plus
 
 import orjson
 import structlog
@@ -34,6 +35,7 @@ __all__ = [
     "clear_request_context",
     "configure_logging",
     "get_logger",
+    "mask_query",
     "mask_secrets",
 ]
 
@@ -169,6 +171,19 @@ def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) ->
         old.close()
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(settings.level, logging.INFO))
+
+
+def mask_query(target: str) -> str:
+    """A request target with the values of secret-looking query parameters (`token`,
+    `access_token`, `password`, `apiKey` ...) replaced by `***`, for the access log."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    parts = []
+    for part in query.split("&"):
+        key, eq, _value = part.partition("=")
+        parts.append(f"{key}={MASK}" if eq and _is_sensitive(unquote_plus(key)) else part)
+    return f"{path}?{'&'.join(parts)}"
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

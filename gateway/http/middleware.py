@@ -18,7 +18,11 @@ on the outcome: `warning` for a 5xx, `info` for a request slower than `SLOW_REQU
 for everything else. One line per request at `info` cost about 70 us through structlog and the
 stdlib handler, more than the rest of a `/health` request (docs/benchmarks.md); at the default
 level `info` a healthy request now logs nothing, and `log.level = "debug"` brings every line back.
-The level is checked before the line is built, so a filtered line costs almost nothing.
+The level is checked before the line is built, so a filtered line costs almost nothing. The
+path in every line has the values of secret-looking query parameters (`?token=`) masked.
+
+A client that hangs up while its body is read is a client abort: one `http.client_abort` line at
+info and status 499 in the metrics and the access line, not an unhandled error and a 500.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.http.responses import error_response
-from gateway.logs import bind_request_id, clear_request_context
+from gateway.logs import bind_request_id, clear_request_context, mask_query
 from gateway.metrics import RequestMetrics, route_family
 
 __all__ = ["ACCESS_LOGGER", "SLOW_REQUEST_MS", "Handler", "wrap"]
@@ -44,6 +48,9 @@ ACCESS_LOGGER: Final = "gateway.access"
 # well under 250 ms on a 2-core machine (docs/benchmarks.md), so this marks something abnormal.
 SLOW_REQUEST_MS: Final = 1000.0
 _SERVER_ERROR: Final = 500
+# nginx's status for a request whose client closed the connection before the answer: it is
+# counted and logged as that, not as a failure of the gateway.
+CLIENT_CLOSED_REQUEST: Final = 499
 # The router's 500 shape, without the exception text (it can name internals): the log has it.
 INTERNAL_ERROR: Final = {
     "error": "Internal server error",
@@ -90,9 +97,38 @@ def maybe_compress(request: web.Request, response: web.StreamResponse) -> None:
         response.enable_compression(web.ContentCoding.gzip)
 
 
+def client_gone(request: web.Request) -> bool:
+    """Has the client closed the connection of `request`?"""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def new_request_id() -> str:
     """32 random hex characters, the shape `uuid4().hex` had, at a fifth of its cost."""
     return f"{_ids.getrandbits(128):032x}"
+
+
+def _error_answer(e: Exception, request: web.Request, rid: str, path: str) -> web.StreamResponse:
+    """The JSON error answer for what the handler raised (logged as the kind of error it is)."""
+    if isinstance(e, GatewayError):
+        if e.status >= _SERVER_ERROR:
+            log.warning(
+                "http.server_error",
+                method=request.method,
+                path=path,
+                status=e.status,
+                error_type=type(e).__name__,
+                detail=e.message,
+            )
+        return error_response(e.status, e.client_body(rid))
+    if isinstance(e, web.HTTPException):  # raised by aiohttp itself (e.g. a body over the limit)
+        return error_response(e.status, {"error": e.reason})
+    if isinstance(e, ConnectionResetError) and client_gone(request):
+        # the client hung up while its body was read: nobody receives an answer
+        log.info("http.client_abort", method=request.method, path=path, error=str(e))
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
+    log.error("http.unhandled", method=request.method, path=path, exc_info=e)
+    return error_response(500, {**INTERNAL_ERROR, "requestId": rid})
 
 
 def wrap(
@@ -104,25 +140,12 @@ def wrap(
         started = time.perf_counter()
         rid = client_request_id(request.headers.get("X-Request-Id")) or new_request_id()
         bind_request_id(rid)
+        path = mask_query(request.raw_path)
         try:
             try:
                 response = await handler(request)
-            except GatewayError as e:
-                if e.status >= _SERVER_ERROR:
-                    log.warning(
-                        "http.server_error",
-                        method=request.method,
-                        path=request.raw_path,
-                        status=e.status,
-                        error_type=type(e).__name__,
-                        detail=e.message,
-                    )
-                response = error_response(e.status, e.client_body(rid))
-            except web.HTTPException as e:  # raised by aiohttp itself (e.g. a body over the limit)
-                response = error_response(e.status, {"error": e.reason})
-            except Exception:
-                log.exception("http.unhandled", method=request.method, path=request.raw_path)
-                response = error_response(500, {**INTERNAL_ERROR, "requestId": rid})
+            except Exception as e:  # noqa: BLE001 - every error becomes a JSON answer
+                response = _error_answer(e, request, rid, path)
             if not isinstance(response, web.WebSocketResponse):
                 response.headers["X-Request-Id"] = rid
                 maybe_compress(request, response)
@@ -141,7 +164,7 @@ def wrap(
                     level,
                     "http.request",
                     method=request.method,
-                    path=request.raw_path,
+                    path=path,
                     status=status,
                     ms=round(ms, 3),
                 )

@@ -1,0 +1,112 @@
+"""The HTTP server around the app: aiohttp's, answering its own errors in JSON too.
+
+aiohttp answers a request it cannot parse (an invalid method, a request line over
+`max_line_size`, a bad `Content-Length`) itself, in plain text, before any handler or middleware
+runs: `RequestHandler.handle_error` builds that answer, and nothing of the application sees the
+request. The only way to change it is to serve connections with a `RequestHandler` whose
+`handle_error` answers JSON. aiohttp offers no option for that, so `GatewayRunner` (an
+`AppRunner`) makes its `web.Server` hand out `JsonErrorRequestHandler`s: both are switched to
+subclasses that add nothing but the one method (same slots), which keeps every other behaviour
+of aiohttp's. tests/app/test_parser_errors.py fails if a new aiohttp stops calling it.
+
+`run` serves an app until SIGTERM/SIGINT, as `web.run_app` does, but with this runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from http import HTTPStatus
+from typing import Final
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from gateway.http.middleware import new_request_id
+from gateway.http.responses import error_response
+
+__all__ = ["GatewayRunner", "JsonErrorRequestHandler", "run"]
+
+log = structlog.get_logger("gateway.access")
+
+MAX_MESSAGE_CHARS: Final = 200  # aiohttp's messages quote the offending input, which can be 64 KiB
+_SERVER_ERROR: Final = 500
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering the errors it handles itself with a JSON body."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """`{"error": <reason>, "message": <what was wrong>, "requestId": ...}` with the CORS
+        headers, on a connection that is then closed (as aiohttp's own answer)."""
+        if request.writer.output_size > 0:  # as aiohttp: an answer has begun, the connection is lost
+            raise ConnectionError("an answer was already partly sent; cannot send an error answer")
+        rid = new_request_id()
+        detail = (message or (str(exc) if exc is not None else "") or _reason(status)).strip()
+        detail = detail.splitlines()[0][:MAX_MESSAGE_CHARS] if detail else _reason(status)
+        if status >= _SERVER_ERROR:
+            log.error("http.server_error", status=status, request_id=rid, exc_info=exc)
+        else:
+            log.info("http.bad_request", status=status, detail=detail, request_id=rid)
+        response = error_response(status, {"error": _reason(status), "message": detail, "requestId": rid})
+        response.headers["X-Request-Id"] = rid
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    """`web.Server` whose connections are served by `JsonErrorRequestHandler`."""
+
+    def __call__(self) -> RequestHandler:
+        handler = super().__call__()
+        handler.__class__ = JsonErrorRequestHandler  # a subclass with the same slots
+        return handler
+
+
+class GatewayRunner(web.AppRunner):
+    """`web.AppRunner` whose server answers aiohttp's own errors in JSON."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer  # adds only __call__
+        return server
+
+
+async def _serve(app: web.Application, host: str, port: int, shutdown_timeout_s: float) -> None:
+    runner = GatewayRunner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout_s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        await stop.wait()
+    finally:
+        # inside the serving task, before asyncio.run cancels what is left: sockets get 1001,
+        # requests finish within the grace, the cleanup contexts close the stores
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run(app: web.Application, *, host: str, port: int, shutdown_timeout_s: float) -> None:
+    """Serve `app` on `host:port` until SIGTERM/SIGINT, then shut down gracefully."""
+    asyncio.run(_serve(app, host, port, shutdown_timeout_s))
