@@ -26,6 +26,8 @@ from gateway.do.replica import ActorReplica
 from gateway.http import server
 from gateway.http.handlers import Gateway
 from gateway.http.middleware import wrap
+from gateway.http.ready import Readiness
+from gateway.http.responses import json_response
 from gateway.http.ws import OPEN_SOCKETS
 from gateway.legacy.replica import LegacyReplica
 from gateway.legacy.store import LegacyStore
@@ -151,10 +153,26 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         path = request.path
         if path == "/admin" or path.startswith("/admin/"):
             return await request.app[ADMIN].handle(request, path)
+        if path == "/ready" and request.method != "OPTIONS":
+            if request.method not in ("GET", "HEAD"):
+                return json_response({"error": "Method not allowed"}, 405)
+            return await ready(request.app)
         return await request.app[GATEWAY].dispatch(request)
 
     app.router.add_route("*", "/{tail:.*}", wrap(handle, metrics=app[METRICS]))
     return app
+
+
+async def ready(app: web.Application) -> web.Response:
+    """`GET /ready` (gateway/http/ready.py): 200 when ready to serve in this phase, else 503."""
+    ok, body = await Readiness(
+        app[HOST], app[MIGRATION], app.get(LEGACY), settings_of(app).migration.ready_repair_queue_max
+    ).check()
+    return json_response(body, 200 if ok else 503)
+
+
+def settings_of(app: web.Application) -> Settings:
+    return app[GATEWAY].settings
 
 
 def gauges(app: web.Application) -> list[Gauge]:

@@ -142,6 +142,8 @@ class MigrationSettings:
     rollout_agents: tuple[str, ...] = ()
     rollout_percent: float = 100.0
     consistency_max_age_s: float = 86400.0
+    # /ready answers 503 while more entities than this wait in the repair queue.
+    ready_repair_queue_max: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +294,7 @@ _RULES: Final[dict[str, _Rule]] = {
         f"a number in 0..{MAX_PERCENT:g}", check=lambda value: 0.0 <= value <= MAX_PERCENT
     ),
     "migration.consistency_max_age_s": _positive_number(),
+    "migration.ready_repair_queue_max": _non_negative_int(),
     "log.level": _one_of(LOG_LEVELS, case=str.lower),
     "log.format": _one_of(LOG_FORMATS, case=str.lower),
 }

@@ -36,6 +36,13 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone, which it may stop and start (data does not survive)."""
+    with RedisServer() as server:
+        yield server
+
+
 # --- process-wide state ----------------------------------------------------------------------------
 
 

@@ -379,6 +379,11 @@ class ActorHost:
             max_open=self.limits.max_open,
         )
 
+    @property
+    def accepting(self) -> bool:
+        """Started and not closing: the host takes events (for readiness checks)."""
+        return self._started and not self._closing
+
     async def close(self, grace_s: float = 10.0) -> None:
         """Stop taking events, let in-flight turns finish (bounded), close sockets with 1001."""
         if not self._started or self._closing:

@@ -24,7 +24,6 @@ from gateway.settings import (
     Settings,
     StorageSettings,
 )
-from gateway.testing import RedisServer
 from gateway.testing.gateway_process import GatewayProcess
 
 from .helpers import AGENTS, LOCKS, ActorView, Client, LegacyView, new_session
@@ -43,13 +42,6 @@ def clock() -> FakeClock:
 def data_dir(tmp_path: Path) -> Path:
     """The gateway's data directory."""
     return tmp_path / "data"
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test alone, which it may stop and start (data does not survive)."""
-    with RedisServer() as server:
-        yield server
 
 
 def phase_settings(data_dir: Path, redis_url: str, phase: str, **migration: Any) -> Settings:
