@@ -24,6 +24,7 @@ from gateway.actors import ActorHost, HostLimits
 from gateway.clock import Clock, SystemClock
 from gateway.do.replica import ActorReplica
 from gateway.http import server
+from gateway.http.auth import ApiAuth
 from gateway.http.handlers import Gateway
 from gateway.http.middleware import wrap
 from gateway.http.ready import Readiness
@@ -76,6 +77,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[OPEN_SOCKETS] = set()
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
+        # the tokens first: a tokens file that cannot be read stops the start before anything opens
+        token = admin_token(settings.migration.admin_token, settings.storage.data_dir)
+        auth = ApiAuth.from_settings(settings.auth, admin_token=token)
         a = settings.actors
         host = build_actor_host(
             settings.storage.data_dir,
@@ -124,12 +128,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
             runtime.start_repair(router.repair_copy, router.counters)
         if legacy is not None:
             app[LEGACY] = legacy
-        app[ADMIN] = AdminApi(
-            runtime,
-            admin_token(settings.migration.admin_token, data_dir),
-            lambda: render(app[METRICS], gauges(app)),
-        )
-        app[GATEWAY] = Gateway(store, settings, clk)
+        app[ADMIN] = AdminApi(runtime, token, lambda: render(app[METRICS], gauges(app)))
+        app[GATEWAY] = Gateway(store, settings, clk, auth=auth)
         try:
             yield
         finally:
@@ -149,18 +149,20 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(close_sockets)
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        path = request.path
-        if path == "/admin" or path.startswith("/admin/"):
-            return await request.app[ADMIN].handle(request, path)
-        if path == "/ready" and request.method != "OPTIONS":
-            if request.method not in ("GET", "HEAD"):
-                return json_response({"error": "Method not allowed"}, 405)
-            return await ready(request.app)
-        return await request.app[GATEWAY].dispatch(request)
-
-    app.router.add_route("*", "/{tail:.*}", wrap(handle, metrics=app[METRICS]))
+    app.router.add_route("*", "/{tail:.*}", wrap(_handle, metrics=app[METRICS]))
     return app
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    """Every request: the admin API, /ready, or the DO API."""
+    path = request.path
+    if path == "/admin" or path.startswith("/admin/"):
+        return await request.app[ADMIN].handle(request, path)
+    if path == "/ready" and request.method != "OPTIONS":
+        if request.method not in ("GET", "HEAD"):
+            return json_response({"error": "Method not allowed"}, 405)
+        return await ready(request.app)
+    return await request.app[GATEWAY].dispatch(request)
 
 
 async def ready(app: web.Application) -> web.Response:

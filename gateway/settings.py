@@ -4,7 +4,7 @@
 
     embedded defaults (Settings())  <  config file (TOML)  <  environment  <  overrides (CLI flags)
 
-The config file has one table per section (`[server]`, `[storage]`, `[actors]`, `[limits]`,
+The config file has one table per section (`[server]`, `[storage]`, `[actors]`, `[limits]`, `[auth]`,
 `[legacy]`, `[migration]`, `[log]`) with the field names below as keys; `config/agent-coord.toml`
 lists every setting with its default. Every setting can also be set from the environment as
 `AGENT_COORD_<SECTION>_<KEY>` (for example `AGENT_COORD_SERVER_PORT`), and `AGENT_COORD_CONFIG`
@@ -34,6 +34,7 @@ __all__ = [
     "NON_SETTING_ENV_VARS",
     "PHASES",
     "ActorSettings",
+    "AuthSettings",
     "LegacySettings",
     "LimitSettings",
     "LogSettings",
@@ -123,6 +124,18 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Bearer tokens for the DO API: off unless `token` or `agent_tokens_file` is set."""
+
+    # One token shared by every client: each DO API request then needs it.
+    token: str | None = None
+    # A file of "<agent-id> <token>" lines: each request needs the token of the agent it acts as.
+    agent_tokens_file: Path | None = None
+    # Force-unlock and taking over another owner's zone need the admin API token.
+    admin_only_force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class LegacySettings:
     """The legacy Redis store; `redis_url=None` means the gateway runs on the actor store alone."""
 
@@ -162,6 +175,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     actors: ActorSettings = field(default_factory=ActorSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     legacy: LegacySettings = field(default_factory=LegacySettings)
     migration: MigrationSettings = field(default_factory=MigrationSettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -173,6 +187,7 @@ SECTIONS: Final[dict[str, type[Any]]] = {
     "storage": StorageSettings,
     "actors": ActorSettings,
     "limits": LimitSettings,
+    "auth": AuthSettings,
     "legacy": LegacySettings,
     "migration": MigrationSettings,
     "log": LogSettings,
@@ -278,6 +293,8 @@ _RULES: Final[dict[str, _Rule]] = {
     "limits.memory_content_max_bytes": _positive_int(),
     "limits.checkpoint_max_bytes": _positive_int(),
     "limits.websockets_per_agent": _positive_int(),
+    "auth.token": _Rule("a token (or empty for none)"),
+    "auth.agent_tokens_file": _Rule("a file path (or empty for none)"),
     "legacy.redis_url": _Rule(
         "a redis://, rediss:// or unix:// URL (or empty for none)", check=_redis_url_ok
     ),
@@ -315,6 +332,7 @@ _TYPE_PHRASES: Final[dict[Any, str]] = {
     bool: "true or false",
     tuple[str, ...]: "a list of strings",
     str | None: "a string",
+    Path | None: "a path",
 }
 
 
@@ -337,6 +355,12 @@ def _coerce_path(value: object) -> Path:
     if not text:  # Path("") would quietly mean the working directory
         raise _InvalidError
     return Path(text)
+
+
+def _coerce_optional_path(value: object) -> Path | None:
+    if value is None or value == "":  # "" means unset, as for optional strings
+        return None
+    return _coerce_path(value)
 
 
 def _coerce_bool(value: object) -> bool:
@@ -399,6 +423,7 @@ _COERCERS: Final[dict[object, Callable[[object], object]]] = {
     str: _coerce_str,
     Path: _coerce_path,
     str | None: _coerce_optional_str,
+    Path | None: _coerce_optional_path,
     tuple[str, ...]: _coerce_str_tuple,
 }
 
@@ -525,6 +550,12 @@ def _cross_checks(settings: Settings, raws: Mapping[str, _Raw]) -> None:
             f"limits.chat_limit_default: must be <= limits.list_limit_max ({limits.list_limit_max}), "
             f"got {limits.chat_limit_default} (from {source('limits.chat_limit_default')})"
         )
+    auth = settings.auth
+    if auth.token is not None and auth.agent_tokens_file is not None:
+        raise SettingsError(
+            f"auth.token: set either auth.token (one shared token) or auth.agent_tokens_file (a token "
+            f"per agent), not both (from {source('auth.token')} and {source('auth.agent_tokens_file')})"
+        )
     phase = settings.migration.phase
     if phase != "cutover" and settings.legacy.redis_url is None:
         raise SettingsError(
@@ -578,7 +609,7 @@ def load_settings(
 
 # --- rendering for logs --------------------------------------------------------------------------
 
-_SECRET_SETTINGS: Final = frozenset({"migration.admin_token"})
+_SECRET_SETTINGS: Final = frozenset({"migration.admin_token", "auth.token"})
 _URL_SETTINGS: Final = frozenset({"legacy.redis_url"})
 _SECRET_QUERY_KEYS: Final = frozenset({"password", "passwd", "pass", "token", "secret"})
 

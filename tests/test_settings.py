@@ -316,6 +316,7 @@ def test_describe_is_plain_data() -> None:
     assert set(rendered) == {
         "server",
         "storage",
+        "auth",
         "actors",
         "limits",
         "legacy",

@@ -20,6 +20,7 @@ from gateway.domain.ids import IdGenerator, ids
 from gateway.domain.jscompat import iso_from_ms, number_to_string
 from gateway.errors import ApiError
 from gateway.http import ws as ws_mod
+from gateway.http.auth import ANYONE, PRINCIPAL, ApiAuth
 from gateway.http.paths import Route, parse_query, route
 from gateway.http.responses import json_response, options_response
 from gateway.settings import Settings
@@ -79,6 +80,9 @@ ROOT_LISTING: Final = {
     "docs": "https://github.com/piston-labs/agent-coord-mcp/tree/main/cloudflare-do",
 }
 
+ROUTE: Final = web.RequestKey("route", Route)
+"""The request's route, kept for the checks made when its body is read."""
+
 NOT_FOUND: Final = {"error": "Not found"}
 METHOD_NOT_ALLOWED: Final = {"error": "Method not allowed"}
 
@@ -104,9 +108,16 @@ class Gateway:
     """The DO API over one `Store`."""
 
     def __init__(
-        self, store: Store, settings: Settings, clock: Clock, id_gen: IdGenerator | None = None
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        id_gen: IdGenerator | None = None,
+        *,
+        auth: ApiAuth | None = None,
     ) -> None:
         self.store = store
+        self.auth = auth  # None: no tokens and no admin-only operations
         self.settings = settings
         self.limits = settings.limits
         self.clock = clock
@@ -146,6 +157,9 @@ class Gateway:
             return options_response()
         r = route(request.raw_path)
         kind = r.kind
+        request[ROUTE] = r
+        if self.auth is not None and kind not in ("health", "root"):
+            self._authenticate(request, r)
         if kind == "coordinator":
             if is_websocket_upgrade(request):
                 return await ws_mod.coordinator_socket(self, request, parse_query(r.query))
@@ -178,8 +192,22 @@ class Gateway:
             return json_response({"error": "Invalid lock path"}, 400)
         return json_response({"error": "Not found", "path": r.path}, 404)
 
+    def _authenticate(self, request: web.Request, r: Route) -> None:
+        """The token check (gateway/http/auth.py): who is asking, and may it act as the agent of
+        the path or the query?"""
+        assert self.auth is not None  # noqa: S101 - only called with auth configured
+        query = parse_query(r.query)
+        principal = self.auth.authenticate(request, query, websocket=is_websocket_upgrade(request))
+        if r.kind == "agent" and not (r.sub == "/messages" and request.method == "POST"):
+            self.auth.require_agent(principal, r.target, "agentId")  # a DM may go to anyone
+        elif r.kind == "coordinator":
+            if is_websocket_upgrade(request) and query.get("agentId"):
+                self.auth.require_agent(principal, query["agentId"], "agentId")
+            self.auth.check_query(request, r.sub, query)
+
     async def body(self, request: web.Request) -> dict[str, Any]:
-        """The JSON object body (parsed once); 413 over `server.max_body_bytes`, 400 if not JSON."""
+        """The JSON object body (parsed once); 413 over `server.max_body_bytes`, 400 if not JSON;
+        with tokens on, a 403 if it acts as an agent the token is not for."""
         length = request.content_length
         if length is not None and length > self.max_body:
             raise ApiError(413, {"error": "Request body too large", "maxBytes": self.max_body})
@@ -187,7 +215,11 @@ class Gateway:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, {"error": "Request body too large", "maxBytes": self.max_body}) from None
-        return c.parse_body(raw)
+        body = c.parse_body(raw)
+        if self.auth is not None:
+            r = request[ROUTE]
+            self.auth.check_body(request, r.kind, r.sub, body)
+        return body
 
     def now(self) -> int:
         return self.clock.now_ms()
@@ -262,12 +294,26 @@ class Gateway:
         body = await self.body(request)
         action = body.get("action")
         if action == "claim":
-            zone = await self.store.claim_zone(c.ZoneClaim.parse(body, self.now()))
+            cmd = c.ZoneClaim.parse(body, self.now())
+            await self._refuse_zone_takeover(request, cmd)
+            zone = await self.store.claim_zone(cmd)
             return json_response({"success": True, "zone": zone.create_json()})
         if action == "release":
             released = await self.store.release_zone(c.ReleaseZone.parse(body))
             return json_response({"success": released})
         return json_response({"error": "Invalid action. Use: claim, release"}, 400)
+
+    async def _refuse_zone_takeover(self, request: web.Request, cmd: c.ZoneClaim) -> None:
+        """With `auth.admin_only_force`, claiming a zone another owner holds needs the admin token.
+
+        Checked here, against the newest `list_limit_max` zones, before the claim: not atomic
+        with it (a zone claimed between the two by someone else is overwritten, as upstream)."""
+        if self.auth is None or not self.auth.admin_only_force or request.get(PRINCIPAL, ANYONE).admin:
+            return
+        zones = await self.store.list_zones(c.ZoneQuery(None, None, self.limits.list_limit_max))
+        held = next((z for z in zones if z.zone_id == cmd.zone_id), None)
+        if held is not None and held.owner != cmd.owner:
+            self.auth.require_admin(request.get(PRINCIPAL, ANYONE), "zoneId")
 
     async def claims(self, request: web.Request, r: Route) -> web.Response:  # noqa: PLR0911 - one per answer
         if request.method == "GET":

@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.domain import commands as c
 from gateway.errors import ApiError, GatewayError
+from gateway.http.auth import ANYONE, PRINCIPAL
 
 if TYPE_CHECKING:
     from gateway.http.handlers import Gateway
@@ -169,7 +170,9 @@ async def coordinator_socket(
 ) -> web.WebSocketResponse:
     """`/coordinator...` with `Upgrade: websocket`: welcome, ping/pong, chat, agent-update, close."""
     store = gw.store
-    agent_id = c.query_id(query, "agentId") or gw.ids.anon_agent(gw.now())  # checked before the upgrade
+    principal = request.get(PRINCIPAL, ANYONE)
+    # checked before the upgrade; with a per-agent token and no agentId, the socket is the token's
+    agent_id = c.query_id(query, "agentId") or principal.agent or gw.ids.anon_agent(gw.now())
 
     async def open_(ws: web.WebSocketResponse) -> SocketHandle:
         return await store.open_coordinator_socket(ws, agent_id, gw.now())
@@ -181,6 +184,8 @@ async def coordinator_socket(
         elif kind == "chat":
             payload = data.get("payload")
             if isinstance(payload, dict):
+                if gw.auth is not None:  # a chat frame acts as its author, as a POST does
+                    gw.auth.check_body(request, "coordinator", "/chat", payload, method="POST")
                 cmd = c.PostChat.parse(payload, gw.now(), gw.ids, max_bytes=gw.limits.chat_message_max_bytes)
                 await store.post_chat(cmd)
         elif kind == "agent-update":
