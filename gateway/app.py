@@ -23,12 +23,12 @@ from aiohttp import WSCloseCode, web
 from gateway.actors import ActorHost, HostLimits
 from gateway.clock import Clock, SystemClock
 from gateway.do.replica import ActorReplica
-from gateway.http import server
+from gateway.http import openapi, server
 from gateway.http.auth import ApiAuth
 from gateway.http.handlers import Gateway
 from gateway.http.middleware import wrap
 from gateway.http.ready import Readiness
-from gateway.http.responses import json_response
+from gateway.http.responses import json_response, raw_json_response
 from gateway.http.ws import OPEN_SOCKETS
 from gateway.legacy.replica import LegacyReplica
 from gateway.legacy.store import LegacyStore
@@ -158,9 +158,11 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     path = request.path
     if path == "/admin" or path.startswith("/admin/"):
         return await request.app[ADMIN].handle(request, path)
-    if path == "/ready" and request.method != "OPTIONS":
+    if path in ("/ready", "/openapi.json") and request.method != "OPTIONS":
         if request.method not in ("GET", "HEAD"):
             return json_response({"error": "Method not allowed"}, 405)
+        if path == "/openapi.json":
+            return raw_json_response(openapi.document_bytes())
         return await ready(request.app)
     return await request.app[GATEWAY].dispatch(request)
 

@@ -19,6 +19,7 @@ from typing import Final
 
 from gateway import __version__
 from gateway.actors.inspect_cli import add_actors_parser
+from gateway.docs_cli import add_docs_parser
 from gateway.errors import ActorOwnedElsewhere, StartupRefused
 from gateway.legacy.seed_cli import add_dev_commands
 from gateway.logs import configure_logging, get_logger
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_phase_parser(commands)  # `phase show|set|history` (gateway/phases/cli.py)
     add_actors_parser(commands)  # `actors` (gateway/actors/inspect_cli.py)
     add_dev_commands(commands)  # `dev seed-legacy` (gateway/legacy/seed_cli.py)
+    add_docs_parser(commands)  # `docs openapi|config|config-toml` (gateway/docs_cli.py)
 
     version = commands.add_parser("version", help="print the version and exit")
     version.set_defaults(handler=_version)

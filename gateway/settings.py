@@ -47,6 +47,8 @@ __all__ = [
     "env_var_name",
     "load_settings",
     "mask_url",
+    "must_be",
+    "setting_names",
 ]
 
 PHASES: Final = ("parallel", "write-through", "read-switch", "cutover")
@@ -510,6 +512,18 @@ def _from_overrides(overrides: Mapping[str, object], labels: Mapping[str, str]) 
 
 def _all_dotted() -> list[str]:
     return [f"{section}.{key}" for section, hints in _TYPES.items() for key in hints]
+
+
+def setting_names() -> list[str]:
+    """Every setting's dotted name (`server.port`), section by section, in definition order."""
+    return _all_dotted()
+
+
+def must_be(dotted: str) -> str:
+    """What values a setting takes, as error messages say it (`an integer in 1..65535`)."""
+    section, key = dotted.split(".", 1)
+    tp = _TYPES[section][key]
+    return _RULES.get(dotted, _Rule(_TYPE_PHRASES.get(tp, str(tp)))).must_be
 
 
 def _config_path(

@@ -149,6 +149,14 @@ class Gateway:
             "/health": self.lock_health,
         }
 
+    def route_table(self) -> dict[str, tuple[str, ...]]:
+        """The sub-paths each route kind serves (docs/openapi.json must list exactly these)."""
+        return {
+            "coordinator": tuple(self._coordinator),
+            "agent": tuple(self._agent),
+            "lock": tuple(self._lock),
+        }
+
     # -- plumbing ---------------------------------------------------------------------------------
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one per route

@@ -69,6 +69,14 @@ def admin_token(configured: str | None, data_dir: Path) -> str:
 
 MAX_HISTORY = 10_000
 
+ROUTES: dict[str, tuple[str, ...]] = {
+    "/admin/status": ("GET",),
+    "/admin/phase": ("GET", "POST"),
+    "/admin/phase/history": ("GET",),
+    "/admin/metrics": ("GET",),
+}
+"""Every admin path and its methods (another method is a 405; docs/openapi.json lists them)."""
+
 
 class _Reject(Exception):
     """Internal control flow: an error answer; never escapes this module."""
@@ -126,7 +134,7 @@ class AdminApi:
             if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_HISTORY:
                 raise _Reject(400, {"error": f"limit must be an integer in 1..{MAX_HISTORY}"})
             return _json(200, {"changes": [c.to_json() for c in self._service.history(int(raw))]})
-        if path in ("/admin/status", "/admin/phase", "/admin/phase/history", "/admin/metrics"):
+        if path in ROUTES:
             raise _Reject(405, {"error": "Method not allowed"})
         raise _Reject(404, {"error": "Not found", "path": path})
 
