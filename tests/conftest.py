@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -41,6 +41,27 @@ def own_redis() -> Iterator[RedisServer]:
     """A redis-server of this test alone, which it may stop and start (data does not survive)."""
     with RedisServer() as server:
         yield server
+
+
+# --- lines for the end of the run ------------------------------------------------------------------
+
+_SUMMARY: pytest.StashKey[list[str]] = pytest.StashKey()
+
+
+@pytest.fixture
+def summary_line(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Add a line to the summary printed at the end of the run (e.g. the fuzz run's counts)."""
+    lines = request.config.stash.setdefault(_SUMMARY, [])
+    return lines.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Print the summary lines tests added, whatever the capture mode."""
+    lines = config.stash.get(_SUMMARY, [])
+    if lines:
+        terminalreporter.write_sep("-", "summary lines")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 # --- process-wide state ----------------------------------------------------------------------------
