@@ -141,6 +141,8 @@ class ApiAuth:
         self.admin_only_force = settings.admin_only_force
         self.per_agent = settings.agent_tokens_file is not None
         self.enabled = self.shared is not None or self.per_agent
+        # Off (the default) there is nothing to check: the gateway skips it, at no cost per request.
+        self.needed = self.enabled or self.admin_only_force
 
     @classmethod
     def from_settings(cls, settings: AuthSettings, *, admin_token: str) -> ApiAuth:

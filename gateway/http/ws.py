@@ -81,9 +81,6 @@ class SocketQuota:
         else:
             self._open.pop(agent_id, None)
 
-    def open_for(self, agent_id: str) -> int:
-        return self._open.get(agent_id, 0)
-
 
 async def _serve(
     gw: Gateway,
@@ -118,12 +115,14 @@ async def _serve_socket(
     try:
         try:
             handle = await _to_the_end(opening)
-        except GatewayError as e:
+        except Exception as e:
             # After the 101 an HTTP error answer would be written into the socket as garbage: the
             # client gets a close frame instead (1013 for a retryable error, else 1011).
-            log.warning("ws.open_failed", error=e.message, status=e.status)
-            code = WS_TRY_AGAIN_LATER if e.retryable or e.status == HTTP_UNAVAILABLE else WS_INTERNAL_ERROR
-            await ws.close(code=code, message=b"cannot open the socket now")
+            retry = isinstance(e, GatewayError) and (e.retryable or e.status == HTTP_UNAVAILABLE)
+            log.warning("ws.open_failed", error=repr(e), exc_info=not isinstance(e, GatewayError))
+            await ws.close(
+                code=WS_TRY_AGAIN_LATER if retry else WS_INTERNAL_ERROR, message=b"cannot open now"
+            )
             return ws
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
