@@ -24,6 +24,7 @@ from gateway.actors import ActorHost, HostLimits
 from gateway.clock import Clock, SystemClock
 from gateway.do.replica import ActorReplica
 from gateway.http import openapi, server
+from gateway.http.admin import AdminApi, admin_token
 from gateway.http.auth import ApiAuth
 from gateway.http.handlers import Gateway
 from gateway.http.middleware import wrap
@@ -33,7 +34,6 @@ from gateway.http.ws import OPEN_SOCKETS
 from gateway.legacy.replica import LegacyReplica
 from gateway.legacy.store import LegacyStore
 from gateway.metrics import Gauge, RequestMetrics, render
-from gateway.phases.admin import AdminApi, admin_token
 from gateway.phases.router import PhasedStore
 from gateway.phases.runtime import MigrationRuntime
 from gateway.settings import Settings

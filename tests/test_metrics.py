@@ -10,8 +10,8 @@ from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
 from gateway.clock import FakeClock
+from gateway.http.admin import TOKEN_FILE
 from gateway.metrics import Gauge, RequestMetrics, render, route_family
-from gateway.phases.admin import TOKEN_FILE
 from gateway.settings import Settings, StorageSettings
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.domain.jscompat import parse_js_date
-from gateway.phases.admin import TOKEN_FILE
+from gateway.http.admin import TOKEN_FILE
 from gateway.phases.control import PHASES
 from gateway.settings import Settings
 

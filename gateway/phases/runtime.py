@@ -19,7 +19,7 @@ import structlog
 from gateway.clock import Clock
 from gateway.domain.jscompat import iso_from_ms
 from gateway.errors import StartupRefused
-from gateway.phases.admin import PhaseChangeRefusedError
+from gateway.http.admin import PhaseChangeRefusedError
 from gateway.phases.control import PhaseChange, PhaseControl
 from gateway.phases.gate import PhaseGate, SwitchTimeoutError
 from gateway.phases.guards import ConsistencyReportInfo, GuardContext, refusals

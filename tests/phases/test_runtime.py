@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import FakeClock, settle
-from gateway.phases.admin import PhaseChangeRefusedError
+from gateway.http.admin import PhaseChangeRefusedError
 from gateway.phases.entities import EntityKey
 from gateway.phases.runtime import MigrationRuntime
 from gateway.settings import MigrationSettings
