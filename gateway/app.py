@@ -1,10 +1,13 @@
 """The aiohttp application: `create_app(settings)` and `run_app(settings)`.
 
 One catch-all route sends every request to `Gateway.dispatch`, which routes on the raw path
-itself (aiohttp's router would decode `%2F` and normalise dot segments first). The actor host
-and the store are created and closed in one `cleanup_ctx` generator; app state lives under typed
-`web.AppKey`s. With no legacy Redis configured the gateway serves the whole API from the embedded
-SQLite actor store alone (the `cutover` phase's behaviour).
+itself (aiohttp's router would decode `%2F` and normalise dot segments first). Each resource is
+opened and closed by its own `cleanup_ctx` generator, in order: the actor host, the migration
+runtime (phase control, repair queue), the legacy store and the phase router (with Redis only),
+then the API objects; aiohttp closes the ones already opened in reverse when a later one fails
+to start (a `StartupRefused` from the runtime still closes the host). App state lives under
+typed `web.AppKey`s. With no legacy Redis configured the gateway serves the whole API from the
+embedded SQLite actor store alone (the `cutover` phase's behaviour).
 
 Shutdown (SIGTERM/SIGINT through aiohttp's runner): stop accepting, close every WebSocket with
 1001, let in-flight requests finish within `server.shutdown_grace_s`, then close the host, which
@@ -14,6 +17,7 @@ drains its turns within the same grace and keeps alarms persisted for the next s
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -22,6 +26,7 @@ from aiohttp import WSCloseCode, web
 
 from gateway.actors import ActorHost, HostLimits
 from gateway.clock import Clock, SystemClock
+from gateway.do.actor_store import ActorSockets, ActorStore, build_actor_host
 from gateway.do.replica import ActorReplica
 from gateway.http import openapi, server
 from gateway.http.admin import AdminApi, admin_token
@@ -36,8 +41,9 @@ from gateway.legacy.store import LegacyStore
 from gateway.metrics import Gauge, RequestMetrics, render
 from gateway.phases.router import PhasedStore
 from gateway.phases.runtime import MigrationRuntime
+from gateway.phases.sockets import PhasedSockets
 from gateway.settings import Settings
-from gateway.store import ActorStore, Store, build_actor_host
+from gateway.store import SocketHost, Store
 
 __all__ = [
     "ADMIN",
@@ -47,6 +53,7 @@ __all__ = [
     "METRICS",
     "MIGRATION",
     "ROUTER",
+    "SOCKETS",
     "create_app",
     "gauges",
     "run_app",
@@ -59,7 +66,10 @@ HOST: Final = web.AppKey("actor_host", ActorHost)
 ADMIN: Final = web.AppKey("admin", AdminApi)
 MIGRATION: Final = web.AppKey("migration", MigrationRuntime)
 ROUTER: Final = web.AppKey("router", PhasedStore)
+SOCKETS: Final = web.AppKey("sockets", PhasedSockets)
 LEGACY: Final = web.AppKey("legacy", LegacyStore)
+AUTH: Final = web.AppKey("auth", ApiAuth)
+ADMIN_TOKEN: Final = web.AppKey("admin_token", str)
 MAX_LINE: Final = 65_536
 METRICS: Final = web.AppKey("metrics", RequestMetrics)
 
@@ -76,77 +86,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[METRICS] = RequestMetrics()
     app[OPEN_SOCKETS] = set()
 
-    async def resources(app: web.Application) -> AsyncIterator[None]:
-        # the tokens first: a tokens file that cannot be read stops the start before anything opens
-        token = admin_token(settings.migration.admin_token, settings.storage.data_dir)
-        auth = ApiAuth.from_settings(settings.auth, admin_token=token)
-        a = settings.actors
-        host = build_actor_host(
-            settings.storage.data_dir,
-            settings.limits,
-            clock=clk,
-            host_limits=HostLimits(
-                max_open=a.max_open,
-                idle_timeout_s=a.idle_timeout_s,
-                mailbox_max=a.mailbox_max,
-                alarm_retry_base_s=a.alarm_retry_base_s,
-                alarm_max_retries=a.alarm_max_retries,
-                socket_queue_max_bytes=settings.server.ws_send_queue_max_bytes,
-            ),
-            synchronous=settings.storage.sqlite_synchronous,
-            on_lock_alarm_expiry=lambda path: (
-                app[ROUTER].after_lock_alarm_expiry(path) if ROUTER in app else None
-            ),
-        )
-        await host.start()
-        app[HOST] = host
-        data_dir = settings.storage.data_dir
-        redis_url = settings.legacy.redis_url
-        runtime = MigrationRuntime(data_dir, clk, settings.migration, legacy_configured=redis_url is not None)
-        app[MIGRATION] = runtime
-        actors = ActorStore(host)
-        legacy: LegacyStore | None = None
-        store: Store = actors
-        if redis_url is not None:
-            legacy = LegacyStore.from_url(redis_url, settings, clock=clk)
-            router = PhasedStore(
-                actors=actors,
-                legacy=legacy,
-                actor_replica=ActorReplica(host),
-                legacy_replica=LegacyReplica(legacy),
-                host=host,
-                control=runtime.control,
-                gate=runtime.gate,
-                queue=runtime.queue,
-                shadow=runtime.shadow,
-                clock=clk,
-                migration=settings.migration,
-                limits=settings.limits,
-            )
-            app[ROUTER] = router
-            store = router
-            runtime.start_repair(router.repair_copy, router.counters)
-        if legacy is not None:
-            app[LEGACY] = legacy
-        app[ADMIN] = AdminApi(runtime, token, lambda: render(app[METRICS], gauges(app)))
-        app[GATEWAY] = Gateway(store, settings, clk, auth=auth if auth.needed else None)
-        try:
-            yield
-        finally:
-            await runtime.close()
-            if redis_url is not None:
-                await app[ROUTER].drain()
-            if legacy is not None:
-                await legacy.close()
-            await host.close(settings.server.shutdown_grace_s)
-
     async def close_sockets(app: web.Application) -> None:
         open_sockets: set[web.WebSocketResponse] = app[OPEN_SOCKETS]
         for ws in list(open_sockets):
             with contextlib.suppress(Exception):
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
-    app.cleanup_ctx.append(resources)
+    resources = [_tokens, _actor_host, _migration]
+    if settings.legacy.redis_url is not None:
+        resources += [_legacy_store, _phase_router]
+    for resource in [*resources, _api]:
+        app.cleanup_ctx.append(functools.partial(resource, settings, clk))
     app.on_shutdown.append(close_sockets)
 
     app.router.add_route("*", "/{tail:.*}", wrap(_handle, metrics=app[METRICS]))
@@ -177,6 +127,107 @@ async def ready(app: web.Application) -> web.Response:
 
 def settings_of(app: web.Application) -> Settings:
     return app[GATEWAY].settings
+
+
+# -- the resources, each opened and closed by its own generator -------------------------------------
+
+
+async def _tokens(settings: Settings, clk: Clock, app: web.Application) -> AsyncIterator[None]:
+    # the tokens first: a tokens file that cannot be read stops the start before anything opens
+    token = admin_token(settings.migration.admin_token, settings.storage.data_dir)
+    app[ADMIN_TOKEN] = token
+    app[AUTH] = ApiAuth.from_settings(settings.auth, admin_token=token)
+    yield
+
+
+async def _actor_host(settings: Settings, clk: Clock, app: web.Application) -> AsyncIterator[None]:
+    a = settings.actors
+    host = build_actor_host(
+        settings.storage.data_dir,
+        settings.limits,
+        clock=clk,
+        host_limits=HostLimits(
+            max_open=a.max_open,
+            idle_timeout_s=a.idle_timeout_s,
+            mailbox_max=a.mailbox_max,
+            alarm_retry_base_s=a.alarm_retry_base_s,
+            alarm_max_retries=a.alarm_max_retries,
+            socket_queue_max_bytes=settings.server.ws_send_queue_max_bytes,
+        ),
+        synchronous=settings.storage.sqlite_synchronous,
+        on_lock_alarm_expiry=lambda path: (
+            app[ROUTER].after_lock_alarm_expiry(path) if ROUTER in app else None
+        ),
+    )
+    await host.start()
+    app[HOST] = host
+    try:
+        yield
+    finally:
+        await host.close(settings.server.shutdown_grace_s)
+
+
+async def _migration(settings: Settings, clk: Clock, app: web.Application) -> AsyncIterator[None]:
+    runtime = MigrationRuntime(
+        settings.storage.data_dir,
+        clk,
+        settings.migration,
+        legacy_configured=settings.legacy.redis_url is not None,
+    )  # refuses to start (StartupRefused) in a phase that needs a Redis none is configured for
+    app[MIGRATION] = runtime
+    try:
+        yield
+    finally:
+        await runtime.close()
+
+
+async def _legacy_store(settings: Settings, clk: Clock, app: web.Application) -> AsyncIterator[None]:
+    redis_url = settings.legacy.redis_url
+    assert redis_url is not None  # noqa: S101 - only appended with a Redis configured
+    legacy = LegacyStore.from_url(redis_url, settings, clock=clk)
+    app[LEGACY] = legacy
+    try:
+        yield
+    finally:
+        await legacy.close()
+
+
+async def _phase_router(settings: Settings, clk: Clock, app: web.Application) -> AsyncIterator[None]:
+    host, runtime, legacy = app[HOST], app[MIGRATION], app[LEGACY]
+    actor_sockets = ActorSockets(host)
+    router = PhasedStore(
+        actors=ActorStore(host),
+        legacy=legacy,
+        actor_replica=ActorReplica(host),
+        legacy_replica=LegacyReplica(legacy.records, clk),
+        hub=actor_sockets,
+        control=runtime.control,
+        gate=runtime.gate,
+        queue=runtime.queue,
+        shadow=runtime.shadow,
+        clock=clk,
+        migration=settings.migration,
+    )
+    app[ROUTER] = router
+    app[SOCKETS] = PhasedSockets(
+        router, actors=actor_sockets, legacy=legacy, hub=actor_sockets, clock=clk, limits=settings.limits
+    )
+    runtime.start_repair(router.repair_copy, router.counters)
+    try:
+        yield
+    finally:
+        await runtime.stop_background()  # the repair worker and shadow reads use both stores
+        await router.drain()
+
+
+async def _api(settings: Settings, clk: Clock, app: web.Application) -> AsyncIterator[None]:
+    host = app[HOST]
+    store: Store = app[ROUTER] if ROUTER in app else ActorStore(host)
+    sockets: SocketHost = app[SOCKETS] if SOCKETS in app else ActorSockets(host)
+    auth = app[AUTH]
+    app[ADMIN] = AdminApi(app[MIGRATION], app[ADMIN_TOKEN], lambda: render(app[METRICS], gauges(app)))
+    app[GATEWAY] = Gateway(store, sockets, settings, clk, auth=auth if auth.needed else None)
+    yield
 
 
 def gauges(app: web.Application) -> list[Gauge]:

@@ -20,11 +20,12 @@ from typing import Final
 from gateway import __version__
 from gateway.actors.inspect_cli import add_actors_parser
 from gateway.docs_cli import add_docs_parser
+from gateway.domain.phase import PHASES
 from gateway.errors import ActorOwnedElsewhere, StartupRefused
 from gateway.legacy.seed_cli import add_dev_commands
 from gateway.logs import configure_logging, get_logger
 from gateway.phases.cli import add_phase_parser
-from gateway.settings import PHASES, Settings, SettingsError, describe, load_settings
+from gateway.settings import Settings, SettingsError, describe, load_settings
 
 __all__ = ["main"]
 

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from gateway.domain.phase import PHASES
+
 __all__ = [
     "CONFIG_ENV_VAR",
     "ENV_PREFIX",
     "MASK",
     "NON_SETTING_ENV_VARS",
-    "PHASES",
     "ActorSettings",
     "AuthSettings",
     "LegacySettings",
@@ -50,8 +51,6 @@ __all__ = [
     "must_be",
     "setting_names",
 ]
-
-PHASES: Final = ("parallel", "write-through", "read-switch", "cutover")
 
 ENV_PREFIX: Final = "AGENT_COORD_"
 CONFIG_ENV_VAR: Final = "AGENT_COORD_CONFIG"

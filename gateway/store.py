@@ -1,29 +1,27 @@
-"""The seam between the HTTP layer and the data: the `Store` Protocol and its actor implementation.
+"""The seams between the HTTP layer, the phase router and the two stores.
 
-The HTTP and WebSocket handlers talk only to a `Store`. Every operation takes a typed command
-from `gateway.domain.commands` whose ids and timestamps were generated before it runs, and returns
-domain objects from `gateway.domain.model`; nothing here renders JSON. `ActorStore` serves the
-whole API from the actor host (the `cutover` phase). A later issue adds a Redis-backed legacy
-store implementing the same Protocol and a phase router that sends each command to one store or
-both.
-
-Sockets: `open_*_socket` hands a prepared aiohttp WebSocket to the store and returns an opaque
-`SocketHandle` that the caller passes back for the socket's messages and its close.
+* `Store`: every data operation of the DO API. Each takes a typed command from
+  `gateway.domain.commands` whose ids and timestamps were generated before it runs, and returns
+  domain objects from `gateway.domain.model`; nothing renders JSON. The actor store
+  (`gateway.do.actor_store.ActorStore`), the legacy store (`gateway.legacy.store.LegacyStore`)
+  and the phase router (`gateway.phases.router.PhasedStore`) implement it.
+* `SocketHost`: the two WebSockets. `open_*_socket` hands a prepared aiohttp WebSocket over and
+  returns an opaque `SocketHandle` that the caller passes back for the socket's messages and its
+  close. Sockets are always held by the actor host (`gateway.do.actor_store.ActorSockets`); the
+  phase router's `PhasedSockets` decides which store records their presence.
+* `SocketHub`: what the phase router needs of the actor host's sockets while the legacy store
+  serves: holding a socket without an actor turn, and pushing the frames the actors would push.
+* `Replica`: entity-level access to one store, the unit of replication and repair
+  (`read_entity`, `write_entity`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.actors import Actor, ActorContext, ActorHost, HostedSocket, HostLimits
-from gateway.clock import Clock
-from gateway.do import COORDINATOR, agent_ref, lock_ref
-from gateway.do.agent_state import AgentStateActor
-from gateway.do.coordinator import CoordinatorActor
-from gateway.do.resource_lock import ResourceLockActor
+from gateway.actors import HostedSocket
 from gateway.domain import commands as c
+from gateway.domain.entities import Entity, EntityKey
 from gateway.domain.model import (
     Agent,
     AgentStateView,
@@ -44,16 +42,15 @@ from gateway.domain.model import (
     WorkBundle,
     Zone,
 )
-from gateway.settings import LimitSettings
 
-__all__ = ["ActorStore", "SocketHandle", "Store", "build_actor_host"]
+__all__ = ["Replica", "SocketHandle", "SocketHost", "SocketHub", "Store"]
 
 SocketHandle = HostedSocket
-"""What a store returns for an accepted socket (the actor store's host-held socket)."""
+"""What a socket host returns for an accepted socket (the actor host's socket)."""
 
 
 class Store(Protocol):
-    """Every domain operation the DO API needs."""
+    """Every data operation the DO API needs."""
 
     # coordinator: agents, chat, tasks, work
     async def register_agent(self, cmd: c.RegisterAgent) -> None: ...
@@ -96,7 +93,10 @@ class Store(Protocol):
     async def release_lock(self, cmd: c.ReleaseLock) -> LockReleaseOutcome: ...
     async def lock_history(self, resource_path: str, limit: int) -> LockHistory: ...
 
-    # WebSockets
+
+class SocketHost(Protocol):
+    """The coordinator and agent WebSockets (do-api.md 8)."""
+
     async def open_coordinator_socket(self, ws: Any, agent_id: str, now_ms: int) -> SocketHandle: ...
     async def coordinator_ping(self, handle: SocketHandle, now_ms: int) -> None: ...
     async def coordinator_set_status(self, handle: SocketHandle, status: str, now_ms: int) -> None: ...
@@ -106,216 +106,41 @@ class Store(Protocol):
     async def close_agent_socket(self, handle: SocketHandle, code: int, reason: str) -> None: ...
 
 
-class ActorStore:
-    """`Store` over the actor host: each operation is one strict turn of one actor."""
+class SocketHub(Protocol):
+    """The actor host's sockets used without an actor turn (while the legacy store serves)."""
 
-    def __init__(self, host: ActorHost) -> None:
-        self.host = host
+    def hold_coordinator_socket(self, ws: Any, agent_id: str) -> SocketHandle:
+        """Hold a coordinator socket of `agent_id` (no welcome is sent)."""
+        ...
 
-    # -- coordinator ------------------------------------------------------------------------------
+    def hold_agent_socket(self, ws: Any, agent_id: str) -> SocketHandle:
+        """Hold a socket of the agent `agent_id` (no `state-sync` is sent)."""
+        ...
 
-    async def register_agent(self, cmd: c.RegisterAgent) -> None:
-        await self.host.call(COORDINATOR, lambda a: a.register_agent(cmd))
+    def forget(self, handle: SocketHandle) -> None:
+        """Stop holding a socket (its close runs no actor handler)."""
+        ...
 
-    async def list_agents(self, now_ms: int, limit: int) -> list[Agent]:
-        result: list[Agent] = await self.host.call(COORDINATOR, lambda a: a.list_agents(now_ms, limit))
-        return result
+    def agent_connected(self, agent_id: str) -> bool:
+        """Does `agent_id` still have a coordinator socket open?"""
+        ...
 
-    async def post_chat(self, cmd: c.PostChat) -> GroupMessage:
-        result: GroupMessage = await self.host.call(COORDINATOR, lambda a: a.post_chat(cmd))
-        return result
+    def broadcast(self, text: str) -> None:
+        """Send a frame to every coordinator socket."""
+        ...
 
-    async def get_chat(self, q: c.ChatQuery) -> ChatPage:
-        result: ChatPage = await self.host.call(COORDINATOR, lambda a: a.get_chat(q))
-        return result
-
-    async def create_task(self, cmd: c.CreateTask) -> Task:
-        result: Task = await self.host.call(COORDINATOR, lambda a: a.create_task(cmd))
-        return result
-
-    async def update_task(self, cmd: c.UpdateTask) -> Task:
-        result: Task = await self.host.call(COORDINATOR, lambda a: a.update_task(cmd))
-        return result
-
-    async def list_tasks(self, q: c.ListTasks) -> list[Task]:
-        result: list[Task] = await self.host.call(COORDINATOR, lambda a: a.list_tasks(q))
-        return result
-
-    async def work_bundle(self, q: c.WorkQuery) -> WorkBundle:
-        result: WorkBundle = await self.host.call(COORDINATOR, lambda a: a.work_bundle(q))
-        return result
-
-    # -- zones, claims, handoffs --------------------------------------------------------------------
-
-    async def find_zone(self, path: str) -> Zone | None:
-        result: Zone | None = await self.host.call(COORDINATOR, lambda a: a.find_zone(path))
-        return result
-
-    async def list_zones(self, q: c.ZoneQuery) -> list[Zone]:
-        result: list[Zone] = await self.host.call(COORDINATOR, lambda a: a.list_zones(q))
-        return result
-
-    async def claim_zone(self, cmd: c.ZoneClaim) -> Zone:
-        result: Zone = await self.host.call(COORDINATOR, lambda a: a.claim_zone(cmd))
-        return result
-
-    async def release_zone(self, cmd: c.ReleaseZone) -> bool:
-        result: bool = await self.host.call(COORDINATOR, lambda a: a.release_zone(cmd))
-        return result
-
-    async def get_claim(self, what: str, now_ms: int) -> Claim | None:
-        result: Claim | None = await self.host.call(COORDINATOR, lambda a: a.get_claim(what, now_ms))
-        return result
-
-    async def list_claims(self, q: c.ClaimQuery) -> list[Claim]:
-        result: list[Claim] = await self.host.call(COORDINATOR, lambda a: a.list_claims(q))
-        return result
-
-    async def claim(self, cmd: c.ClaimWork) -> ClaimOutcome:
-        result: ClaimOutcome = await self.host.call(COORDINATOR, lambda a: a.claim(cmd))
-        return result
-
-    async def release_claim(self, cmd: c.ReleaseClaim) -> bool:
-        result: bool = await self.host.call(COORDINATOR, lambda a: a.release_claim(cmd))
-        return result
-
-    async def get_handoff(self, handoff_id: str) -> Handoff | None:
-        result: Handoff | None = await self.host.call(COORDINATOR, lambda a: a.get_handoff(handoff_id))
-        return result
-
-    async def list_handoffs(self, q: c.HandoffQuery) -> list[Handoff]:
-        result: list[Handoff] = await self.host.call(COORDINATOR, lambda a: a.list_handoffs(q))
-        return result
-
-    async def create_handoff(self, cmd: c.CreateHandoff) -> Handoff:
-        result: Handoff = await self.host.call(COORDINATOR, lambda a: a.create_handoff(cmd))
-        return result
-
-    async def claim_handoff(self, cmd: c.ClaimHandoff) -> HandoffOutcome:
-        result: HandoffOutcome = await self.host.call(COORDINATOR, lambda a: a.claim_handoff(cmd))
-        return result
-
-    async def complete_handoff(self, cmd: c.CompleteHandoff) -> HandoffOutcome:
-        result: HandoffOutcome = await self.host.call(COORDINATOR, lambda a: a.complete_handoff(cmd))
-        return result
-
-    # -- agent ------------------------------------------------------------------------------------
-
-    async def get_checkpoint(self, agent_id: str) -> Checkpoint | None:
-        result: Checkpoint | None = await self.host.call(agent_ref(agent_id), lambda a: a.get_checkpoint())
-        return result
-
-    async def save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
-        await self.host.call(agent_ref(cmd.agent_id), lambda a: a.save_checkpoint(cmd))
-
-    async def send_dm(self, cmd: c.SendDm) -> DirectMessage:
-        result: DirectMessage = await self.host.call(agent_ref(cmd.agent_id), lambda a: a.send_dm(cmd))
-        return result
-
-    async def list_dms(self, q: c.ListDms) -> list[DirectMessage]:
-        result: list[DirectMessage] = await self.host.call(agent_ref(q.agent_id), lambda a: a.list_dms(q))
-        return result
-
-    async def mark_dms_read(self, cmd: c.MarkDmsRead) -> None:
-        await self.host.call(agent_ref(cmd.agent_id), lambda a: a.mark_read(cmd))
-
-    async def add_memory(self, cmd: c.AddMemory) -> Memory:
-        result: Memory = await self.host.call(agent_ref(cmd.agent_id), lambda a: a.add_memory(cmd))
-        return result
-
-    async def search_memory(self, q: c.MemoryQuery) -> list[Memory]:
-        result: list[Memory] = await self.host.call(agent_ref(q.agent_id), lambda a: a.search_memory(q))
-        return result
-
-    async def agent_state(self, agent_id: str) -> AgentStateView:
-        result: AgentStateView = await self.host.call(agent_ref(agent_id), lambda a: a.state())
-        return result
-
-    # -- locks ------------------------------------------------------------------------------------
-
-    async def check_lock(self, resource_path: str, now_ms: int) -> LockCheck:
-        result: LockCheck = await self.host.call(lock_ref(resource_path), lambda a: a.check(now_ms))
-        return result
-
-    async def acquire_lock(self, cmd: c.AcquireLock) -> LockAcquireOutcome:
-        result: LockAcquireOutcome = await self.host.call(
-            lock_ref(cmd.resource_path), lambda a: a.acquire(cmd)
-        )
-        return result
-
-    async def release_lock(self, cmd: c.ReleaseLock) -> LockReleaseOutcome:
-        result: LockReleaseOutcome = await self.host.call(
-            lock_ref(cmd.resource_path), lambda a: a.release(cmd)
-        )
-        return result
-
-    async def lock_history(self, resource_path: str, limit: int) -> LockHistory:
-        result: LockHistory = await self.host.call(lock_ref(resource_path), lambda a: a.history(limit))
-        return result
-
-    # -- WebSockets -------------------------------------------------------------------------------
-
-    async def open_coordinator_socket(self, ws: Any, agent_id: str, now_ms: int) -> SocketHandle:
-        result: SocketHandle = await self.host.call(
-            COORDINATOR, lambda a: a.socket_open(ws, agent_id, now_ms)
-        )
-        return result
-
-    async def coordinator_ping(self, handle: SocketHandle, now_ms: int) -> None:
-        if not handle.closed:
-            await self.host.call(COORDINATOR, lambda a: a.socket_ping(handle, now_ms))
-
-    async def coordinator_set_status(self, handle: SocketHandle, status: str, now_ms: int) -> None:
-        if not handle.closed:
-            await self.host.call(COORDINATOR, lambda a: a.socket_status(handle, status, now_ms))
-
-    async def close_coordinator_socket(self, handle: SocketHandle, code: int, reason: str) -> None:
-        await self.host.deliver_ws_close(COORDINATOR, handle, code, reason)
-
-    async def open_agent_socket(self, ws: Any, agent_id: str, now_ms: int) -> SocketHandle:
-        result: SocketHandle = await self.host.call(agent_ref(agent_id), lambda a: a.socket_open(ws, now_ms))
-        return result
-
-    async def agent_socket_checkpoint(self, handle: SocketHandle, cmd: c.SaveCheckpoint) -> None:
-        if not handle.closed:
-            await self.host.call(agent_ref(cmd.agent_id), lambda a: a.socket_checkpoint(handle, cmd))
-
-    async def close_agent_socket(self, handle: SocketHandle, code: int, reason: str) -> None:
-        await self.host.deliver_ws_close(handle.ref, handle, code, reason)
+    def push_to_agent(self, agent_id: str, text: str) -> None:
+        """Send a frame to every socket of the agent `agent_id`."""
+        ...
 
 
-def build_actor_host(
-    data_dir: Path,
-    limits: LimitSettings,
-    *,
-    clock: Clock | None = None,
-    host_limits: HostLimits | None = None,
-    synchronous: str = "NORMAL",
-    on_lock_alarm_expiry: Callable[[str], None] | None = None,
-) -> ActorHost:
-    """An `ActorHost` serving the three DO actor kinds.
+class Replica(Protocol):
+    """Entity-level access to one store (the unit of replication and repair)."""
 
-    The lock actor sends `lock-update` frames to the coordinator's sockets, which it finds
-    through the host itself, and tells `on_lock_alarm_expiry` the path of every lock its alarm
-    expires (a change no request made, which the phase router replicates to Redis).
-    """
+    async def read_entity(self, key: EntityKey) -> Entity | None:
+        """The entity `key` names as this store holds it, or None."""
+        ...
 
-    def coordinator(ctx: ActorContext) -> Actor:
-        return CoordinatorActor(ctx, limits)
-
-    def agent(ctx: ActorContext) -> Actor:
-        return AgentStateActor(ctx, limits)
-
-    def lock(ctx: ActorContext) -> Actor:
-        return ResourceLockActor(
-            ctx, watchers=lambda: host.get_websockets(COORDINATOR), on_alarm_expiry=on_lock_alarm_expiry
-        )
-
-    host = ActorHost(
-        data_dir,
-        {"coordinator": coordinator, "agent": agent, "lock": lock},
-        clock=clock,
-        limits=host_limits,
-        synchronous=synchronous,
-    )
-    return host
+    async def write_entity(self, key: EntityKey, value: Entity | None) -> None:
+        """Make this store hold `value` for `key` (an idempotent upsert), or remove it (None)."""
+        ...

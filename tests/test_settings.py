@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.domain.phase import PHASES
 from gateway.settings import (
-    PHASES,
     ActorSettings,
     LegacySettings,
     LimitSettings,

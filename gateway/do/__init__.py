@@ -9,8 +9,9 @@
 """
 
 from gateway.actors import ActorRef
+from gateway.domain.entities import COORDINATOR_NAME, EntityKey
 
-COORDINATOR = ActorRef("coordinator", "main")
+COORDINATOR = ActorRef("coordinator", COORDINATOR_NAME)
 """The singleton coordinator (upstream `idFromName('main')`)."""
 
 
@@ -24,4 +25,9 @@ def lock_ref(resource_path: str) -> ActorRef:
     return ActorRef("lock", resource_path)
 
 
-__all__ = ["COORDINATOR", "agent_ref", "lock_ref"]
+def owner_ref(key: EntityKey) -> ActorRef:
+    """The actor whose database holds the entity (`gateway.domain.entities.OWNERS`)."""
+    return ActorRef(key.owner.value, key.owner_name)
+
+
+__all__ = ["COORDINATOR", "agent_ref", "lock_ref", "owner_ref"]

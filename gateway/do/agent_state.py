@@ -14,18 +14,15 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-import orjson
-
 from gateway.actors import Actor, ActorContext, HostedSocket
 from gateway.do._sql import dumps, get_extra, loads_list, put_extra
 from gateway.domain import commands as c
+from gateway.domain import frames, rules
 from gateway.domain.jscompat import iso_from_ms
-from gateway.domain.model import AgentStateView, Checkpoint, DirectMessage, Memory, frame
+from gateway.domain.model import AgentStateView, Checkpoint, DirectMessage, Memory
 from gateway.settings import LimitSettings
 
-__all__ = ["RECENT_MEMORIES", "AgentStateActor"]
-
-RECENT_MEMORIES = 10
+__all__ = ["DM_COLS", "MEM_COLS", "AgentStateActor", "dm_from_row", "memory_from_row"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agent_meta (key TEXT PRIMARY KEY, value TEXT);
@@ -46,11 +43,13 @@ DM_COLS = "id, from_agent, type, message, timestamp, read"
 MEM_COLS = "id, category, content, tags, created_at"
 
 
-def _dm(r: sqlite3.Row) -> DirectMessage:
+def dm_from_row(r: sqlite3.Row) -> DirectMessage:
+    """A `messages` row (DM_COLS) as a DirectMessage."""
     return DirectMessage(r[0], r[1], r[2], r[3], r[4], bool(r[5]))
 
 
-def _mem(r: sqlite3.Row) -> Memory:
+def memory_from_row(r: sqlite3.Row) -> Memory:
+    """A `memory` row (MEM_COLS) as a Memory."""
     return Memory(r[0], r[1], r[2], loads_list(r[3]), r[4])
 
 
@@ -67,7 +66,8 @@ class AgentStateActor(Actor):
 
     # -- checkpoint -------------------------------------------------------------------------------
 
-    def _checkpoint(self) -> Checkpoint | None:
+    def checkpoint(self) -> Checkpoint | None:
+        """The agent's checkpoint row, or None."""
         r = self.ctx.sql.exec(
             "SELECT conversation_summary, accomplishments, pending_work, recent_context, files_edited, "
             "checkpoint_at FROM checkpoint WHERE id = 1"
@@ -80,7 +80,7 @@ class AgentStateActor(Actor):
 
     async def get_checkpoint(self) -> Checkpoint | None:
         """GET /checkpoint."""
-        return self._checkpoint()
+        return self.checkpoint()
 
     def _save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
         self.ctx.sql.exec(
@@ -111,11 +111,11 @@ class AgentStateActor(Actor):
             f"SELECT {DM_COLS} FROM messages WHERE read = 0 ORDER BY timestamp DESC, rowid DESC LIMIT ?",
             limit,
         ).all()
-        return [_dm(r) for r in rows]
+        return [dm_from_row(r) for r in rows]
 
     async def send_dm(self, cmd: c.SendDm) -> DirectMessage:
         """POST /messages: store unread and push `chat` to every socket of this agent."""
-        dm = DirectMessage(cmd.id, cmd.from_agent, cmd.type, cmd.message, iso_from_ms(cmd.now_ms), False)
+        dm = rules.new_dm(cmd)
         self.ctx.sql.exec(
             f"INSERT INTO messages ({DM_COLS}) VALUES (?, ?, ?, ?, ?, 0)",
             dm.id,
@@ -124,11 +124,8 @@ class AgentStateActor(Actor):
             dm.message,
             dm.timestamp,
         )
-        socks = self.ctx.get_websockets()
-        if socks:
-            text = orjson.dumps(frame("chat", dm.to_json(), dm.timestamp)).decode()
-            for hs in socks:
-                self.ctx.send(hs, text)
+        for hs in self.ctx.get_websockets():
+            self.ctx.send(hs, frames.dm_sent(dm))
         return dm
 
     async def list_dms(self, q: c.ListDms) -> list[DirectMessage]:
@@ -138,7 +135,7 @@ class AgentStateActor(Actor):
         rows = self.ctx.sql.exec(
             f"SELECT {DM_COLS} FROM messages ORDER BY timestamp DESC, rowid DESC LIMIT ?", q.limit
         ).all()
-        return [_dm(r) for r in rows]
+        return [dm_from_row(r) for r in rows]
 
     async def mark_read(self, cmd: c.MarkDmsRead) -> None:
         """PATCH /messages: mark the listed ids read; unknown ids are ignored.
@@ -156,7 +153,7 @@ class AgentStateActor(Actor):
 
     async def add_memory(self, cmd: c.AddMemory) -> Memory:
         """POST /memory."""
-        mem = Memory(cmd.id, cmd.category, cmd.content, cmd.tags, iso_from_ms(cmd.now_ms))
+        mem = rules.new_memory(cmd)
         self.ctx.sql.exec(
             f"INSERT INTO memory ({MEM_COLS}) VALUES (?, ?, ?, ?, ?)",
             mem.id,
@@ -184,19 +181,20 @@ class AgentStateActor(Actor):
             *params,
             q.limit,
         ).all()
-        return [_mem(r) for r in rows]
+        return [memory_from_row(r) for r in rows]
 
     # -- state ------------------------------------------------------------------------------------
 
     def _state(self) -> AgentStateView:
         rows = self.ctx.sql.exec(
-            f"SELECT {MEM_COLS} FROM memory ORDER BY created_at DESC, rowid DESC LIMIT ?", RECENT_MEMORIES
+            f"SELECT {MEM_COLS} FROM memory ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            rules.RECENT_MEMORIES,
         ).all()
         return AgentStateView(
             self.agent_id,
-            self._checkpoint(),
+            self.checkpoint(),
             self._unread(self.limits.list_limit_max),
-            [_mem(r) for r in rows],
+            [memory_from_row(r) for r in rows],
         )
 
     async def state(self) -> AgentStateView:
@@ -208,13 +206,10 @@ class AgentStateActor(Actor):
     async def socket_open(self, ws: Any, now_ms: int) -> HostedSocket:
         """Accept an agent socket and send `state-sync`."""
         hs = self.ctx.accept_websocket(ws, [self.agent_id])
-        text = orjson.dumps(frame("state-sync", self._state().to_json(), iso_from_ms(now_ms))).decode()
-        self.ctx.send(hs, text)
+        self.ctx.send(hs, frames.state_sync(self._state(), iso_from_ms(now_ms)))
         return hs
 
     async def socket_checkpoint(self, hs: HostedSocket, cmd: c.SaveCheckpoint) -> None:
         """`checkpoint-save`: save as the REST POST does and answer `checkpoint-saved` (no payload)."""
         self._save_checkpoint(cmd)
-        self.ctx.send(
-            hs, orjson.dumps({"type": "checkpoint-saved", "timestamp": iso_from_ms(cmd.now_ms)}).decode()
-        )
+        self.ctx.send(hs, frames.checkpoint_saved(iso_from_ms(cmd.now_ms)))

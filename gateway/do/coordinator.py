@@ -20,11 +20,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-import orjson
-
 from gateway.actors import Actor, ActorContext, HostedSocket
 from gateway.do._sql import dumps, loads_list
 from gateway.domain import commands as c
+from gateway.domain import frames, rules
 from gateway.domain.jscompat import iso_from_ms
 from gateway.domain.model import (
     Agent,
@@ -37,13 +36,25 @@ from gateway.domain.model import (
     Task,
     WorkBundle,
     Zone,
-    frame,
 )
-from gateway.domain.rules import CLAIM_STALE_MS, RECENT_CHAT, mention_pattern
 from gateway.errors import ApiError
 from gateway.settings import LimitSettings
 
-__all__ = ["CoordinatorActor"]
+__all__ = [
+    "AGENT_COLS",
+    "CLAIM_COLS",
+    "HANDOFF_COLS",
+    "MSG_COLS",
+    "TASK_COLS",
+    "ZONE_COLS",
+    "CoordinatorActor",
+    "agent_from_row",
+    "claim_from_row",
+    "handoff_from_row",
+    "message_from_row",
+    "task_from_row",
+    "zone_from_row",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -92,7 +103,8 @@ HANDOFF_COLS = (
 )
 
 
-def _agent(r: sqlite3.Row) -> Agent:
+def agent_from_row(r: sqlite3.Row) -> Agent:
+    """An `agents` row (AGENT_COLS) as an Agent; NULL array columns stay None."""
     return Agent(
         agent_id=r[0],
         status=r[1],
@@ -105,22 +117,31 @@ def _agent(r: sqlite3.Row) -> Agent:
     )
 
 
-def _msg(r: sqlite3.Row) -> GroupMessage:
+def message_from_row(r: sqlite3.Row) -> GroupMessage:
+    """A `messages` row (MSG_COLS) as a GroupMessage."""
     return GroupMessage(r[0], r[1], r[2], r[3], r[4], loads_list(r[5]))
 
 
-def _task(r: sqlite3.Row) -> Task:
+def task_from_row(r: sqlite3.Row) -> Task:
+    """A `tasks` row (TASK_COLS) as a Task."""
     return Task(r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads_list(r[7]), loads_list(r[8]), r[9], r[10])
 
 
-def _zone(r: sqlite3.Row) -> Zone:
+def zone_from_row(r: sqlite3.Row) -> Zone:
+    """A `zones` row (ZONE_COLS) as a Zone."""
     return Zone(r[0], r[1], r[2], r[3], r[4])
 
 
-def _handoff(r: sqlite3.Row) -> Handoff:
+def handoff_from_row(r: sqlite3.Row) -> Handoff:
+    """A `handoffs` row (HANDOFF_COLS) as a Handoff."""
     return Handoff(
         r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads_list(r[7]), r[8], r[9], r[10], r[11], r[12], r[13]
     )
+
+
+def claim_from_row(r: sqlite3.Row, now_ms: int) -> Claim:
+    """A `claims` row (CLAIM_COLS) as a Claim, `stale` as of `now_ms`."""
+    return Claim(r[0], r[1], r[2], r[3], stale=rules.claim_is_stale(r[3], now_ms))
 
 
 class CoordinatorActor(Actor):
@@ -135,13 +156,9 @@ class CoordinatorActor(Actor):
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _broadcast(self, kind: str, payload: Any, timestamp: str) -> None:
+    def _broadcast(self, text: str) -> None:
         """Send a frame to every coordinator socket, the sender's included (as upstream)."""
-        socks = self.ctx.get_websockets()
-        if not socks:
-            return
-        text = orjson.dumps(frame(kind, payload, timestamp)).decode()
-        for hs in socks:
+        for hs in self.ctx.get_websockets():
             self.ctx.send(hs, text)
 
     def _touch(self, agent_id: str, now_iso: str) -> None:
@@ -161,7 +178,7 @@ class CoordinatorActor(Actor):
             cutoff,
             limit,
         ).all()
-        return [_agent(r) for r in rows]
+        return [agent_from_row(r) for r in rows]
 
     def _newest_messages(self, limit: int, since_iso: str | None = None) -> list[GroupMessage]:
         """The newest `limit` messages (strictly after `since_iso`), oldest first."""
@@ -176,7 +193,7 @@ class CoordinatorActor(Actor):
                 since_iso,
                 limit,
             ).all()
-        return [_msg(r) for r in reversed(rows)]
+        return [message_from_row(r) for r in reversed(rows)]
 
     def _pending_mentions(self, agent_id: str) -> list[GroupMessage]:
         """Messages after the agent's mention cursor that mention it (or @all/@everyone/@team)."""
@@ -189,8 +206,8 @@ class CoordinatorActor(Actor):
             agent_id,
             self.limits.list_limit_max,
         ).all()
-        pattern = mention_pattern(agent_id)
-        return [_msg(r) for r in reversed(rows) if pattern.search(r[3])]
+        pattern = rules.mention_pattern(agent_id)
+        return [message_from_row(r) for r in reversed(rows) if pattern.search(r[3])]
 
     def _advance_mention_cursor(self, agent_id: str, now_iso: str) -> None:
         self.ctx.sql.exec(
@@ -206,7 +223,7 @@ class CoordinatorActor(Actor):
             *params,
             limit,
         ).all()
-        return [_task(r) for r in rows]
+        return [task_from_row(r) for r in rows]
 
     # -- agents -----------------------------------------------------------------------------------
 
@@ -229,7 +246,7 @@ class CoordinatorActor(Actor):
             dumps(cmd.offers),
             dumps(cmd.needs),
         )
-        self._broadcast("agent-update", cmd.raw, now_iso)
+        self._broadcast(frames.agent_registered(cmd.raw, now_iso))
 
     async def list_agents(self, now_ms: int, limit: int) -> list[Agent]:
         """GET /agents: agents not offline and seen within the offline window, newest first."""
@@ -239,7 +256,7 @@ class CoordinatorActor(Actor):
 
     async def post_chat(self, cmd: c.PostChat) -> GroupMessage:
         """POST /chat (and WS `chat`): store and broadcast; the frame's timestamp is the message's."""
-        msg = GroupMessage(cmd.id, cmd.author, cmd.author_type, cmd.message, iso_from_ms(cmd.now_ms), [])
+        msg = rules.new_message(cmd)
         self.ctx.sql.exec(
             f"INSERT INTO messages ({MSG_COLS}) VALUES (?, ?, ?, ?, ?, '[]')",
             msg.id,
@@ -248,7 +265,7 @@ class CoordinatorActor(Actor):
             msg.message,
             msg.timestamp,
         )
-        self._broadcast("chat", msg.to_json(), msg.timestamp)
+        self._broadcast(frames.chat_posted(msg))
         return msg
 
     async def get_chat(self, q: c.ChatQuery) -> ChatPage:
@@ -291,7 +308,7 @@ class CoordinatorActor(Actor):
             now_iso,
             now_iso,
         )
-        self._broadcast("task-update", task.create_json(), now_iso)
+        self._broadcast(frames.task_created(task))
         return task
 
     async def update_task(self, cmd: c.UpdateTask) -> Task:
@@ -299,7 +316,7 @@ class CoordinatorActor(Actor):
         row = self.ctx.sql.exec(f"SELECT {TASK_COLS} FROM tasks WHERE id = ?", cmd.id).first()
         if row is None:
             raise ApiError(404, {"error": "Task not found", "id": cmd.id})
-        task = _task(row)
+        task = task_from_row(row)
         cmd.apply(task)
         self.ctx.sql.exec(
             "UPDATE tasks SET title = ?, description = ?, status = ?, assignee = ?, priority = ?, tags = ?, "
@@ -314,7 +331,7 @@ class CoordinatorActor(Actor):
             task.updated_at,
             task.id,
         )
-        self._broadcast("task-update", task.to_json(), task.updated_at)
+        self._broadcast(frames.task_updated(task))
         return task
 
     async def list_tasks(self, q: c.ListTasks) -> list[Task]:
@@ -341,7 +358,7 @@ class CoordinatorActor(Actor):
             team=self._active_agents(q.now_ms, q.limit),
             todo=self._tasks_where("WHERE status = 'todo'", [], q.limit),
             mine=self._tasks_where("WHERE assignee = ?", [q.agent_id], q.limit),
-            recent_chat=self._newest_messages(RECENT_CHAT),
+            recent_chat=self._newest_messages(rules.RECENT_CHAT),
             pending_mentions=mentions,
         )
 
@@ -354,7 +371,7 @@ class CoordinatorActor(Actor):
             "ORDER BY claimed_at DESC, rowid DESC LIMIT 1",
             path,
         ).first()
-        return None if row is None else _zone(row)
+        return None if row is None else zone_from_row(row)
 
     async def list_zones(self, q: c.ZoneQuery) -> list[Zone]:
         """GET /zones[?owner=]: newest first."""
@@ -368,11 +385,11 @@ class CoordinatorActor(Actor):
             rows = self.ctx.sql.exec(
                 f"SELECT {ZONE_COLS} FROM zones ORDER BY claimed_at DESC, rowid DESC LIMIT ?", q.limit
             ).all()
-        return [_zone(r) for r in rows]
+        return [zone_from_row(r) for r in rows]
 
     async def claim_zone(self, cmd: c.ZoneClaim) -> Zone:
         """POST /zones claim: upsert by zoneId (no ownership check, as upstream)."""
-        zone = Zone(cmd.zone_id, cmd.path, cmd.owner, cmd.description, iso_from_ms(cmd.now_ms))
+        zone = rules.new_zone(cmd)
         self.ctx.sql.exec(
             f"INSERT OR REPLACE INTO zones ({ZONE_COLS}) VALUES (?, ?, ?, ?, ?)",
             zone.zone_id,
@@ -390,14 +407,10 @@ class CoordinatorActor(Actor):
 
     # -- claims -----------------------------------------------------------------------------------
 
-    def _claim(self, r: sqlite3.Row, now_ms: int) -> Claim:
-        cutoff = iso_from_ms(now_ms - CLAIM_STALE_MS)
-        return Claim(r[0], r[1], r[2], r[3], stale=r[3] < cutoff)
-
     async def get_claim(self, what: str, now_ms: int) -> Claim | None:
         """GET /claims?what=: the claim, stale or not."""
         row = self.ctx.sql.exec(f"SELECT {CLAIM_COLS} FROM claims WHERE what = ?", what).first()
-        return None if row is None else self._claim(row, now_ms)
+        return None if row is None else claim_from_row(row, now_ms)
 
     async def list_claims(self, q: c.ClaimQuery) -> list[Claim]:
         """GET /claims: newest first; stale ones only with includeStale=true."""
@@ -408,19 +421,18 @@ class CoordinatorActor(Actor):
         else:
             rows = self.ctx.sql.exec(
                 f"SELECT {CLAIM_COLS} FROM claims WHERE since >= ? ORDER BY since DESC, rowid DESC LIMIT ?",
-                iso_from_ms(q.now_ms - CLAIM_STALE_MS),
+                iso_from_ms(q.now_ms - rules.CLAIM_STALE_MS),
                 q.limit,
             ).all()
-        return [self._claim(r, q.now_ms) for r in rows]
+        return [claim_from_row(r, q.now_ms) for r in rows]
 
     async def claim(self, cmd: c.ClaimWork) -> ClaimOutcome:
         """POST /claims claim: 409 outcome when someone else holds a fresh claim."""
         row = self.ctx.sql.exec(f"SELECT {CLAIM_COLS} FROM claims WHERE what = ?", cmd.what).first()
-        if row is not None:
-            existing = self._claim(row, cmd.now_ms)
-            if existing.by != cmd.by and not existing.stale:
-                return ClaimOutcome(existing, conflict=True)
-        claim = Claim(cmd.what, cmd.by, cmd.description, iso_from_ms(cmd.now_ms), stale=False)
+        outcome = rules.claim_work([] if row is None else [claim_from_row(row, cmd.now_ms)], cmd)
+        if outcome.conflict:
+            return outcome
+        claim = outcome.claim
         self.ctx.sql.exec(
             f"INSERT OR REPLACE INTO claims ({CLAIM_COLS}) VALUES (?, ?, ?, ?)",
             claim.what,
@@ -428,7 +440,7 @@ class CoordinatorActor(Actor):
             claim.description,
             claim.since,
         )
-        return ClaimOutcome(claim)
+        return outcome
 
     async def release_claim(self, cmd: c.ReleaseClaim) -> bool:
         """POST /claims release: delete when both what and by match."""
@@ -441,7 +453,7 @@ class CoordinatorActor(Actor):
 
     def _get_handoff(self, hid: str) -> Handoff | None:
         row = self.ctx.sql.exec(f"SELECT {HANDOFF_COLS} FROM handoffs WHERE id = ?", hid).first()
-        return None if row is None else _handoff(row)
+        return None if row is None else handoff_from_row(row)
 
     async def get_handoff(self, hid: str) -> Handoff | None:
         """GET /handoffs?id=."""
@@ -466,27 +478,11 @@ class CoordinatorActor(Actor):
             *params,
             q.limit,
         ).all()
-        return [_handoff(r) for r in rows]
+        return [handoff_from_row(r) for r in rows]
 
     async def create_handoff(self, cmd: c.CreateHandoff) -> Handoff:
         """POST /handoffs create: insert and broadcast `task-update {action:'handoff-created'}`."""
-        now_iso = iso_from_ms(cmd.now_ms)
-        h = Handoff(
-            cmd.id,
-            cmd.from_agent,
-            cmd.to_agent,
-            cmd.title,
-            cmd.context,
-            cmd.code,
-            cmd.file_path,
-            cmd.next_steps,
-            cmd.priority,
-            "pending",
-            None,
-            now_iso,
-            None,
-            None,
-        )
+        h = rules.new_handoff(cmd)
         self.ctx.sql.exec(
             "INSERT INTO handoffs (id, from_agent, to_agent, title, context, code, file_path, next_steps, "
             "priority, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
@@ -499,46 +495,36 @@ class CoordinatorActor(Actor):
             h.file_path,
             dumps(h.next_steps),
             h.priority,
-            now_iso,
+            h.created_at,
         )
-        self._broadcast("task-update", {"action": "handoff-created", "handoff": h.create_json()}, now_iso)
+        self._broadcast(frames.handoff_created(h))
         return h
 
     async def claim_handoff(self, cmd: c.ClaimHandoff) -> HandoffOutcome:
         """POST /handoffs claim: upstream's checks and messages (all failures are 409)."""
-        h = self._get_handoff(cmd.handoff_id)
-        if h is None:
-            return HandoffOutcome(None, "Handoff not found")
-        if h.status != "pending":
-            return HandoffOutcome(None, f"Handoff already {h.status}")
-        if h.to_agent and h.to_agent != cmd.agent_id:
-            return HandoffOutcome(None, f"Handoff is targeted to {h.to_agent}")
-        h.status = "claimed"
-        h.claimed_by = cmd.agent_id
-        h.claimed_at = iso_from_ms(cmd.now_ms)
-        self.ctx.sql.exec(
-            "UPDATE handoffs SET status = 'claimed', claimed_by = ?, claimed_at = ? WHERE id = ?",
-            h.claimed_by,
-            h.claimed_at,
-            h.id,
-        )
-        return HandoffOutcome(h)
+        outcome = rules.claim_handoff(self._get_handoff(cmd.handoff_id), cmd)
+        self._save_handoff_state(outcome)
+        return outcome
 
     async def complete_handoff(self, cmd: c.CompleteHandoff) -> HandoffOutcome:
         """POST /handoffs complete: upstream's checks and messages (all failures are 400)."""
-        h = self._get_handoff(cmd.handoff_id)
+        outcome = rules.complete_handoff(self._get_handoff(cmd.handoff_id), cmd)
+        self._save_handoff_state(outcome)
+        return outcome
+
+    def _save_handoff_state(self, outcome: HandoffOutcome) -> None:
+        """Persist the state a claim or complete rule gave the handoff (nothing on a refusal)."""
+        h = outcome.handoff
         if h is None:
-            return HandoffOutcome(None, "Handoff not found")
-        if h.status != "claimed":
-            return HandoffOutcome(None, f"Handoff must be claimed first (current: {h.status})")
-        if h.claimed_by != cmd.agent_id:
-            return HandoffOutcome(None, f"Handoff is claimed by {h.claimed_by}")
-        h.status = "completed"
-        h.completed_at = iso_from_ms(cmd.now_ms)
+            return
         self.ctx.sql.exec(
-            "UPDATE handoffs SET status = 'completed', completed_at = ? WHERE id = ?", h.completed_at, h.id
+            "UPDATE handoffs SET status = ?, claimed_by = ?, claimed_at = ?, completed_at = ? WHERE id = ?",
+            h.status,
+            h.claimed_by,
+            h.claimed_at,
+            h.completed_at,
+            h.id,
         )
-        return HandoffOutcome(h)
 
     # -- WebSocket --------------------------------------------------------------------------------
 
@@ -548,14 +534,13 @@ class CoordinatorActor(Actor):
         now_iso = iso_from_ms(now_ms)
         self._touch(agent_id, now_iso)
         agents = self._active_agents(now_ms, self.limits.list_limit_max)
-        payload = {"agents": [a.to_json() for a in agents], "message": f"Welcome {agent_id}!"}
-        self.ctx.send(hs, orjson.dumps(frame("agent-update", payload, now_iso)).decode())
+        self.ctx.send(hs, frames.welcome(agent_id, agents, now_iso))
         return hs
 
     async def socket_ping(self, hs: HostedSocket, now_ms: int) -> None:
         """`ping`: answer `pong` (no payload) to the sender, refresh the agent's presence."""
         now_iso = iso_from_ms(now_ms)
-        self.ctx.send(hs, orjson.dumps({"type": "pong", "timestamp": now_iso}).decode())
+        self.ctx.send(hs, frames.pong(now_iso))
         if hs.tags:
             self._touch(hs.tags[0], now_iso)
 
@@ -578,4 +563,4 @@ class CoordinatorActor(Actor):
             return
         self.ctx.sql.exec("UPDATE agents SET status = 'offline' WHERE agent_id = ?", agent_id)
         now_iso = iso_from_ms(self.ctx.clock.now_ms())
-        self._broadcast("agent-update", {"agentId": agent_id, "status": "offline"}, now_iso)
+        self._broadcast(frames.agent_offline(agent_id, now_iso))

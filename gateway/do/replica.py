@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.actors import ActorHost, ActorRef
-from gateway.do import COORDINATOR, agent_ref, lock_ref
-from gateway.do._sql import dumps, get_extra, loads_list, put_extra
-from gateway.do.agent_state import DM_COLS, MEM_COLS, AgentStateActor
+from gateway.actors import ActorHost
+from gateway.do import owner_ref
+from gateway.do._sql import dumps, get_extra, put_extra
+from gateway.do.agent_state import DM_COLS, MEM_COLS, AgentStateActor, dm_from_row, memory_from_row
 from gateway.do.coordinator import (
     AGENT_COLS,
     CLAIM_COLS,
@@ -30,13 +30,15 @@ from gateway.do.coordinator import (
     TASK_COLS,
     ZONE_COLS,
     CoordinatorActor,
-    _agent,
-    _handoff,
-    _msg,
-    _task,
-    _zone,
+    agent_from_row,
+    claim_from_row,
+    handoff_from_row,
+    message_from_row,
+    task_from_row,
+    zone_from_row,
 )
 from gateway.do.resource_lock import ResourceLockActor
+from gateway.domain.entities import Entity, EntityKey
 from gateway.domain.jscompat import parse_js_date
 from gateway.domain.model import (
     Agent,
@@ -50,26 +52,8 @@ from gateway.domain.model import (
     Task,
     Zone,
 )
-from gateway.domain.rules import CLAIM_STALE_MS
-from gateway.phases.entities import EntityKey
 
-__all__ = ["ActorReplica", "Entity", "owner_ref"]
-
-Entity = Agent | GroupMessage | Task | Zone | Claim | Handoff | Checkpoint | DirectMessage | Memory | Lock
-
-COORDINATOR_DOMAINS = frozenset({"agent", "chat", "task", "zone", "claim", "handoff"})
-AGENT_DOMAINS = frozenset({"checkpoint", "dm", "memory"})
-
-
-def owner_ref(key: EntityKey) -> ActorRef:
-    """The actor whose database holds the entity."""
-    if key.domain in COORDINATOR_DOMAINS:
-        return COORDINATOR
-    if key.domain in AGENT_DOMAINS:
-        return agent_ref(key.scope)
-    if key.domain == "lock":
-        return lock_ref(key.id)
-    raise ValueError(f"unknown entity domain {key.domain!r}")
+__all__ = ["ActorReplica"]
 
 
 class ActorReplica:
@@ -105,36 +89,32 @@ def _read_row(actor: Any, key: EntityKey) -> Entity | None:  # noqa: PLR0911 - o
     d, i = key.domain, key.id
     if d == "agent":
         r = sql.exec(f"SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?", i).first()
-        return None if r is None else _agent(r)
+        return None if r is None else agent_from_row(r)
     if d == "chat":
         r = sql.exec(f"SELECT {MSG_COLS} FROM messages WHERE id = ?", i).first()
-        return None if r is None else _msg(r)
+        return None if r is None else message_from_row(r)
     if d == "task":
         r = sql.exec(f"SELECT {TASK_COLS} FROM tasks WHERE id = ?", i).first()
-        return None if r is None else _task(r)
+        return None if r is None else task_from_row(r)
     if d == "zone":
         r = sql.exec(f"SELECT {ZONE_COLS} FROM zones WHERE zone_id = ?", i).first()
-        return None if r is None else _zone(r)
+        return None if r is None else zone_from_row(r)
     if d == "claim":
         r = sql.exec(f"SELECT {CLAIM_COLS} FROM claims WHERE what = ?", i).first()
-        if r is None:
-            return None
-        since_ms = parse_js_date(r[3])
-        stale = since_ms is not None and actor.ctx.clock.now_ms() - since_ms > CLAIM_STALE_MS
-        return Claim(r[0], r[1], r[2], r[3], stale)
+        return None if r is None else claim_from_row(r, actor.ctx.clock.now_ms())
     if d == "handoff":
         r = sql.exec(f"SELECT {HANDOFF_COLS} FROM handoffs WHERE id = ?", i).first()
-        return None if r is None else _handoff(r)
+        return None if r is None else handoff_from_row(r)
     if d == "checkpoint":
-        return actor._checkpoint()  # type: ignore[no-any-return]
+        return actor.checkpoint()  # type: ignore[no-any-return]
     if d == "dm":
         r = sql.exec(f"SELECT {DM_COLS} FROM messages WHERE id = ?", i).first()
-        return None if r is None else DirectMessage(r[0], r[1], r[2], r[3], r[4], bool(r[5]))
+        return None if r is None else dm_from_row(r)
     if d == "memory":
         r = sql.exec(f"SELECT {MEM_COLS} FROM memory WHERE id = ?", i).first()
-        return None if r is None else Memory(r[0], r[1], r[2], loads_list(r[3]), r[4])
+        return None if r is None else memory_from_row(r)
     if d == "lock":
-        return actor._current()  # type: ignore[no-any-return]
+        return actor.current()  # type: ignore[no-any-return]
     raise ValueError(f"unknown entity domain {d!r}")
 
 
@@ -259,17 +239,17 @@ def _up_lock(actor: ResourceLockActor, lock: Lock) -> None:
 
 def _write_lock(actor: ResourceLockActor, lock: Lock | None) -> None:
     """Make the actor's lock equal `lock`, keeping its history and alarm consistent with it."""
-    cur = actor._current()
+    cur = actor.current()
     now = actor.ctx.clock.now_ms()
     if lock is None:
         if cur is not None:
             reason = "expired" if now >= cur.expires_ms else "manual"
-            actor._release(cur, reason, now)
+            actor.end_holding(cur, reason, now)
             actor.ctx.delete_alarm()
         return
     same_holding = cur is not None and cur.locked_by == lock.locked_by and cur.locked_at == lock.locked_at
     if cur is not None and not same_holding:
-        actor._release(cur, "expired" if now >= cur.expires_ms else "stolen", now)
+        actor.end_holding(cur, "expired" if now >= cur.expires_ms else "stolen", now)
     actor.ctx.sql.exec(
         "INSERT OR REPLACE INTO current_lock (id, resource_path, resource_type, locked_by, reason, "
         "locked_at, expires_at, expires_ms) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Any
-
-import orjson
 
 from gateway.actors import Actor, ActorContext, AlarmInfo, HostedSocket
 from gateway.do._sql import add_columns
 from gateway.domain import commands as c
+from gateway.domain import frames, rules
 from gateway.domain.jscompat import iso_from_ms, parse_js_date
 from gateway.domain.model import (
     Lock,
@@ -31,7 +29,6 @@ from gateway.domain.model import (
     LockHistory,
     LockHistoryEntry,
     LockReleaseOutcome,
-    frame,
 )
 
 __all__ = ["ResourceLockActor"]
@@ -75,7 +72,8 @@ class ResourceLockActor(Actor):
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _current(self) -> Lock | None:
+    def current(self) -> Lock | None:
+        """The lock row, or None (an unreadable expiry reads as expired)."""
         r: sqlite3.Row | None = self.ctx.sql.exec(
             "SELECT resource_path, resource_type, locked_by, reason, locked_at, expires_at, expires_ms "
             "FROM current_lock WHERE id = 1"
@@ -89,7 +87,7 @@ class ResourceLockActor(Actor):
                 expires_ms = 0
         return Lock(r[0], r[1] or "file-lock", r[2], r[3], r[4], r[5], int(expires_ms))
 
-    def _release(self, lock: Lock, reason: str, now_ms: int) -> None:
+    def end_holding(self, lock: Lock, reason: str, now_ms: int) -> None:
         """Close every open history row of the holder and delete the lock (upstream 5.5)."""
         self.ctx.sql.exec(
             "UPDATE lock_history SET released_at = ?, release_reason = ? "
@@ -100,62 +98,35 @@ class ResourceLockActor(Actor):
         )
         self.ctx.sql.exec("DELETE FROM current_lock WHERE id = 1")
 
-    def _notify(self, payload: dict[str, Any], now_ms: int) -> None:
+    def _notify(self, text: str) -> None:
         """Queue a `lock-update` frame to the coordinator's sockets (sent after this turn commits)."""
-        socks = self._watchers()
-        if not socks:
-            return
-        text = orjson.dumps(frame("lock-update", payload, iso_from_ms(now_ms))).decode()
-        for hs in socks:
+        for hs in self._watchers():
             self.ctx.send(hs, text)
 
-    def _released_payload(self, lock: Lock, reason: str) -> dict[str, Any]:
-        action = "expired" if reason == "expired" else "unlocked"
-        return {
-            "action": action,
-            "resourcePath": self.resource_path,
-            "previousOwner": lock.locked_by,
-            "releaseReason": reason,
-        }
-
     def _expire(self, lock: Lock, now_ms: int) -> None:
-        self._release(lock, "expired", now_ms)
-        self._notify(self._released_payload(lock, "expired"), now_ms)
+        self.end_holding(lock, "expired", now_ms)
+        self._notify(frames.lock_released(lock, "expired", iso_from_ms(now_ms)))
 
     # -- operations -------------------------------------------------------------------------------
 
     async def check(self, now_ms: int) -> LockCheck:
         """/check: a lock past its expiry is released here (as upstream; the alarm usually did)."""
-        lock = self._current()
-        if lock is not None and now_ms > lock.expires_ms:
-            self._expire(lock, now_ms)
+        check = rules.check_lock(self.current(), self.resource_path, now_ms)
+        if check.expired_now is not None:
+            self._expire(check.expired_now, now_ms)
             self.ctx.delete_alarm()
-            return LockCheck(self.resource_path, None, now_ms, expired_now=lock)
-        return LockCheck(self.resource_path, lock, now_ms)
+        return check
 
     async def acquire(self, cmd: c.AcquireLock) -> LockAcquireOutcome:
         """/lock: 409 outcome while someone else holds it; otherwise lock, re-lock or take over."""
         now = cmd.now_ms
-        cur = self._current()
-        expired: Lock | None = None
-        if cur is not None:
-            if now < cur.expires_ms and cur.locked_by != cmd.agent_id:
-                return LockAcquireOutcome(False, cur, cmd.ttl_ms, now)
-            if now >= cur.expires_ms:
-                self._expire(cur, now)
-                expired, cur = cur, None
-        ttl_expiry = int(now + cmd.ttl_ms)
-        if cur is not None:  # a re-lock by the holder: extend, never shorten; one open history row
-            expires_ms = max(cur.expires_ms, ttl_expiry)
-            lock = Lock(
-                self.resource_path,
-                cmd.resource_type or cur.resource_type,
-                cur.locked_by,
-                cmd.reason if cmd.reason is not None else cur.reason,
-                cur.locked_at,
-                iso_from_ms(expires_ms),
-                expires_ms,
-            )
+        outcome = rules.acquire_lock(self.current(), cmd)
+        if not outcome.acquired:
+            return outcome
+        if outcome.expired_previous is not None:
+            self._expire(outcome.expired_previous, now)
+        lock = outcome.lock
+        if outcome.relock:  # one open history row, which takes the new reason
             self.ctx.sql.exec(
                 "UPDATE current_lock SET resource_type = ?, reason = ?, expires_at = ?, expires_ms = ? "
                 "WHERE id = 1",
@@ -172,15 +143,6 @@ class ResourceLockActor(Actor):
             if not touched:
                 self._insert_history(cmd.history_id, lock)
         else:
-            lock = Lock(
-                self.resource_path,
-                cmd.resource_type or "file-lock",
-                cmd.agent_id,
-                cmd.reason,
-                iso_from_ms(now),
-                iso_from_ms(ttl_expiry),
-                ttl_expiry,
-            )
             self.ctx.sql.exec(
                 "INSERT OR REPLACE INTO current_lock (id, resource_path, resource_type, locked_by, reason, "
                 "locked_at, expires_at, expires_ms) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
@@ -194,10 +156,8 @@ class ResourceLockActor(Actor):
             )
             self._insert_history(cmd.history_id, lock)
         self.ctx.set_alarm(lock.expires_ms)
-        self._notify(
-            {"action": "locked", "resourcePath": self.resource_path, "lock": lock.create_json()}, now
-        )
-        return LockAcquireOutcome(True, lock, cmd.ttl_ms, now, expired_previous=expired)
+        self._notify(frames.lock_acquired(lock, iso_from_ms(now)))
+        return outcome
 
     def _insert_history(self, history_id: str, lock: Lock) -> None:
         self.ctx.sql.exec(
@@ -210,21 +170,13 @@ class ResourceLockActor(Actor):
 
     async def release(self, cmd: c.ReleaseLock) -> LockReleaseOutcome:
         """/unlock: owner or `force` releases; an expired lock of someone else is simply gone."""
-        cur = self._current()
-        if cur is None:
-            return LockReleaseOutcome("none")
-        is_owner = cur.locked_by == cmd.agent_id
-        if not is_owner and cmd.now_ms >= cur.expires_ms:
-            self._expire(cur, cmd.now_ms)
-            self.ctx.delete_alarm()
-            return LockReleaseOutcome("expired", cur, "expired")
-        if not is_owner and not cmd.force:
-            return LockReleaseOutcome("not_owner", cur)
-        reason = "manual" if is_owner else "stolen"
-        self._release(cur, reason, cmd.now_ms)
+        outcome = rules.release_lock(self.current(), cmd)
+        if outcome.lock is None or outcome.release_reason is None:  # none, or not the owner
+            return outcome
+        self.end_holding(outcome.lock, outcome.release_reason, cmd.now_ms)
         self.ctx.delete_alarm()
-        self._notify(self._released_payload(cur, reason), cmd.now_ms)
-        return LockReleaseOutcome("released", cur, reason)
+        self._notify(frames.lock_released(outcome.lock, outcome.release_reason, iso_from_ms(cmd.now_ms)))
+        return outcome
 
     async def history(self, limit: int) -> LockHistory:
         """/history: the current lock (even if expired and not yet cleaned) and the newest rows."""
@@ -234,15 +186,15 @@ class ResourceLockActor(Actor):
             limit,
         ).all()
         entries = [LockHistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
-        return LockHistory(self.resource_path, self._current(), entries)
+        return LockHistory(self.resource_path, self.current(), entries)
 
     async def alarm(self, info: AlarmInfo) -> None:
         """Expire the lock if it is due; an early firing re-arms the alarm at the real expiry."""
-        lock = self._current()
+        lock = self.current()
         if lock is None:
             return
         now = self.ctx.clock.now_ms()
-        if now < lock.expires_ms:
+        if not rules.lock_expired(lock, now):
             self.ctx.set_alarm(lock.expires_ms)
             return
         self._expire(lock, now)

@@ -38,7 +38,6 @@ __all__ = [
     "Task",
     "WorkBundle",
     "Zone",
-    "frame",
     "mention_hint_chat",
     "mention_hint_work",
 ]
@@ -543,13 +542,15 @@ class LockCheck:
 
 @dataclass(slots=True)
 class LockAcquireOutcome:
-    """A /lock attempt: `acquired`, or the holder's lock that blocks it."""
+    """A /lock attempt: `acquired`, or the holder's lock that blocks it; `expired_previous` is an
+    expired lock this one took over, `relock` says the holder extended its own lock."""
 
     acquired: bool
     lock: Lock
     ttl_ms: float
     now_ms: int
     expired_previous: Lock | None = None
+    relock: bool = False
 
 
 @dataclass(slots=True)
@@ -576,8 +577,3 @@ class LockHistory:
             "currentLock": None if self.current is None else self.current.to_json(),
             "history": [h.to_json() for h in self.history],
         }
-
-
-def frame(kind: str, payload: Any, timestamp: str) -> JsonObj:
-    """A server WebSocket frame `{type, payload, timestamp}`."""
-    return {"type": kind, "payload": payload, "timestamp": timestamp}

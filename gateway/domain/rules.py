@@ -1,23 +1,72 @@
-"""Business rules both stores apply, so the actors and the legacy Redis decide alike.
+"""The DO API's business rules, decided once: what a command does, given the records it finds.
 
-The actor store (`gateway.do`) and the legacy store (`gateway.legacy.store`) each run the DO
-API's commands on their own layout; the constants and predicates of the DO rules they share
-live here, once, instead of one store importing them from the other.
+Each rule is a pure function of the current record(s) and the command: it builds the new record
+or says why the command is refused, and nothing else. The actor store (`gateway.do`) and the
+legacy store (`gateway.legacy.store`) load the records, call the rule and persist what it
+returns; neither decides again. So the phases cannot disagree on what a lock, a claim or a
+handoff transition does: a changed rule changes every phase at once.
+
+Deliberate differences from upstream (docs/compatibility.md) are decided here too: a re-lock by
+the holder extends and never shortens, an unlock of someone else's expired lock releases it as
+expired.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Final
 
-__all__ = ["CLAIM_STALE_MS", "RECENT_CHAT", "mention_pattern"]
+from gateway.domain import commands as c
+from gateway.domain.jscompat import iso_from_ms, parse_js_date
+from gateway.domain.model import (
+    Claim,
+    ClaimOutcome,
+    DirectMessage,
+    GroupMessage,
+    Handoff,
+    HandoffOutcome,
+    Lock,
+    LockAcquireOutcome,
+    LockCheck,
+    LockReleaseOutcome,
+    Memory,
+    Zone,
+)
+
+__all__ = [
+    "CLAIM_STALE_MS",
+    "DEFAULT_RESOURCE_TYPE",
+    "RECENT_CHAT",
+    "RECENT_MEMORIES",
+    "acquire_lock",
+    "check_lock",
+    "claim_handoff",
+    "claim_is_stale",
+    "claim_work",
+    "complete_handoff",
+    "lock_expired",
+    "mention_pattern",
+    "new_dm",
+    "new_handoff",
+    "new_memory",
+    "new_message",
+    "new_zone",
+    "release_lock",
+]
 
 CLAIM_STALE_MS: Final = 30 * 60 * 1000
 """A claim older than this is stale: listed only with `includeStale`, and anyone may take it over."""
 
 RECENT_CHAT: Final = 20
 """`/work`'s `recentChat`: the newest this many messages (docs/compatibility.md entry 16)."""
+
+RECENT_MEMORIES: Final = 10
+"""`/state`'s `recentMemories`: the newest this many memories."""
+
+DEFAULT_RESOURCE_TYPE: Final = "file-lock"
 
 _WORD = "A-Za-z0-9_"
 # JS `\b` (no `u` flag) is an ASCII word boundary; Python's `\b` is Unicode-aware, so spell it out.
@@ -30,3 +79,160 @@ def mention_pattern(agent_id: str) -> re.Pattern[str]:
     (docs/compatibility.md entry 18)."""
     alts = [re.escape(agent_id), "all", "everyone", "team"]
     return re.compile("|".join(f"@{a}{_JS_BOUNDARY}" for a in alts), re.IGNORECASE)
+
+
+# -- new records: what a create command stores (both stores store exactly this) --------------------
+
+
+def new_message(cmd: c.PostChat) -> GroupMessage:
+    """POST /chat: the message, stamped with the command's time, no reactions."""
+    return GroupMessage(cmd.id, cmd.author, cmd.author_type, cmd.message, iso_from_ms(cmd.now_ms), [])
+
+
+def new_zone(cmd: c.ZoneClaim) -> Zone:
+    """POST /zones claim: the zone as claimed now (a claim of a known zoneId replaces it)."""
+    return Zone(cmd.zone_id, cmd.path, cmd.owner, cmd.description, iso_from_ms(cmd.now_ms))
+
+
+def new_handoff(cmd: c.CreateHandoff) -> Handoff:
+    """POST /handoffs create: a `pending` handoff, not claimed."""
+    return Handoff(
+        cmd.id,
+        cmd.from_agent,
+        cmd.to_agent,
+        cmd.title,
+        cmd.context,
+        cmd.code,
+        cmd.file_path,
+        cmd.next_steps,
+        cmd.priority,
+        "pending",
+        None,
+        iso_from_ms(cmd.now_ms),
+        None,
+        None,
+    )
+
+
+def new_dm(cmd: c.SendDm) -> DirectMessage:
+    """POST /agent/<id>/messages: the message, unread."""
+    return DirectMessage(cmd.id, cmd.from_agent, cmd.type, cmd.message, iso_from_ms(cmd.now_ms), False)
+
+
+def new_memory(cmd: c.AddMemory) -> Memory:
+    """POST /agent/<id>/memory: the memory."""
+    return Memory(cmd.id, cmd.category, cmd.content, cmd.tags, iso_from_ms(cmd.now_ms))
+
+
+# -- claims -----------------------------------------------------------------------------------------
+
+
+def claim_is_stale(since: str, now_ms: int) -> bool:
+    """Is a claim made at `since` stale at `now_ms`? (Older than 30 minutes; an unreadable time is.)"""
+    since_ms = parse_js_date(since) if since else None
+    return since_ms is None or now_ms - since_ms > CLAIM_STALE_MS
+
+
+def claim_work(existing: Iterable[Claim], cmd: c.ClaimWork) -> ClaimOutcome:
+    """POST /claims claim, given the claims already on `cmd.what`: a conflict with the newest fresh
+    claim of another agent, else the new claim (the agent's own claim is renewed; stale claims of
+    others are taken over)."""
+    holders = [cl for cl in existing if cl.by != cmd.by and not cl.stale]
+    if holders:
+        return ClaimOutcome(max(holders, key=lambda cl: cl.since), conflict=True)
+    return ClaimOutcome(Claim(cmd.what, cmd.by, cmd.description, iso_from_ms(cmd.now_ms), stale=False))
+
+
+# -- handoffs ---------------------------------------------------------------------------------------
+
+
+def claim_handoff(h: Handoff | None, cmd: c.ClaimHandoff) -> HandoffOutcome:
+    """POST /handoffs claim: a `pending` handoff open to the agent becomes `claimed` by it; else
+    upstream's error text (answered with 409)."""
+    if h is None:
+        return HandoffOutcome(None, "Handoff not found")
+    if h.status != "pending":
+        return HandoffOutcome(None, f"Handoff already {h.status}")
+    if h.to_agent and h.to_agent != cmd.agent_id:
+        return HandoffOutcome(None, f"Handoff is targeted to {h.to_agent}")
+    return HandoffOutcome(
+        replace(h, status="claimed", claimed_by=cmd.agent_id, claimed_at=iso_from_ms(cmd.now_ms))
+    )
+
+
+def complete_handoff(h: Handoff | None, cmd: c.CompleteHandoff) -> HandoffOutcome:
+    """POST /handoffs complete: only its claimant completes a `claimed` handoff; else upstream's
+    error text (answered with 400)."""
+    if h is None:
+        return HandoffOutcome(None, "Handoff not found")
+    if h.status != "claimed":
+        return HandoffOutcome(None, f"Handoff must be claimed first (current: {h.status})")
+    if h.claimed_by != cmd.agent_id:
+        return HandoffOutcome(None, f"Handoff is claimed by {h.claimed_by}")
+    return HandoffOutcome(replace(h, status="completed", completed_at=iso_from_ms(cmd.now_ms)))
+
+
+# -- locks ------------------------------------------------------------------------------------------
+
+
+def lock_expired(lock: Lock, now_ms: int) -> bool:
+    """Has the lock run out? (At its expiry instant it has: a new lock may take it.)"""
+    return now_ms >= lock.expires_ms
+
+
+def check_lock(lock: Lock | None, resource_path: str, now_ms: int) -> LockCheck:
+    """/check: a lock past its expiry is reported gone (`expired_now`: the store removes it)."""
+    if lock is not None and now_ms > lock.expires_ms:
+        return LockCheck(resource_path, None, now_ms, expired_now=lock)
+    return LockCheck(resource_path, lock, now_ms)
+
+
+def acquire_lock(current: Lock | None, cmd: c.AcquireLock) -> LockAcquireOutcome:
+    """/lock: refused (not `acquired`, the holder's lock) while someone else holds it; otherwise a
+    new lock, a takeover of an expired one (`expired_previous`), or the holder's re-lock
+    (`relock`: same `lockedAt`, the reason kept unless a new one is given, the expiry the later
+    of the old one and now + ttl, never shorter)."""
+    now = cmd.now_ms
+    expired: Lock | None = None
+    if current is not None:
+        if not lock_expired(current, now) and current.locked_by != cmd.agent_id:
+            return LockAcquireOutcome(False, current, cmd.ttl_ms, now)
+        if lock_expired(current, now):
+            expired, current = current, None
+    ttl_expiry = int(now + cmd.ttl_ms)
+    if current is not None:
+        expires_ms = max(current.expires_ms, ttl_expiry)
+        lock = Lock(
+            cmd.resource_path,
+            cmd.resource_type or current.resource_type,
+            current.locked_by,
+            cmd.reason if cmd.reason is not None else current.reason,
+            current.locked_at,
+            iso_from_ms(expires_ms),
+            expires_ms,
+            extra=current.extra,
+        )
+        return LockAcquireOutcome(True, lock, cmd.ttl_ms, now, relock=True)
+    lock = Lock(
+        cmd.resource_path,
+        cmd.resource_type or DEFAULT_RESOURCE_TYPE,
+        cmd.agent_id,
+        cmd.reason,
+        iso_from_ms(now),
+        iso_from_ms(ttl_expiry),
+        ttl_expiry,
+    )
+    return LockAcquireOutcome(True, lock, cmd.ttl_ms, now, expired_previous=expired)
+
+
+def release_lock(current: Lock | None, cmd: c.ReleaseLock) -> LockReleaseOutcome:
+    """/unlock: the holder releases (`manual`), `force` steals (`stolen`), someone else's expired
+    lock is released as `expired`; otherwise `not_owner` (403), or `none` without a lock."""
+    if current is None:
+        return LockReleaseOutcome("none")
+    is_owner = current.locked_by == cmd.agent_id
+    if not is_owner and lock_expired(current, cmd.now_ms):
+        return LockReleaseOutcome("expired", current, "expired")
+    if not is_owner and not cmd.force:
+        return LockReleaseOutcome("not_owner", current)
+    return LockReleaseOutcome("released", current, "manual" if is_owner else "stolen")

@@ -24,21 +24,15 @@ import orjson
 import structlog
 from aiohttp import web
 
+from gateway.domain.phase import PHASES
 from gateway.http.auth import bearer_token, token_matches
-from gateway.phases.control import PHASES, PhaseChange
+from gateway.phases.control import PhaseChange
+from gateway.phases.guards import PhaseChangeRefusedError
 
 log = structlog.get_logger(__name__)
 
 TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
 JSON = "application/json"
-
-
-class PhaseChangeRefusedError(Exception):
-    """A phase change the guards refuse; `reasons` say why and what to do."""
-
-    def __init__(self, reasons: list[str]) -> None:
-        super().__init__("; ".join(reasons))
-        self.reasons = reasons
 
 
 class PhaseService(Protocol):

@@ -24,7 +24,7 @@ from gateway.http.auth import ANYONE, PRINCIPAL, ApiAuth
 from gateway.http.paths import Route, parse_query, route
 from gateway.http.responses import json_response, options_response
 from gateway.settings import Settings
-from gateway.store import Store
+from gateway.store import SocketHost, Store
 
 __all__ = ["DURABLE_OBJECTS", "ROOT_LISTING", "Gateway"]
 
@@ -105,11 +105,12 @@ Endpoint = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
 
 
 class Gateway:
-    """The DO API over one `Store`."""
+    """The DO API over one `Store` and one `SocketHost`."""
 
     def __init__(
         self,
         store: Store,
+        sockets: SocketHost,
         settings: Settings,
         clock: Clock,
         id_gen: IdGenerator | None = None,
@@ -117,6 +118,7 @@ class Gateway:
         auth: ApiAuth | None = None,
     ) -> None:
         self.store = store
+        self.sockets = sockets
         self.auth = auth  # None: no tokens and no admin-only operations
         self.settings = settings
         self.limits = settings.limits

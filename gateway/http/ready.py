@@ -16,30 +16,42 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 
-from gateway.actors import ActorHost
+from gateway.domain.phase import PHASES
 from gateway.errors import GatewayError
-from gateway.legacy.store import LegacyStore
 from gateway.phases.runtime import MigrationRuntime
 
 __all__ = ["LEGACY_SERVES", "Readiness"]
 
 log = structlog.get_logger(__name__)
 
-LEGACY_SERVES: Final = frozenset({"parallel", "write-through"})
+LEGACY_SERVES: Final = frozenset(p for p in PHASES if p.serves == "legacy")
 PING_TIMEOUT_S: Final = 2.0
+
+
+class Host(Protocol):
+    """What /ready asks of the actor host."""
+
+    @property
+    def accepting(self) -> bool: ...
+
+
+class Pingable(Protocol):
+    """What /ready asks of the legacy store."""
+
+    async def ping(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
     """What /ready looks at."""
 
-    host: ActorHost
+    host: Host
     runtime: MigrationRuntime
-    legacy: LegacyStore | None
+    legacy: Pingable | None
     repair_queue_max: int
 
     async def check(self) -> tuple[bool, dict[str, Any]]:
@@ -60,9 +72,9 @@ class Readiness:
             ready = ready and (reachable or not required)
         return ready, {"ready": ready, "phase": phase, "checks": checks}
 
-    async def _ping(self, legacy: LegacyStore) -> bool:
+    async def _ping(self, legacy: Pingable) -> bool:
         try:
-            return await asyncio.wait_for(legacy.client.ping(), PING_TIMEOUT_S)
+            return await asyncio.wait_for(legacy.ping(), PING_TIMEOUT_S)
         except (GatewayError, TimeoutError) as e:
             log.warning("ready.legacy_unreachable", error=str(e))
             return False

@@ -1,9 +1,10 @@
 """The two WebSockets of the DO API (do-api.md 8): the coordinator socket and the agent socket.
 
 The handler owns the read loop: each client frame is parsed here into a command (ids and times
-made here) and run through the `Store`; the store's actor queues every outgoing frame, which
-leaves only after its turn commits, in order per socket. When the client closes, aiohttp answers
-the close frame (upstream never did, do-api.md 12.6) and the store runs the close exactly once.
+made here) and run through the `SocketHost` (a chat frame through the `Store`, as POST /chat);
+every outgoing frame is queued on the host-held socket and leaves in order (from an actor, only
+after its turn commits). When the client closes, aiohttp answers the close frame (upstream never
+did, do-api.md 12.6) and the socket host runs the close exactly once.
 Frames that are not JSON objects, and unknown types, are ignored, as upstream does.
 """
 
@@ -168,18 +169,18 @@ async def coordinator_socket(
     gw: Gateway, request: web.Request, query: dict[str, str]
 ) -> web.WebSocketResponse:
     """`/coordinator...` with `Upgrade: websocket`: welcome, ping/pong, chat, agent-update, close."""
-    store = gw.store
+    store, sockets = gw.store, gw.sockets
     principal = request.get(PRINCIPAL, ANYONE)
     # checked before the upgrade; with a per-agent token and no agentId, the socket is the token's
     agent_id = c.query_id(query, "agentId") or principal.agent or gw.ids.anon_agent(gw.now())
 
     async def open_(ws: web.WebSocketResponse) -> SocketHandle:
-        return await store.open_coordinator_socket(ws, agent_id, gw.now())
+        return await sockets.open_coordinator_socket(ws, agent_id, gw.now())
 
     async def on_frame(handle: SocketHandle, data: dict[str, Any]) -> None:
         kind = data.get("type")
         if kind == "ping":
-            await store.coordinator_ping(handle, gw.now())
+            await sockets.coordinator_ping(handle, gw.now())
         elif kind == "chat":
             payload = data.get("payload")
             if isinstance(payload, dict):
@@ -191,29 +192,31 @@ async def coordinator_socket(
             payload = data.get("payload")
             status = payload.get("status") if isinstance(payload, dict) else None
             if isinstance(status, str) and status:
-                await store.coordinator_set_status(handle, status, gw.now())
+                await sockets.coordinator_set_status(handle, status, gw.now())
 
     return await _serve(
-        gw, request, agent_id, open_=open_, on_frame=on_frame, close=store.close_coordinator_socket
+        gw, request, agent_id, open_=open_, on_frame=on_frame, close=sockets.close_coordinator_socket
     )
 
 
 async def agent_socket(gw: Gateway, request: web.Request, agent_id: str) -> web.WebSocketResponse:
     """`/agent/<id>...` with `Upgrade: websocket`: state-sync, DM pushes, checkpoint-save."""
-    store = gw.store
+    sockets = gw.sockets
 
     async def open_(ws: web.WebSocketResponse) -> SocketHandle:
-        return await store.open_agent_socket(ws, agent_id, gw.now())
+        return await sockets.open_agent_socket(ws, agent_id, gw.now())
 
     async def on_frame(handle: SocketHandle, data: dict[str, Any]) -> None:
         if data.get("type") == "checkpoint-save":
             payload = data.get("payload")
             if isinstance(payload, dict):
-                await store.agent_socket_checkpoint(
+                await sockets.agent_socket_checkpoint(
                     handle,
                     c.SaveCheckpoint.parse(
                         agent_id, payload, gw.now(), max_bytes=gw.limits.checkpoint_max_bytes
                     ),
                 )
 
-    return await _serve(gw, request, agent_id, open_=open_, on_frame=on_frame, close=store.close_agent_socket)
+    return await _serve(
+        gw, request, agent_id, open_=open_, on_frame=on_frame, close=sockets.close_agent_socket
+    )

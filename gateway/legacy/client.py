@@ -60,9 +60,15 @@ _BACKOFF_MAX_S: Final = 0.5
 class LegacyClient:
     """A pooled asyncio Redis client with the gateway's retry and error-translation policy."""
 
-    def __init__(self, redis_url: str, settings: LegacySettings) -> None:
-        self.url = redis_url
+    def __init__(self, client: Redis, settings: LegacySettings, *, url: str = "") -> None:
+        """Wrap `client` (built by `connect`, or a test's); `url` names it in error messages."""
+        self.redis = client
         self.settings = settings
+        self.url = url
+
+    @classmethod
+    def connect(cls, redis_url: str, settings: LegacySettings) -> LegacyClient:
+        """A client with the gateway's pool on `redis_url` (no connection is made until used)."""
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             redis_url,
             max_connections=settings.pool_size,
@@ -74,7 +80,7 @@ class LegacyClient:
             retry=Retry(NoBackoff(), 0),  # tenacity below is the one retry policy
             health_check_interval=0,
         )
-        self.redis: Redis = redis.asyncio.Redis(connection_pool=pool)
+        return cls(redis.asyncio.Redis(connection_pool=pool), settings, url=redis_url)
 
     @classmethod
     def from_settings(cls, settings: LegacySettings, redis_url: str | None = None) -> LegacyClient:
@@ -82,7 +88,7 @@ class LegacyClient:
         url = redis_url or settings.redis_url
         if not url:
             raise ValueError("legacy.redis_url is not set: there is no legacy store to connect to")
-        return cls(url, settings)
+        return cls.connect(url, settings)
 
     async def run(self, what: str, op: Callable[[Redis], Awaitable[T]], *, idempotent: bool) -> T:
         """Run `op` against Redis; retry it on transient errors only when `idempotent`.

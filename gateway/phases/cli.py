@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.domain.jscompat import parse_js_date
+from gateway.domain.phase import PHASES
 from gateway.http.admin import TOKEN_FILE
-from gateway.phases.control import PHASES
 from gateway.settings import Settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3

@@ -18,10 +18,9 @@ import structlog
 
 from gateway.clock import Clock
 from gateway.domain.jscompat import iso_from_ms
+from gateway.domain.phase import PHASES, Phase
 
 log = structlog.get_logger(__name__)
-
-PHASES: tuple[str, ...] = ("parallel", "write-through", "read-switch", "cutover")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS phase (id INTEGER PRIMARY KEY CHECK (id = 1), phase TEXT NOT NULL,
@@ -56,11 +55,6 @@ class PhaseChange:
         }
 
 
-def phase_index(phase: str) -> int:
-    """The phase's position in the rollout order (parallel = 0 ... cutover = 3)."""
-    return PHASES.index(phase)
-
-
 class PhaseControl:
     """Reads and changes the current phase; the single source of truth for the router."""
 
@@ -84,9 +78,11 @@ class PhaseControl:
                 (now, initial_phase),
             )
             self._db.execute("COMMIT")
-            self.phase, self.since_ms = initial_phase, now
+            self.phase: Phase = Phase(initial_phase)
+            self.since_ms = now
         else:
-            self.phase, self.since_ms = str(row[0]), int(row[1])
+            self.phase = Phase(row[0])
+            self.since_ms = int(row[1])
             if self.phase != initial_phase:
                 log.warning(
                     "phase.config_differs",
@@ -114,7 +110,7 @@ class PhaseControl:
             raise
         change = PhaseChange(int(cur.lastrowid or 0), now, actor, self.phase, to_phase, reason, forced)
         log.info("phase.changed", **change.to_json())
-        self.phase, self.since_ms = to_phase, now
+        self.phase, self.since_ms = Phase(to_phase), now
         return change
 
     def history(self, limit: int = 100) -> list[PhaseChange]:

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.phases.control import PHASES, phase_index
+from gateway.domain.phase import PHASES, Phase
+
+
+class PhaseChangeRefusedError(Exception):
+    """A phase change the guards refuse; `reasons` say why and what to do."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +53,10 @@ def refusals(from_phase: str, to_phase: str, ctx: GuardContext) -> list[str]:
     if to_phase == from_phase:
         return [f"the gateway is already in phase {to_phase!r}"]
     out: list[str] = []
-    step = phase_index(to_phase) - phase_index(from_phase)
+    step = Phase(to_phase).order - Phase(from_phase).order
     if step > 1:
         out.append(
-            f"phases move forward one at a time: {from_phase} -> {PHASES[phase_index(from_phase) + 1]} first"
+            f"phases move forward one at a time: {from_phase} -> {PHASES[Phase(from_phase).order + 1]} first"
         )
     if from_phase == "cutover" and not ctx.reverse_synced:
         out.append(

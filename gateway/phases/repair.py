@@ -31,8 +31,8 @@ from pathlib import Path
 import structlog
 
 from gateway.clock import Clock
+from gateway.domain.entities import EntityKey
 from gateway.errors import GatewayError
-from gateway.phases.entities import EntityKey
 
 log = structlog.get_logger(__name__)
 

@@ -23,9 +23,10 @@ instead of waiting for a timeout per request. Before the authoritative store run
 the entities it may touch are recorded as intents in the repair queue's database, so a gateway
 killed between the two writes repairs them at its next start.
 
-Sockets are always held by the actor host. When legacy Redis is authoritative, the router
-pushes the frames the actors would have pushed (they only receive replicated entities, which
-never broadcast); when the actors are authoritative they push them themselves.
+Sockets are always held by the actor host (`gateway.phases.sockets` routes their messages). When
+legacy Redis is authoritative, the router pushes the frames the actors would have pushed (they
+only receive replicated entities, which never push), built by the same `gateway.domain.frames`;
+when the actors are authoritative they push them themselves.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
-import orjson
 import structlog
 
-from gateway.actors import ActorHost, HostedSocket
 from gateway.actors.crash import crash_point
 from gateway.clock import Clock
-from gateway.do import COORDINATOR, agent_ref
 from gateway.domain import commands as c
+from gateway.domain import frames
+from gateway.domain.entities import EntityKey, Owner
 from gateway.domain.jscompat import iso_from_ms
 from gateway.domain.model import (
     Agent,
@@ -64,31 +65,21 @@ from gateway.domain.model import (
     Task,
     WorkBundle,
     Zone,
-    frame,
 )
+from gateway.domain.phase import Phase, StoreName
 from gateway.errors import GatewayError
 from gateway.phases.control import PhaseControl
-from gateway.phases.entities import EntityKey
 from gateway.phases.gate import PhaseGate
 from gateway.phases.repair import RepairQueue, is_unavailable
 from gateway.phases.shadow import ShadowReader
-from gateway.settings import LimitSettings, MigrationSettings
-from gateway.store import SocketHandle, Store
+from gateway.settings import MigrationSettings
+from gateway.store import Replica, SocketHub, Store
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-AGENT_SCOPED = frozenset({"checkpoint", "dm", "memory"})
 TARGET_DOWN_MS = 1_000  # after a failed write, go straight to the queue for this long
-
-
-class Replica(Protocol):
-    """Entity-level access to one store (the unit of replication and repair)."""
-
-    async def read_entity(self, key: EntityKey) -> Any: ...
-
-    async def write_entity(self, key: EntityKey, value: Any) -> None: ...
 
 
 class PresenceStore(Protocol):
@@ -113,8 +104,15 @@ def in_rollout(agent_id: str, settings: MigrationSettings) -> bool:
     return bucket < settings.rollout_percent * 100
 
 
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
+@dataclass(frozen=True, slots=True)
+class ByStore(Generic[T]):
+    """One operation as each store carries it out (the router picks one by the phase)."""
+
+    actors: Callable[[], Awaitable[T]]
+    legacy: Callable[[], Awaitable[T]]
+
+    def on(self, store: StoreName) -> Awaitable[T]:
+        return self.actors() if store == "actors" else self.legacy()
 
 
 def _to_json(value: Any) -> Any:
@@ -181,29 +179,27 @@ class PhasedStore:
         legacy: LegacyBackend,
         actor_replica: Replica,
         legacy_replica: Replica,
-        host: ActorHost,
+        hub: SocketHub,
         control: PhaseControl,
         gate: PhaseGate,
         queue: RepairQueue,
         shadow: ShadowReader,
         clock: Clock,
         migration: MigrationSettings,
-        limits: LimitSettings,
     ) -> None:
         self.actors = actors
         self.legacy = legacy
-        self.replicas: dict[str, Replica] = {"actors": actor_replica, "legacy": legacy_replica}
-        self.host = host
+        self.replicas: dict[StoreName, Replica] = {"actors": actor_replica, "legacy": legacy_replica}
+        self.hub = hub
         self.control = control
         self.gate = gate
         self.queue = queue
         self.shadow = shadow
         self.clock = clock
         self.migration = migration
-        self.limits = limits
         self._locks = KeyedLocks()
-        self._down_until: dict[str, int] = {"actors": 0, "legacy": 0}
-        self._repair_failing: dict[str, bool] = {"actors": False, "legacy": False}
+        self._down_until: dict[StoreName, int] = {"actors": 0, "legacy": 0}
+        self._repair_failing: dict[StoreName, bool] = {"actors": False, "legacy": False}
         self._background: set[asyncio.Task[None]] = set()
         self.counters: dict[str, int] = {
             "replicated": 0,
@@ -214,42 +210,37 @@ class PhasedStore:
 
     # -- the two paths --------------------------------------------------------------------------
 
-    def _authoritative(self, phase: str) -> tuple[str, str]:
-        """(authoritative, other) store names for `phase`."""
-        if phase in ("parallel", "write-through"):
-            return "legacy", "actors"
-        return "actors", "legacy"
+    @property
+    def phase(self) -> Phase:
+        """The current phase (read once per operation, inside the gate)."""
+        return self.control.phase
 
-    def _store(self, name: str) -> Any:
-        return self.legacy if name == "legacy" else self.actors
+    def _both(self, op: Callable[[Store], Awaitable[T]]) -> ByStore[T]:
+        """A data operation, the same on either store."""
+        return ByStore(lambda: op(self.actors), lambda: op(self.legacy))
 
-    async def _read(
-        self, domain: str, what: str, run: Callable[[Any], Awaitable[T]], *, shadow: bool = True
-    ) -> T:
+    async def read(self, domain: str, what: str, run: ByStore[T], *, shadow: bool = True) -> T:
         """Serve a read from the authoritative store; with `shadow`, a sampled shadow read of the
         other store is compared in the background (never for reads with side effects)."""
         await self.gate.enter()
         try:
-            phase = self.control.phase
-            if phase == "cutover":
-                return await run(self.actors)
-            auth, other = self._authoritative(phase)
-            result = await run(self._store(auth))
-            if shadow and self.shadow.sampled():
-                other_store = self._store(other)
+            phase = self.phase
+            result = await run.on(phase.serves)
+            other = phase.other
+            if other is not None and shadow and self.shadow.sampled():
 
                 async def shadow_read() -> Any:
-                    return _to_json(await run(other_store))
+                    return _to_json(await run.on(other))
 
                 self.shadow.submit(domain, what, _to_json(result), shadow_read)
             return result
         finally:
             self.gate.leave()
 
-    async def _write(
+    async def write(
         self,
         scope: str,
-        run: Callable[[Any], Awaitable[T]],
+        run: ByStore[T],
         keys: Sequence[EntityKey],
         push: Callable[[T], None] | None = None,
         *,
@@ -257,16 +248,17 @@ class PhasedStore:
     ) -> T:
         """Run a write where the phase says and replicate `keys` (the entities it may touch,
         known before it runs: ids are generated before execution); `changed(result)` False
-        means the command changed nothing (a lock conflict), so nothing is replicated."""
+        means the command changed nothing (a lock conflict), so nothing is replicated. `push`
+        sends the frames the actors would have sent, when the legacy store ran the command."""
         await self.gate.enter()
         try:
-            phase = self.control.phase
-            if phase == "cutover":
-                return await run(self.actors)
-            auth, other = self._authoritative(phase)
+            phase = self.phase
+            auth, other = phase.serves, phase.other
+            if other is None:
+                return await run.on(auth)
             async with self._locks.hold(self._lock_names(keys, scope)):
-                if phase == "parallel":
-                    result = await run(self._store(auth))
+                if phase.mirrors_in_background:
+                    result = await run.on(auth)
                     if changed is None or changed(result):
                         self._mirror_in_background(keys, scope)
                 else:
@@ -279,9 +271,9 @@ class PhasedStore:
 
     async def _run_and_replicate(
         self,
-        run: Callable[[Any], Awaitable[T]],
-        auth: str,
-        other: str,
+        run: ByStore[T],
+        auth: StoreName,
+        other: StoreName,
         keys: Sequence[EntityKey],
         changed: Callable[[T], bool] | None,
     ) -> T:
@@ -289,7 +281,7 @@ class PhasedStore:
         settled = False
         try:
             try:
-                result = await run(self._store(auth))
+                result = await run.on(auth)
             except GatewayError:
                 settled = True  # the store refused or failed the command: nothing to replicate
                 raise
@@ -305,16 +297,16 @@ class PhasedStore:
             else:  # cancelled, or an unexpected error: the command may have run
                 self.queue.abandon(intents, "replication interrupted")
 
-    def _target_down(self, target: str) -> bool:
+    def _target_down(self, target: StoreName) -> bool:
         return self._repair_failing[target] or self.clock.now_ms() < self._down_until[target]
 
-    def _enqueue(self, key: EntityKey, target: str, error: str) -> None:
+    def _enqueue(self, key: EntityKey, target: StoreName, error: str) -> None:
         """Queue a repair, due with the worker's next attempt on `target` (no extra probe)."""
         next_probe = self.queue.next_due_ms(target) or 0
         self.queue.enqueue(key, target, error, not_before_ms=max(self._down_until[target], next_probe))
         self.counters["queued"] += 1
 
-    async def _replicate(self, key: EntityKey, target: str) -> None:
+    async def _replicate(self, key: EntityKey, target: StoreName) -> None:
         """Copy `key` from the other store into `target`; on failure queue it for repair."""
         if self._target_down(target):
             self._enqueue(key, target, f"{target} store recently unavailable")
@@ -328,34 +320,36 @@ class PhasedStore:
             self._enqueue(key, target, str(e))
             log.warning("replicate.queued", key=str(key), target=target, error=str(e))
 
-    async def copy(self, key: EntityKey, target: str) -> None:
+    async def copy(self, key: EntityKey, target: StoreName) -> None:
         """Upsert the source store's current value of `key` into `target` (delete when absent)."""
-        source = "legacy" if target == "actors" else "actors"
+        source: StoreName = "legacy" if target == "actors" else "actors"
         value = await self.replicas[source].read_entity(key)
         await self.replicas[target].write_entity(key, value)
 
     async def repair_copy(self, key: EntityKey, target: str) -> None:
         """The repair worker's copy: serialised with the entity's writes."""
+        if target not in self.replicas:
+            raise ValueError(f"unknown repair target {target!r}")
+        store: StoreName = "legacy" if target == "legacy" else "actors"
         scope = self._scope_of(key)
         try:
             async with self._locks.hold([scope]):
-                await self.copy(key, target)
+                await self.copy(key, store)
         except Exception as e:
             if is_unavailable(e):
-                self._repair_failing[target] = True  # requests queue until a repair succeeds again
+                self._repair_failing[store] = True  # requests queue until a repair succeeds again
             raise
-        self._repair_failing[target] = False
-        self._down_until[target] = 0
+        self._repair_failing[store] = False
+        self._down_until[store] = 0
 
     @staticmethod
     def _scope_of(key: EntityKey) -> str:
         """The lock that serialises the replication of `key`: one per agent actor for its data,
         one per resource for a lock, one per entity for the coordinator's (ids are unique)."""
-        if key.domain in AGENT_SCOPED:
-            return f"agent:{key.scope}"
-        if key.domain == "lock":
-            return f"lock:{key.id}"
-        return str(key)
+        owner = key.owner
+        if owner is Owner.COORDINATOR:
+            return str(key)
+        return f"{owner}:{key.owner_name}"
 
     def _lock_names(self, keys: Sequence[EntityKey], scope: str) -> list[str]:
         return [self._scope_of(k) for k in keys] if keys else [scope]
@@ -363,7 +357,7 @@ class PhasedStore:
     def _mirror_in_background(self, keys: Sequence[EntityKey], scope: str) -> None:
         wanted = []
         for key in keys:
-            if key.domain in AGENT_SCOPED and not in_rollout(key.scope, self.migration):
+            if key.owner is Owner.AGENT and not in_rollout(key.scope, self.migration):
                 self.counters["mirror_skipped_rollout"] += 1
             else:
                 wanted.append(key)
@@ -388,7 +382,7 @@ class PhasedStore:
         """A lock expired by its alarm, a change no request made: while the actors are
         authoritative, Redis must follow, so the lock goes to the repair queue (which copies it
         after the alarm's turn has committed; the copy waits for the actor's gate)."""
-        if self.control.phase == "read-switch":  # not a failure: no `queued` count
+        if self.phase is Phase.READ_SWITCH:  # not a failure: no `queued` count
             self.queue.enqueue(EntityKey("lock", "", resource_path), "legacy", "lock expired by its alarm")
 
     async def drain(self) -> None:
@@ -396,181 +390,170 @@ class PhasedStore:
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
-    # -- frames the actors would push (used while legacy is authoritative) ------------------------
-
-    def _broadcast(self, kind: str, payload: Any, timestamp: str) -> None:
-        socks = self.host.get_websockets(COORDINATOR)
-        if socks:
-            self.host.send(socks, _dumps(frame(kind, payload, timestamp)))
-
     # -- coordinator ------------------------------------------------------------------------------
 
     async def register_agent(self, cmd: c.RegisterAgent) -> None:
-        await self._write(
+        await self.write(
             "coordinator",
-            lambda s: s.register_agent(cmd),
+            self._both(lambda s: s.register_agent(cmd)),
             [EntityKey("agent", "", cmd.agent_id)],
-            lambda _: self._broadcast("agent-update", cmd.raw, iso_from_ms(cmd.now_ms)),
+            lambda _: self.hub.broadcast(frames.agent_registered(cmd.raw, iso_from_ms(cmd.now_ms))),
         )
 
     async def list_agents(self, now_ms: int, limit: int) -> list[Agent]:
-        return await self._read("agent", "list", lambda s: s.list_agents(now_ms, limit))
+        return await self.read("agent", "list", self._both(lambda s: s.list_agents(now_ms, limit)))
 
     async def post_chat(self, cmd: c.PostChat) -> GroupMessage:
-        return await self._write(
+        return await self.write(
             "coordinator",
-            lambda s: s.post_chat(cmd),
+            self._both(lambda s: s.post_chat(cmd)),
             [EntityKey("chat", "", cmd.id)],
-            lambda m: self._broadcast("chat", m.to_json(), m.timestamp),
+            lambda msg: self.hub.broadcast(frames.chat_posted(msg)),
         )
 
     async def get_chat(self, q: c.ChatQuery) -> ChatPage:
+        run = self._both(lambda s: s.get_chat(q))
         if q.agent_id is None:
-            return await self._read("chat", "get", lambda s: s.get_chat(q))
-        agent_id = q.agent_id  # reading with agentId marks the agent active: a write
-        return await self._write("coordinator", lambda s: s.get_chat(q), [EntityKey("agent", "", agent_id)])
+            return await self.read("chat", "get", run)
+        # reading with agentId marks the agent active: a write
+        return await self.write("coordinator", run, [EntityKey("agent", "", q.agent_id)])
 
     async def create_task(self, cmd: c.CreateTask) -> Task:
-        return await self._write(
+        return await self.write(
             "coordinator",
-            lambda s: s.create_task(cmd),
+            self._both(lambda s: s.create_task(cmd)),
             [EntityKey("task", "", cmd.id)],
-            lambda t: self._broadcast("task-update", t.create_json(), t.created_at),
+            lambda t: self.hub.broadcast(frames.task_created(t)),
         )
 
     async def update_task(self, cmd: c.UpdateTask) -> Task:
-        return await self._write(
+        return await self.write(
             "coordinator",
-            lambda s: s.update_task(cmd),
+            self._both(lambda s: s.update_task(cmd)),
             [EntityKey("task", "", cmd.id)],
-            lambda t: self._broadcast("task-update", t.to_json(), t.updated_at),
+            lambda t: self.hub.broadcast(frames.task_updated(t)),
         )
 
     async def list_tasks(self, q: c.ListTasks) -> list[Task]:
-        return await self._read("task", "list", lambda s: s.list_tasks(q))
+        return await self.read("task", "list", self._both(lambda s: s.list_tasks(q)))
 
     async def work_bundle(self, q: c.WorkQuery) -> WorkBundle:
-        return await self._write(
-            "coordinator", lambda s: s.work_bundle(q), [EntityKey("agent", "", q.agent_id)]
+        return await self.write(
+            "coordinator", self._both(lambda s: s.work_bundle(q)), [EntityKey("agent", "", q.agent_id)]
         )
 
     # -- zones, claims, handoffs --------------------------------------------------------------------
 
     async def find_zone(self, path: str) -> Zone | None:
-        return await self._read("zone", "find", lambda s: s.find_zone(path))
+        return await self.read("zone", "find", self._both(lambda s: s.find_zone(path)))
 
     async def list_zones(self, q: c.ZoneQuery) -> list[Zone]:
-        return await self._read("zone", "list", lambda s: s.list_zones(q))
+        return await self.read("zone", "list", self._both(lambda s: s.list_zones(q)))
 
     async def claim_zone(self, cmd: c.ZoneClaim) -> Zone:
-        return await self._write(
-            "coordinator", lambda s: s.claim_zone(cmd), [EntityKey("zone", "", cmd.zone_id)]
+        return await self.write(
+            "coordinator", self._both(lambda s: s.claim_zone(cmd)), [EntityKey("zone", "", cmd.zone_id)]
         )
 
     async def release_zone(self, cmd: c.ReleaseZone) -> bool:
-        return await self._write(
-            "coordinator", lambda s: s.release_zone(cmd), [EntityKey("zone", "", cmd.zone_id)]
+        return await self.write(
+            "coordinator", self._both(lambda s: s.release_zone(cmd)), [EntityKey("zone", "", cmd.zone_id)]
         )
 
     async def get_claim(self, what: str, now_ms: int) -> Claim | None:
-        return await self._read("claim", "get", lambda s: s.get_claim(what, now_ms))
+        return await self.read("claim", "get", self._both(lambda s: s.get_claim(what, now_ms)))
 
     async def list_claims(self, q: c.ClaimQuery) -> list[Claim]:
-        return await self._read("claim", "list", lambda s: s.list_claims(q))
+        return await self.read("claim", "list", self._both(lambda s: s.list_claims(q)))
 
     async def claim(self, cmd: c.ClaimWork) -> ClaimOutcome:
-        return await self._write("coordinator", lambda s: s.claim(cmd), [EntityKey("claim", "", cmd.what)])
+        return await self.write(
+            "coordinator", self._both(lambda s: s.claim(cmd)), [EntityKey("claim", "", cmd.what)]
+        )
 
     async def release_claim(self, cmd: c.ReleaseClaim) -> bool:
-        return await self._write(
-            "coordinator", lambda s: s.release_claim(cmd), [EntityKey("claim", "", cmd.what)]
+        return await self.write(
+            "coordinator", self._both(lambda s: s.release_claim(cmd)), [EntityKey("claim", "", cmd.what)]
         )
 
     async def get_handoff(self, handoff_id: str) -> Handoff | None:
-        return await self._read("handoff", "get", lambda s: s.get_handoff(handoff_id))
+        return await self.read("handoff", "get", self._both(lambda s: s.get_handoff(handoff_id)))
 
     async def list_handoffs(self, q: c.HandoffQuery) -> list[Handoff]:
-        return await self._read("handoff", "list", lambda s: s.list_handoffs(q))
+        return await self.read("handoff", "list", self._both(lambda s: s.list_handoffs(q)))
 
     async def create_handoff(self, cmd: c.CreateHandoff) -> Handoff:
-        return await self._write(
+        return await self.write(
             "coordinator",
-            lambda s: s.create_handoff(cmd),
+            self._both(lambda s: s.create_handoff(cmd)),
             [EntityKey("handoff", "", cmd.id)],
-            lambda h: self._broadcast(
-                "task-update", {"action": "handoff-created", "handoff": h.create_json()}, h.created_at
-            ),
+            lambda h: self.hub.broadcast(frames.handoff_created(h)),
         )
 
     async def claim_handoff(self, cmd: c.ClaimHandoff) -> HandoffOutcome:
-        return await self._write(
+        return await self.write(
             "coordinator",
-            lambda s: s.claim_handoff(cmd),
+            self._both(lambda s: s.claim_handoff(cmd)),
             [EntityKey("handoff", "", cmd.handoff_id)],
         )
 
     async def complete_handoff(self, cmd: c.CompleteHandoff) -> HandoffOutcome:
-        return await self._write(
+        return await self.write(
             "coordinator",
-            lambda s: s.complete_handoff(cmd),
+            self._both(lambda s: s.complete_handoff(cmd)),
             [EntityKey("handoff", "", cmd.handoff_id)],
         )
 
     # -- agent ------------------------------------------------------------------------------------
 
     async def get_checkpoint(self, agent_id: str) -> Checkpoint | None:
-        return await self._read("checkpoint", "get", lambda s: s.get_checkpoint(agent_id))
+        return await self.read("checkpoint", "get", self._both(lambda s: s.get_checkpoint(agent_id)))
 
     async def save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
-        await self._write(
+        await self.write(
             f"agent:{cmd.agent_id}",
-            lambda s: s.save_checkpoint(cmd),
+            self._both(lambda s: s.save_checkpoint(cmd)),
             [EntityKey("checkpoint", cmd.agent_id, "")],
         )
 
     async def send_dm(self, cmd: c.SendDm) -> DirectMessage:
-        def push(dm: DirectMessage) -> None:
-            socks = self.host.get_websockets(agent_ref(cmd.agent_id))
-            if socks:
-                self.host.send(socks, _dumps(frame("chat", dm.to_json(), iso_from_ms(cmd.now_ms))))
-
-        return await self._write(
+        return await self.write(
             f"agent:{cmd.agent_id}",
-            lambda s: s.send_dm(cmd),
+            self._both(lambda s: s.send_dm(cmd)),
             [EntityKey("dm", cmd.agent_id, cmd.id)],
-            push,
+            lambda dm: self.hub.push_to_agent(cmd.agent_id, frames.dm_sent(dm)),
         )
 
     async def list_dms(self, q: c.ListDms) -> list[DirectMessage]:
-        return await self._read("dm", "list", lambda s: s.list_dms(q))
+        return await self.read("dm", "list", self._both(lambda s: s.list_dms(q)))
 
     async def mark_dms_read(self, cmd: c.MarkDmsRead) -> None:
-        await self._write(
+        await self.write(
             f"agent:{cmd.agent_id}",
-            lambda s: s.mark_dms_read(cmd),
+            self._both(lambda s: s.mark_dms_read(cmd)),
             [EntityKey("dm", cmd.agent_id, i) for i in dict.fromkeys(cmd.message_ids)],
         )
 
     async def add_memory(self, cmd: c.AddMemory) -> Memory:
-        return await self._write(
+        return await self.write(
             f"agent:{cmd.agent_id}",
-            lambda s: s.add_memory(cmd),
+            self._both(lambda s: s.add_memory(cmd)),
             [EntityKey("memory", cmd.agent_id, cmd.id)],
         )
 
     async def search_memory(self, q: c.MemoryQuery) -> list[Memory]:
-        return await self._read("memory", "search", lambda s: s.search_memory(q))
+        return await self.read("memory", "search", self._both(lambda s: s.search_memory(q)))
 
     async def agent_state(self, agent_id: str) -> AgentStateView:
-        return await self._read("agent-state", "get", lambda s: s.agent_state(agent_id))
+        return await self.read("agent-state", "get", self._both(lambda s: s.agent_state(agent_id)))
 
     # -- locks ------------------------------------------------------------------------------------
 
     async def check_lock(self, resource_path: str, now_ms: int) -> LockCheck:
         # a check may release an expired lock (a write), so it replicates the lock entity too
-        return await self._write(
+        return await self.write(
             f"lock:{resource_path}",
-            lambda s: s.check_lock(resource_path, now_ms),
+            self._both(lambda s: s.check_lock(resource_path, now_ms)),
             [EntityKey("lock", "", resource_path)],
             changed=lambda r: r.expired_now is not None,
         )
@@ -578,16 +561,11 @@ class PhasedStore:
     async def acquire_lock(self, cmd: c.AcquireLock) -> LockAcquireOutcome:
         def push(out: LockAcquireOutcome) -> None:
             if out.acquired:
-                payload = {
-                    "action": "locked",
-                    "resourcePath": cmd.resource_path,
-                    "lock": out.lock.create_json(),
-                }
-                self._broadcast("lock-update", payload, iso_from_ms(cmd.now_ms))
+                self.hub.broadcast(frames.lock_acquired(out.lock, iso_from_ms(cmd.now_ms)))
 
-        return await self._write(
+        return await self.write(
             f"lock:{cmd.resource_path}",
-            lambda s: s.acquire_lock(cmd),
+            self._both(lambda s: s.acquire_lock(cmd)),
             [EntityKey("lock", "", cmd.resource_path)],
             push,
             changed=lambda out: out.acquired,
@@ -597,17 +575,11 @@ class PhasedStore:
         def push(out: LockReleaseOutcome) -> None:
             if out.lock is not None and out.outcome in ("released", "expired"):
                 reason = out.release_reason or "manual"
-                payload = {
-                    "action": "expired" if reason == "expired" else "unlocked",
-                    "resourcePath": cmd.resource_path,
-                    "previousOwner": out.lock.locked_by,
-                    "releaseReason": reason,
-                }
-                self._broadcast("lock-update", payload, iso_from_ms(cmd.now_ms))
+                self.hub.broadcast(frames.lock_released(out.lock, reason, iso_from_ms(cmd.now_ms)))
 
-        return await self._write(
+        return await self.write(
             f"lock:{cmd.resource_path}",
-            lambda s: s.release_lock(cmd),
+            self._both(lambda s: s.release_lock(cmd)),
             [EntityKey("lock", "", cmd.resource_path)],
             push,
             changed=lambda out: out.outcome != "none",
@@ -616,108 +588,3 @@ class PhasedStore:
     async def lock_history(self, resource_path: str, limit: int) -> LockHistory:
         # the legacy store keeps no lock history: history is always the actors'
         return await self.actors.lock_history(resource_path, limit)
-
-    # -- WebSockets -------------------------------------------------------------------------------
-
-    async def open_coordinator_socket(self, ws: Any, agent_id: str, now_ms: int) -> SocketHandle:
-        async def run(store: Any) -> SocketHandle:
-            if store is self.actors:
-                hs: SocketHandle = await self.actors.open_coordinator_socket(ws, agent_id, now_ms)
-                return hs
-            await self.legacy.touch_agent(agent_id, now_ms, advance_cursor=False)
-            hs = self.host.accept_websocket(COORDINATOR, ws, [agent_id])
-            agents = await self.legacy.list_agents(now_ms, self.limits.list_limit_max)
-            payload = {"agents": [a.to_json() for a in agents], "message": f"Welcome {agent_id}!"}
-            hs.enqueue(_dumps(frame("agent-update", payload, iso_from_ms(now_ms))))
-            return hs
-
-        return await self._write("coordinator", run, [EntityKey("agent", "", agent_id)])
-
-    async def coordinator_ping(self, handle: SocketHandle, now_ms: int) -> None:
-        agent_id = socket_agent(handle)
-
-        async def run(store: Any) -> None:
-            if store is self.actors:
-                await self.actors.coordinator_ping(handle, now_ms)
-                return
-            handle.enqueue(_dumps({"type": "pong", "timestamp": iso_from_ms(now_ms)}))
-            if agent_id is not None:
-                await self.legacy.touch_agent(
-                    agent_id, now_ms, advance_cursor=False
-                )  # as the actors: presence only
-
-        await self._write("coordinator", run, _agent_keys(agent_id))
-
-    async def coordinator_set_status(self, handle: SocketHandle, status: str, now_ms: int) -> None:
-        agent_id = socket_agent(handle)
-
-        async def run(store: Any) -> None:
-            if store is self.actors:
-                await self.actors.coordinator_set_status(handle, status, now_ms)
-            elif agent_id is not None:
-                await self.legacy.set_agent_status(agent_id, status, now_ms)
-
-        await self._write("coordinator", run, _agent_keys(agent_id))
-
-    async def close_coordinator_socket(self, handle: SocketHandle, code: int, reason: str) -> None:
-        agent_id = socket_agent(handle)
-        now_ms = self.clock.now_ms()
-
-        async def run(store: Any) -> bool:
-            if store is self.actors:
-                await self.actors.close_coordinator_socket(handle, code, reason)
-                return False
-            self.host.forget_websocket(handle)
-            if agent_id is None or self.host.get_websockets(COORDINATOR, agent_id):
-                return False  # another socket of this agent is still open: it stays online
-            await self.legacy.set_agent_status(agent_id, "offline", now_ms)
-            return True
-
-        def push(went_offline: bool) -> None:
-            if went_offline:
-                self._broadcast(
-                    "agent-update", {"agentId": agent_id, "status": "offline"}, iso_from_ms(now_ms)
-                )
-
-        await self._write("coordinator", run, _agent_keys(agent_id), push)
-
-    async def open_agent_socket(self, ws: Any, agent_id: str, now_ms: int) -> SocketHandle:
-        async def run(store: Any) -> SocketHandle:
-            if store is self.actors:
-                hs: SocketHandle = await self.actors.open_agent_socket(ws, agent_id, now_ms)
-                return hs
-            hs = self.host.accept_websocket(agent_ref(agent_id), ws, [])
-            view = await self.legacy.agent_state(agent_id)
-            hs.enqueue(_dumps(frame("state-sync", view.to_json(), iso_from_ms(now_ms))))
-            return hs
-
-        # no shadow read: opening a socket accepts it and sends `state-sync` (a second one would
-        # be held, pushed to and closed beside the first)
-        return await self._read("agent-state", "socket", run, shadow=False)
-
-    async def agent_socket_checkpoint(self, handle: SocketHandle, cmd: c.SaveCheckpoint) -> None:
-        async def run(store: Any) -> None:
-            if store is self.actors:
-                await self.actors.agent_socket_checkpoint(handle, cmd)
-                return
-            await self.legacy.save_checkpoint(cmd)
-            handle.enqueue(_dumps({"type": "checkpoint-saved", "timestamp": iso_from_ms(cmd.now_ms)}))
-
-        await self._write(f"agent:{cmd.agent_id}", run, [EntityKey("checkpoint", cmd.agent_id, "")])
-
-    async def close_agent_socket(self, handle: SocketHandle, code: int, reason: str) -> None:
-        if handle.closed:
-            return
-        if self.control.phase in ("parallel", "write-through"):
-            self.host.forget_websocket(handle)
-        else:
-            await self.actors.close_agent_socket(handle, code, reason)
-
-
-def _agent_keys(agent_id: str | None) -> list[EntityKey]:
-    return [] if agent_id is None else [EntityKey("agent", "", agent_id)]
-
-
-def socket_agent(hs: HostedSocket) -> str | None:
-    """The agent a coordinator socket was opened for (its first tag)."""
-    return hs.tags[0] if hs.tags else None

@@ -18,23 +18,16 @@ import structlog
 
 from gateway.clock import Clock
 from gateway.domain.jscompat import iso_from_ms
+from gateway.domain.phase import Phase
 from gateway.errors import StartupRefused
-from gateway.http.admin import PhaseChangeRefusedError
 from gateway.phases.control import PhaseChange, PhaseControl
 from gateway.phases.gate import PhaseGate, SwitchTimeoutError
-from gateway.phases.guards import ConsistencyReportInfo, GuardContext, refusals
+from gateway.phases.guards import ConsistencyReportInfo, GuardContext, PhaseChangeRefusedError, refusals
 from gateway.phases.repair import Copier, RepairQueue, RepairWorker
 from gateway.phases.shadow import ShadowReader
 from gateway.settings import MigrationSettings
 
 log = structlog.get_logger(__name__)
-
-ROUTES: dict[str, tuple[str, str]] = {
-    "parallel": ("legacy", "legacy, then actors in the background (best effort)"),
-    "write-through": ("legacy", "legacy, then actors (failures queued for repair)"),
-    "read-switch": ("actors", "actors, then legacy (failures queued for repair)"),
-    "cutover": ("actors", "actors only"),
-}
 
 
 class MigrationRuntime:
@@ -70,7 +63,7 @@ class MigrationRuntime:
             )
 
     @property
-    def phase(self) -> str:
+    def phase(self) -> Phase:
         return self.control.phase
 
     def start_repair(self, copy: Copier, replication: dict[str, int] | None = None) -> None:
@@ -80,12 +73,18 @@ class MigrationRuntime:
         self.worker = RepairWorker(self.queue, copy, self.clock)
         self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
 
-    async def close(self) -> None:
+    async def stop_background(self) -> None:
+        """Stop the repair worker and wait for the shadow reads in flight (both use the stores)."""
         if self._worker_task is not None:
             self._worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker_task
+            self._worker_task = None
         await self.shadow.drain()
+
+    async def close(self) -> None:
+        """Stop the background work, then close the phase control and the repair queue."""
+        await self.stop_background()
         self.queue.close()
         self.control.close()
 
@@ -94,13 +93,12 @@ class MigrationRuntime:
     def status(self) -> dict[str, Any]:
         stats = self.queue.stats()
         now = self.clock.now_ms()
-        reads, writes = ROUTES[self.phase]
         report = self.last_report
         return {
             "phase": self.phase,
             "since": iso_from_ms(self.control.since_ms),
-            "reads": reads,
-            "writes": writes,
+            "reads": self.phase.serves,
+            "writes": self.phase.writes,
             "legacyConfigured": self.legacy_configured,
             "repairQueue": {
                 "depth": stats.depth,

@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from gateway.app import HOST, MIGRATION, create_app
-from gateway.phases.entities import EntityKey
+from gateway.domain.entities import EntityKey
 from gateway.settings import LegacySettings, MigrationSettings, Settings, StorageSettings
 from gateway.testing import RedisServer
 

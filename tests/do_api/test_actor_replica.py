@@ -9,12 +9,12 @@ import pytest
 
 from gateway.actors import ActorHost
 from gateway.clock import FakeClock
+from gateway.do.actor_store import ActorStore, build_actor_host
 from gateway.do.replica import ActorReplica
+from gateway.domain.entities import EntityKey
 from gateway.domain.jscompat import iso_from_ms
 from gateway.domain.model import Lock
-from gateway.phases.entities import EntityKey
 from gateway.settings import LimitSettings
-from gateway.store import ActorStore, build_actor_host
 
 NOW = 1_795_627_727_041
 MIN = 60_000

@@ -12,8 +12,8 @@ from gateway.actors import ActorHost
 from gateway.clock import FakeClock
 from gateway.do import agent_ref
 from gateway.do._sql import get_extra, put_extra
+from gateway.do.actor_store import build_actor_host
 from gateway.settings import LimitSettings
-from gateway.store import build_actor_host
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ SETTINGS = LegacySettings(pool_size=4, timeout_s=0.5, retries=2)
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[LegacyClient]:
-    c = LegacyClient(redis_url, SETTINGS)
+    c = LegacyClient.connect(redis_url, SETTINGS)
     yield c
     await c.close()
 
@@ -97,7 +97,7 @@ async def test_redis_errors_that_are_not_transient_become_legacy_store_errors(cl
 
 async def test_a_stopped_redis_gives_store_unavailable_quickly(redis_server: RedisServer) -> None:
     """Redis stopped: the request fails with 503 within the time budget, it does not hang."""
-    c = LegacyClient(redis_server.url, SETTINGS)
+    c = LegacyClient.connect(redis_server.url, SETTINGS)
     try:
         await c.ping()
         redis_server.stop()
@@ -113,7 +113,7 @@ async def test_a_stopped_redis_gives_store_unavailable_quickly(redis_server: Red
 
 async def test_the_client_recovers_when_redis_comes_back(redis_server: RedisServer) -> None:
     """After Redis restarts, the same client works again (pooled connections are replaced)."""
-    c = LegacyClient(redis_server.url, SETTINGS)
+    c = LegacyClient.connect(redis_server.url, SETTINGS)
     try:
         await c.ping()
         redis_server.kill()

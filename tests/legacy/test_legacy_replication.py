@@ -1,4 +1,4 @@
-"""LegacyStore's replication interface: idempotent upserts and deletes of entity state."""
+"""gateway.legacy.replica.LegacyReplica: idempotent upserts and deletes of entity state in Redis."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import redis.asyncio
 
 from gateway.clock import FakeClock
 from gateway.domain import commands as c
+from gateway.domain.entities import EntityKey
 from gateway.domain.jscompat import iso_from_ms
 from gateway.domain.model import (
     Agent,
@@ -29,7 +30,6 @@ from gateway.legacy import keys
 from gateway.legacy.generator import BASE_MS
 from gateway.legacy.replica import LegacyReplica
 from gateway.legacy.store import LegacyStore
-from gateway.phases.entities import EntityKey
 from gateway.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -46,30 +46,48 @@ async def store(redis_url: str) -> AsyncIterator[LegacyStore]:
 
 
 @pytest.fixture
+def replica(store: LegacyStore) -> LegacyReplica:
+    return LegacyReplica(store.records, store.clock)
+
+
+def key_of(entity: Any, scope: str = "") -> EntityKey:
+    """The key replication would use for `entity`."""
+    domain = {Task: "task", Handoff: "handoff", Agent: "agent", Claim: "claim", Lock: "lock",
+              Memory: "memory", DirectMessage: "dm", GroupMessage: "chat"}[type(entity)]  # fmt: skip
+    ident = {Claim: "what", Lock: "resource_path", Agent: "agent_id"}.get(type(entity), "id")
+    return EntityKey(domain, scope, getattr(entity, ident))
+
+
+@pytest.fixture
 async def r(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
     client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
 
 
-async def test_upserts_are_idempotent_and_read_back_equal(store: LegacyStore, r: redis.asyncio.Redis) -> None:
+async def test_upserts_are_idempotent_and_read_back_equal(
+    store: LegacyStore, replica: LegacyReplica, r: redis.asyncio.Redis
+) -> None:
     """Writing the same entity twice leaves one equal value that the store reads back unchanged."""
     task = Task("task-1", "t", None, "in-progress", "phil", "tyler", "urgent", ["a"], ["f.py"], T, T)
     handoff = Handoff("h1", "a", None, "t", "ctx", None, None, ["n"], "high", "pending", None, T, None, None)
     for _ in range(2):
-        await store.upsert_task(task)
-        await store.upsert_handoff(handoff)
+        await replica.write_entity(key_of(task), task)
+        await replica.write_entity(key_of(handoff), handoff)
     assert await r.hlen(keys.TASKS) == 1
     assert await store.list_tasks(c.ListTasks.parse({}, 10)) == [task]
     assert await store.get_handoff("h1") == handoff
 
 
-async def test_upsert_agent_keeps_legacy_only_fields(store: LegacyStore, r: redis.asyncio.Redis) -> None:
+async def test_upsert_agent_keeps_legacy_only_fields(
+    store: LegacyStore, replica: LegacyReplica, r: redis.asyncio.Redis
+) -> None:
     """Replicating an actor-side agent onto a rich legacy record keeps metrics, version, name."""
     await r.hset(
         keys.ACTIVE_AGENTS, "r", json.dumps({"id": "r", "name": "Rex", "version": 4, "status": "idle"})
     )
-    await store.upsert_agent(Agent("r", "active", "task", None, T, ["py"], [], []))
+    entity = Agent("r", "active", "task", None, T, ["py"], [], [])
+    await replica.write_entity(key_of(entity), entity)
     value = json.loads(await r.hget(keys.ACTIVE_AGENTS, "r") or "{}")
     assert (value["name"], value["version"], value["status"], value["capabilities"]) == (
         "Rex",
@@ -81,33 +99,40 @@ async def test_upsert_agent_keeps_legacy_only_fields(store: LegacyStore, r: redi
 
 
 async def test_upsert_refuses_to_overwrite_an_unreadable_value(
-    store: LegacyStore, r: redis.asyncio.Redis
+    store: LegacyStore, replica: LegacyReplica, r: redis.asyncio.Redis
 ) -> None:
     """A corrupt legacy value is never replaced by replication (it is reported instead)."""
     await r.hset(keys.TASKS, "task-1", "{broken")
     with pytest.raises(ApiError):
-        await store.upsert_task(Task("task-1", "t", None, "todo", None, "c", "low", [], [], T, T))
+        await replica.write_entity(
+            key_of(x := Task("task-1", "t", None, "todo", None, "c", "low", [], [], T, T)), x
+        )
     assert await r.hget(keys.TASKS, "task-1") == "{broken"
 
 
-async def test_claims_locks_and_memory(store: LegacyStore, r: redis.asyncio.Redis) -> None:
+async def test_claims_locks_and_memory(
+    store: LegacyStore, replica: LegacyReplica, r: redis.asyncio.Redis
+) -> None:
     """Claim and lock upserts/deletes hit their fields; memory upserts keep the tag index."""
-    await store.upsert_claim(Claim("api/x.ts", "phil", None, T))
+    entity = Claim("api/x.ts", "phil", None, T)
+    await replica.write_entity(key_of(entity), entity)
     assert await r.hexists(keys.CLAIMS, "phil:api/x.ts")
-    await store.delete_claim("phil", "api/x.ts")
+    await replica.write_entity(EntityKey("claim", "", "api/x.ts"), None)
     assert not await r.exists(keys.CLAIMS)
     lock = Lock("p", "file-lock", "phil", None, T, iso_from_ms(NOW + 1000), NOW + 1000)
-    await store.upsert_lock(lock)
+    await replica.write_entity(key_of(lock), lock)
     assert (await store.check_lock("p", NOW)).lock == lock
-    await store.delete_lock("p")
+    await replica.write_entity(EntityKey("lock", "", "p"), None)
     assert (await store.check_lock("p", NOW)).lock is None
-    await store.upsert_memory(Memory("mem-1", "learning", "c", ["Tag"], T), "phil")
+    await replica.write_entity(
+        EntityKey("memory", "phil", "mem-1"), Memory("mem-1", "learning", "c", ["Tag"], T)
+    )
     assert await r.smembers(keys.memory_tag("tag")) == {"mem-1"}
     assert [x.id for x in await store.search_memory(c.MemoryQuery.parse("phil", {}, 50))] == ["mem-1"]
 
 
 async def test_a_replicated_claim_replaces_stale_fields_of_others(
-    store: LegacyStore, r: redis.asyncio.Redis
+    store: LegacyStore, replica: LegacyReplica, r: redis.asyncio.Redis
 ) -> None:
     """Upserting the DO claim of a `what` removes other agents' stale fields for it (the DO
     takeover replaced them); a fresh one of another agent (a known conflict) is kept."""
@@ -116,24 +141,27 @@ async def test_a_replicated_claim_replaces_stale_fields_of_others(
     other = {"what": "y", "by": "old", "since": iso_from_ms(NOW - 31 * 60_000), "stale": False}
     for fld, value in (("old:x", stale), ("rival:x", fresh), ("old:y", other)):
         await r.hset(keys.CLAIMS, fld, json.dumps(value))
-    await store.upsert_claim(Claim("x", "phil", None, T))
+    entity = Claim("x", "phil", None, T)
+    await replica.write_entity(key_of(entity), entity)
     assert sorted(await r.hkeys(keys.CLAIMS)) == ["old:y", "phil:x", "rival:x"]
 
 
-async def test_dm_and_chat_replication_is_idempotent(store: LegacyStore, r: redis.asyncio.Redis) -> None:
+async def test_dm_and_chat_replication_is_idempotent(
+    store: LegacyStore, replica: LegacyReplica, r: redis.asyncio.Redis
+) -> None:
     """A DM or chat message replicated twice appears once; a read flag is replicated with readAt."""
     dm = DirectMessage("msg-1", "a", "note", "hello", T, False)
-    await store.upsert_dm(dm, "b")
-    await store.upsert_dm(dm, "b")
+    await replica.write_entity(key_of(dm, "b"), dm)
+    await replica.write_entity(key_of(dm, "b"), dm)
     conv = json.loads(await r.hget(keys.DM_CONVOS, "dm-a-b") or "{}")
     assert conv["unreadCount"] == {"a": 0, "b": 1}
-    await store.upsert_dm(DirectMessage("msg-1", "a", "note", "hello", T, True), "b")
+    await replica.write_entity(key_of(dm, "b"), DirectMessage("msg-1", "a", "note", "hello", T, True))
     msgs = json.loads(await r.hget(keys.DM_MESSAGES, "dm-a-b") or "[]")
     assert [(x["id"], x["read"], x.get("readAt")) for x in msgs] == [("msg-1", True, T)]
     assert json.loads(await r.hget(keys.DM_CONVOS, "dm-a-b") or "{}")["unreadCount"] == {"a": 0, "b": 0}
     msg = GroupMessage("1-abc", "a", "agent", "hi", T, [])
-    await store.append_chat(msg)
-    await store.append_chat(msg)
+    await replica.write_entity(key_of(msg), msg)
+    await replica.write_entity(key_of(msg), msg)
     assert await r.llen(keys.MESSAGES) == 1
 
 
@@ -156,9 +184,10 @@ ENTITIES: list[tuple[EntityKey, Any]] = [
 
 
 @pytest.mark.parametrize(("key", "entity"), ENTITIES, ids=[k.domain for k, _ in ENTITIES])
-async def test_replica_writes_reads_and_deletes(store: LegacyStore, key: EntityKey, entity: Any) -> None:
+async def test_replica_writes_reads_and_deletes(
+    store: LegacyStore, replica: LegacyReplica, key: EntityKey, entity: Any
+) -> None:
     """An entity written by key reads back equal, a second write changes nothing, None removes it."""
-    replica = LegacyReplica(store)
     await replica.write_entity(key, entity)
     await replica.write_entity(key, entity)
     assert await replica.read_entity(key) == entity
@@ -166,9 +195,10 @@ async def test_replica_writes_reads_and_deletes(store: LegacyStore, key: EntityK
     assert await replica.read_entity(key) is None
 
 
-async def test_replica_per_agent_entities(store: LegacyStore, r: redis.asyncio.Redis) -> None:
+async def test_replica_per_agent_entities(
+    store: LegacyStore, replica: LegacyReplica, r: redis.asyncio.Redis
+) -> None:
     """DMs are placed in the recipient's conversation and memories under their owner."""
-    replica = LegacyReplica(store)
     dm = DirectMessage("msg-9", "a", "status", "hi", T, False)
     await replica.write_entity(EntityKey("dm", "b", "msg-9"), dm)
     back = await replica.read_entity(EntityKey("dm", "b", "msg-9"))

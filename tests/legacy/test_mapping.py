@@ -1,4 +1,4 @@
-"""gateway.mapping: domain entities <-> legacy values, lossless both ways where the specs allow."""
+"""gateway.legacy.mapping: domain entities <-> legacy values, lossless both ways where the specs allow."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import redis.asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import mapping as m
 from gateway.domain.jscompat import iso_from_ms
 from gateway.domain.model import (
     Agent,
@@ -26,6 +25,7 @@ from gateway.domain.model import (
     Zone,
 )
 from gateway.legacy import keys
+from gateway.legacy import mapping as m
 from gateway.legacy.codec import Corrupt, decode, dumps, loads
 from gateway.legacy.generator import generate
 

@@ -13,16 +13,17 @@ from typing import Any
 import pytest
 
 from gateway.clock import FakeClock
+from gateway.do.actor_store import ActorStore, build_actor_host
 from gateway.do.replica import ActorReplica
 from gateway.domain import commands as c
+from gateway.domain.entities import EntityKey
 from gateway.domain.ids import IdGenerator
 from gateway.domain.jscompat import iso_from_ms
 from gateway.legacy.generator import BASE_MS
 from gateway.legacy.replica import LegacyReplica
 from gateway.legacy.store import LegacyStore
-from gateway.phases.entities import EntityKey
 from gateway.settings import LimitSettings, Settings
-from gateway.store import ActorStore, Store, build_actor_host
+from gateway.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +122,7 @@ async def test_both_stores_record_the_same_read_at(stores: tuple[Store, Store]) 
         await store.mark_dms_read(c.MarkDmsRead.parse("tyler", {"messageIds": [send.id]}, NOW + 9))
     key = EntityKey("dm", "tyler", send.id)
     on_actors = await ActorReplica(actors.host).read_entity(key)
-    on_redis = await LegacyReplica(legacy).read_entity(key)
+    on_redis = await LegacyReplica(legacy.records, legacy.clock).read_entity(key)
     assert on_actors is not None
     assert on_redis is not None
     assert on_actors.extra["readAt"] == on_redis.extra["readAt"] == iso_from_ms(NOW + 7)

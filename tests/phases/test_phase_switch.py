@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.phases.control import PHASES
+from gateway.domain.phase import PHASES
 
 from .conftest import Gw, GwFactory
 from .helpers import ActorView, lock_url

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
 
-from gateway.phases.control import PHASES
+from gateway.domain.phase import PHASES
 
 from .conftest import GwFactory
 from .helpers import lock_url, poll

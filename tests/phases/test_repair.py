@@ -6,8 +6,8 @@ import random
 from pathlib import Path
 
 from gateway.clock import FakeClock
+from gateway.domain.entities import EntityKey
 from gateway.errors import StoreUnavailable
-from gateway.phases.entities import EntityKey
 from gateway.phases.repair import RepairQueue, RepairWorker
 
 K1 = EntityKey("task", "", "task-1")

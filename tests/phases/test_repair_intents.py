@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.clock import FakeClock
-from gateway.phases.entities import EntityKey
+from gateway.domain.entities import EntityKey
 from gateway.phases.repair import RepairQueue
 from gateway.phases.router import in_rollout
 from gateway.settings import MigrationSettings

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import FakeClock, settle
-from gateway.http.admin import PhaseChangeRefusedError
-from gateway.phases.entities import EntityKey
+from gateway.domain.entities import EntityKey
+from gateway.phases.guards import PhaseChangeRefusedError
 from gateway.phases.runtime import MigrationRuntime
 from gateway.settings import MigrationSettings
 

@@ -1,0 +1,435 @@
+"""`LegacyRecords`: reading and writing single records of the legacy Redis layout.
+
+The legacy store (DO commands) and the legacy replica (entity upserts and deletes) both work on
+records through this one public face: every read decodes a value tolerantly (double-encoded
+JSON, every legacy writer's shape, through `gateway.legacy.mapping`) and reports and skips a
+corrupt one (`CorruptionLog`), never deleting what it could not read; every write goes through
+the pooled client (`LegacyClient.run`), retried only when it is safe to repeat.
+
+Atomic changes of one hash field use a compare-and-set Lua script (`cas`): it only writes when
+the field still holds the value that was read, so it also loses cleanly to the legacy API's own
+HGET/HSETNX sequences. Changes of several fields (claims, a DM conversation, the chat list) run
+under WATCH/MULTI with a bounded number of optimistic retries (`optimistic`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+from typing import Any, Final, TypeVar, cast
+
+import redis.exceptions
+
+from gateway.domain.jscompat import parse_js_date
+from gateway.domain.model import (
+    Agent,
+    Checkpoint,
+    Claim,
+    DirectMessage,
+    GroupMessage,
+    Handoff,
+    Lock,
+    Memory,
+    Task,
+    Zone,
+)
+from gateway.errors import ApiError, StoreUnavailable
+from gateway.legacy import keys
+from gateway.legacy import mapping as m
+from gateway.legacy.client import LegacyClient, Redis
+from gateway.legacy.codec import Corrupt, CorruptionLog, decode_array, decode_object, dumps
+
+__all__ = ["CAS_ATTEMPTS", "CHAT_SCAN", "Json", "LegacyRecords", "ms", "set_last_message"]
+
+T = TypeVar("T")
+Json = dict[str, Any]
+
+CAS_ATTEMPTS: Final = 16  # optimistic retries under contention before giving up with a 503
+CHAT_SCAN: Final = keys.CHAT_MAX + 200  # the whole legacy window (user posts trim it to 1000)
+
+# Set the hash field to ARGV[4] (or delete it when ARGV[5] == "del") only if it still holds
+# ARGV[2] (or is missing when ARGV[3] == "missing"). 1 = written, 0 = someone else changed it.
+_CAS_LUA: Final = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[3] == 'missing' then
+  if cur then return 0 end
+elseif cur ~= ARGV[2] then
+  return 0
+end
+if ARGV[5] == 'del' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+end
+return 1
+"""
+
+
+def ms(iso: str | None) -> int | None:
+    """Epoch ms of a legacy date text (None when absent or unreadable)."""
+    return None if not iso else parse_js_date(iso)
+
+
+class LegacyRecords:
+    """Single records of the legacy layout, read tolerantly and written through the pooled client."""
+
+    def __init__(self, client: LegacyClient, corruption: CorruptionLog | None = None) -> None:
+        self.client = client
+        self.corruption = corruption or CorruptionLog()
+        self._cas_script = client.redis.register_script(_CAS_LUA)
+
+    async def close(self) -> None:
+        """Close the client's connection pool."""
+        await self.client.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def run(self, what: str, op: Callable[[Redis], Awaitable[T]], *, idempotent: bool = True) -> T:
+        """Run `op` on Redis (`LegacyClient.run`): retried on transient errors when `idempotent`."""
+        return await self.client.run(what, op, idempotent=idempotent)
+
+    def decode(self, raw: str, key: str, field: str | None) -> Json | None:
+        """A JSON object value, or None (reported) when it is not one."""
+        value = decode_object(raw, key=key, field=field)
+        if isinstance(value, Corrupt):
+            self.corruption.report(value)
+            return None
+        return value
+
+    def parse(self, raw: str, key: str, field: str | None, parse: Callable[[Json], T]) -> T | None:
+        """Decode and map one value; a corrupt or unmappable value is reported and skipped."""
+        value = self.decode(raw, key, field)
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            self.corruption.report(Corrupt(key, field, f"unmappable value: {exc!r}", raw[:120]))
+            return None
+
+    async def hgetall(self, key: str, parse: Callable[[str, Json], T]) -> list[tuple[str, T]]:
+        """Every readable field of a hash, mapped by `parse(field, value)`."""
+        raw = await self.hgetall_raw(key)
+        out: list[tuple[str, T]] = []
+        for fld, text in raw.items():
+            entity = self.parse(text, key, fld, lambda v, f=fld: parse(f, v))  # type: ignore[misc]
+            if entity is not None:
+                out.append((fld, entity))
+        return out
+
+    async def hgetall_raw(self, key: str) -> dict[str, str]:
+        async def op(r: Redis) -> dict[str, str]:
+            return cast("dict[str, str]", await r.hgetall(key))
+
+        return await self.run(f"HGETALL {key}", op)
+
+    async def hget(self, key: str, fld: str) -> str | None:
+        async def op(r: Redis) -> str | None:
+            return cast("str | None", await r.hget(key, fld))
+
+        return await self.run(f"HGET {key}", op)
+
+    async def hset(self, key: str, fld: str, value: Json) -> None:
+        """Write one whole value (idempotent, so retried)."""
+        text = dumps(value)
+        await self.run(f"HSET {key}", lambda r: r.hset(key, fld, text))
+
+    async def hdel(self, key: str, fld: str, *, idempotent: bool = True) -> bool:
+        """Remove one field; True when it was there."""
+        return bool(await self.run(f"HDEL {key}", lambda r: r.hdel(key, fld), idempotent=idempotent))
+
+    async def cas(self, key: str, fld: str, expected: str | None, new: str | None) -> bool:
+        """Compare-and-set one hash field atomically; False when it changed since it was read.
+
+        `expected` None: the field must be missing; `new` None: delete the field.
+        """
+        args = [
+            fld,
+            expected or "",
+            "missing" if expected is None else "match",
+            new or "",
+            "del" if new is None else "set",
+        ]
+        result = await self.run(
+            f"CAS {key}", lambda r: self._cas_script(keys=[key], args=args, client=r), idempotent=False
+        )
+        return bool(result)
+
+    async def optimistic(
+        self,
+        what: str,
+        watch: tuple[str, ...],
+        body: Callable[[Any], Awaitable[T]],
+        *,
+        idempotent: bool = True,
+    ) -> T:
+        """Run `body(pipe)` under WATCH of `watch`, retried when a watched key changed meanwhile.
+
+        `body` reads through the pipe (immediate mode), then calls `pipe.multi()` and queues its
+        writes; the writes are executed when it returns.
+        """
+
+        async def op(r: Redis) -> T:
+            for _ in range(CAS_ATTEMPTS):
+                async with r.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(*watch)
+                        result = await body(pipe)
+                        if pipe.explicit_transaction:
+                            await pipe.execute()
+                    except redis.exceptions.WatchError:
+                        continue
+                    return result
+            raise StoreUnavailable(f"legacy store unavailable: {what} too contended")
+
+        return await self.run(what, op, idempotent=idempotent)
+
+    # -- one record of a hash -----------------------------------------------------------------------
+
+    async def agent(self, agent_id: str) -> tuple[Agent | None, str | None]:
+        """The agent and its raw value (a raw value with no agent: unreadable, reported)."""
+        raw = await self.hget(keys.ACTIVE_AGENTS, agent_id)
+        if raw is None:
+            return None, None
+        return self.parse(raw, keys.ACTIVE_AGENTS, agent_id, lambda v: m.agent_from_legacy(agent_id, v)), raw
+
+    async def put_agent(self, agent: Agent, presence: str | None) -> None:
+        """Write the agent's value, and its presence (`online`/`offline`) when given, at once."""
+        text = dumps(m.agent_to_legacy(agent))
+
+        async def op(r: Redis) -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                _ = pipe.hset(keys.ACTIVE_AGENTS, agent.agent_id, text)
+                if presence is not None:
+                    _ = pipe.hset(keys.AGENT_PRESENCE, agent.agent_id, presence)
+                await pipe.execute()
+
+        await self.run(f"HSET {keys.ACTIVE_AGENTS}", op)
+
+    async def task(self, task_id: str) -> Task | None:
+        raw = await self.hget(keys.TASKS, task_id)
+        return None if raw is None else self.parse(raw, keys.TASKS, task_id, m.task_from_legacy)
+
+    async def zone(self, zone_id: str) -> tuple[Zone | None, str | None]:
+        """The zone and its raw value."""
+        raw = await self.hget(keys.ZONES, zone_id)
+        if raw is None:
+            return None, None
+        return self.parse(raw, keys.ZONES, zone_id, lambda v: m.zone_from_legacy(zone_id, v)), raw
+
+    async def handoff(self, handoff_id: str) -> tuple[Handoff | None, str | None]:
+        """The handoff and its raw value."""
+        raw = await self.hget(keys.HANDOFFS, handoff_id)
+        if raw is None:
+            return None, None
+        return self.parse(raw, keys.HANDOFFS, handoff_id, m.handoff_from_legacy), raw
+
+    async def checkpoint(self, agent_id: str) -> Checkpoint | None:
+        raw = await self.hget(keys.CHECKPOINTS, agent_id)
+        if raw is None:
+            return None
+        return self.parse(raw, keys.CHECKPOINTS, agent_id, lambda v: m.checkpoint_from_legacy(agent_id, v))
+
+    async def lock(self, path: str) -> tuple[Lock | None, str | None]:
+        """The lock and its raw value (a raw value with no lock: unreadable, reported)."""
+        raw = await self.hget(keys.LOCKS, path)
+        if raw is None:
+            return None, None
+        return self.parse(raw, keys.LOCKS, path, lambda v: m.lock_from_legacy(path, v)), raw
+
+    async def memory(self, memory_id: str) -> Memory | None:
+        raw = await self.hget(keys.SHARED_MEMORY, memory_id)
+        return None if raw is None else self.parse(raw, keys.SHARED_MEMORY, memory_id, m.memory_from_legacy)
+
+    # -- chat -------------------------------------------------------------------------------------
+
+    async def chat_window(self, count: int) -> list[GroupMessage]:
+        """The newest `count` readable messages, newest first (the legacy list order)."""
+
+        async def op(r: Redis) -> list[str]:
+            return cast("list[str]", await r.lrange(keys.MESSAGES, 0, count - 1))
+
+        raw = await self.run(f"LRANGE {keys.MESSAGES}", op)
+        out = []
+        for text in raw:
+            msg = self.parse(text, keys.MESSAGES, None, m.chat_from_legacy)
+            if msg is not None:
+                out.append(msg)
+        return out
+
+    async def chat_texts(self, first: int, last: int) -> list[str]:
+        """The raw chat list elements `first..last` (newest first)."""
+
+        async def op(r: Redis) -> list[str]:
+            return cast("list[str]", await r.lrange(keys.MESSAGES, first, last))
+
+        return await self.run(f"LRANGE {keys.MESSAGES}", op)
+
+    async def find_chat(self, msg_id: str) -> GroupMessage | None:
+        """The message `msg_id` in the chat list (newest first; a new one is near the head).
+
+        Only elements whose text contains the id are decoded: replication reads the message it
+        just posted on every chat write in write-through, and decoding the whole list (up to
+        1,200 elements) cost milliseconds per post.
+        """
+        for first, last in ((0, 99), (100, CHAT_SCAN - 1)):  # the head first: a new message is there
+            for raw in await self.chat_texts(first, last):
+                if msg_id in raw:
+                    msg = self.parse(raw, keys.MESSAGES, None, m.chat_from_legacy)
+                    if msg is not None and msg.id == msg_id:
+                        return msg
+        return None
+
+    # -- claims: one field per `{by}:{what}` --------------------------------------------------------
+
+    def claims_by_what(
+        self, entries: Iterable[tuple[str, str]], now_ms: int
+    ) -> dict[str, list[tuple[str, Claim]]]:
+        """Readable claims grouped by `what` (the value's own `what`, not the field name)."""
+        out: dict[str, list[tuple[str, Claim]]] = {}
+        for fld, raw in entries:
+            claim = self.parse(raw, keys.CLAIMS, fld, lambda v: m.claim_from_legacy(v, now_ms=now_ms))
+            if claim is not None:
+                out.setdefault(claim.what, []).append((fld, claim))
+        return out
+
+    @staticmethod
+    def winner(claims: list[tuple[str, Claim]]) -> Claim:
+        """The DO claim of one `what`: the newest non-stale one, else the newest (stale) one.
+
+        The others are known conflicts (migration.md); they are left in Redis untouched.
+        """
+        fresh = [cl for _, cl in claims if not cl.stale]
+        pool = fresh or [cl for _, cl in claims]
+        return max(pool, key=lambda cl: ms(cl.since) or 0)
+
+    @staticmethod
+    async def claims_matching(r: Any, what: str) -> list[tuple[str, str]]:
+        """The raw `*:{what}` fields (HSCAN through `r`, a client or a watching pipe)."""
+        pattern = "*:" + re.sub(r"([*?\[\]\\])", r"\\\1", what)
+        out: list[tuple[str, str]] = []
+        cursor = 0
+        while True:
+            cursor, page = cast(
+                "tuple[int, dict[str, str]]", await r.hscan(keys.CLAIMS, cursor, match=pattern, count=1000)
+            )
+            out.extend(page.items())
+            if not cursor:
+                return out
+
+    async def claims_on(self, what: str, now_ms: int) -> list[tuple[str, Claim]]:
+        """Every readable claim field of `what`."""
+        entries = await self.run(f"HSCAN {keys.CLAIMS}", lambda r: self.claims_matching(r, what))
+        return self.claims_by_what(entries, now_ms).get(what, [])
+
+    async def claim(self, what: str, now_ms: int) -> Claim | None:
+        """The DO claim of `what` (`winner`), stale or not."""
+        group = await self.claims_on(what, now_ms)
+        return None if not group else self.winner(group)
+
+    # -- direct messages: one conversation per pair -------------------------------------------------
+
+    async def inbox(self, agent_id: str) -> list[DirectMessage]:
+        """Every message of the agent's conversations addressed to it, newest first."""
+
+        async def op(r: Redis) -> tuple[str | None, list[str | None]]:
+            ids_raw = cast("str | None", await r.hget(keys.DM_USER_CONVOS, agent_id))
+            if ids_raw is None:
+                return None, []
+            conv_ids = decode_array(ids_raw, key=keys.DM_USER_CONVOS, field=agent_id)
+            if isinstance(conv_ids, Corrupt) or not conv_ids:
+                return ids_raw, []
+            arrays = await r.hmget(keys.DM_MESSAGES, [str(x) for x in conv_ids])
+            return ids_raw, cast("list[str | None]", arrays)
+
+        ids_raw, arrays = await self.run(f"HMGET {keys.DM_MESSAGES}", op)
+        if ids_raw is not None and isinstance(decode_array(ids_raw, key=keys.DM_USER_CONVOS), Corrupt):
+            self.corruption.report(Corrupt(keys.DM_USER_CONVOS, agent_id, "not a JSON array", ids_raw[:120]))
+        out: list[DirectMessage] = []
+        for raw in arrays:
+            if raw is None:
+                continue
+            msgs = decode_array(raw, key=keys.DM_MESSAGES)
+            if isinstance(msgs, Corrupt):
+                self.corruption.report(msgs)
+                continue
+            out.extend(m.dm_from_legacy(x) for x in msgs if isinstance(x, dict) and x.get("to") == agent_id)
+        out.sort(key=lambda d: d.timestamp, reverse=True)
+        return out
+
+    async def update_conversation(
+        self,
+        conv_id: str,
+        change: Callable[[list[Any], Json | None], tuple[list[Any], Json]],
+        users: list[str],
+    ) -> None:
+        """Rewrite one conversation's message array and record under WATCH (optimistic, retried),
+        and add it to each of `users`' conversation lists that lacks it."""
+
+        async def body(pipe: Any) -> None:
+            raw_msgs = cast("str | None", await pipe.hget(keys.DM_MESSAGES, conv_id))
+            raw_conv = cast("str | None", await pipe.hget(keys.DM_CONVOS, conv_id))
+            msgs = [] if raw_msgs is None else decode_array(raw_msgs, key=keys.DM_MESSAGES, field=conv_id)
+            conv = None if raw_conv is None else self.decode(raw_conv, keys.DM_CONVOS, conv_id)
+            if isinstance(msgs, Corrupt) or (raw_conv is not None and conv is None):
+                if isinstance(msgs, Corrupt):
+                    self.corruption.report(msgs)
+                raise ApiError(409, {"error": "Conversation is unreadable in the legacy store"})
+            new_msgs, new_conv = change(msgs, conv)
+            user_lists = [cast("str | None", await pipe.hget(keys.DM_USER_CONVOS, u)) for u in users]
+            pipe.multi()
+            _ = pipe.hset(keys.DM_MESSAGES, conv_id, dumps(new_msgs[-keys.DM_MAX :]))
+            _ = pipe.hset(keys.DM_CONVOS, conv_id, dumps(new_conv))
+            for user, raw_list in zip(users, user_lists, strict=True):
+                convs = [] if raw_list is None else decode_array(raw_list, key=keys.DM_USER_CONVOS)
+                if isinstance(convs, Corrupt):
+                    continue  # never overwrite what we cannot read
+                if conv_id not in convs:
+                    _ = pipe.hset(keys.DM_USER_CONVOS, user, dumps([*convs, conv_id]))
+
+        await self.optimistic(f"DM {conv_id}", (keys.DM_MESSAGES, keys.DM_CONVOS, keys.DM_USER_CONVOS), body)
+
+    @staticmethod
+    def unread_counts(conv: Json, msgs: list[Any]) -> Json:
+        """`unreadCount` derived from the per-message `read` flags (the truth)."""
+        counts = {p: 0 for p in conv.get("participants", []) if isinstance(p, str)}
+        for msg in msgs:
+            if isinstance(msg, dict) and msg.get("read") is not True and isinstance(msg.get("to"), str):
+                counts[msg["to"]] = counts.get(msg["to"], 0) + 1
+        return counts
+
+    def conversation_record(
+        self, conv: Json | None, dm: DirectMessage, to: str, extra: Json, msgs: list[Any]
+    ) -> Json:
+        """The conversation's record (a new one if none), with unread counts derived from `msgs`."""
+        participants = sorted({dm.from_agent, to}, key=lambda s: s.encode("utf-16-be", "surrogatepass"))
+        record: Json = (
+            dict(conv)
+            if conv
+            else {
+                "id": m.conversation_id(dm.from_agent, to),
+                "participants": participants,
+                "participantTypes": {dm.from_agent: extra["fromType"], to: extra["toType"]},
+                "unreadCount": {},
+                "createdAt": dm.timestamp,
+            }
+        )
+        record["unreadCount"] = self.unread_counts(record, msgs)
+        return record
+
+    @staticmethod
+    def dm_value(
+        conv: Json | None, dm: DirectMessage, to: str, *, read_at: str | None = None
+    ) -> tuple[Json, Json]:
+        """The legacy value of `dm` in its conversation, and the extra fields it was written with
+        (the participants' types, known from the conversation record, default `agent`)."""
+        types = (conv or {}).get("participantTypes") or {}
+        extra = {"fromType": types.get(dm.from_agent, "agent"), "toType": types.get(to, "agent"), **dm.extra}
+        return m.dm_to_legacy(replace(dm, extra=extra), to, read_at=read_at), extra
+
+
+def set_last_message(record: Json, dm: DirectMessage) -> None:
+    """A conversation record's `updatedAt` and `lastMessage` after `dm` (legacy dm.ts shape)."""
+    record["updatedAt"] = dm.timestamp
+    record["lastMessage"] = {"preview": dm.message[:100], "timestamp": dm.timestamp, "from": dm.from_agent}
