@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -124,4 +125,41 @@ async def test_the_client_recovers_when_redis_comes_back(redis_server: RedisServ
     finally:
         if not redis_server.running:
             redis_server.start()
+        await c.close()
+
+
+async def test_the_pool_bounds_connections_and_a_waiter_gets_a_freed_one(redis_url: str) -> None:
+    """With `pool_size` commands blocking, one more waits for a pooled connection instead of
+    opening another, and runs as soon as one is given back."""
+    c = LegacyClient.connect(redis_url, LegacySettings(pool_size=2, timeout_s=2.0, retries=0))
+    order: list[str] = []
+
+    async def block(r: Redis) -> None:
+        await r.blpop(["agent-coord:nothing"], timeout=0.3)
+        order.append("blocked")
+
+    try:
+        blockers = [asyncio.ensure_future(c.run("BLPOP", block, idempotent=False)) for _ in range(2)]
+        await asyncio.sleep(0.05)  # both hold a connection now
+        assert await c.ping()
+        order.append("ping")
+        await asyncio.gather(*blockers)
+        assert order.index("ping") > 0  # it ran only once a blocking command gave a connection back
+    finally:
+        await c.close()
+
+
+async def test_an_exhausted_pool_is_a_503_after_the_timeout(redis_url: str) -> None:
+    """Every pooled connection taken: a command waits at most `timeout_s`, then fails with a
+    retryable 503 instead of hanging."""
+    c = LegacyClient.connect(redis_url, LegacySettings(pool_size=1, timeout_s=0.3, retries=0))
+    taken = await c.redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="legacy store unavailable: PING") as info:
+            await c.ping()
+        assert 0.25 < time.monotonic() - started < 2.0
+        assert info.value.body()["retryable"] is True
+    finally:
+        await c.redis.connection_pool.release(taken)
         await c.close()
