@@ -38,7 +38,7 @@ from gateway.http.responses import json_response, raw_json_response
 from gateway.http.ws import OPEN_SOCKETS
 from gateway.legacy.replica import LegacyReplica
 from gateway.legacy.store import LegacyStore
-from gateway.metrics import Gauge, RequestMetrics, render
+from gateway.metrics import Gauge, RequestMetrics
 from gateway.phases.router import PhasedStore
 from gateway.phases.runtime import MigrationRuntime
 from gateway.phases.sockets import PhasedSockets
@@ -225,7 +225,9 @@ async def _api(settings: Settings, clk: Clock, app: web.Application) -> AsyncIte
     store: Store = app[ROUTER] if ROUTER in app else ActorStore(host)
     sockets: SocketHost = app[SOCKETS] if SOCKETS in app else ActorSockets(host)
     auth = app[AUTH]
-    app[ADMIN] = AdminApi(app[MIGRATION], app[ADMIN_TOKEN], lambda: render(app[METRICS], gauges(app)))
+    metrics = app[METRICS]
+    metrics.add_state(lambda: gauges(app))
+    app[ADMIN] = AdminApi(app[MIGRATION], app[ADMIN_TOKEN], metrics.render)
     app[GATEWAY] = Gateway(store, sockets, settings, clk, auth=auth if auth.needed else None)
     yield
 

@@ -1,24 +1,34 @@
 """Metrics in the Prometheus text format, served at `GET /admin/metrics` (admin token).
 
-Two kinds of figures:
+Built on `prometheus_client`, with one `CollectorRegistry` per app (tests build many apps in one
+process; the library's global registry is never used). Two kinds of figures:
 
-- **request metrics** recorded by the middleware on every request: a counter per
-  (method, route family, status) and a latency histogram per route family. Recording is two
-  dict updates and a bisect, so it stays off the hot path's budget;
-- **state gauges** read when the endpoint is scraped: the actor host (open databases,
+- **request metrics** recorded by the middleware on every request (`RequestMetrics.observe`): a
+  counter per (method, route family, status) and a latency histogram per route family;
+- **state figures** read when the endpoint is scraped: the actor host (open databases,
   activations, evictions, pending alarms, held sockets), the phase, the repair queue, shadow
-  reads, replication counters and corrupt legacy values.
-
-Written by hand rather than with prometheus_client: the format is a few lines of text, and the
-gateway needs one process-local registry per app (tests build many apps), which that library's
-global registry makes awkward.
+  reads, replication counters and corrupt legacy values. The app hands them over as `Gauge`
+  values through a collector (`state`), so nothing has to be updated on the request path.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+__all__ = ["BUCKETS", "CONTENT_TYPE", "Gauge", "RequestMetrics", "route_family"]
+
+# The `*_created` timestamp series are noise for a gateway's own figures (and would double the
+# lines of every counter); this switch is process-wide in prometheus_client.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
+"""The exposition's content type (text format 0.0.4)."""
 
 # Latency buckets (seconds): the target is well under 1 ms, and the tail matters.
 BUCKETS: tuple[float, ...] = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -34,81 +44,79 @@ def route_family(raw_path: str) -> str:
     return first if first in ROUTE_FAMILIES else "other"
 
 
-@dataclass(slots=True)
-class _Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
-    total: float = 0.0
-    n: int = 0
-
-
-class RequestMetrics:
-    """Counters and latency histograms of the HTTP requests of one app."""
-
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[str, _Histogram] = {}
-
-    def observe(self, method: str, family: str, status: int, seconds: float) -> None:
-        key = (method, family, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        hist = self.latency.get(family)
-        if hist is None:
-            hist = self.latency[family] = _Histogram()
-        hist.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        hist.total += seconds
-        hist.n += 1
-
-    def render(self) -> list[str]:
-        out = [
-            "# HELP agent_coord_http_requests_total HTTP requests answered, by method, route and status.",
-            "# TYPE agent_coord_http_requests_total counter",
-        ]
-        for (method, family, status), n in sorted(self.requests.items()):
-            out.append(
-                f'agent_coord_http_requests_total{{method="{method}",route="{family}",status="{status}"}} {n}'
-            )
-        out += [
-            "# HELP agent_coord_http_request_duration_seconds Time to answer a request, by route family.",
-            "# TYPE agent_coord_http_request_duration_seconds histogram",
-        ]
-        for family, hist in sorted(self.latency.items()):
-            running = 0
-            for bound, count in zip((*BUCKETS, float("inf")), hist.counts, strict=True):
-                running += count
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                bucket = f'route="{family}",le="{le}"'
-                out.append(f"agent_coord_http_request_duration_seconds_bucket{{{bucket}}} {running}")
-            out.append(f'agent_coord_http_request_duration_seconds_sum{{route="{family}"}} {hist.total:.6f}')
-            out.append(f'agent_coord_http_request_duration_seconds_count{{route="{family}"}} {hist.n}')
-        return out
-
-
 @dataclass(frozen=True, slots=True)
 class Gauge:
-    """One state figure: name, help text, type and its labelled values."""
+    """One state figure read at scrape time: name (a counter's without `_total`), help text, its
+    labelled values and its type."""
 
     name: str
     help: str
     values: Iterable[tuple[dict[str, str], float]]
-    kind: str = "gauge"
+    kind: Literal["gauge", "counter"] = "gauge"
+
+    def family(self) -> Metric:
+        values = list(self.values)
+        labels = sorted({k for lbl, _ in values for k in lbl})
+        family: GaugeMetricFamily | CounterMetricFamily
+        if self.kind == "counter":
+            family = CounterMetricFamily(self.name, self.help, labels=labels)
+        else:
+            family = GaugeMetricFamily(self.name, self.help, labels=labels)
+        for lbl, value in values:
+            family.add_metric([lbl.get(k, "") for k in labels], value)
+        return family
 
 
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}"
+class _State:
+    """A collector of the figures `read()` gives at each scrape."""
+
+    def __init__(self, read: Callable[[], Iterable[Gauge]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        for gauge in self._read():
+            yield gauge.family()
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class RequestMetrics:
+    """The metrics of one app: its own registry, the request figures, and the state figures."""
 
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._requests = Counter(
+            "agent_coord_http_requests",
+            "HTTP requests answered, by method, route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "agent_coord_http_request_duration_seconds",
+            "Time to answer a request, by route family.",
+            ["route"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
 
-def render(requests: RequestMetrics, gauges: Iterable[Gauge]) -> str:
-    """The whole exposition (text format 0.0.4)."""
-    out = requests.render()
-    for g in gauges:
-        out.append(f"# HELP {g.name} {g.help}")
-        out.append(f"# TYPE {g.name} {g.kind}")
-        out.extend(f"{g.name}{_labels(labels)} {value:g}" for labels, value in g.values)
-    return "\n".join(out) + "\n"
+    def observe(self, method: str, family: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        self._requests.labels(method, family, str(status)).inc()
+        self._latency.labels(family).observe(seconds)
+
+    @property
+    def requests(self) -> dict[tuple[str, str, int], int]:
+        """The requests counted so far, by (method, route family, status)."""
+        out: dict[tuple[str, str, int], int] = {}
+        for metric in self._requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    labels = sample.labels
+                    out[(labels["method"], labels["route"], int(labels["status"]))] = int(sample.value)
+        return out
+
+    def add_state(self, read: Callable[[], Iterable[Gauge]]) -> None:
+        """Report the figures `read()` gives, read afresh at every scrape."""
+        self.registry.register(_State(read))
+
+    def render(self) -> str:
+        """The whole exposition (text format 0.0.4)."""
+        return generate_latest(self.registry).decode("utf-8")
