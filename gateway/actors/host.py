@@ -63,6 +63,7 @@ from gateway.errors import (
     InvalidActorName,
     TransactionControlNotAllowed,
 )
+from gateway.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -755,7 +756,7 @@ class ActorHost:
         return True
 
     def _schedule_retry(self, ref: ActorRef, retry: int, error: BaseException) -> None:
-        delay_s = self.limits.alarm_retry_base_s * (2**retry) * self._rng.uniform(0.75, 1.25)
+        delay_s = Backoff(self.limits.alarm_retry_base_s, jitter=(0.75, 1.25)).delay_s(retry, self._rng)
         log.warning(
             "alarm.retry", actor=str(ref), retry=retry + 1, delay_s=round(delay_s, 3), error=str(error)
         )

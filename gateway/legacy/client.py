@@ -23,6 +23,7 @@ not UTF-8 round-trips unchanged when written back.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
@@ -31,15 +32,10 @@ import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
 
 from gateway.errors import LegacyStoreError, StoreUnavailable
+from gateway.retry import Backoff
 from gateway.settings import LegacySettings, mask_url
 
 __all__ = ["LegacyClient", "Redis"]
@@ -53,8 +49,9 @@ _TRANSIENT: Final = (
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
 )
-_BACKOFF_MULTIPLIER_S: Final = 0.05
-_BACKOFF_MAX_S: Final = 0.5
+BACKOFF: Final = Backoff(base_s=0.05, cap_s=0.5, jitter=(0.0, 1.0))
+"""Between attempts of an idempotent operation: up to 50, 100, 200 ms ..., at most 0.5 s."""
+_RNG = random.Random()  # noqa: S311 - jitter, not security
 
 
 class LegacyClient:
@@ -99,7 +96,7 @@ class LegacyClient:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_TRANSIENT),
             stop=stop_after_attempt(attempts) | stop_after_delay(self.settings.timeout_s),
-            wait=wait_random_exponential(multiplier=_BACKOFF_MULTIPLIER_S, max=_BACKOFF_MAX_S),
+            wait=BACKOFF.tenacity_wait(_RNG),
             reraise=True,
         )
         started = time.monotonic()

@@ -33,6 +33,7 @@ import structlog
 from gateway.clock import Clock
 from gateway.domain.entities import EntityKey
 from gateway.errors import GatewayError
+from gateway.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -244,6 +245,9 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, OSError) or (isinstance(error, GatewayError) and error.status == UNAVAILABLE)
 
 
+BACKOFF = Backoff(base_s=0.5, cap_s=60.0, jitter=(0.5, 1.0))
+"""The repair worker's schedule after a failed attempt on an entry."""
+
 Copier = Callable[[EntityKey, str], Awaitable[None]]
 """Copies the source store's current value of a key to the target store (or deletes it there)."""
 
@@ -251,9 +255,9 @@ Copier = Callable[[EntityKey, str], Awaitable[None]]
 class RepairWorker:
     """Drains the queue in the background: re-read the source, upsert into the target.
 
-    A failure backs the entry off exponentially (base 0.5 s, capped at 60 s, with jitter); a
-    target that is down stops the batch, so a dead Redis is probed once per backoff, not once
-    per entry.
+    A failure backs the entry off (`BACKOFF`: from 0.5 s, doubling, capped at 60 s, with
+    jitter; the next attempt's time is stored in the entry); a target that is down stops the
+    batch, so a dead Redis is probed once per backoff, not once per entry.
     """
 
     def __init__(
@@ -262,22 +266,19 @@ class RepairWorker:
         copy: Copier,
         clock: Clock,
         *,
-        base_s: float = 0.5,
-        cap_s: float = 60.0,
+        backoff: Backoff | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.queue = queue
         self._copy = copy
         self._clock = clock
-        self._base_s = base_s
-        self._cap_s = cap_s
+        self._backoff = backoff or BACKOFF
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.repaired = 0
         self.failures = 0
 
     def _backoff_ms(self, attempts: int) -> int:
-        delay = min(self._cap_s, self._base_s * 2 ** min(attempts, 20))
-        return int(delay * self._rng.uniform(0.5, 1.0) * 1000)
+        return int(self._backoff.delay_s(attempts, self._rng) * 1000)
 
     async def run_once(self, limit: int = 100) -> int:
         """Try every due entry once (in order); returns how many were repaired.
