@@ -22,7 +22,15 @@ from gateway.domain.jscompat import iso_from_ms
 from gateway.domain.model import AgentStateView, Checkpoint, DirectMessage, Memory
 from gateway.settings import LimitSettings
 
-__all__ = ["DM_COLS", "MEM_COLS", "AgentStateActor", "dm_from_row", "memory_from_row"]
+__all__ = [
+    "CHECKPOINT_COLS",
+    "DM_COLS",
+    "MEM_COLS",
+    "AgentStateActor",
+    "checkpoint_from_row",
+    "dm_from_row",
+    "memory_from_row",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agent_meta (key TEXT PRIMARY KEY, value TEXT);
@@ -39,8 +47,16 @@ CREATE INDEX IF NOT EXISTS idx_messages_read ON messages(read);
 CREATE INDEX IF NOT EXISTS idx_memory_category ON memory(category);
 """
 
+CHECKPOINT_COLS = (
+    "conversation_summary, accomplishments, pending_work, recent_context, files_edited, checkpoint_at"
+)
 DM_COLS = "id, from_agent, type, message, timestamp, read"
 MEM_COLS = "id, category, content, tags, created_at"
+
+
+def checkpoint_from_row(agent_id: str, r: sqlite3.Row) -> Checkpoint:
+    """The `checkpoint` row (CHECKPOINT_COLS) of `agent_id` as a Checkpoint."""
+    return Checkpoint(agent_id, r[0], loads_list(r[1]), loads_list(r[2]), r[3], loads_list(r[4]), r[5])
 
 
 def dm_from_row(r: sqlite3.Row) -> DirectMessage:
@@ -68,15 +84,8 @@ class AgentStateActor(Actor):
 
     def checkpoint(self) -> Checkpoint | None:
         """The agent's checkpoint row, or None."""
-        r = self.ctx.sql.exec(
-            "SELECT conversation_summary, accomplishments, pending_work, recent_context, files_edited, "
-            "checkpoint_at FROM checkpoint WHERE id = 1"
-        ).first()
-        if r is None:
-            return None
-        return Checkpoint(
-            self.agent_id, r[0], loads_list(r[1]), loads_list(r[2]), r[3], loads_list(r[4]), r[5]
-        )
+        r = self.ctx.sql.exec(f"SELECT {CHECKPOINT_COLS} FROM checkpoint WHERE id = 1").first()
+        return None if r is None else checkpoint_from_row(self.agent_id, r)
 
     async def get_checkpoint(self) -> Checkpoint | None:
         """GET /checkpoint."""

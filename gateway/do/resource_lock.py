@@ -31,7 +31,7 @@ from gateway.domain.model import (
     LockReleaseOutcome,
 )
 
-__all__ = ["ResourceLockActor"]
+__all__ = ["LOCK_COLS", "ResourceLockActor", "lock_from_row"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS current_lock (
@@ -42,6 +42,19 @@ CREATE TABLE IF NOT EXISTS lock_history (
   id TEXT PRIMARY KEY, locked_by TEXT NOT NULL, reason TEXT, locked_at TEXT NOT NULL, released_at TEXT,
   release_reason TEXT);
 """
+
+LOCK_COLS = "resource_path, resource_type, locked_by, reason, locked_at, expires_at, expires_ms"
+
+
+def lock_from_row(r: sqlite3.Row) -> Lock:
+    """The `current_lock` row (LOCK_COLS) as a Lock; an unreadable expiry reads as expired."""
+    expires_ms = r[6]
+    if expires_ms is None:
+        expires_ms = parse_js_date(r[5])
+        if expires_ms is None:  # an unreadable expiry: treat the lock as expired
+            expires_ms = 0
+    return Lock(r[0], r[1] or rules.DEFAULT_RESOURCE_TYPE, r[2], r[3], r[4], r[5], int(expires_ms))
+
 
 Watchers = Callable[[], list[HostedSocket]]
 ExpiryObserver = Callable[[str], None]
@@ -74,18 +87,9 @@ class ResourceLockActor(Actor):
 
     def current(self) -> Lock | None:
         """The lock row, or None (an unreadable expiry reads as expired)."""
-        r: sqlite3.Row | None = self.ctx.sql.exec(
-            "SELECT resource_path, resource_type, locked_by, reason, locked_at, expires_at, expires_ms "
-            "FROM current_lock WHERE id = 1"
-        ).first()
-        if r is None:
-            return None
-        expires_ms = r[6]
-        if expires_ms is None:
-            expires_ms = parse_js_date(r[5])
-            if expires_ms is None:  # an unreadable expiry: treat the lock as expired
-                expires_ms = 0
-        return Lock(r[0], r[1] or "file-lock", r[2], r[3], r[4], r[5], int(expires_ms))
+        sql = f"SELECT {LOCK_COLS} FROM current_lock WHERE id = 1"  # noqa: S608 - constant columns
+        r: sqlite3.Row | None = self.ctx.sql.exec(sql).first()
+        return None if r is None else lock_from_row(r)
 
     def end_holding(self, lock: Lock, reason: str, now_ms: int) -> None:
         """Close every open history row of the holder and delete the lock (upstream 5.5)."""

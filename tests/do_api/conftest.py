@@ -14,25 +14,32 @@ The same requests must give the same status codes and JSON in every variant. A t
 about the actor store itself (alarms, a restart of the host, lock history rows) carries
 `@pytest.mark.actors_only("why")` and runs against the actors alone; the reasons are listed in
 docs/compatibility.md, "Serving from the legacy store". After each test of a two-store variant
-the fixture checks that every replication succeeded (nothing went to the repair queue).
+the fixture checks that every replication succeeded (none was queued for repair) and that both
+stores hold the same entities, whole, compared through the mapping (`gateway.testing.snapshots`;
+a lock expired by then counts as no lock).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis
 from aiohttp import ClientResponse, ClientSession, web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from gateway.app import HOST, MIGRATION, ROUTER, create_app
 from gateway.clock import FakeClock
+from gateway.http.ws import OPEN_SOCKETS
 from gateway.settings import LegacySettings, MigrationSettings, ServerSettings, Settings, StorageSettings
+from gateway.testing.snapshots import actor_snapshot, legacy_snapshot
 
 START_MS = 1_795_627_727_041  # 2026-11-25T17:28:47.041Z
 
@@ -152,6 +159,26 @@ class Api:
             await self.app[ROUTER].drain()
         await self.host.wait_idle()
 
+    async def sockets_closed(self, timeout_s: float = 10.0) -> None:
+        """Wait (bounded) until the server has handled the close of every socket: none is open
+        or held, and no operation (a close's presence write and its replication) is in flight."""
+        gate = self.app[MIGRATION].gate
+        deadline = time.monotonic() + timeout_s
+        while self.app[OPEN_SOCKETS] or self.host.socket_count or gate.active:
+            assert time.monotonic() < deadline, "sockets still closing"
+            await asyncio.sleep(0.01)
+        await self.settle()
+
+    async def repairs_done(self, timeout_s: float = 10.0) -> None:
+        """Wait (bounded) until the repair queue is empty (a lock expired by its alarm in
+        read-switch reaches Redis through it)."""
+        queue = self.app[MIGRATION].queue
+        deadline = time.monotonic() + timeout_s
+        while queue.all():
+            assert time.monotonic() < deadline, f"repairs left: {[str(e.key) for e in queue.all()]}"
+            await asyncio.sleep(0.01)
+        await self.settle()
+
 
 async def start_api(settings: Settings, clock: FakeClock) -> tuple[TestServer, ClientSession]:
     server = TestServer(create_app(settings, clock=clock))
@@ -167,13 +194,27 @@ async def api(settings: Settings, clock: FakeClock) -> AsyncIterator[Api]:
         client = Api(server, session)
         yield client
         if ROUTER in client.app:
-            await client.settle()
-            router = client.app[ROUTER]
-            queued = [str(e.key) for e in client.app[MIGRATION].queue.all()]
-            assert (router.counters["queued"], queued) == (0, []), "a replication to the other store failed"
+            await session.close()  # the client's sockets close: the server records the presence
+            await client.sockets_closed()
+            await client.repairs_done()
+            assert client.app[ROUTER].counters["queued"] == 0, "a replication to the other store failed"
+            assert_same_entities(settings, clock.now_ms())
     finally:
         await session.close()
         await server.close()
+
+
+def assert_same_entities(settings: Settings, now_ms: int) -> None:
+    """Both stores hold the same entities, whole, through the mapping."""
+    assert settings.legacy.redis_url is not None
+    r = redis.Redis.from_url(settings.legacy.redis_url, decode_responses=True, socket_timeout=5)
+    try:
+        legacy = legacy_snapshot(r, now_ms)
+    finally:
+        r.close()
+    actors = actor_snapshot(settings.storage.data_dir, now_ms)
+    for domain in legacy:
+        assert legacy[domain] == actors[domain], f"the stores differ in {domain}"
 
 
 def with_limits(settings: Settings, **kw: Any) -> Settings:

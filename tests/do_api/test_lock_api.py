@@ -61,6 +61,7 @@ async def test_lock_check_unlock_cycle(api: Api, clock: FakeClock) -> None:
     assert "reason" not in body["lock"]
     assert body["lock"]["resourceType"] == "branch"
     assert (await api.post(f"{L}/unlock", {"agentId": "bob"}))[1]["message"] == "Lock released"
+    await api.settle()  # in parallel the actors, whose history /history reads, get it in the background
     hist = (await api.get(f"{L}/history"))[1]
     assert list(hist) == ["resourcePath", "currentLock", "history"]
     assert hist["currentLock"] is None
@@ -98,6 +99,7 @@ async def test_relock_extends_and_keeps_one_history_row(api: Api, clock: FakeClo
     assert body["lock"]["reason"] == "editing"
     status, body = await api.post(f"{L}/lock", {"agentId": "alice", "ttlMs": 600000, "reason": "longer"})
     assert body["lock"]["expiresAt"] == "2026-11-25T17:38:48.041Z"
+    await api.settle()  # in parallel the actors, whose history /history reads, get it in the background
     hist = (await api.get(f"{L}/history"))[1]
     assert len(hist["history"]) == 1
     assert hist["history"][0]["releasedAt"] is None

@@ -26,7 +26,7 @@ from gateway.settings import (
 )
 from gateway.testing.gateway_process import GatewayProcess
 
-from .helpers import AGENTS, LOCKS, ActorView, Client, LegacyView, new_session
+from .helpers import ActorView, Client, LegacyView, new_session
 
 START_MS = 1_795_627_727_041  # 2026-11-25T17:28:47.041Z
 TOKEN = "phase-test-token"
@@ -98,7 +98,7 @@ async def start_gw(data_dir: Path, redis_url: str, clock: FakeClock) -> AsyncIte
             Client(f"http://{server.host}:{server.port}", session, TOKEN),
             clock,
             LegacyView(url),
-            ActorView(data_dir, list(AGENTS), list(LOCKS)),
+            ActorView(data_dir),
         )
         started.append(gw)
         return gw

@@ -1,10 +1,10 @@
 """Helpers of the phase tests: a gateway client, and the two stores read directly, behind its back.
 
 `LegacyView` reads the legacy Redis keys with redis-py; `ActorView` opens the actor SQLite files
-with sqlite3 (committed data only, as another process would see it). Both bring what they find
-to one comparable form per domain (`Snapshot`), with the DO vocabularies (a legacy handoff
-`integrated` is `completed`), so a test can say "both stores hold the same ids and timestamps"
-as `legacy.snapshot(...) == actors.snapshot(...)`, and also look at each side's raw layout.
+with sqlite3 (committed data only, as another process would see it). Both bring every entity,
+whole, to its canonical form through the one mapping (`gateway.testing.snapshots`), so a test
+can say "both stores hold the same entities" as `legacy.snapshot() == actors.snapshot()`, and
+also look at each side's raw layout.
 
 `write_everything` performs every kind of write the DO API has, once, and returns what the
 gateway acknowledged.
@@ -27,13 +27,9 @@ from yarl import URL
 
 from gateway.actors.naming import ActorRef, actor_path
 from gateway.legacy import keys
+from gateway.testing.snapshots import Snapshot, actor_snapshot, legacy_snapshot
 
 Json = dict[str, Any]
-Snapshot = dict[str, dict[str, Json]]
-"""domain -> entity id -> the entity's comparable fields."""
-
-COORDINATOR = ActorRef("coordinator", "main")
-HANDOFF_STATUS = {"submitted": "pending", "claimed": "claimed", "integrated": "completed"}
 
 
 class Client:
@@ -137,82 +133,8 @@ class LegacyView:
         return [m for conv in self.hash(keys.DM_MESSAGES).values() for m in conv]
 
     def snapshot(self) -> Snapshot:
-        """Every entity the gateway writes, in the comparable form."""
-        agents = self.hash(keys.ACTIVE_AGENTS)
-        return {
-            "agent": {
-                i: {
-                    "status": a.get("status"),
-                    "lastSeen": a.get("lastSeen"),
-                    "currentTask": a.get("currentTask") or None,
-                }
-                for i, a in agents.items()
-            },
-            "chat": {
-                m["id"]: {"author": m["author"], "message": m.get("message"), "timestamp": m["timestamp"]}
-                for m in self.chat()
-            },
-            "task": {
-                i: {
-                    "title": t["title"],
-                    "status": t["status"],
-                    "assignee": t.get("assignee") or None,
-                    "createdAt": t["createdAt"],
-                    "updatedAt": t["updatedAt"],
-                }
-                for i, t in self.hash(keys.TASKS).items()
-            },
-            "zone": {
-                i: {"path": z["path"], "owner": z["owner"], "claimedAt": z["createdAt"]}
-                for i, z in self.hash(keys.ZONES).items()
-            },
-            "claim": {
-                c["what"]: {"by": c["by"], "since": c["since"], "field": f}
-                for f, c in self.hash(keys.CLAIMS).items()
-            },
-            "handoff": {
-                i: {
-                    "status": HANDOFF_STATUS.get(h["status"], h["status"]),
-                    "toAgent": None if h.get("toAgent") == "any" else h.get("toAgent"),
-                    "claimedBy": h.get("claimedBy"),
-                    "createdAt": h["createdAt"],
-                    "claimedAt": h.get("claimedAt"),
-                    "completedAt": h.get("completedAt"),
-                }
-                for i, h in self.hash(keys.HANDOFFS).items()
-            },
-            "checkpoint": {
-                i: {
-                    "summary": cp.get("conversationSummary"),
-                    "pendingWork": cp.get("pendingWork", []),
-                    "checkpointAt": cp.get("checkpointAt"),
-                }
-                for i, cp in self.hash(keys.CHECKPOINTS).items()
-            },
-            "dm": {
-                m["id"]: {
-                    "to": m["to"],
-                    "from": m["from"],
-                    "message": m["message"],
-                    "timestamp": m["timestamp"],
-                    "read": m.get("read") is True,
-                }
-                for m in self.dms()
-            },
-            "memory": {
-                i: {
-                    "owner": mem.get("createdBy"),
-                    "content": mem["content"],
-                    "tags": mem.get("tags", []),
-                    "createdAt": mem["createdAt"],
-                }
-                for i, mem in self.hash(keys.SHARED_MEMORY).items()
-            },
-            "lock": {
-                p: {"lockedBy": lk["lockedBy"], "lockedAt": lk["lockedAt"], "expiresAt": lk["expiresAt"]}
-                for p, lk in self.hash(keys.LOCKS).items()
-            },
-        }
+        """Every entity, whole, through the mapping (`gateway.testing.snapshots`)."""
+        return legacy_snapshot(self.r)
 
 
 # -- the actor SQLite files, read directly ---------------------------------------------------------
@@ -220,15 +142,9 @@ class LegacyView:
 
 @dataclass
 class ActorView:
-    """The actor databases under `data_dir`, opened from outside the gateway (committed data only).
-
-    `agents` and `locks` name the agent and lock actors to look at (their files are named by a
-    hash of the name).
-    """
+    """The actor databases under `data_dir`, opened from outside the gateway (committed data only)."""
 
     data_dir: Path
-    agents: list[str] = field(default_factory=list)
-    locks: list[str] = field(default_factory=list)
 
     def rows(self, ref: ActorRef, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """The rows of `sql` in the actor's database; none when the actor has no database."""
@@ -247,95 +163,14 @@ class ActorView:
             conn.close()
 
     def snapshot(self) -> Snapshot:
-        """Every entity, in the comparable form of `LegacyView.snapshot`."""
-        co = COORDINATOR
-        snap: Snapshot = {
-            "agent": {
-                r[0]: {"status": r[1], "lastSeen": r[2], "currentTask": r[3]}
-                for r in self.rows(co, "SELECT agent_id, status, last_seen, current_task FROM agents")
-            },
-            "chat": {
-                r[0]: {"author": r[1], "message": r[2], "timestamp": r[3]}
-                for r in self.rows(co, "SELECT id, author, message, timestamp FROM messages")
-            },
-            "task": {
-                r[0]: {"title": r[1], "status": r[2], "assignee": r[3], "createdAt": r[4], "updatedAt": r[5]}
-                for r in self.rows(
-                    co, "SELECT id, title, status, assignee, created_at, updated_at FROM tasks"
-                )
-            },
-            "zone": {
-                r[0]: {"path": r[1], "owner": r[2], "claimedAt": r[3]}
-                for r in self.rows(co, "SELECT zone_id, path, owner, claimed_at FROM zones")
-            },
-            "claim": {
-                r[0]: {"by": r[1], "since": r[2], "field": f"{r[1]}:{r[0]}"}
-                for r in self.rows(co, "SELECT what, by, since FROM claims")
-            },
-            "handoff": {
-                r[0]: {
-                    "status": r[1],
-                    "toAgent": r[2],
-                    "claimedBy": r[3],
-                    "createdAt": r[4],
-                    "claimedAt": r[5],
-                    "completedAt": r[6],
-                }
-                for r in self.rows(
-                    co,
-                    "SELECT id, status, to_agent, claimed_by, created_at, claimed_at, completed_at "
-                    "FROM handoffs",
-                )
-            },
-            "checkpoint": {},
-            "dm": {},
-            "memory": {},
-            "lock": {},
-        }
-        for agent in self.agents:
-            ref = ActorRef("agent", agent)
-            for r in self.rows(
-                ref, "SELECT conversation_summary, pending_work, checkpoint_at FROM checkpoint"
-            ):
-                snap["checkpoint"][agent] = {
-                    "summary": r[0],
-                    "pendingWork": orjson.loads(r[1]),
-                    "checkpointAt": r[2],
-                }
-            for r in self.rows(ref, "SELECT id, from_agent, message, timestamp, read FROM messages"):
-                snap["dm"][r[0]] = {
-                    "to": agent,
-                    "from": r[1],
-                    "message": r[2],
-                    "timestamp": r[3],
-                    "read": bool(r[4]),
-                }
-            for r in self.rows(ref, "SELECT id, content, tags, created_at FROM memory"):
-                snap["memory"][r[0]] = {
-                    "owner": agent,
-                    "content": r[1],
-                    "tags": orjson.loads(r[2]),
-                    "createdAt": r[3],
-                }
-        for path in self.locks:
-            for r in self.rows(
-                ActorRef("lock", path), "SELECT locked_by, locked_at, expires_at FROM current_lock"
-            ):
-                snap["lock"][path] = {"lockedBy": r[0], "lockedAt": r[1], "expiresAt": r[2]}
-        return snap
+        """Every entity, whole, through the row mappers, in the form of `LegacyView.snapshot`."""
+        return actor_snapshot(self.data_dir)
 
     def lock_history(self, path: str) -> list[tuple[Any, ...]]:
         return self.rows(
             ActorRef("lock", path),
             "SELECT locked_by, locked_at, released_at, release_reason FROM lock_history ORDER BY locked_at",
         )
-
-
-def empty_snapshot() -> Snapshot:
-    return {
-        d: {}
-        for d in ("agent", "chat", "task", "zone", "claim", "handoff", "checkpoint", "dm", "memory", "lock")
-    }
 
 
 # -- one of every write ----------------------------------------------------------------------------

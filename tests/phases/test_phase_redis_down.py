@@ -13,9 +13,10 @@ import signal
 
 from gateway.legacy import keys
 from gateway.testing import RedisServer
+from gateway.testing.snapshots import empty_snapshot
 
 from .conftest import GwFactory
-from .helpers import empty_snapshot, poll, write_everything
+from .helpers import poll, write_everything
 
 
 async def test_write_through_fails_the_write_and_leaves_the_actors_alone(

@@ -15,6 +15,7 @@ from gateway.legacy import keys
 from gateway.phases.router import in_rollout
 from gateway.settings import MigrationSettings
 from gateway.testing.gateway_process import GatewayProcess
+from gateway.testing.snapshots import Snapshot, empty_snapshot
 
 from .conftest import GwFactory
 from .helpers import (
@@ -23,9 +24,7 @@ from .helpers import (
     ActorView,
     Client,
     LegacyView,
-    Snapshot,
     Written,
-    empty_snapshot,
     new_session,
     poll,
     write_everything,
@@ -33,26 +32,40 @@ from .helpers import (
 
 
 def expected(w: Written, snap: Snapshot) -> None:
-    """`snap` holds exactly what `write_everything` left, with the DO outcomes."""
+    """`snap` holds exactly what `write_everything` left, whole, with the DO outcomes."""
     assert set(snap["agent"]) == {"alice", "bob"}
-    assert snap["agent"]["alice"]["status"] == "active"
-    assert snap["agent"]["alice"]["currentTask"] == "migrate"
+    alice = snap["agent"]["alice"]
+    assert (alice["status"], alice["currentTask"], alice["capabilities"]) == ("active", "migrate", ["python"])
     assert list(snap["chat"]) == [w.chat_id]
-    assert snap["task"][w.task_id]["status"] == "in-progress"
-    assert snap["task"][w.task_id]["assignee"] == "bob"
+    assert snap["chat"][w.chat_id]["message"] == "hi @bob"
+    task = snap["task"][w.task_id]
+    assert (task["title"], task["status"], task["assignee"]) == ("Port the router", "in-progress", "bob")
+    assert (task["priority"], task["tags"], task["files"], task["description"]) == ("medium", [], [], None)
     assert list(snap["zone"]) == ["z-kept"]
+    assert snap["zone"]["z-kept"]["path"] == "z-kept/"
     assert list(snap["claim"]) == ["w-kept"]
-    assert snap["claim"]["w-kept"]["field"] == "alice:w-kept"
-    assert snap["handoff"][w.handoff_done]["status"] == "completed"
-    assert snap["handoff"][w.handoff_done]["claimedBy"] == "bob"
-    assert snap["handoff"][w.handoff_open]["status"] == "pending"
-    assert snap["handoff"][w.handoff_open]["toAgent"] is None
-    assert snap["checkpoint"]["alice"]["pendingWork"] == ["tests"]
+    assert snap["claim"]["w-kept"]["by"] == "alice"
+    done, open_ = snap["handoff"][w.handoff_done], snap["handoff"][w.handoff_open]
+    assert (done["status"], done["claimedBy"], done["context"]) == ("completed", "bob", "half done")
+    assert done["completedAt"] is not None
+    assert (open_["status"], open_["toAgent"], open_["claimedBy"]) == ("pending", None, None)
+    checkpoint = snap["checkpoint"]["alice"]
+    assert (checkpoint["conversationSummary"], checkpoint["pendingWork"]) == ("ported half", ["tests"])
+    assert checkpoint["filesEdited"] == ["router.py"]
     assert {i: d["read"] for i, d in snap["dm"].items()} == {w.dm_read: True, w.dm_unread: False}
+    assert {d["agent"] for d in snap["dm"].values()} == {"bob"}
     assert list(snap["memory"]) == [w.memory_id]
-    assert snap["memory"][w.memory_id]["owner"] == "alice"
+    memory = snap["memory"][w.memory_id]
+    assert (memory["agent"], memory["content"], memory["tags"]) == ("alice", "WAL", ["sqlite"])
     assert snap["lock"] == {
-        LOCK_KEPT: {"lockedBy": "alice", "lockedAt": w.lock["lockedAt"], "expiresAt": w.lock["expiresAt"]}
+        LOCK_KEPT: {
+            "resourcePath": LOCK_KEPT,
+            "resourceType": "file-lock",
+            "lockedBy": "alice",
+            "reason": "edit",
+            "lockedAt": w.lock["lockedAt"],
+            "expiresAt": w.lock["expiresAt"],
+        }
     }
 
 
@@ -115,8 +128,8 @@ async def test_parallel_rollout_limits_per_agent_data(
     for domain in ("agent", "chat", "task", "zone", "claim", "handoff", "lock"):
         assert actors[domain] == legacy[domain], domain
     assert set(actors["checkpoint"]) == {"alice"} & mirrored
-    assert {d["to"] for d in actors["dm"].values()} == {"bob"} & mirrored
-    assert {m["owner"] for m in actors["memory"].values()} == {"alice"} & mirrored
+    assert {d["agent"] for d in actors["dm"].values()} == {"bob"} & mirrored
+    assert {m["agent"] for m in actors["memory"].values()} == {"alice"} & mirrored
     for domain in ("checkpoint", "dm", "memory"):
         assert {k: v for k, v in legacy[domain].items() if k in actors[domain]} == actors[domain]
 
@@ -159,7 +172,7 @@ async def test_parallel_sticky_percentage_mirrors_the_chosen_agents(start_gw: Gw
         await gw.client.ok("POST", f"/agent/{agent}/checkpoint", {"conversationSummary": agent})
     await gw.router.drain()
     assert set(gw.legacy.snapshot()["checkpoint"]) == {inside, outside}
-    actors = ActorView(gw.actors.data_dir, agents=[inside, outside]).snapshot()
+    actors = gw.actors.snapshot()
     assert set(actors["checkpoint"]) == {inside}
     counted = (await gw.client.status())["replication"]
     assert (counted["mirror_skipped_rollout"], counted["replicated"], counted["mirror_failed"]) == (1, 1, 0)
@@ -175,7 +188,7 @@ async def test_parallel_gateway_process_mirrors_in_the_background(
     proc = gateway_proc(
         data_dir, redis_url, "parallel", env={"AGENT_COORD_MIGRATION_ROLLOUT_AGENTS": "alice"}
     ).start()
-    legacy, actors = LegacyView(redis_url), ActorView(data_dir, ["alice", "bob"])
+    legacy, actors = LegacyView(redis_url), ActorView(data_dir)
     try:
         async with new_session() as session:
             c = Client(proc.url, session)
@@ -183,7 +196,7 @@ async def test_parallel_gateway_process_mirrors_in_the_background(
             for agent in ("alice", "bob"):
                 await c.ok("POST", f"/agent/{agent}/memory", {"content": f"{agent}'s"})
             assert set(legacy.snapshot()["task"]) == {task["id"]}
-            assert {m["owner"] for m in legacy.snapshot()["memory"].values()} == {"alice", "bob"}
+            assert {m["agent"] for m in legacy.snapshot()["memory"].values()} == {"alice", "bob"}
 
             async def mirrored() -> bool:
                 snap = actors.snapshot()
@@ -192,7 +205,7 @@ async def test_parallel_gateway_process_mirrors_in_the_background(
             await poll(mirrored, what="the background mirror")
             snap = actors.snapshot()
             assert snap["task"] == legacy.snapshot()["task"]
-            assert {m["owner"] for m in snap["memory"].values()} == {"alice"}
+            assert {m["agent"] for m in snap["memory"].values()} == {"alice"}
     finally:
         legacy.close()
     assert proc.stop() == 0

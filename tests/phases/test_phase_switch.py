@@ -10,7 +10,7 @@ import pytest
 from gateway.domain.phase import PHASES
 
 from .conftest import Gw, GwFactory
-from .helpers import ActorView, lock_url
+from .helpers import lock_url
 
 SHARED = "shared/file.txt"
 
@@ -82,7 +82,7 @@ async def holders(gw: Gw) -> dict[str, str | None]:
     """Who holds SHARED in each store, read directly."""
     await gw.router.drain()
     legacy = gw.legacy.snapshot()["lock"].get(SHARED)
-    actors = ActorView(gw.actors.data_dir, locks=[SHARED]).snapshot()["lock"].get(SHARED)
+    actors = gw.actors.snapshot()["lock"].get(SHARED)
     return {
         "legacy": None if legacy is None else legacy["lockedBy"],
         "actors": None if actors is None else actors["lockedBy"],

@@ -105,5 +105,5 @@ async def test_agent_socket_gets_state_dms_and_checkpoint_acks(start_gw: GwFacto
     await gw.router.drain()
     stores = [gw.actors.snapshot()] + ([] if phase == "cutover" else [gw.legacy.snapshot()])
     for snap in stores:
-        assert snap["checkpoint"]["bob"]["summary"] == "s"
+        assert snap["checkpoint"]["bob"]["conversationSummary"] == "s"
         assert list(snap["dm"]) == [dm["id"]]
