@@ -16,7 +16,9 @@ leaves the intents behind; the next start turns them into repair entries (a repa
 that did not change copies the same value again, which is harmless). Intents are written with
 `synchronous=NORMAL` (they must survive a crash of the process, like the actor commits they
 guard, not a power loss) so they cost no fsync on the request path; repair entries, which stand
-for writes already acknowledged, are written with `FULL`.
+for writes already acknowledged, are written with `FULL`, on a thread of their own (as the actor
+host commits `FULL` turns), so their fsync never holds up the event loop. Reads (what is due,
+the stats) use a third connection and see every committed entry (WAL).
 """
 
 from __future__ import annotations
@@ -25,17 +27,21 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from gateway.actors.storage import wait_through_cancellation
 from gateway.clock import Clock
 from gateway.domain.entities import EntityKey
 from gateway.errors import GatewayError
 from gateway.retry import Backoff
 
 log = structlog.get_logger(__name__)
+
 
 TARGETS = ("legacy", "actors")
 
@@ -48,6 +54,7 @@ CREATE TABLE IF NOT EXISTS repair (
     UNIQUE (domain, scope, id, target)
 );
 CREATE INDEX IF NOT EXISTS repair_due ON repair (next_ms, seq);
+CREATE INDEX IF NOT EXISTS repair_target_due ON repair (target, next_ms);
 CREATE TABLE IF NOT EXISTS intent (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     domain TEXT NOT NULL, scope TEXT NOT NULL, id TEXT NOT NULL, target TEXT NOT NULL,
@@ -84,23 +91,32 @@ class QueueStats:
 
 
 class RepairQueue:
-    """The queue's storage (synchronous sqlite3: every call is one short statement)."""
+    """The queue's storage: entries written (and fsynced) on the queue's own thread, intents and
+    reads on the event loop (each one short statement, no fsync)."""
 
     def __init__(self, data_dir: Path, clock: Clock) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / "repair.sqlite"
         self._clock = clock
-        self._db = sqlite3.connect(data_dir / "repair.sqlite", isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: an entry stands for a write the client was told succeeded; it must survive power loss
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        # one thread owns `_db` from here on: its commits are serialised and fsync off the loop
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repair-queue")
         # the request path's intents: a second connection, crash-safe without an fsync per write
-        self._fast = sqlite3.connect(
-            data_dir / "repair.sqlite", isolation_level=None, check_same_thread=False
-        )
+        self._fast = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._fast.execute("PRAGMA synchronous=NORMAL")
+        # reads on the loop: a third connection (WAL readers never wait for the writer)
+        self._read = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.wakeup = asyncio.Event()
         self.recovered = self._recover_intents()
+
+    async def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        """Run one statement (its own FULL transaction) on the writer thread."""
+        fut = asyncio.get_running_loop().run_in_executor(self._writer, self._db.execute, sql, params)
+        return await wait_through_cancellation(fut)
 
     def _recover_intents(self) -> int:
         """Turn the intents a killed gateway left behind into repair entries (at start-up)."""
@@ -121,7 +137,9 @@ class RepairQueue:
             log.warning("repair.intents_recovered", entries=len(rows))
         return len(rows)
 
-    def enqueue(self, key: EntityKey, target: str, error: str, *, not_before_ms: int | None = None) -> None:
+    async def enqueue(
+        self, key: EntityKey, target: str, error: str, *, not_before_ms: int | None = None
+    ) -> None:
         """Record that `target`'s copy of `key` must be repaired (idempotent; bumps `gen`).
 
         The entry is due at once, or at `not_before_ms` (a target known to be down is not
@@ -131,7 +149,7 @@ class RepairQueue:
             raise ValueError(f"unknown repair target {target!r}")
         now = self._clock.now_ms()
         due = now if not_before_ms is None else max(now, not_before_ms)
-        self._db.execute(_ENQUEUE, (key.domain, key.scope, key.id, target, now, due, error))
+        await self._write(_ENQUEUE, (key.domain, key.scope, key.id, target, now, due, error))
         self.wakeup.set()
 
     def begin(self, keys: Sequence[EntityKey], target: str) -> list[int]:
@@ -159,14 +177,14 @@ class RepairQueue:
         if handles:
             self._fast.executemany("DELETE FROM intent WHERE seq = ?", [(h,) for h in handles])
 
-    def abandon(self, handles: Sequence[int], error: str) -> None:
+    async def abandon(self, handles: Sequence[int], error: str) -> None:
         """Turn intents whose replication was interrupted into repair entries."""
         for handle in handles:
             row = self._fast.execute(
                 "SELECT domain, scope, id, target FROM intent WHERE seq = ?", (handle,)
             ).fetchone()
             if row is not None:
-                self.enqueue(EntityKey(str(row[0]), str(row[1]), str(row[2])), str(row[3]), error)
+                await self.enqueue(EntityKey(str(row[0]), str(row[1]), str(row[2])), str(row[3]), error)
         self.end(handles)
 
     def intents(self) -> int:
@@ -175,7 +193,7 @@ class RepairQueue:
 
     def due(self, limit: int = 100) -> list[RepairEntry]:
         """Entries whose next attempt is due, oldest first."""
-        rows = self._db.execute(
+        rows = self._read.execute(
             "SELECT seq, domain, scope, id, target, enqueued_ms, gen, attempts, next_ms, last_error "
             "FROM repair WHERE next_ms <= ? ORDER BY seq LIMIT ?",
             (self._clock.now_ms(), limit),
@@ -183,43 +201,46 @@ class RepairQueue:
         return [_entry(r) for r in rows]
 
     def all(self, limit: int = 1000) -> list[RepairEntry]:
-        rows = self._db.execute(
+        rows = self._read.execute(
             "SELECT seq, domain, scope, id, target, enqueued_ms, gen, attempts, next_ms, last_error "
             "FROM repair ORDER BY seq LIMIT ?",
             (limit,),
         ).fetchall()
         return [_entry(r) for r in rows]
 
-    def done(self, entry: RepairEntry) -> bool:
+    async def done(self, entry: RepairEntry) -> bool:
         """Remove a repaired entry, unless a newer failure re-enqueued it meanwhile."""
-        cur = self._db.execute("DELETE FROM repair WHERE seq = ? AND gen = ?", (entry.seq, entry.gen))
+        cur = await self._write("DELETE FROM repair WHERE seq = ? AND gen = ?", (entry.seq, entry.gen))
         return cur.rowcount == 1
 
-    def failed(self, entry: RepairEntry, error: str, retry_at_ms: int) -> None:
-        self._db.execute(
+    async def failed(self, entry: RepairEntry, error: str, retry_at_ms: int) -> None:
+        """Count a failed attempt and set the next one."""
+        await self._write(
             "UPDATE repair SET attempts = attempts + 1, next_ms = ?, last_error = ? WHERE seq = ?",
             (retry_at_ms, error, entry.seq),
         )
 
-    def postpone(self, entry: RepairEntry, retry_at_ms: int) -> None:
+    async def postpone(self, entry: RepairEntry, retry_at_ms: int) -> None:
         """Move an entry's next attempt without counting one (its target is down)."""
-        self._db.execute(
+        await self._write(
             "UPDATE repair SET next_ms = MAX(next_ms, ?) WHERE seq = ?", (retry_at_ms, entry.seq)
         )
 
     def next_due_ms(self, target: str | None = None) -> int | None:
         """When the next entry (for `target`, or any) is due; None when there is none."""
         if target is None:
-            row = self._db.execute("SELECT MIN(next_ms) FROM repair").fetchone()
-        else:
-            row = self._db.execute("SELECT MIN(next_ms) FROM repair WHERE target = ?", (target,)).fetchone()
+            row = self._read.execute("SELECT MIN(next_ms) FROM repair").fetchone()
+        else:  # repair_target_due makes this one index lookup, not a scan of the queue
+            row = self._read.execute("SELECT MIN(next_ms) FROM repair WHERE target = ?", (target,)).fetchone()
         return None if row[0] is None else int(row[0])
 
     def stats(self) -> QueueStats:
-        row = self._db.execute("SELECT COUNT(*), MIN(enqueued_ms), MAX(attempts) FROM repair").fetchone()
+        row = self._read.execute("SELECT COUNT(*), MIN(enqueued_ms), MAX(attempts) FROM repair").fetchone()
         return QueueStats(int(row[0]), None if row[1] is None else int(row[1]), int(row[2] or 0))
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._read.close()
         self._fast.close()
         self._db.close()
 
@@ -291,7 +312,7 @@ class RepairWorker:
         down: dict[str, int] = {}  # target -> when to try it again
         for entry in self.queue.due(limit):
             if entry.target in down:
-                self.queue.postpone(entry, down[entry.target])
+                await self.queue.postpone(entry, down[entry.target])
                 continue
             try:
                 await self._copy(entry.key, entry.target)
@@ -300,7 +321,7 @@ class RepairWorker:
                     log.exception("repair.unexpected_error", key=str(entry.key), target=entry.target)
                 self.failures += 1
                 retry_at = self._clock.now_ms() + self._backoff_ms(entry.attempts)
-                self.queue.failed(entry, str(e), retry_at)
+                await self.queue.failed(entry, str(e), retry_at)
                 log.warning(
                     "repair.failed",
                     key=str(entry.key),
@@ -311,7 +332,7 @@ class RepairWorker:
                 if is_unavailable(e):
                     down[entry.target] = retry_at
                 continue
-            if self.queue.done(entry):
+            if await self.queue.done(entry):
                 repaired += 1
                 self.repaired += 1
                 log.info("repair.done", key=str(entry.key), target=entry.target, attempts=entry.attempts)

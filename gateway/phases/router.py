@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -295,21 +295,21 @@ class PhasedStore:
             if settled:
                 self.queue.end(intents)
             else:  # cancelled, or an unexpected error: the command may have run
-                self.queue.abandon(intents, "replication interrupted")
+                await self.queue.abandon(intents, "replication interrupted")
 
     def _target_down(self, target: StoreName) -> bool:
         return self._repair_failing[target] or self.clock.now_ms() < self._down_until[target]
 
-    def _enqueue(self, key: EntityKey, target: StoreName, error: str) -> None:
+    async def _enqueue(self, key: EntityKey, target: StoreName, error: str) -> None:
         """Queue a repair, due with the worker's next attempt on `target` (no extra probe)."""
         next_probe = self.queue.next_due_ms(target) or 0
-        self.queue.enqueue(key, target, error, not_before_ms=max(self._down_until[target], next_probe))
+        await self.queue.enqueue(key, target, error, not_before_ms=max(self._down_until[target], next_probe))
         self.counters["queued"] += 1
 
     async def _replicate(self, key: EntityKey, target: StoreName) -> None:
         """Copy `key` from the other store into `target`; on failure queue it for repair."""
         if self._target_down(target):
-            self._enqueue(key, target, f"{target} store recently unavailable")
+            await self._enqueue(key, target, f"{target} store recently unavailable")
             return
         try:
             await self.copy(key, target)
@@ -317,7 +317,7 @@ class PhasedStore:
         except (GatewayError, OSError) as e:
             if is_unavailable(e):  # not for one entity's failure (an unreadable legacy value)
                 self._down_until[target] = self.clock.now_ms() + TARGET_DOWN_MS
-            self._enqueue(key, target, str(e))
+            await self._enqueue(key, target, str(e))
             log.warning("replicate.queued", key=str(key), target=target, error=str(e))
 
     async def copy(self, key: EntityKey, target: StoreName) -> None:
@@ -374,7 +374,11 @@ class PhasedStore:
                         self.counters["mirror_failed"] += 1
                         log.info("mirror.failed", key=str(key), error=str(e))
 
-        task = asyncio.get_running_loop().create_task(mirror())
+        self._in_background(mirror())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task that `drain` waits for."""
+        task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -383,7 +387,8 @@ class PhasedStore:
         authoritative, Redis must follow, so the lock goes to the repair queue (which copies it
         after the alarm's turn has committed; the copy waits for the actor's gate)."""
         if self.phase is Phase.READ_SWITCH:  # not a failure: no `queued` count
-            self.queue.enqueue(EntityKey("lock", "", resource_path), "legacy", "lock expired by its alarm")
+            key = EntityKey("lock", "", resource_path)
+            self._in_background(self.queue.enqueue(key, "legacy", "lock expired by its alarm"))
 
     async def drain(self) -> None:
         """Wait for background mirrors (tests, shutdown)."""

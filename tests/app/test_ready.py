@@ -53,7 +53,7 @@ async def test_a_full_repair_queue_makes_the_gateway_not_ready(tmp_path: Path) -
     try:
         queue = server.app[MIGRATION].queue
         for agent in ("a", "b"):
-            queue.enqueue(EntityKey("agent", "", agent), "legacy", "test")
+            await queue.enqueue(EntityKey("agent", "", agent), "legacy", "test")
         status, body = await get(f"http://{server.host}:{server.port}/ready")
         assert status == 503
         assert body["checks"]["repairQueue"] == {"ok": False, "depth": 2, "max": 1}  # type: ignore[index]

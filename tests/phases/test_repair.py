@@ -14,12 +14,12 @@ K1 = EntityKey("task", "", "task-1")
 K2 = EntityKey("dm", "bob", "msg-1")
 
 
-def test_entries_survive_reopening(tmp_path: Path) -> None:
+async def test_entries_survive_reopening(tmp_path: Path) -> None:
     """What was enqueued is still there after the queue (the process) is reopened."""
     clock = FakeClock()
     q = RepairQueue(tmp_path, clock)
-    q.enqueue(K1, "actors", "boom")
-    q.enqueue(K2, "actors", "boom")
+    await q.enqueue(K1, "actors", "boom")
+    await q.enqueue(K2, "actors", "boom")
     q.close()
     again = RepairQueue(tmp_path, clock)
     assert [e.key for e in again.all()] == [K1, K2]
@@ -27,26 +27,26 @@ def test_entries_survive_reopening(tmp_path: Path) -> None:
     again.close()
 
 
-def test_repeated_failures_of_one_entity_collapse(tmp_path: Path) -> None:
+async def test_repeated_failures_of_one_entity_collapse(tmp_path: Path) -> None:
     """Three failed writes of one entity make one entry (the repair re-reads the source)."""
     q = RepairQueue(tmp_path, FakeClock())
     for _ in range(3):
-        q.enqueue(K1, "legacy", "down")
+        await q.enqueue(K1, "legacy", "down")
     entries = q.all()
     assert len(entries) == 1
     assert entries[0].gen == 3
     q.close()
 
 
-def test_newer_failure_during_a_repair_keeps_the_entry(tmp_path: Path) -> None:
+async def test_newer_failure_during_a_repair_keeps_the_entry(tmp_path: Path) -> None:
     """A repair that read an older value does not remove an entry re-enqueued meanwhile."""
     q = RepairQueue(tmp_path, FakeClock())
-    q.enqueue(K1, "actors", "down")
+    await q.enqueue(K1, "actors", "down")
     taken = q.due()[0]
-    q.enqueue(K1, "actors", "down again")  # a newer write failed while the repair ran
-    assert q.done(taken) is False
+    await q.enqueue(K1, "actors", "down again")  # a newer write failed while the repair ran
+    assert (await q.done(taken)) is False
     assert q.stats().depth == 1
-    assert q.done(q.due()[0]) is True
+    assert (await q.done(q.due()[0])) is True
     assert q.stats().depth == 0
     q.close()
 
@@ -60,8 +60,8 @@ async def test_worker_copies_in_order_and_empties_the_queue(tmp_path: Path) -> N
     async def copy(key: EntityKey, target: str) -> None:
         copied.append((key, target))
 
-    q.enqueue(K1, "actors", "x")
-    q.enqueue(K2, "actors", "x")
+    await q.enqueue(K1, "actors", "x")
+    await q.enqueue(K2, "actors", "x")
     worker = RepairWorker(q, copy, clock)
     assert await worker.run_once() == 2
     assert copied == [(K1, "actors"), (K2, "actors")]
@@ -79,8 +79,8 @@ async def test_failing_target_backs_off_and_recovers(tmp_path: Path) -> None:
         if not up:
             raise StoreUnavailable("legacy store unavailable")
 
-    q.enqueue(K1, "legacy", "x")
-    q.enqueue(K2, "legacy", "x")
+    await q.enqueue(K1, "legacy", "x")
+    await q.enqueue(K2, "legacy", "x")
     worker = RepairWorker(q, copy, clock, rng=random.Random(1))
     assert await worker.run_once() == 0
     first = q.all()
@@ -97,15 +97,15 @@ async def test_failing_target_backs_off_and_recovers(tmp_path: Path) -> None:
     q.close()
 
 
-def test_stats_report_depth_and_oldest(tmp_path: Path) -> None:
+async def test_stats_report_depth_and_oldest(tmp_path: Path) -> None:
     """Depth and the oldest entry's enqueue time are visible for the admin status."""
     clock = FakeClock(5_000)
     q = RepairQueue(tmp_path, clock)
     assert q.stats().depth == 0
     assert q.stats().oldest_ms is None
-    q.enqueue(K1, "actors", "x")
+    await q.enqueue(K1, "actors", "x")
     clock._now_ms = 9_000
-    q.enqueue(K2, "actors", "x")
+    await q.enqueue(K2, "actors", "x")
     stats = q.stats()
     assert (stats.depth, stats.oldest_ms) == (2, 5_000)
     q.close()

@@ -43,24 +43,24 @@ def test_intents_of_a_dead_gateway_become_repairs(tmp_path: Path) -> None:
     again.close()
 
 
-def test_abandoned_intents_are_queued_at_once(tmp_path: Path) -> None:
+async def test_abandoned_intents_are_queued_at_once(tmp_path: Path) -> None:
     """A replication interrupted in a live gateway (cancelled) turns its intents into repairs."""
     q = RepairQueue(tmp_path, FakeClock())
-    q.abandon(q.begin([K1], "legacy"), "replication interrupted")
+    await q.abandon(q.begin([K1], "legacy"), "replication interrupted")
     assert q.intents() == 0
     assert [(e.key, e.last_error) for e in q.all()] == [(K1, "replication interrupted")]
     q.close()
 
 
-def test_entries_for_a_down_target_wait_for_the_next_attempt(tmp_path: Path) -> None:
+async def test_entries_for_a_down_target_wait_for_the_next_attempt(tmp_path: Path) -> None:
     """`not_before_ms` postpones a new entry; `next_due_ms` answers per target."""
     clock = FakeClock(1_000)
     q = RepairQueue(tmp_path, clock)
-    q.enqueue(K1, "legacy", "down", not_before_ms=9_000)
-    q.enqueue(K2, "actors", "down")
+    await q.enqueue(K1, "legacy", "down", not_before_ms=9_000)
+    await q.enqueue(K2, "actors", "down")
     assert [e.key for e in q.due()] == [K2]
     assert (q.next_due_ms("legacy"), q.next_due_ms("actors"), q.next_due_ms()) == (9_000, 1_000, 1_000)
-    q.enqueue(K1, "legacy", "down", not_before_ms=500)  # never earlier than now
+    await q.enqueue(K1, "legacy", "down", not_before_ms=500)  # never earlier than now
     assert q.next_due_ms("legacy") == 1_000
     q.close()
 

@@ -25,7 +25,7 @@ async def test_a_repair_queued_while_the_switch_waits_refuses_cutover(tmp_path: 
         change = asyncio.create_task(runtime.change_phase("cutover", actor="ops", reason="r", force=False))
         await settle()
         assert not change.done()  # waiting for the write
-        runtime.queue.enqueue(EntityKey("task", "", "t-1"), "legacy", "legacy store unavailable")
+        await runtime.queue.enqueue(EntityKey("task", "", "t-1"), "legacy", "legacy store unavailable")
         runtime.gate.leave()
         with pytest.raises(PhaseChangeRefusedError, match="repair queue holds 1 entries"):
             await asyncio.wait_for(change, 5)
