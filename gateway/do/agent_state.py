@@ -92,21 +92,21 @@ class AgentStateActor(Actor):
         return self.checkpoint()
 
     def _save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
+        cp = rules.save_checkpoint(self.checkpoint(), cmd)
         self.ctx.sql.exec(
             "INSERT INTO checkpoint (id, conversation_summary, accomplishments, pending_work, "
             "recent_context, "
             "files_edited, checkpoint_at) VALUES (1, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "conversation_summary = "
-            "COALESCE(excluded.conversation_summary, checkpoint.conversation_summary), "
+            "conversation_summary = excluded.conversation_summary, "
             "accomplishments = excluded.accomplishments, pending_work = excluded.pending_work, "
-            "recent_context = COALESCE(excluded.recent_context, checkpoint.recent_context), "
+            "recent_context = excluded.recent_context, "
             "files_edited = excluded.files_edited, checkpoint_at = excluded.checkpoint_at",
-            cmd.conversation_summary,
-            dumps(cmd.accomplishments),
-            dumps(cmd.pending_work),
-            cmd.recent_context,
-            dumps(cmd.files_edited),
-            iso_from_ms(cmd.now_ms),
+            cp.conversation_summary,
+            dumps(cp.accomplishments),
+            dumps(cp.pending_work),
+            cp.recent_context,
+            dumps(cp.files_edited),
+            cp.checkpoint_at,
         )
 
     async def save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:

@@ -229,24 +229,24 @@ class CoordinatorActor(Actor):
 
     async def register_agent(self, cmd: c.RegisterAgent) -> None:
         """POST /agents: upstream's upsert (COALESCE for currentTask/workingOn) and broadcast."""
-        now_iso = iso_from_ms(cmd.now_ms)
+        row = self.ctx.sql.exec(f"SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?", cmd.agent_id).first()
+        agent = rules.register_agent(None if row is None else agent_from_row(row), cmd)
         self.ctx.sql.exec(
             f"INSERT INTO agents ({AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(agent_id) DO UPDATE SET status = excluded.status, "
-            "current_task = COALESCE(excluded.current_task, agents.current_task), "
-            "working_on = COALESCE(excluded.working_on, agents.working_on), "
+            "current_task = excluded.current_task, working_on = excluded.working_on, "
             "last_seen = excluded.last_seen, capabilities = excluded.capabilities, "
             "offers = excluded.offers, needs = excluded.needs",
-            cmd.agent_id,
-            cmd.status,
-            cmd.current_task,
-            cmd.working_on,
-            now_iso,
-            dumps(cmd.capabilities),
-            dumps(cmd.offers),
-            dumps(cmd.needs),
+            agent.agent_id,
+            agent.status,
+            agent.current_task,
+            agent.working_on,
+            agent.last_seen,
+            dumps(agent.capabilities),
+            dumps(agent.offers),
+            dumps(agent.needs),
         )
-        self._broadcast(frames.agent_registered(cmd.raw, now_iso))
+        self._broadcast(frames.agent_registered(cmd.raw, iso_from_ms(cmd.now_ms)))
 
     async def list_agents(self, now_ms: int, limit: int) -> list[Agent]:
         """GET /agents: agents not offline and seen within the offline window, newest first."""

@@ -22,6 +22,8 @@ from typing import Final
 from gateway.domain import commands as c
 from gateway.domain.jscompat import iso_from_ms, parse_js_date
 from gateway.domain.model import (
+    Agent,
+    Checkpoint,
     Claim,
     ClaimOutcome,
     DirectMessage,
@@ -54,7 +56,9 @@ __all__ = [
     "new_memory",
     "new_message",
     "new_zone",
+    "register_agent",
     "release_lock",
+    "save_checkpoint",
 ]
 
 CLAIM_STALE_MS: Final = 30 * 60 * 1000
@@ -122,6 +126,40 @@ def new_dm(cmd: c.SendDm) -> DirectMessage:
 def new_memory(cmd: c.AddMemory) -> Memory:
     """POST /agent/<id>/memory: the memory."""
     return Memory(cmd.id, cmd.category, cmd.content, cmd.tags, iso_from_ms(cmd.now_ms))
+
+
+# -- upserts: what a command keeps of the record it finds --------------------------------------------
+
+
+def register_agent(existing: Agent | None, cmd: c.RegisterAgent) -> Agent:
+    """POST /agents: upstream's upsert: `currentTask` and `workingOn` kept when not given, the
+    status, arrays and `lastSeen` replaced (extra fields of the record kept)."""
+    base = existing or Agent(cmd.agent_id)
+    return replace(
+        base,
+        status=cmd.status,
+        current_task=cmd.current_task or base.current_task,
+        working_on=cmd.working_on or base.working_on,
+        last_seen=iso_from_ms(cmd.now_ms),
+        capabilities=cmd.capabilities,
+        offers=cmd.offers,
+        needs=cmd.needs,
+    )
+
+
+def save_checkpoint(old: Checkpoint | None, cmd: c.SaveCheckpoint) -> Checkpoint:
+    """POST /checkpoint: the summary and the recent context kept when not given, the arrays
+    replaced, stamped now (extra fields of the record kept)."""
+    return Checkpoint(
+        cmd.agent_id,
+        cmd.conversation_summary or (old.conversation_summary if old else None),
+        cmd.accomplishments,
+        cmd.pending_work,
+        cmd.recent_context or (old.recent_context if old else None),
+        cmd.files_edited,
+        iso_from_ms(cmd.now_ms),
+        extra=dict(old.extra) if old else {},
+    )
 
 
 # -- claims -----------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from gateway.domain.model import (
     Task,
     Zone,
 )
-from gateway.domain.rules import CLAIM_STALE_MS
+from gateway.domain.rules import claim_is_stale
 from gateway.legacy.codec import UNDEFINED, Undefined
 
 __all__ = [
@@ -381,15 +381,12 @@ _CLAIM: Final = (
 )
 
 
-def claim_from_legacy(
-    value: Mapping[str, Any], *, now_ms: int | None = None, stale_ms: int = CLAIM_STALE_MS
-) -> Claim:
+def claim_from_legacy(value: Mapping[str, Any], *, now_ms: int | None = None) -> Claim:
     """A claim value as a Claim; `stale` computed from `since` when `now_ms` is given."""
     attrs, extra = _read(value, _CLAIM, {}, CLAIM_ORDER)
     claim = _build(Claim, attrs, extra)
     if now_ms is not None:
-        since = parse_js_date(claim.since) if claim.since else None
-        claim.stale = since is None or now_ms - since > stale_ms
+        claim.stale = claim_is_stale(claim.since, now_ms)
     return claim
 
 

@@ -121,17 +121,7 @@ class LegacyStore:
             raise ApiError(
                 409, {"error": "Agent record is unreadable in the legacy store", "agentId": cmd.agent_id}
             )
-        base = existing or Agent(cmd.agent_id)
-        agent = replace(
-            base,
-            status=cmd.status,
-            current_task=cmd.current_task or base.current_task,
-            working_on=cmd.working_on or base.working_on,
-            last_seen=iso_from_ms(cmd.now_ms),
-            capabilities=cmd.capabilities,
-            offers=cmd.offers,
-            needs=cmd.needs,
-        )
+        agent = rules.register_agent(existing, cmd)
         await self.records.put_agent(agent, "offline" if cmd.status == "offline" else "online")
 
     async def touch_agent(
@@ -453,17 +443,7 @@ class LegacyStore:
     async def save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
         """POST /checkpoint: summary and context kept when not given, arrays replaced, legacy-only
         properties (`currentTask`) carried over."""
-        old = await self.records.checkpoint(cmd.agent_id)
-        cp = Checkpoint(
-            cmd.agent_id,
-            cmd.conversation_summary or (old.conversation_summary if old else None),
-            cmd.accomplishments,
-            cmd.pending_work,
-            cmd.recent_context or (old.recent_context if old else None),
-            cmd.files_edited,
-            iso_from_ms(cmd.now_ms),
-            extra=dict(old.extra) if old else {},
-        )
+        cp = rules.save_checkpoint(await self.records.checkpoint(cmd.agent_id), cmd)
         await self.records.hset(keys.CHECKPOINTS, cmd.agent_id, m.checkpoint_to_legacy(cp))
 
     # -- direct messages --------------------------------------------------------------------------

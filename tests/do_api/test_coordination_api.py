@@ -152,9 +152,16 @@ async def test_handoff_lifecycle(api: Api, clock: FakeClock) -> None:
         400,
         {"success": False, "error": "Handoff is claimed by b"},
     )
+    await clock.advance(5)
     status, body = await api.post(H, {"action": "complete", "handoffId": hid, "agentId": "b"})
     assert status == 200
-    assert body["handoff"]["status"] == "completed"
+    done = body["handoff"]
+    assert (done["status"], done["claimedBy"]) == ("completed", "b")
+    assert (done["claimedAt"], done["completedAt"]) == (
+        "2026-11-25T17:28:47.046Z",
+        "2026-11-25T17:28:47.051Z",
+    )
+    assert (await api.get(f"{H}?id={hid}"))[1]["handoff"] == done
     assert await api.post(H, {"action": "complete", "handoffId": "nope", "agentId": "b"}) == (
         400,
         {"success": False, "error": "Handoff not found"},
