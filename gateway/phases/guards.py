@@ -3,8 +3,8 @@
 - Moving back one phase is always possible, except back from `cutover`, which needs Redis
   refilled from the actors first (the export/import tool's reverse direction).
 - Moving forward goes one phase at a time.
-- `read-switch` needs an empty repair queue and a clean consistency report newer than the
-  configured age.
+- `read-switch` needs an empty repair queue and a clean, complete, full consistency report
+  (`agent-coord check`, the newest in `<data_dir>/consistency/`) newer than the configured age.
 - `cutover` needs an empty repair queue.
 
 `--force` overrides every guard; the audit log records that it did.
@@ -32,6 +32,24 @@ class ConsistencyReportInfo:
     finished_ms: int
     clean: bool
     path: str
+    complete: bool = True  # False: the check stopped early (a store became unreachable)
+    full: bool = True  # False: sampled, or limited to some domains or agents
+    compared: int = 0
+    differences: int = 0
+
+    @property
+    def summary(self) -> str:
+        """One line for `phase show`."""
+        from gateway.domain.jscompat import iso_from_ms  # noqa: PLC0415 - keeps this module plain
+
+        state = "clean" if self.clean else "NOT clean"
+        if not self.complete:
+            state = "INCOMPLETE"
+        scope = "" if self.full else ", partial (sampled or filtered)"
+        return (
+            f"{state}, finished {iso_from_ms(self.finished_ms)}, {self.compared} compared, "
+            f"{self.differences} differences{scope} ({self.path})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +61,6 @@ class GuardContext:
     now_ms: int
     report_max_age_s: float
     reverse_synced: bool = False
-    checker_available: bool = False
 
 
 def refusals(from_phase: str, to_phase: str, ctx: GuardContext) -> list[str]:
@@ -77,14 +94,22 @@ def refusals(from_phase: str, to_phase: str, ctx: GuardContext) -> list[str]:
 def _report_refusals(ctx: GuardContext) -> list[str]:
     report = ctx.last_report
     if report is None:
-        if not ctx.checker_available:
-            return [
-                "read-switch needs a clean consistency report, and this version has no consistency "
-                "checker yet; verify the stores by other means and use --force"
-            ]
         return ["read-switch needs a clean consistency report: run `agent-coord check` first"]
+    if not report.complete:
+        return [
+            f"the newest consistency report is incomplete ({report.path}): the check did not finish; "
+            "run `agent-coord check` again"
+        ]
     if not report.clean:
-        return [f"the newest consistency report is not clean ({report.path}); repair and check again"]
+        return [
+            f"the newest consistency report is not clean ({report.path}); "
+            "repair (`agent-coord check --repair`) and check again"
+        ]
+    if not report.full:
+        return [
+            f"the newest consistency report covers only part of the stores ({report.path}: sampled, "
+            "or limited by --domain/--agent); run a full `agent-coord check`"
+        ]
     age_s = (ctx.now_ms - report.finished_ms) / 1000
     if age_s > ctx.report_max_age_s:
         return [

@@ -24,6 +24,7 @@ from gateway.phases.control import PhaseChange, PhaseControl
 from gateway.phases.gate import PhaseGate, SwitchTimeoutError
 from gateway.phases.guards import ConsistencyReportInfo, GuardContext, PhaseChangeRefusedError, refusals
 from gateway.phases.repair import Copier, RepairQueue, RepairWorker
+from gateway.phases.reports import newest_report
 from gateway.phases.shadow import ShadowReader
 from gateway.settings import MigrationSettings
 
@@ -51,7 +52,7 @@ class MigrationRuntime:
         self.worker: RepairWorker | None = None
         self.replication: dict[str, int] | None = None
         self._worker_task: asyncio.Task[None] | None = None
-        self.last_report: ConsistencyReportInfo | None = None
+        self.data_dir = Path(data_dir)
         self.reverse_synced = False
         if not legacy_configured and self.control.phase != "cutover":
             phase = self.control.phase
@@ -61,6 +62,11 @@ class MigrationRuntime:
                 f"the data directory {data_dir} is in phase {phase!r}, which needs the legacy Redis: "
                 "configure legacy.redis_url (or --redis-url)"
             )
+
+    @property
+    def last_report(self) -> ConsistencyReportInfo | None:
+        """The newest consistency report of the data directory (`agent-coord check` writes them)."""
+        return newest_report(self.data_dir)
 
     @property
     def phase(self) -> Phase:
@@ -116,11 +122,14 @@ class MigrationRuntime:
                 else {
                     "finishedAt": iso_from_ms(report.finished_ms),
                     "clean": report.clean,
+                    "complete": report.complete,
+                    "full": report.full,
+                    "compared": report.compared,
+                    "differences": report.differences,
+                    "ageS": (now - report.finished_ms) // 1000,
                     "path": report.path,
                 },
-                "summary": "no report yet (this version has no consistency checker)"
-                if report is None
-                else f"{'clean' if report.clean else 'NOT clean'}, {iso_from_ms(report.finished_ms)}",
+                "summary": "no report yet (run `agent-coord check`)" if report is None else report.summary,
             },
         }
 

@@ -42,12 +42,18 @@ def test_read_switch_needs_empty_queue_and_recent_clean_report() -> None:
     )
 
 
-def test_read_switch_without_checker_says_so() -> None:
-    """With no checker in this version, the guard says so and points to --force."""
+def test_read_switch_without_report_says_how_to_get_one() -> None:
+    """No report yet: the guard names the command that makes one."""
     reasons = refusals("write-through", "read-switch", ctx())
-    assert len(reasons) == 1
-    assert "no consistency checker" in reasons[0]
-    assert "--force" in reasons[0]
+    assert reasons == ["read-switch needs a clean consistency report: run `agent-coord check` first"]
+
+
+def test_read_switch_refuses_incomplete_and_partial_reports() -> None:
+    """A report of a check that stopped early, or of a sampled or filtered check, is no basis."""
+    incomplete = ConsistencyReportInfo(NOW, False, "cut.json", complete=False)
+    assert any("incomplete (cut.json)" in r for r in refusals("write-through", "read-switch", ctx(report=incomplete)))
+    partial = ConsistencyReportInfo(NOW, True, "part.json", full=False)
+    assert any("only part" in r for r in refusals("write-through", "read-switch", ctx(report=partial)))
 
 
 def test_cutover_needs_empty_queue_only() -> None:

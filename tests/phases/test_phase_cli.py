@@ -117,7 +117,7 @@ def test_phase_commands_walk_the_migration_with_guards_and_audit(
     assert first.returncode == 0, first.stderr
     assert "write-through (since" in first.stdout
     assert "repair queue        0 entries" in first.stdout
-    assert "this version has no consistency checker" in first.stdout
+    assert "no report yet (run `agent-coord check`)" in first.stdout
     as_json = json.loads(cli(proc, "show", "--json").stdout)
     assert (as_json["phase"], as_json["reads"], as_json["repairQueue"]["depth"]) == (
         "write-through",
@@ -128,7 +128,7 @@ def test_phase_commands_walk_the_migration_with_guards_and_audit(
     refused = cli(proc, "set", "read-switch", "--reason", "try")
     assert refused.returncode == 1
     assert "refused" in refused.stderr
-    assert "no consistency checker" in refused.stderr
+    assert "run `agent-coord check` first" in refused.stderr
     assert "--force" in refused.stderr
     forced = cli(proc, "set", "read-switch", "--reason", "verified by hand", "--force", "--actor", "ops@test")
     assert forced.returncode == 0, forced.stderr

@@ -1,0 +1,316 @@
+"""One consistency check: both stores walked side by side, mismatches re-checked, a report.
+
+The two stores are `Source`s (the bulk layer's `EntitySource` role: a key-ordered, resumable
+scan in batches, and `read_many` for given keys). The check
+
+1. walks both scans together (`consistency.compare.merge`), keeps the keys the options select
+   (domains, agents, a seeded sample) and classifies each pair;
+2. re-reads every difference from both stores after `delay_s`, up to `rounds` times, so a write
+   in flight while the check ran is no false alarm: only what persists is reported;
+3. counts everything in a `Report`, with a bounded number of samples.
+
+A long check saves its state (`run-<id>.state.json` in the reports directory) every
+`checkpoint_every` keys; `resume=True` continues the newest unfinished run with the same scope.
+Any failure of a store ends the check with `complete=False` and the reason (exit status 3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import structlog
+
+from consistency.compare import Finding, Item, Kind, Value, classify, merge, sort_key
+from consistency.report import DomainCounts, Report, write_atomic
+from consistency.rules import CLAIM_CONFLICTS, Expectations
+from gateway.clock import Clock
+from gateway.domain.entities import DOMAINS, EntityKey
+from gateway.phases.reports import reports_dir
+
+log = structlog.get_logger(__name__)
+
+STATE_SUFFIX: Final = ".state.json"
+
+
+class Source(Protocol):
+    """One store, entity by entity (the bulk layer's `EntitySource`)."""
+
+    name: str
+
+    def scan(
+        self,
+        *,
+        domains: Collection[str] | None = None,
+        agents: Collection[str] | None = None,
+        start_after: str | None = None,
+        batch: int = 500,
+    ) -> AsyncIterator[list[Item]]:
+        """Every entity, in `sort_key` order, in batches; `start_after` is a `cursor_of` string."""
+        ...
+
+    async def read_many(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Value | None]:
+        """The current value of each key (None: the store does not hold it)."""
+        ...
+
+
+ExpectationProbe = Callable[[int], Awaitable[Expectations]]
+"""now_ms -> what the comparison must know of the legacy store (chat window, claim conflicts)."""
+
+Progress = Callable[[int], None]
+"""Called with the number of keys walked so far, once per batch."""
+
+
+def cursor_of(key: EntityKey) -> str:
+    """The resume cursor after `key`: its place in the scan order, as text."""
+    return json.dumps([key.domain, key.scope, key.id], ensure_ascii=False)
+
+
+def key_of_cursor(cursor: str) -> EntityKey:
+    domain, scope, ident = json.loads(cursor)
+    return EntityKey(str(domain), str(scope), str(ident))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOptions:
+    """What to compare and how (the CLI's flags)."""
+
+    domains: tuple[str, ...] = DOMAINS
+    agents: tuple[str, ...] = ()
+    sample: float = 1.0
+    seed: int = 0
+    rounds: int = 3
+    delay_s: float = 2.0
+    batch: int = 500
+    max_samples: int = 20  # per domain, of the differences and of the expected ones
+    checkpoint_every: int = 50_000
+    resume: bool = False
+    stores: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def full(self) -> bool:
+        return set(self.domains) >= set(DOMAINS) and not self.agents and self.sample >= 1.0
+
+    def scope_json(self) -> dict[str, Any]:
+        return {
+            "domains": list(self.domains),
+            "agents": list(self.agents) or None,
+            "sample": self.sample,
+            "seed": self.seed if self.sample < 1.0 else None,
+            "full": self.full,
+        }
+
+    def document(self) -> dict[str, Any]:
+        """The options as the report records them."""
+        return {
+            "scope": self.scope_json(),
+            "recheck": {"rounds": self.rounds, "delayS": self.delay_s},
+            "stores": dict(self.stores),
+        }
+
+    def selects(self, key: EntityKey) -> bool:
+        """Whether the key is in the domains, the agents and the sample."""
+        if key.domain not in self.domains:
+            return False
+        if (
+            self.agents
+            and key.scope not in self.agents
+            and not (key.domain == "agent" and key.id in self.agents)
+        ):
+            return False
+        return self.sample >= 1.0 or in_sample(key, self.sample, self.seed)
+
+
+def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
+    """A key's place in a seeded sample: the same keys on both stores, and in every run with
+    the same seed."""
+    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < rate * 2**64
+
+
+class CheckAborted(Exception):
+    """A store failed during the check; `report` is the incomplete report."""
+
+    def __init__(self, report: Report, reason: str) -> None:
+        super().__init__(reason)
+        self.report = report
+
+
+@dataclass(slots=True)
+class _Run:
+    report: Report
+    candidates: list[EntityKey]
+    cursor: str | None = None
+    walked: int = 0
+
+
+class Checker:
+    """Runs checks between `legacy` and `actors` (see the module doc)."""
+
+    def __init__(
+        self,
+        legacy: Source,
+        actors: Source,
+        clock: Clock,
+        expectations: ExpectationProbe,
+        *,
+        data_dir: Path | None = None,
+    ) -> None:
+        self.legacy = legacy
+        self.actors = actors
+        self.clock = clock
+        self.expectations = expectations
+        self.data_dir = data_dir
+
+    async def run(self, opts: CheckOptions, progress: Progress | None = None) -> Report:
+        """The check; raises `CheckAborted` (with the incomplete report) when a store fails."""
+        run = self._resumed(opts) if opts.resume else None
+        if run is None:
+            report = Report(Report.new_run_id(), self.clock.now_ms(), opts.document())
+            run = _Run(report, [])
+        try:
+            exp = await self.expectations(self.clock.now_ms())
+            await self._walk(run, opts, exp, progress)
+            findings = await self._recheck(run, opts)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}"
+            log.warning("consistency.check_aborted", reason=reason, walked=run.walked)
+            self._save_state(run, opts)
+            run.report.finished_ms = self.clock.now_ms()
+            run.report.incomplete_reason = reason
+            raise CheckAborted(run.report, reason) from e
+        for f in findings:
+            run.report.record(f, opts.max_samples)
+        if "claim" in opts.domains:
+            for what, by in exp.claim_conflicts:
+                if not opts.agents or by in opts.agents:
+                    conflict = EntityKey("claim", by, what)
+                    run.report.record(
+                        Finding(conflict, Kind.EXPECTED, {"what": what, "by": by}, rule=CLAIM_CONFLICTS),
+                        opts.max_samples,
+                    )
+        run.report.finished_ms = self.clock.now_ms()
+        run.report.complete = True
+        self._drop_state(run.report.run_id)
+        return run.report
+
+    async def _walk(
+        self, run: _Run, opts: CheckOptions, exp: Expectations, progress: Progress | None
+    ) -> None:
+        def scan(source: Source) -> AsyncIterator[list[Item]]:
+            return source.scan(
+                domains=opts.domains, agents=opts.agents or None, start_after=run.cursor, batch=opts.batch
+            )
+
+        since_save = 0
+        async for key, left, right in merge(scan(self.legacy), scan(self.actors)):
+            run.walked += 1
+            if opts.selects(key):
+                run.report.counts(key.domain).compared += 1
+                f = classify(key, left, right, exp)
+                if f.is_difference:
+                    run.candidates.append(key)
+                else:
+                    run.report.record(f, opts.max_samples)
+            run.cursor = cursor_of(key)
+            since_save += 1
+            if progress is not None and run.walked % opts.batch == 0:
+                progress(run.walked)
+            if since_save >= opts.checkpoint_every:
+                self._save_state(run, opts)
+                since_save = 0
+        if progress is not None:
+            progress(run.walked)
+
+    async def _recheck(self, run: _Run, opts: CheckOptions) -> list[Finding]:
+        """Read the candidates again after the delay, `rounds` times; the last findings."""
+        keys = run.candidates
+        findings: list[Finding] = []
+        for _ in range(max(1, opts.rounds)):
+            if not keys:
+                break
+            if opts.rounds > 0:
+                await self.clock.sleep(opts.delay_s)
+            found = await self._read_and_classify(keys)
+            for f in found:
+                if not f.is_difference:
+                    run.report.counts(f.key.domain).settled += 1
+                    run.report.record(f, opts.max_samples)
+            findings = [f for f in found if f.is_difference]
+            keys = [f.key for f in findings]
+        return findings
+
+    async def _read_and_classify(self, keys: list[EntityKey]) -> list[Finding]:
+        out: list[Finding] = []
+        if not keys:
+            return out
+        exp = await self.expectations(self.clock.now_ms())
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            left = await self.legacy.read_many(chunk)
+            right = await self.actors.read_many(chunk)
+            for key in chunk:
+                a, b = left.get(key), right.get(key)
+                if a is None and b is None:
+                    out.append(Finding(key, Kind.SAME))  # deleted from both meanwhile: agreed
+                else:
+                    out.append(classify(key, a, b, exp))
+        return out
+
+    # -- resumable state ------------------------------------------------------------------------
+
+    def _state_path(self, run_id: str) -> Path | None:
+        return None if self.data_dir is None else reports_dir(self.data_dir) / f"run-{run_id}{STATE_SUFFIX}"
+
+    def _save_state(self, run: _Run, opts: CheckOptions) -> None:
+        path = self._state_path(run.report.run_id)
+        if path is None:
+            return
+        r = run.report
+        state = {
+            "runId": r.run_id,
+            "startedMs": r.started_ms,
+            "scope": opts.scope_json(),
+            "cursor": run.cursor,
+            "walked": run.walked,
+            "domains": {d: c.to_json() for d, c in r.domains.items()},
+            "samples": r.samples,
+            "expectedSamples": r.expected_samples,
+            "samplesLeftOut": r.samples_left_out,
+            "candidates": [[k.domain, k.scope, k.id] for k in run.candidates],
+        }
+        write_atomic(path, json.dumps(state, ensure_ascii=False))
+
+    def _drop_state(self, run_id: str) -> None:
+        path = self._state_path(run_id)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _resumed(self, opts: CheckOptions) -> _Run | None:
+        """The newest unfinished run with the same scope, or None."""
+        if self.data_dir is None:
+            return None
+        folder = reports_dir(self.data_dir)
+        states = sorted(folder.glob(f"run-*{STATE_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+        for path in reversed(states):
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if state["scope"] != opts.scope_json():
+                continue
+            report = Report(state["runId"], state["startedMs"], opts.document())
+            report.domains = {d: DomainCounts.from_json(c) for d, c in state["domains"].items()}
+            report.samples = state["samples"]
+            report.expected_samples = state["expectedSamples"]
+            report.samples_left_out = state["samplesLeftOut"]
+            candidates = [EntityKey(d, s, i) for d, s, i in state["candidates"]]
+            log.info("consistency.resumed", run_id=report.run_id, cursor=state["cursor"])
+            return _Run(report, candidates, state["cursor"], state["walked"])
+        return None
+
+
+def ordered(items: Collection[Item]) -> list[Item]:
+    """Items in scan order (for in-memory sources)."""
+    return sorted(items, key=lambda it: sort_key(it[0]))

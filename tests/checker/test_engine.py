@@ -1,0 +1,289 @@
+"""The checker's comparison and re-check rounds on in-memory stores (pure logic, fake clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from consistency.check import CheckAborted, Checker, CheckOptions
+from consistency.compare import Kind, Value, classify, same
+from consistency.report import Report, save
+from consistency.rules import Expectations
+from gateway.clock import FakeClock, settle
+from gateway.domain.entities import EntityKey
+from gateway.domain.jscompat import iso_from_ms
+from gateway.domain.model import Agent, Checkpoint, Claim, DirectMessage, GroupMessage, Lock, Memory, Task
+from gateway.phases.reports import newest_report
+
+from .memory import Broken, MemorySource
+
+NOW = 1_795_627_727_041
+
+
+def task(i: str, **kw: object) -> Task:
+    base = Task(
+        i,
+        f"title {i}",
+        None,
+        "todo",
+        None,
+        "alice",
+        "medium",
+        [],
+        [],
+        iso_from_ms(NOW - 5000),
+        iso_from_ms(NOW - 5000),
+    )
+    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
+
+
+def lock(path: str, expires_ms: int) -> Lock:
+    return Lock(
+        path, "file-lock", "bob", None, iso_from_ms(NOW - 60_000), iso_from_ms(expires_ms), expires_ms
+    )
+
+
+def chat(i: int) -> GroupMessage:
+    return GroupMessage(f"m{i:04d}", "alice", "agent", f"hello {i}", iso_from_ms(NOW - 100_000 + i))
+
+
+def dataset() -> dict[EntityKey, Value]:
+    """A little of every domain."""
+    out: dict[EntityKey, Value] = {}
+    for a in ("alice", "bob"):
+        out[EntityKey("agent", "", a)] = Agent(a, "active", None, None, iso_from_ms(NOW), ["py"], [], [])
+        out[EntityKey("checkpoint", a, a)] = Checkpoint(
+            a, "sum", ["did"], [], None, ["f.py"], iso_from_ms(NOW)
+        )
+        out[EntityKey("dm", a, f"dm-{a}")] = DirectMessage(f"dm-{a}", "carol", "note", "hi", iso_from_ms(NOW))
+        out[EntityKey("memory", a, f"mem-{a}")] = Memory(f"mem-{a}", "fact", "x", ["t"], iso_from_ms(NOW))
+    for i in range(3):
+        out[EntityKey("task", "", f"t{i}")] = task(f"t{i}")
+        out[EntityKey("chat", "", f"m{i:04d}")] = chat(i)
+    out[EntityKey("claim", "", "src/a.py")] = Claim("src/a.py", "alice", None, iso_from_ms(NOW))
+    out[EntityKey("lock", "", "src/b.py")] = lock("src/b.py", NOW + 60_000)
+    return out
+
+
+def stores() -> tuple[MemorySource, MemorySource]:
+    return MemorySource("legacy", dataset()), MemorySource("actors", dataset())
+
+
+def checker(
+    legacy: MemorySource,
+    actors: MemorySource,
+    clock: FakeClock,
+    exp: Callable[[int], Expectations] | None = None,
+    data_dir: Path | None = None,
+) -> Checker:
+    async def probe(now_ms: int) -> Expectations:
+        return exp(now_ms) if exp is not None else Expectations(now_ms)
+
+    return Checker(legacy, actors, clock, probe, data_dir=data_dir)
+
+
+QUICK = CheckOptions(rounds=0)
+
+
+def state_files(data_dir: Path) -> list[Path]:
+    return list(data_dir.glob("consistency/run-*.state.json"))
+
+
+async def test_the_same_data_checks_clean() -> None:
+    legacy, actors = stores()
+    report = await checker(legacy, actors, FakeClock(NOW)).run(QUICK)
+    assert report.clean
+    totals = report.totals()
+    assert (totals.compared, totals.same, totals.differences) == (len(dataset()), len(dataset()), 0)
+
+
+async def test_every_kind_of_difference_in_both_directions_is_counted_exactly() -> None:
+    """Missing on either side, a differing field and unreadable values on either side, in
+    several domains; the samples name the fields and show both values."""
+    legacy, actors = stores()
+    del actors.values[EntityKey("task", "", "t0")]
+    del legacy.values[EntityKey("memory", "bob", "mem-bob")]
+    actors.values[EntityKey("task", "", "t1")] = task("t1", status="done")
+    legacy.values[EntityKey("dm", "alice", "dm-alice")] = Broken(
+        EntityKey("dm", "alice", "dm-alice"), "{oops", "not JSON"
+    )
+    actors.values[EntityKey("lock", "", "src/b.py")] = Broken(
+        EntityKey("lock", "", "src/b.py"), "{}", "no lockedBy"
+    )
+    report = await checker(legacy, actors, FakeClock(NOW)).run(QUICK)
+    assert not report.clean
+    doc = report.to_json()
+    assert doc["totals"]["differences"] == 5
+    assert (doc["domains"]["task"]["missingInActors"], doc["domains"]["task"]["differs"]) == (1, 1)
+    assert doc["domains"]["memory"]["missingInLegacy"] == 1
+    assert doc["domains"]["dm"]["unreadable"] == 1
+    assert doc["domains"]["lock"]["unreadable"] == 1
+    differs = next(s for s in doc["samples"] if s["kind"] == "differs")
+    assert differs["fields"] == ["status"]
+    assert (differs["legacy"]["status"], differs["actors"]["status"]) == ("todo", "done")
+    unreadable = next(s for s in doc["samples"] if s["domain"] == "dm")
+    assert unreadable["legacy"] == {"unreadable": "not JSON", "raw": "{oops"}
+    assert sum(d["same"] for d in doc["domains"].values()) == len(dataset()) - 5
+
+
+async def test_expected_differences_are_counted_apart_with_their_rule() -> None:
+    """Chat beyond the legacy window, expired locks, fields the legacy writers drop, legacy claim
+    conflicts and actor-only domains: counted apart, the report stays clean."""
+    legacy, actors = stores()
+    del legacy.values[EntityKey("chat", "", "m0000")]  # older than the window's oldest (m0001)
+    legacy.values[EntityKey("lock", "", "old")] = lock("old", NOW - 1)  # expired, gone from the actors
+    legacy.values[EntityKey("agent", "", "alice")] = Agent(
+        "alice", "active", None, None, iso_from_ms(NOW), [], [], []
+    )
+    actors.values[EntityKey("soul", "alice", "soul")] = Memory("soul", "soul", "s", [], iso_from_ms(NOW))
+
+    def exp(now_ms: int) -> Expectations:
+        return Expectations(
+            now_ms,
+            chat_oldest_ms=NOW - 100_000 + 1,
+            claim_conflicts=(("src/a.py", "bob"),),
+            actor_only=frozenset({"soul"}),
+        )
+
+    report = await checker(legacy, actors, FakeClock(NOW), exp).run(
+        CheckOptions(rounds=0, domains=(*CheckOptions().domains, "soul"))
+    )
+    doc = report.to_json()
+    assert report.clean, doc["samples"]
+    assert doc["totals"]["expected"] == {
+        "actor-only": 1,
+        "carried-fields": 1,
+        "chat-window": 1,
+        "claim-conflicts": 1,
+        "expired-locks": 1,
+    }
+    assert doc["expectedRules"]["chat-window"]["rule"] == "docs/mapping.md#chat-window"
+    carried = next(s for s in doc["expectedSamples"] if s["rule"] == "docs/mapping.md#carried-fields")
+    assert carried["fields"] == ["capabilities"]
+
+
+def test_a_dropped_field_that_is_not_carried_is_a_difference() -> None:
+    """The carried-fields rule covers only empty legacy arrays of the fields its writers drop."""
+    exp = Expectations(NOW)
+    key = EntityKey("agent", "", "a")
+    a = Agent("a", "active", None, None, None, ["x"], [], [])
+    b = Agent("a", "busy", None, None, None, ["x"], [], [])
+    assert classify(key, a, b, exp).fields == ("status",)
+    c = Agent("a", "active", None, None, None, ["y"], [], [])
+    assert classify(key, c, a, exp).kind is Kind.DIFFERS  # legacy holds another value, not none
+
+
+def test_json_data_equality_is_strict_about_types() -> None:
+    assert same({"a": 1, "b": [1.0]}, {"b": [1], "a": 1})
+    assert not same(True, 1)
+    assert not same([0], [False])
+    assert not same(None, "")
+
+
+async def run_with_clock(clock: FakeClock, coro: object, between: Callable[[int], None]) -> Report:
+    """Run a check; each time it waits for the re-check delay, call `between(n)` then let the
+    delay pass."""
+    t = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+    n = 0
+    for _ in range(100):
+        await settle()
+        if t.done():
+            break
+        if clock.sleepers:
+            between(n)
+            n += 1
+            await clock.advance(2000)
+    assert t.done()
+    return t.result()  # type: ignore[no-any-return]
+
+
+async def test_writes_in_flight_settle_in_the_re_check_and_persistent_ones_are_reported() -> None:
+    """A difference that a write in flight fixes before the re-check is no mismatch (counted as
+    settled); one left in place through every round is reported."""
+    legacy, actors = stores()
+    clock = FakeClock(NOW)
+    in_flight = EntityKey("task", "", "t2")
+    actors.values[in_flight] = task("t2", title="new title")  # the actors have it, Redis not yet
+    left = EntityKey("memory", "alice", "mem-alice")
+    del actors.values[left]
+
+    def between(n: int) -> None:
+        if n == 0:
+            legacy.values[in_flight] = task("t2", title="new title")  # the replication arrives
+
+    report = await run_with_clock(
+        clock, checker(legacy, actors, clock).run(CheckOptions(rounds=3, delay_s=2)), between
+    )
+    doc = report.to_json()
+    assert doc["domains"]["task"]["settled"] == 1
+    assert doc["domains"]["task"]["differences"] == 0
+    assert doc["domains"]["memory"]["missingInLegacy"] == 0
+    assert doc["domains"]["memory"]["missingInActors"] == 1
+    assert doc["totals"]["differences"] == 1
+    assert legacy.reads == 3  # three rounds re-read the one that stayed
+
+
+async def test_sampling_finds_a_seeded_difference_at_the_expected_rate() -> None:
+    """With --sample 0.1, the same keys are compared on both sides; over seeds, about a tenth of
+    1,000 planted differences are found, and the same seed picks the same keys."""
+    legacy, actors = MemorySource("legacy"), MemorySource("actors")
+    for i in range(2000):
+        k = EntityKey("task", "", f"t{i:05d}")
+        legacy.values[k] = task(k.id)
+        actors.values[k] = task(k.id, status="done") if i % 2 else task(k.id)
+    found = []
+    for seed in (1, 2, 3, 4):
+        report = await checker(legacy, actors, FakeClock(NOW)).run(
+            CheckOptions(rounds=0, sample=0.1, seed=seed)
+        )
+        t = report.totals()
+        assert 150 <= t.compared <= 250
+        found.append(t.differs)
+        assert t.differs + t.same == t.compared
+        assert not report.to_json()["scope"]["full"]
+    assert all(60 <= n <= 140 for n in found), found
+    again = await checker(legacy, actors, FakeClock(NOW)).run(CheckOptions(rounds=0, sample=0.1, seed=1))
+    assert again.totals().differs == found[0]
+
+
+async def test_domain_and_agent_filters() -> None:
+    legacy, actors = stores()
+    del actors.values[EntityKey("dm", "bob", "dm-bob")]
+    del actors.values[EntityKey("task", "", "t0")]
+    only_alice = await checker(legacy, actors, FakeClock(NOW)).run(CheckOptions(rounds=0, agents=("alice",)))
+    assert only_alice.clean
+    assert set(only_alice.domains) == {"agent", "checkpoint", "dm", "memory"}
+    bob_dms = await checker(legacy, actors, FakeClock(NOW)).run(
+        CheckOptions(rounds=0, domains=("dm",), agents=("bob",))
+    )
+    assert bob_dms.totals().missing_in_actors == 1
+    assert bob_dms.totals().compared == 1
+
+
+async def test_a_store_failing_mid_check_is_incomplete_and_a_resumed_run_finishes(tmp_path: Path) -> None:
+    """The scan breaks after some entities: the check aborts with an incomplete report and a
+    saved state; `resume` continues after the last key and ends with the full counts."""
+    legacy, actors = stores()
+    del actors.values[EntityKey("task", "", "t0")]
+    legacy.fail_after = 7
+    c = checker(legacy, actors, FakeClock(NOW), data_dir=tmp_path)
+    opts = CheckOptions(rounds=0, batch=2, checkpoint_every=1)
+    with pytest.raises(CheckAborted) as aborted:
+        await c.run(opts)
+    incomplete = aborted.value.report
+    assert not incomplete.complete
+    assert "went away" in (incomplete.incomplete_reason or "")
+    save(incomplete, tmp_path)
+    info = newest_report(tmp_path)
+    assert info is not None
+    assert (info.complete, info.clean) == (False, False)
+    legacy.fail_after = None
+    resumed = await c.run(dataclasses.replace(opts, resume=True))
+    assert resumed.run_id == incomplete.run_id
+    assert resumed.totals().compared == len(dataset())
+    assert resumed.totals().missing_in_actors == 1
+    assert not state_files(tmp_path)

@@ -1,0 +1,118 @@
+"""Reports kept in the data directory, read by the read-switch guard and `phase show`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from consistency.check import Checker, CheckOptions
+from consistency.render import html_page, markdown, terminal_table
+from consistency.report import Report, save
+from consistency.rules import RULES, Expectations
+from gateway.clock import FakeClock
+from gateway.domain.entities import EntityKey
+from gateway.phases.guards import PhaseChangeRefusedError
+from gateway.phases.runtime import MigrationRuntime
+from gateway.settings import MigrationSettings
+
+from .memory import MemorySource
+from .test_engine import NOW, dataset, task
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def read(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8")
+
+
+async def check(data_dir: Path, clock: FakeClock, *, differ: bool = False, sample: float = 1.0) -> Report:
+    legacy, actors = MemorySource("legacy", dataset()), MemorySource("actors", dataset())
+    if differ:
+        actors.values[EntityKey("task", "", "t1")] = task("t1", status="done")
+
+    async def probe(now_ms: int) -> Expectations:
+        return Expectations(now_ms)
+
+    report = await Checker(legacy, actors, clock, probe, data_dir=data_dir).run(
+        CheckOptions(rounds=0, sample=sample)
+    )
+    save(report, data_dir, markdown(report), html_page(report))
+    return report
+
+
+async def test_read_switch_is_refused_without_a_clean_recent_full_report_and_accepted_after_one(
+    tmp_path: Path,
+) -> None:
+    """No report, an unclean one, a partial one and a stale one are each refused with their
+    reason; a clean full recent one lets read-switch through without --force."""
+    clock = FakeClock(NOW)
+    runtime = MigrationRuntime(
+        tmp_path,
+        clock,
+        MigrationSettings(phase="write-through", consistency_max_age_s=3600),
+        legacy_configured=True,
+    )
+    try:
+
+        async def refused(match: str) -> None:
+            with pytest.raises(PhaseChangeRefusedError, match=match):
+                await runtime.change_phase("read-switch", actor="ops", reason="r", force=False)
+
+        assert runtime.status()["consistency"]["lastReport"] is None
+        await refused("run `agent-coord check` first")
+        await clock.advance(1000)
+        await check(tmp_path, clock, differ=True)
+        await refused("not clean")
+        await clock.advance(1000)
+        await check(tmp_path, clock, sample=0.5)
+        await refused("only part of the stores")
+        await clock.advance(1000)
+        clean = await check(tmp_path, clock)
+        status = runtime.status()["consistency"]
+        assert status["lastReport"]["clean"] is True
+        assert status["lastReport"]["path"] == clean.files["json"]
+        assert status["summary"].startswith("clean, finished ")
+        await clock.advance(3_601_000)
+        await refused("3601 s old")
+        await check(tmp_path, clock)
+        change = await runtime.change_phase("read-switch", actor="ops", reason="checked", force=False)
+        assert (change.to_phase, change.forced) == ("read-switch", False)
+    finally:
+        await runtime.close()
+
+
+async def test_the_report_files_hold_counts_and_samples_side_by_side(tmp_path: Path) -> None:
+    report = await check(tmp_path, FakeClock(NOW), differ=True)
+    doc = json.loads(read(report.files["json"]))
+    assert (doc["format"], doc["version"], doc["clean"], doc["complete"]) == (
+        "agent-coord-consistency-report",
+        1,
+        False,
+        True,
+    )
+    assert doc["domains"]["task"]["differs"] == 1
+    md = read(report.files["markdown"])
+    assert "NOT CLEAN: 1 differences" in md
+    assert "### `task:t1`: differs (status)" in md
+    assert '"status": "todo"' in md
+    assert '"status": "done"' in md
+    table = terminal_table(report)
+    assert re.search(r"^task\s+3\s+2\s+0\s+0\s+1\s+0\s+0\s+0$", table, re.M), table
+    assert "<td><pre>" in read(report.files["html"])
+
+
+def test_every_rule_is_a_heading_of_the_mapping_document() -> None:
+    """Each expected difference names a rule of docs/mapping.md; the anchors exist."""
+    headings = set(re.findall(r"^### (\S+)$", (DOCS / "mapping.md").read_text(encoding="utf-8"), re.M))
+    assert set(RULES) <= headings
+
+
+def test_the_report_document_is_documented_field_by_field(tmp_path: Path) -> None:
+    """Every top-level field of the JSON document appears in docs/consistency.md."""
+    doc = Report("r", NOW, CheckOptions().document(), finished_ms=NOW, complete=True).to_json()
+    text = (DOCS / "consistency.md").read_text(encoding="utf-8")
+    missing = [k for k in doc if f"`{k}" not in text]
+    assert missing == []
