@@ -51,7 +51,8 @@ def test_read_switch_without_report_says_how_to_get_one() -> None:
 def test_read_switch_refuses_incomplete_and_partial_reports() -> None:
     """A report of a check that stopped early, or of a sampled or filtered check, is no basis."""
     incomplete = ConsistencyReportInfo(NOW, False, "cut.json", complete=False)
-    assert any("incomplete (cut.json)" in r for r in refusals("write-through", "read-switch", ctx(report=incomplete)))
+    reasons = refusals("write-through", "read-switch", ctx(report=incomplete))
+    assert any("incomplete (cut.json)" in r for r in reasons)
     partial = ConsistencyReportInfo(NOW, True, "part.json", full=False)
     assert any("only part" in r for r in refusals("write-through", "read-switch", ctx(report=partial)))
 
