@@ -21,6 +21,11 @@ Parts (docs/benchmarks.md has the figures and how to read them):
    requests too). Reported: throughput, p50/p90/p99/max latency, and errors.
 3. `wrk` (with `--wrk`, if `wrk` is on PATH): raw keep-alive GET throughput on `/health` and
    `/coordinator/agents`.
+4. `realistic` (with `--realistic`, alone; needs wrk): issue 13's mix (`bench/mix.lua`: 200 agents,
+   2,000 lock paths, mostly reads) from 64 connections with wrk, and the twelve operations, each
+   run against the gateway and against a bare aiohttp app answering fixed JSON
+   (`bench/floor_app.py`, the floor) in the same round, with the gateway's figures as ratios to
+   the floor's. Lock conflicts (409) are counted apart from failures.
 
 The client: by default a minimal HTTP/1.1 keep-alive client on asyncio streams (`RawClient`),
 one connection per concurrent worker, because aiohttp's client costs several times more CPU per
@@ -44,6 +49,7 @@ import platform
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -701,6 +707,295 @@ def run_wrk(
     return rows
 
 
+# -- part 4: the realistic mix against the floor (issue 13) -------------------------------------
+
+MIX_SCRIPT: Final = Path(__file__).with_name("mix.lua")
+FLOOR_APP: Final = Path(__file__).with_name("floor_app.py")
+MIX_AGENTS: Final = 200
+MIX_PATHS: Final = 2000
+HTTP_CONFLICT: Final = 409
+# The issue's floor on this machine (wrk -c64, same mix) and its targets. A target is a ratio to
+# the floor measured in the same run: 5,000 req/s against a floor of 20,500 is 0.244 of the floor.
+ISSUE_FLOOR_RPS: Final = 20_500.0
+ISSUE_FLOOR_P99_MS: Final = 5.8
+TARGETS: Final = {
+    "cutover": {"rps": 5000.0, "p99_ms": 25.0, "seq_ratio": 1.5},
+    "write-through": {"rps": 2500.0, "p99_ms": 50.0, "seq_ratio": 3.0},
+}
+
+
+@contextlib.contextmanager
+def floor_process() -> Iterator[tuple[str, int]]:
+    """`bench/floor_app.py` on a free loopback port; stopped (SIGTERM, then SIGKILL) after."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    # our own interpreter and a script beside this one: no shell, no outside input
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, str(FLOOR_APP), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the floor app exited with {proc.returncode}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("the floor app did not listen within 15 s")
+            time.sleep(0.05)
+        out(f"floor (bare aiohttp, fixed JSON) on {url} (pid {proc.pid})")
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+async def setup_mix(factory: ClientFactory, tag: str) -> dict[str, int]:
+    """What the mix expects to find: its 200 agents (each with a checkpoint), its 2,000 lock
+    actors, 50 chat messages and 20 open tasks. 16 connections; returns the statuses."""
+    jobs: list[tuple[str, str, bytes | None]] = []
+    for i in range(1, MIX_AGENTS + 1):
+        agent = f"mix-{tag}-{i}"
+        jobs.append(("POST", "/coordinator/agents", js_json({"agentId": agent, "status": "active"})))
+        jobs.append(
+            (
+                "POST",
+                f"/agent/{agent}/checkpoint",
+                js_json({"conversationSummary": "setup", "currentTask": "Benchmarking"}),
+            )
+        )
+    jobs += [("GET", f"/lock/src%2Fmix-{tag}%2Ff{i}.ts/check", None) for i in range(1, MIX_PATHS + 1)]
+    jobs += [
+        ("POST", "/coordinator/chat", js_json({"author": f"mix-{tag}-1", "message": f"setup {i}"}))
+        for i in range(50)
+    ]
+    jobs += [
+        ("POST", "/coordinator/tasks", js_json({"title": f"setup task {i}", "createdBy": f"mix-{tag}-1"}))
+        for i in range(20)
+    ]
+    statuses: dict[int, int] = {}
+    queue = iter(jobs)
+
+    async def worker(client: Client) -> None:
+        try:
+            for method, path, body in queue:
+                status, _ = await asyncio.wait_for(client.request(method, path, body), REQUEST_TIMEOUT_S)
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(worker(factory.make()) for _ in range(16)))
+    return {str(k): v for k, v in sorted(statuses.items())}
+
+
+def run_mix_wrk(
+    binary: str, base: str, meter: CpuMeter, *, tag: str, conns: int, duration_s: int, max_requests: int
+) -> dict[str, Any]:
+    """One wrk run of `bench/mix.lua` (one thread) against `base`."""
+    cmd = [
+        binary,
+        "-t1",
+        f"-c{conns}",
+        f"-d{duration_s}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(MIX_SCRIPT),
+        base,
+        "--",
+        tag,
+        str(max_requests),
+    ]
+    row: dict[str, Any] = {"connections": conns, "command": " ".join(cmd)}
+    with meter.measure(row):
+        # A fixed binary and argv list, a loopback URL: no shell involved.
+        done = subprocess.run(  # noqa: S603
+            cmd, capture_output=True, text=True, timeout=duration_s + 30, check=False
+        )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("MIXJSON ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no MIXJSON line:\n{done.stdout}\n{done.stderr}")
+    res = json.loads(line.removeprefix("MIXJSON "))
+    statuses = {str(k): int(v) for k, v in res["statuses"].items()}
+    requests = int(res["requests"])
+    failed = sum(v for k, v in statuses.items() if int(k) not in (HTTP_OK, HTTP_CONFLICT))
+    failed += sum(int(v) for k, v in res["errors"].items() if k != "status")
+    row.update(
+        {
+            "requests": requests,
+            "duration_s": res["duration_us"] / 1e6,
+            "throughput_rps": requests / (res["duration_us"] / 1e6),
+            "mean_ms": res["mean_us"] / 1000,
+            "p50_ms": res["p50_us"] / 1000,
+            "p90_ms": res["p90_us"] / 1000,
+            "p99_ms": res["p99_us"] / 1000,
+            "max_ms": res["max_us"] / 1000,
+            "statuses": statuses,
+            "wrk_errors": res["errors"],
+            "lock_conflicts": statuses.get(str(HTTP_CONFLICT), 0),
+            "failures": failed,
+        }
+    )
+    row["server_cpu_us_per_request"] = cpu_us_per_request(row, requests)
+    return row
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    s = sorted(values)
+    mid = len(s) // 2
+    med = s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+    return {"median": med, "min": s[0], "max": s[-1]}
+
+
+async def run_realistic(
+    args: argparse.Namespace, base: str, meter: CpuMeter, phase: str, run_tag: str
+) -> dict[str, Any]:
+    """Rounds of: the twelve operations on the floor, then on the gateway; the mix with wrk on
+    the floor, then on the gateway. Each figure also as a ratio to the floor of its round."""
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise SystemExit("--realistic needs wrk (Debian: apt-get install -y wrk)")
+    gw_factory = ClientFactory(base, args.client)
+    section: dict[str, Any] = {"phase": phase, "rounds": []}
+    with floor_process() as (floor_base, floor_pid):
+        floor_factory = ClientFactory(floor_base, args.client)
+        floor_meter = CpuMeter(floor_pid)
+        try:
+            tag = f"{run_tag}"
+            setup_started = time.perf_counter()
+            section["setup_statuses"] = await setup_mix(gw_factory, tag)
+            section["setup_s"] = time.perf_counter() - setup_started
+            out(f"setup: {section['setup_statuses']} in {section['setup_s']:.1f} s")
+            for i in range(args.mix_rounds):
+                seq_floor = await run_sequential(floor_factory, floor_meter, f"{run_tag}-f{i}")
+                seq_gw = await run_sequential(gw_factory, meter, f"{run_tag}-g{i}")
+                kw = {
+                    "tag": tag,
+                    "conns": args.mix_connections,
+                    "duration_s": args.mix_duration,
+                    "max_requests": args.max_requests,
+                }
+                mix_floor = run_mix_wrk(binary, floor_base, floor_meter, **kw)
+                mix_gw = run_mix_wrk(binary, base, meter, **kw)
+                f_mean = seq_floor["summary"]["mean_of_avgs_ms"]
+                g_mean = seq_gw["summary"]["mean_of_avgs_ms"]
+                rnd = {
+                    "loadavg": loadavg(),
+                    "sequential": {
+                        "floor_mean_ms": f_mean,
+                        "gateway_mean_ms": g_mean,
+                        "ratio": g_mean / f_mean,
+                        "gateway_errors": seq_gw["summary"]["errors"],
+                        "gateway_operations": {r["operation"]: r["avg_ms"] for r in seq_gw["operations"]},
+                        "floor_operations": {r["operation"]: r["avg_ms"] for r in seq_floor["operations"]},
+                        "gateway_server_cpu_us": seq_gw["summary"]["server_cpu_us_per_request"],
+                    },
+                    "mix": {
+                        "floor": mix_floor,
+                        "gateway": mix_gw,
+                        "rps_ratio": mix_gw["throughput_rps"] / mix_floor["throughput_rps"],
+                        "p99_ratio": mix_gw["p99_ms"] / mix_floor["p99_ms"],
+                    },
+                }
+                section["rounds"].append(rnd)
+                print_realistic_round(i, rnd)
+        finally:
+            await gw_factory.close()
+            await floor_factory.close()
+    section["summary"] = summarise_realistic(section["rounds"], phase)
+    print_realistic_summary(section["summary"])
+    return section
+
+
+def print_realistic_round(i: int, rnd: dict[str, Any]) -> None:
+    seq, mix = rnd["sequential"], rnd["mix"]
+    out(
+        f"\nround {i + 1} (load {rnd['loadavg']}): twelve operations, mean of averages: gateway "
+        f"{seq['gateway_mean_ms']:.3f} ms, floor {seq['floor_mean_ms']:.3f} ms, x{seq['ratio']:.2f} "
+        f"({seq['gateway_errors']} errors)"
+    )
+    head = (
+        f"{'mix':<8} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p90':>7} {'p99':>7} {'max':>8} "
+        f"{'409':>6} {'failed':>6} {'srv us/req':>10}"
+    )
+    out(head)
+    for who in ("floor", "gateway"):
+        r = mix[who]
+        cpu = r["server_cpu_us_per_request"]
+        out(
+            f"{who:<8} {r['requests']:>9} {r['throughput_rps']:>8.0f} {r['p50_ms']:>8.2f} "
+            f"{r['p90_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>8.1f} {r['lock_conflicts']:>6} "
+            f"{r['failures']:>6} {'-' if cpu is None else f'{cpu:.0f}':>10}"
+        )
+    out(f"gateway / floor: req/s x{mix['rps_ratio']:.3f}, p99 x{mix['p99_ratio']:.2f}")
+
+
+def summarise_realistic(rounds: list[dict[str, Any]], phase: str) -> dict[str, Any]:
+    """Median and spread over the rounds, and each target scaled to this run's floor."""
+    gw = [r["mix"]["gateway"] for r in rounds]
+    fl = [r["mix"]["floor"] for r in rounds]
+    summary: dict[str, Any] = {
+        "rounds": len(rounds),
+        "gateway_rps": _spread([g["throughput_rps"] for g in gw]),
+        "gateway_p99_ms": _spread([g["p99_ms"] for g in gw]),
+        "floor_rps": _spread([f["throughput_rps"] for f in fl]),
+        "floor_p99_ms": _spread([f["p99_ms"] for f in fl]),
+        "rps_ratio": _spread([r["mix"]["rps_ratio"] for r in rounds]),
+        "p99_ratio": _spread([r["mix"]["p99_ratio"] for r in rounds]),
+        "seq_gateway_ms": _spread([r["sequential"]["gateway_mean_ms"] for r in rounds]),
+        "seq_floor_ms": _spread([r["sequential"]["floor_mean_ms"] for r in rounds]),
+        "seq_ratio": _spread([r["sequential"]["ratio"] for r in rounds]),
+        "failures": sum(g["failures"] for g in gw),
+        "lock_conflicts": sum(g["lock_conflicts"] for g in gw),
+        "gateway_server_cpu_us": _spread([g["server_cpu_us_per_request"] or 0.0 for g in gw]),
+    }
+    target = TARGETS.get(phase)
+    if target is not None:
+        rps_ratio = target["rps"] / ISSUE_FLOOR_RPS
+        p99_ratio = target["p99_ms"] / ISSUE_FLOOR_P99_MS
+        summary["target"] = {
+            **target,
+            "rps_ratio": rps_ratio,
+            "p99_ratio": p99_ratio,
+            "met_rps": summary["rps_ratio"]["median"] >= rps_ratio,
+            "met_p99": summary["p99_ratio"]["median"] <= p99_ratio,
+            "met_seq": summary["seq_ratio"]["median"] <= target["seq_ratio"],
+            "met_failures": summary["failures"] == 0,
+        }
+    return summary
+
+
+def print_realistic_summary(s: dict[str, Any]) -> None:
+    def fmt(d: dict[str, float], spec: str) -> str:
+        return f"{d['median']:{spec}} ({d['min']:{spec}}-{d['max']:{spec}})"
+
+    out(f"\nRealistic mix, median (min-max) over {s['rounds']} round(s):")
+    out(f"  gateway req/s {fmt(s['gateway_rps'], '.0f')}, p99 {fmt(s['gateway_p99_ms'], '.1f')} ms")
+    out(f"  floor   req/s {fmt(s['floor_rps'], '.0f')}, p99 {fmt(s['floor_p99_ms'], '.1f')} ms")
+    out(f"  ratio   req/s x{fmt(s['rps_ratio'], '.3f')}, p99 x{fmt(s['p99_ratio'], '.2f')}")
+    out(
+        f"  twelve operations: gateway {fmt(s['seq_gateway_ms'], '.3f')} ms, floor "
+        f"{fmt(s['seq_floor_ms'], '.3f')} ms, x{fmt(s['seq_ratio'], '.2f')}"
+    )
+    out(f"  failures {s['failures']} (lock conflicts, not failures: {s['lock_conflicts']})")
+    t = s.get("target")
+    if t is not None:
+        out(
+            f"  target (scaled to the floor): req/s >= x{t['rps_ratio']:.3f} "
+            f"{'met' if t['met_rps'] else 'MISSED'}; p99 <= x{t['p99_ratio']:.2f} "
+            f"{'met' if t['met_p99'] else 'MISSED'}; twelve <= x{t['seq_ratio']:.1f} "
+            f"{'met' if t['met_seq'] else 'MISSED'}; no failures {'met' if t['met_failures'] else 'MISSED'}"
+        )
+
+
 # -- environment and spawning --------------------------------------------------------------------
 
 
@@ -776,6 +1071,11 @@ async def run_parts(args: argparse.Namespace, base: str, pid: int | None) -> dic
     if load is not None and load[0] > 0.5:  # noqa: PLR2004 - a quiet machine stays well below
         out(f"warning: load average {load[0]:.2f} before the run: other work will skew the figures")
     run_tag = args.tag or f"{int(time.time() * 1000)}"
+    if args.realistic:
+        phase = args.phase if args.spawn else args.target_phase
+        report["realistic"] = await run_realistic(args, base, meter, phase, run_tag)
+        report["loadavg_end"] = loadavg()
+        return report
     try:
         if not args.skip_sequential:
             runs = []
@@ -852,6 +1152,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=["/health", "/coordinator/agents"],
         help="comma-separated paths for wrk",
     )
+    p.add_argument(
+        "--realistic",
+        action="store_true",
+        help="run only the realistic mix (bench/mix.lua, wrk) and the twelve operations, each against "
+        "a bare aiohttp floor started beside the gateway, in rounds",
+    )
+    p.add_argument("--mix-rounds", type=int, default=3, help="--realistic: rounds (default 3, max 10)")
+    p.add_argument("--mix-duration", type=int, default=10, help="--realistic: wrk seconds per run (max 60)")
+    p.add_argument("--mix-connections", type=int, default=64, help="--realistic: wrk connections")
+    p.add_argument(
+        "--target-phase",
+        default="cutover",
+        choices=sorted(TARGETS),
+        help="--realistic with --base: whose targets to compare with",
+    )
     p.add_argument("--json", type=Path, help="write the full report as JSON to this file")
     args = p.parse_args(argv)
     if not 0 < args.duration <= 120:  # noqa: PLR2004 - documented bound
@@ -860,7 +1175,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--wrk-duration must be in (0, 60]")
     if not 1 <= args.seq_runs <= 10:  # noqa: PLR2004 - documented bound
         p.error("--seq-runs must be in 1..10")
-    if any(not 1 <= c <= 1024 for c in args.concurrency + args.wrk_connections):  # noqa: PLR2004
+    if not 1 <= args.mix_rounds <= 10 or not 0 < args.mix_duration <= 60:  # noqa: PLR2004 - documented
+        p.error("--mix-rounds must be in 1..10 and --mix-duration in (0, 60]")
+    if any(not 1 <= c <= 1024 for c in [*args.concurrency, *args.wrk_connections, args.mix_connections]):  # noqa: PLR2004
         p.error("connection counts must be in 1..1024")
     return args
 
