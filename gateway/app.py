@@ -25,6 +25,8 @@ import structlog
 from aiohttp import WSCloseCode, web
 
 from gateway.actors import ActorHost, HostLimits
+from gateway.bulk.actor_side import ActorSide
+from gateway.bulk.admin_service import EntityAdmin
 from gateway.clock import Clock, SystemClock
 from gateway.do.actor_store import ActorSockets, ActorStore, build_actor_host
 from gateway.do.replica import ActorReplica
@@ -227,7 +229,8 @@ async def _api(settings: Settings, clk: Clock, app: web.Application) -> AsyncIte
     auth = app[AUTH]
     metrics = app[METRICS]
     metrics.add_state(lambda: gauges(app))
-    app[ADMIN] = AdminApi(app[MIGRATION], app[ADMIN_TOKEN], metrics.render)
+    entities = EntityAdmin(ActorSide(ActorReplica(host)))
+    app[ADMIN] = AdminApi(app[MIGRATION], app[ADMIN_TOKEN], metrics.render, entities)
     app[GATEWAY] = Gateway(store, sockets, settings, clk, auth=auth if auth.needed else None)
     yield
 

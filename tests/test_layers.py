@@ -24,6 +24,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "legacy": BASE | {"domain", "store"},
     "phases": BASE | {"domain", "actors", "store"},
     "http": BASE | {"domain", "store", "phases"},
+    "bulk": BASE | {"domain", "actors", "store", "do", "legacy"},
 }
 """part -> the parts it may import (besides itself). Entry modules and test helpers are free."""
 

@@ -16,9 +16,13 @@ entity read back here is equal to the one written, and upstream's tables stay un
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from gateway.actors import ActorHost
+import orjson
+
+from gateway.actors import ActorHost, ActorRef
 from gateway.do import owner_ref
 from gateway.do._sql import dumps, get_extra, put_extra
 from gateway.do.agent_state import DM_COLS, MEM_COLS, AgentStateActor, dm_from_row, memory_from_row
@@ -38,7 +42,7 @@ from gateway.do.coordinator import (
     zone_from_row,
 )
 from gateway.do.resource_lock import ResourceLockActor
-from gateway.domain.entities import Entity, EntityKey
+from gateway.domain.entities import PER_AGENT, Entity, EntityKey, Unreadable
 from gateway.domain.jscompat import parse_js_date
 from gateway.domain.model import (
     Agent,
@@ -53,7 +57,12 @@ from gateway.domain.model import (
     Zone,
 )
 
-__all__ = ["ActorReplica"]
+__all__ = ["ActorReplica", "Decide", "Outcome"]
+
+Outcome = Literal["written", "unchanged", "skipped"]
+Decide = Callable[[EntityKey, Entity | None, Entity | None], Outcome]
+"""`decide(key, current, incoming)`: what a batch write does with one entity, given what the
+actor holds now; "written" writes `incoming` (None deletes)."""
 
 
 class ActorReplica:
@@ -68,6 +77,54 @@ class ActorReplica:
 
     async def write_entity(self, key: EntityKey, value: Entity | None) -> None:
         await self.host.call(owner_ref(key), lambda actor: _write(actor, key, value))
+
+    # -- many entities of one actor at once (the bulk layer: export, import, the checker) ------
+
+    def names(self, kind: str) -> list[str]:
+        """The names of every actor of `kind` the host knows, sorted (through the host's API)."""
+        return self.host.list_actors(kind)
+
+    async def scan(
+        self, ref: ActorRef, domain: str, after: str | None, limit: int
+    ) -> list[tuple[EntityKey, Entity | Unreadable]]:
+        """Up to `limit` entities of `domain` that actor `ref` holds, by id, after id `after`;
+        one turn of the actor. Rows its mappers cannot read come back as `Unreadable`."""
+
+        async def run(actor: Any) -> list[tuple[EntityKey, Entity | Unreadable]]:
+            return _scan(actor, ref, domain, after, limit)
+
+        result: list[tuple[EntityKey, Entity | Unreadable]] = await self.host.call(ref, run)
+        return result
+
+    async def read_many(
+        self, ref: ActorRef, keys: Sequence[EntityKey]
+    ) -> dict[EntityKey, Entity | Unreadable | None]:
+        """The entities `keys` (all held by actor `ref`) in one turn of it."""
+
+        async def run(actor: Any) -> dict[EntityKey, Entity | Unreadable | None]:
+            return {k: _read_safe(actor, k) for k in keys}
+
+        result: dict[EntityKey, Entity | Unreadable | None] = await self.host.call(ref, run)
+        return result
+
+    async def write_many(
+        self, ref: ActorRef, items: Sequence[tuple[EntityKey, Entity | None]], decide: Decide
+    ) -> list[Outcome]:
+        """Write the entities of actor `ref` in one turn (one transaction): each one is compared
+        with what the actor holds by `decide`, and written only when it says so."""
+
+        async def run(actor: Any) -> list[Outcome]:
+            out: list[Outcome] = []
+            for key, value in items:
+                current = await _read(actor, key)
+                outcome = decide(key, current, value)
+                if outcome == "written":
+                    await _write(actor, key, value)
+                out.append(outcome)
+            return out
+
+        result: list[Outcome] = await self.host.call(ref, run)
+        return result
 
 
 def _ident(key: EntityKey) -> str:
@@ -116,6 +173,76 @@ def _read_row(actor: Any, key: EntityKey) -> Entity | None:  # noqa: PLR0911 - o
     if d == "lock":
         return actor.current()  # type: ignore[no-any-return]
     raise ValueError(f"unknown entity domain {d!r}")
+
+
+# -- many rows --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """Where a multi-row domain lives in its actor's database."""
+
+    table: str
+    ident: str
+    cols: str
+    row: Callable[[Any, int], Entity]
+
+
+_TABLES: dict[str, _Table] = {
+    "agent": _Table("agents", "agent_id", AGENT_COLS, lambda r, _now: agent_from_row(r)),
+    "chat": _Table("messages", "id", MSG_COLS, lambda r, _now: message_from_row(r)),
+    "task": _Table("tasks", "id", TASK_COLS, lambda r, _now: task_from_row(r)),
+    "zone": _Table("zones", "zone_id", ZONE_COLS, lambda r, _now: zone_from_row(r)),
+    "claim": _Table("claims", "what", CLAIM_COLS, claim_from_row),
+    "handoff": _Table("handoffs", "id", HANDOFF_COLS, lambda r, _now: handoff_from_row(r)),
+    "dm": _Table("messages", "id", DM_COLS, lambda r, _now: dm_from_row(r)),
+    "memory": _Table("memory", "id", MEM_COLS, lambda r, _now: memory_from_row(r)),
+}
+"""The multi-row domains; checkpoint and lock are one row of their actor. A new actor domain
+(issue 14) adds its table here."""
+
+
+def _raw_row(row: Any) -> str:
+    return orjson.dumps([x if isinstance(x, str | int | float | None) else repr(x) for x in row]).decode()
+
+
+def _scan(
+    actor: Any, ref: ActorRef, domain: str, after: str | None, limit: int
+) -> list[tuple[EntityKey, Entity | Unreadable]]:
+    scope = ref.name if domain in PER_AGENT else ""
+    if domain in ("checkpoint", "lock"):
+        key = EntityKey(domain, scope, "" if domain == "checkpoint" else ref.name)
+        if after is not None and key.id <= after:
+            return []
+        one = _read_safe(actor, key)
+        return [] if one is None else [(key, one)]
+    spec = _TABLES[domain]
+    now = actor.ctx.clock.now_ms()
+    where, args = ("", [limit]) if after is None else (f"WHERE {spec.ident} > ? ", [after, limit])
+    rows = actor.ctx.sql.exec(
+        f"SELECT {spec.cols} FROM {spec.table} {where}ORDER BY {spec.ident} LIMIT ?", *args
+    ).all()
+    out: list[tuple[EntityKey, Entity | Unreadable]] = []
+    for r in rows:
+        key = EntityKey(domain, scope, str(r[0]))
+        try:
+            entity = spec.row(r, now)
+            entity.extra = get_extra(actor, domain, _ident(key))
+        except (TypeError, ValueError, KeyError, orjson.JSONDecodeError) as e:
+            out.append((key, Unreadable(key, _raw_row(r), f"unreadable row: {e!r}")))
+            continue
+        out.append((key, entity))
+    return out
+
+
+def _read_safe(actor: Any, key: EntityKey) -> Entity | Unreadable | None:
+    try:
+        entity = _read_row(actor, key)
+        if entity is not None:
+            entity.extra = get_extra(actor, key.domain, _ident(key))
+    except (TypeError, ValueError, KeyError, orjson.JSONDecodeError) as e:
+        return Unreadable(key, "", f"unreadable row: {e!r}")
+    return entity
 
 
 # -- writes -----------------------------------------------------------------------------------------

@@ -29,7 +29,18 @@ from gateway.domain.model import (
     Zone,
 )
 
-__all__ = ["COORDINATOR_NAME", "DOMAINS", "OWNERS", "Entity", "EntityKey", "Owner"]
+__all__ = [
+    "COORDINATOR_NAME",
+    "DOMAINS",
+    "LEGACY_DOMAINS",
+    "OWNERS",
+    "PER_AGENT",
+    "Entity",
+    "EntityKey",
+    "Owner",
+    "Unreadable",
+    "actor_only",
+]
 
 Entity = Agent | GroupMessage | Task | Zone | Claim | Handoff | Checkpoint | DirectMessage | Memory | Lock
 """Every entity an `EntityKey` can name (what a replica reads and writes)."""
@@ -58,6 +69,23 @@ OWNERS: Final[dict[str, Owner]] = {
 """domain -> the actor kind that holds its entities."""
 
 DOMAINS: Final[tuple[str, ...]] = tuple(OWNERS)
+"""Every domain, in the order tools stream them (bulk scans, export files, the checker)."""
+
+LEGACY_DOMAINS: Final[frozenset[str]] = frozenset(
+    {"agent", "chat", "task", "zone", "claim", "handoff", "checkpoint", "dm", "memory", "lock"}
+)
+"""The domains the legacy Redis layout also holds. A domain of `OWNERS` missing here is
+actor-only (issue 14's soul, traces, goals ...): the migration tool carries it between data
+directories, lists it as not carried to Redis, and the checker lists it as actor-only."""
+
+PER_AGENT: Final[frozenset[str]] = frozenset(d for d, o in OWNERS.items() if o is Owner.AGENT)
+"""Domains scoped by an agent id (the key's scope)."""
+
+
+def actor_only(domain: str) -> bool:
+    """True for a domain without a legacy Redis counterpart."""
+    return domain not in LEGACY_DOMAINS
+
 
 COORDINATOR_NAME: Final = "main"
 """The singleton coordinator's actor name (upstream `idFromName('main')`)."""
@@ -89,3 +117,16 @@ class EntityKey:
         if owner is Owner.COORDINATOR:
             return COORDINATOR_NAME
         return self.scope if owner is Owner.AGENT else self.id
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A stored value that the mapping (or a row mapper) cannot read: corrupt JSON, wrong types.
+
+    Bulk readers return it in place of the entity, so tools can quarantine it and go on; the
+    stored value itself is never changed.
+    """
+
+    key: EntityKey
+    raw: str
+    reason: str

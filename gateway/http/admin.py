@@ -5,6 +5,10 @@
     POST /admin/phase                  {"phase", "reason", "force"?, "actor"?} -> the audit row
     GET  /admin/phase/history?limit=N  the audit log, oldest first
     GET  /admin/metrics                Prometheus text format (gateway/metrics.py)
+    GET  /admin/entities               one page of the actor entities, NDJSON (gateway/bulk)
+    POST /admin/entities               write a batch of entities (NDJSON in, a summary out)
+    POST /admin/entities/read          entities by key, NDJSON
+    GET  /admin/entities/count         entities per domain (an estimate)
 
 Every request needs `Authorization: Bearer <token>`. The token is `migration.admin_token`
 from the settings or, when none is configured, a random one the gateway writes once to
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +49,19 @@ class PhaseService(Protocol):
     def history(self, limit: int) -> list[PhaseChange]: ...
 
 
+class EntityService(Protocol):
+    """What the entity routes need: the actor side of the bulk layer, on the gateway's host
+    (`gateway.bulk.admin_service.EntityAdmin`). Bad parameters raise ValueError (a 400)."""
+
+    async def scan(self, query: Mapping[str, str]) -> AsyncIterator[bytes]: ...
+
+    async def read(self, body: bytes) -> AsyncIterator[bytes]: ...
+
+    async def write(self, body: bytes, query: Mapping[str, str]) -> dict[str, Any]: ...
+
+    async def count(self, query: Mapping[str, str]) -> dict[str, Any]: ...
+
+
 def admin_token(configured: str | None, data_dir: Path) -> str:
     """The configured token, or the one kept in the data directory (created on first use)."""
     if configured:
@@ -68,6 +85,9 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/admin/phase": ("GET", "POST"),
     "/admin/phase/history": ("GET",),
     "/admin/metrics": ("GET",),
+    "/admin/entities": ("GET", "POST"),
+    "/admin/entities/read": ("POST",),
+    "/admin/entities/count": ("GET",),
 }
 """Every admin path and its methods (another method is a 405; docs/openapi.json lists them)."""
 
@@ -89,16 +109,21 @@ class AdminApi:
     """Serves `/admin/*` for one gateway."""
 
     def __init__(
-        self, service: PhaseService, token: str, metrics_text: Callable[[], str] | None = None
+        self,
+        service: PhaseService,
+        token: str,
+        metrics_text: Callable[[], str] | None = None,
+        entities: EntityService | None = None,
     ) -> None:
         self._service = service
         self._token = token.encode("utf-8")
         self._metrics_text = metrics_text
+        self._entities = entities
 
     def _authorized(self, request: web.Request) -> bool:
         return token_matches(bearer_token(request), self._token)
 
-    async def handle(self, request: web.Request, path: str) -> web.Response:
+    async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
         """Answer one admin request; `path` is the request path (already known to start /admin)."""
         if not self._authorized(request):
             return _json(401, {"error": "admin API: missing or wrong bearer token"})
@@ -107,8 +132,10 @@ class AdminApi:
         except _Reject as e:
             return _json(e.status, e.body)
 
-    async def _route(self, request: web.Request, path: str) -> web.Response:
+    async def _route(self, request: web.Request, path: str) -> web.StreamResponse:
         get = request.method == "GET"
+        if path.startswith("/admin/entities") and self._entities is not None:
+            return await self._entity_route(request, path, self._entities)
         if path == "/admin/status" and get:
             return _json(200, self._service.status())
         if path == "/admin/metrics" and get and self._metrics_text is not None:
@@ -128,6 +155,25 @@ class AdminApi:
             if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_HISTORY:
                 raise _Reject(400, {"error": f"limit must be an integer in 1..{MAX_HISTORY}"})
             return _json(200, {"changes": [c.to_json() for c in self._service.history(int(raw))]})
+        if path in ROUTES:
+            raise _Reject(405, {"error": "Method not allowed"})
+        raise _Reject(404, {"error": "Not found", "path": path})
+
+    async def _entity_route(
+        self, request: web.Request, path: str, entities: EntityService
+    ) -> web.StreamResponse:
+        method = request.method
+        try:
+            if path == "/admin/entities" and method == "GET":
+                return await _stream(request, await entities.scan(request.query))
+            if path == "/admin/entities/read" and method == "POST":
+                return await _stream(request, await entities.read(await request.read()))
+            if path == "/admin/entities" and method == "POST":
+                return _json(200, await entities.write(await request.read(), request.query))
+            if path == "/admin/entities/count" and method == "GET":
+                return _json(200, await entities.count(request.query))
+        except ValueError as e:
+            raise _Reject(400, {"error": str(e)}) from e
         if path in ROUTES:
             raise _Reject(405, {"error": "Method not allowed"})
         raise _Reject(404, {"error": "Not found", "path": path})
@@ -161,3 +207,13 @@ class AdminApi:
             raise _Reject(
                 409, {"error": "phase change refused", "reasons": e.reasons, "hint": "--force overrides"}
             ) from e
+
+
+async def _stream(request: web.Request, lines: AsyncIterator[bytes]) -> web.StreamResponse:
+    """Send NDJSON lines as they come (chunked), so a large page never sits in memory whole."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    async for line in lines:
+        await response.write(line)
+    await response.write_eof()
+    return response

@@ -365,6 +365,24 @@ def op(
     return out
 
 
+def _ndjson(summary: str, *, params: list[Json] | None = None, body: Json | None = None) -> Json:
+    """An admin operation answering a stream of NDJSON lines."""
+    out: Json = {
+        "summary": summary,
+        "tags": ["admin"],
+        "security": ADMIN_SECURITY,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/x-ndjson": {"schema": STR}}},
+            **ERRORS,
+        },
+    }
+    if params:
+        out["parameters"] = params
+    if body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return out
+
+
 def websocket(summary: str, params: list[Json] | None = None) -> Json:
     out = op(summary, obj({}), params=params, tags=("websocket",))
     out["x-websocket"] = True
@@ -623,6 +641,52 @@ def _paths() -> dict[str, Json]:
                 "The phase audit log, oldest first",
                 obj({"changes": {"type": "array", "items": ref("PhaseChange")}}),
                 params=[query("limit", {"type": "string", "pattern": "^[0-9]+$"}, "1..10000, default 100")],
+                tags=("admin",),
+                security=ADMIN_SECURITY,
+            )
+        },
+        "/admin/entities": {
+            "get": _ndjson(
+                "One page of the actor entities in scan order (gateway/bulk; docs/migrate.md)",
+                params=[
+                    query("domain", STR, "comma-separated domains (default: all)"),
+                    query("agent", STR, "comma-separated agent ids: their own data only"),
+                    query("after", STR, "resume cursor: the `next` of the previous page"),
+                    query("limit", {"type": "string", "pattern": "^[0-9]+$"}, "1..5000, default 500"),
+                ],
+            ),
+            "post": {
+                "summary": "Write a batch of entities (NDJSON lines); a newer stored copy is kept",
+                "tags": ["admin"],
+                "security": ADMIN_SECURITY,
+                "parameters": [query("dry_run", STR, "1: report what would change, write nothing")],
+                "requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": STR}}},
+                "responses": {
+                    "200": answer(
+                        obj(
+                            {
+                                "written": {"type": "object"},
+                                "unchanged": {"type": "object"},
+                                "skipped": {"type": "object"},
+                                "skippedKeys": {"type": "array"},
+                            }
+                        )
+                    ),
+                    **ERRORS,
+                },
+            },
+        },
+        "/admin/entities/read": {
+            "post": _ndjson(
+                "The entities of the given keys, one NDJSON line each",
+                body=obj({"keys": {"type": "array", "items": {"type": "array", "items": STR}}}),
+            )
+        },
+        "/admin/entities/count": {
+            "get": op(
+                "An estimate of the entities per domain (for progress bars)",
+                obj({"counts": {"type": ["object", "null"]}}),
+                params=[query("domain", STR, "comma-separated domains"), query("agent", STR, "agent ids")],
                 tags=("admin",),
                 security=ADMIN_SECURITY,
             )

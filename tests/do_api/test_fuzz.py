@@ -108,7 +108,8 @@ OPERATIONS: Final = _operations()
 
 def _body_schema(operation: dict[str, Any]) -> dict[str, Any] | None:
     body = operation.get("requestBody")
-    return None if body is None else dict(body["content"]["application/json"]["schema"])
+    # the first (usually only) media type: JSON, or the admin entity writes' NDJSON lines
+    return None if body is None else dict(next(iter(body["content"].values()))["schema"])
 
 
 _SCALARS: Final[dict[str, st.SearchStrategy[Any]]] = {

@@ -1,0 +1,454 @@
+"""The legacy Redis store as an entity source (and sink, see `LegacySink`), in scan order.
+
+Every family is read in chunks (HSCAN, HMGET, LRANGE), so memory stays bounded by the batch plus
+one sorted list of the ids of a domain (needed for the scan order, which both stores share):
+
+* agents, tasks, zones, handoffs, locks, checkpoints: the hash's field names (a keys-only HSCAN
+  run as a script, 1,000 at a time), sorted, then HMGET per batch;
+* claims: one HSCAN pass groups the `{by}:{what}` fields by the value's own `what`; per batch
+  the fields are read again and the DO claim of each `what` is chosen (`LegacyRecords.winner`);
+  the other fields of a `what` are known conflicts (`conflicts`), reported and left in Redis;
+* memories: one HSCAN pass sorts (owner, id) by `createdBy`; then HMGET per batch;
+* DMs: the conversation lists of `dm:user-convos`, one user at a time (the DO inbox of X is
+  the messages to X in X's conversations); conversations no user lists are checked for
+  corruption and otherwise reported as unreachable;
+* chat: LRANGE in chunks of 1,000 (the list is capped near 1,000 by the legacy writer).
+
+Values go through `gateway.legacy.mapping`; a value it cannot read comes back `Unreadable` with
+its raw text and the reason. Nothing is ever written while reading.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from typing import Any, Final, cast
+
+import structlog
+
+from gateway.bulk.items import Item, Selection, order_key, parse_cursor
+from gateway.clock import Clock
+from gateway.domain.entities import LEGACY_DOMAINS, Entity, EntityKey, Unreadable, actor_only
+from gateway.domain.model import Memory
+from gateway.legacy import keys
+from gateway.legacy import mapping as m
+from gateway.legacy.client import Redis
+from gateway.legacy.codec import Corrupt, decode_array, decode_object
+from gateway.legacy.records import LegacyRecords
+
+__all__ = ["KnownConflict", "LegacySource"]
+
+log = structlog.get_logger(__name__)
+
+_FIELDS_LUA: Final = """
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local out = {}
+for i = 1, #r[2], 2 do out[#out + 1] = r[2][i] end
+return {r[1], out}
+"""
+"""A keys-only HSCAN step (Redis 7.0 has no HSCAN NOVALUES): the values never cross the wire."""
+
+_CHUNK: Final = 1000
+
+_Parse = Callable[[str, dict[str, Any]], Entity]
+"""The entity of one hash field's decoded value: `parse(field, value)`."""
+
+_MEMORY: Final[_Parse] = lambda _f, v: m.memory_from_legacy(v)  # noqa: E731 - a table entry
+
+# domain -> (hash key, parse)
+_SIMPLE: Final[dict[str, tuple[str, _Parse]]] = {
+    "agent": (keys.ACTIVE_AGENTS, m.agent_from_legacy),
+    "task": (keys.TASKS, lambda _f, v: m.task_from_legacy(v)),
+    "zone": (keys.ZONES, m.zone_from_legacy),
+    "handoff": (keys.HANDOFFS, lambda _f, v: m.handoff_from_legacy(v)),
+    "checkpoint": (keys.CHECKPOINTS, m.checkpoint_from_legacy),
+    "lock": (keys.LOCKS, m.lock_from_legacy),
+}
+
+
+def _key(domain: str, fld: str) -> EntityKey:
+    """The key of a simple hash field (a checkpoint's field is its agent: the scope)."""
+    return EntityKey(domain, fld, "") if domain == "checkpoint" else EntityKey(domain, "", fld)
+
+
+class KnownConflict:
+    """Several legacy claim fields for one `what`: the DO claim and the fields left aside."""
+
+    def __init__(self, what: str, winner: str, others: list[str]) -> None:
+        self.what = what
+        self.winner = winner
+        self.others = others
+
+    def to_json(self) -> dict[str, Any]:
+        return {"what": self.what, "kept": self.winner, "leftInRedis": self.others}
+
+
+class LegacySource:
+    """Streams the entities of the legacy layout (docs/mapping.md) in scan order."""
+
+    name = "legacy"
+
+    def __init__(self, records: LegacyRecords, clock: Clock) -> None:
+        self.records = records
+        self.clock = clock
+        self.conflicts: list[KnownConflict] = []
+        self.unreachable_conversations: list[str] = []
+        self._fields_script = records.client.redis.register_script(_FIELDS_LUA)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _field_names(self, key: str) -> list[str]:
+        """Every field name of hash `key`, sorted (keys-only HSCAN in chunks)."""
+        names: list[str] = []
+        cursor = "0"
+        while True:
+            step = cursor
+
+            async def op(r: Redis, step: str = step) -> Any:
+                return await self._fields_script(keys=[key], args=[step, _CHUNK], client=r)
+
+            cursor_raw, page = await self.records.run(f"HSCAN {key}", op)
+            cursor = cursor_raw.decode() if isinstance(cursor_raw, bytes) else str(cursor_raw)
+            names.extend(x.decode() if isinstance(x, bytes) else str(x) for x in page)
+            if cursor == "0":
+                break
+        return sorted(set(names))
+
+    async def _hscan(self, key: str) -> AsyncIterator[list[tuple[str, str]]]:
+        """(field, raw value) pages of hash `key`."""
+        cursor = 0
+        while True:
+            step = cursor
+
+            async def op(r: Redis, step: int = step) -> tuple[int, dict[str, str]]:
+                return cast("tuple[int, dict[str, str]]", await r.hscan(key, step, count=_CHUNK))
+
+            cursor, page = await self.records.run(f"HSCAN {key}", op)
+            yield list(page.items())
+            if not cursor:
+                return
+
+    async def _hmget(self, key: str, fields: Sequence[str]) -> list[str | None]:
+        if not fields:
+            return []
+
+        async def op(r: Redis) -> list[str | None]:
+            return cast("list[str | None]", await r.hmget(key, list(fields)))
+
+        return await self.records.run(f"HMGET {key}", op)
+
+    @staticmethod
+    def _entity(key: EntityKey, raw: str, hash_key: str, fld: str, parse: _Parse) -> Entity | Unreadable:
+        value = decode_object(raw, key=hash_key, field=fld)
+        if isinstance(value, Corrupt):
+            return Unreadable(key, raw, f"{hash_key} {fld}: {value.reason}")
+        try:
+            return parse(fld, value)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            return Unreadable(key, raw, f"{hash_key} {fld}: unmappable value: {e!r}")
+
+    # -- scan -------------------------------------------------------------------------------------
+
+    async def scan(
+        self, selection: Selection, *, start_after: str | None = None, batch: int = 500
+    ) -> AsyncIterator[list[Item]]:
+        after = None if start_after is None else parse_cursor(start_after)
+        buf: list[Item] = []
+        for domain in selection.domains:
+            if actor_only(domain):
+                continue  # Redis has no such family
+            if after is not None and order_key(EntityKey(domain, "\U0010ffff", "")) <= order_key(after):
+                continue  # the whole domain lies before the cursor
+            async for items in self._domain(domain, selection, after, batch):
+                buf.extend(
+                    it
+                    for it in items
+                    if (after is None or order_key(it[0]) > order_key(after))
+                    and selection.wants_scope(domain, it[0].scope, it[0].id)
+                )
+                while len(buf) >= batch:
+                    yield buf[:batch]
+                    buf = buf[batch:]
+        if buf:
+            yield buf
+
+    def _domain(
+        self, domain: str, selection: Selection, after: EntityKey | None, batch: int
+    ) -> AsyncIterator[list[Item]]:
+        if domain in _SIMPLE:
+            return self._simple(domain, selection, after, batch)
+        if domain == "claim":
+            return self._claims(after, batch)
+        if domain == "memory":
+            return self._memories(selection, after, batch)
+        if domain == "dm":
+            return self._dms(selection, after)
+        if domain == "chat":
+            return self._chat()
+        raise ValueError(f"the legacy store has no domain {domain!r}")
+
+    def _start(self, domain: str, sorted_keys: list[EntityKey], after: EntityKey | None) -> int:
+        if after is None or after.domain != domain:
+            return 0
+        return bisect.bisect_right([order_key(k) for k in sorted_keys], order_key(after))
+
+    async def _simple(
+        self, domain: str, selection: Selection, after: EntityKey | None, batch: int
+    ) -> AsyncIterator[list[Item]]:
+        hash_key, parse = _SIMPLE[domain]
+        names = await self._field_names(hash_key)
+        if selection.agents is not None:
+            names = [n for n in names if n in selection.agents]
+        key_list = [_key(domain, n) for n in names]
+        first = self._start(domain, key_list, after)
+        for i in range(first, len(names), batch):
+            chunk = names[i : i + batch]
+            raws = await self._hmget(hash_key, chunk)
+            out: list[Item] = []
+            for fld, raw in zip(chunk, raws, strict=True):
+                if raw is None:
+                    continue  # deleted since the field list was read
+                key = _key(domain, fld)
+                out.append((key, self._entity(key, raw, hash_key, fld, parse)))
+            yield out
+
+    async def _claims(self, after: EntityKey | None, batch: int) -> AsyncIterator[list[Item]]:
+        now = self.clock.now_ms()
+        by_what: dict[str, list[str]] = {}
+        corrupt: dict[str, Unreadable] = {}
+        async for page in self._hscan(keys.CLAIMS):
+            for fld, raw in page:
+                value = decode_object(raw, key=keys.CLAIMS, field=fld)
+                what = value.get("what") if isinstance(value, dict) else None
+                if not isinstance(what, str):
+                    reason = value.reason if isinstance(value, Corrupt) else "claim without a `what`"
+                    key = EntityKey("claim", "", fld)
+                    corrupt[fld] = Unreadable(key, raw, f"{keys.CLAIMS} {fld}: {reason}")
+                    continue
+                by_what.setdefault(what, []).append(fld)
+        ids = sorted(set(by_what) | set(corrupt))
+        first = self._start("claim", [EntityKey("claim", "", i) for i in ids], after)
+        for i in range(first, len(ids), batch):
+            chunk = ids[i : i + batch]
+            fields = [f for what in chunk for f in by_what.get(what, [])]
+            raws = dict(zip(fields, await self._hmget(keys.CLAIMS, fields), strict=True))
+            out: list[Item] = []
+            for what in chunk:
+                if what in corrupt and what not in by_what:
+                    out.append((corrupt[what].key, corrupt[what]))
+                    continue
+                out.extend(self._claim_of(what, by_what[what], raws, now))
+            yield out
+
+    def _claim_of(self, what: str, fields: list[str], raws: dict[str, str | None], now: int) -> list[Item]:
+        key = EntityKey("claim", "", what)
+        group: list[tuple[str, Any]] = []
+        for fld in fields:
+            raw = raws.get(fld)
+            if raw is None:
+                continue
+            claim = self._entity(key, raw, keys.CLAIMS, fld, lambda _f, v: m.claim_from_legacy(v, now_ms=now))
+            if isinstance(claim, Unreadable):
+                return [(key, claim)]
+            group.append((fld, claim))
+        if not group:
+            return []
+        winner = LegacyRecords.winner(group)
+        if len(group) > 1:
+            kept = next(f for f, c in group if c is winner)
+            self.conflicts.append(KnownConflict(what, kept, [f for f, _ in group if f != kept]))
+        return [(key, winner)]
+
+    async def _memories(
+        self, selection: Selection, after: EntityKey | None, batch: int
+    ) -> AsyncIterator[list[Item]]:
+        owned: list[tuple[str, str]] = []  # (owner, id)
+        corrupt: dict[str, Unreadable] = {}
+        async for page in self._hscan(keys.SHARED_MEMORY):
+            for fld, raw in page:
+                value = decode_object(raw, key=keys.SHARED_MEMORY, field=fld)
+                if isinstance(value, Corrupt):
+                    key = EntityKey("memory", "", fld)
+                    corrupt[fld] = Unreadable(key, raw, f"{keys.SHARED_MEMORY} {fld}: {value.reason}")
+                    owned.append(("", fld))
+                    continue
+                owner = value.get("createdBy")
+                owned.append((owner if isinstance(owner, str) else "unknown", fld))
+        if selection.agents is not None:
+            owned = [(o, i) for o, i in owned if o in selection.agents]
+        owned.sort()
+        key_list = [EntityKey("memory", o, i) for o, i in owned]
+        first = self._start("memory", key_list, after)
+        for i in range(first, len(key_list), batch):
+            chunk = key_list[i : i + batch]
+            raws = await self._hmget(keys.SHARED_MEMORY, [k.id for k in chunk])
+            out: list[Item] = []
+            for key, text in zip(chunk, raws, strict=True):
+                if key.scope == "" and key.id in corrupt:
+                    out.append((key, corrupt[key.id]))
+                elif text is not None:
+                    out.append((key, self._entity(key, text, keys.SHARED_MEMORY, key.id, _MEMORY)))
+            yield out
+
+    async def _dm_lists(self) -> tuple[dict[str, list[str]], list[Item]]:
+        """Each user's conversation ids (`dm:user-convos`), and the lists that are unreadable."""
+        lists: dict[str, list[str]] = {}
+        corrupt: list[Item] = []
+        async for page in self._hscan(keys.DM_USER_CONVOS):
+            for user, raw in page:
+                convs = decode_array(raw, key=keys.DM_USER_CONVOS, field=user)
+                if isinstance(convs, Corrupt):
+                    key = EntityKey("dm", user, "#conversations")
+                    reason = f"{keys.DM_USER_CONVOS} {user}: {convs.reason}"
+                    corrupt.append((key, Unreadable(key, raw, reason)))
+                    continue
+                lists[user] = [str(c) for c in convs]
+        return lists, corrupt
+
+    async def _dm_orphans(self, listed: Collection[str]) -> list[Item]:
+        """Conversations no user lists: no inbox serves them; a corrupt one is unreadable."""
+        orphans = [c for c in await self._field_names(keys.DM_MESSAGES) if c not in listed]
+        out: list[Item] = []
+        for conv, text in zip(orphans, await self._hmget(keys.DM_MESSAGES, orphans), strict=True):
+            if text is None:
+                continue
+            msgs = decode_array(text, key=keys.DM_MESSAGES, field=conv)
+            if isinstance(msgs, Corrupt):
+                key = EntityKey("dm", "", conv)
+                out.append((key, Unreadable(key, text, f"{keys.DM_MESSAGES} {conv}: {msgs.reason}")))
+            else:
+                self.unreachable_conversations.append(conv)
+        return out
+
+    async def _dms(self, selection: Selection, after: EntityKey | None) -> AsyncIterator[list[Item]]:
+        lists, corrupt_lists = await self._dm_lists()
+        first_lister: dict[str, str] = {}
+        for user in sorted(lists):
+            for conv in lists[user]:
+                first_lister.setdefault(conv, user)
+        head = [*await self._dm_orphans(first_lister), *corrupt_lists]
+        if head:
+            yield sorted(head, key=lambda it: order_key(it[0]))
+        users = sorted(lists)
+        if selection.agents is not None:
+            users = [u for u in users if u in selection.agents]
+        if after is not None and after.domain == "dm":
+            users = users[bisect.bisect_left(users, after.scope) :]
+        for user in users:
+            convs = lists[user]
+            items: list[Item] = []
+            for conv, text in zip(convs, await self._hmget(keys.DM_MESSAGES, convs), strict=True):
+                if text is not None:
+                    items.extend(self._inbox_part(user, conv, text, first_lister.get(conv) == user))
+            items.sort(key=lambda it: order_key(it[0]))
+            yield items
+
+    @staticmethod
+    def _inbox_part(user: str, conv: str, text: str, report_corrupt: bool) -> list[Item]:
+        """The messages to `user` of one conversation's array (its first lister reports it
+        when it is unreadable, so it is counted once)."""
+        msgs = decode_array(text, key=keys.DM_MESSAGES, field=conv)
+        if isinstance(msgs, Corrupt):
+            key = EntityKey("dm", user, conv)
+            reason = f"{keys.DM_MESSAGES} {conv}: {msgs.reason}"
+            return [(key, Unreadable(key, text, reason))] if report_corrupt else []
+        out: list[Item] = []
+        for x in msgs:
+            if isinstance(x, dict) and x.get("to") == user:
+                key = EntityKey("dm", user, str(x.get("id")))
+                try:
+                    out.append((key, m.dm_from_legacy(x)))
+                except (TypeError, ValueError, KeyError, AttributeError) as e:
+                    out.append((key, Unreadable(key, str(x)[:2000], f"unmappable DM: {e!r}")))
+        return out
+
+    async def _chat(self) -> AsyncIterator[list[Item]]:
+        out: list[Item] = []
+        start = 0
+        while True:
+            texts = await self.records.chat_texts(start, start + _CHUNK - 1)
+            for raw in texts:
+                value = decode_object(raw, key=keys.MESSAGES)
+                if isinstance(value, Corrupt):
+                    key = EntityKey("chat", "", "#" + hashlib.sha256(raw.encode()).hexdigest()[:16])
+                    out.append((key, Unreadable(key, raw, f"{keys.MESSAGES}: {value.reason}")))
+                    continue
+                try:
+                    msg = m.chat_from_legacy(value)
+                except (TypeError, ValueError, KeyError, AttributeError) as e:
+                    key = EntityKey("chat", "", "#" + hashlib.sha256(raw.encode()).hexdigest()[:16])
+                    out.append((key, Unreadable(key, raw, f"{keys.MESSAGES}: unmappable value: {e!r}")))
+                    continue
+                out.append((EntityKey("chat", "", msg.id), msg))
+            if len(texts) < _CHUNK:
+                break
+            start += _CHUNK
+        unique = {it[0]: it for it in out}  # a message id twice in the list: one entity
+        yield sorted(unique.values(), key=lambda it: order_key(it[0]))
+
+    # -- reads by key -------------------------------------------------------------------------------
+
+    async def read_many(self, keys_: Sequence[EntityKey]) -> dict[EntityKey, Entity | Unreadable | None]:
+        out: dict[EntityKey, Entity | Unreadable | None] = {}
+        by_domain: dict[str, list[EntityKey]] = {}
+        for k in keys_:
+            by_domain.setdefault(k.domain, []).append(k)
+        for domain, ks in by_domain.items():
+            if domain in _SIMPLE or domain == "memory":
+                out.update(await self._read_hash(domain, ks))
+            elif domain == "claim":
+                now = self.clock.now_ms()
+                for k in ks:
+                    group = await self.records.claims_on(k.id, now)
+                    out[k] = None if not group else LegacyRecords.winner(group)
+            elif domain == "dm":
+                inboxes: dict[str, dict[str, Entity]] = {}
+                for k in ks:
+                    if k.scope not in inboxes:
+                        inboxes[k.scope] = {d.id: d for d in await self.records.inbox(k.scope)}
+                    out[k] = inboxes[k.scope].get(k.id)
+            elif domain == "chat":
+                window = {msg.id: msg for msg in await self.records.chat_window(1 << 30)}
+                out.update((k, window.get(k.id)) for k in ks)
+            else:
+                out.update(dict.fromkeys(ks))  # an actor-only domain: Redis holds none of it
+        return out
+
+    async def _read_hash(
+        self, domain: str, ks: list[EntityKey]
+    ) -> dict[EntityKey, Entity | Unreadable | None]:
+        hash_key, parse = _SIMPLE.get(domain, (keys.SHARED_MEMORY, _MEMORY))
+        flds = [k.scope if domain == "checkpoint" else k.id for k in ks]
+        out: dict[EntityKey, Entity | Unreadable | None] = {}
+        for k, fld, text in zip(ks, flds, await self._hmget(hash_key, flds), strict=True):
+            got = None if text is None else self._entity(k, text, hash_key, fld, parse)
+            if isinstance(got, Memory) and m.memory_owner(got) != k.scope:
+                got = None  # another agent's memory: not where this key says
+            out[k] = got
+        return out
+
+    async def count(self, selection: Selection) -> dict[str, int] | None:
+        """HLEN/LLEN per domain (an estimate: claims count fields, DMs are left out)."""
+        hashes = {d: k for d, (k, _p) in _SIMPLE.items()} | {
+            "claim": keys.CLAIMS,
+            "memory": keys.SHARED_MEMORY,
+        }
+
+        async def op(r: Redis) -> list[int]:
+            async with r.pipeline(transaction=False) as pipe:
+                for d in selection.domains:
+                    if d in hashes:
+                        _ = pipe.hlen(hashes[d])
+                    elif d == "chat":
+                        _ = pipe.llen(keys.MESSAGES)
+                return cast("list[int]", await pipe.execute())
+
+        if selection.agents is not None:
+            return None
+        counts = await self.records.run("HLEN", op)
+        wanted = [d for d in selection.domains if d in hashes or d == "chat"]
+        return dict(zip(wanted, (int(c) for c in counts), strict=True))
+
+
+assert set(_SIMPLE) | {"claim", "memory", "dm", "chat"} == LEGACY_DOMAINS  # noqa: S101 - every domain
