@@ -262,6 +262,11 @@ def gauges(app: web.Application) -> list[Gauge]:
             "Age of the oldest repair entry (0 when empty).",
             [({}, 0 if stats.oldest_ms is None else (now - stats.oldest_ms) / 1000)],
         ),
+        Gauge(
+            "agent_coord_repair_dead_letters",
+            "Repairs that failed their last retry and wait for an operator (they block read-switch).",
+            [({}, stats.dead_letters)],
+        ),
     ]
     domains = runtime.shadow.stats.domains
     if domains:

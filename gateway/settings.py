@@ -158,6 +158,8 @@ class MigrationSettings:
     consistency_max_age_s: float = 86400.0
     # /ready answers 503 while more entities than this wait in the repair queue.
     ready_repair_queue_max: int = 1000
+    # A repair entry whose entity itself fails this many times moves to the dead-letter list.
+    repair_max_attempts: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +315,7 @@ _RULES: Final[dict[str, _Rule]] = {
     ),
     "migration.consistency_max_age_s": _positive_number(),
     "migration.ready_repair_queue_max": _non_negative_int(),
+    "migration.repair_max_attempts": _positive_int(),
     "log.level": _one_of(LOG_LEVELS, case=str.lower),
     "log.format": _one_of(LOG_FORMATS, case=str.lower),
 }

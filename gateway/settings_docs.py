@@ -118,6 +118,10 @@ DOCS: Final[dict[str, str]] = {
     "migration.ready_repair_queue_max": (
         "/ready answers 503 (not ready) while more entities than this wait in the repair queue."
     ),
+    "migration.repair_max_attempts": (
+        "A repair whose entity itself keeps failing (Redis holds a value the gateway cannot read) moves to "
+        "the dead-letter list after this many attempts; failures of an unreachable store do not count."
+    ),
     "log.level": (
         "Log level. A request's access line is logged at debug (info when slower than 1 s, warning on a 5xx)."
     ),

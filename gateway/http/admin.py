@@ -9,6 +9,8 @@
     POST /admin/entities               write a batch of entities (NDJSON in, a summary out)
     POST /admin/entities/read          entities by key, NDJSON
     GET  /admin/entities/count         entities per domain (an estimate)
+    GET  /admin/repair/dead-letters    repairs that failed their last retry, with their reasons
+    POST /admin/repair/dead-letters    {"action": "retry"|"drop", "seqs": [..] | "all": true}
 
 Every request needs `Authorization: Bearer <token>`. The token is `migration.admin_token`
 from the settings or, when none is configured, a random one the gateway writes once to
@@ -32,6 +34,7 @@ from gateway.domain.phase import PHASES
 from gateway.http.auth import bearer_token, token_matches
 from gateway.phases.control import PhaseChange
 from gateway.phases.guards import PhaseChangeRefusedError
+from gateway.phases.repair import DeadLetter
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +50,10 @@ class PhaseService(Protocol):
     async def change_phase(self, to_phase: str, *, actor: str, reason: str, force: bool) -> PhaseChange: ...
 
     def history(self, limit: int) -> list[PhaseChange]: ...
+
+    def dead_letters(self, limit: int) -> list[DeadLetter]: ...
+
+    async def resolve_dead_letters(self, action: str, seqs: list[int] | None, *, actor: str) -> int: ...
 
 
 class EntityService(Protocol):
@@ -88,6 +95,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/admin/entities": ("GET", "POST"),
     "/admin/entities/read": ("POST",),
     "/admin/entities/count": ("GET",),
+    "/admin/repair/dead-letters": ("GET", "POST"),
 }
 """Every admin path and its methods (another method is a 405; docs/openapi.json lists them)."""
 
@@ -103,6 +111,50 @@ class _Reject(Exception):
 
 def _json(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type=JSON)
+
+
+def _unknown(path: str) -> _Reject:
+    """A 405 for a known path (another method), else a 404."""
+    if path in ROUTES:
+        return _Reject(405, {"error": "Method not allowed"})
+    return _Reject(404, {"error": "Not found", "path": path})
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "100")
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_HISTORY:
+        raise _Reject(400, {"error": f"limit must be an integer in 1..{MAX_HISTORY}"})
+    return int(raw)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise _Reject(400, {"error": "the body must be a JSON object"})
+    return body
+
+
+def _dead_letter_action(body: dict[str, Any]) -> tuple[str, list[int] | None, str]:
+    """The action, the dead letters it applies to (None: all) and who asked."""
+    action, seqs, every = body.get("action"), body.get("seqs"), body.get("all", False)
+    actor = body.get("actor", "admin-api")
+    if action not in ("retry", "drop"):
+        raise _Reject(400, {"error": "action must be retry or drop"})
+    if not isinstance(actor, str) or not actor:
+        raise _Reject(400, {"error": "actor must be a non-empty string"})
+    if every is True and seqs is None:
+        return action, None, actor
+    if every is not False or not isinstance(seqs, list) or not seqs:
+        raise _Reject(
+            400, {"error": "give either seqs (a non-empty list of dead-letter numbers) or all: true"}
+        )
+    if not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x < 2**63 for x in seqs):
+        raise _Reject(400, {"error": "seqs must hold dead-letter numbers (positive integers)"})
+    return action, [int(x) for x in seqs], actor
 
 
 class AdminApi:
@@ -143,6 +195,14 @@ class AdminApi:
                 body=self._metrics_text().encode("utf-8"),
                 headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
             )
+        if path in ("/admin/phase", "/admin/phase/history"):
+            return await self._phase_route(request, path)
+        if path == "/admin/repair/dead-letters" and request.method in ("GET", "POST"):
+            return await self._dead_letters(request)
+        raise _unknown(path)
+
+    async def _phase_route(self, request: web.Request, path: str) -> web.Response:
+        get = request.method == "GET"
         if path == "/admin/phase" and get:
             status = self._service.status()
             return _json(200, {"phase": status["phase"], "since": status["since"]})
@@ -150,14 +210,9 @@ class AdminApi:
             change = await self._change(request)
             return _json(200, {"success": True, "change": change.to_json()})
         if path == "/admin/phase/history" and get:
-            raw = request.query.get("limit", "100")
-            # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
-            if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_HISTORY:
-                raise _Reject(400, {"error": f"limit must be an integer in 1..{MAX_HISTORY}"})
-            return _json(200, {"changes": [c.to_json() for c in self._service.history(int(raw))]})
-        if path in ROUTES:
-            raise _Reject(405, {"error": "Method not allowed"})
-        raise _Reject(404, {"error": "Not found", "path": path})
+            limit = _limit(request)
+            return _json(200, {"changes": [c.to_json() for c in self._service.history(limit)]})
+        raise _unknown(path)
 
     async def _entity_route(
         self, request: web.Request, path: str, entities: EntityService
@@ -178,13 +233,16 @@ class AdminApi:
             raise _Reject(405, {"error": "Method not allowed"})
         raise _Reject(404, {"error": "Not found", "path": path})
 
+    async def _dead_letters(self, request: web.Request) -> web.Response:
+        if request.method == "GET":
+            letters = self._service.dead_letters(_limit(request))
+            return _json(200, {"deadLetters": [d.to_json() for d in letters]})
+        action, seqs, actor = _dead_letter_action(await _body(request))
+        count = await self._service.resolve_dead_letters(action, seqs, actor=actor)
+        return _json(200, {"success": True, "action": action, "count": count})
+
     async def _change(self, request: web.Request) -> PhaseChange:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
-            raise _Reject(400, {"error": "the body must be a JSON object"})
+        body = await _body(request)
         phase, reason = body.get("phase"), body.get("reason")
         force, actor = body.get("force", False), body.get("actor", "admin-api")
         problems = [

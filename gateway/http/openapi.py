@@ -178,6 +178,20 @@ SCHEMAS: Final[dict[str, Json]] = {
         {"at": TIME, "actor": STR, "from": NSTR, "to": STR, "reason": STR, "forced": BOOL},
         ("to",),
     ),
+    "DeadLetter": obj(
+        {
+            "seq": INT,
+            "domain": STR,
+            "scope": STR,
+            "id": STR,
+            "target": {"enum": ["legacy", "actors"]},
+            "enqueuedAt": TIME,
+            "deadAt": TIME,
+            "attempts": INT,
+            "reason": STR,
+        },
+        ("seq", "domain", "id", "target", "reason"),
+    ),
 }
 
 # -- request bodies -----------------------------------------------------------------------------
@@ -296,6 +310,16 @@ _PHASE_BODY: Final = obj(
         "actor": {"type": "string", "minLength": 1},
     },
     ("phase", "reason"),
+)
+
+_DEAD_LETTER_BODY: Final = obj(
+    {
+        "action": {"enum": ["retry", "drop"]},
+        "seqs": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+        "all": BOOL,
+        "actor": {"type": "string", "minLength": 1},
+    },
+    ("action",),
 )
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -690,6 +714,22 @@ def _paths() -> dict[str, Json]:
                 tags=("admin",),
                 security=ADMIN_SECURITY,
             )
+        },
+        "/admin/repair/dead-letters": {
+            "get": op(
+                "Repairs that failed their last retry, oldest first, with their reasons",
+                obj({"deadLetters": {"type": "array", "items": ref("DeadLetter")}}),
+                params=[query("limit", {"type": "string", "pattern": "^[0-9]+$"}, "1..10000, default 100")],
+                tags=("admin",),
+                security=ADMIN_SECURITY,
+            ),
+            "post": op(
+                "Retry (back into the repair queue) or drop dead letters: `seqs` or `all: true`",
+                obj({"success": BOOL, "action": STR, "count": INT}),
+                body=_DEAD_LETTER_BODY,
+                tags=("admin",),
+                security=ADMIN_SECURITY,
+            ),
         },
         "/admin/metrics": {
             "get": {

@@ -50,6 +50,7 @@ __all__ = [
     "HANDOFF_STATUS_TO_DO",
     "HANDOFF_STATUS_TO_LEGACY",
     "META",
+    "UnmappableError",
     "agent_from_legacy",
     "agent_to_legacy",
     "canonical",
@@ -107,10 +108,33 @@ def _same(a: Any, b: Any) -> bool:
 
 
 # --- field conversions -----------------------------------------------------------------------------
+#
+# A read conversion accepts the JSON types the legacy writers produce for its property and raises
+# `UnmappableError` for any other: a task `title` that is an array, a numeric `id`, a `tags` that is
+# an object. Such a value is unreadable as a whole (`LegacyRecords.parse` reports and skips it;
+# writes over it answer 409), never handed to the actor store or to clients with the wrong type.
 
 
-def _verbatim(raw: Raw, _ctx: Json) -> Any:
-    return None if raw is UNDEFINED else raw
+class UnmappableError(ValueError):
+    """A legacy value with a property of a JSON type its field cannot hold."""
+
+
+def _kind(raw: Raw) -> str:
+    names = {dict: "an object", list: "an array", str: "text", bool: "a boolean", int: "a number"}
+    return names.get(type(raw), "a number" if isinstance(raw, float) else type(raw).__name__)
+
+
+def _want(raw: Raw, expected: str) -> UnmappableError:
+    return UnmappableError(f"expected {expected}, found {_kind(raw)}")
+
+
+def _verbatim(raw: Raw, _ctx: Json) -> str | None:
+    """Optional text: absent and null are None."""
+    if raw is UNDEFINED or raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise _want(raw, "text or null")
+    return raw
 
 
 def _omit_none(value: Any, _ctx: Json) -> Raw:
@@ -119,7 +143,8 @@ def _omit_none(value: Any, _ctx: Json) -> Raw:
 
 def _text_or_none(raw: Raw, _ctx: Json) -> str | None:
     """`""`, null and absent are all "not set" (DO: a NULL column)."""
-    return raw if isinstance(raw, str) and raw else None
+    text = _verbatim(raw, _ctx)
+    return text or None
 
 
 def _blank_if_none(value: Any, _ctx: Json) -> Raw:
@@ -128,7 +153,18 @@ def _blank_if_none(value: Any, _ctx: Json) -> Raw:
 
 def _str_or(default: str) -> Callable[[Raw, Json], Any]:
     def read(raw: Raw, _ctx: Json) -> Any:
-        return raw if raw is not UNDEFINED and raw is not None else default
+        text = _verbatim(raw, _ctx)
+        return default if text is None else text
+
+    return read
+
+
+def _str_or_ctx(attr: str) -> Callable[[Raw, Json], Any]:
+    """Text, or the already-read domain value `attr` when absent or null."""
+
+    def read(raw: Raw, ctx: Json) -> Any:
+        text = _verbatim(raw, ctx)
+        return ctx[attr] if text is None else text
 
     return read
 
@@ -137,12 +173,17 @@ def _as_is(value: Any, _ctx: Json) -> Raw:
     return value
 
 
-def _list_or_empty(raw: Raw, _ctx: Json) -> list[Any]:
-    return raw if isinstance(raw, list) else []
-
-
 def _list_or_none(raw: Raw, _ctx: Json) -> list[Any] | None:
-    return raw if isinstance(raw, list) else None
+    """An optional array: absent and null are None."""
+    if raw is UNDEFINED or raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise _want(raw, "an array or null")
+    return raw
+
+
+def _list_or_empty(raw: Raw, ctx: Json) -> list[Any]:
+    return _list_or_none(raw, ctx) or []
 
 
 def _nonempty_list(value: list[Any] | None, _ctx: Json) -> Raw:
@@ -171,6 +212,14 @@ def _ordered_keys(present: Sequence[str], order: Sequence[str]) -> list[str]:
     return head + [k for k in present if k not in head]
 
 
+def _read_field(f: Field, raw: Raw, ctx: Json) -> Any:
+    """One property's domain value; an unmappable one names the property."""
+    try:
+        return f.read(raw, ctx)
+    except UnmappableError as e:
+        raise UnmappableError(f"{f.key}: {e}") from None
+
+
 def _read(
     value: Mapping[str, Any], spec: Sequence[Field], ctx: Json, order: Sequence[str] = ()
 ) -> tuple[Json, Json]:
@@ -182,7 +231,7 @@ def _read(
     known = {f.key for f in spec}
     for f in spec:
         raw = value.get(f.key, UNDEFINED)
-        domain = f.read(raw, ctx)
+        domain = _read_field(f, raw, ctx)
         if f.attr is not None:
             attrs[f.attr] = domain
             ctx[f.attr] = domain
@@ -326,9 +375,7 @@ _TASK: Final = (
     Field("assignee", "assignee", _text_or_none, _blank_if_none),
     Field("createdBy", "created_by", _str_or(""), _as_is),
     Field("createdAt", "created_at", _str_or(""), _as_is),
-    Field(
-        "updatedAt", "updated_at", lambda raw, ctx: raw if isinstance(raw, str) else ctx["created_at"], _as_is
-    ),
+    Field("updatedAt", "updated_at", _str_or_ctx("created_at"), _as_is),
     Field("tags", "tags", _list_or_empty, _as_is),
     Field("files", "files", _list_or_empty, _nonempty_list),
 )
@@ -406,17 +453,18 @@ HANDOFF_ORDER: Final = (
 )  # fmt: skip
 
 
-def _handoff_status_read(raw: Raw, _ctx: Json) -> str:
-    text = raw if isinstance(raw, str) else "submitted"
-    return HANDOFF_STATUS_TO_DO.get(text, text)
+def _handoff_status_read(raw: Raw, ctx: Json) -> str:
+    text = _str_or("submitted")(raw, ctx)
+    return str(HANDOFF_STATUS_TO_DO.get(text, text))
 
 
 def _handoff_status_write(status: str, _ctx: Json) -> str:
     return HANDOFF_STATUS_TO_LEGACY.get(status, status)
 
 
-def _to_agent_read(raw: Raw, _ctx: Json) -> str | None:
-    return None if raw in (UNDEFINED, None, "any") else raw
+def _to_agent_read(raw: Raw, ctx: Json) -> str | None:
+    text = _verbatim(raw, ctx)
+    return None if text == "any" else text
 
 
 def _to_agent_write(value: str | None, _ctx: Json) -> str:

@@ -40,7 +40,7 @@ from gateway.legacy import mapping as m
 from gateway.legacy.client import LegacyClient, Redis
 from gateway.legacy.codec import Corrupt, CorruptionLog, decode_array, decode_object, dumps
 
-__all__ = ["CAS_ATTEMPTS", "CHAT_SCAN", "Json", "LegacyRecords", "ms", "set_last_message"]
+__all__ = ["CAS_ATTEMPTS", "CHAT_SCAN", "Json", "LegacyRecords", "ms", "set_last_message", "unreadable"]
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -69,6 +69,14 @@ return 1
 def ms(iso: str | None) -> int | None:
     """Epoch ms of a legacy date text (None when absent or unreadable)."""
     return None if not iso else parse_js_date(iso)
+
+
+def unreadable(what: str, key: str, fld: str | None, **ids: Any) -> ApiError:
+    """The 409 of a write that would overwrite a value it cannot read (corrupt or unmappable):
+    it names the Redis key and field, so an operator can look at the value and fix it."""
+    return ApiError(
+        409, {"error": f"{what} is unreadable in the legacy store", **ids, "key": key, "field": fld}
+    )
 
 
 class LegacyRecords:
@@ -207,9 +215,10 @@ class LegacyRecords:
 
         await self.run(f"HSET {keys.ACTIVE_AGENTS}", op)
 
-    async def task(self, task_id: str) -> Task | None:
+    async def task(self, task_id: str) -> tuple[Task | None, str | None]:
+        """The task and its raw value."""
         raw = await self.hget(keys.TASKS, task_id)
-        return None if raw is None else self.parse(raw, keys.TASKS, task_id, m.task_from_legacy)
+        return (None if raw is None else self.parse(raw, keys.TASKS, task_id, m.task_from_legacy)), raw
 
     async def zone(self, zone_id: str) -> tuple[Zone | None, str | None]:
         """The zone and its raw value."""
@@ -225,11 +234,13 @@ class LegacyRecords:
             return None, None
         return self.parse(raw, keys.HANDOFFS, handoff_id, m.handoff_from_legacy), raw
 
-    async def checkpoint(self, agent_id: str) -> Checkpoint | None:
+    async def checkpoint(self, agent_id: str) -> tuple[Checkpoint | None, str | None]:
+        """The checkpoint and its raw value."""
         raw = await self.hget(keys.CHECKPOINTS, agent_id)
         if raw is None:
-            return None
-        return self.parse(raw, keys.CHECKPOINTS, agent_id, lambda v: m.checkpoint_from_legacy(agent_id, v))
+            return None, None
+        cp = self.parse(raw, keys.CHECKPOINTS, agent_id, lambda v: m.checkpoint_from_legacy(agent_id, v))
+        return cp, raw
 
     async def lock(self, path: str) -> tuple[Lock | None, str | None]:
         """The lock and its raw value (a raw value with no lock: unreadable, reported)."""

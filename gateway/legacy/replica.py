@@ -70,7 +70,8 @@ class LegacyReplica:
             agent, _ = await r.agent(i)
             return agent
         if d == "task":
-            return await r.task(i)
+            task, _ = await r.task(i)
+            return task
         if d == "zone":
             zone, _ = await r.zone(i)
             return zone
@@ -80,7 +81,8 @@ class LegacyReplica:
             handoff, _ = await r.handoff(i)
             return handoff
         if d == "checkpoint":
-            return await r.checkpoint(key.scope or i)
+            cp, _ = await r.checkpoint(key.scope or i)
+            return cp
         if d == "lock":
             lock, _ = await r.lock(i)
             return lock

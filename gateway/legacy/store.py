@@ -60,7 +60,15 @@ from gateway.legacy import keys
 from gateway.legacy import mapping as m
 from gateway.legacy.client import LegacyClient, Redis
 from gateway.legacy.codec import CorruptionLog, dumps
-from gateway.legacy.records import CAS_ATTEMPTS, CHAT_SCAN, Json, LegacyRecords, ms, set_last_message
+from gateway.legacy.records import (
+    CAS_ATTEMPTS,
+    CHAT_SCAN,
+    Json,
+    LegacyRecords,
+    ms,
+    set_last_message,
+    unreadable,
+)
 from gateway.settings import LimitSettings, Settings
 
 __all__ = ["MENTION_CURSOR", "MENTION_CURSOR_ID", "LegacyStore"]
@@ -76,10 +84,7 @@ def _like(query: str) -> re.Pattern[str]:
 
 
 def _unreadable_lock(path: str) -> ApiError:
-    return ApiError(
-        409,
-        {"success": False, "error": "Resource lock is unreadable in the legacy store", "resourcePath": path},
-    )
+    return unreadable("Resource lock", keys.LOCKS, path, success=False, resourcePath=path)
 
 
 class LegacyStore:
@@ -118,9 +123,7 @@ class LegacyStore:
         merged onto the legacy value so other writers' fields survive; presence `online`."""
         existing, raw = await self.records.agent(cmd.agent_id)
         if existing is None and raw is not None:
-            raise ApiError(
-                409, {"error": "Agent record is unreadable in the legacy store", "agentId": cmd.agent_id}
-            )
+            raise unreadable("Agent record", keys.ACTIVE_AGENTS, cmd.agent_id, agentId=cmd.agent_id)
         agent = rules.register_agent(existing, cmd)
         await self.records.put_agent(agent, "offline" if cmd.status == "offline" else "online")
 
@@ -264,8 +267,11 @@ class LegacyStore:
 
     async def update_task(self, cmd: c.UpdateTask) -> Task:
         """PATCH /tasks: change the given fields and `updatedAt` (status `done` also stamps the
-        legacy `completedAt`, as the legacy PATCH does); a missing or unreadable task is a 404."""
-        task = await self.records.task(cmd.id)
+        legacy `completedAt`, as the legacy PATCH does); a missing task is a 404, an unreadable one
+        (corrupt, or a property of the wrong type) a 409 that leaves it as it is."""
+        task, raw = await self.records.task(cmd.id)
+        if task is None and raw is not None:
+            raise unreadable("Task", keys.TASKS, cmd.id, id=cmd.id)
         if task is None:
             raise ApiError(404, {"error": "Task not found", "id": cmd.id})
         cmd.apply(task)
@@ -417,6 +423,8 @@ class LegacyStore:
         """Read, decide (`rule`) and write one handoff atomically (compare-and-set, retried on a race)."""
         for _ in range(CAS_ATTEMPTS):
             h, raw = await self.records.handoff(handoff_id)
+            if h is None and raw is not None:
+                raise unreadable("Handoff", keys.HANDOFFS, handoff_id, handoffId=handoff_id)
             outcome = rule(h)
             if outcome.handoff is None:
                 return outcome
@@ -438,12 +446,16 @@ class LegacyStore:
 
     async def get_checkpoint(self, agent_id: str) -> Checkpoint | None:
         """GET /agent/<id>/checkpoint."""
-        return await self.records.checkpoint(agent_id)
+        cp, _ = await self.records.checkpoint(agent_id)
+        return cp
 
     async def save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
         """POST /checkpoint: summary and context kept when not given, arrays replaced, legacy-only
-        properties (`currentTask`) carried over."""
-        cp = rules.save_checkpoint(await self.records.checkpoint(cmd.agent_id), cmd)
+        properties (`currentTask`) carried over. An unreadable checkpoint is a 409, never overwritten."""
+        existing, raw = await self.records.checkpoint(cmd.agent_id)
+        if existing is None and raw is not None:
+            raise unreadable("Checkpoint", keys.CHECKPOINTS, cmd.agent_id, agentId=cmd.agent_id)
+        cp = rules.save_checkpoint(existing, cmd)
         await self.records.hset(keys.CHECKPOINTS, cmd.agent_id, m.checkpoint_to_legacy(cp))
 
     # -- direct messages --------------------------------------------------------------------------
@@ -548,7 +560,8 @@ class LegacyStore:
         inbox = await self.records.inbox(agent_id)
         unread = [d for d in inbox if not d.read][: self.limits.list_limit_max]
         memories = (await self._memories_of(agent_id))[: rules.RECENT_MEMORIES]
-        return AgentStateView(agent_id, await self.records.checkpoint(agent_id), unread, memories)
+        cp, _ = await self.records.checkpoint(agent_id)
+        return AgentStateView(agent_id, cp, unread, memories)
 
     # -- locks ------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""`agent-coord phase show | set | history`: phase control through the gateway's admin API.
+"""`agent-coord phase show | set | history | dead-letters | retry-dead | drop-dead`: phase control
+and the repair dead-letter list, through the gateway's admin API.
 
 The commands talk to a running gateway (the phase must change without a restart and without
 dropping requests, so only the gateway itself may switch it). The URL defaults to the
@@ -46,7 +47,9 @@ def add_phase_parser(sub: Any) -> None:
         description="Show or change the migration phase of a running gateway through its admin API. "
         "Exit status: 0 done, 1 refused by a guard, 2 bad usage or settings, 3 gateway unreachable.",
     )
-    ps = p.add_subparsers(dest="phase_cmd", required=True, metavar="show|set|history")
+    ps = p.add_subparsers(
+        dest="phase_cmd", required=True, metavar="show|set|history|dead-letters|retry-dead|drop-dead"
+    )
     ps.add_parser(
         "show",
         parents=[common],
@@ -59,6 +62,18 @@ def add_phase_parser(sub: Any) -> None:
     s.add_argument("--actor", help="who is changing it (default: user@host)")
     h = ps.add_parser("history", parents=[common], help="the audit log of phase changes")
     h.add_argument("--limit", type=int, default=50)
+    d = ps.add_parser("dead-letters", parents=[common], help="repairs that failed their last retry, and why")
+    d.add_argument("--limit", type=int, default=100)
+    for name, what in (
+        ("retry-dead", "put dead letters back in the repair queue (after fixing the values)"),
+        ("drop-dead", "forget dead letters: their entities stay as the target store holds them"),
+    ):
+        r = ps.add_parser(name, parents=[common], help=what)
+        r.add_argument(
+            "seqs", nargs="*", type=int, metavar="SEQ", help="dead-letter numbers (see dead-letters)"
+        )
+        r.add_argument("--all", action="store_true", help="every dead letter")
+        r.add_argument("--actor", help="who is acting (default: user@host)")
     p.set_defaults(handler=_handler)
 
 
@@ -148,9 +163,54 @@ def print_status(status: dict[str, Any], out: TextIO, now_ms: int) -> None:
         rows.append(("shadow mismatches", f"none compared (sample rate {shadow.get('sampleRate', 0)})"))
     report = status.get("consistency") or {}
     rows.append(("consistency report", str(report.get("summary", "none"))))
+    dead = int(q.get("deadLetters", 0))
+    rows.append(("dead letters", f"{dead} (blocking read-switch and cutover)" if dead else "none"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         out.write(f"{k.ljust(width)}  {v}\n")
+    print_dead_letters(status.get("deadLetters") or [], out)
+
+
+def print_dead_letters(letters: list[dict[str, Any]], out: TextIO) -> None:
+    """One line per dead letter: its number, entity, target, attempts and reason."""
+    for d in letters:
+        scope = f"{d.get('scope')}/" if d.get("scope") else ""
+        out.write(
+            f"  #{d['seq']}  {d['domain']} {scope}{d['id']} -> {d['target']}  "
+            f"after {d['attempts']} attempts, {d['deadAt']}: {d['reason']}\n"
+        )
+
+
+def _usage_problem(args: argparse.Namespace, settings: Settings, token: str | None) -> str | None:
+    if not token:
+        return (
+            "no admin token: pass --token, set migration.admin_token, or run on the gateway's machine "
+            f"(the gateway writes {Path(settings.storage.data_dir) / TOKEN_FILE} at start-up)"
+        )
+    if args.phase_cmd in ("retry-dead", "drop-dead") and bool(args.seqs) == bool(args.all):
+        return f"agent-coord phase {args.phase_cmd}: give dead-letter numbers or --all (not both)"
+    return None
+
+
+def _request_for(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    """The admin API call of a `phase` subcommand: method, path and body."""
+    cmd = args.phase_cmd
+    actor = getattr(args, "actor", None) or f"{getpass.getuser()}@{socket.gethostname()}"
+    if cmd == "show":
+        return "GET", "/admin/status", None
+    if cmd == "history":
+        return "GET", f"/admin/phase/history?limit={max(1, args.limit)}", None
+    if cmd == "dead-letters":
+        return "GET", f"/admin/repair/dead-letters?limit={max(1, args.limit)}", None
+    if cmd in ("retry-dead", "drop-dead"):
+        selection: dict[str, Any] = {"all": True} if args.all else {"seqs": args.seqs}
+        action = "retry" if cmd == "retry-dead" else "drop"
+        return "POST", "/admin/repair/dead-letters", {"action": action, **selection, "actor": actor}
+    return (
+        "POST",
+        "/admin/phase",
+        {"phase": args.phase, "reason": args.reason, "force": args.force, "actor": actor},
+    )
 
 
 def run_phase(
@@ -158,26 +218,14 @@ def run_phase(
 ) -> int:
     """Carry out `agent-coord phase ...`; returns the exit status."""
     token = _token(args, settings)
-    if not token:
-        err.write(
-            "no admin token: pass --token, set migration.admin_token, or run on the gateway's machine "
-            f"(the gateway writes {Path(settings.storage.data_dir) / TOKEN_FILE} at start-up)\n"
-        )
+    problem = _usage_problem(args, settings, token)
+    if problem or not token:
+        err.write(f"{problem}\n")
         return EXIT_USAGE
     url = args.url or f"http://{settings.server.host}:{settings.server.port}"
     client = AdminClient(url, token)
     try:
-        if args.phase_cmd == "show":
-            status_code, body = client.request("GET", "/admin/status")
-        elif args.phase_cmd == "history":
-            status_code, body = client.request("GET", f"/admin/phase/history?limit={max(1, args.limit)}")
-        else:
-            actor = args.actor or f"{getpass.getuser()}@{socket.gethostname()}"
-            status_code, body = client.request(
-                "POST",
-                "/admin/phase",
-                {"phase": args.phase, "reason": args.reason, "force": args.force, "actor": actor},
-            )
+        status_code, body = client.request(*_request_for(args))
     except (urllib.error.URLError, OSError) as e:
         err.write(f"cannot reach the gateway at {url}: {e}\n")
         return EXIT_UNREACHABLE
@@ -207,6 +255,13 @@ def _print_human(cmd: str, body: dict[str, Any], out: TextIO) -> None:
     now_ms = int(time.time() * 1000)
     if cmd == "show":
         print_status(body, out, now_ms)
+    elif cmd == "dead-letters":
+        letters = body.get("deadLetters", [])
+        out.write(f"{len(letters)} dead letters\n" if letters else "no dead letters\n")
+        print_dead_letters(letters, out)
+    elif cmd in ("retry-dead", "drop-dead"):
+        verb = "put back in the repair queue" if body.get("action") == "retry" else "dropped"
+        out.write(f"{body.get('count', 0)} dead letters {verb}\n")
     elif cmd == "history":
         changes = body.get("changes", [])
         if not changes:

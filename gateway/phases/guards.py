@@ -6,6 +6,8 @@
 - `read-switch` needs an empty repair queue and a clean, complete, full consistency report
   (`agent-coord check`, the newest in `<data_dir>/consistency/`) newer than the configured age.
 - `cutover` needs an empty repair queue.
+- Both need an empty dead-letter list (repairs that failed their last retry): an operator
+  retries or drops each entry first.
 
 `--force` overrides every guard; the audit log records that it did.
 """
@@ -61,6 +63,7 @@ class GuardContext:
     now_ms: int
     report_max_age_s: float
     reverse_synced: bool = False
+    dead_letters: int = 0
 
 
 def refusals(from_phase: str, to_phase: str, ctx: GuardContext) -> list[str]:
@@ -85,6 +88,12 @@ def refusals(from_phase: str, to_phase: str, ctx: GuardContext) -> list[str]:
         out.append(
             f"the repair queue holds {ctx.repair_depth} entries; wait until it drains "
             "(`agent-coord phase show` shows its depth)"
+        )
+    if to_phase in ("read-switch", "cutover") and step > 0 and ctx.dead_letters > 0:
+        out.append(
+            f"{ctx.dead_letters} repairs failed their last retry (the dead-letter list): inspect them "
+            "with `agent-coord phase dead-letters`, fix the values, then `agent-coord phase retry-dead` "
+            "or `agent-coord phase drop-dead`"
         )
     if to_phase == "read-switch" and step > 0:
         out.extend(_report_refusals(ctx))

@@ -9,6 +9,13 @@ failed writes of one entity collapse into one repair and per-entity order is the
 order by construction. A `gen` counter bumped on every enqueue makes sure a repair that read
 an older value does not remove the entry of a newer failure that arrived meanwhile.
 
+An entry whose copy keeps failing for a reason of its own (Redis holds a value of that entity
+the gateway cannot read and will not overwrite, or the value cannot be stored) is not retried
+forever: after `max_strikes` such failures it moves to the *dead-letter* list with its last
+error, where it no longer counts as queued but blocks the forward phase guards until an operator
+retries it (back into the queue, attempts reset) or drops it. Failures of a store that cannot be
+reached never count toward that limit: a Redis down for an hour dead-letters nothing.
+
 Intents close the window between the two writes: before the authoritative store runs a
 command, the router records an intent per entity it may touch (`begin`), and removes them once
 the other store has the new state or the failure is queued (`end`). A gateway killed in between
@@ -51,6 +58,14 @@ CREATE TABLE IF NOT EXISTS repair (
     domain TEXT NOT NULL, scope TEXT NOT NULL, id TEXT NOT NULL, target TEXT NOT NULL,
     enqueued_ms INTEGER NOT NULL, gen INTEGER NOT NULL DEFAULT 1,
     attempts INTEGER NOT NULL DEFAULT 0, next_ms INTEGER NOT NULL, last_error TEXT,
+    strikes INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (domain, scope, id, target)
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    domain TEXT NOT NULL, scope TEXT NOT NULL, id TEXT NOT NULL, target TEXT NOT NULL,
+    enqueued_ms INTEGER NOT NULL, dead_ms INTEGER NOT NULL, attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
     UNIQUE (domain, scope, id, target)
 );
 CREATE INDEX IF NOT EXISTS repair_due ON repair (next_ms, seq);
@@ -61,6 +76,14 @@ CREATE TABLE IF NOT EXISTS intent (
     started_ms INTEGER NOT NULL
 );
 """
+
+_BURY = (
+    "INSERT INTO dead_letter (domain, scope, id, target, enqueued_ms, dead_ms, attempts, reason) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (domain, scope, id, target) DO UPDATE SET "
+    "dead_ms = excluded.dead_ms, attempts = attempts + excluded.attempts, reason = excluded.reason"
+)
+_ENTRY_COLUMNS = "seq, domain, scope, id, target, enqueued_ms, gen, attempts, next_ms, last_error, strikes"
+_DEAD_COLUMNS = "seq, domain, scope, id, target, enqueued_ms, dead_ms, attempts, reason"
 
 _ENQUEUE = (
     "INSERT INTO repair (domain, scope, id, target, enqueued_ms, next_ms, last_error) "
@@ -81,6 +104,35 @@ class RepairEntry:
     attempts: int
     next_ms: int
     last_error: str | None
+    strikes: int = 0  # failures of this entity itself (not of an unreachable store)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A repair that failed its last retry: kept with its reason until an operator acts."""
+
+    seq: int
+    key: EntityKey
+    target: str
+    enqueued_ms: int
+    dead_ms: int
+    attempts: int
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        from gateway.domain.jscompat import iso_from_ms  # noqa: PLC0415 - keeps the module light
+
+        return {
+            "seq": self.seq,
+            "domain": self.key.domain,
+            "scope": self.key.scope,
+            "id": self.key.id,
+            "target": self.target,
+            "enqueuedAt": iso_from_ms(self.enqueued_ms),
+            "deadAt": iso_from_ms(self.dead_ms),
+            "attempts": self.attempts,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +140,7 @@ class QueueStats:
     depth: int
     oldest_ms: int | None
     max_attempts: int
+    dead_letters: int = 0
 
 
 class RepairQueue:
@@ -103,6 +156,9 @@ class RepairQueue:
         # FULL: an entry stands for a write the client was told succeeded; it must survive power loss
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {str(row[1]) for row in self._db.execute("PRAGMA table_info(repair)")}
+        if "strikes" not in columns:  # a queue written by an older version
+            self._db.execute("ALTER TABLE repair ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0")
         # one thread owns `_db` from here on: its commits are serialised and fsync off the loop
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repair-queue")
         # the request path's intents: a second connection, crash-safe without an fsync per write
@@ -194,16 +250,14 @@ class RepairQueue:
     def due(self, limit: int = 100) -> list[RepairEntry]:
         """Entries whose next attempt is due, oldest first."""
         rows = self._read.execute(
-            "SELECT seq, domain, scope, id, target, enqueued_ms, gen, attempts, next_ms, last_error "
-            "FROM repair WHERE next_ms <= ? ORDER BY seq LIMIT ?",
+            f"SELECT {_ENTRY_COLUMNS} FROM repair WHERE next_ms <= ? ORDER BY seq LIMIT ?",  # noqa: S608
             (self._clock.now_ms(), limit),
         ).fetchall()
         return [_entry(r) for r in rows]
 
     def all(self, limit: int = 1000) -> list[RepairEntry]:
         rows = self._read.execute(
-            "SELECT seq, domain, scope, id, target, enqueued_ms, gen, attempts, next_ms, last_error "
-            "FROM repair ORDER BY seq LIMIT ?",
+            f"SELECT {_ENTRY_COLUMNS} FROM repair ORDER BY seq LIMIT ?",  # noqa: S608
             (limit,),
         ).fetchall()
         return [_entry(r) for r in rows]
@@ -213,12 +267,100 @@ class RepairQueue:
         cur = await self._write("DELETE FROM repair WHERE seq = ? AND gen = ?", (entry.seq, entry.gen))
         return cur.rowcount == 1
 
-    async def failed(self, entry: RepairEntry, error: str, retry_at_ms: int) -> None:
-        """Count a failed attempt and set the next one."""
+    async def failed(self, entry: RepairEntry, error: str, retry_at_ms: int, *, strike: bool = False) -> None:
+        """Count a failed attempt and set the next one; `strike`: the entity's own failure."""
         await self._write(
-            "UPDATE repair SET attempts = attempts + 1, next_ms = ?, last_error = ? WHERE seq = ?",
-            (retry_at_ms, error, entry.seq),
+            "UPDATE repair SET attempts = attempts + 1, strikes = strikes + ?, next_ms = ?, last_error = ? "
+            "WHERE seq = ?",
+            (int(strike), retry_at_ms, error, entry.seq),
         )
+
+    async def bury(self, entry: RepairEntry, reason: str) -> bool:
+        """Move an entry that failed its last retry to the dead-letter list (one transaction).
+
+        False (and the entry stays queued) when a newer failure of the entity re-enqueued it
+        meanwhile: that one gets its own retries.
+        """
+        now = self._clock.now_ms()
+        k = entry.key
+
+        def move() -> bool:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute("DELETE FROM repair WHERE seq = ? AND gen = ?", (entry.seq, entry.gen))
+                if cur.rowcount == 1:
+                    self._db.execute(
+                        _BURY,
+                        (
+                            k.domain,
+                            k.scope,
+                            k.id,
+                            entry.target,
+                            entry.enqueued_ms,
+                            now,
+                            entry.attempts + 1,
+                            reason,
+                        ),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return cur.rowcount == 1
+
+        fut = asyncio.get_running_loop().run_in_executor(self._writer, move)
+        return await wait_through_cancellation(fut)
+
+    def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        """The dead-letter list, oldest first."""
+        rows = self._read.execute(
+            f"SELECT {_DEAD_COLUMNS} FROM dead_letter ORDER BY seq LIMIT ?",  # noqa: S608
+            (limit,),
+        ).fetchall()
+        return [_dead(r) for r in rows]
+
+    async def retry_dead(self, seqs: Sequence[int] | None) -> int:
+        """Put dead letters (`seqs`, or all) back in the queue, due now with a fresh count of
+        attempts; returns how many moved."""
+        now = self._clock.now_ms()
+        where, params = _seq_filter(seqs)
+
+        def move() -> int:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    f"SELECT domain, scope, id, target FROM dead_letter {where}",  # noqa: S608
+                    params,
+                ).fetchall()
+                for domain, scope, ident, target in rows:
+                    self._db.execute(
+                        _ENQUEUE, (domain, scope, ident, target, now, now, "retried by an operator")
+                    )
+                    self._db.execute(
+                        "UPDATE repair SET attempts = 0, strikes = 0 "
+                        "WHERE domain = ? AND scope = ? AND id = ? AND target = ?",
+                        (domain, scope, ident, target),
+                    )
+                self._db.execute(f"DELETE FROM dead_letter {where}", params)  # noqa: S608
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return len(rows)
+
+        moved = await wait_through_cancellation(
+            asyncio.get_running_loop().run_in_executor(self._writer, move)
+        )
+        if moved:
+            self.wakeup.set()
+        return moved
+
+    async def drop_dead(self, seqs: Sequence[int] | None) -> int:
+        """Forget dead letters (`seqs`, or all): the operator accepts that the target's copy of
+        those entities stays as it is. Returns how many were dropped."""
+        where, params = _seq_filter(seqs)
+        cur = await self._write(f"DELETE FROM dead_letter {where}", params)  # noqa: S608
+        return int(cur.rowcount)
 
     async def postpone(self, entry: RepairEntry, retry_at_ms: int) -> None:
         """Move an entry's next attempt without counting one (its target is down)."""
@@ -236,7 +378,10 @@ class RepairQueue:
 
     def stats(self) -> QueueStats:
         row = self._read.execute("SELECT COUNT(*), MIN(enqueued_ms), MAX(attempts) FROM repair").fetchone()
-        return QueueStats(int(row[0]), None if row[1] is None else int(row[1]), int(row[2] or 0))
+        dead = self._read.execute("SELECT COUNT(*) FROM dead_letter").fetchone()
+        return QueueStats(
+            int(row[0]), None if row[1] is None else int(row[1]), int(row[2] or 0), int(dead[0])
+        )
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -255,7 +400,29 @@ def _entry(r: tuple[object, ...]) -> RepairEntry:
         attempts=int(str(r[7])),
         next_ms=int(str(r[8])),
         last_error=None if r[9] is None else str(r[9]),
+        strikes=int(str(r[10])),
     )
+
+
+def _dead(r: tuple[object, ...]) -> DeadLetter:
+    return DeadLetter(
+        seq=int(str(r[0])),
+        key=EntityKey(str(r[1]), str(r[2]), str(r[3])),
+        target=str(r[4]),
+        enqueued_ms=int(str(r[5])),
+        dead_ms=int(str(r[6])),
+        attempts=int(str(r[7])),
+        reason=str(r[8]),
+    )
+
+
+def _seq_filter(seqs: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
+    """A WHERE clause selecting dead letters by `seq` (every one when `seqs` is None)."""
+    if seqs is None:
+        return "", ()
+    if not seqs:
+        return "WHERE 0", ()
+    return f"WHERE seq IN ({', '.join('?' * len(seqs))})", tuple(seqs)
 
 
 UNAVAILABLE = 503
@@ -265,6 +432,9 @@ def is_unavailable(error: BaseException) -> bool:
     """Does `error` say a store cannot be reached (503, I/O), rather than that one entity failed?"""
     return isinstance(error, OSError) or (isinstance(error, GatewayError) and error.status == UNAVAILABLE)
 
+
+MAX_STRIKES = 10
+"""The failures of an entity itself (not of an unreachable store) before its entry is dead-lettered."""
 
 BACKOFF = Backoff(base_s=0.5, cap_s=60.0, jitter=(0.5, 1.0))
 """The repair worker's schedule after a failed attempt on an entry."""
@@ -289,14 +459,17 @@ class RepairWorker:
         *,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
+        max_strikes: int = MAX_STRIKES,
     ) -> None:
         self.queue = queue
+        self.max_strikes = max_strikes
         self._copy = copy
         self._clock = clock
         self._backoff = backoff or BACKOFF
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.repaired = 0
         self.failures = 0
+        self.dead_lettered = 0
 
     def _backoff_ms(self, attempts: int) -> int:
         return int(self._backoff.delay_s(attempts, self._rng) * 1000)
@@ -319,24 +492,37 @@ class RepairWorker:
             except Exception as e:  # any failure is retried later: the worker must not die
                 if not isinstance(e, GatewayError | OSError):
                     log.exception("repair.unexpected_error", key=str(entry.key), target=entry.target)
-                self.failures += 1
-                retry_at = self._clock.now_ms() + self._backoff_ms(entry.attempts)
-                await self.queue.failed(entry, str(e), retry_at)
-                log.warning(
-                    "repair.failed",
-                    key=str(entry.key),
-                    target=entry.target,
-                    attempts=entry.attempts + 1,
-                    error=str(e),
-                )
-                if is_unavailable(e):
-                    down[entry.target] = retry_at
+                await self._failed(entry, e, down)
                 continue
             if await self.queue.done(entry):
                 repaired += 1
                 self.repaired += 1
                 log.info("repair.done", key=str(entry.key), target=entry.target, attempts=entry.attempts)
         return repaired
+
+    async def _failed(self, entry: RepairEntry, e: Exception, down: dict[str, int]) -> None:
+        """Back the entry off, or dead-letter it after its last retry; mark a down target."""
+        self.failures += 1
+        unavailable = is_unavailable(e)
+        error = str(e) or type(e).__name__
+        last = not unavailable and entry.strikes + 1 >= self.max_strikes
+        if last and await self.queue.bury(entry, error):
+            self.dead_lettered += 1
+            log.warning(
+                "repair.dead_lettered",
+                key=str(entry.key),
+                target=entry.target,
+                attempts=entry.attempts + 1,
+                error=error,
+            )
+            return
+        retry_at = self._clock.now_ms() + self._backoff_ms(entry.attempts)
+        await self.queue.failed(entry, error, retry_at, strike=not unavailable)
+        log.warning(
+            "repair.failed", key=str(entry.key), target=entry.target, attempts=entry.attempts + 1, error=error
+        )
+        if unavailable:
+            down[entry.target] = retry_at
 
     async def run(self) -> None:
         """Run until cancelled."""

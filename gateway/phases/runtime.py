@@ -23,12 +23,15 @@ from gateway.errors import StartupRefused
 from gateway.phases.control import PhaseChange, PhaseControl
 from gateway.phases.gate import PhaseGate, SwitchTimeoutError
 from gateway.phases.guards import ConsistencyReportInfo, GuardContext, PhaseChangeRefusedError, refusals
-from gateway.phases.repair import Copier, RepairQueue, RepairWorker
+from gateway.phases.repair import Copier, DeadLetter, RepairQueue, RepairWorker
 from gateway.phases.reports import newest_report
 from gateway.phases.shadow import ShadowReader
 from gateway.settings import MigrationSettings
 
 log = structlog.get_logger(__name__)
+
+DEAD_LETTERS_SHOWN = 20
+"""The dead letters listed in the status (the admin API lists them all)."""
 
 
 class MigrationRuntime:
@@ -76,7 +79,9 @@ class MigrationRuntime:
         """Start draining the repair queue with `copy` (the router's serialised copy);
         `replication` are the router's counters, reported in the status."""
         self.replication = replication
-        self.worker = RepairWorker(self.queue, copy, self.clock)
+        self.worker = RepairWorker(
+            self.queue, copy, self.clock, max_strikes=self.settings.repair_max_attempts
+        )
         self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
 
     async def stop_background(self) -> None:
@@ -113,7 +118,9 @@ class MigrationRuntime:
                 "repaired": 0 if self.worker is None else self.worker.repaired,
                 "failures": 0 if self.worker is None else self.worker.failures,
                 "recoveredAtStart": self.queue.recovered,
+                "deadLetters": stats.dead_letters,
             },
+            "deadLetters": [d.to_json() for d in self.queue.dead_letters(DEAD_LETTERS_SHOWN)],
             "replication": dict(self.replication or {}),
             "shadow": self.shadow.to_json(),
             "consistency": {
@@ -135,6 +142,18 @@ class MigrationRuntime:
 
     def history(self, limit: int) -> list[PhaseChange]:
         return self.control.history(limit)
+
+    def dead_letters(self, limit: int) -> list[DeadLetter]:
+        return self.queue.dead_letters(limit)
+
+    async def resolve_dead_letters(self, action: str, seqs: list[int] | None, *, actor: str) -> int:
+        """`retry` (back into the queue) or `drop` the dead letters `seqs` (all when None)."""
+        if action == "retry":
+            count = await self.queue.retry_dead(seqs)
+        else:
+            count = await self.queue.drop_dead(seqs)
+        log.warning("repair.dead_letters_resolved", action=action, seqs=seqs, count=count, actor=actor)
+        return count
 
     async def change_phase(self, to_phase: str, *, actor: str, reason: str, force: bool) -> PhaseChange:
         from_phase = self.phase
@@ -169,6 +188,7 @@ class MigrationRuntime:
                 now_ms=self.clock.now_ms(),
                 report_max_age_s=self.settings.consistency_max_age_s,
                 reverse_synced=self.reverse_synced,
+                dead_letters=self.queue.stats().dead_letters,
             ),
         )
         if problems and (not force or to_phase == from_phase):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -520,6 +520,39 @@ async def test_unreadable_lock_is_not_overwritten(store: LegacyStore, r: redis.a
         await store.acquire_lock(acquire("bad", "phil", NOW))
     assert info.value.status == 409
     assert await r.hget(keys.LOCKS, "bad") == "{nope"
+
+
+@pytest.mark.parametrize(
+    ("key", "fld", "raw"),
+    [
+        (keys.TASKS, "t-bad", '{"id":5,"title":["x"],"status":null}'),
+        (keys.CHECKPOINTS, "phil", '{"agentId":"phil","pendingWork":"all of it"}'),
+        (keys.HANDOFFS, "h-bad", '{"id":"h-bad","fromAgent":"a","toAgent":["b"],"status":"submitted"}'),
+        (keys.HANDOFFS, "h-bad", "{nope"),
+    ],
+)
+async def test_writes_over_an_unreadable_value_are_409s_naming_the_key(
+    store: LegacyStore, r: redis.asyncio.Redis, key: str, fld: str, raw: str
+) -> None:
+    """A task update, a checkpoint save or a handoff claim over a value that does not map (a
+    property of the wrong type, or corrupt JSON) answers 409 with the key and field, and leaves the
+    value as it is; reads skip it and count it."""
+    await r.hset(key, fld, raw)
+    writes: dict[str, Callable[[], Awaitable[object]]] = {
+        keys.TASKS: lambda: store.update_task(c.UpdateTask.parse({"id": fld, "status": "done"}, NOW)),
+        keys.CHECKPOINTS: lambda: store.save_checkpoint(
+            c.SaveCheckpoint.parse(fld, {"pendingWork": []}, NOW)
+        ),
+        keys.HANDOFFS: lambda: store.claim_handoff(
+            c.ClaimHandoff.parse({"handoffId": fld, "agentId": "b"}, NOW)
+        ),
+    }
+    with pytest.raises(ApiError) as info:
+        await writes[key]()
+    assert info.value.status == 409
+    assert (info.value.body()["key"], info.value.body()["field"]) == (key, fld)
+    assert await r.hget(key, fld) == raw
+    assert store.corruption.counts[key] >= 1
 
 
 # --- a realistic data set; a Redis that goes away -------------------------------------------------------

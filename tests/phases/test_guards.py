@@ -74,3 +74,14 @@ def test_same_and_unknown_phase_are_refused() -> None:
     """A no-op change or an unknown name is refused with a message."""
     assert refusals("cutover", "cutover", ctx()) == ["the gateway is already in phase 'cutover'"]
     assert "unknown phase" in refusals("cutover", "later", ctx())[0]
+
+
+def test_dead_letters_block_read_switch_and_cutover_but_not_going_back() -> None:
+    """A dead-letter list that is not empty refuses the forward moves that need every copy made,
+    with the commands that clear it; moving back is not refused for it."""
+    ctx = GuardContext(repair_depth=0, last_report=None, now_ms=0, report_max_age_s=1.0, dead_letters=2)
+    (reason,) = [r for r in refusals("read-switch", "cutover", ctx) if "dead-letter" in r]
+    assert reason.startswith("2 repairs failed their last retry")
+    assert "retry-dead" in reason
+    assert any("dead-letter" in r for r in refusals("write-through", "read-switch", ctx))
+    assert refusals("read-switch", "write-through", ctx) == []

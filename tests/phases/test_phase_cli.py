@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from gateway.cli import build_parser
+from gateway.legacy import keys
 from gateway.phases.cli import run_phase
 from gateway.settings import load_settings
 from gateway.testing import RedisServer
@@ -144,6 +146,7 @@ def test_phase_commands_walk_the_migration_with_guards_and_audit(
     assert "repair queue        1 entries" in shown.stdout
     own_redis.start()
     wait_until(lambda: get(f"{proc.url}/admin/status", token)[1]["repairQueue"]["depth"] == 0, "the queue")
+
     done = cli(proc, "set", "cutover", "--reason", "queue empty", "--actor", "ops@test")
     assert done.returncode == 0, done.stderr
 
@@ -172,6 +175,40 @@ def test_phase_commands_walk_the_migration_with_guards_and_audit(
     status, body = get(f"{proc.url}/admin/phase", token)
     assert (status, body["phase"]) == (200, "read-switch")
     assert len(json.loads(cli(proc, "history", "--json").stdout)["changes"]) == 4
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("clean_env")
+def test_dead_letters_are_shown_and_retried_through_the_cli(
+    gateway_proc: MakeProc, own_redis: RedisServer, data_dir: Path
+) -> None:
+    """read-switch: a task whose Redis copy has wrong types is repaired twice in vain and
+    dead-lettered; `show` and `dead-letters` list it, cutover is refused naming the commands, and
+    once the value is fixed `retry-dead --all` gets it repaired and cutover allowed."""
+    env = {"AGENT_COORD_MIGRATION_REPAIR_MAX_ATTEMPTS": "2"}
+    proc = gateway_proc(data_dir, own_redis.url, "read-switch", env=env).start()
+    token = (data_dir / "admin-token").read_text(encoding="utf-8").strip()
+    r = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    r.hset(keys.TASKS, "t-bad", '{"id":5,"title":["x"],"status":null}')
+    assert post(f"{proc.url}/coordinator/tasks", {"id": "t-bad", "title": "mine"}) == 200
+    wait_until(lambda: get(f"{proc.url}/admin/status", token)[1]["repairQueue"]["deadLetters"] == 1, "burial")
+    shown = cli(proc, "show")
+    assert "dead letters        1 (blocking read-switch and cutover)" in shown.stdout
+    assert "task t-bad -> legacy  after 2 attempts" in shown.stdout
+    listed = cli(proc, "dead-letters")
+    assert (listed.returncode, listed.stdout.splitlines()[0]) == (0, "1 dead letters")
+    blocked = cli(proc, "set", "cutover", "--reason", "dead letter left")
+    assert blocked.returncode == 1
+    assert "agent-coord phase dead-letters" in blocked.stderr
+    assert cli(proc, "retry-dead").returncode == 2  # neither numbers nor --all
+    r.hdel(keys.TASKS, "t-bad")
+    retried = cli(proc, "retry-dead", "--all")
+    assert (retried.returncode, retried.stdout) == (0, "1 dead letters put back in the repair queue\n")
+    wait_until(lambda: r.hexists(keys.TASKS, "t-bad"), "the retried repair")
+    wait_until(lambda: get(f"{proc.url}/admin/status", token)[1]["repairQueue"]["depth"] == 0, "the queue")
+    r.close()
+    done = cli(proc, "set", "cutover", "--reason", "no dead letters left")
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.integration
