@@ -165,6 +165,8 @@ class Checker:
         self.clock = clock
         self.expectations = expectations
         self.data_dir = data_dir
+        self.findings: list[Finding] = []
+        """The differences the last run reported (all of them, for a repair)."""
 
     async def run(self, opts: CheckOptions, progress: Progress | None = None) -> Report:
         """The check; raises `CheckAborted` (with the incomplete report) when a store fails."""
@@ -176,6 +178,7 @@ class Checker:
             exp = await self.expectations(self.clock.now_ms())
             await self._walk(run, opts, exp, progress)
             findings = await self._recheck(run, opts)
+            exp = await self.expectations(self.clock.now_ms())  # the scan found the claim conflicts
         except Exception as e:
             reason = f"{type(e).__name__}: {e}"
             log.warning("consistency.check_aborted", reason=reason, walked=run.walked)
@@ -183,10 +186,11 @@ class Checker:
             run.report.finished_ms = self.clock.now_ms()
             run.report.incomplete_reason = reason
             raise CheckAborted(run.report, reason) from e
+        self.findings = findings
         for f in findings:
             run.report.record(f, opts.max_samples)
         if "claim" in opts.domains:
-            for what, by in exp.claim_conflicts:
+            for what, by in sorted(set(exp.claim_conflicts)):
                 if not opts.agents or by in opts.agents:
                     conflict = EntityKey("claim", by, what)
                     run.report.record(

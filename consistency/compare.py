@@ -19,6 +19,7 @@ from consistency.rules import (
     CARRIED_FIELDS,
     CHAT_WINDOW,
     EXPIRED_LOCKS,
+    UNREADABLE_LEGACY,
     Expectations,
 )
 from gateway.domain.entities import DOMAINS, Entity, EntityKey
@@ -117,6 +118,8 @@ def classify(key: EntityKey, legacy: Value | None, actors: Value | None, exp: Ex
         raise ValueError(f"{key}: neither store holds it")
     if key.domain in exp.actor_only:
         return Finding(key, Kind.EXPECTED, None, _shown(actors), rule=ACTOR_ONLY)
+    if isinstance(legacy, UnreadableValue) and actors is None:
+        return Finding(key, Kind.EXPECTED, _shown(legacy), None, rule=UNREADABLE_LEGACY)
     if isinstance(legacy, UnreadableValue) or isinstance(actors, UnreadableValue):
         return Finding(key, Kind.UNREADABLE, _shown(legacy), _shown(actors))
     if legacy is None:

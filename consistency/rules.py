@@ -22,6 +22,8 @@ CARRIED_FIELDS: Final = "carried-fields"
 """Fields the legacy API does not model, dropped by its full-overwrite writers."""
 CLAIM_CONFLICTS: Final = "claim-conflicts"
 """Several legacy claims on one `what`: the DO holds the winner, the others are known conflicts."""
+UNREADABLE_LEGACY: Final = "unreadable-legacy"
+"""A legacy value that cannot be decoded, which the actors never received."""
 ACTOR_ONLY: Final = "actor-only"
 """Domains the legacy store has no place for."""
 
@@ -30,6 +32,7 @@ RULES: Final[dict[str, str]] = {
     EXPIRED_LOCKS: "an expired lock, removed by one store and not yet by the other",
     CARRIED_FIELDS: "fields the legacy API does not model, dropped by its full-overwrite writers",
     CLAIM_CONFLICTS: "a legacy claim that lost to a newer claim on the same `what`",
+    UNREADABLE_LEGACY: "a legacy value that cannot be decoded (left in Redis, not in the actors)",
     ACTOR_ONLY: "a domain the legacy store does not hold",
 }
 """rule -> what it allows, in a few words (the report's legend)."""

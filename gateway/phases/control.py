@@ -55,6 +55,22 @@ class PhaseChange:
         }
 
 
+def read_phase(data_dir: Path) -> str | None:
+    """The phase persisted in a data directory, read-only (None: none persisted yet). For tools
+    that run beside the gateway, such as `agent-coord check --repair`."""
+    path = Path(data_dir) / "control.sqlite"
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT phase FROM phase WHERE id = 1").fetchone()
+    except sqlite3.OperationalError:
+        return None  # no phase table yet
+    finally:
+        db.close()
+    return None if row is None else str(row[0])
+
+
 class PhaseControl:
     """Reads and changes the current phase; the single source of truth for the router."""
 

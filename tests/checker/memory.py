@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from consistency.check import key_of_cursor
 from consistency.compare import Item, Value, sort_key
 from gateway.domain.entities import EntityKey
+from gateway.domain.model import Task
 
 
 @dataclass(slots=True)
@@ -17,6 +18,23 @@ class Broken:
     key: EntityKey
     raw: str
     reason: str
+
+
+@dataclass(slots=True)
+class Written:
+    """What `MemorySource.write_batch` did (the bulk layer's `WriteResult` shape)."""
+
+    written: dict[str, int]
+    unchanged: dict[str, int]
+    skipped: dict[str, int]
+    skipped_keys: list[EntityKey]
+
+
+def _newer(current: Value, incoming: Value) -> bool:
+    """A task updated later than the incoming copy is newer (enough for these tests)."""
+    return (
+        isinstance(current, Task) and isinstance(incoming, Task) and current.updated_at > incoming.updated_at
+    )
 
 
 class MemorySource:
@@ -58,3 +76,25 @@ class MemorySource:
     async def read_many(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Value | None]:
         self.reads += 1
         return {k: self.values.get(k) for k in keys}
+
+    async def write_batch(
+        self, items: Sequence[tuple[EntityKey, Value | None]], *, dry_run: bool = False
+    ) -> Written:
+        """Write (None deletes); a task the store holds updated later is skipped, as a live write."""
+        out = Written({}, {}, {}, [])
+        for key, value in items:
+            current = self.values.get(key)
+            if current == value:
+                table = out.unchanged
+            elif current is not None and value is not None and _newer(current, value):
+                table = out.skipped
+                out.skipped_keys.append(key)
+            else:
+                table = out.written
+                if not dry_run:
+                    if value is None:
+                        self.values.pop(key, None)
+                    else:
+                        self.values[key] = value
+            table[key.domain] = table.get(key.domain, 0) + 1
+        return out

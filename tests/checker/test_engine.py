@@ -134,6 +134,8 @@ async def test_expected_differences_are_counted_apart_with_their_rule() -> None:
     """Chat beyond the legacy window, expired locks, fields the legacy writers drop, legacy claim
     conflicts and actor-only domains: counted apart, the report stays clean."""
     legacy, actors = stores()
+    bad = EntityKey("task", "", "t9")
+    legacy.values[bad] = Broken(bad, '{"id": "t9", ', "not JSON")  # never imported
     del legacy.values[EntityKey("chat", "", "m0000")]  # older than the window's oldest (m0001)
     legacy.values[EntityKey("lock", "", "old")] = lock("old", NOW - 1)  # expired, gone from the actors
     legacy.values[EntityKey("agent", "", "alice")] = Agent(
@@ -160,6 +162,7 @@ async def test_expected_differences_are_counted_apart_with_their_rule() -> None:
         "chat-window": 1,
         "claim-conflicts": 1,
         "expired-locks": 1,
+        "unreadable-legacy": 1,
     }
     assert doc["expectedRules"]["chat-window"]["rule"] == "docs/mapping.md#chat-window"
     carried = next(s for s in doc["expectedSamples"] if s["rule"] == "docs/mapping.md#carried-fields")
