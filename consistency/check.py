@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import structlog
 
-from consistency.compare import Finding, Item, Kind, Value, classify, merge, sort_key
+from consistency.compare import Finding, Item, Kind, classify, merge, sort_key
 from consistency.report import DomainCounts, Report, write_atomic
 from consistency.rules import CLAIM_CONFLICTS, Expectations
+from gateway.bulk.items import EntitySource, Selection, cursor_of
 from gateway.clock import Clock
-from gateway.domain.entities import DOMAINS, EntityKey
+from gateway.domain.entities import DOMAINS, PER_AGENT, EntityKey
 from gateway.phases.reports import reports_dir
 
 log = structlog.get_logger(__name__)
@@ -37,25 +38,8 @@ log = structlog.get_logger(__name__)
 STATE_SUFFIX: Final = ".state.json"
 
 
-class Source(Protocol):
-    """One store, entity by entity (the bulk layer's `EntitySource`)."""
-
-    name: str
-
-    def scan(
-        self,
-        *,
-        domains: Collection[str] | None = None,
-        agents: Collection[str] | None = None,
-        start_after: str | None = None,
-        batch: int = 500,
-    ) -> AsyncIterator[list[Item]]:
-        """Every entity, in `sort_key` order, in batches; `start_after` is a `cursor_of` string."""
-        ...
-
-    async def read_many(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Value | None]:
-        """The current value of each key (None: the store does not hold it)."""
-        ...
+Source = EntitySource
+"""One store, entity by entity (the bulk layer's source)."""
 
 
 ExpectationProbe = Callable[[int], Awaitable[Expectations]]
@@ -63,16 +47,6 @@ ExpectationProbe = Callable[[int], Awaitable[Expectations]]
 
 Progress = Callable[[int], None]
 """Called with the number of keys walked so far, once per batch."""
-
-
-def cursor_of(key: EntityKey) -> str:
-    """The resume cursor after `key`: its place in the scan order, as text."""
-    return json.dumps([key.domain, key.scope, key.id], ensure_ascii=False)
-
-
-def key_of_cursor(cursor: str) -> EntityKey:
-    domain, scope, ident = json.loads(cursor)
-    return EntityKey(str(domain), str(scope), str(ident))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +68,13 @@ class CheckOptions:
     @property
     def full(self) -> bool:
         return set(self.domains) >= set(DOMAINS) and not self.agents and self.sample >= 1.0
+
+    def selection(self) -> Selection:
+        """What the stores' scans select: the domains, and with agents only their own data."""
+        domains = self.domains
+        if self.agents:
+            domains = tuple(d for d in domains if d == "agent" or d in PER_AGENT)
+        return Selection(domains, frozenset(self.agents) if self.agents else None)
 
     def scope_json(self) -> dict[str, Any]:
         return {
@@ -205,10 +186,10 @@ class Checker:
     async def _walk(
         self, run: _Run, opts: CheckOptions, exp: Expectations, progress: Progress | None
     ) -> None:
+        selection = opts.selection()
+
         def scan(source: Source) -> AsyncIterator[list[Item]]:
-            return source.scan(
-                domains=opts.domains, agents=opts.agents or None, start_after=run.cursor, batch=opts.batch
-            )
+            return source.scan(selection, start_after=run.cursor, batch=opts.batch)
 
         since_save = 0
         async for key, left, right in merge(scan(self.legacy), scan(self.actors)):

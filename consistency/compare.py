@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final
 
 from consistency.rules import (
     ACTOR_ONLY,
@@ -22,7 +22,7 @@ from consistency.rules import (
     UNREADABLE_LEGACY,
     Expectations,
 )
-from gateway.domain.entities import DOMAINS, Entity, EntityKey
+from gateway.domain.entities import DOMAINS, Entity, EntityKey, Unreadable
 from gateway.domain.jscompat import parse_js_date
 from gateway.domain.model import GroupMessage, Lock
 from gateway.legacy.mapping import canonical
@@ -31,15 +31,7 @@ RAW_CHARS: Final = 500
 """How much of an unreadable value a finding keeps."""
 
 
-@runtime_checkable
-class UnreadableValue(Protocol):
-    """A stored value the mapping cannot read (the bulk layer's `Unreadable`)."""
-
-    raw: str
-    reason: str
-
-
-Value = Entity | UnreadableValue
+Value = Entity | Unreadable
 Item = tuple[EntityKey, Value]
 
 
@@ -96,7 +88,7 @@ def same(a: Any, b: Any) -> bool:
 def _shown(value: Value | None) -> Any:
     if value is None:
         return None
-    if isinstance(value, UnreadableValue):
+    if isinstance(value, Unreadable):
         return {"unreadable": value.reason, "raw": value.raw[:RAW_CHARS]}
     return canonical(value)
 
@@ -118,9 +110,9 @@ def classify(key: EntityKey, legacy: Value | None, actors: Value | None, exp: Ex
         raise ValueError(f"{key}: neither store holds it")
     if key.domain in exp.actor_only:
         return Finding(key, Kind.EXPECTED, None, _shown(actors), rule=ACTOR_ONLY)
-    if isinstance(legacy, UnreadableValue) and actors is None:
+    if isinstance(legacy, Unreadable) and actors is None:
         return Finding(key, Kind.EXPECTED, _shown(legacy), None, rule=UNREADABLE_LEGACY)
-    if isinstance(legacy, UnreadableValue) or isinstance(actors, UnreadableValue):
+    if isinstance(legacy, Unreadable) or isinstance(actors, Unreadable):
         return Finding(key, Kind.UNREADABLE, _shown(legacy), _shown(actors))
     if legacy is None:
         if _trimmed_chat(actors, exp):

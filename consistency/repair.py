@@ -12,39 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import structlog
 
-from gateway.domain.entities import Entity, EntityKey
-
-from consistency.compare import Finding, Kind, UnreadableValue, Value
+from consistency.compare import Finding, Kind, Value
+from gateway.bulk.items import EntitySink, EntitySource
+from gateway.domain.entities import Entity, EntityKey, Unreadable
 
 log = structlog.get_logger(__name__)
 
 MAX_LISTED: Final = 1000
 """Changes kept in the report (all of them are printed by a dry run)."""
-
-
-class WriteOutcome(Protocol):
-    written: dict[str, int]
-    unchanged: dict[str, int]
-    skipped: dict[str, int]
-    skipped_keys: list[EntityKey]
-
-
-class RepairSource(Protocol):
-    name: str
-
-    async def read_many(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Any]: ...
-
-
-class RepairSink(Protocol):
-    name: str
-
-    async def write_batch(
-        self, items: Sequence[tuple[EntityKey, Entity | None]], *, dry_run: bool = False
-    ) -> Any: ...
 
 
 def authoritative(phase: str) -> str:
@@ -75,7 +54,9 @@ class RepairResult:
     planned: int = 0
     written: int = 0
     unchanged: int = 0
-    skipped: list[EntityKey] = field(default_factory=list)  # newer in the target: a live write
+    skipped: list[EntityKey] = field(
+        default_factory=list
+    )  # newer in the target (a live write), or not writable
     unrepairable: list[tuple[EntityKey, str]] = field(default_factory=list)  # unreadable in the source
 
     def to_json(self) -> dict[str, Any]:
@@ -106,8 +87,8 @@ def _change(f: Finding, source: str, value: Value | None) -> Change:
 
 async def repair(
     findings: Sequence[Finding],
-    source: RepairSource,
-    target: RepairSink,
+    source: EntitySource,
+    target: EntitySink,
     *,
     dry_run: bool,
     batch: int = 500,
@@ -121,7 +102,7 @@ async def repair(
         items: list[tuple[EntityKey, Entity | None]] = []
         for f in chunk:
             value = current.get(f.key)
-            if isinstance(value, UnreadableValue):
+            if isinstance(value, Unreadable):
                 result.unrepairable.append((f.key, value.reason))
                 continue
             items.append((f.key, value))
@@ -129,6 +110,7 @@ async def repair(
         result.planned += len(items)
         if not items:
             continue
+        items.sort(key=lambda kv: kv[1] is not None)  # deletions first: a chat list ends full
         outcome = await target.write_batch(items, dry_run=dry_run)
         result.written += sum(outcome.written.values())
         result.unchanged += sum(outcome.unchanged.values())

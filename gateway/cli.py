@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from consistency.cli import add_check_parser
 from gateway import __version__
 from gateway.actors.inspect_cli import add_actors_parser
 from gateway.docs_cli import add_docs_parser
@@ -129,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     # Later subcommands go here, each with its own handler: `migrate` (export / import between
-    # the stores) and `check` (the consistency checker). They are not offered until they exist.
+    # the stores).
+    add_check_parser(commands)  # `check` (consistency/cli.py)
 
     add_phase_parser(commands)  # `phase show|set|history` (gateway/phases/cli.py)
     add_actors_parser(commands)  # `actors` (gateway/actors/inspect_cli.py)

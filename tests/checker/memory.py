@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 
-from consistency.check import key_of_cursor
 from consistency.compare import Item, Value, sort_key
+from gateway.bulk.items import Selection, WriteResult, parse_cursor
 from gateway.domain.entities import EntityKey
 from gateway.domain.model import Task
-
-
-@dataclass(slots=True)
-class Broken:
-    """An unreadable stored value (the bulk layer's `Unreadable`)."""
-
-    key: EntityKey
-    raw: str
-    reason: str
-
-
-@dataclass(slots=True)
-class Written:
-    """What `MemorySource.write_batch` did (the bulk layer's `WriteResult` shape)."""
-
-    written: dict[str, int]
-    unchanged: dict[str, int]
-    skipped: dict[str, int]
-    skipped_keys: list[EntityKey]
 
 
 def _newer(current: Value, incoming: Value) -> bool:
@@ -48,20 +28,20 @@ class MemorySource:
 
     async def scan(
         self,
+        selection: Selection,
         *,
-        domains: Collection[str] | None = None,
-        agents: Collection[str] | None = None,
         start_after: str | None = None,
         batch: int = 500,
     ) -> AsyncIterator[list[Item]]:
-        after = None if start_after is None else sort_key(key_of_cursor(start_after))
+        after = None if start_after is None else sort_key(parse_cursor(start_after))
+        domains = selection.domains
         keys = sorted(self.values, key=sort_key)
         out: list[Item] = []
         sent = 0
         for k in keys:
-            if (domains is not None and k.domain not in domains) or (
-                after is not None and sort_key(k) <= after
-            ):
+            if k.domain not in domains or (after is not None and sort_key(k) <= after):
+                continue
+            if not selection.wants_scope(k.domain, k.scope, k.id):
                 continue
             if self.fail_after is not None and sent >= self.fail_after:
                 raise ConnectionError(f"{self.name} went away")
@@ -73,28 +53,31 @@ class MemorySource:
         if out:
             yield out
 
+    async def count(self, selection: Selection) -> dict[str, int] | None:
+        del selection
+        return None
+
     async def read_many(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Value | None]:
         self.reads += 1
         return {k: self.values.get(k) for k in keys}
 
     async def write_batch(
         self, items: Sequence[tuple[EntityKey, Value | None]], *, dry_run: bool = False
-    ) -> Written:
+    ) -> WriteResult:
         """Write (None deletes); a task the store holds updated later is skipped, as a live write."""
-        out = Written({}, {}, {}, [])
+        out = WriteResult()
         for key, value in items:
             current = self.values.get(key)
             if current == value:
-                table = out.unchanged
+                outcome = "unchanged"
             elif current is not None and value is not None and _newer(current, value):
-                table = out.skipped
-                out.skipped_keys.append(key)
+                outcome = "skipped"
             else:
-                table = out.written
+                outcome = "written"
                 if not dry_run:
                     if value is None:
                         self.values.pop(key, None)
                     else:
                         self.values[key] = value
-            table[key.domain] = table.get(key.domain, 0) + 1
+            out.add(key, outcome)
         return out

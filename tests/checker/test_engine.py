@@ -14,12 +14,12 @@ from consistency.compare import Kind, Value, classify, same
 from consistency.report import Report, save
 from consistency.rules import Expectations
 from gateway.clock import FakeClock, settle
-from gateway.domain.entities import EntityKey
+from gateway.domain.entities import EntityKey, Unreadable
 from gateway.domain.jscompat import iso_from_ms
 from gateway.domain.model import Agent, Checkpoint, Claim, DirectMessage, GroupMessage, Lock, Memory, Task
 from gateway.phases.reports import newest_report
 
-from .memory import Broken, MemorySource
+from .memory import MemorySource
 
 NOW = 1_795_627_727_041
 
@@ -108,10 +108,10 @@ async def test_every_kind_of_difference_in_both_directions_is_counted_exactly() 
     del actors.values[EntityKey("task", "", "t0")]
     del legacy.values[EntityKey("memory", "bob", "mem-bob")]
     actors.values[EntityKey("task", "", "t1")] = task("t1", status="done")
-    legacy.values[EntityKey("dm", "alice", "dm-alice")] = Broken(
+    legacy.values[EntityKey("dm", "alice", "dm-alice")] = Unreadable(
         EntityKey("dm", "alice", "dm-alice"), "{oops", "not JSON"
     )
-    actors.values[EntityKey("lock", "", "src/b.py")] = Broken(
+    actors.values[EntityKey("lock", "", "src/b.py")] = Unreadable(
         EntityKey("lock", "", "src/b.py"), "{}", "no lockedBy"
     )
     report = await checker(legacy, actors, FakeClock(NOW)).run(QUICK)
@@ -135,7 +135,7 @@ async def test_expected_differences_are_counted_apart_with_their_rule() -> None:
     conflicts and actor-only domains: counted apart, the report stays clean."""
     legacy, actors = stores()
     bad = EntityKey("task", "", "t9")
-    legacy.values[bad] = Broken(bad, '{"id": "t9", ', "not JSON")  # never imported
+    legacy.values[bad] = Unreadable(bad, '{"id": "t9", ', "not JSON")  # never imported
     del legacy.values[EntityKey("chat", "", "m0000")]  # older than the window's oldest (m0001)
     legacy.values[EntityKey("lock", "", "old")] = lock("old", NOW - 1)  # expired, gone from the actors
     legacy.values[EntityKey("agent", "", "alice")] = Agent(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from gateway.clock import FakeClock
-from gateway.domain.entities import EntityKey
-
 from consistency.check import Checker, CheckOptions
 from consistency.repair import authoritative, repair
 from consistency.rules import Expectations
+from gateway.clock import FakeClock
+from gateway.domain.entities import EntityKey, Unreadable
 
-from .memory import Broken, MemorySource
+from .memory import MemorySource
 from .test_engine import NOW, dataset, task
 
 
@@ -22,7 +21,7 @@ def planted() -> tuple[MemorySource, MemorySource]:
     del actors.values[EntityKey("task", "", "t0")]  # create in the actors
     actors.values[EntityKey("task", "", "t1")] = task("t1", status="done")  # update
     actors.values[EntityKey("memory", "bob", "extra")] = actors.values[EntityKey("memory", "bob", "mem-bob")]
-    legacy.values[EntityKey("dm", "bob", "dm-bob")] = Broken(EntityKey("dm", "bob", "dm-bob"), "{", "bad")
+    legacy.values[EntityKey("dm", "bob", "dm-bob")] = Unreadable(EntityKey("dm", "bob", "dm-bob"), "{", "bad")
     return legacy, actors
 
 

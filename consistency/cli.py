@@ -1,0 +1,130 @@
+"""`agent-coord check`: compare the legacy Redis store with the actor store, report, repair.
+
+The actors are read through a running gateway's admin API when one answers (at `--url`, default
+`http://<server.host>:<server.port>`, with the admin token), else from the data directory.
+Reports go to `<data_dir>/consistency/` (docs/consistency.md), where the gateway's read-switch
+guard reads the newest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from gateway.domain.entities import DOMAINS
+from gateway.settings import Settings
+
+EXIT_CLEAN: Final = 0
+EXIT_DIFFERENCES: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNFINISHED: Final = 3
+
+EPILOG: Final = """\
+exit status:
+  0  clean: no difference but the expected ones (docs/mapping.md rules)
+  1  differences found (after the re-check rounds; after --repair: still found by the re-check)
+  2  bad usage or settings
+  3  a store could not be reached, or the check could not finish (the report is marked
+     incomplete; continue it with --resume)
+
+Reports: <data_dir>/consistency/report-*.json (+ .md or .html), documented in docs/consistency.md.
+"""
+
+
+def add_check_parser(sub: Any) -> None:
+    """Register `check` on the top-level subparsers."""
+    p = sub.add_parser(
+        "check",
+        help="compare the legacy Redis store with the actor store (and repair)",
+        description="Compare both stores entity by entity through the mapping's canonical forms, "
+        "re-check differences, write a report, and optionally repair.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, help="TOML config file (default: $AGENT_COORD_CONFIG)")
+    p.add_argument("--data-dir", help="the data directory: actors (without a gateway) and reports")
+    p.add_argument("--redis-url", help="the legacy Redis (default: legacy.redis_url)")
+    p.add_argument("--url", help="a running gateway (default: http://<server.host>:<server.port>)")
+    p.add_argument("--token", help="admin token (default: migration.admin_token or <data_dir>/admin-token)")
+    p.add_argument("--domain", action="append", choices=DOMAINS, help="compare this domain only (repeatable)")
+    p.add_argument("--agent", action="append", help="compare this agent's own data only (repeatable)")
+    p.add_argument("--sample", type=float, default=1.0, help="compare this share of the keys (0 < rate <= 1)")
+    p.add_argument("--seed", type=int, default=0, help="the sample's seed (the same seed, the same keys)")
+    p.add_argument("--rounds", type=int, default=3, help="re-check rounds for differences (default 3)")
+    p.add_argument(
+        "--recheck-delay", type=float, default=2.0, help="seconds before each re-check round (default 2)"
+    )
+    p.add_argument("--batch", type=int, default=500, help="entities per read (default 500)")
+    p.add_argument("--samples", type=int, default=20, help="mismatch samples kept per domain (default 20)")
+    p.add_argument("--resume", action="store_true", help="continue the newest unfinished check of this scope")
+    p.add_argument("--format", choices=("md", "html"), default="md", help="the readable report file")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="copy each difference from the authoritative store of the phase (or --from), then check again",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        choices=("legacy", "actors"),
+        help="repair from this store (default: the phase's authoritative store)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="with --repair: list each change, write nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none when not a terminal)")
+    p.set_defaults(handler=_handler)
+
+
+def _usage_error(err: TextIO, message: str) -> int:
+    err.write(f"agent-coord check: error: {message}\n")
+    return EXIT_USAGE
+
+
+def _handler(args: argparse.Namespace) -> int:
+    from gateway.settings import SettingsError, load_settings  # noqa: PLC0415
+
+    if (args.source or args.dry_run) and not args.repair:
+        return _usage_error(sys.stderr, "--from and --dry-run go with --repair")
+    if not 0 < args.sample <= 1:
+        return _usage_error(sys.stderr, f"--sample must be in (0, 1], not {args.sample}")
+    if args.rounds < 0 or args.recheck_delay < 0 or args.batch < 1 or args.samples < 0:
+        return _usage_error(sys.stderr, "--rounds, --recheck-delay and --samples must be >= 0, --batch >= 1")
+    overrides: dict[str, object] = {}
+    if args.data_dir:
+        overrides["storage.data_dir"] = args.data_dir
+    if args.redis_url:
+        overrides["legacy.redis_url"] = args.redis_url
+    try:
+        settings = load_settings(config_path=args.config, overrides=overrides)
+    except SettingsError as e:
+        return _usage_error(sys.stderr, str(e))
+    if not settings.legacy.redis_url:
+        return _usage_error(sys.stderr, "no legacy Redis: pass --redis-url or set legacy.redis_url")
+    from consistency.run import run_check  # noqa: PLC0415 - the stores are loaded only to check
+
+    return asyncio.run(run_check(args, settings))
+
+
+@contextmanager
+def progress_bar(enabled: bool, total: int | None) -> Iterator[Any]:
+    """A tqdm bar on stderr (rate and ETA), or None."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm  # noqa: PLC0415
+
+    bar = tqdm(total=total, unit=" keys", unit_scale=True, desc="checking", file=sys.stderr, smoothing=0.1)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def wants_progress(args: argparse.Namespace, settings: Settings) -> bool:
+    del settings
+    return not args.no_progress and not args.json and sys.stderr.isatty()
