@@ -29,6 +29,8 @@ from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.admin_service import EntityAdmin
 from gateway.clock import Clock, SystemClock
 from gateway.do.actor_store import ActorSockets, ActorStore, build_actor_host
+from gateway.do.credential_cipher import CredentialCipher, load_key
+from gateway.do.progress_store import ActorProgressStore
 from gateway.do.replica import ActorReplica
 from gateway.http import openapi, server
 from gateway.http.admin import AdminApi, admin_token
@@ -231,7 +233,16 @@ async def _api(settings: Settings, clk: Clock, app: web.Application) -> AsyncIte
     metrics.add_state(lambda: gauges(app))
     entities = EntityAdmin(ActorSide(ActorReplica(host)))
     app[ADMIN] = AdminApi(app[MIGRATION], app[ADMIN_TOKEN], metrics.render, entities)
-    app[GATEWAY] = Gateway(store, sockets, settings, clk, auth=auth if auth.needed else None)
+    cipher = CredentialCipher(load_key(settings.auth.credentials_key, settings.storage.data_dir))
+    app[GATEWAY] = Gateway(
+        store,
+        sockets,
+        settings,
+        clk,
+        progress=ActorProgressStore(host, cipher),
+        auth=auth if auth.needed else None,
+        admin_token=app[ADMIN_TOKEN],
+    )
     yield
 
 

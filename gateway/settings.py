@@ -122,6 +122,9 @@ class LimitSettings:
     memory_content_max_bytes: int = 65_536
     checkpoint_max_bytes: int = 262_144  # each of a checkpoint's fields (a list: all its items)
     websockets_per_agent: int = 32  # coordinator and agent sockets of one agent id together
+    progress_text_max_bytes: int = 65_536  # each text of a soul, trace, heartbeat or goal body
+    credential_value_max_bytes: int = 16_384  # one stored credential value
+    onboard_parallel_reads: int = 8  # teammates' actors onboarding reads at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,9 @@ class AuthSettings:
     agent_tokens_file: Path | None = None
     # Force-unlock and taking over another owner's zone need the admin API token.
     admin_only_force: bool = False
+    # The key that encrypts stored agent credentials (base64 of 32 bytes); empty: a key file in
+    # the data directory, created at first start.
+    credentials_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +302,11 @@ _RULES: Final[dict[str, _Rule]] = {
     "limits.memory_content_max_bytes": _positive_int(),
     "limits.checkpoint_max_bytes": _positive_int(),
     "limits.websockets_per_agent": _positive_int(),
+    "limits.progress_text_max_bytes": _positive_int(),
+    "limits.credential_value_max_bytes": _positive_int(),
+    "limits.onboard_parallel_reads": _positive_int(),
     "auth.token": _Rule("a token (or empty for none)"),
+    "auth.credentials_key": _Rule("a base64 key of 32 bytes (or empty for the key file)"),
     "auth.agent_tokens_file": _Rule("a file path (or empty for none)"),
     "legacy.redis_url": _Rule(
         "a redis://, rediss:// or unix:// URL (or empty for none)", check=_redis_url_ok
@@ -625,7 +635,7 @@ def load_settings(
 
 # --- rendering for logs --------------------------------------------------------------------------
 
-_SECRET_SETTINGS: Final = frozenset({"migration.admin_token", "auth.token"})
+_SECRET_SETTINGS: Final = frozenset({"migration.admin_token", "auth.token", "auth.credentials_key"})
 _URL_SETTINGS: Final = frozenset({"legacy.redis_url"})
 _SECRET_QUERY_KEYS: Final = frozenset({"password", "passwd", "pass", "token", "secret"})
 

@@ -77,10 +77,24 @@ DOCS: Final[dict[str, str]] = {
         "Most WebSockets (coordinator and agent sockets together) open at once for one agent id; one "
         "more is a 429 before the upgrade."
     ),
+    "limits.progress_text_max_bytes": (
+        "Largest text (a trace task, a step's intent, a goal's title or description ...) in a soul, "
+        "trace, heartbeat, shadow or goal body, in UTF-8 bytes; larger is a 413."
+    ),
+    "limits.credential_value_max_bytes": "Largest credential value stored, in UTF-8 bytes; larger is a 413.",
+    "limits.onboard_parallel_reads": (
+        "Onboarding reads each online teammate's actor once for its flow state; this many at once."
+    ),
     "auth.token": (
         'A bearer token shared by every DO API client; set, each request needs "Authorization: Bearer '
         '<token>" (a WebSocket may give ?token=). Off by default: upstream clients send none. Prefer the '
         "environment to a file for it. Set this or auth.agent_tokens_file, not both."
+    ),
+    "auth.credentials_key": (
+        "Key that encrypts the credentials agents store (AES-256-GCM), as base64 of 32 bytes. Empty: "
+        "the gateway creates <data_dir>/credentials.key (mode 0600) at first start and warns; keep the "
+        "key apart from the data (environment or a secrets manager), and keep a copy: without it the "
+        "stored credentials cannot be read."
     ),
     "auth.agent_tokens_file": (
         'A file of "<agent-id> <token>" lines (keep it mode 0600); set, each request needs the token of '

@@ -15,6 +15,7 @@ import sqlite3
 from typing import Any
 
 from gateway.actors import Actor, ActorContext, HostedSocket
+from gateway.do import progress_tables
 from gateway.do._sql import dumps, get_extra, loads_list, put_extra
 from gateway.domain import commands as c
 from gateway.domain import frames, rules
@@ -79,6 +80,7 @@ class AgentStateActor(Actor):
         for stmt in SCHEMA.split(";"):
             if stmt.strip():
                 ctx.sql.exec(stmt)
+        progress_tables.create(ctx.sql)
 
     # -- checkpoint -------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from gateway.domain.model import (
 )
 
 __all__ = [
+    "ACTOR_ONLY",
     "COORDINATOR_NAME",
     "DOMAINS",
     "LEGACY_DOMAINS",
@@ -40,6 +41,7 @@ __all__ = [
     "Owner",
     "Unreadable",
     "actor_only",
+    "is_actor_only",
 ]
 
 Entity = Agent | GroupMessage | Task | Zone | Claim | Handoff | Checkpoint | DirectMessage | Memory | Lock
@@ -86,6 +88,23 @@ def actor_only(domain: str) -> bool:
     """True for a domain without a legacy Redis counterpart."""
     return domain not in LEGACY_DOMAINS
 
+ACTOR_ONLY: Final[dict[str, Owner]] = {
+    "soul": Owner.AGENT,
+    "trace": Owner.AGENT,  # a trace with its steps and escalations
+    "heartbeat": Owner.AGENT,
+    "shadow": Owner.AGENT,
+    "goal": Owner.AGENT,
+    "credential": Owner.AGENT,  # carried as ciphertext only
+}
+"""domain -> owner of issue 14's actor-only domains (do-api.md 7.5; `actor_only` is true for
+them): no legacy counterpart, served by the actors in every phase and never mirrored.
+`gateway.do.progress_tables.TABLES` names the agent actor tables holding each (docs/mapping.md)."""
+
+
+def is_actor_only(domain: str) -> bool:
+    """Is `domain` one of the actor-only domains of ACTOR_ONLY?"""
+    return domain in ACTOR_ONLY
+
 
 COORDINATOR_NAME: Final = "main"
 """The singleton coordinator's actor name (upstream `idFromName('main')`)."""
@@ -105,7 +124,7 @@ class EntityKey:
     @property
     def owner(self) -> Owner:
         """The actor kind holding the entity; ValueError for an unknown domain."""
-        owner = OWNERS.get(self.domain)
+        owner = OWNERS.get(self.domain) or ACTOR_ONLY.get(self.domain)
         if owner is None:
             raise ValueError(f"unknown entity domain {self.domain!r}")
         return owner

@@ -75,6 +75,26 @@ class IdGenerator:
         """Lock history row: `lock-<ms>-<rand4>` (upstream: `lock-<ms>`, which collides)."""
         return f"lock-{ms}-{self.rand(ms, 4)}"
 
+    def trace(self, ms: int) -> str:
+        """Work trace session: `trace-<ms>-<rand4>`."""
+        return f"trace-{ms}-{self.rand(ms, 4)}"
+
+    def step(self, ms: int) -> str:
+        """Work step: `step-<ms>-<rand4>`."""
+        return f"step-{ms}-{self.rand(ms, 4)}"
+
+    def escalation(self, ms: int) -> str:
+        """Escalation: `esc-<ms>-<rand4>`."""
+        return f"esc-{ms}-{self.rand(ms, 4)}"
+
+    def heartbeat(self, ms: int) -> str:
+        """Heartbeat log entry: `hb-<ms>-<rand4>`."""
+        return f"hb-{ms}-{self.rand(ms, 4)}"
+
+    def goal(self, ms: int) -> str:
+        """Goal: `goal-<ms>-<rand6>`."""
+        return f"goal-{ms}-{self.rand(ms, 6)}"
+
     def anon_agent(self, ms: int) -> str:
         """Anonymous WebSocket agent: `anon-<ms>-<rand4>` (upstream: `anon-<ms>`)."""
         return f"anon-{ms}-{self.rand(ms, 4)}"

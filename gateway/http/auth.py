@@ -96,7 +96,7 @@ _BODY_AGENT: Final[dict[tuple[str, str, str], str | dict[str, str]]] = {
     ("lock", "/unlock", "POST"): "agentId",
 }
 # Coordinator reads whose `agentId` query reads (and may move) that agent's inbox.
-_QUERY_AGENT: Final = frozenset({"/chat", "/work"})
+_QUERY_AGENT: Final = frozenset({"/chat", "/work", "/onboard"})
 
 
 def load_agent_tokens(path: Path) -> dict[bytes, str]:

@@ -22,9 +22,10 @@ from gateway.errors import ApiError
 from gateway.http import ws as ws_mod
 from gateway.http.auth import ANYONE, PRINCIPAL, ApiAuth
 from gateway.http.paths import Route, parse_query, route
+from gateway.http.progress import TRACE_ROUTES, ProgressApi
 from gateway.http.responses import json_response, options_response
 from gateway.settings import Settings
-from gateway.store import SocketHost, Store
+from gateway.store import ProgressStore, SocketHost, Store
 
 __all__ = ["DURABLE_OBJECTS", "ROOT_LISTING", "Gateway"]
 
@@ -115,7 +116,9 @@ class Gateway:
         clock: Clock,
         id_gen: IdGenerator | None = None,
         *,
+        progress: ProgressStore,
         auth: ApiAuth | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self.store = store
         self.sockets = sockets
@@ -126,6 +129,16 @@ class Gateway:
         self.ids = id_gen or ids
         self.max_body = settings.server.max_body_bytes
         self.socket_quota = ws_mod.SocketQuota(settings.limits.websockets_per_agent)
+        self.progress = ProgressApi(
+            store,
+            progress,
+            limits=settings.limits,
+            clock=clock,
+            ids=self.ids,
+            body=self.body,
+            admin_token=admin_token,
+        )
+        p = self.progress
         self._coordinator: dict[str, Endpoint] = {
             "/agents": self.agents,
             "/chat": self.chat,
@@ -134,6 +147,8 @@ class Gateway:
             "/zones": self.zones,
             "/claims": self.claims,
             "/handoffs": self.handoffs,
+            "/onboard": p.onboard,
+            "/session-resume": p.session_resume,
             "/health": self.coordinator_health,
         }
         self._agent: dict[str, Endpoint] = {
@@ -141,6 +156,13 @@ class Gateway:
             "/messages": self.messages,
             "/memory": self.memory,
             "/state": self.state,
+            "/soul": p.soul,
+            "/dashboard": p.dashboard,
+            "/trace": p.trace,
+            "/heartbeat": p.heartbeat,
+            "/shadow": p.shadow,
+            "/credentials": p.credentials,
+            "/goals": p.goals,
             "/health": self.agent_health,
         }
         self._lock: dict[str, Endpoint] = {
@@ -155,7 +177,7 @@ class Gateway:
         """The sub-paths each route kind serves (docs/openapi.json must list exactly these)."""
         return {
             "coordinator": tuple(self._coordinator),
-            "agent": tuple(self._agent),
+            "agent": (*self._agent, *TRACE_ROUTES),
             "lock": tuple(self._lock),
         }
 
@@ -180,6 +202,8 @@ class Gateway:
             if is_websocket_upgrade(request):
                 return await ws_mod.agent_socket(self, request, r.target)
             agent = self._agent.get(r.sub)
+            if agent is None and r.sub.startswith("/trace/"):
+                return await self.progress.trace_session(request, r)
             return _not_found() if agent is None else await agent(request, r)
         if kind == "lock":
             c.limit_id("resourcePath", r.target)

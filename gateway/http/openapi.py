@@ -20,6 +20,7 @@ import orjson
 
 from gateway import __version__
 from gateway.domain.commands import MAX_ID_CHARS, MAX_JSON_DEPTH
+from gateway.http.openapi_progress import progress_paths
 
 __all__ = ["document", "document_bytes", "render"]
 
@@ -587,6 +588,7 @@ def _paths() -> dict[str, Json]:
         "/agent/{agentId}/health": any_method(
             op("The agent actor answers", obj({"status": STR, "agentId": STR}), params=[AGENT_PARAM], tags=ag)
         ),
+        **progress_paths(),
         "/lock/{resourcePath}": any_method(
             op("The same as /check", obj({"locked": BOOL}), params=[RESOURCE_PARAM], tags=lo)
         ),

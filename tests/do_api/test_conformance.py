@@ -46,6 +46,22 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayP
         proc.stop()
 
 
+LOCAL_INTENDED = Path(__file__).with_name("conformance_intended.json")
+"""The steps our deliberate fixes answer differently from the recording (docs/compatibility.md),
+beyond the shared `intended.json`'s."""
+
+
+def intended_file(tmp_path: Path) -> Path:
+    """The shared intended file without its deferred `groups` (every route is served now), plus
+    the project's own intended steps."""
+    shared = json.loads((CONFORMANCE / "intended.json").read_text(encoding="utf-8"))
+    local = json.loads(LOCAL_INTENDED.read_text(encoding="utf-8"))
+    merged = {"about": shared.get("about", ""), "steps": {**shared.get("steps", {}), **local["steps"]}}
+    path = tmp_path / "intended.json"
+    path.write_text(json.dumps(merged), encoding="utf-8")
+    return path
+
+
 def admin_status(gateway: GatewayProcess) -> dict[str, object]:
     token = (gateway.data_dir / TOKEN_FILE).read_text(encoding="utf-8").strip()
     req = urllib.request.Request(  # noqa: S310 - loopback
@@ -72,7 +88,7 @@ def test_conformance_zero_differ(gateway: GatewayProcess, tmp_path: Path) -> Non
             "--golden",
             str(CONFORMANCE / "golden-public.json"),
             "--intended",
-            str(CONFORMANCE / "intended.json"),
+            str(intended_file(tmp_path)),
             "--report",
             str(report),
         ],
@@ -82,7 +98,7 @@ def test_conformance_zero_differ(gateway: GatewayProcess, tmp_path: Path) -> Non
         check=False,
     )
     last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    if done.returncode != 0 or not last.endswith(" 0 differ"):
+    if done.returncode != 0 or not last.endswith(" 0 deferred, 0 differ"):
         detail = report.read_text() if report.exists() else ""
         pytest.fail(f"exit {done.returncode}: {last}\n{done.stdout}\n{done.stderr}\n{detail}")
     print(last)  # noqa: T201 - the result line, for the test log

@@ -1,0 +1,537 @@
+"""The agent actor's progress tables: soul, traces, steps, escalations, heartbeats, shadow monitor,
+goals and credentials, as typed functions per table over the actor's SQL.
+
+Upstream's table and column names (do-api.md 7.5); the only additions are `work_traces.credited_at`
+(a trace is credited to the soul once) and credentials holding ciphertext in `value`. All SQL of
+these tables is here, so moving them to another storage API changes this module only. These
+domains are actor-only: nothing here is mirrored to the legacy store.
+"""
+
+# SQL text here is built only from this module's constant column lists; every value is bound.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Final, Protocol
+
+import orjson
+
+from gateway.actors import SqlCursor
+from gateway.do._sql import dumps, loads_list
+from gateway.domain.goals import Goal
+from gateway.domain.heartbeat import HEARTBEAT_KEEP, Heartbeat, ShadowMonitor
+from gateway.domain.jscompat import parse_js_date
+from gateway.domain.soul import Soul
+from gateway.domain.traces import Escalation, Step, Trace
+
+__all__ = ["SCHEMA", "TABLES", "Sql", "StoredCredential", "create"]
+
+
+class Sql(Protocol):
+    """What these functions need of an actor's storage (`ctx.sql`)."""
+
+    def exec(self, sql: str, *params: Any) -> SqlCursor: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS work_traces (
+  session_id TEXT PRIMARY KEY, task TEXT NOT NULL, started_at TEXT NOT NULL, completed_at TEXT,
+  summary TEXT, credited_at TEXT);
+CREATE TABLE IF NOT EXISTS work_steps (
+  id TEXT PRIMARY KEY, session_id TEXT NOT NULL, timestamp TEXT NOT NULL, tool TEXT NOT NULL, intent TEXT,
+  outcome TEXT DEFAULT 'partial', duration_ms INTEGER DEFAULT 0, contribution_type TEXT,
+  knowledge_gained TEXT DEFAULT '[]', eliminated_paths INTEGER DEFAULT 0, depends_on TEXT DEFAULT '[]');
+CREATE INDEX IF NOT EXISTS idx_work_steps_session ON work_steps(session_id);
+CREATE TABLE IF NOT EXISTS escalations (
+  id TEXT PRIMARY KEY, session_id TEXT NOT NULL, triggered_at TEXT NOT NULL, triggers TEXT NOT NULL,
+  highest_level INTEGER NOT NULL, resolved_at TEXT, resolved_by TEXT, resolver_agent TEXT, helpful_hint TEXT);
+CREATE INDEX IF NOT EXISTS idx_escalations_session ON escalations(session_id);
+CREATE TABLE IF NOT EXISTS soul_progression (
+  soul_id TEXT PRIMARY KEY, name TEXT NOT NULL, personality TEXT, created_at TEXT NOT NULL,
+  total_xp INTEGER DEFAULT 0, level TEXT DEFAULT 'novice', current_streak INTEGER DEFAULT 0,
+  longest_streak INTEGER DEFAULT 0, tasks_completed INTEGER DEFAULT 0, tasks_successful INTEGER DEFAULT 0,
+  total_tokens_used INTEGER DEFAULT 0, avg_efficiency REAL DEFAULT 0, peers_helped INTEGER DEFAULT 0,
+  last_trace_id TEXT, escalation_count INTEGER DEFAULT 0, self_resolved_count INTEGER DEFAULT 0,
+  peer_assist_count INTEGER DEFAULT 0, human_escalation_count INTEGER DEFAULT 0,
+  specializations TEXT, achievements TEXT DEFAULT '[]', abilities TEXT,
+  trust_score REAL DEFAULT 0.5, transparency_score REAL DEFAULT 0.5, track_record_score REAL DEFAULT 0.5);
+CREATE TABLE IF NOT EXISTS shadow_monitor (
+  id INTEGER PRIMARY KEY CHECK (id = 1), shadow_id TEXT, shadow_status TEXT DEFAULT 'none',
+  primary_agent TEXT, is_shadow INTEGER DEFAULT 0, last_heartbeat TEXT,
+  heartbeat_interval_ms INTEGER DEFAULT 60000, stall_threshold_ms INTEGER DEFAULT 300000,
+  registered_at TEXT, takeover_at TEXT);
+CREATE TABLE IF NOT EXISTS heartbeat_log (
+  id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, tokens_used INTEGER DEFAULT 0, current_task TEXT,
+  status TEXT DEFAULT 'healthy');
+CREATE INDEX IF NOT EXISTS idx_heartbeat_timestamp ON heartbeat_log(timestamp);
+CREATE TABLE IF NOT EXISTS credentials (
+  key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+  masked_preview TEXT);
+CREATE TABLE IF NOT EXISTS goals (
+  id TEXT PRIMARY KEY, title TEXT NOT NULL, description TEXT, type TEXT DEFAULT 'task',
+  priority INTEGER DEFAULT 5, status TEXT DEFAULT 'pending', xp_reward INTEGER DEFAULT 10,
+  source TEXT DEFAULT 'self', assigned_by TEXT, context TEXT, created_at TEXT NOT NULL, started_at TEXT,
+  completed_at TEXT, outcome TEXT);
+CREATE INDEX IF NOT EXISTS idx_goals_status ON goals(status);
+"""
+
+TABLES: Final[dict[str, tuple[str, ...]]] = {
+    "soul": ("soul_progression",),
+    "trace": ("work_traces", "work_steps", "escalations"),
+    "heartbeat": ("heartbeat_log",),
+    "shadow": ("shadow_monitor",),
+    "goal": ("goals",),
+    "credential": ("credentials",),
+}
+"""The actor-only domains (`gateway.domain.entities.ACTOR_ONLY`) and the agent actor tables
+holding them, for tools that copy them whole between data directories."""
+
+
+def create(sql: Sql) -> None:
+    """Create the tables (and our one added column on a trace table copied from a DO)."""
+    for stmt in SCHEMA.split(";"):
+        if stmt.strip():
+            sql.exec(stmt)
+    have = {row[1] for row in sql.exec("PRAGMA table_info(work_traces)").all()}
+    if "credited_at" not in have:
+        sql.exec("ALTER TABLE work_traces ADD COLUMN credited_at TEXT")
+
+
+def _obj(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# -- soul ---------------------------------------------------------------------------------------------
+
+SOUL_COLS = (
+    "soul_id, name, personality, created_at, total_xp, level, current_streak, longest_streak, "
+    "tasks_completed, tasks_successful, total_tokens_used, avg_efficiency, peers_helped, last_trace_id, "
+    "escalation_count, self_resolved_count, peer_assist_count, human_escalation_count, specializations, "
+    "achievements, abilities, trust_score, transparency_score, track_record_score"
+)
+
+
+def soul_get(sql: Sql) -> Soul | None:
+    """The agent's soul (one per actor), or None."""
+    r = sql.exec(f"SELECT {SOUL_COLS} FROM soul_progression ORDER BY rowid LIMIT 1").first()
+    if r is None:
+        return None
+    specs = _obj(r[18])
+    abilities = _obj(r[20])
+    soul = Soul(r[0], r[1], r[2] or "", r[3])
+    soul.total_xp, soul.level, soul.current_streak, soul.longest_streak = (
+        r[4] or 0,
+        r[5] or "novice",
+        r[6] or 0,
+        r[7] or 0,
+    )
+    soul.tasks_completed, soul.tasks_successful, soul.total_tokens_used = r[8] or 0, r[9] or 0, r[10] or 0
+    soul.avg_efficiency, soul.peers_helped, soul.last_trace_id = r[11] or 0, r[12] or 0, r[13]
+    soul.escalation_count, soul.self_resolved_count = r[14] or 0, r[15] or 0
+    soul.peer_assist_count, soul.human_escalation_count = r[16] or 0, r[17] or 0
+    if specs is not None:
+        soul.specializations = specs
+    soul.achievements = loads_list(r[19])
+    if abilities is not None:
+        soul.abilities = abilities
+    soul.trust_score, soul.transparency_score, soul.track_record_score = r[21], r[22], r[23]
+    return soul
+
+
+def soul_put(sql: Sql, s: Soul) -> None:
+    """Store the agent's soul (replacing any other row: one soul per actor)."""
+    sql.exec("DELETE FROM soul_progression WHERE soul_id <> ?", s.soul_id)
+    sql.exec(
+        f"INSERT OR REPLACE INTO soul_progression ({SOUL_COLS}) VALUES "
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        s.soul_id,
+        s.name,
+        s.personality,
+        s.created_at,
+        s.total_xp,
+        s.level,
+        s.current_streak,
+        s.longest_streak,
+        s.tasks_completed,
+        s.tasks_successful,
+        s.total_tokens_used,
+        s.avg_efficiency,
+        s.peers_helped,
+        s.last_trace_id,
+        s.escalation_count,
+        s.self_resolved_count,
+        s.peer_assist_count,
+        s.human_escalation_count,
+        dumps(s.specializations),
+        dumps(s.achievements),
+        dumps(s.abilities),
+        s.trust_score,
+        s.transparency_score,
+        s.track_record_score,
+    )
+
+
+# -- traces, steps, escalations --------------------------------------------------------------------
+
+TRACE_COLS = "session_id, task, started_at, completed_at, summary, credited_at"
+STEP_COLS = (
+    "id, session_id, timestamp, tool, intent, outcome, duration_ms, contribution_type, knowledge_gained, "
+    "eliminated_paths, depends_on"
+)
+ESC_COLS = (
+    "id, session_id, triggered_at, triggers, highest_level, resolved_at, resolved_by, resolver_agent, "
+    "helpful_hint"
+)
+
+
+def _trace(r: sqlite3.Row) -> Trace:
+    return Trace(r[0], r[1], r[2], r[3], _obj(r[4]), r[5] is not None)
+
+
+def _step(r: sqlite3.Row) -> Step:
+    return Step(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4] or "",
+        r[5] or "partial",
+        r[6] or 0,
+        r[7],
+        loads_list(r[8]),
+        r[9] or 0,
+        loads_list(r[10]),
+    )
+
+
+def _esc(r: sqlite3.Row) -> Escalation:
+    return Escalation(r[0], r[1], r[2], loads_list(r[3]), r[4], r[5], r[6], r[7], r[8])
+
+
+def trace_get(sql: Sql, session_id: str, *, steps: bool = True) -> Trace | None:
+    """A trace with its steps (oldest first), or None."""
+    r = sql.exec(f"SELECT {TRACE_COLS} FROM work_traces WHERE session_id = ?", session_id).first()
+    if r is None:
+        return None
+    t = _trace(r)
+    if steps:
+        rows = sql.exec(
+            f"SELECT {STEP_COLS} FROM work_steps WHERE session_id = ? ORDER BY timestamp, rowid", session_id
+        ).all()
+        t.steps = [_step(x) for x in rows]
+    return t
+
+
+def trace_list(sql: Sql, limit: int) -> list[Trace]:
+    """The newest traces (by start), without steps."""
+    rows = sql.exec(
+        f"SELECT {TRACE_COLS} FROM work_traces ORDER BY started_at DESC, rowid DESC LIMIT ?", limit
+    ).all()
+    return [_trace(r) for r in rows]
+
+
+def trace_put(sql: Sql, t: Trace, credited_at: str | None = None) -> None:
+    """Insert or update a trace row (not its steps)."""
+    sql.exec(
+        f"INSERT INTO work_traces ({TRACE_COLS}) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(session_id) DO UPDATE SET "
+        "task = excluded.task, started_at = excluded.started_at, completed_at = excluded.completed_at, "
+        "summary = excluded.summary, credited_at = COALESCE(excluded.credited_at, work_traces.credited_at)",
+        t.session_id,
+        t.task,
+        t.started_at,
+        t.completed_at,
+        None if t.summary is None else dumps(t.summary),
+        credited_at,
+    )
+
+
+def step_add(sql: Sql, s: Step) -> None:
+    """Insert a step."""
+    sql.exec(
+        f"INSERT INTO work_steps ({STEP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        s.id,
+        s.session_id,
+        s.timestamp,
+        s.tool,
+        s.intent,
+        s.outcome,
+        s.duration_ms,
+        s.contribution_type,
+        dumps(s.knowledge_gained),
+        s.eliminated_paths,
+        dumps(s.depends_on),
+    )
+
+
+def escalations_of(sql: Sql, session_id: str) -> list[Escalation]:
+    """A trace's escalations, oldest first."""
+    rows = sql.exec(
+        f"SELECT {ESC_COLS} FROM escalations WHERE session_id = ? ORDER BY triggered_at, rowid", session_id
+    ).all()
+    return [_esc(r) for r in rows]
+
+
+def escalation_get(sql: Sql, esc_id: str) -> Escalation | None:
+    """One escalation, or None."""
+    r = sql.exec(f"SELECT {ESC_COLS} FROM escalations WHERE id = ?", esc_id).first()
+    return None if r is None else _esc(r)
+
+
+def escalation_put(sql: Sql, e: Escalation) -> None:
+    """Insert or replace an escalation."""
+    sql.exec(
+        f"INSERT OR REPLACE INTO escalations ({ESC_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        e.id,
+        e.session_id,
+        e.triggered_at,
+        dumps(e.triggers),
+        e.highest_level,
+        e.resolved_at,
+        e.resolved_by,
+        e.resolver_agent,
+        e.helpful_hint,
+    )
+
+
+def unresolved_escalations(sql: Sql) -> int:
+    """How many escalations of any trace are unresolved."""
+    return int(sql.exec("SELECT COUNT(*) FROM escalations WHERE resolved_at IS NULL").one()[0])
+
+
+def recent_open_steps(sql: Sql, since_iso: str, limit: int) -> list[tuple[str, str]]:
+    """(outcome, timestamp) of the newest steps of open traces after `since_iso`, newest first."""
+    rows = sql.exec(
+        "SELECT ws.outcome, ws.timestamp FROM work_steps ws "
+        "JOIN work_traces wt ON ws.session_id = wt.session_id "
+        "WHERE wt.completed_at IS NULL AND ws.timestamp > ? "
+        "ORDER BY ws.timestamp DESC, ws.rowid DESC LIMIT ?",
+        since_iso,
+        limit,
+    ).all()
+    return [(r[0] or "partial", r[1]) for r in rows]
+
+
+def trace_started_after(sql: Sql, since_iso: str) -> bool:
+    """Was any trace started after `since_iso`?"""
+    return sql.exec("SELECT 1 FROM work_traces WHERE started_at > ? LIMIT 1", since_iso).first() is not None
+
+
+# -- heartbeats and the shadow monitor ---------------------------------------------------------------
+
+
+def heartbeat_add(sql: Sql, h: Heartbeat) -> None:
+    """Log a heartbeat and keep only the newest HEARTBEAT_KEEP."""
+    sql.exec(
+        "INSERT INTO heartbeat_log (id, timestamp, tokens_used, current_task, status) VALUES (?, ?, ?, ?, ?)",
+        h.id,
+        h.timestamp,
+        h.tokens_used,
+        h.current_task,
+        h.status,
+    )
+    sql.exec(
+        "DELETE FROM heartbeat_log WHERE rowid NOT IN "
+        "(SELECT rowid FROM heartbeat_log ORDER BY timestamp DESC, rowid DESC LIMIT ?)",
+        HEARTBEAT_KEEP,
+    )
+
+
+def heartbeats_recent(sql: Sql, limit: int) -> list[Heartbeat]:
+    """The newest heartbeats, newest first."""
+    rows = sql.exec(
+        "SELECT id, timestamp, tokens_used, current_task, status FROM heartbeat_log "
+        "ORDER BY timestamp DESC, rowid DESC LIMIT ?",
+        limit,
+    ).all()
+    return [Heartbeat(r[0], r[1], r[2] or 0, r[3], r[4] or "healthy") for r in rows]
+
+
+def heartbeat_count(sql: Sql) -> int:
+    """How many heartbeats the log holds."""
+    return int(sql.exec("SELECT COUNT(*) FROM heartbeat_log").one()[0])
+
+
+SHADOW_COLS = (
+    "shadow_id, shadow_status, primary_agent, is_shadow, last_heartbeat, heartbeat_interval_ms, "
+    "stall_threshold_ms, registered_at, takeover_at"
+)
+
+
+def shadow_get(sql: Sql) -> ShadowMonitor | None:
+    """The shadow monitor row, or None."""
+    r = sql.exec(f"SELECT {SHADOW_COLS} FROM shadow_monitor WHERE id = 1").first()
+    if r is None:
+        return None
+    return ShadowMonitor(
+        shadow_id=r[0],
+        shadow_status=r[1] or "none",
+        primary_agent=r[2],
+        is_shadow=bool(r[3]),
+        last_heartbeat=r[4],
+        last_heartbeat_ms=None if r[4] is None else parse_js_date(r[4]),
+        heartbeat_interval_ms=r[5] or 60_000,
+        stall_threshold_ms=r[6] or 300_000,
+        registered_at=r[7],
+        takeover_at=r[8],
+    )
+
+
+def shadow_put(sql: Sql, m: ShadowMonitor) -> None:
+    """Store the shadow monitor row."""
+    sql.exec(
+        f"INSERT OR REPLACE INTO shadow_monitor (id, {SHADOW_COLS}) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        m.shadow_id,
+        m.shadow_status,
+        m.primary_agent,
+        1 if m.is_shadow else 0,
+        m.last_heartbeat,
+        m.heartbeat_interval_ms,
+        m.stall_threshold_ms,
+        m.registered_at,
+        m.takeover_at,
+    )
+
+
+# -- goals ------------------------------------------------------------------------------------------
+
+GOAL_COLS = (
+    "id, title, description, type, priority, status, xp_reward, source, assigned_by, context, created_at, "
+    "started_at, completed_at, outcome"
+)
+
+
+def _goal(r: sqlite3.Row) -> Goal:
+    return Goal(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13])
+
+
+def goal_get(sql: Sql, goal_id: str) -> Goal | None:
+    """One goal, or None."""
+    r = sql.exec(f"SELECT {GOAL_COLS} FROM goals WHERE id = ?", goal_id).first()
+    return None if r is None else _goal(r)
+
+
+def goal_put(sql: Sql, g: Goal) -> None:
+    """Insert or replace a goal."""
+    sql.exec(
+        f"INSERT OR REPLACE INTO goals ({GOAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        g.id,
+        g.title,
+        g.description,
+        g.type,
+        g.priority,
+        g.status,
+        g.xp_reward,
+        g.source,
+        g.assigned_by,
+        g.context,
+        g.created_at,
+        g.started_at,
+        g.completed_at,
+        g.outcome,
+    )
+
+
+def goal_delete(sql: Sql, goal_id: str) -> bool:
+    """Delete a goal; was there one?"""
+    return sql.exec("DELETE FROM goals WHERE id = ?", goal_id).rows_written > 0
+
+
+def goals_list(sql: Sql, status: str | None, limit: int) -> list[Goal]:
+    """Goals by priority (highest first), then age (oldest first)."""
+    where, params = ("WHERE status = ?", [status]) if status else ("", [])
+    rows = sql.exec(
+        f"SELECT {GOAL_COLS} FROM goals {where} ORDER BY priority DESC, created_at, rowid LIMIT ?",
+        *params,
+        limit,
+    ).all()
+    return [_goal(r) for r in rows]
+
+
+def goal_first(sql: Sql, status: str) -> Goal | None:
+    """The first goal of `status` in list order."""
+    got = goals_list(sql, status, 1)
+    return got[0] if got else None
+
+
+def goal_stats(sql: Sql) -> dict[str, int]:
+    """Counts per status and the XP earned (completed) and pending."""
+    r = sql.exec(
+        "SELECT COUNT(*), "
+        "SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status = 'in_progress' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status = 'completed' THEN xp_reward ELSE 0 END), "
+        "SUM(CASE WHEN status = 'pending' THEN xp_reward ELSE 0 END) FROM goals"
+    ).one()
+    keys = ("total", "pending", "inProgress", "completed", "failed", "totalXpEarned", "totalXpPending")
+    return {k: int(v or 0) for k, v in zip(keys, r, strict=True)}
+
+
+# -- credentials (values are ciphertext; see gateway/do/credential_cipher.py) --------------------------
+
+
+class StoredCredential:
+    """A `credentials` row: the value as stored (ciphertext), never plaintext."""
+
+    __slots__ = ("ciphertext", "created_at", "key", "masked_preview", "updated_at")
+
+    def __init__(
+        self, key: str, ciphertext: str, created_at: str, updated_at: str, masked_preview: str
+    ) -> None:
+        self.key = key
+        self.ciphertext = ciphertext
+        self.created_at = created_at
+        self.updated_at = updated_at
+        self.masked_preview = masked_preview
+
+    def __repr__(self) -> str:  # never the value, even encrypted
+        return f"StoredCredential(key={self.key!r})"
+
+
+def _cred(r: sqlite3.Row) -> StoredCredential:
+    return StoredCredential(r[0], r[1], r[2], r[3], r[4] or "****")
+
+
+def credential_get(sql: Sql, key: str) -> StoredCredential | None:
+    """One credential row, or None."""
+    r = sql.exec(
+        "SELECT key, value, created_at, updated_at, masked_preview FROM credentials WHERE key = ?", key
+    ).first()
+    return None if r is None else _cred(r)
+
+
+def credentials_all(sql: Sql, limit: int) -> list[StoredCredential]:
+    """Every credential row by key (at most `limit`)."""
+    rows = sql.exec(
+        "SELECT key, value, created_at, updated_at, masked_preview FROM credentials ORDER BY key LIMIT ?",
+        limit,
+    ).all()
+    return [_cred(r) for r in rows]
+
+
+def credential_put(sql: Sql, c: StoredCredential) -> None:
+    """Insert or update a credential (its creation time kept)."""
+    sql.exec(
+        "INSERT INTO credentials (key, value, created_at, updated_at, masked_preview) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, "
+        "masked_preview = excluded.masked_preview",
+        c.key,
+        c.ciphertext,
+        c.created_at,
+        c.updated_at,
+        c.masked_preview,
+    )
+
+
+def credential_delete(sql: Sql, key: str) -> bool:
+    """Delete a credential; was there one?"""
+    return sql.exec("DELETE FROM credentials WHERE key = ?", key).rows_written > 0
