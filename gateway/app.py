@@ -103,7 +103,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         app.cleanup_ctx.append(functools.partial(resource, settings, clk))
     app.on_shutdown.append(close_sockets)
 
-    app.router.add_route("*", "/{tail:.*}", wrap(_handle, metrics=app[METRICS]))
+    app.router.add_route("*", r"/{tail:[\s\S]*}", wrap(_handle, metrics=app[METRICS]))
     return app
 
 

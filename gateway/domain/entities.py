@@ -88,6 +88,7 @@ def actor_only(domain: str) -> bool:
     """True for a domain without a legacy Redis counterpart."""
     return domain not in LEGACY_DOMAINS
 
+
 ACTOR_ONLY: Final[dict[str, Owner]] = {
     "soul": Owner.AGENT,
     "trace": Owner.AGENT,  # a trace with its steps and escalations

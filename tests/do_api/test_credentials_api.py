@@ -14,6 +14,7 @@ from gateway.actors import ActorRef
 from gateway.app import GATEWAY
 from gateway.do import progress_tables as t
 from gateway.do.credential_cipher import KEY_FILE, CredentialCipher, CredentialKeyError, load_key
+from gateway.do.progress_store import ActorProgressStore
 from gateway.errors import StartupRefused
 from gateway.http.admin import TOKEN_FILE
 from gateway.settings import Settings
@@ -123,7 +124,9 @@ async def test_a_wrong_key_is_a_clear_error(api: Api, settings: Settings) -> Non
     with pytest.raises(CredentialKeyError):
         right.decrypt("bob", "API_KEY", row)  # bound to its agent and key
     # the gateway running with another key answers a 500 that says so, without the value
-    api.app[GATEWAY].progress.progress.cipher = other
+    store = api.app[GATEWAY].progress.progress
+    assert isinstance(store, ActorProgressStore)
+    store.cipher = other
     status, body = await api.call("GET", f"{A}/credentials?action=bundle", headers=admin(settings))
     assert status == 500
     assert "do not decrypt with the configured key" in body["error"]

@@ -288,7 +288,9 @@ async def test_dashboard(api: Api) -> None:
     assert (await api.post(f"{A}/dashboard", {}))[0] == 405
 
 
-async def test_onboard_reads_each_online_agent_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_onboard_reads_each_online_agent_once(
+    api: Api, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Onboarding a new agent: its soul is created, each online teammate's actor is read once
     (never more than `limits.onboard_parallel_reads` at once), the oldest pending handoff is suggested."""
     assert await api.get("/coordinator/onboard") == (400, {"error": "agentId query parameter required"})
@@ -296,6 +298,7 @@ async def test_onboard_reads_each_online_agent_once(api: Api, monkeypatch: pytes
         await api.post("/coordinator/agents", {"agentId": agent, "status": "active"})
     await api.post("/agent/bob/soul", {})
     await api.post("/coordinator/handoffs", {"fromAgent": "bob", "title": "first", "context": "c"})
+    await clock.advance(1)  # Redis keeps no order among equal timestamps (compatibility.md 40)
     await api.post("/coordinator/handoffs", {"fromAgent": "bob", "title": "second", "context": "c"})
     await api.post("/coordinator/chat", {"author": "bob", "message": "hello"})
     progress = api.app[GATEWAY].progress.progress

@@ -160,3 +160,13 @@ async def test_a_ten_thousand_character_agent_id_gets_a_json_400(api: Api) -> No
     status, body = await api.get(f"/agent/{'a' * 10_000}/health")
     assert status == 400
     assert (body["field"], body["maxChars"]) == ("agentId", 256)
+
+
+async def test_a_newline_in_an_id_reaches_the_gateway(api: Api) -> None:
+    """`%0A` decodes to a newline, which aiohttp's `.*` route pattern did not match: every path
+    goes to the gateway's router, which answers JSON."""
+    assert await api.get("/agent/%0A/state") == (
+        200,
+        {"agentId": "\n", "checkpoint": None, "unreadMessages": [], "recentMemories": []},
+    )
+    assert await api.get("/x%0Ay") == (404, {"error": "Not found", "path": "/x%0Ay"})
