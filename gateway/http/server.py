@@ -9,7 +9,9 @@ request. The only way to change it is to serve connections with a `RequestHandle
 subclasses that add nothing but the one method (same slots), which keeps every other behaviour
 of aiohttp's. tests/app/test_parser_errors.py fails if a new aiohttp stops calling it.
 
-`run` serves an app until SIGTERM/SIGINT, as `web.run_app` does, but with this runner.
+`run` serves an app until SIGTERM/SIGINT, as `web.run_app` does, but with this runner, on a
+uvloop event loop: libuv's loop costs less per socket event than asyncio's selector loop, which
+is most of what a request costs aiohttp itself (docs/benchmarks.md, issue 13).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from http import HTTPStatus
 from typing import Final
 
 import structlog
+import uvloop
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
@@ -109,4 +112,5 @@ async def _serve(app: web.Application, host: str, port: int, shutdown_timeout_s:
 
 def run(app: web.Application, *, host: str, port: int, shutdown_timeout_s: float) -> None:
     """Serve `app` on `host:port` until SIGTERM/SIGINT, then shut down gracefully."""
-    asyncio.run(_serve(app, host, port, shutdown_timeout_s))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(app, host, port, shutdown_timeout_s))
