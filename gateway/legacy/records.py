@@ -10,10 +10,18 @@ Atomic changes of one hash field use a compare-and-set Lua script (`cas`): it on
 the field still holds the value that was read, so it also loses cleanly to the legacy API's own
 HGET/HSETNX sequences. Changes of several fields (claims, a DM conversation, the chat list) run
 under WATCH/MULTI with a bounded number of optimistic retries (`optimistic`).
+
+Listings (every agent, every task, the chat window) read whole hashes and lists on every request,
+and most values have not changed since the last one. `parse_shared` keeps what a value's exact
+text parsed to (`DecodedValues`), so an unchanged value is looked up instead of decoded and
+mapped again. The text is the key: whoever wrote Redis meanwhile, a changed value is a new text
+and is parsed anew, so the cache can never serve a stale entity. What it returns is shared
+between requests and must not be changed in place (listings only render it).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
@@ -66,9 +74,45 @@ return 1
 """
 
 
+@functools.lru_cache(maxsize=16_384)
+def _parse_date(iso: str) -> int | None:
+    return parse_js_date(iso)
+
+
 def ms(iso: str | None) -> int | None:
-    """Epoch ms of a legacy date text (None when absent or unreadable)."""
-    return None if not iso else parse_js_date(iso)
+    """Epoch ms of a legacy date text (None when absent or unreadable); a pure function of the
+    text, cached, since listings compare the same `lastSeen` and `createdAt` texts every time."""
+    return None if not iso else _parse_date(iso)
+
+
+DECODED_MAX: Final = 20_000  # entries (a few MiB): more than the values of the listings a mix reads
+
+
+class DecodedValues:
+    """Parsed legacy values by (key, field, exact text); emptied whole when it reaches `limit`.
+
+    Content-addressed: a value whose text changed is a miss, so no invalidation is needed.
+    Only successful parses are kept, so a corrupt value is reported on every read as before.
+    """
+
+    def __init__(self, limit: int = DECODED_MAX) -> None:
+        self.limit = limit
+        self._values: dict[tuple[str, str | None, str], Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str, field: str | None, raw: str) -> Any:
+        found = self._values.get((key, field, raw))
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def put(self, key: str, field: str | None, raw: str, value: Any) -> None:
+        if len(self._values) >= self.limit:
+            self._values.clear()
+        self._values[(key, field, raw)] = value
 
 
 def unreadable(what: str, key: str, fld: str | None, **ids: Any) -> ApiError:
@@ -86,6 +130,7 @@ class LegacyRecords:
         self.client = client
         self.corruption = corruption or CorruptionLog()
         self._cas_script = client.redis.register_script(_CAS_LUA)
+        self.decoded = DecodedValues()
 
     async def close(self) -> None:
         """Close the client's connection pool."""
@@ -116,12 +161,26 @@ class LegacyRecords:
             self.corruption.report(Corrupt(key, field, f"unmappable value: {exc!r}", raw[:120]))
             return None
 
-    async def hgetall(self, key: str, parse: Callable[[str, Json], T]) -> list[tuple[str, T]]:
-        """Every readable field of a hash, mapped by `parse(field, value)`."""
+    def parse_shared(self, raw: str, key: str, field: str | None, parse: Callable[[Json], T]) -> T | None:
+        """`parse`, through the cache of parsed values (module docstring): for listings only,
+        which never change what they get, and with one mapping per `key`."""
+        found: T | None = self.decoded.get(key, field, raw)
+        if found is None:
+            found = self.parse(raw, key, field, parse)
+            if found is not None:
+                self.decoded.put(key, field, raw, found)
+        return found
+
+    async def hgetall(
+        self, key: str, parse: Callable[[str, Json], T], *, shared: bool = False
+    ) -> list[tuple[str, T]]:
+        """Every readable field of a hash, mapped by `parse(field, value)`; with `shared`,
+        through the cache of parsed values (`parse_shared`: the caller changes nothing)."""
         raw = await self.hgetall_raw(key)
         out: list[tuple[str, T]] = []
+        read = self.parse_shared if shared else self.parse
         for fld, text in raw.items():
-            entity = self.parse(text, key, fld, lambda v, f=fld: parse(f, v))  # type: ignore[misc]
+            entity = read(text, key, fld, lambda v, f=fld: parse(f, v))  # type: ignore[misc]
             if entity is not None:
                 out.append((fld, entity))
         return out
@@ -264,7 +323,7 @@ class LegacyRecords:
         raw = await self.run(f"LRANGE {keys.MESSAGES}", op)
         out = []
         for text in raw:
-            msg = self.parse(text, keys.MESSAGES, None, m.chat_from_legacy)
+            msg = self.parse_shared(text, keys.MESSAGES, None, m.chat_from_legacy)
             if msg is not None:
                 out.append(msg)
         return out

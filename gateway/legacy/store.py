@@ -162,7 +162,7 @@ class LegacyStore:
     async def _active_agents(self, now_ms: int, limit: int) -> list[Agent]:
         cutoff = now_ms - int(self.limits.agent_offline_after_s * 1000)
         listed: list[tuple[int, Agent]] = []
-        for _, agent in await self.records.hgetall(keys.ACTIVE_AGENTS, m.agent_from_legacy):
+        for _, agent in await self.records.hgetall(keys.ACTIVE_AGENTS, m.agent_from_legacy, shared=True):
             seen = ms(agent.last_seen) if isinstance(agent.last_seen, str) else None
             if agent.status != "offline" and seen is not None and seen >= cutoff:
                 listed.append((seen, agent))
@@ -226,7 +226,7 @@ class LegacyStore:
             is_cursor = isinstance(cursor_id, str) and cursor_id in text
             if head and not is_cursor and "@" not in text:
                 continue
-            msg = self.records.parse(text, keys.MESSAGES, None, m.chat_from_legacy)
+            msg = self.records.parse_shared(text, keys.MESSAGES, None, m.chat_from_legacy)
             if msg is None:
                 continue
             head = head or msg.id
@@ -281,7 +281,7 @@ class LegacyStore:
         return task
 
     async def _tasks(self, keep: Callable[[Task], bool], limit: int) -> list[Task]:
-        found = await self.records.hgetall(keys.TASKS, lambda _f, v: m.task_from_legacy(v))
+        found = await self.records.hgetall(keys.TASKS, lambda _f, v: m.task_from_legacy(v), shared=True)
         tasks = [t for _, t in found if keep(t)]
         tasks.sort(key=lambda t: t.created_at, reverse=True)
         return tasks[:limit]

@@ -18,6 +18,7 @@ from gateway.domain.jscompat import iso_from_ms
 from gateway.errors import ApiError, StoreUnavailable
 from gateway.legacy import keys
 from gateway.legacy.generator import BASE_MS, generate
+from gateway.legacy.records import DecodedValues
 from gateway.legacy.store import LegacyStore
 from gateway.settings import LegacySettings, LimitSettings, Settings
 from gateway.store import Store
@@ -606,3 +607,43 @@ async def test_a_stopped_redis_gives_store_unavailable_quickly(redis_server: Red
         if not redis_server.running:
             redis_server.start()
         await store.close()
+
+
+# --- parsed values kept by their text (listings) ------------------------------------------------------
+
+
+async def test_listings_see_a_value_changed_by_another_client(
+    store: LegacyStore, r: redis.asyncio.Redis
+) -> None:
+    """A listing served from parsed values still shows what another writer put in Redis: the
+    cache is keyed by the exact text, so a changed value is parsed anew."""
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "ann", "currentTask": "one"}, NOW))
+    [first] = await store.list_agents(NOW, 100)
+    [again] = await store.list_agents(NOW, 100)
+    assert again is first  # unchanged text: the parsed agent is reused, not decoded again
+    value = await hjson(r, keys.ACTIVE_AGENTS, "ann")
+    await r.hset(keys.ACTIVE_AGENTS, "ann", json.dumps({**value, "currentTask": "two"}))
+    [changed] = await store.list_agents(NOW, 100)
+    assert changed.current_task == "two"
+    assert store.records.decoded.hits >= 1
+
+
+async def test_a_corrupt_value_in_a_listing_is_reported_on_every_read(
+    store: LegacyStore, r: redis.asyncio.Redis
+) -> None:
+    """Only readable values are kept: a corrupt task is skipped and reported each time it is read."""
+    await r.hset(keys.TASKS, "bad", "{not json")
+    for n in (1, 2):
+        assert await store.list_tasks(c.ListTasks.parse({}, LIMITS.list_limit_max)) == []
+        assert store.corruption.counts[keys.TASKS] == n
+
+
+def test_the_cache_of_parsed_values_is_bounded() -> None:
+    """At its limit the cache is emptied whole, so memory stays bounded by the setting."""
+    cache = DecodedValues(limit=3)
+    for i in range(3):
+        cache.put("k", str(i), f"text {i}", i)
+    assert cache.get("k", "2", "text 2") == 2
+    cache.put("k", "3", "text 3", 3)
+    assert cache.get("k", "0", "text 0") is None
+    assert cache.get("k", "3", "text 3") == 3
