@@ -14,9 +14,12 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+_EMPTY = frozenset({"[]", "null"})  # both read as [] (null is not a list)
+
+
 def loads_list(text: str | None) -> list[Any]:
     """A JSON array column; NULL or unparseable text reads as `[]`."""
-    if not text:
+    if not text or text in _EMPTY:  # most array columns of a listing: no parse, a new list
         return []
     try:
         value = orjson.loads(text)
