@@ -315,17 +315,29 @@ class LegacyRecords:
     # -- chat -------------------------------------------------------------------------------------
 
     async def chat_window(self, count: int) -> list[GroupMessage]:
-        """The newest `count` readable messages, newest first (the legacy list order)."""
+        """The newest `count` readable messages, newest first (the legacy list order).
 
-        async def op(r: Redis) -> list[str]:
-            return cast("list[str]", await r.lrange(keys.MESSAGES, 0, count - 1))
-
-        raw = await self.run(f"LRANGE {keys.MESSAGES}", op)
-        out = []
-        for text in raw:
-            msg = self.parse_shared(text, keys.MESSAGES, None, m.chat_from_legacy)
-            if msg is not None:
-                out.append(msg)
+        Corrupt elements are skipped and do not count toward `count`: the list is read on in
+        growing pages (through at most the legacy window, `CHAT_SCAN`, or `count` elements when
+        more) until `count` messages are found. A message seen twice (a post moved the list
+        between two pages) is kept once.
+        """
+        out: list[GroupMessage] = []
+        seen: set[str] = set()
+        first, page, end = 0, max(count + 16, 64), max(count, CHAT_SCAN)
+        while len(out) < count and first < end:
+            last = min(first + page, end) - 1
+            texts = await self.chat_texts(first, last)
+            for text in texts:
+                msg = self.parse_shared(text, keys.MESSAGES, None, m.chat_from_legacy)
+                if msg is not None and msg.id not in seen:
+                    seen.add(msg.id)
+                    out.append(msg)
+                    if len(out) == count:
+                        break
+            if len(texts) <= last - first:
+                break  # the end of the list
+            first, page = last + 1, page * 2
         return out
 
     async def chat_texts(self, first: int, last: int) -> list[str]:

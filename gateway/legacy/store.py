@@ -194,7 +194,7 @@ class LegacyStore:
         """The newest `limit` messages (strictly after `since_ms`), oldest first (DO order)."""
         if limit <= 0:
             return []
-        window = await self.records.chat_window(CHAT_SCAN if since_ms is not None else limit + 64)
+        window = await self.records.chat_window(CHAT_SCAN if since_ms is not None else limit)
         if since_ms is not None:
             window = [msg for msg in window if (ms(msg.timestamp) or 0) > since_ms]
         return list(reversed(window[:limit]))
@@ -567,8 +567,11 @@ class LegacyStore:
 
     async def check_lock(self, resource_path: str, now_ms: int) -> LockCheck:
         """/check: an expired lock is removed here (as the legacy GET and the DO do), with a note;
-        an unreadable value is reported and treated as no lock (and left in place)."""
+        an unreadable value is reported and answered with the 409 /lock and /unlock give (it is
+        neither free nor anybody's), and left in place."""
         lock, raw = await self.records.lock(resource_path)
+        if lock is None and raw is not None:
+            raise _unreadable_lock(resource_path)
         check = rules.check_lock(lock, resource_path, now_ms)
         if check.expired_now is not None:
             await self.records.cas(keys.LOCKS, resource_path, raw, None)
@@ -606,6 +609,9 @@ class LegacyStore:
         raise StoreUnavailable(f"legacy store unavailable: lock {cmd.resource_path!r} too contended")
 
     async def lock_history(self, resource_path: str, limit: int) -> LockHistory:
-        """/history: the current lock (even if expired); the legacy store keeps no history."""
-        lock, _ = await self.records.lock(resource_path)
+        """/history: the current lock (even if expired); the legacy store keeps no history. An
+        unreadable value is the same 409 as on the other lock routes."""
+        lock, raw = await self.records.lock(resource_path)
+        if lock is None and raw is not None:
+            raise _unreadable_lock(resource_path)
         return LockHistory(resource_path, lock, [])

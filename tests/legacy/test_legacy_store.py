@@ -154,6 +154,23 @@ async def test_image_only_and_corrupt_chat_messages_do_not_break_reads(
     assert store.corruption.counts[keys.MESSAGES] == 1
 
 
+@pytest.mark.parametrize("corrupt", [3, 150])
+async def test_corrupt_chat_elements_do_not_use_up_the_limit(
+    store: LegacyStore, r: redis.asyncio.Redis, corrupt: int
+) -> None:
+    """Issue 15, finding 7: `limit=3` over three (or 150) corrupt newest elements answered with
+    fewer messages than there are. Corrupt elements are skipped and do not count: the limit is
+    filled from the readable ones behind them, in /chat, /work and the mention cursor's head."""
+    for i in range(5):
+        await store.post_chat(c.PostChat.parse({"author": "a", "message": f"m{i}"}, NOW + i, ids))
+    await r.lpush(keys.MESSAGES, *[f"{{corrupt {n}" for n in range(corrupt)])
+    page = await store.get_chat(c.ChatQuery.parse({"limit": "3"}, NOW + 10, 50, 1000))
+    assert [msg.message for msg in page.messages] == ["m2", "m3", "m4"]
+    work = await store.work_bundle(c.WorkQuery.parse({"agentId": "phil"}, NOW + 10, 50))
+    assert [msg.message for msg in work.recent_chat] == [f"m{i}" for i in range(5)]
+    assert await r.llen(keys.MESSAGES) == 5 + corrupt  # nothing deleted
+
+
 async def test_mentions_use_a_cursor_kept_on_the_agent(store: LegacyStore) -> None:
     """Mentions after a registered agent's last check are pending once, then consumed by the read;
     reading chat does not register an unknown agent (as the actor store)."""
@@ -513,14 +530,29 @@ async def test_acquire_races_the_legacy_hsetnx_sequence(store: LegacyStore, r: r
         assert (holder == f"gw{round_}") == gateway_won
 
 
-async def test_unreadable_lock_is_not_overwritten(store: LegacyStore, r: redis.asyncio.Redis) -> None:
-    """A corrupt lock value is reported: check says unlocked, acquire refuses, the value stays."""
-    await r.hset(keys.LOCKS, "bad", "{nope")
-    assert (await store.check_lock("bad", NOW)).lock is None
-    with pytest.raises(ApiError) as info:
-        await store.acquire_lock(acquire("bad", "phil", NOW))
-    assert info.value.status == 409
-    assert await r.hget(keys.LOCKS, "bad") == "{nope"
+@pytest.mark.parametrize("raw", ["{nope", '{"lockedBy":["phil"],"expiresAt":"2030-01-01T00:00:00.000Z"}'])
+async def test_unreadable_lock_is_not_overwritten(
+    store: LegacyStore, r: redis.asyncio.Redis, raw: str
+) -> None:
+    """Issue 15, finding 7: a corrupt lock value made /check say unlocked while /lock answered
+    409. Now check, acquire, release and history agree: the same 409 naming the key, and the
+    value stays."""
+    await r.hset(keys.LOCKS, "bad", raw)
+    calls = (
+        lambda: store.check_lock("bad", NOW),
+        lambda: store.acquire_lock(acquire("bad", "phil", NOW)),
+        lambda: store.release_lock(c.ReleaseLock.parse("bad", {"agentId": "phil"}, NOW)),
+        lambda: store.lock_history("bad", 10),
+    )
+    bodies = []
+    for call in calls:
+        with pytest.raises(ApiError) as info:
+            await call()
+        assert info.value.status == 409
+        bodies.append(info.value.body())
+    assert all(b == bodies[0] for b in bodies), bodies
+    assert (bodies[0]["key"], bodies[0]["field"], bodies[0]["resourcePath"]) == (keys.LOCKS, "bad", "bad")
+    assert await r.hget(keys.LOCKS, "bad") == raw
 
 
 @pytest.mark.parametrize(
@@ -577,7 +609,9 @@ async def test_every_read_works_on_a_generated_data_set_and_deletes_nothing(
         await store.list_dms(c.ListDms.parse(agent, {}, 1000))
         await store.search_memory(c.MemoryQuery.parse(agent, {"query": "a"}, 50))
     await store.get_checkpoint("corrupt-checkpoint-agent")
-    await store.check_lock("api/corrupt-lock.ts", now)
+    with pytest.raises(ApiError) as unreadable:  # neither free nor held: the 409 of every lock route
+        await store.check_lock("api/corrupt-lock.ts", now)
+    assert unreadable.value.status == 409
     assert store.corruption.total >= 5
     assert await r.dbsize() == before
     for key, field in summary.corrupt:
