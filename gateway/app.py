@@ -25,6 +25,7 @@ import structlog
 from aiohttp import WSCloseCode, web
 
 from gateway.actors import ActorHost, HostLimits
+from gateway.backup.service import BackupService
 from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.admin_service import EntityAdmin
 from gateway.clock import Clock, SystemClock
@@ -232,7 +233,8 @@ async def _api(settings: Settings, clk: Clock, app: web.Application) -> AsyncIte
     metrics = app[METRICS]
     metrics.add_state(lambda: gauges(app))
     entities = EntityAdmin(ActorSide(ActorReplica(host)))
-    app[ADMIN] = AdminApi(app[MIGRATION], app[ADMIN_TOKEN], metrics.render, entities)
+    backup = BackupService(settings.storage.data_dir, clk, lambda: str(app[MIGRATION].phase))
+    app[ADMIN] = AdminApi(app[MIGRATION], app[ADMIN_TOKEN], metrics.render, entities, backup)
     cipher = CredentialCipher(load_key(settings.auth.credentials_key, settings.storage.data_dir))
     app[GATEWAY] = Gateway(
         store,

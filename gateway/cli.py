@@ -20,6 +20,7 @@ from typing import Final
 from consistency.cli import add_check_parser
 from gateway import __version__
 from gateway.actors.inspect_cli import add_actors_parser
+from gateway.backup.backup_cli import add_backup_parsers
 from gateway.docs_cli import add_docs_parser
 from gateway.domain.phase import PHASES
 from gateway.errors import ActorOwnedElsewhere, StartupRefused
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_phase_parser(commands)  # `phase show|set|history` (gateway/phases/cli.py)
     add_actors_parser(commands)  # `actors` (gateway/actors/inspect_cli.py)
+    add_backup_parsers(commands)  # `backup`, `restore` (gateway/backup/backup_cli.py)
     add_dev_commands(commands)  # `dev seed-legacy` (gateway/legacy/seed_cli.py)
     add_docs_parser(commands)  # `docs openapi|config|config-toml` (gateway/docs_cli.py)
 

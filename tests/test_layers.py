@@ -25,6 +25,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "phases": BASE | {"domain", "actors", "store"},
     "http": BASE | {"domain", "store", "phases"},
     "bulk": BASE | {"domain", "actors", "store", "do", "legacy"},
+    "backup": BASE | {"domain", "actors", "phases"},
 }
 """part -> the parts it may import (besides itself). Entry modules and test helpers are free."""
 

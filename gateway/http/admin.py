@@ -11,6 +11,7 @@
     GET  /admin/entities/count         entities per domain (an estimate)
     GET  /admin/repair/dead-letters    repairs that failed their last retry, with their reasons
     POST /admin/repair/dead-letters    {"action": "retry"|"drop", "seqs": [..] | "all": true}
+    POST /admin/backup                 a consistent snapshot of the data directory, a tar archive
 
 Every request needs `Authorization: Bearer <token>`. The token is `migration.admin_token`
 from the settings or, when none is configured, a random one the gateway writes once to
@@ -20,6 +21,7 @@ run on the same machine. The token is never logged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -69,6 +71,12 @@ class EntityService(Protocol):
     async def count(self, query: Mapping[str, str]) -> dict[str, Any]: ...
 
 
+class BackupProvider(Protocol):
+    """What `POST /admin/backup` needs (`gateway.backup.service.BackupService`)."""
+
+    def archive(self) -> AsyncIterator[bytes]: ...
+
+
 def admin_token(configured: str | None, data_dir: Path) -> str:
     """The configured token, or the one kept in the data directory (created on first use)."""
     if configured:
@@ -96,6 +104,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/admin/entities/read": ("POST",),
     "/admin/entities/count": ("GET",),
     "/admin/repair/dead-letters": ("GET", "POST"),
+    "/admin/backup": ("POST",),
 }
 """Every admin path and its methods (another method is a 405; docs/openapi.json lists them)."""
 
@@ -166,8 +175,10 @@ class AdminApi:
         token: str,
         metrics_text: Callable[[], str] | None = None,
         entities: EntityService | None = None,
+        backup: BackupProvider | None = None,
     ) -> None:
         self._service = service
+        self._backup = backup
         self._token = token.encode("utf-8")
         self._metrics_text = metrics_text
         self._entities = entities
@@ -197,6 +208,8 @@ class AdminApi:
             )
         if path in ("/admin/phase", "/admin/phase/history"):
             return await self._phase_route(request, path)
+        if path == "/admin/backup" and request.method == "POST" and self._backup is not None:
+            return await _stream(request, self._backup.archive(), "application/x-tar")
         if path == "/admin/repair/dead-letters" and request.method in ("GET", "POST"):
             return await self._dead_letters(request)
         raise _unknown(path)
@@ -267,11 +280,18 @@ class AdminApi:
             ) from e
 
 
-async def _stream(request: web.Request, lines: AsyncIterator[bytes]) -> web.StreamResponse:
-    """Send NDJSON lines as they come (chunked), so a large page never sits in memory whole."""
-    response = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
-    async for line in lines:
-        await response.write(line)
+async def _stream(
+    request: web.Request, chunks: AsyncIterator[bytes], content_type: str = "application/x-ndjson"
+) -> web.StreamResponse:
+    """Send chunks (NDJSON lines, an archive) as they come, so a large answer never sits in memory
+    whole; the source is closed even when the client goes away."""
+    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        first = await anext(chunks, b"")  # the source's errors still answer as JSON
+        response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
+        await response.prepare(request)
+        if first:
+            await response.write(first)
+        async for chunk in chunks:
+            await response.write(chunk)
     await response.write_eof()
     return response

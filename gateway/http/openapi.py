@@ -733,6 +733,18 @@ def _paths() -> dict[str, Json]:
                 security=ADMIN_SECURITY,
             ),
         },
+        "/admin/backup": {
+            "post": {
+                "summary": "A consistent snapshot of the data directory with its manifest, as a tar "
+                "archive (docs/operations.md, Backups; `agent-coord backup`)",
+                "tags": ["admin"],
+                "security": ADMIN_SECURITY,
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/x-tar": {"schema": STR}}},
+                    **ERRORS,
+                },
+            }
+        },
         "/admin/metrics": {
             "get": {
                 "summary": "Metrics in the Prometheus text format (docs/operations.md)",
