@@ -103,6 +103,9 @@ def _handler(args: argparse.Namespace) -> int:
         settings = load_settings(config_path=args.config, overrides=overrides)
     except SettingsError as e:
         return _usage_error(sys.stderr, str(e))
+    from gateway.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(settings.log)  # to stderr: stdout holds the table or the JSON document
     if not settings.legacy.redis_url:
         return _usage_error(sys.stderr, "no legacy Redis: pass --redis-url or set legacy.redis_url")
     from consistency.run import run_check  # noqa: PLC0415 - the stores are loaded only to check

@@ -34,7 +34,7 @@ from gateway.phases.reports import newest_report
 from gateway.settings import Settings, load_settings
 from gateway.testing import RedisServer
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("restore_logging")]
 
 SCALE = 30
 
@@ -244,6 +244,20 @@ def test_a_sampled_check_finds_planted_differences_at_the_rate(imported: tuple[s
         assert doc["scope"]["full"] is False
         found.append(doc["totals"]["compared"])
     assert len(set(found)) > 1  # different seeds, different keys
+
+
+@pytest.mark.slow
+def test_json_output_is_the_report_alone_and_logs_go_to_stderr(
+    imported: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--json` prints only the document on stdout (a script or cron job parses it)."""
+    url, data_dir = imported
+    capsys.readouterr()
+    status = main(["check", "--redis-url", url, "--data-dir", str(data_dir), "--json", "--rounds", "0"])
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert json.loads(out)["clean"] is True
+    assert "actor_host.started" in err
 
 
 def test_bad_usage_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

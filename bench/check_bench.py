@@ -1,0 +1,147 @@
+"""Benchmark of `agent-coord check`: entities compared per second and peak memory, full and sampled.
+
+Run from the repository root (the 1,000,000-entity data set takes a long while to build)::
+
+    .venv/bin/python bench/check_bench.py --scale 1000000 --json bench/results/check-<commit>.json
+
+It starts a private redis-server, fills it with the realistic legacy data set
+(`gateway.legacy.generator`, `--scale` primary entities), imports every readable entity into a
+fresh data directory through the bulk layer (what the migration tool does), and then runs the
+real command line, `python -m gateway.cli check --json --rounds 0`, once in full and once per
+`--sample` rate, each as its own process: the wall time, the entities it compared (report
+`totals.compared`, the keys of either store in the sample) and that process's peak resident
+memory (`ru_maxrss` of the child). Setup times are reported apart.
+
+This is a benchmark, not a test: it asserts nothing and prints a table (and JSON with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway.bulk.items import Selection
+from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
+from gateway.domain.entities import Unreadable
+from gateway.legacy.generator import generate
+from gateway.settings import load_settings
+from gateway.testing import RedisServer
+
+_CHILD = """
+import resource, sys
+from gateway.cli import main
+code = main(sys.argv[1:])
+sys.stderr.write(f"\\nMAXRSS_KB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+sys.exit(code)
+"""
+"""The check, run as `agent-coord check` is, then its own peak resident memory on stderr."""
+
+
+async def build(url: str, data_dir: Path, scale: int) -> dict[str, Any]:
+    """Seed Redis and import it into the actors; the times and the number imported."""
+    r = aioredis.Redis.from_url(url, decode_responses=True)
+    started = time.perf_counter()
+    try:
+        await generate(r, scale=scale, seed=1, flush=True, batch=5000)
+    finally:
+        await r.aclose()
+    seeded = time.perf_counter()
+    settings = load_settings(overrides={"storage.data_dir": str(data_dir), "legacy.redis_url": url})
+    imported = 0
+    async with (
+        open_legacy_side(settings, url) as legacy,
+        open_actor_side(settings, ActorEndpoint(data_dir=data_dir)) as actors,
+    ):
+        async for batch in legacy.scan(Selection.of(), batch=2000):
+            items = [(k, v) for k, v in batch if not isinstance(v, Unreadable)]
+            await actors.write_batch(items)
+            imported += len(items)
+    done = time.perf_counter()
+    # The first host on the data directory fires the alarms of the imported (expired) locks,
+    # holding its event loop meanwhile; let that happen here, as a gateway's start would, so
+    # the checks below measure the check.
+    async with open_actor_side(settings, ActorEndpoint(data_dir=data_dir)):
+        await asyncio.sleep(0.5)
+    return {
+        "seed_s": round(seeded - started, 1),
+        "import_s": round(done - seeded, 1),
+        "first_start_s": round(time.perf_counter() - done, 1),
+        "imported": imported,
+    }
+
+
+def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
+    """One `agent-coord check` process: wall time, compared, rate and its peak RSS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_COORD_")}
+    cmd = [
+        sys.executable, "-c", _CHILD, "check", "--redis-url", url, "--data-dir", str(data_dir),
+        "--json", "--rounds", "0", "--no-progress", "--batch", "2000", *extra,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    ran = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)  # noqa: S603
+    wall = time.perf_counter() - started
+    if ran.returncode not in (0, 1):
+        raise RuntimeError(f"check failed ({ran.returncode}): {ran.stderr[-2000:]}")
+    peak_kb = int(ran.stderr.rsplit("MAXRSS_KB=", 1)[1].split()[0])
+    doc = json.loads(ran.stdout)
+    compared = int(doc["totals"]["compared"])
+    return {
+        "args": list(extra),
+        "exit": ran.returncode,
+        "wall_s": round(wall, 2),
+        "compared": compared,
+        "per_s": round(compared / wall),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "differences": doc["totals"]["differences"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=1_000_000)
+    parser.add_argument("--sample", type=float, action="append", help="sample rates (default 0.1)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    samples = args.sample or [0.1]
+    with RedisServer() as server, tempfile.TemporaryDirectory(prefix="check-bench-") as tmp:
+        data_dir = Path(tmp)
+        setup = asyncio.run(build(server.url, data_dir, args.scale))
+        runs = [run_check(server.url, data_dir)]
+        runs += [run_check(server.url, data_dir, "--sample", str(rate), "--seed", "1") for rate in samples]
+    result = {
+        "scale": args.scale,
+        "setup": setup,
+        "runs": runs,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    lines = [
+        f"scale {args.scale}: seeded in {setup['seed_s']} s, "
+        f"imported {setup['imported']} in {setup['import_s']} s",
+        f"{'run':<16}{'wall s':>10}{'compared':>12}{'per s':>10}{'peak MB':>10}",
+    ]
+    for r in runs:
+        name = " ".join(r["args"][:2]) or "full"
+        lines.append(
+            f"{name:<16}{r['wall_s']:>10}{r['compared']:>12}{r['per_s']:>10}{r['peak_rss_mb']!s:>10}"
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
