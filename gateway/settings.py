@@ -122,6 +122,9 @@ class LimitSettings:
     memory_content_max_bytes: int = 65_536
     checkpoint_max_bytes: int = 262_144  # each of a checkpoint's fields (a list: all its items)
     websockets_per_agent: int = 32  # coordinator and agent sockets of one agent id together
+    # each other text a client stores: agents' currentTask/workingOn/capabilities, task, zone,
+    # claim and handoff texts, a lock's reason (a list: all its items)
+    text_max_bytes: int = 65_536
     progress_text_max_bytes: int = 65_536  # each text of a soul, trace, heartbeat or goal body
     credential_value_max_bytes: int = 16_384  # one stored credential value
     onboard_parallel_reads: int = 8  # teammates' actors onboarding reads at once
@@ -302,6 +305,7 @@ _RULES: Final[dict[str, _Rule]] = {
     "limits.memory_content_max_bytes": _positive_int(),
     "limits.checkpoint_max_bytes": _positive_int(),
     "limits.websockets_per_agent": _positive_int(),
+    "limits.text_max_bytes": _positive_int(),
     "limits.progress_text_max_bytes": _positive_int(),
     "limits.credential_value_max_bytes": _positive_int(),
     "limits.onboard_parallel_reads": _positive_int(),

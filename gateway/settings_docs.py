@@ -77,6 +77,12 @@ DOCS: Final[dict[str, str]] = {
         "Most WebSockets (coordinator and agent sockets together) open at once for one agent id; one "
         "more is a 429 before the upgrade."
     ),
+    "limits.text_max_bytes": (
+        "Most UTF-8 bytes of each other text a client stores: an agent's currentTask, workingOn and "
+        "capabilities/offers/needs, a task's title, description, status, priority, tags and files, a zone's "
+        "path and description, a claim's description, a handoff's title, context, code, filePath and "
+        "nextSteps, a lock's reason; a list counts all its items. Larger is a 413 naming the field."
+    ),
     "limits.progress_text_max_bytes": (
         "Largest text (a trace task, a step's intent, a goal's title or description ...) in a soul, "
         "trace, heartbeat, shadow or goal body, in UTF-8 bytes; larger is a 413."

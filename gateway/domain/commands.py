@@ -214,6 +214,11 @@ def limit_text(field: str, value: str, max_bytes: int | None) -> str:
     return value
 
 
+def limit_opt(field: str, value: str | None, max_bytes: int | None) -> str | None:
+    """`limit_text` of an optional text (None stays None)."""
+    return None if value is None else limit_text(field, value, max_bytes)
+
+
 def limit_texts(field: str, values: list[str], max_bytes: int | None) -> list[str]:
     """A list of texts whose items together are at most `max_bytes` UTF-8 bytes."""
     if max_bytes is not None and sum(utf8_len(v) for v in values) > max_bytes:
@@ -321,17 +326,18 @@ class RegisterAgent:
     raw: Json
 
     @classmethod
-    def parse(cls, body: Json, now_ms: int) -> RegisterAgent:
-        """Upstream upsert rules; a missing agentId is a 400 (upstream stored a null agent)."""
+    def parse(cls, body: Json, now_ms: int, *, max_bytes: int | None = None) -> RegisterAgent:
+        """Upstream upsert rules; a missing agentId is a 400 (upstream stored a null agent). Each
+        text (a list: its items together) is at most `max_bytes` (limits.text_max_bytes)."""
         agent_id = req_id(body, "agentId")
         return cls(
             agent_id=agent_id,
-            status=falsy_default(body, "status", "active"),
-            current_task=opt_str(body, "currentTask") or None,
-            working_on=opt_str(body, "workingOn") or None,
-            capabilities=opt_str_list(body, "capabilities") or [],
-            offers=opt_str_list(body, "offers") or [],
-            needs=opt_str_list(body, "needs") or [],
+            status=limit_text("status", falsy_default(body, "status", "active"), max_bytes),
+            current_task=limit_opt("currentTask", opt_str(body, "currentTask") or None, max_bytes),
+            working_on=limit_opt("workingOn", opt_str(body, "workingOn") or None, max_bytes),
+            capabilities=limit_texts("capabilities", opt_str_list(body, "capabilities") or [], max_bytes),
+            offers=limit_texts("offers", opt_str_list(body, "offers") or [], max_bytes),
+            needs=limit_texts("needs", opt_str_list(body, "needs") or [], max_bytes),
             now_ms=now_ms,
             raw=body,
         )
@@ -404,18 +410,19 @@ class CreateTask:
     now_ms: int
 
     @classmethod
-    def parse(cls, body: Json, now_ms: int, ids: IdGenerator) -> CreateTask:
-        """Upstream defaults: `Untitled Task`, `todo`, `system`, `medium`, `[]`."""
+    def parse(cls, body: Json, now_ms: int, ids: IdGenerator, *, max_bytes: int | None = None) -> CreateTask:
+        """Upstream defaults: `Untitled Task`, `todo`, `system`, `medium`, `[]`; each text (a
+        list: its items together) at most `max_bytes` (limits.text_max_bytes)."""
         return cls(
             id=opt_id(body, "id") or ids.task(now_ms),
-            title=falsy_default(body, "title", "Untitled Task"),
-            description=opt_str(body, "description"),
-            status=falsy_default(body, "status", "todo"),
+            title=limit_text("title", falsy_default(body, "title", "Untitled Task"), max_bytes),
+            description=limit_opt("description", opt_str(body, "description"), max_bytes),
+            status=limit_text("status", falsy_default(body, "status", "todo"), max_bytes),
             assignee=opt_id(body, "assignee"),
             created_by=limit_id("createdBy", falsy_default(body, "createdBy", "system")),
-            priority=falsy_default(body, "priority", "medium"),
-            tags=opt_str_list(body, "tags") or [],
-            files=opt_str_list(body, "files") or [],
+            priority=limit_text("priority", falsy_default(body, "priority", "medium"), max_bytes),
+            tags=limit_texts("tags", opt_str_list(body, "tags") or [], max_bytes),
+            files=limit_texts("files", opt_str_list(body, "files") or [], max_bytes),
             now_ms=now_ms,
         )
 
@@ -455,8 +462,9 @@ class UpdateTask:
     now_ms: int
 
     @classmethod
-    def parse(cls, body: Json, now_ms: int) -> UpdateTask:
-        """At least `id`; non-nullable fields must be non-empty strings (or string arrays)."""
+    def parse(cls, body: Json, now_ms: int, *, max_bytes: int | None = None) -> UpdateTask:
+        """At least `id`; non-nullable fields must be non-empty strings (or string arrays), each
+        at most `max_bytes` (limits.text_max_bytes)."""
         task_id = req_id(body, "id")
 
         def text(key: str) -> str | _Unset:
@@ -465,10 +473,10 @@ class UpdateTask:
             v = body[key]
             if not isinstance(v, str) or not v:
                 raise bad_field(key, f"{key} must be a non-empty string")
-            return v
+            return limit_text(key, v, max_bytes)
 
         def nullable(key: str) -> str | _Unset | None:
-            return opt_str(body, key) if key in body else UNSET
+            return limit_opt(key, opt_str(body, key), max_bytes) if key in body else UNSET
 
         def strings(key: str) -> list[str] | _Unset:
             if key not in body:
@@ -476,7 +484,7 @@ class UpdateTask:
             v = opt_str_list(body, key)
             if v is None:
                 raise bad_field(key, f"{key} must be an array of strings")
-            return v
+            return limit_texts(key, v, max_bytes)
 
         return cls(
             id=task_id,
@@ -563,12 +571,14 @@ class ZoneClaim:
     now_ms: int
 
     @classmethod
-    def parse(cls, body: Json, now_ms: int) -> ZoneClaim:
-        """Upstream's 400 message for a missing field."""
+    def parse(cls, body: Json, now_ms: int, *, max_bytes: int | None = None) -> ZoneClaim:
+        """Upstream's 400 message for a missing field; `path` and `description` at most
+        `max_bytes` (limits.text_max_bytes)."""
         zone_id, path, owner = required_group(
             body, ("zoneId", "path", "owner"), "zoneId, path, and owner required", ids=("zoneId", "owner")
         )
-        return cls(zone_id, path, owner, opt_str(body, "description"), now_ms)
+        description = limit_opt("description", opt_str(body, "description"), max_bytes)
+        return cls(zone_id, limit_text("path", path, max_bytes), owner, description, now_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,10 +627,10 @@ class ClaimWork:
     now_ms: int
 
     @classmethod
-    def parse(cls, body: Json, now_ms: int) -> ClaimWork:
-        """Upstream's 400 message for a missing field."""
+    def parse(cls, body: Json, now_ms: int, *, max_bytes: int | None = None) -> ClaimWork:
+        """Upstream's 400 message for a missing field; `description` at most `max_bytes`."""
         what, by = required_group(body, ("what", "by"), "what and by required", ids=("what", "by"))
-        return cls(what, by, opt_str(body, "description"), now_ms)
+        return cls(what, by, limit_opt("description", opt_str(body, "description"), max_bytes), now_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,8 +685,11 @@ class CreateHandoff:
     now_ms: int
 
     @classmethod
-    def parse(cls, body: Json, now_ms: int, ids: IdGenerator) -> CreateHandoff:
-        """Upstream's 400 message for a missing field; `nextSteps` `[]`, `priority` `medium`."""
+    def parse(
+        cls, body: Json, now_ms: int, ids: IdGenerator, *, max_bytes: int | None = None
+    ) -> CreateHandoff:
+        """Upstream's 400 message for a missing field; `nextSteps` `[]`, `priority` `medium`; each
+        text (a list: its items together) at most `max_bytes` (limits.text_max_bytes)."""
         from_agent, title, context = required_group(
             body,
             ("fromAgent", "title", "context"),
@@ -687,12 +700,12 @@ class CreateHandoff:
             id=ids.handoff(now_ms),
             from_agent=from_agent,
             to_agent=opt_id(body, "toAgent"),
-            title=title,
-            context=context,
-            code=opt_str(body, "code"),
-            file_path=opt_str(body, "filePath"),
-            next_steps=opt_str_list(body, "nextSteps") or [],
-            priority=falsy_default(body, "priority", "medium"),
+            title=limit_text("title", title, max_bytes),
+            context=limit_text("context", context, max_bytes),
+            code=limit_opt("code", opt_str(body, "code"), max_bytes),
+            file_path=limit_opt("filePath", opt_str(body, "filePath"), max_bytes),
+            next_steps=limit_texts("nextSteps", opt_str_list(body, "nextSteps") or [], max_bytes),
+            priority=limit_text("priority", falsy_default(body, "priority", "medium"), max_bytes),
             now_ms=now_ms,
         )
 
@@ -903,6 +916,7 @@ class AcquireLock:
         ttl_min_ms: int,
         ttl_max_ms: int,
         ttl_default_ms: int,
+        max_bytes: int | None = None,
     ) -> AcquireLock:
         """`ttlMs` 0/null/absent is the default; other values must be numbers within the bounds."""
         agent_id = req_id(body, "agentId")
@@ -918,8 +932,8 @@ class AcquireLock:
         return cls(
             resource_path=resource_path,
             agent_id=agent_id,
-            reason=opt_str(body, "reason") or None,
-            resource_type=opt_str(body, "resourceType") or None,
+            reason=limit_opt("reason", opt_str(body, "reason") or None, max_bytes),
+            resource_type=limit_opt("resourceType", opt_str(body, "resourceType") or None, max_bytes),
             ttl_ms=ttl_ms,
             history_id=ids.lock_history(now_ms),
             now_ms=now_ms,

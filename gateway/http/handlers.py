@@ -268,7 +268,9 @@ class Gateway:
             agents = await self.store.list_agents(self.now(), self.limits.list_limit_max)
             return json_response({"agents": [a.to_json() for a in agents]})
         if request.method == "POST":
-            cmd = c.RegisterAgent.parse(await self.body(request), self.now())
+            cmd = c.RegisterAgent.parse(
+                await self.body(request), self.now(), max_bytes=self.limits.text_max_bytes
+            )
             await self.store.register_agent(cmd)
             return json_response({"success": True, "agent": cmd.raw})
         return _method_not_allowed()
@@ -304,10 +306,16 @@ class Gateway:
             return json_response({"tasks": [t.to_json() for t in tasks]})
         if method == "POST":
             now = self.now()
-            task = await self.store.create_task(c.CreateTask.parse(await self.body(request), now, self.ids))
+            cmd = c.CreateTask.parse(
+                await self.body(request), now, self.ids, max_bytes=self.limits.text_max_bytes
+            )
+            task = await self.store.create_task(cmd)
             return json_response({"success": True, "task": task.create_json()})
         if method == "PATCH":
-            task = await self.store.update_task(c.UpdateTask.parse(await self.body(request), self.now()))
+            update = c.UpdateTask.parse(
+                await self.body(request), self.now(), max_bytes=self.limits.text_max_bytes
+            )
+            task = await self.store.update_task(update)
             return json_response({"success": True, "task": task.to_json()})
         return _method_not_allowed()
 
@@ -328,7 +336,7 @@ class Gateway:
         body = await self.body(request)
         action = body.get("action")
         if action == "claim":
-            cmd = c.ZoneClaim.parse(body, self.now())
+            cmd = c.ZoneClaim.parse(body, self.now(), max_bytes=self.limits.text_max_bytes)
             await self._refuse_zone_takeover(request, cmd)
             zone = await self.store.claim_zone(cmd)
             return json_response({"success": True, "zone": zone.create_json()})
@@ -362,7 +370,9 @@ class Gateway:
         body = await self.body(request)
         action = body.get("action")
         if action == "claim":
-            out = await self.store.claim(c.ClaimWork.parse(body, self.now()))
+            out = await self.store.claim(
+                c.ClaimWork.parse(body, self.now(), max_bytes=self.limits.text_max_bytes)
+            )
             if out.conflict:
                 return json_response(
                     {
@@ -391,7 +401,9 @@ class Gateway:
         body = await self.body(request)
         action = body.get("action") or "create"
         if action == "create":
-            h = await self.store.create_handoff(c.CreateHandoff.parse(body, self.now(), self.ids))
+            h = await self.store.create_handoff(
+                c.CreateHandoff.parse(body, self.now(), self.ids, max_bytes=self.limits.text_max_bytes)
+            )
             return json_response({"success": True, "handoff": h.create_json()})
         if action == "claim":
             out = await self.store.claim_handoff(c.ClaimHandoff.parse(body, self.now()))
@@ -483,6 +495,7 @@ class Gateway:
             ttl_min_ms=lim.lock_ttl_min_ms,
             ttl_max_ms=lim.lock_ttl_max_ms,
             ttl_default_ms=lim.lock_ttl_default_ms,
+            max_bytes=lim.text_max_bytes,
         )
         out = await self.store.acquire_lock(cmd)
         lock = out.lock

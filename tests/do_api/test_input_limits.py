@@ -192,3 +192,56 @@ def test_the_default_text_limits_are_generous() -> None:
     assert limits.chat_message_max_bytes == limits.dm_message_max_bytes == 65_536
     assert limits.memory_content_max_bytes == 65_536
     assert limits.checkpoint_max_bytes == 262_144
+
+
+OTHER_TEXTS = [
+    ("POST", "/coordinator/agents", "currentTask", lambda t: {"agentId": "a", "currentTask": t}),
+    ("POST", "/coordinator/agents", "workingOn", lambda t: {"agentId": "a", "workingOn": t}),
+    ("POST", "/coordinator/agents", "capabilities", lambda t: {"agentId": "a", "capabilities": [t]}),
+    ("POST", "/coordinator/tasks", "title", lambda t: {"id": "t", "title": t}),
+    ("POST", "/coordinator/tasks", "description", lambda t: {"id": "t", "description": t}),
+    ("POST", "/coordinator/tasks", "tags", lambda t: {"id": "t", "tags": [t[:600], t[600:]]}),
+    ("PATCH", "/coordinator/tasks", "description", lambda t: {"id": "t0", "description": t}),
+    ("PATCH", "/coordinator/tasks", "title", lambda t: {"id": "t0", "title": t}),
+    ("POST", "/coordinator/zones", "description", lambda t: {"action": "claim", "zoneId": "z", "path": "p/",
+                                                              "owner": "a", "description": t}),
+    ("POST", "/coordinator/zones", "path", lambda t: {"action": "claim", "zoneId": "z", "path": t,
+                                                       "owner": "a"}),
+    ("POST", "/coordinator/claims", "description", lambda t: {"action": "claim", "what": "w", "by": "a",
+                                                               "description": t}),
+    ("POST", "/coordinator/handoffs", "context", lambda t: {"fromAgent": "a", "title": "x", "context": t}),
+    ("POST", "/coordinator/handoffs", "code", lambda t: {"fromAgent": "a", "title": "x", "context": "c",
+                                                         "code": t}),
+    ("POST", "/coordinator/handoffs", "nextSteps", lambda t: {"fromAgent": "a", "title": "x", "context": "c",
+                                                              "nextSteps": [t]}),
+    ("POST", "/lock/src%2Fa.ts/lock", "reason", lambda t: {"agentId": "a", "reason": t}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", OTHER_TEXTS, ids=[f"{c[1]}-{c[2]}" for c in OTHER_TEXTS])
+async def test_every_other_stored_text_has_a_limit_too(
+    settings: Settings, clock: FakeClock, case: tuple[str, str, str, Any]
+) -> None:
+    """Issue 15, finding 5 on every route: the texts of agents, tasks, zones, claims, handoffs and
+    lock reasons are bounded by `limits.text_max_bytes` (a 413 naming field and limit, nothing
+    stored), so no listing can grow to hundreds of MB from a few writes."""
+    method, path, field, make = case
+    server, session = await start_api(with_limits(settings, text_max_bytes=1024), clock)
+    try:
+        api = Api(server, session)
+        assert (await api.post("/coordinator/tasks", {"id": "t0", "title": "x"}))[0] == 200
+        before = [(await api.get(p))[1] for p in ("/coordinator/agents", "/coordinator/tasks",
+                                                   "/coordinator/zones", "/coordinator/claims",
+                                                   "/coordinator/handoffs")]  # fmt: skip
+        status, body = await api.call(method, path, make("é" * 512 + "x"))
+        assert status == 413
+        assert too_large(body, field, 1024)
+        after = [(await api.get(p))[1] for p in ("/coordinator/agents", "/coordinator/tasks",
+                                                  "/coordinator/zones", "/coordinator/claims",
+                                                  "/coordinator/handoffs")]  # fmt: skip
+        assert after == before
+        status, body = await api.call(method, path, make("é" * 512))
+        assert status == 200, body
+    finally:
+        await session.close()
+        await server.close()
