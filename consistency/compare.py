@@ -114,16 +114,8 @@ def classify(key: EntityKey, legacy: Value | None, actors: Value | None, exp: Ex
         return Finding(key, Kind.EXPECTED, _shown(legacy), None, rule=UNREADABLE_LEGACY)
     if isinstance(legacy, Unreadable) or isinstance(actors, Unreadable):
         return Finding(key, Kind.UNREADABLE, _shown(legacy), _shown(actors))
-    if legacy is None:
-        if _trimmed_chat(actors, exp):
-            return Finding(key, Kind.EXPECTED, None, _shown(actors), rule=CHAT_WINDOW)
-        if _expired(actors, exp.now_ms):
-            return Finding(key, Kind.EXPECTED, None, _shown(actors), rule=EXPIRED_LOCKS)
-        return Finding(key, Kind.MISSING_IN_LEGACY, None, _shown(actors))
-    if actors is None:
-        if _expired(legacy, exp.now_ms):
-            return Finding(key, Kind.EXPECTED, _shown(legacy), None, rule=EXPIRED_LOCKS)
-        return Finding(key, Kind.MISSING_IN_ACTORS, _shown(legacy), None)
+    if legacy is None or actors is None:
+        return _one_sided(key, legacy, actors, exp)
     if same(legacy.to_json(), actors.to_json()):
         return Finding(key, Kind.SAME)  # equal as read: equal canonical forms, without making them
     left, right = canonical(legacy), canonical(actors)
@@ -137,6 +129,19 @@ def classify(key: EntityKey, legacy: Value | None, actors: Value | None, exp: Ex
     if not unexplained:
         return Finding(key, Kind.EXPECTED, left, right, fields, rule=CARRIED_FIELDS)
     return Finding(key, Kind.DIFFERS, left, right, unexplained)
+
+
+def _one_sided(key: EntityKey, legacy: Entity | None, actors: Entity | None, exp: Expectations) -> Finding:
+    """An entity only one store holds: missing in the other, or allowed to be."""
+    if legacy is None:
+        if _trimmed_chat(actors, exp):
+            return Finding(key, Kind.EXPECTED, None, _shown(actors), rule=CHAT_WINDOW)
+        if _expired(actors, exp.now_ms):
+            return Finding(key, Kind.EXPECTED, None, _shown(actors), rule=EXPIRED_LOCKS)
+        return Finding(key, Kind.MISSING_IN_LEGACY, None, _shown(actors))
+    if _expired(legacy, exp.now_ms):
+        return Finding(key, Kind.EXPECTED, _shown(legacy), None, rule=EXPIRED_LOCKS)
+    return Finding(key, Kind.MISSING_IN_ACTORS, _shown(legacy), None)
 
 
 _DOMAIN_INDEX: Final = {d: i for i, d in enumerate(DOMAINS)}
