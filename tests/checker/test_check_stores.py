@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from consistency.check import CheckAborted, Checker, CheckOptions
+from consistency.check import CheckAborted, Checker, CheckOptions, in_sample
 from consistency.compare import Kind, classify, merge
 from consistency.report import save
 from consistency.rules import Expectations
@@ -25,7 +25,7 @@ from gateway.cli import main
 from gateway.clock import SystemClock
 from gateway.domain.entities import DOMAINS, Entity, EntityKey, Unreadable
 from gateway.domain.jscompat import iso_from_ms, parse_js_date
-from gateway.domain.model import GroupMessage, Lock
+from gateway.domain.model import GroupMessage, Lock, Task
 from gateway.legacy import keys
 from gateway.legacy.generator import generate
 from gateway.legacy.replica import LegacyReplica
@@ -234,16 +234,32 @@ def test_repair_from_the_actors_fills_redis(imported: tuple[str, Path]) -> None:
 
 @pytest.mark.slow
 def test_a_sampled_check_finds_planted_differences_at_the_rate(imported: tuple[str, Path]) -> None:
-    """40 task titles changed in the actors: --sample 0.5 finds about half, over several seeds,
-    and its report is not full (the guard would refuse it)."""
+    """200 tasks only in the actors: --sample 0.3 finds exactly those of them in the seeded
+    sample (about 60), over several seeds; its report is not full (the guard would refuse it)."""
     url, data_dir = imported
-    found = []
-    for seed in (1, 2, 3):
-        status, doc = check(url, data_dir, "--rounds", "0", "--sample", "0.5", "--seed", str(seed))
-        assert status == 0
+    planted = [EntityKey("task", "", f"sampled-{i:04d}") for i in range(200)]
+
+    async def create() -> None:
+        settings = settings_for(url, data_dir)
+        async with open_actor_side(settings, ActorEndpoint(data_dir=data_dir)) as actors:
+            now = iso_from_ms(SystemClock().now_ms())
+            tasks = [
+                Task(k.id, "sampled", None, "todo", None, "ops", "medium", [], [], now, now) for k in planted
+            ]
+            await actors.write_batch(list(zip(planted, tasks, strict=True)))
+
+    asyncio.run(create())
+    seen = set()
+    for seed in (1, 2, 3, 4):
+        status, doc = check(url, data_dir, "--rounds", "0", "--sample", "0.3", "--seed", str(seed))
+        assert status == 1
         assert doc["scope"]["full"] is False
-        found.append(doc["totals"]["compared"])
-    assert len(set(found)) > 1  # different seeds, different keys
+        expected = sum(in_sample(k, 0.3, seed) for k in planted)
+        assert doc["totals"]["missingInLegacy"] == expected
+        assert doc["totals"]["differences"] == expected
+        assert 35 <= expected <= 85
+        seen.add(expected)
+    assert len(seen) > 1  # another seed, other keys
 
 
 @pytest.mark.slow

@@ -116,3 +116,20 @@ def test_the_report_document_is_documented_field_by_field(tmp_path: Path) -> Non
     text = (DOCS / "consistency.md").read_text(encoding="utf-8")
     missing = [k for k in doc if f"`{k}" not in text]
     assert missing == []
+
+
+def test_the_progress_bar_shows_rate_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    """tqdm on stderr: keys walked of the estimate, the rate and the time left."""
+    from consistency.cli import progress_bar  # noqa: PLC0415
+    from consistency.run import _updater  # noqa: PLC0415
+
+    with progress_bar(True, 1000) as bar:
+        update = _updater(bar)
+        update(500)
+        update(1000)
+    err = capsys.readouterr().err
+    assert "checking" in err
+    assert "1.00k/1.00k" in err
+    assert "keys/s" in err
+    with progress_bar(False, 1000) as none:
+        assert none is None
