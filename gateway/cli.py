@@ -28,6 +28,7 @@ from gateway.legacy.seed_cli import add_dev_commands
 from gateway.logs import configure_logging, get_logger
 from gateway.phases.cli import add_phase_parser
 from gateway.settings import Settings, SettingsError, describe, load_settings
+from migrate.cli import add_migrate_parser
 
 __all__ = ["main"]
 
@@ -130,8 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--phase", help=f"migration phase at start-up: {', '.join(PHASES)} (migration.phase)")
     serve.set_defaults(handler=_serve)
 
-    # Later subcommands go here, each with its own handler: `migrate` (export / import between
-    # the stores).
+    add_migrate_parser(commands)  # `migrate export|import|copy` (migrate/cli.py)
     add_check_parser(commands)  # `check` (consistency/cli.py)
 
     add_phase_parser(commands)  # `phase show|set|history` (gateway/phases/cli.py)

@@ -20,6 +20,8 @@ from gateway.bulk.versions import decide
 from gateway.do import owner_ref
 from gateway.do.replica import ActorReplica, Outcome
 from gateway.domain.entities import COORDINATOR_NAME, OWNERS, Entity, EntityKey, Owner, Unreadable
+from gateway.domain.model import Lock
+from gateway.domain.rules import lock_expired
 
 __all__ = ["ActorSide"]
 
@@ -101,16 +103,24 @@ class ActorSide:
         for key, value in items:
             by_owner.setdefault(owner_ref(key), []).append((key, value))
         result = WriteResult()
+        now = self.replica.host.clock.now_ms()
+
+        def decide_now(key: EntityKey, current: Entity | None, incoming: Entity | None) -> Outcome:
+            # an expired lock is no lock (the actor's alarm would remove it at once): not carried
+            if isinstance(incoming, Lock) and current is None and lock_expired(incoming, now):
+                return "unchanged"
+            return decide(key, current, incoming)
+
         for ref, group in sorted(by_owner.items(), key=lambda kv: order_key(kv[1][0][0])):
             outcomes: list[Outcome]
             if dry_run:
                 current = await self.read_many([k for k, _ in group])
                 outcomes = [
-                    decide(k, None if isinstance(current[k], Unreadable) else current[k], v)  # type: ignore[arg-type]
+                    decide_now(k, None if isinstance(current[k], Unreadable) else current[k], v)  # type: ignore[arg-type]
                     for k, v in group
                 ]
             else:
-                outcomes = await self.replica.write_many(ref, group, decide)
+                outcomes = await self.replica.write_many(ref, group, decide_now)
             for (key, _v), outcome in zip(group, outcomes, strict=True):
                 result.add(key, outcome)
         return result

@@ -148,6 +148,9 @@ async def test_actor_scan_reads_every_entity_in_order(legacy: LegacySource, tmp_
 async def test_actor_batch_writes_are_idempotent(legacy: LegacySource, tmp_path: Path) -> None:
     data_dir = tmp_path / "actors"
     items = [(k, v) for k, v in await scan_all(legacy) if not isinstance(v, Unreadable)]
+    # the generated locks expired long ago: an expired lock is no lock, and is not carried
+    assert all(k.domain == "lock" for k, _ in items[-8:])
+    items = [(k, v) for k, v in items if k.domain != "lock"]
     async with open_actor_side(settings_for(data_dir), ActorEndpoint(data_dir=data_dir)) as side:
         dry = await side.write_batch(items, dry_run=True)
         assert sum(dry.written.values()) == len(items)

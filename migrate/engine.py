@@ -1,0 +1,117 @@
+"""One migration run: batches from a source, quarantine, batches to a sink, counts, checkpoints.
+
+The source is any async iterator of `(items, position)`: a store's scan (the position is the
+cursor after the batch) or an export file (the number of lines consumed). Unreadable values go
+to the quarantine file (key, raw value, reason) and the run goes on; the source is never
+written. After the sink took a batch, the checkpoint is saved, then the rate limit waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from gateway.bulk.items import Item, WriteResult, cursor_of
+from gateway.domain.entities import Entity, EntityKey, Unreadable
+from migrate.checkpoint import Checkpoint
+
+__all__ = ["RateLimit", "Summary", "run_batches"]
+
+Batches = AsyncIterator[tuple[list[Item], str | int | None]]
+Write = Callable[[list[tuple[EntityKey, Entity]]], Awaitable[WriteResult]]
+
+_COLUMNS = ("read", "written", "unchanged", "skipped", "quarantined")
+
+
+@dataclass(slots=True)
+class Summary:
+    """Per domain: read / written / unchanged / skipped / quarantined; and what to tell."""
+
+    domains: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped_keys: list[str] = field(default_factory=list)
+
+    def bump(self, domain: str, column: str, n: int = 1) -> None:
+        row = self.domains.setdefault(domain, dict.fromkeys(_COLUMNS, 0))
+        row[column] += n
+
+    def add(self, result: WriteResult) -> None:
+        for column, counts in (
+            ("written", result.written),
+            ("unchanged", result.unchanged),
+            ("skipped", result.skipped),
+        ):
+            for d, n in counts.items():
+                self.bump(d, column, n)
+        self.skipped_keys.extend(cursor_of(k) for k in result.skipped_keys[:1000])
+
+    def total(self, column: str) -> int:
+        return sum(row[column] for row in self.domains.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"domains": self.domains, "skippedKeys": self.skipped_keys[:1000]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Summary:
+        domains = {
+            str(d): {c: int(row.get(c, 0)) for c in _COLUMNS} for d, row in data.get("domains", {}).items()
+        }
+        return cls(domains, [str(k) for k in data.get("skippedKeys", [])])
+
+
+class RateLimit:
+    """At most `per_s` entities per second on average (None: unlimited)."""
+
+    def __init__(self, per_s: float | None) -> None:
+        self.per_s = per_s
+        self._start = time.monotonic()
+        self._done = 0
+
+    async def take(self, n: int) -> None:
+        if not self.per_s:
+            return
+        self._done += n
+        ahead = self._done / self.per_s - (time.monotonic() - self._start)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
+
+async def run_batches(
+    batches: Batches,
+    write: Write,
+    *,
+    summary: Summary,
+    quarantine: IO[bytes],
+    rate: RateLimit,
+    checkpoint: Checkpoint | None,
+    state_dir: Path,
+    progress: Callable[[int], None],
+    after_write: Callable[[Checkpoint], None] | None = None,
+) -> None:
+    """Copy every batch; save the checkpoint after each (unless `checkpoint` is None: dry run)."""
+    async for items, position in batches:
+        good: list[tuple[EntityKey, Entity]] = []
+        for key, value in items:
+            summary.bump(key.domain, "read")
+            if isinstance(value, Unreadable):
+                summary.bump(key.domain, "quarantined")
+                record = {"key": [key.domain, key.scope, key.id], "raw": value.raw, "reason": value.reason}
+                quarantine.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            else:
+                good.append((key, value))
+        quarantine.flush()
+        if good:
+            summary.add(await write(good))
+        if checkpoint is not None:
+            checkpoint.position = position
+            if after_write is not None:
+                after_write(checkpoint)
+            checkpoint.summary = summary.to_json()
+            checkpoint.save(state_dir)
+        progress(len(items))
+        await rate.take(len(items))

@@ -1,0 +1,54 @@
+"""Fixtures of the migration tool's tests: a seeded legacy Redis, the CLI run in-process."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+
+import pytest
+import redis
+import redis.asyncio
+
+from gateway.cli import main
+from gateway.legacy.generator import SeedSummary, generate
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def migrate(restore_logging: None, clean_env: None) -> Callable[..., Result]:
+    """Run `agent-coord migrate ...` in this process; its exit status, stdout and stderr."""
+
+    def run(*argv: str) -> Result:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(["migrate", *argv])
+            except SystemExit as e:  # argparse
+                code = int(e.code or 0)
+        return Result(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+@pytest.fixture
+async def seeded(redis_url: str) -> SeedSummary:
+    r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return await generate(r, scale=40, seed=7, flush=True)
+    finally:
+        await r.aclose()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield r
+    r.close()
