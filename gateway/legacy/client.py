@@ -6,11 +6,13 @@ Every legacy command of the gateway goes through `LegacyClient.run`, which
   for a free connection;
 * sets connect and socket timeouts from `legacy.timeout_s`, so a Redis that is down or hung fails
   fast instead of hanging a request;
-* retries transient failures (connection and timeout errors) with tenacity, bounded by
-  `legacy.retries` extra attempts and by a total time budget, with exponential backoff and jitter,
+* retries transient failures (connection and timeout errors), bounded by `legacy.retries` extra
+  attempts and by a total time budget, with exponential backoff and jitter (`gateway.retry`),
   but ONLY when the caller says the operation is safe to repeat (reads, an HSET of a whole value,
   HDEL). LPUSH and the non-idempotent scripts are sent once: a reply lost after Redis applied the
-  command must not apply it twice. redis-py's own retry is switched off so there is one policy;
+  command must not apply it twice. redis-py's own retry is switched off so there is one policy.
+  The loop is written out rather than built with tenacity per call: a tenacity policy cost about
+  50-100 us per command, more than the command itself (docs/benchmarks.md, issue 13);
 * translates redis-py's exceptions at this boundary: connection, timeout and pool exhaustion
   become `StoreUnavailable` (503, retryable); anything else redis reports (WRONGTYPE, a script
   error) becomes `LegacyStoreError` (500). redis-py's `ConnectionError`/`TimeoutError` are only
@@ -23,6 +25,7 @@ not UTF-8 round-trips unchanged when written back.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +35,6 @@ import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
 
 from gateway.errors import LegacyStoreError, StoreUnavailable
 from gateway.retry import Backoff
@@ -74,7 +76,7 @@ class LegacyClient:
             socket_connect_timeout=settings.timeout_s,
             decode_responses=True,
             encoding_errors="surrogateescape",
-            retry=Retry(NoBackoff(), 0),  # tenacity below is the one retry policy
+            retry=Retry(NoBackoff(), 0),  # `run` below is the one retry policy
             health_check_interval=0,
         )
         return cls(redis.asyncio.Redis(connection_pool=pool), settings, url=redis_url)
@@ -93,26 +95,22 @@ class LegacyClient:
         `what` names the operation in error messages (`"HGETALL agent-coord:tasks"`).
         """
         attempts = self.settings.retries + 1 if idempotent else 1
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_TRANSIENT),
-            stop=stop_after_attempt(attempts) | stop_after_delay(self.settings.timeout_s),
-            wait=BACKOFF.tenacity_wait(_RNG),
-            reraise=True,
-        )
         started = time.monotonic()
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await op(self.redis)
-        except _TRANSIENT as exc:
-            elapsed = time.monotonic() - started
-            raise StoreUnavailable(
-                f"legacy store unavailable: {what} failed after {attempt.retry_state.attempt_number} "
-                f"attempt(s) in {elapsed:.2f}s against {mask_url(self.url)}: {exc}"
-            ) from exc
-        except redis.exceptions.RedisError as exc:
-            raise LegacyStoreError(f"legacy store error: {what}: {exc}") from exc
-        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await op(self.redis)
+            except _TRANSIENT as exc:
+                elapsed = time.monotonic() - started
+                if attempt >= attempts or elapsed >= self.settings.timeout_s:
+                    raise StoreUnavailable(
+                        f"legacy store unavailable: {what} failed after {attempt} attempt(s) in "
+                        f"{elapsed:.2f}s against {mask_url(self.url)}: {exc}"
+                    ) from exc
+            except redis.exceptions.RedisError as exc:
+                raise LegacyStoreError(f"legacy store error: {what}: {exc}") from exc
+            await asyncio.sleep(BACKOFF.delay_s(attempt - 1, _RNG))
 
     async def ping(self) -> bool:
         """True when Redis answers PING (for readiness checks); raises StoreUnavailable otherwise."""
