@@ -21,9 +21,11 @@ between requests and must not be changed in place (listings only render it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any, Final, TypeVar, cast
 
@@ -131,6 +133,8 @@ class LegacyRecords:
         self.corruption = corruption or CorruptionLog()
         self._cas_script = client.redis.register_script(_CAS_LUA)
         self.decoded = DecodedValues()
+        self._watch_locks: dict[str, asyncio.Lock] = {}
+        self.watch_conflicts = 0  # optimistic transactions retried because a watched key changed
 
     async def close(self) -> None:
         """Close the client's connection pool."""
@@ -235,6 +239,11 @@ class LegacyRecords:
 
         `body` reads through the pipe (immediate mode), then calls `pipe.multi()` and queues its
         writes; the writes are executed when it returns.
+
+        The watched keys are whole hashes (every DM conversation is in one), so two of this
+        process's own transactions on them would abort each other: under load (64 connections,
+        a DM every few milliseconds) that used up the attempts and answered 503. They take the
+        watched keys' in-process locks first, so WATCH only retries for other writers of Redis.
         """
 
         async def op(r: Redis) -> T:
@@ -246,11 +255,21 @@ class LegacyRecords:
                         if pipe.explicit_transaction:
                             await pipe.execute()
                     except redis.exceptions.WatchError:
+                        self.watch_conflicts += 1
                         continue
                     return result
             raise StoreUnavailable(f"legacy store unavailable: {what} too contended")
 
-        return await self.run(what, op, idempotent=idempotent)
+        async with self._watching(watch):
+            return await self.run(what, op, idempotent=idempotent)
+
+    @contextlib.asynccontextmanager
+    async def _watching(self, watch: tuple[str, ...]) -> AsyncIterator[None]:
+        """Hold the in-process locks of `watch`, taken in sorted order (no lock-order cycles)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted(set(watch)):
+                await stack.enter_async_context(self._watch_locks.setdefault(key, asyncio.Lock()))
+            yield
 
     # -- one record of a hash -----------------------------------------------------------------------
 
