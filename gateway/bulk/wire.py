@@ -33,6 +33,7 @@ from gateway.domain.model import (
     Task,
     Zone,
 )
+from gateway.domain.progress_records import CredentialRecord, ProgressRecord
 
 _KEY_PARTS: Final = 3  # [domain, scope, id]
 
@@ -60,8 +61,14 @@ TYPES: Final[dict[str, type]] = {
     "dm": DirectMessage,
     "memory": Memory,
     "lock": Lock,
+    "soul": ProgressRecord,
+    "trace": ProgressRecord,
+    "heartbeat": ProgressRecord,
+    "shadow": ProgressRecord,
+    "goal": ProgressRecord,
+    "credential": CredentialRecord,
 }
-"""domain -> its model class (an actor-only domain of issue 14 adds its class here)."""
+"""domain -> its model class (the actor-only domains: their agent actor rows, as stored)."""
 
 
 class BadLine(ValueError):

@@ -76,17 +76,6 @@ CREATE TABLE IF NOT EXISTS goals (
 CREATE INDEX IF NOT EXISTS idx_goals_status ON goals(status);
 """
 
-TABLES: Final[dict[str, tuple[str, ...]]] = {
-    "soul": ("soul_progression",),
-    "trace": ("work_traces", "work_steps", "escalations"),
-    "heartbeat": ("heartbeat_log",),
-    "shadow": ("shadow_monitor",),
-    "goal": ("goals",),
-    "credential": ("credentials",),
-}
-"""The actor-only domains (`gateway.domain.entities.ACTOR_ONLY`) and the agent actor tables
-holding them, for tools that copy them whole between data directories."""
-
 
 def create(sql: Sql) -> None:
     """Create the tables (and our one added column on a trace table copied from a DO)."""
@@ -535,3 +524,81 @@ def credential_put(sql: Sql, c: StoredCredential) -> None:
 def credential_delete(sql: Sql, key: str) -> bool:
     """Delete a credential; was there one?"""
     return sql.exec("DELETE FROM credentials WHERE key = ?", key).rows_written > 0
+
+
+# -- whole records, for the bulk tools (migrate, check) -----------------------------------------------
+
+RECORD_KEYS: Final[dict[str, tuple[tuple[str, str | None], ...]]] = {
+    "soul": (("soul_progression", None),),
+    "trace": (("work_traces", "session_id"), ("work_steps", "session_id"), ("escalations", "session_id")),
+    "heartbeat": (("heartbeat_log", "id"),),
+    "shadow": (("shadow_monitor", None),),
+    "goal": (("goals", "id"),),
+    "credential": (("credentials", "key"),),
+}
+"""domain -> (table, the column holding the record's id) per table; None: one record per actor
+(id ""), the table's every row."""
+
+TABLES: Final[dict[str, tuple[str, ...]]] = {d: tuple(t for t, _ in spec) for d, spec in RECORD_KEYS.items()}
+"""The actor-only domains (`gateway.domain.entities.ACTOR_ONLY`) and the agent actor tables
+holding them."""
+
+
+def _columns(sql: Sql, table: str) -> list[str]:
+    return [row[1] for row in sql.exec(f"PRAGMA table_info({table})").all()]
+
+
+def record_read(sql: Sql, domain: str, ident: str) -> dict[str, list[dict[str, Any]]] | None:
+    """The rows of record `ident` of an actor-only domain, table by table; None if it has none."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for table, col in RECORD_KEYS[domain]:
+        cols = _columns(sql, table)
+        if col is None:
+            if ident != "":
+                return None
+            rows = sql.exec(f"SELECT {', '.join(cols)} FROM {table} ORDER BY rowid").all()
+        else:
+            rows = sql.exec(
+                f"SELECT {', '.join(cols)} FROM {table} WHERE {col} = ? ORDER BY rowid", ident
+            ).all()
+        out[table] = [dict(zip(cols, r, strict=True)) for r in rows]
+    first = RECORD_KEYS[domain][0][0]
+    return out if out[first] else None
+
+
+def record_ids(sql: Sql, domain: str, after: str | None, limit: int) -> list[str]:
+    """The ids of the records of an actor-only domain this actor holds, in order, after `after`."""
+    table, col = RECORD_KEYS[domain][0]
+    if col is None:
+        has = sql.exec(f"SELECT 1 FROM {table} LIMIT 1").first() is not None
+        return [""] if has and after is None else []
+    where, args = ("", [limit]) if after is None else (f"WHERE {col} > ? ", [after, limit])
+    return [
+        str(r[0]) for r in sql.exec(f"SELECT {col} FROM {table} {where}ORDER BY {col} LIMIT ?", *args).all()
+    ]
+
+
+def record_write(sql: Sql, domain: str, ident: str, rows: dict[str, list[dict[str, Any]]] | None) -> None:
+    """Make record `ident` hold exactly `rows` (None: remove it). Only the domain's own tables
+    and their existing columns are written; anything else is a ValueError."""
+    tables = RECORD_KEYS[domain]
+    given = set(rows or {})
+    unknown = given - {t for t, _ in tables}
+    if unknown:
+        raise ValueError(f"{domain}: unknown table {sorted(unknown)[0]!r}")
+    for table, col in tables:
+        if col is None:
+            sql.exec(f"DELETE FROM {table}")
+        else:
+            sql.exec(f"DELETE FROM {table} WHERE {col} = ?", ident)
+        cols = set(_columns(sql, table))
+        for row in (rows or {}).get(table, []):
+            names = list(row)
+            if not names or not set(names) <= cols:
+                raise ValueError(f"{domain}: a row of {table} has unknown columns")
+            if col is not None and row.get(col) != ident:
+                raise ValueError(f"{domain}: a row of {table} belongs to another record")
+            sql.exec(
+                f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+                *(dumps(v) if isinstance(v, dict | list) else v for v in row.values()),
+            )

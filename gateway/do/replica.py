@@ -23,7 +23,7 @@ from typing import Any, Literal
 import orjson
 
 from gateway.actors import ActorHost, ActorRef
-from gateway.do import owner_ref
+from gateway.do import owner_ref, progress_tables
 from gateway.do._sql import dumps, get_extra, put_extra
 from gateway.do.agent_state import DM_COLS, MEM_COLS, AgentStateActor, dm_from_row, memory_from_row
 from gateway.do.coordinator import (
@@ -42,7 +42,7 @@ from gateway.do.coordinator import (
     zone_from_row,
 )
 from gateway.do.resource_lock import ResourceLockActor
-from gateway.domain.entities import PER_AGENT, Entity, EntityKey, Unreadable
+from gateway.domain.entities import ACTOR_ONLY, PER_AGENT, Entity, EntityKey, Unreadable
 from gateway.domain.jscompat import parse_js_date
 from gateway.domain.model import (
     Agent,
@@ -56,6 +56,7 @@ from gateway.domain.model import (
     Task,
     Zone,
 )
+from gateway.domain.progress_records import CredentialRecord, ProgressRecord
 
 __all__ = ["ActorReplica", "Decide", "Outcome"]
 
@@ -141,9 +142,17 @@ async def _read(actor: Any, key: EntityKey) -> Entity | None:
     return entity
 
 
+def _record(domain: str, rows: dict[str, list[dict[str, Any]]] | None) -> Entity | None:
+    if rows is None:
+        return None
+    return CredentialRecord(rows) if domain == "credential" else ProgressRecord(rows)
+
+
 def _read_row(actor: Any, key: EntityKey) -> Entity | None:  # noqa: PLR0911 - one exit per domain
     sql = actor.ctx.sql
     d, i = key.domain, key.id
+    if d in ACTOR_ONLY:
+        return _record(d, progress_tables.record_read(sql, d, i))
     if d == "agent":
         r = sql.exec(f"SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?", i).first()
         return None if r is None else agent_from_row(r)
@@ -210,6 +219,13 @@ def _scan(
     actor: Any, ref: ActorRef, domain: str, after: str | None, limit: int
 ) -> list[tuple[EntityKey, Entity | Unreadable]]:
     scope = ref.name if domain in PER_AGENT else ""
+    if domain in ACTOR_ONLY:
+        found: list[tuple[EntityKey, Entity | Unreadable]] = []
+        for ident in progress_tables.record_ids(actor.ctx.sql, domain, after, limit):
+            one = _read_safe(actor, EntityKey(domain, scope, ident))
+            if one is not None:
+                found.append((EntityKey(domain, scope, ident), one))
+        return found
     if domain in ("checkpoint", "lock"):
         key = EntityKey(domain, scope, "" if domain == "checkpoint" else ref.name)
         if after is not None and key.id <= after:
@@ -262,6 +278,11 @@ _DELETE = {
 
 
 async def _write(actor: Any, key: EntityKey, value: Entity | None) -> None:
+    if key.domain in ACTOR_ONLY:
+        if value is not None and not isinstance(value, ProgressRecord | CredentialRecord):
+            raise TypeError(f"{key}: not a record of an actor-only domain")
+        progress_tables.record_write(actor.ctx.sql, key.domain, key.id, None if value is None else value.rows)
+        return
     if value is None:
         if key.domain == "lock":
             _write_lock(actor, None)

@@ -28,6 +28,7 @@ from gateway.domain.model import (
     Task,
     Zone,
 )
+from gateway.domain.progress_records import CredentialRecord, ProgressRecord
 
 __all__ = [
     "ACTOR_ONLY",
@@ -44,7 +45,20 @@ __all__ = [
     "is_actor_only",
 ]
 
-Entity = Agent | GroupMessage | Task | Zone | Claim | Handoff | Checkpoint | DirectMessage | Memory | Lock
+Entity = (
+    Agent
+    | GroupMessage
+    | Task
+    | Zone
+    | Claim
+    | Handoff
+    | Checkpoint
+    | DirectMessage
+    | Memory
+    | Lock
+    | ProgressRecord
+    | CredentialRecord
+)
 """Every entity an `EntityKey` can name (what a replica reads and writes)."""
 
 
@@ -67,6 +81,13 @@ OWNERS: Final[dict[str, Owner]] = {
     "dm": Owner.AGENT,
     "memory": Owner.AGENT,
     "lock": Owner.LOCK,
+    # actor-only (do-api.md 7.5, issue 14): not in LEGACY_DOMAINS
+    "soul": Owner.AGENT,
+    "trace": Owner.AGENT,  # a trace with its steps and escalations
+    "heartbeat": Owner.AGENT,
+    "shadow": Owner.AGENT,
+    "goal": Owner.AGENT,
+    "credential": Owner.AGENT,  # carried as ciphertext only
 }
 """domain -> the actor kind that holds its entities."""
 
@@ -89,16 +110,9 @@ def actor_only(domain: str) -> bool:
     return domain not in LEGACY_DOMAINS
 
 
-ACTOR_ONLY: Final[dict[str, Owner]] = {
-    "soul": Owner.AGENT,
-    "trace": Owner.AGENT,  # a trace with its steps and escalations
-    "heartbeat": Owner.AGENT,
-    "shadow": Owner.AGENT,
-    "goal": Owner.AGENT,
-    "credential": Owner.AGENT,  # carried as ciphertext only
-}
-"""domain -> owner of issue 14's actor-only domains (do-api.md 7.5; `actor_only` is true for
-them): no legacy counterpart, served by the actors in every phase and never mirrored.
+ACTOR_ONLY: Final[dict[str, Owner]] = {d: o for d, o in OWNERS.items() if d not in LEGACY_DOMAINS}
+"""domain -> owner of the actor-only domains (issue 14's soul, trace, heartbeat, shadow, goal,
+credential): no legacy counterpart, served by the actors in every phase and never mirrored.
 `gateway.do.progress_tables.TABLES` names the agent actor tables holding each (docs/mapping.md)."""
 
 
@@ -125,7 +139,7 @@ class EntityKey:
     @property
     def owner(self) -> Owner:
         """The actor kind holding the entity; ValueError for an unknown domain."""
-        owner = OWNERS.get(self.domain) or ACTOR_ONLY.get(self.domain)
+        owner = OWNERS.get(self.domain)
         if owner is None:
             raise ValueError(f"unknown entity domain {self.domain!r}")
         return owner
