@@ -24,6 +24,7 @@ from gateway.domain.entities import ACTOR_ONLY, DOMAINS, Entity, EntityKey, acto
 from gateway.domain.jscompat import iso_from_ms
 from gateway.errors import ActorOwnedElsewhere, GatewayError
 from gateway.http.admin import TOKEN_FILE
+from gateway.phases.control import record_reverse_sync
 from gateway.settings import Settings
 from migrate.checkpoint import Checkpoint, CheckpointMismatch
 from migrate.cli import EXIT_OK, EXIT_QUARANTINED, EXIT_UNREACHABLE, EXIT_USAGE
@@ -205,6 +206,15 @@ async def run_migrate(  # noqa: PLR0912, PLR0915 - one command, its steps in ord
         return EXIT_USAGE
     if not args.dry_run:
         Checkpoint.clear(state_dir)
+        full = selection.agents is None and set(selection.domains) == set(DOMAINS)
+        if getattr(args, "target", None) == "legacy" and args.migrate_command == "copy" and full:
+            record_reverse_sync(
+                Path(settings.storage.data_dir),
+                started_ms=started_ms,
+                finished_ms=clock.now_ms(),
+                entities=summary.total("read"),
+            )
+            notes.append("Redis was refilled from the actors: the guard on leaving cutover accepts the move")
     if "actors" in (getattr(args, "source", None), getattr(args, "target", None)):
         # issue 14's actor-only domains have no legacy counterpart; this version streams the
         # domains of DOMAINS only, so they stay where they are in every direction

@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS phase (id INTEGER PRIMARY KEY CHECK (id = 1), phase T
 CREATE TABLE IF NOT EXISTS phase_audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL,
     actor TEXT NOT NULL, from_phase TEXT, to_phase TEXT NOT NULL, reason TEXT NOT NULL,
     forced INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS reverse_sync (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_ms INTEGER NOT NULL, finished_ms INTEGER NOT NULL, entities INTEGER NOT NULL);
 """
 
 
@@ -69,6 +71,26 @@ def read_phase(data_dir: Path) -> str | None:
     finally:
         db.close()
     return None if row is None else str(row[0])
+
+
+def record_reverse_sync(data_dir: Path, *, started_ms: int, finished_ms: int, entities: int) -> None:
+    """Record a complete copy of the actors into Redis (`agent-coord migrate ... --to legacy`,
+    every domain, every agent). The guard on leaving cutover accepts the move when the newest
+    such copy started after cutover began (`PhaseControl.reverse_synced`). Written through its
+    own short connection, so the tool records it whether or not a gateway runs."""
+    path = Path(data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path / "control.sqlite", isolation_level=None, timeout=10)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+        db.execute(
+            "INSERT INTO reverse_sync (started_ms, finished_ms, entities) VALUES (?, ?, ?)",
+            (started_ms, finished_ms, entities),
+        )
+    finally:
+        db.close()
+    log.info("phase.reverse_synced", started_ms=started_ms, finished_ms=finished_ms, entities=entities)
 
 
 class PhaseControl:
@@ -128,6 +150,12 @@ class PhaseControl:
         log.info("phase.changed", **change.to_json())
         self.phase, self.since_ms = Phase(to_phase), now
         return change
+
+    def reverse_synced(self) -> bool:
+        """In cutover: Redis was refilled from the actors by a copy that started after cutover
+        began (`record_reverse_sync`); writes since then are the operator's to stop first."""
+        row = self._db.execute("SELECT MAX(started_ms) FROM reverse_sync").fetchone()
+        return self.phase == "cutover" and row is not None and row[0] is not None and row[0] >= self.since_ms
 
     def history(self, limit: int = 100) -> list[PhaseChange]:
         """The newest `limit` changes, oldest first."""

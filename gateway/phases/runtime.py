@@ -187,7 +187,7 @@ class MigrationRuntime:
                 last_report=self.last_report,
                 now_ms=self.clock.now_ms(),
                 report_max_age_s=self.settings.consistency_max_age_s,
-                reverse_synced=self.reverse_synced,
+                reverse_synced=self.reverse_synced or self.control.reverse_synced(),
                 dead_letters=self.queue.stats().dead_letters,
             ),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,6 +98,9 @@ def test_actors_back_to_a_fresh_redis_give_the_same_data(
     with RedisServer() as fresh:
         back = migrate("copy", "--from", "actors", "--to", "legacy", "--redis-url", fresh.url, *common)
         assert back.code == 0, back.err
+        assert "guard on leaving cutover accepts the move" in back.out
+        with sqlite3.connect(data / "control.sqlite") as db:  # what the guard reads
+            assert db.execute("SELECT COUNT(*) FROM reverse_sync").fetchone() == (1,)
         r2 = redis.Redis.from_url(fresh.url, decode_responses=True)
         try:
             now = SystemClock().now_ms()

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.clock import FakeClock, settle
 from gateway.domain.entities import EntityKey
+from gateway.phases.control import record_reverse_sync
 from gateway.phases.guards import PhaseChangeRefusedError
 from gateway.phases.runtime import MigrationRuntime
 from gateway.settings import MigrationSettings
@@ -57,5 +58,25 @@ async def test_concurrent_switches_check_the_phase_they_find(tmp_path: Path) -> 
             (None, "parallel"),
             ("parallel", "write-through"),
         ]
+    finally:
+        await runtime.close()
+
+
+async def test_leaving_cutover_needs_a_reverse_sync_that_started_after_cutover(tmp_path: Path) -> None:
+    """`agent-coord migrate copy --from actors --to legacy` records the refill in control.sqlite;
+    only one that started after cutover began satisfies the guard."""
+    clock = FakeClock()
+    record_reverse_sync(tmp_path, started_ms=clock.now_ms() - 1, finished_ms=clock.now_ms(), entities=3)
+    await clock.advance(1000)
+    runtime = MigrationRuntime(tmp_path, clock, MigrationSettings(phase="cutover"), legacy_configured=True)
+    try:
+        with pytest.raises(PhaseChangeRefusedError, match="Redis refilled from the actors"):
+            await runtime.change_phase("read-switch", actor="ops", reason="r", force=False)
+        record_reverse_sync(
+            tmp_path, started_ms=clock.now_ms() + 1, finished_ms=clock.now_ms() + 9, entities=3
+        )
+        change = await runtime.change_phase("read-switch", actor="ops", reason="roll back", force=False)
+        assert change.to_phase == "read-switch"
+        assert not change.forced
     finally:
         await runtime.close()
