@@ -20,7 +20,7 @@ from gateway.bulk.legacy_side import LegacySink, LegacySource
 from gateway.bulk.remote import AdminRejected, RemoteActorSide
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.clock import SystemClock
-from gateway.domain.entities import ACTOR_ONLY, DOMAINS, Entity, EntityKey, actor_only
+from gateway.domain.entities import DOMAINS, Entity, EntityKey, actor_only
 from gateway.domain.jscompat import iso_from_ms
 from gateway.errors import ActorOwnedElsewhere, GatewayError
 from gateway.http.admin import TOKEN_FILE
@@ -215,12 +215,10 @@ async def run_migrate(  # noqa: PLR0912, PLR0915 - one command, its steps in ord
                 entities=summary.total("read"),
             )
             notes.append("Redis was refilled from the actors: the guard on leaving cutover accepts the move")
-    if "actors" in (getattr(args, "source", None), getattr(args, "target", None)):
-        # issue 14's actor-only domains have no legacy counterpart; this version streams the
-        # domains of DOMAINS only, so they stay where they are in every direction
-        only = sorted({*ACTOR_ONLY, *(d for d in DOMAINS if actor_only(d))})
+    if getattr(args, "target", None) == "legacy":
+        only = [d for d in selection.domains if actor_only(d)]  # no legacy counterpart
         if only:
-            notes.append(f"actor-only domains, not carried: {', '.join(only)}")
+            notes.append(f"actor-only domains, not carried to Redis: {', '.join(only)}")
     report = _report(
         args,
         summary,

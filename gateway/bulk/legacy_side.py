@@ -486,6 +486,7 @@ class LegacySink:
     async def write_batch(
         self, items: Sequence[tuple[EntityKey, Entity | None]], *, dry_run: bool = False
     ) -> WriteResult:
+        items = [(k, v) for k, v in items if not actor_only(k.domain)]  # Redis has no such family
         current = await self.source.read_many([k for k, _ in items])
         result = WriteResult()
         chat_floor = await self._chat_floor() if any(k.domain == "chat" for k, _ in items) else None

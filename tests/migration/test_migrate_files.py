@@ -115,7 +115,7 @@ def test_actors_back_to_a_fresh_redis_give_the_same_data(
             again = migrate("copy", "--from", "actors", "--to", "legacy", "--redis-url", fresh.url, *common)
             assert again.code == 0
             assert "nothing to write" in again.out
-            assert "actor-only domains, not carried: credential, goal" in again.out
+            assert "actor-only domains, not carried to Redis: soul, trace" in again.out
         finally:
             r2.close()
 
