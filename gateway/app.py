@@ -160,6 +160,7 @@ async def _actor_host(settings: Settings, clk: Clock, app: web.Application) -> A
             socket_queue_max_bytes=settings.server.ws_send_queue_max_bytes,
         ),
         synchronous=settings.storage.sqlite_synchronous,
+        shards=settings.storage.shards,
         on_lock_alarm_expiry=lambda path: (
             app[ROUTER].after_lock_alarm_expiry(path) if ROUTER in app else None
         ),

@@ -122,6 +122,15 @@ class InvalidActorName(ActorError):
     """The actor kind is unknown or the name cannot be stored."""
 
 
+class StorageApiError(ActorError):
+    """Actor code misused its storage: `ctx.sql` on a sharded kind, `ctx.tables` on a file
+    kind, an undeclared table, or a SQL fragment that could reach past the actor's own rows."""
+
+
+class DataDirError(ActorError):
+    """The data directory cannot be served as it is (a layout the host cannot take over)."""
+
+
 class LimitExceeded(ActorError):
     """An actor limit was exceeded (WebSocket tags, attachment size, SQL parameters)."""
 

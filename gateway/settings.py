@@ -92,6 +92,9 @@ class StorageSettings:
     # NORMAL (WAL) survives a crash of the process; FULL also survives power loss, at the cost of
     # an fsync per commit. DO's storage is replicated, so a crash-safe default is the fair match.
     sqlite_synchronous: str = "NORMAL"
+    # agents and locks share this many SQLite files (rows keyed by the actor's name); fixed once a
+    # data directory holds data (docs/actor-host.md, "Shards")
+    shards: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +292,7 @@ _RULES: Final[dict[str, _Rule]] = {
     "server.ws_send_queue_max_bytes": _positive_int(),
     "storage.data_dir": _Rule("a non-empty directory path"),
     "storage.sqlite_synchronous": _one_of(SYNCHRONOUS_MODES, case=str.upper),
+    "storage.shards": _positive_int(),
     "actors.max_open": _positive_int(),
     "actors.idle_timeout_s": _positive_number(),
     "actors.mailbox_max": _positive_int(),

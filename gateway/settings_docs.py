@@ -37,14 +37,22 @@ DOCS: Final[dict[str, str]] = {
         "is closed with 1013 (try again later)."
     ),
     "storage.data_dir": (
-        "Directory holding one SQLite file per actor, the phase, the repair queue and the admin token; "
+        "Directory holding the actors' SQLite files (the coordinator's, the shard files of agents and "
+        "locks), the phase, the repair queue and the admin token; "
         "relative paths are relative to the working directory (flag --data-dir)."
     ),
     "storage.sqlite_synchronous": (
         'SQLite `synchronous` with WAL: "NORMAL" survives a crash of the process (a commit costs no '
         'fsync), "FULL" also survives power loss at the cost of an fsync per commit.'
     ),
-    "actors.max_open": "Most actor databases open at once; idle ones are closed first.",
+    "storage.shards": (
+        "How many SQLite files agents and locks share (an actor's rows live in the file its name hashes "
+        "to); fixed when the data directory is created: a start with another value is refused."
+    ),
+    "actors.max_open": (
+        "Most actors active at once (the coordinator's database open, agents and locks in memory); "
+        "idle ones are evicted first. Open files stay below 5 x storage.shards + 3 x max_open + 4."
+    ),
     "actors.idle_timeout_s": "Seconds without events after which an actor is evicted (its database closed).",
     "actors.mailbox_max": "Most events queued for one actor; beyond it requests get 503 overloaded.",
     "actors.alarm_retry_base_s": (

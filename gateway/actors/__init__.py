@@ -1,4 +1,7 @@
-"""The Durable-Objects-style actor host: named actors, one SQLite database each, strict turns.
+"""The Durable-Objects-style actor host: named actors with their own storage, strict turns.
+
+File kinds (the coordinator) have one SQLite database each (`ctx.sql`); sharded kinds (agents,
+locks) keep their rows in shared shard files through the scoped `ctx.tables`.
 
 See `host.py` for the guarantees and `docs/actor-host.md` for the design and its figures.
 """
@@ -7,6 +10,7 @@ from gateway.actors.host import Actor, ActorContext, ActorHost, AlarmInfo, HostL
 from gateway.actors.naming import ActorRef, actor_path
 from gateway.actors.sockets import HostedSocket
 from gateway.actors.storage import ActorStorage, Committer, InlineCommitter, SqlCursor, ThreadCommitter
+from gateway.actors.tables import ShardTables, TableSpec
 
 __all__ = [
     "Actor",
@@ -19,7 +23,9 @@ __all__ = [
     "HostLimits",
     "HostedSocket",
     "InlineCommitter",
+    "ShardTables",
     "SqlCursor",
+    "TableSpec",
     "ThreadCommitter",
     "actor_path",
 ]

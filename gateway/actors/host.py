@@ -41,8 +41,11 @@ from typing import Any, TypeVar
 
 import structlog
 
+from gateway.actors.convert import convert_old_layout
 from gateway.actors.crash import crash_point
+from gateway.actors.layout import host_index_path, host_lock_path, shard_of
 from gateway.actors.naming import ActorRef, actor_path
+from gateway.actors.shards import ShardSet
 from gateway.actors.sockets import MAX_QUEUED_BYTES, HostedSocket, WebSocketLike
 from gateway.actors.storage import (
     META_SCHEMA,
@@ -53,14 +56,17 @@ from gateway.actors.storage import (
     open_connection,
     wait_through_cancellation,
 )
+from gateway.actors.tables import ShardTables, TableSpec
 from gateway.clock import Clock, SystemClock
 from gateway.errors import (
     ActorOverloaded,
     ActorOwnedElsewhere,
     ActorResetError,
     CommitFailed,
+    DataDirError,
     HostClosed,
     InvalidActorName,
+    StorageApiError,
     TransactionControlNotAllowed,
 )
 from gateway.retry import Backoff
@@ -123,7 +129,30 @@ class ActorContext:
         self._act = activation
         self.ref = activation.ref
         self.clock = host.clock
-        self.sql = activation.storage
+
+    @property
+    def sharded(self) -> bool:
+        """Whether this actor's kind keeps its rows in the shard files (use `tables`, not `sql`)."""
+        return isinstance(self._act.storage, ShardTables)
+
+    @property
+    def sql(self) -> ActorStorage:
+        """The actor's own SQLite database (DO `ctx.storage.sql`); file kinds only."""
+        storage = self._act.storage
+        if isinstance(storage, ShardTables):
+            raise StorageApiError(
+                f"actors of kind {self.ref.kind!r} keep their rows in shard files: "
+                "use ctx.tables, not ctx.sql"
+            )
+        return storage
+
+    @property
+    def tables(self) -> ShardTables:
+        """The scoped table API of a sharded kind (`gateway/actors/tables.py`)."""
+        storage = self._act.storage
+        if not isinstance(storage, ShardTables):
+            raise StorageApiError(f"actors of kind {self.ref.kind!r} have their own database: use ctx.sql")
+        return storage
 
     # -- alarms -------------------------------------------------------------------------------
 
@@ -138,13 +167,13 @@ class ActorContext:
         """Set the one alarm (replacing any other), in this turn's transaction."""
         self._act.pending_alarm = int(epoch_ms)
         self._act.alarm_hidden = False
-        self.sql.write_alarm(int(epoch_ms))
+        self._act.storage.write_alarm(int(epoch_ms))
 
     def delete_alarm(self) -> None:
         """Clear the alarm, in this turn's transaction."""
         self._act.pending_alarm = None
         self._act.alarm_hidden = False
-        self.sql.write_alarm(None)
+        self._act.storage.write_alarm(None)
 
     # -- WebSockets ---------------------------------------------------------------------------
 
@@ -190,6 +219,7 @@ class ActorContext:
             # re-close the gate even if cancelled meanwhile: the turn must end holding it
             await wait_through_cancellation(asyncio.ensure_future(act.gate.acquire()))
             act.begin_turn()
+            await wait_through_cancellation(asyncio.ensure_future(act.storage.enter()))
             if act.dead:
                 raise ActorResetError(f"actor {act.ref} was reset while its turn was interleaved")
 
@@ -245,7 +275,9 @@ class _Activation:
         "waiting",
     )
 
-    def __init__(self, ref: ActorRef, path: Path, storage: ActorStorage) -> None:
+    def __init__(
+        self, ref: ActorRef, path: Path, storage: ActorStorage | ShardTables, alarm_ms: int | None
+    ) -> None:
         self.ref = ref
         self.path = path
         self.storage = storage
@@ -255,7 +287,7 @@ class _Activation:
         self.dead = False  # closed: waiters must re-activate
         self.broken = False  # must be reset when the current turn ends
         self.last_used_ms = 0
-        self.alarm_ms: int | None = storage.read_alarm()
+        self.alarm_ms = alarm_ms
         self.pending_alarm: Any = _UNSET
         # the alarm handler is running and has not set or deleted the alarm itself: get_alarm()
         # says None, and the fired alarm is deleted only in the handler's final commit
@@ -298,6 +330,7 @@ CREATE TABLE IF NOT EXISTS actors (kind TEXT NOT NULL, name TEXT NOT NULL, file 
     created_ms INTEGER NOT NULL, PRIMARY KEY (kind, name));
 CREATE TABLE IF NOT EXISTS alarms (kind TEXT NOT NULL, name TEXT NOT NULL, ts INTEGER NOT NULL,
     PRIMARY KEY (kind, name));
+CREATE TABLE IF NOT EXISTS layout (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -314,6 +347,8 @@ class ActorHost:
         synchronous: str = "NORMAL",
         committer: Committer | None = None,
         rng: random.Random | None = None,
+        sharded: Mapping[str, Sequence[TableSpec]] | None = None,
+        shards: int = 8,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.factories = dict(factories)
@@ -324,6 +359,10 @@ class ActorHost:
             ThreadCommitter() if self.synchronous == "FULL" else InlineCommitter()
         )
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        # sharded kinds: their actors keep rows in `shards` shared files (gateway/actors/shards.py)
+        self.sharded = {kind: {t.name: t for t in specs} for kind, specs in (sharded or {}).items()}
+        self.shard_count = shards
+        self._shards: ShardSet | None = None
         self._open: OrderedDict[ActorRef, _Activation] = OrderedDict()
         self._sockets: dict[ActorRef, dict[HostedSocket, None]] = {}
         self._slot_free = asyncio.Event()
@@ -349,7 +388,7 @@ class ActorHost:
     async def start(self) -> None:
         """Take ownership of the data directory, load the alarm index, start the scheduler."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.data_dir / "host.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(host_lock_path(self.data_dir), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
@@ -360,25 +399,69 @@ class ActorHost:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
-        db = sqlite3.connect(self.data_dir / "host.sqlite", isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self.synchronous}")
-        db.executescript(HOST_SCHEMA)
-        self._index_db = db
+        try:
+            self._open_storage()
+        except BaseException:
+            self._close_storage()
+            raise
+        db = self._db
         for kind, name, ts in db.execute("SELECT kind, name, ts FROM alarms"):
             ref = ActorRef(kind, name)
             self._alarm_index[ref] = int(ts)
             self._push(int(ts), ref, 0)
+        if self._shards is not None:
+            for kind, name, ts in self._shards.alarms():
+                ref = ActorRef(kind, name)
+                self._alarm_index[ref] = ts
+                self._push(ts, ref, 0)
         self._started = True
         loop = asyncio.get_running_loop()
         self._background = [loop.create_task(self._scheduler()), loop.create_task(self._sweeper())]
+        if self._shards is not None:
+            self._shards.start_checkpoints()
         log.info(
             "actor_host.started",
             data_dir=str(self.data_dir),
             alarms=len(self._alarm_index),
             synchronous=self.synchronous,
             max_open=self.limits.max_open,
+            shards=self.shard_count if self.sharded else 0,
         )
+
+    def _open_storage(self) -> None:
+        """Open the host index and the shard files; convert actors kept in the old layout."""
+        db = sqlite3.connect(host_index_path(self.data_dir), isolation_level=None, check_same_thread=False)
+        self._index_db = db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.executescript(HOST_SCHEMA)
+        if not self.sharded:
+            return
+        row = db.execute("SELECT value FROM layout WHERE key = 'shards'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO layout (key, value) VALUES ('shards', ?)", (str(self.shard_count),))
+        elif int(row[0]) != self.shard_count:
+            raise DataDirError(
+                f"the data directory {self.data_dir} was created with storage.shards = {row[0]}; "
+                f"set storage.shards = {row[0]} (the setting is {self.shard_count})"
+            )
+        self._shards = ShardSet(
+            self.data_dir, self.shard_count, self.sharded, self.synchronous, self.clock.now_ms
+        )
+        self._shards.open()
+        convert_old_layout(self.data_dir, db, self._shards)
+
+    def _close_storage(self) -> None:
+        if self._shards is not None:
+            self._shards.close()
+            self._shards = None
+        if self._index_db is not None:
+            self._index_db.close()
+            self._index_db = None
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @property
     def accepting(self) -> bool:
@@ -403,15 +486,11 @@ class ActorHost:
         if late:  # let them roll back while their databases are still open
             await asyncio.wait(late, timeout=1.0)
         await self._close_sockets(1001, "going away")
+        if self._shards is not None:
+            await self._shards.stop()  # the pending group commits finish first
         for act in list(self._open.values()):
             self._close_activation(act)
-        if self._index_db is not None:
-            self._index_db.close()
-            self._index_db = None
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._close_storage()
         log.info("actor_host.closed")
 
     async def _drain_turns(self, grace_s: float) -> None:
@@ -447,6 +526,11 @@ class ActorHost:
             if act.dead:  # reset or evicted while we waited: start over on a fresh activation
                 act.gate.release()
                 continue
+            try:
+                await act.storage.enter()  # sharded kinds: the shard's turn lock
+            except BaseException:
+                act.gate.release()
+                raise
             return await self._turn(act, fn)
 
     run_in_actor = call
@@ -467,6 +551,7 @@ class ActorHost:
             await self._commit(act)
             return result
         finally:
+            act.storage.leave()
             act.busy -= 1
             act.last_used_ms = self.clock.now_ms()
             if act.broken and not act.dead:
@@ -490,16 +575,25 @@ class ActorHost:
         if not act.dead:
             act.storage.rollback()
 
-    async def _commit(self, act: _Activation) -> None:
+    async def _commit(self, act: _Activation) -> None:  # noqa: PLR0912 - each branch is one case
         """Commit the turn's transaction, then release its outputs (the output gate)."""
         new_alarm = act.pending_alarm
         alarm_changed = new_alarm is not _UNSET and new_alarm != act.alarm_ms
         indexed = self._alarm_index.get(act.ref)
-        if alarm_changed and new_alarm is not None and (indexed is None or new_alarm < indexed):
+        sharded = isinstance(act.storage, ShardTables)  # its alarm row is its index: set after
+        if (
+            alarm_changed
+            and not sharded
+            and new_alarm is not None
+            and (indexed is None or new_alarm < indexed)
+        ):
             self._index_set(act.ref, new_alarm)  # moving earlier: index first
         cancelled = False
         try:
-            await self.committer.commit(act.storage)
+            if isinstance(act.storage, ShardTables):
+                await act.storage.finish()  # the shard's group commit
+            else:
+                await self.committer.commit(act.storage)
         except asyncio.CancelledError:
             if act.storage.in_transaction:  # cancelled before the commit ran: nothing is durable
                 self._reset(act, "commit cancelled")
@@ -513,6 +607,8 @@ class ActorHost:
             act.alarm_ms = new_alarm
             if new_alarm is None:
                 self._index_clear(act.ref)
+            elif sharded and new_alarm != indexed:
+                self._index_set(act.ref, new_alarm)
             elif indexed is not None and new_alarm > indexed:
                 self._index_set(act.ref, new_alarm)  # moving later: after the commit
         act.pending_alarm = _UNSET
@@ -549,6 +645,9 @@ class ActorHost:
         factory = self.factories.get(ref.kind)
         if factory is None:
             raise InvalidActorName(f"unknown actor kind {ref.kind!r}")
+        specs = self.sharded.get(ref.kind)
+        if specs is not None:
+            return self._activate_sharded(ref, factory, specs)
         path = actor_path(self.data_dir, ref)
         fresh = not path.exists()
         if fresh:
@@ -559,13 +658,34 @@ class ActorHost:
             if fresh:
                 self._register_name(ref, path)
             storage = ActorStorage(conn)
-            act = _Activation(ref, path, storage)
+            act = _Activation(ref, path, storage, storage.read_alarm())
             act.ctx = ActorContext(self, act)
             act.actor = factory(act.ctx)
             storage.commit_now()
         except BaseException:
             conn.close()
             raise
+        act.last_used_ms = self.clock.now_ms()
+        self._open[ref] = act
+        self.activations += 1
+        self.peak_open = max(self.peak_open, len(self._open))
+        return act
+
+    def _activate_sharded(
+        self, ref: ActorRef, factory: Callable[[ActorContext], Actor], specs: Mapping[str, TableSpec]
+    ) -> _Activation:
+        """An actor of a sharded kind: nothing is opened or written; its rows are in its shard.
+
+        Its stored alarm is the one the host loaded from the shard (the shard row is both the
+        stored alarm and its index), and its constructor may not touch storage (no turn is open).
+        """
+        if self._shards is None:
+            raise HostClosed("the actor host is not running")
+        shard = self._shards[shard_of(ref, self.shard_count)]
+        storage = ShardTables(shard, ref, specs)
+        act = _Activation(ref, shard.path, storage, self._alarm_index.get(ref))
+        act.ctx = ActorContext(self, act)
+        act.actor = factory(act.ctx)
         act.last_used_ms = self.clock.now_ms()
         self._open[ref] = act
         self.activations += 1
@@ -646,9 +766,22 @@ class ActorHost:
         return act is not None and act.storage.in_transaction
 
     def list_actors(self, kind: str) -> list[str]:
-        """Every name of `kind` the host has ever activated (DO: `listDurableObjectIds`)."""
+        """Every name of `kind` the host holds, sorted (DO: `listDurableObjectIds`).
+
+        A file kind lists every actor ever activated; a sharded kind every actor that has
+        written (a read of an actor with no stored state registers nothing).
+        """
+        if kind in self.sharded:
+            if self._shards is None:
+                raise HostClosed("the actor host is not running")
+            return self._shards.names(kind)
         rows = self._db.execute("SELECT name FROM actors WHERE kind = ? ORDER BY name", (kind,))
         return [r[0] for r in rows]
+
+    @property
+    def shard_set(self) -> ShardSet | None:
+        """The shard files (None when no kind is sharded); for tests, benchmarks and status."""
+        return self._shards
 
     # -- alarms -------------------------------------------------------------------------------------
 
@@ -660,16 +793,18 @@ class ActorHost:
         self._wake.set()
 
     def _index_set(self, ref: ActorRef, ts: int) -> None:
-        self._db.execute(
-            "INSERT INTO alarms (kind, name, ts) VALUES (?, ?, ?) "
-            "ON CONFLICT(kind, name) DO UPDATE SET ts = excluded.ts",
-            (ref.kind, ref.name, ts),
-        )
+        if ref.kind not in self.sharded:  # a sharded actor's alarm row is its own index
+            self._db.execute(
+                "INSERT INTO alarms (kind, name, ts) VALUES (?, ?, ?) "
+                "ON CONFLICT(kind, name) DO UPDATE SET ts = excluded.ts",
+                (ref.kind, ref.name, ts),
+            )
         self._alarm_index[ref] = ts
         self._push(ts, ref, 0)
 
     def _index_clear(self, ref: ActorRef) -> None:
-        self._db.execute("DELETE FROM alarms WHERE kind = ? AND name = ?", (ref.kind, ref.name))
+        if ref.kind not in self.sharded:
+            self._db.execute("DELETE FROM alarms WHERE kind = ? AND name = ?", (ref.kind, ref.name))
         self._alarm_index.pop(ref, None)
         self._live.pop(ref, None)
 

@@ -60,7 +60,9 @@ async def list_actors(
     """Print the actors of `data_dir`; returns the exit status."""
     count = 0
     async for info in iter_actors(data_dir, kind):
-        if rows:
+        if not rows:
+            info.rows = {}
+        elif not info.sharded:  # a sharded actor's rows were counted with its shard
             info.rows = await count_rows(info.file)
         out.write(_json(info) if as_json else _line(info))
         count += 1

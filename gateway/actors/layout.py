@@ -1,36 +1,40 @@
 """The data directory of the actor host: where every file it owns lives.
 
     <data_dir>/host.lock                      the single-owner flock (S2)
-    <data_dir>/host.sqlite                    the host index: actors' names and files, alarms
-    <data_dir>/<kind>/<h[:2]>/<h>.sqlite      one file per actor (`gateway.actors.naming`)
+    <data_dir>/host.sqlite                    the host index: file actors' names, their alarm
+                                              index, the layout record (shard count)
+    <data_dir>/shards/shard-NNN.sqlite        the shard files: rows of every sharded actor
+                                              (agents, locks), keyed by the actor's name
+    <data_dir>/<kind>/<h[:2]>/<h>.sqlite      one file per actor of a file kind (the coordinator)
 
 Each SQLite file may have `-wal` and `-shm` companions next to it. `host_files` is the one list
-of them all: backups (`gateway.backup`) and the tests use it rather than globbing. Other
-components keep their own files in the same directory (`control.sqlite`, `repair.sqlite`,
-`consistency/`, `admin-token`, `credentials.key`); they are not the host's and are not listed
-here.
-
-(Issue 9 changes this layout to shard files; its version of this module, with the same
-`host_files` and `HostFile`, replaces this one: whoever lands second merges the two.)
+of them all: `agent-coord actors`, backups (`gateway.backup`) and the tests use it rather than
+globbing. Other components keep their own files in the same directory (`control.sqlite`,
+`repair.sqlite`, `consistency/`, `admin-token`, `credentials.key`); they are not the host's and
+are not listed here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.actors.naming import ActorRef
+
 HOST_LOCK = "host.lock"
 HOST_INDEX = "host.sqlite"
+SHARD_DIR = "shards"
 SQLITE_SIDECARS = ("-wal", "-shm")
 
 
 @dataclass(frozen=True, slots=True)
 class HostFile:
-    """One file the host owns; `role` is `lock`, `index` or `actor`."""
+    """One file the host owns; `role` is `lock`, `index`, `shard` or `actor`."""
 
     role: str
     path: Path
@@ -44,8 +48,27 @@ def host_index_path(data_dir: Path) -> Path:
     return data_dir / HOST_INDEX
 
 
+def shard_path(data_dir: Path, index: int) -> Path:
+    """The SQLite file of shard `index`."""
+    return data_dir / SHARD_DIR / f"shard-{index:03d}.sqlite"
+
+
+def shard_of(ref: ActorRef, shards: int) -> int:
+    """The shard that holds `ref`: a stable hash of kind and name (never Python's `hash`)."""
+    raw = ref.kind.encode("utf-8", "surrogatepass") + b"\0" + ref.name.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big") % shards
+
+
+def shard_files(data_dir: Path) -> list[Path]:
+    """The shard files present in `data_dir`, in shard order."""
+    folder = data_dir / SHARD_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("shard-[0-9][0-9][0-9].sqlite"))
+
+
 def actor_files(data_dir: Path, kind: str) -> list[Path]:
-    """The per-actor SQLite files of `kind`."""
+    """The per-actor SQLite files of `kind` (file kinds; also the old layout of sharded kinds)."""
     folder = data_dir / kind
     if not folder.is_dir():
         return []
@@ -55,19 +78,20 @@ def actor_files(data_dir: Path, kind: str) -> list[Path]:
 def _file_kinds(data_dir: Path) -> list[str]:
     if not data_dir.is_dir():
         return []
-    return sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+    return sorted(p.name for p in data_dir.iterdir() if p.is_dir() and p.name != SHARD_DIR)
 
 
 def host_files(data_dir: Path, *, sidecars: bool = False) -> list[HostFile]:
     """Every file of the actor host in `data_dir` that exists now (with `-wal`/`-shm` if asked).
 
     The one list of the host's files: backups copy these (the SQLite ones through the backup
-    API), tests count them.
+    API), `agent-coord actors` reads them, tests count them.
     """
     found: list[HostFile] = []
     for role, path in (("lock", host_lock_path(data_dir)), ("index", host_index_path(data_dir))):
         if path.exists():
             found.append(HostFile(role, path))
+    found += [HostFile("shard", p) for p in shard_files(data_dir)]
     for kind in _file_kinds(data_dir):
         found += [HostFile("actor", p) for p in actor_files(data_dir, kind)]
     if sidecars:
@@ -79,6 +103,13 @@ def host_files(data_dir: Path, *, sidecars: bool = False) -> list[HostFile]:
         ]
         found += [f for f in extra if f.path.exists()]
     return found
+
+
+def open_files_bound(shards: int, max_open: int) -> int:
+    """The most file descriptors the host holds: 5 per shard (database, WAL and shared memory
+    of the turn connection, database and WAL of the checkpoint connection), 3 per open file
+    actor, and the lock file and the index (database, WAL, shared memory)."""
+    return 5 * shards + 3 * max_open + 4
 
 
 class HostRunningError(RuntimeError):

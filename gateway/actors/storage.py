@@ -118,6 +118,12 @@ class ActorStorage:
 
     # -- the turn's implicit transaction ------------------------------------------------------
 
+    async def enter(self) -> None:
+        """A turn begins (the actor's own file needs no lock beyond the actor's gate)."""
+
+    def leave(self) -> None:
+        """A turn ended."""
+
     def _ensure_transaction(self) -> None:
         if not self.conn.in_transaction:
             self.conn.execute("BEGIN")

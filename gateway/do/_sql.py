@@ -1,4 +1,4 @@
-"""Small helpers shared by the actor classes: JSON columns, schema additions, the `_extra` table."""
+"""Small helpers shared by the actor classes: JSON columns and the `_extra` side table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from gateway.actors import ActorContext
+from gateway.actors import ActorContext, TableSpec
 
 
 def dumps(value: Any) -> str:
@@ -28,34 +28,31 @@ def loads_list(text: str | None) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def add_columns(ctx: ActorContext, table: str, columns: dict[str, str]) -> None:
-    """Add our own columns to an upstream table that lacks them (a database copied from a DO)."""
-    have = {row[1] for row in ctx.sql.exec(f"PRAGMA table_info({table})").all()}
-    for name, decl in columns.items():
-        if name not in have:
-            ctx.sql.exec(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
-
-
 EXTRA_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS _extra (domain TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL, "
     "PRIMARY KEY (domain, id))"
 )
-
-
-def _extras(actor: Any) -> None:
-    # Every time, not once per activation: a turn that fails after creating the table rolls the
-    # CREATE back, while a flag on the (surviving) actor object would say it exists.
-    actor.ctx.sql.exec(EXTRA_SCHEMA)
+EXTRA_TABLE = TableSpec(
+    "_extra", "domain TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL", key=("domain", "id")
+)
+"""The `_extra` side table of the sharded kinds (agent, lock)."""
 
 
 def get_extra(actor: Any, domain: str, ident: str) -> dict[str, Any]:
     """The fields of entity `(domain, ident)` that the actor tables do not model (`{}` if none).
 
-    They live in a side table `_extra(domain, id, value)` of the actor's database, so upstream's
+    They live in a side table `_extra(domain, id, value)` of the actor's storage (its own
+    database for the coordinator, its rows in the shard for agents and locks), so upstream's
     tables stay unchanged (see gateway/do/replica.py).
     """
-    _extras(actor)
-    row = actor.ctx.sql.exec("SELECT value FROM _extra WHERE domain = ? AND id = ?", domain, ident).first()
+    ctx: ActorContext = actor.ctx
+    if ctx.sharded:
+        row = ctx.tables.first("_extra", "value", "domain = ? AND id = ?", domain, ident)
+    else:
+        # every time, not once per activation: a turn that fails after creating the table rolls
+        # the CREATE back, while a flag on the (surviving) actor object would say it exists
+        ctx.sql.exec(EXTRA_SCHEMA)
+        row = ctx.sql.exec("SELECT value FROM _extra WHERE domain = ? AND id = ?", domain, ident).first()
     if row is None:
         return {}
     value = orjson.loads(row[0])
@@ -64,10 +61,19 @@ def get_extra(actor: Any, domain: str, ident: str) -> dict[str, Any]:
 
 def put_extra(actor: Any, domain: str, ident: str, extra: dict[str, Any] | None) -> None:
     """Replace the extra fields of `(domain, ident)`; empty or None removes them."""
-    _extras(actor)
+    ctx: ActorContext = actor.ctx
+    if ctx.sharded:
+        if extra:
+            ctx.tables.insert(
+                "_extra", {"domain": domain, "id": ident, "value": dumps(extra)}, conflict="replace"
+            )
+        else:
+            ctx.tables.delete("_extra", "domain = ? AND id = ?", domain, ident)
+        return
+    ctx.sql.exec(EXTRA_SCHEMA)
     if extra:
-        actor.ctx.sql.exec(
+        ctx.sql.exec(
             "INSERT OR REPLACE INTO _extra (domain, id, value) VALUES (?, ?, ?)", domain, ident, dumps(extra)
         )
     else:
-        actor.ctx.sql.exec("DELETE FROM _extra WHERE domain = ? AND id = ?", domain, ident)
+        ctx.sql.exec("DELETE FROM _extra WHERE domain = ? AND id = ?", domain, ident)

@@ -16,8 +16,10 @@ from typing import Any
 from gateway.actors import Actor, ActorContext, ActorHost, HostLimits
 from gateway.clock import Clock
 from gateway.do import COORDINATOR, agent_ref, lock_ref
+from gateway.do.agent_state import TABLES as AGENT_TABLES
 from gateway.do.agent_state import AgentStateActor
 from gateway.do.coordinator import CoordinatorActor
+from gateway.do.resource_lock import TABLES as LOCK_TABLES
 from gateway.do.resource_lock import ResourceLockActor
 from gateway.domain import commands as c
 from gateway.domain.model import (
@@ -257,9 +259,11 @@ def build_actor_host(
     clock: Clock | None = None,
     host_limits: HostLimits | None = None,
     synchronous: str = "NORMAL",
+    shards: int = 8,
     on_lock_alarm_expiry: Callable[[str], None] | None = None,
 ) -> ActorHost:
-    """An `ActorHost` serving the three DO actor kinds.
+    """An `ActorHost` serving the three DO actor kinds: the coordinator in its own database,
+    agents and locks in `shards` shard files.
 
     The lock actor sends `lock-update` frames to the coordinator's sockets, which it finds
     through the host itself, and tells `on_lock_alarm_expiry` the path of every lock its alarm
@@ -283,5 +287,7 @@ def build_actor_host(
         clock=clock,
         limits=host_limits,
         synchronous=synchronous,
+        sharded={"agent": AGENT_TABLES, "lock": LOCK_TABLES},
+        shards=shards,
     )
     return host

@@ -30,7 +30,7 @@ TRACE_NOT_FOUND: Final = {"error": "Trace not found"}
 
 
 def _sql(actor: Any) -> t.Sql:
-    sql: t.Sql = actor.ctx.sql
+    sql: t.Sql = actor.ctx.tables
     return sql
 
 

@@ -1,22 +1,20 @@
 """The agent actor (upstream `AgentState`, one per agent id): checkpoint, DMs, memory, socket.
 
-Tables are upstream's core tables (do-api.md 4.1). Listings break timestamp ties by `rowid`.
+Tables are upstream's core tables (do-api.md 4.1), kept in the shard files through `ctx.tables`
+(every row carries the agent id; see gateway/actors/tables.py). Listings break timestamp ties
+by `rowid` (insertion order).
 Upstream kept one socket reference in memory (lost on hibernation, and only the latest socket);
 here every socket of the agent is held by the host, so a DM reaches all of them, always.
 """
-
-# SQL text here is built only from this module's constant column lists and fixed clauses; every
-# value is a bound parameter.
-# ruff: noqa: S608
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
-from gateway.actors import Actor, ActorContext, HostedSocket
+from gateway.actors import Actor, ActorContext, HostedSocket, TableSpec
 from gateway.do import progress_tables
-from gateway.do._sql import dumps, get_extra, loads_list, put_extra
+from gateway.do._sql import EXTRA_TABLE, dumps, get_extra, loads_list, put_extra
 from gateway.domain import commands as c
 from gateway.domain import frames, rules
 from gateway.domain.jscompat import iso_from_ms
@@ -27,26 +25,41 @@ __all__ = [
     "CHECKPOINT_COLS",
     "DM_COLS",
     "MEM_COLS",
+    "TABLES",
     "AgentStateActor",
     "checkpoint_from_row",
     "dm_from_row",
     "memory_from_row",
 ]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS agent_meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS checkpoint (
-  id INTEGER PRIMARY KEY CHECK (id = 1), conversation_summary TEXT, accomplishments TEXT DEFAULT '[]',
-  pending_work TEXT DEFAULT '[]', recent_context TEXT, files_edited TEXT DEFAULT '[]', checkpoint_at TEXT);
-CREATE TABLE IF NOT EXISTS messages (
-  id TEXT PRIMARY KEY, from_agent TEXT NOT NULL, type TEXT DEFAULT 'note', message TEXT NOT NULL,
-  timestamp TEXT NOT NULL, read INTEGER DEFAULT 0);
-CREATE TABLE IF NOT EXISTS memory (
-  id TEXT PRIMARY KEY, category TEXT NOT NULL, content TEXT NOT NULL, tags TEXT DEFAULT '[]',
-  created_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS idx_messages_read ON messages(read);
-CREATE INDEX IF NOT EXISTS idx_memory_category ON memory(category);
-"""
+TABLES = (
+    TableSpec("agent_meta", "key TEXT NOT NULL, value TEXT", key=("key",)),
+    TableSpec(
+        "checkpoint",
+        "id INTEGER NOT NULL DEFAULT 1 CHECK (id = 1), conversation_summary TEXT, "
+        "accomplishments TEXT DEFAULT '[]', pending_work TEXT DEFAULT '[]', recent_context TEXT, "
+        "files_edited TEXT DEFAULT '[]', checkpoint_at TEXT",
+        key=("id",),
+    ),
+    TableSpec(
+        "messages",
+        "id TEXT NOT NULL, from_agent TEXT NOT NULL, type TEXT DEFAULT 'note', message TEXT NOT NULL, "
+        "timestamp TEXT NOT NULL, read INTEGER DEFAULT 0",
+        key=("id",),
+        indexes=(("read",),),
+    ),
+    TableSpec(
+        "memory",
+        "id TEXT NOT NULL, category TEXT NOT NULL, content TEXT NOT NULL, tags TEXT DEFAULT '[]', "
+        "created_at TEXT NOT NULL",
+        key=("id",),
+        indexes=(("category",),),
+    ),
+    EXTRA_TABLE,
+    *progress_tables.TABLE_SPECS,
+)
+"""The agent kind's tables in the shards (upstream's, plus the `_extra` side table and the
+progress tables of gateway/do/progress_tables.py)."""
 
 CHECKPOINT_COLS = (
     "conversation_summary, accomplishments, pending_work, recent_context, files_edited, checkpoint_at"
@@ -70,6 +83,42 @@ def memory_from_row(r: sqlite3.Row) -> Memory:
     return Memory(r[0], r[1], r[2], loads_list(r[3]), r[4])
 
 
+def checkpoint_values(cp: Checkpoint) -> dict[str, Any]:
+    """The `checkpoint` row of `cp` (one per agent)."""
+    return {
+        "id": 1,
+        "conversation_summary": cp.conversation_summary,
+        "accomplishments": dumps(cp.accomplishments),
+        "pending_work": dumps(cp.pending_work),
+        "recent_context": cp.recent_context,
+        "files_edited": dumps(cp.files_edited),
+        "checkpoint_at": cp.checkpoint_at,
+    }
+
+
+def dm_values(m: DirectMessage) -> dict[str, Any]:
+    """The `messages` row of `m`."""
+    return {
+        "id": m.id,
+        "from_agent": m.from_agent,
+        "type": m.type,
+        "message": m.message,
+        "timestamp": m.timestamp,
+        "read": int(m.read),
+    }
+
+
+def memory_values(m: Memory) -> dict[str, Any]:
+    """The `memory` row of `m`."""
+    return {
+        "id": m.id,
+        "category": m.category,
+        "content": m.content,
+        "tags": dumps(m.tags),
+        "created_at": m.created_at,
+    }
+
+
 class AgentStateActor(Actor):
     """One agent's private state."""
 
@@ -77,16 +126,12 @@ class AgentStateActor(Actor):
         super().__init__(ctx)
         self.limits = limits or LimitSettings()
         self.agent_id = ctx.ref.name
-        for stmt in SCHEMA.split(";"):
-            if stmt.strip():
-                ctx.sql.exec(stmt)
-        progress_tables.create(ctx.sql)
 
     # -- checkpoint -------------------------------------------------------------------------------
 
     def checkpoint(self) -> Checkpoint | None:
         """The agent's checkpoint row, or None."""
-        r = self.ctx.sql.exec(f"SELECT {CHECKPOINT_COLS} FROM checkpoint WHERE id = 1").first()
+        r = self.ctx.tables.first("checkpoint", CHECKPOINT_COLS)
         return None if r is None else checkpoint_from_row(self.agent_id, r)
 
     async def get_checkpoint(self) -> Checkpoint | None:
@@ -95,21 +140,7 @@ class AgentStateActor(Actor):
 
     def _save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
         cp = rules.save_checkpoint(self.checkpoint(), cmd)
-        self.ctx.sql.exec(
-            "INSERT INTO checkpoint (id, conversation_summary, accomplishments, pending_work, "
-            "recent_context, "
-            "files_edited, checkpoint_at) VALUES (1, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "conversation_summary = excluded.conversation_summary, "
-            "accomplishments = excluded.accomplishments, pending_work = excluded.pending_work, "
-            "recent_context = excluded.recent_context, "
-            "files_edited = excluded.files_edited, checkpoint_at = excluded.checkpoint_at",
-            cp.conversation_summary,
-            dumps(cp.accomplishments),
-            dumps(cp.pending_work),
-            cp.recent_context,
-            dumps(cp.files_edited),
-            cp.checkpoint_at,
-        )
+        self.ctx.tables.insert("checkpoint", checkpoint_values(cp), conflict="update")
 
     async def save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
         """POST /checkpoint: summary/context kept when empty (COALESCE), arrays replaced."""
@@ -118,23 +149,15 @@ class AgentStateActor(Actor):
     # -- direct messages --------------------------------------------------------------------------
 
     def _unread(self, limit: int) -> list[DirectMessage]:
-        rows = self.ctx.sql.exec(
-            f"SELECT {DM_COLS} FROM messages WHERE read = 0 ORDER BY timestamp DESC, rowid DESC LIMIT ?",
-            limit,
-        ).all()
+        rows = self.ctx.tables.select(
+            "messages", DM_COLS, "read = 0", order="timestamp DESC, rowid DESC", limit=limit
+        )
         return [dm_from_row(r) for r in rows]
 
     async def send_dm(self, cmd: c.SendDm) -> DirectMessage:
         """POST /messages: store unread and push `chat` to every socket of this agent."""
         dm = rules.new_dm(cmd)
-        self.ctx.sql.exec(
-            f"INSERT INTO messages ({DM_COLS}) VALUES (?, ?, ?, ?, ?, 0)",
-            dm.id,
-            dm.from_agent,
-            dm.type,
-            dm.message,
-            dm.timestamp,
-        )
+        self.ctx.tables.insert("messages", dm_values(dm))
         for hs in self.ctx.get_websockets():
             self.ctx.send(hs, frames.dm_sent(dm))
         return dm
@@ -143,9 +166,7 @@ class AgentStateActor(Actor):
         """GET /messages: unread only (`unread=true`) or the latest, newest first; never marks read."""
         if q.unread_only:
             return self._unread(q.limit)
-        rows = self.ctx.sql.exec(
-            f"SELECT {DM_COLS} FROM messages ORDER BY timestamp DESC, rowid DESC LIMIT ?", q.limit
-        ).all()
+        rows = self.ctx.tables.select("messages", DM_COLS, order="timestamp DESC, rowid DESC", limit=q.limit)
         return [dm_from_row(r) for r in rows]
 
     async def mark_read(self, cmd: c.MarkDmsRead) -> None:
@@ -157,7 +178,7 @@ class AgentStateActor(Actor):
         """
         read_at = iso_from_ms(cmd.now_ms)
         for mid in dict.fromkeys(cmd.message_ids):
-            if self.ctx.sql.exec("UPDATE messages SET read = 1 WHERE id = ? AND read = 0", mid).rows_written:
+            if self.ctx.tables.update("messages", {"read": 1}, "id = ? AND read = 0", mid):
                 put_extra(self, "dm", mid, {**get_extra(self, "dm", mid), "readAt": read_at})
 
     # -- memory -----------------------------------------------------------------------------------
@@ -165,14 +186,7 @@ class AgentStateActor(Actor):
     async def add_memory(self, cmd: c.AddMemory) -> Memory:
         """POST /memory."""
         mem = rules.new_memory(cmd)
-        self.ctx.sql.exec(
-            f"INSERT INTO memory ({MEM_COLS}) VALUES (?, ?, ?, ?, ?)",
-            mem.id,
-            mem.category,
-            mem.content,
-            dumps(mem.tags),
-            mem.created_at,
-        )
+        self.ctx.tables.insert("memory", memory_values(mem))
         return mem
 
     async def search_memory(self, q: c.MemoryQuery) -> list[Memory]:
@@ -186,21 +200,22 @@ class AgentStateActor(Actor):
             # upstream leaves % and _ unescaped: they stay wildcards (do-api.md 4.4)
             clauses.append("(content LIKE ? OR tags LIKE ?)")
             params += [f"%{q.query}%", f"%{q.query}%"]
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        rows = self.ctx.sql.exec(
-            f"SELECT {MEM_COLS} FROM memory {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        rows = self.ctx.tables.select(
+            "memory",
+            MEM_COLS,
+            " AND ".join(clauses),
             *params,
-            q.limit,
-        ).all()
+            order="created_at DESC, rowid DESC",
+            limit=q.limit,
+        )
         return [memory_from_row(r) for r in rows]
 
     # -- state ------------------------------------------------------------------------------------
 
     def _state(self) -> AgentStateView:
-        rows = self.ctx.sql.exec(
-            f"SELECT {MEM_COLS} FROM memory ORDER BY created_at DESC, rowid DESC LIMIT ?",
-            rules.RECENT_MEMORIES,
-        ).all()
+        rows = self.ctx.tables.select(
+            "memory", MEM_COLS, order="created_at DESC, rowid DESC", limit=rules.RECENT_MEMORIES
+        )
         return AgentStateView(
             self.agent_id,
             self.checkpoint(),

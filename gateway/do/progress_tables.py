@@ -1,23 +1,21 @@
 """The agent actor's progress tables: soul, traces, steps, escalations, heartbeats, shadow monitor,
-goals and credentials, as typed functions per table over the actor's SQL.
+goals and credentials, as typed functions per table over the agent's scoped tables.
 
 Upstream's table and column names (do-api.md 7.5); the only additions are `work_traces.credited_at`
-(a trace is credited to the soul once) and credentials holding ciphertext in `value`. All SQL of
-these tables is here, so moving them to another storage API changes this module only. These
-domains are actor-only: nothing here is mirrored to the legacy store.
+(a trace is credited to the soul once) and credentials holding ciphertext in `value`. The rows
+live in the agent's shard through `ctx.tables` (gateway/actors/tables.py: every statement is
+scoped to the agent); all access to these tables is here. These domains are actor-only: nothing
+here is mirrored to the legacy store.
 """
-
-# SQL text here is built only from this module's constant column lists; every value is bound.
-# ruff: noqa: S608
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 
-from gateway.actors import SqlCursor
+from gateway.actors import ShardTables, TableSpec
 from gateway.do._sql import dumps, loads_list
 from gateway.domain.goals import Goal
 from gateway.domain.heartbeat import HEARTBEAT_KEEP, Heartbeat, ShadowMonitor
@@ -25,66 +23,82 @@ from gateway.domain.jscompat import parse_js_date
 from gateway.domain.soul import Soul
 from gateway.domain.traces import Escalation, Step, Trace
 
-__all__ = ["SCHEMA", "TABLES", "Sql", "StoredCredential", "create"]
+__all__ = ["TABLES", "TABLE_SPECS", "Sql", "StoredCredential"]
+
+Sql = ShardTables
+"""What these functions need of an actor's storage (`ctx.tables` of the agent)."""
 
 
-class Sql(Protocol):
-    """What these functions need of an actor's storage (`ctx.sql`)."""
-
-    def exec(self, sql: str, *params: Any) -> SqlCursor: ...
-
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS work_traces (
-  session_id TEXT PRIMARY KEY, task TEXT NOT NULL, started_at TEXT NOT NULL, completed_at TEXT,
-  summary TEXT, credited_at TEXT);
-CREATE TABLE IF NOT EXISTS work_steps (
-  id TEXT PRIMARY KEY, session_id TEXT NOT NULL, timestamp TEXT NOT NULL, tool TEXT NOT NULL, intent TEXT,
-  outcome TEXT DEFAULT 'partial', duration_ms INTEGER DEFAULT 0, contribution_type TEXT,
-  knowledge_gained TEXT DEFAULT '[]', eliminated_paths INTEGER DEFAULT 0, depends_on TEXT DEFAULT '[]');
-CREATE INDEX IF NOT EXISTS idx_work_steps_session ON work_steps(session_id);
-CREATE TABLE IF NOT EXISTS escalations (
-  id TEXT PRIMARY KEY, session_id TEXT NOT NULL, triggered_at TEXT NOT NULL, triggers TEXT NOT NULL,
-  highest_level INTEGER NOT NULL, resolved_at TEXT, resolved_by TEXT, resolver_agent TEXT, helpful_hint TEXT);
-CREATE INDEX IF NOT EXISTS idx_escalations_session ON escalations(session_id);
-CREATE TABLE IF NOT EXISTS soul_progression (
-  soul_id TEXT PRIMARY KEY, name TEXT NOT NULL, personality TEXT, created_at TEXT NOT NULL,
-  total_xp INTEGER DEFAULT 0, level TEXT DEFAULT 'novice', current_streak INTEGER DEFAULT 0,
-  longest_streak INTEGER DEFAULT 0, tasks_completed INTEGER DEFAULT 0, tasks_successful INTEGER DEFAULT 0,
-  total_tokens_used INTEGER DEFAULT 0, avg_efficiency REAL DEFAULT 0, peers_helped INTEGER DEFAULT 0,
-  last_trace_id TEXT, escalation_count INTEGER DEFAULT 0, self_resolved_count INTEGER DEFAULT 0,
-  peer_assist_count INTEGER DEFAULT 0, human_escalation_count INTEGER DEFAULT 0,
-  specializations TEXT, achievements TEXT DEFAULT '[]', abilities TEXT,
-  trust_score REAL DEFAULT 0.5, transparency_score REAL DEFAULT 0.5, track_record_score REAL DEFAULT 0.5);
-CREATE TABLE IF NOT EXISTS shadow_monitor (
-  id INTEGER PRIMARY KEY CHECK (id = 1), shadow_id TEXT, shadow_status TEXT DEFAULT 'none',
-  primary_agent TEXT, is_shadow INTEGER DEFAULT 0, last_heartbeat TEXT,
-  heartbeat_interval_ms INTEGER DEFAULT 60000, stall_threshold_ms INTEGER DEFAULT 300000,
-  registered_at TEXT, takeover_at TEXT);
-CREATE TABLE IF NOT EXISTS heartbeat_log (
-  id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, tokens_used INTEGER DEFAULT 0, current_task TEXT,
-  status TEXT DEFAULT 'healthy');
-CREATE INDEX IF NOT EXISTS idx_heartbeat_timestamp ON heartbeat_log(timestamp);
-CREATE TABLE IF NOT EXISTS credentials (
-  key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-  masked_preview TEXT);
-CREATE TABLE IF NOT EXISTS goals (
-  id TEXT PRIMARY KEY, title TEXT NOT NULL, description TEXT, type TEXT DEFAULT 'task',
-  priority INTEGER DEFAULT 5, status TEXT DEFAULT 'pending', xp_reward INTEGER DEFAULT 10,
-  source TEXT DEFAULT 'self', assigned_by TEXT, context TEXT, created_at TEXT NOT NULL, started_at TEXT,
-  completed_at TEXT, outcome TEXT);
-CREATE INDEX IF NOT EXISTS idx_goals_status ON goals(status);
-"""
-
-
-def create(sql: Sql) -> None:
-    """Create the tables (and our one added column on a trace table copied from a DO)."""
-    for stmt in SCHEMA.split(";"):
-        if stmt.strip():
-            sql.exec(stmt)
-    have = {row[1] for row in sql.exec("PRAGMA table_info(work_traces)").all()}
-    if "credited_at" not in have:
-        sql.exec("ALTER TABLE work_traces ADD COLUMN credited_at TEXT")
+TABLE_SPECS = (
+    TableSpec(
+        "work_traces",
+        "session_id TEXT NOT NULL, task TEXT NOT NULL, started_at TEXT NOT NULL, completed_at TEXT, "
+        "summary TEXT, credited_at TEXT",
+        key=("session_id",),
+    ),
+    TableSpec(
+        "work_steps",
+        "id TEXT NOT NULL, session_id TEXT NOT NULL, timestamp TEXT NOT NULL, tool TEXT NOT NULL, "
+        "intent TEXT, outcome TEXT DEFAULT 'partial', duration_ms INTEGER DEFAULT 0, contribution_type TEXT, "
+        "knowledge_gained TEXT DEFAULT '[]', eliminated_paths INTEGER DEFAULT 0, "
+        "depends_on TEXT DEFAULT '[]'",
+        key=("id",),
+        indexes=(("session_id",),),
+    ),
+    TableSpec(
+        "escalations",
+        "id TEXT NOT NULL, session_id TEXT NOT NULL, triggered_at TEXT NOT NULL, triggers TEXT NOT NULL, "
+        "highest_level INTEGER NOT NULL, resolved_at TEXT, resolved_by TEXT, resolver_agent TEXT, "
+        "helpful_hint TEXT",
+        key=("id",),
+        indexes=(("session_id",),),
+    ),
+    TableSpec(
+        "soul_progression",
+        "soul_id TEXT NOT NULL, name TEXT NOT NULL, personality TEXT, created_at TEXT NOT NULL, "
+        "total_xp INTEGER DEFAULT 0, level TEXT DEFAULT 'novice', current_streak INTEGER DEFAULT 0, "
+        "longest_streak INTEGER DEFAULT 0, tasks_completed INTEGER DEFAULT 0, "
+        "tasks_successful INTEGER DEFAULT 0, "
+        "total_tokens_used INTEGER DEFAULT 0, avg_efficiency REAL DEFAULT 0, peers_helped INTEGER DEFAULT 0, "
+        "last_trace_id TEXT, escalation_count INTEGER DEFAULT 0, self_resolved_count INTEGER DEFAULT 0, "
+        "peer_assist_count INTEGER DEFAULT 0, human_escalation_count INTEGER DEFAULT 0, "
+        "specializations TEXT, achievements TEXT DEFAULT '[]', abilities TEXT, "
+        "trust_score REAL DEFAULT 0.5, transparency_score REAL DEFAULT 0.5, "
+        "track_record_score REAL DEFAULT 0.5",
+        key=("soul_id",),
+    ),
+    TableSpec(
+        "shadow_monitor",
+        "id INTEGER NOT NULL DEFAULT 1 CHECK (id = 1), shadow_id TEXT, shadow_status TEXT DEFAULT 'none', "
+        "primary_agent TEXT, is_shadow INTEGER DEFAULT 0, last_heartbeat TEXT, "
+        "heartbeat_interval_ms INTEGER DEFAULT 60000, stall_threshold_ms INTEGER DEFAULT 300000, "
+        "registered_at TEXT, takeover_at TEXT",
+        key=("id",),
+    ),
+    TableSpec(
+        "heartbeat_log",
+        "id TEXT NOT NULL, timestamp TEXT NOT NULL, tokens_used INTEGER DEFAULT 0, current_task TEXT, "
+        "status TEXT DEFAULT 'healthy'",
+        key=("id",),
+        indexes=(("timestamp",),),
+    ),
+    TableSpec(
+        "credentials",
+        "key TEXT NOT NULL, value TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, "
+        "masked_preview TEXT",
+        key=("key",),
+    ),
+    TableSpec(
+        "goals",
+        "id TEXT NOT NULL, title TEXT NOT NULL, description TEXT, type TEXT DEFAULT 'task', "
+        "priority INTEGER DEFAULT 5, status TEXT DEFAULT 'pending', xp_reward INTEGER DEFAULT 10, "
+        "source TEXT DEFAULT 'self', assigned_by TEXT, context TEXT, created_at TEXT NOT NULL, "
+        "started_at TEXT, completed_at TEXT, outcome TEXT",
+        key=("id",),
+        indexes=(("status",),),
+    ),
+)
+"""The progress tables of the agent kind in the shards (part of `agent_state.TABLES`)."""
 
 
 def _obj(text: str | None) -> dict[str, Any] | None:
@@ -109,7 +123,7 @@ SOUL_COLS = (
 
 def soul_get(sql: Sql) -> Soul | None:
     """The agent's soul (one per actor), or None."""
-    r = sql.exec(f"SELECT {SOUL_COLS} FROM soul_progression ORDER BY rowid LIMIT 1").first()
+    r = sql.first("soul_progression", SOUL_COLS, order="rowid")
     if r is None:
         return None
     specs = _obj(r[18])
@@ -134,12 +148,14 @@ def soul_get(sql: Sql) -> Soul | None:
     return soul
 
 
+def _cols(cols: str, values: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip((c.strip() for c in cols.split(",")), values, strict=True))
+
+
 def soul_put(sql: Sql, s: Soul) -> None:
     """Store the agent's soul (replacing any other row: one soul per actor)."""
-    sql.exec("DELETE FROM soul_progression WHERE soul_id <> ?", s.soul_id)
-    sql.exec(
-        f"INSERT OR REPLACE INTO soul_progression ({SOUL_COLS}) VALUES "
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    sql.delete("soul_progression", "soul_id <> ?", s.soul_id)
+    values = (
         s.soul_id,
         s.name,
         s.personality,
@@ -165,6 +181,7 @@ def soul_put(sql: Sql, s: Soul) -> None:
         s.transparency_score,
         s.track_record_score,
     )
+    sql.insert("soul_progression", _cols(SOUL_COLS, values), conflict="replace")
 
 
 # -- traces, steps, escalations --------------------------------------------------------------------
@@ -206,46 +223,39 @@ def _esc(r: sqlite3.Row) -> Escalation:
 
 def trace_get(sql: Sql, session_id: str, *, steps: bool = True) -> Trace | None:
     """A trace with its steps (oldest first), or None."""
-    r = sql.exec(f"SELECT {TRACE_COLS} FROM work_traces WHERE session_id = ?", session_id).first()
+    r = sql.first("work_traces", TRACE_COLS, "session_id = ?", session_id)
     if r is None:
         return None
     t = _trace(r)
     if steps:
-        rows = sql.exec(
-            f"SELECT {STEP_COLS} FROM work_steps WHERE session_id = ? ORDER BY timestamp, rowid", session_id
-        ).all()
+        rows = sql.select("work_steps", STEP_COLS, "session_id = ?", session_id, order="timestamp, rowid")
         t.steps = [_step(x) for x in rows]
     return t
 
 
 def trace_list(sql: Sql, limit: int) -> list[Trace]:
     """The newest traces (by start), without steps."""
-    rows = sql.exec(
-        f"SELECT {TRACE_COLS} FROM work_traces ORDER BY started_at DESC, rowid DESC LIMIT ?", limit
-    ).all()
+    rows = sql.select("work_traces", TRACE_COLS, order="started_at DESC, rowid DESC", limit=limit)
     return [_trace(r) for r in rows]
 
 
 def trace_put(sql: Sql, t: Trace, credited_at: str | None = None) -> None:
     """Insert or update a trace row (not its steps)."""
-    sql.exec(
-        f"INSERT INTO work_traces ({TRACE_COLS}) VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(session_id) DO UPDATE SET "
-        "task = excluded.task, started_at = excluded.started_at, completed_at = excluded.completed_at, "
-        "summary = excluded.summary, credited_at = COALESCE(excluded.credited_at, work_traces.credited_at)",
-        t.session_id,
-        t.task,
-        t.started_at,
-        t.completed_at,
-        None if t.summary is None else dumps(t.summary),
-        credited_at,
-    )
+    row = {
+        "session_id": t.session_id,
+        "task": t.task,
+        "started_at": t.started_at,
+        "completed_at": t.completed_at,
+        "summary": None if t.summary is None else dumps(t.summary),
+    }
+    if credited_at is not None:  # else a stored credit stays (the upsert leaves the column alone)
+        row["credited_at"] = credited_at
+    sql.insert("work_traces", row, conflict="update")
 
 
 def step_add(sql: Sql, s: Step) -> None:
     """Insert a step."""
-    sql.exec(
-        f"INSERT INTO work_steps ({STEP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    values = (
         s.id,
         s.session_id,
         s.timestamp,
@@ -258,26 +268,24 @@ def step_add(sql: Sql, s: Step) -> None:
         s.eliminated_paths,
         dumps(s.depends_on),
     )
+    sql.insert("work_steps", _cols(STEP_COLS, values))
 
 
 def escalations_of(sql: Sql, session_id: str) -> list[Escalation]:
     """A trace's escalations, oldest first."""
-    rows = sql.exec(
-        f"SELECT {ESC_COLS} FROM escalations WHERE session_id = ? ORDER BY triggered_at, rowid", session_id
-    ).all()
+    rows = sql.select("escalations", ESC_COLS, "session_id = ?", session_id, order="triggered_at, rowid")
     return [_esc(r) for r in rows]
 
 
 def escalation_get(sql: Sql, esc_id: str) -> Escalation | None:
     """One escalation, or None."""
-    r = sql.exec(f"SELECT {ESC_COLS} FROM escalations WHERE id = ?", esc_id).first()
+    r = sql.first("escalations", ESC_COLS, "id = ?", esc_id)
     return None if r is None else _esc(r)
 
 
 def escalation_put(sql: Sql, e: Escalation) -> None:
     """Insert or replace an escalation."""
-    sql.exec(
-        f"INSERT OR REPLACE INTO escalations ({ESC_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    values = (
         e.id,
         e.session_id,
         e.triggered_at,
@@ -288,29 +296,38 @@ def escalation_put(sql: Sql, e: Escalation) -> None:
         e.resolver_agent,
         e.helpful_hint,
     )
+    sql.insert("escalations", _cols(ESC_COLS, values), conflict="replace")
 
 
 def unresolved_escalations(sql: Sql) -> int:
     """How many escalations of any trace are unresolved."""
-    return int(sql.exec("SELECT COUNT(*) FROM escalations WHERE resolved_at IS NULL").one()[0])
+    return sql.count("escalations", "resolved_at IS NULL")
 
 
 def recent_open_steps(sql: Sql, since_iso: str, limit: int) -> list[tuple[str, str]]:
     """(outcome, timestamp) of the newest steps of open traces after `since_iso`, newest first."""
-    rows = sql.exec(
-        "SELECT ws.outcome, ws.timestamp FROM work_steps ws "
-        "JOIN work_traces wt ON ws.session_id = wt.session_id "
-        "WHERE wt.completed_at IS NULL AND ws.timestamp > ? "
-        "ORDER BY ws.timestamp DESC, ws.rowid DESC LIMIT ?",
+    # the scoped API has no joins: the agent's open traces first, then its steps after `since_iso`
+    open_ids = {str(r[0]) for r in sql.select("work_traces", "session_id", "completed_at IS NULL")}
+    if not open_ids:
+        return []
+    out: list[tuple[str, str]] = []
+    for r in sql.select(
+        "work_steps",
+        "outcome, timestamp, session_id",
+        "timestamp > ?",
         since_iso,
-        limit,
-    ).all()
-    return [(r[0] or "partial", r[1]) for r in rows]
+        order="timestamp DESC, rowid DESC",
+    ):
+        if r[2] in open_ids:
+            out.append((r[0] or "partial", r[1]))
+            if len(out) >= limit:
+                break
+    return out
 
 
 def trace_started_after(sql: Sql, since_iso: str) -> bool:
     """Was any trace started after `since_iso`?"""
-    return sql.exec("SELECT 1 FROM work_traces WHERE started_at > ? LIMIT 1", since_iso).first() is not None
+    return sql.first("work_traces", "1", "started_at > ?", since_iso) is not None
 
 
 # -- heartbeats and the shadow monitor ---------------------------------------------------------------
@@ -318,34 +335,43 @@ def trace_started_after(sql: Sql, since_iso: str) -> bool:
 
 def heartbeat_add(sql: Sql, h: Heartbeat) -> None:
     """Log a heartbeat and keep only the newest HEARTBEAT_KEEP."""
-    sql.exec(
-        "INSERT INTO heartbeat_log (id, timestamp, tokens_used, current_task, status) VALUES (?, ?, ?, ?, ?)",
-        h.id,
-        h.timestamp,
-        h.tokens_used,
-        h.current_task,
-        h.status,
+    sql.insert(
+        "heartbeat_log",
+        {
+            "id": h.id,
+            "timestamp": h.timestamp,
+            "tokens_used": h.tokens_used,
+            "current_task": h.current_task,
+            "status": h.status,
+        },
     )
-    sql.exec(
-        "DELETE FROM heartbeat_log WHERE rowid NOT IN "
-        "(SELECT rowid FROM heartbeat_log ORDER BY timestamp DESC, rowid DESC LIMIT ?)",
-        HEARTBEAT_KEEP,
+    # keep the newest HEARTBEAT_KEEP: delete from the first row past them, in the same order
+    cut = sql.select(
+        "heartbeat_log",
+        "timestamp, rowid",
+        order="timestamp DESC, rowid DESC",
+        limit=1,
+        offset=HEARTBEAT_KEEP,
     )
+    if cut:
+        ts, rowid = cut[0][0], cut[0][1]
+        sql.delete("heartbeat_log", "timestamp < ? OR (timestamp = ? AND rowid <= ?)", ts, ts, rowid)
 
 
 def heartbeats_recent(sql: Sql, limit: int) -> list[Heartbeat]:
     """The newest heartbeats, newest first."""
-    rows = sql.exec(
-        "SELECT id, timestamp, tokens_used, current_task, status FROM heartbeat_log "
-        "ORDER BY timestamp DESC, rowid DESC LIMIT ?",
-        limit,
-    ).all()
+    rows = sql.select(
+        "heartbeat_log",
+        "id, timestamp, tokens_used, current_task, status",
+        order="timestamp DESC, rowid DESC",
+        limit=limit,
+    )
     return [Heartbeat(r[0], r[1], r[2] or 0, r[3], r[4] or "healthy") for r in rows]
 
 
 def heartbeat_count(sql: Sql) -> int:
     """How many heartbeats the log holds."""
-    return int(sql.exec("SELECT COUNT(*) FROM heartbeat_log").one()[0])
+    return sql.count("heartbeat_log")
 
 
 SHADOW_COLS = (
@@ -356,7 +382,7 @@ SHADOW_COLS = (
 
 def shadow_get(sql: Sql) -> ShadowMonitor | None:
     """The shadow monitor row, or None."""
-    r = sql.exec(f"SELECT {SHADOW_COLS} FROM shadow_monitor WHERE id = 1").first()
+    r = sql.first("shadow_monitor", SHADOW_COLS)
     if r is None:
         return None
     return ShadowMonitor(
@@ -375,8 +401,7 @@ def shadow_get(sql: Sql) -> ShadowMonitor | None:
 
 def shadow_put(sql: Sql, m: ShadowMonitor) -> None:
     """Store the shadow monitor row."""
-    sql.exec(
-        f"INSERT OR REPLACE INTO shadow_monitor (id, {SHADOW_COLS}) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    values = (
         m.shadow_id,
         m.shadow_status,
         m.primary_agent,
@@ -387,6 +412,7 @@ def shadow_put(sql: Sql, m: ShadowMonitor) -> None:
         m.registered_at,
         m.takeover_at,
     )
+    sql.insert("shadow_monitor", {"id": 1, **_cols(SHADOW_COLS, values)}, conflict="replace")
 
 
 # -- goals ------------------------------------------------------------------------------------------
@@ -403,14 +429,13 @@ def _goal(r: sqlite3.Row) -> Goal:
 
 def goal_get(sql: Sql, goal_id: str) -> Goal | None:
     """One goal, or None."""
-    r = sql.exec(f"SELECT {GOAL_COLS} FROM goals WHERE id = ?", goal_id).first()
+    r = sql.first("goals", GOAL_COLS, "id = ?", goal_id)
     return None if r is None else _goal(r)
 
 
 def goal_put(sql: Sql, g: Goal) -> None:
     """Insert or replace a goal."""
-    sql.exec(
-        f"INSERT OR REPLACE INTO goals ({GOAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    values = (
         g.id,
         g.title,
         g.description,
@@ -426,21 +451,20 @@ def goal_put(sql: Sql, g: Goal) -> None:
         g.completed_at,
         g.outcome,
     )
+    sql.insert("goals", _cols(GOAL_COLS, values), conflict="replace")
 
 
 def goal_delete(sql: Sql, goal_id: str) -> bool:
     """Delete a goal; was there one?"""
-    return sql.exec("DELETE FROM goals WHERE id = ?", goal_id).rows_written > 0
+    return sql.delete("goals", "id = ?", goal_id) > 0
 
 
 def goals_list(sql: Sql, status: str | None, limit: int) -> list[Goal]:
     """Goals by priority (highest first), then age (oldest first)."""
-    where, params = ("WHERE status = ?", [status]) if status else ("", [])
-    rows = sql.exec(
-        f"SELECT {GOAL_COLS} FROM goals {where} ORDER BY priority DESC, created_at, rowid LIMIT ?",
-        *params,
-        limit,
-    ).all()
+    where, params = ("status = ?", [status]) if status else ("", [])
+    rows = sql.select(
+        "goals", GOAL_COLS, where, *params, order="priority DESC, created_at, rowid", limit=limit
+    )
     return [_goal(r) for r in rows]
 
 
@@ -452,17 +476,25 @@ def goal_first(sql: Sql, status: str) -> Goal | None:
 
 def goal_stats(sql: Sql) -> dict[str, int]:
     """Counts per status and the XP earned (completed) and pending."""
-    r = sql.exec(
-        "SELECT COUNT(*), "
-        "SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN status = 'in_progress' THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN status = 'completed' THEN xp_reward ELSE 0 END), "
-        "SUM(CASE WHEN status = 'pending' THEN xp_reward ELSE 0 END) FROM goals"
-    ).one()
-    keys = ("total", "pending", "inProgress", "completed", "failed", "totalXpEarned", "totalXpPending")
-    return {k: int(v or 0) for k, v in zip(keys, r, strict=True)}
+    stats = dict.fromkeys(
+        ("total", "pending", "inProgress", "completed", "failed", "totalXpEarned", "totalXpPending"), 0
+    )
+    for r in sql.select("goals", "status, count(*), sum(xp_reward)", order="status", group="status"):
+        status, n, xp = r[0], int(r[1]), int(r[2] or 0)
+        stats["total"] += n
+        key = {
+            "pending": "pending",
+            "in_progress": "inProgress",
+            "completed": "completed",
+            "failed": "failed",
+        }
+        if status in key:
+            stats[key[status]] += n
+        if status == "completed":
+            stats["totalXpEarned"] += xp
+        elif status == "pending":
+            stats["totalXpPending"] += xp
+    return stats
 
 
 # -- credentials (values are ciphertext; see gateway/do/credential_cipher.py) --------------------------
@@ -492,38 +524,28 @@ def _cred(r: sqlite3.Row) -> StoredCredential:
 
 def credential_get(sql: Sql, key: str) -> StoredCredential | None:
     """One credential row, or None."""
-    r = sql.exec(
-        "SELECT key, value, created_at, updated_at, masked_preview FROM credentials WHERE key = ?", key
-    ).first()
+    r = sql.first("credentials", "key, value, created_at, updated_at, masked_preview", "key = ?", key)
     return None if r is None else _cred(r)
 
 
 def credentials_all(sql: Sql, limit: int) -> list[StoredCredential]:
     """Every credential row by key (at most `limit`)."""
-    rows = sql.exec(
-        "SELECT key, value, created_at, updated_at, masked_preview FROM credentials ORDER BY key LIMIT ?",
-        limit,
-    ).all()
+    rows = sql.select(
+        "credentials", "key, value, created_at, updated_at, masked_preview", order="key", limit=limit
+    )
     return [_cred(r) for r in rows]
 
 
 def credential_put(sql: Sql, c: StoredCredential) -> None:
     """Insert or update a credential (its creation time kept)."""
-    sql.exec(
-        "INSERT INTO credentials (key, value, created_at, updated_at, masked_preview) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, "
-        "masked_preview = excluded.masked_preview",
-        c.key,
-        c.ciphertext,
-        c.created_at,
-        c.updated_at,
-        c.masked_preview,
-    )
+    changed = {"value": c.ciphertext, "updated_at": c.updated_at, "masked_preview": c.masked_preview}
+    if not sql.update("credentials", changed, "key = ?", c.key):  # a new key: its creation time too
+        sql.insert("credentials", {"key": c.key, "created_at": c.created_at, **changed})
 
 
 def credential_delete(sql: Sql, key: str) -> bool:
     """Delete a credential; was there one?"""
-    return sql.exec("DELETE FROM credentials WHERE key = ?", key).rows_written > 0
+    return sql.delete("credentials", "key = ?", key) > 0
 
 
 # -- whole records, for the bulk tools (migrate, check) -----------------------------------------------
@@ -544,8 +566,11 @@ TABLES: Final[dict[str, tuple[str, ...]]] = {d: tuple(t for t, _ in spec) for d,
 holding them."""
 
 
+_SPECS: Final = {spec.name: spec for spec in TABLE_SPECS}
+
+
 def _columns(sql: Sql, table: str) -> list[str]:
-    return [row[1] for row in sql.exec(f"PRAGMA table_info({table})").all()]
+    return list(_SPECS[table].column_names)
 
 
 def record_read(sql: Sql, domain: str, ident: str) -> dict[str, list[dict[str, Any]]] | None:
@@ -556,11 +581,9 @@ def record_read(sql: Sql, domain: str, ident: str) -> dict[str, list[dict[str, A
         if col is None:
             if ident != "":
                 return None
-            rows = sql.exec(f"SELECT {', '.join(cols)} FROM {table} ORDER BY rowid").all()
+            rows = sql.select(table, ", ".join(cols), order="rowid")
         else:
-            rows = sql.exec(
-                f"SELECT {', '.join(cols)} FROM {table} WHERE {col} = ? ORDER BY rowid", ident
-            ).all()
+            rows = sql.select(table, ", ".join(cols), f"{col} = ?", ident, order="rowid")
         out[table] = [dict(zip(cols, r, strict=True)) for r in rows]
     first = RECORD_KEYS[domain][0][0]
     return out if out[first] else None
@@ -570,12 +593,10 @@ def record_ids(sql: Sql, domain: str, after: str | None, limit: int) -> list[str
     """The ids of the records of an actor-only domain this actor holds, in order, after `after`."""
     table, col = RECORD_KEYS[domain][0]
     if col is None:
-        has = sql.exec(f"SELECT 1 FROM {table} LIMIT 1").first() is not None
+        has = sql.first(table, "1") is not None
         return [""] if has and after is None else []
-    where, args = ("", [limit]) if after is None else (f"WHERE {col} > ? ", [after, limit])
-    return [
-        str(r[0]) for r in sql.exec(f"SELECT {col} FROM {table} {where}ORDER BY {col} LIMIT ?", *args).all()
-    ]
+    where, args = ("", []) if after is None else (f"{col} > ?", [after])
+    return [str(r[0]) for r in sql.select(table, col, where, *args, order=col, limit=limit)]
 
 
 def record_write(sql: Sql, domain: str, ident: str, rows: dict[str, list[dict[str, Any]]] | None) -> None:
@@ -588,9 +609,9 @@ def record_write(sql: Sql, domain: str, ident: str, rows: dict[str, list[dict[st
         raise ValueError(f"{domain}: unknown table {sorted(unknown)[0]!r}")
     for table, col in tables:
         if col is None:
-            sql.exec(f"DELETE FROM {table}")
+            sql.delete(table)
         else:
-            sql.exec(f"DELETE FROM {table} WHERE {col} = ?", ident)
+            sql.delete(table, f"{col} = ?", ident)
         cols = set(_columns(sql, table))
         for row in (rows or {}).get(table, []):
             names = list(row)
@@ -598,7 +619,4 @@ def record_write(sql: Sql, domain: str, ident: str, rows: dict[str, list[dict[st
                 raise ValueError(f"{domain}: a row of {table} has unknown columns")
             if col is not None and row.get(col) != ident:
                 raise ValueError(f"{domain}: a row of {table} belongs to another record")
-            sql.exec(
-                f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
-                *(dumps(v) if isinstance(v, dict | list) else v for v in row.values()),
-            )
+            sql.insert(table, {k: dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()})

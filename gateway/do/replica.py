@@ -25,7 +25,16 @@ import orjson
 from gateway.actors import ActorHost, ActorRef
 from gateway.do import owner_ref, progress_tables
 from gateway.do._sql import dumps, get_extra, put_extra
-from gateway.do.agent_state import DM_COLS, MEM_COLS, AgentStateActor, dm_from_row, memory_from_row
+from gateway.do.agent_state import (
+    DM_COLS,
+    MEM_COLS,
+    AgentStateActor,
+    checkpoint_values,
+    dm_from_row,
+    dm_values,
+    memory_from_row,
+    memory_values,
+)
 from gateway.do.coordinator import (
     AGENT_COLS,
     CLAIM_COLS,
@@ -41,7 +50,7 @@ from gateway.do.coordinator import (
     task_from_row,
     zone_from_row,
 )
-from gateway.do.resource_lock import ResourceLockActor
+from gateway.do.resource_lock import ResourceLockActor, lock_values
 from gateway.domain.entities import ACTOR_ONLY, PER_AGENT, Entity, EntityKey, Unreadable
 from gateway.domain.jscompat import parse_js_date
 from gateway.domain.model import (
@@ -149,10 +158,12 @@ def _record(domain: str, rows: dict[str, list[dict[str, Any]]] | None) -> Entity
 
 
 def _read_row(actor: Any, key: EntityKey) -> Entity | None:  # noqa: PLR0911 - one exit per domain
-    sql = actor.ctx.sql
     d, i = key.domain, key.id
     if d in ACTOR_ONLY:
-        return _record(d, progress_tables.record_read(sql, d, i))
+        return _record(d, progress_tables.record_read(actor.ctx.tables, d, i))
+    if d in ("checkpoint", "dm", "memory", "lock"):
+        return _read_sharded(actor, d, i)
+    sql = actor.ctx.sql
     if d == "agent":
         r = sql.exec(f"SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?", i).first()
         return None if r is None else agent_from_row(r)
@@ -171,13 +182,18 @@ def _read_row(actor: Any, key: EntityKey) -> Entity | None:  # noqa: PLR0911 - o
     if d == "handoff":
         r = sql.exec(f"SELECT {HANDOFF_COLS} FROM handoffs WHERE id = ?", i).first()
         return None if r is None else handoff_from_row(r)
+    raise ValueError(f"unknown entity domain {d!r}")
+
+
+def _read_sharded(actor: Any, d: str, i: str) -> Entity | None:
+    """An entity of an agent or lock actor (rows in the shard, through `ctx.tables`)."""
     if d == "checkpoint":
         return actor.checkpoint()  # type: ignore[no-any-return]
     if d == "dm":
-        r = sql.exec(f"SELECT {DM_COLS} FROM messages WHERE id = ?", i).first()
+        r = actor.ctx.tables.first("messages", DM_COLS, "id = ?", i)
         return None if r is None else dm_from_row(r)
     if d == "memory":
-        r = sql.exec(f"SELECT {MEM_COLS} FROM memory WHERE id = ?", i).first()
+        r = actor.ctx.tables.first("memory", MEM_COLS, "id = ?", i)
         return None if r is None else memory_from_row(r)
     if d == "lock":
         return actor.current()  # type: ignore[no-any-return]
@@ -221,7 +237,7 @@ def _scan(
     scope = ref.name if domain in PER_AGENT else ""
     if domain in ACTOR_ONLY:
         found: list[tuple[EntityKey, Entity | Unreadable]] = []
-        for ident in progress_tables.record_ids(actor.ctx.sql, domain, after, limit):
+        for ident in progress_tables.record_ids(actor.ctx.tables, domain, after, limit):
             one = _read_safe(actor, EntityKey(domain, scope, ident))
             if one is not None:
                 found.append((EntityKey(domain, scope, ident), one))
@@ -234,10 +250,14 @@ def _scan(
         return [] if one is None else [(key, one)]
     spec = _TABLES[domain]
     now = actor.ctx.clock.now_ms()
-    where, args = ("", [limit]) if after is None else (f"WHERE {spec.ident} > ? ", [after, limit])
-    rows = actor.ctx.sql.exec(
-        f"SELECT {spec.cols} FROM {spec.table} {where}ORDER BY {spec.ident} LIMIT ?", *args
-    ).all()
+    if actor.ctx.sharded:  # an agent's rows in its shard
+        cond, params = ("", []) if after is None else (f"{spec.ident} > ?", [after])
+        rows = actor.ctx.tables.select(spec.table, spec.cols, cond, *params, order=spec.ident, limit=limit)
+    else:
+        where, args = ("", [limit]) if after is None else (f"WHERE {spec.ident} > ? ", [after, limit])
+        rows = actor.ctx.sql.exec(
+            f"SELECT {spec.cols} FROM {spec.table} {where}ORDER BY {spec.ident} LIMIT ?", *args
+        ).all()
     out: list[tuple[EntityKey, Entity | Unreadable]] = []
     for r in rows:
         key = EntityKey(domain, scope, str(r[0]))
@@ -271,9 +291,12 @@ _DELETE = {
     "zone": "DELETE FROM zones WHERE zone_id = ?",
     "claim": "DELETE FROM claims WHERE what = ?",
     "handoff": "DELETE FROM handoffs WHERE id = ?",
-    "checkpoint": "DELETE FROM checkpoint WHERE id = 1 AND ? IS NOT NULL",
-    "dm": "DELETE FROM messages WHERE id = ?",
-    "memory": "DELETE FROM memory WHERE id = ?",
+}
+# (table, condition) of the agent's entities, in the shard (`ctx.tables`)
+_DELETE_SHARDED = {
+    "checkpoint": ("checkpoint", "? IS NOT NULL"),
+    "dm": ("messages", "id = ?"),
+    "memory": ("memory", "id = ?"),
 }
 
 
@@ -281,11 +304,16 @@ async def _write(actor: Any, key: EntityKey, value: Entity | None) -> None:
     if key.domain in ACTOR_ONLY:
         if value is not None and not isinstance(value, ProgressRecord | CredentialRecord):
             raise TypeError(f"{key}: not a record of an actor-only domain")
-        progress_tables.record_write(actor.ctx.sql, key.domain, key.id, None if value is None else value.rows)
+        progress_tables.record_write(
+            actor.ctx.tables, key.domain, key.id, None if value is None else value.rows
+        )
         return
     if value is None:
         if key.domain == "lock":
             _write_lock(actor, None)
+        elif key.domain in _DELETE_SHARDED:
+            table, where = _DELETE_SHARDED[key.domain]
+            actor.ctx.tables.delete(table, where, key.id)
         else:
             actor.ctx.sql.exec(_DELETE[key.domain], key.id)
         put_extra(actor, key.domain, _ident(key), None)
@@ -357,28 +385,15 @@ def _up_handoff(actor: CoordinatorActor, h: Handoff) -> None:
 
 
 def _up_checkpoint(actor: AgentStateActor, cp: Checkpoint) -> None:
-    actor.ctx.sql.exec(
-        "INSERT OR REPLACE INTO checkpoint (id, conversation_summary, accomplishments, pending_work, "
-        "recent_context, files_edited, checkpoint_at) VALUES (1, ?, ?, ?, ?, ?, ?)",
-        cp.conversation_summary, dumps(cp.accomplishments), dumps(cp.pending_work), cp.recent_context,
-        dumps(cp.files_edited), cp.checkpoint_at,
-    )  # fmt: skip
+    actor.ctx.tables.insert("checkpoint", checkpoint_values(cp), conflict="replace")
 
 
 def _up_dm(actor: AgentStateActor, m: DirectMessage) -> None:
-    actor.ctx.sql.exec(
-        f"INSERT INTO messages ({DM_COLS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-        "from_agent = excluded.from_agent, type = excluded.type, message = excluded.message, "
-        "timestamp = excluded.timestamp, read = excluded.read",
-        m.id, m.from_agent, m.type, m.message, m.timestamp, int(m.read),
-    )  # fmt: skip
+    actor.ctx.tables.insert("messages", dm_values(m), conflict="update")
 
 
 def _up_memory(actor: AgentStateActor, m: Memory) -> None:
-    actor.ctx.sql.exec(
-        f"INSERT OR REPLACE INTO memory ({MEM_COLS}) VALUES (?, ?, ?, ?, ?)",
-        m.id, m.category, m.content, dumps(m.tags), m.created_at,
-    )  # fmt: skip
+    actor.ctx.tables.insert("memory", memory_values(m), conflict="replace")
 
 
 def _up_lock(actor: ResourceLockActor, lock: Lock) -> None:
@@ -398,25 +413,22 @@ def _write_lock(actor: ResourceLockActor, lock: Lock | None) -> None:
     same_holding = cur is not None and cur.locked_by == lock.locked_by and cur.locked_at == lock.locked_at
     if cur is not None and not same_holding:
         actor.end_holding(cur, "expired" if now >= cur.expires_ms else "stolen", now)
-    actor.ctx.sql.exec(
-        "INSERT OR REPLACE INTO current_lock (id, resource_path, resource_type, locked_by, reason, "
-        "locked_at, expires_at, expires_ms) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
-        lock.resource_path, lock.resource_type, lock.locked_by, lock.reason, lock.locked_at, lock.expires_at,
-        lock.expires_ms,
-    )  # fmt: skip
+    tables = actor.ctx.tables
+    tables.insert("current_lock", lock_values(lock), conflict="replace")
     if same_holding:  # a re-lock: its open history row takes the new reason, as the actor's own
-        actor.ctx.sql.exec(
-            "UPDATE lock_history SET reason = ? WHERE released_at IS NULL AND locked_by = ?",
-            lock.reason,
-            lock.locked_by,
+        tables.update(
+            "lock_history", {"reason": lock.reason}, "released_at IS NULL AND locked_by = ?", lock.locked_by
         )
     else:
-        actor.ctx.sql.exec(
-            "INSERT OR IGNORE INTO lock_history (id, locked_by, reason, locked_at) VALUES (?, ?, ?, ?)",
-            f"lock-{parse_js_date(lock.locked_at) or now}-replica",
-            lock.locked_by,
-            lock.reason,
-            lock.locked_at,
+        tables.insert(
+            "lock_history",
+            {
+                "id": f"lock-{parse_js_date(lock.locked_at) or now}-replica",
+                "locked_by": lock.locked_by,
+                "reason": lock.reason,
+                "locked_at": lock.locked_at,
+            },
+            conflict="ignore",
         )
     actor.ctx.set_alarm(lock.expires_ms)
 

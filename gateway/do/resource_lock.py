@@ -1,9 +1,10 @@
 """The lock actor (upstream `ResourceLock`, one per resource path): an exclusive lock with a TTL.
 
-Tables are upstream's (do-api.md 5.1) plus our column `current_lock.expires_ms` (the expiry as
-epoch ms, so expiry checks need no date parsing; NULL in a copied upstream row, then parsed from
-`expires_at`). The alarm is set to the expiry on every acquisition and re-checks the expiry when
-it fires, so an early or repeated firing changes nothing (actor-runtime S10).
+Tables are upstream's (do-api.md 5.1), kept in the shard files through `ctx.tables`, plus our
+column `current_lock.expires_ms` (the expiry as epoch ms, so expiry checks need no date parsing;
+NULL in a copied upstream row, then parsed from `expires_at`). The alarm is set to the expiry
+on every acquisition and re-checks the expiry when it fires, so an early or repeated firing
+changes nothing (actor-runtime S10).
 
 Fixes, same shapes (docs/compatibility.md): a re-lock by the holder keeps `lockedAt`, keeps the
 reason unless a new one is given, never shortens the lock (the expiry becomes the later of the
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from typing import Any
 
-from gateway.actors import Actor, ActorContext, AlarmInfo, HostedSocket
-from gateway.do._sql import add_columns
+from gateway.actors import Actor, ActorContext, AlarmInfo, HostedSocket, TableSpec
+from gateway.do._sql import EXTRA_TABLE
 from gateway.domain import commands as c
 from gateway.domain import frames, rules
 from gateway.domain.jscompat import iso_from_ms, parse_js_date
@@ -31,17 +33,25 @@ from gateway.domain.model import (
     LockReleaseOutcome,
 )
 
-__all__ = ["LOCK_COLS", "ResourceLockActor", "lock_from_row"]
+__all__ = ["LOCK_COLS", "TABLES", "ResourceLockActor", "lock_from_row", "lock_values"]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS current_lock (
-  id INTEGER PRIMARY KEY CHECK (id = 1), resource_path TEXT NOT NULL, resource_type TEXT DEFAULT 'file-lock',
-  locked_by TEXT NOT NULL, reason TEXT, locked_at TEXT NOT NULL, expires_at TEXT NOT NULL,
-  expires_ms INTEGER);
-CREATE TABLE IF NOT EXISTS lock_history (
-  id TEXT PRIMARY KEY, locked_by TEXT NOT NULL, reason TEXT, locked_at TEXT NOT NULL, released_at TEXT,
-  release_reason TEXT);
-"""
+TABLES = (
+    TableSpec(
+        "current_lock",
+        "id INTEGER NOT NULL DEFAULT 1 CHECK (id = 1), resource_path TEXT NOT NULL, "
+        "resource_type TEXT DEFAULT 'file-lock', locked_by TEXT NOT NULL, reason TEXT, "
+        "locked_at TEXT NOT NULL, expires_at TEXT NOT NULL, expires_ms INTEGER",
+        key=("id",),
+    ),
+    TableSpec(
+        "lock_history",
+        "id TEXT NOT NULL, locked_by TEXT NOT NULL, reason TEXT, locked_at TEXT NOT NULL, released_at TEXT, "
+        "release_reason TEXT",
+        key=("id",),
+    ),
+    EXTRA_TABLE,
+)
+"""The lock kind's tables in the shards (upstream's, plus the `_extra` side table)."""
 
 LOCK_COLS = "resource_path, resource_type, locked_by, reason, locked_at, expires_at, expires_ms"
 
@@ -54,6 +64,20 @@ def lock_from_row(r: sqlite3.Row) -> Lock:
         if expires_ms is None:  # an unreadable expiry: treat the lock as expired
             expires_ms = 0
     return Lock(r[0], r[1] or rules.DEFAULT_RESOURCE_TYPE, r[2], r[3], r[4], r[5], int(expires_ms))
+
+
+def lock_values(lock: Lock) -> dict[str, Any]:
+    """The `current_lock` row of `lock` (one per resource)."""
+    return {
+        "id": 1,
+        "resource_path": lock.resource_path,
+        "resource_type": lock.resource_type,
+        "locked_by": lock.locked_by,
+        "reason": lock.reason,
+        "locked_at": lock.locked_at,
+        "expires_at": lock.expires_at,
+        "expires_ms": lock.expires_ms,
+    }
 
 
 Watchers = Callable[[], list[HostedSocket]]
@@ -78,29 +102,23 @@ class ResourceLockActor(Actor):
         self.resource_path = ctx.ref.name
         self._watchers = watchers or _no_watchers
         self._on_alarm_expiry = on_alarm_expiry
-        for stmt in SCHEMA.split(";"):
-            if stmt.strip():
-                ctx.sql.exec(stmt)
-        add_columns(ctx, "current_lock", {"expires_ms": "INTEGER"})
 
     # -- helpers ----------------------------------------------------------------------------------
 
     def current(self) -> Lock | None:
         """The lock row, or None (an unreadable expiry reads as expired)."""
-        sql = f"SELECT {LOCK_COLS} FROM current_lock WHERE id = 1"  # noqa: S608 - constant columns
-        r: sqlite3.Row | None = self.ctx.sql.exec(sql).first()
+        r: sqlite3.Row | None = self.ctx.tables.first("current_lock", LOCK_COLS)
         return None if r is None else lock_from_row(r)
 
     def end_holding(self, lock: Lock, reason: str, now_ms: int) -> None:
         """Close every open history row of the holder and delete the lock (upstream 5.5)."""
-        self.ctx.sql.exec(
-            "UPDATE lock_history SET released_at = ?, release_reason = ? "
-            "WHERE released_at IS NULL AND locked_by = ?",
-            iso_from_ms(now_ms),
-            reason,
+        self.ctx.tables.update(
+            "lock_history",
+            {"released_at": iso_from_ms(now_ms), "release_reason": reason},
+            "released_at IS NULL AND locked_by = ?",
             lock.locked_by,
         )
-        self.ctx.sql.exec("DELETE FROM current_lock WHERE id = 1")
+        self.ctx.tables.delete("current_lock")
 
     def _notify(self, text: str) -> None:
         """Queue a `lock-update` frame to the coordinator's sockets (sent after this turn commits)."""
@@ -131,45 +149,39 @@ class ResourceLockActor(Actor):
             self._expire(outcome.expired_previous, now)
         lock = outcome.lock
         if outcome.relock:  # one open history row, which takes the new reason
-            self.ctx.sql.exec(
-                "UPDATE current_lock SET resource_type = ?, reason = ?, expires_at = ?, expires_ms = ? "
-                "WHERE id = 1",
-                lock.resource_type,
-                lock.reason,
-                lock.expires_at,
-                lock.expires_ms,
+            self.ctx.tables.update(
+                "current_lock",
+                {
+                    "resource_type": lock.resource_type,
+                    "reason": lock.reason,
+                    "expires_at": lock.expires_at,
+                    "expires_ms": lock.expires_ms,
+                },
             )
-            touched = self.ctx.sql.exec(
-                "UPDATE lock_history SET reason = ? WHERE released_at IS NULL AND locked_by = ?",
-                lock.reason,
+            touched = self.ctx.tables.update(
+                "lock_history",
+                {"reason": lock.reason},
+                "released_at IS NULL AND locked_by = ?",
                 lock.locked_by,
-            ).rows_written
+            )
             if not touched:
                 self._insert_history(cmd.history_id, lock)
         else:
-            self.ctx.sql.exec(
-                "INSERT OR REPLACE INTO current_lock (id, resource_path, resource_type, locked_by, reason, "
-                "locked_at, expires_at, expires_ms) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
-                lock.resource_path,
-                lock.resource_type,
-                lock.locked_by,
-                lock.reason,
-                lock.locked_at,
-                lock.expires_at,
-                lock.expires_ms,
-            )
+            self.ctx.tables.insert("current_lock", lock_values(lock), conflict="replace")
             self._insert_history(cmd.history_id, lock)
         self.ctx.set_alarm(lock.expires_ms)
         self._notify(frames.lock_acquired(lock, iso_from_ms(now)))
         return outcome
 
     def _insert_history(self, history_id: str, lock: Lock) -> None:
-        self.ctx.sql.exec(
-            "INSERT INTO lock_history (id, locked_by, reason, locked_at) VALUES (?, ?, ?, ?)",
-            history_id,
-            lock.locked_by,
-            lock.reason,
-            lock.locked_at,
+        self.ctx.tables.insert(
+            "lock_history",
+            {
+                "id": history_id,
+                "locked_by": lock.locked_by,
+                "reason": lock.reason,
+                "locked_at": lock.locked_at,
+            },
         )
 
     async def release(self, cmd: c.ReleaseLock) -> LockReleaseOutcome:
@@ -184,11 +196,12 @@ class ResourceLockActor(Actor):
 
     async def history(self, limit: int) -> LockHistory:
         """/history: the current lock (even if expired and not yet cleaned) and the newest rows."""
-        rows = self.ctx.sql.exec(
-            "SELECT id, locked_by, reason, locked_at, released_at, release_reason FROM lock_history "
-            "ORDER BY locked_at DESC, rowid DESC LIMIT ?",
-            limit,
-        ).all()
+        rows = self.ctx.tables.select(
+            "lock_history",
+            "id, locked_by, reason, locked_at, released_at, release_reason",
+            order="locked_at DESC, rowid DESC",
+            limit=limit,
+        )
         entries = [LockHistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
         return LockHistory(self.resource_path, self.current(), entries)
 

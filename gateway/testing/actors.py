@@ -8,6 +8,7 @@
 - `host_for`: a started host on a directory with the given kinds, for `async with`.
 - `GatedExecutor`: a one-thread pool whose jobs wait for the test: a commit caught in flight.
 - `FakeSocket`: a server-side WebSocket stand-in that records the frames and the close it got.
+- `KvActor` / `KV_TABLES`: a sharded kind (rows in the shard files through `ctx.tables`).
 - `query_actor_db` / `has_write_lock`: look at an actor's database from outside the host, as
   another process would (only committed data is visible; an open write transaction shows).
 """
@@ -21,12 +22,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from gateway.actors.host import Actor, ActorContext, ActorHost, AlarmInfo, HostLimits
 from gateway.actors.naming import ActorRef, actor_path
 from gateway.actors.sockets import HostedSocket
 from gateway.actors.storage import ActorStorage
+from gateway.actors.tables import TableSpec
 from gateway.clock import Clock
 
 P = ParamSpec("P")
@@ -146,6 +148,36 @@ def counting_kind() -> type[CountingActor]:
         alarm_behaviour = None
 
     return Fresh
+
+
+KV_TABLES = (
+    TableSpec("kv", "k TEXT NOT NULL, v INTEGER NOT NULL", key=("k",)),
+    TableSpec("log", "line TEXT NOT NULL, at INTEGER"),
+)
+
+
+class KvActor(Actor):
+    """A sharded kind with a key-value table and an append-only log."""
+
+    fired: ClassVar[list[str]] = []
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__(ctx)
+        self.name = ctx.ref.name
+
+    def put(self, k: str, v: int) -> None:
+        self.ctx.tables.insert("kv", {"k": k, "v": v}, conflict="update")
+
+    def get(self, k: str) -> int | None:
+        row = self.ctx.tables.first("kv", "v", "k = ?", k)
+        return None if row is None else int(row[0])
+
+    def all(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in self.ctx.tables.select("kv", "k, v", order="k")}
+
+    async def alarm(self, info: AlarmInfo) -> None:
+        KvActor.fired.append(self.name)
+        self.ctx.tables.insert("log", {"line": "alarm", "at": self.ctx.clock.now_ms()})
 
 
 @asynccontextmanager

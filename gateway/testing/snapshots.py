@@ -28,6 +28,8 @@ from urllib.parse import quote
 import redis
 import redis.exceptions
 
+from gateway.actors.layout import host_index_path, shard_files
+from gateway.actors.tables import physical_name
 from gateway.do.agent_state import (
     CHECKPOINT_COLS,
     DM_COLS,
@@ -194,9 +196,21 @@ def _rows(path: Path, sql: str) -> list[sqlite3.Row]:
 
 
 def actor_names(data_dir: Path) -> list[tuple[str, str, Path]]:
-    """(kind, name, file) of every actor the host has recorded in `data_dir`."""
-    rows = _rows(data_dir / "host.sqlite", "SELECT kind, name, file FROM actors ORDER BY kind, name")
-    return [(str(k), str(n), data_dir / str(f)) for k, n, f in rows]
+    """(kind, name, file) of every actor the host has recorded in `data_dir` (for a sharded
+    actor, the file is its shard)."""
+    rows = _rows(host_index_path(data_dir), "SELECT kind, name, file FROM actors ORDER BY kind, name")
+    found = [(str(k), str(n), data_dir / str(f)) for k, n, f in rows]
+    for shard in shard_files(data_dir):
+        found += [(str(k), str(n), shard) for k, n in _rows(shard, "SELECT kind, name FROM _actors")]
+    return sorted(found)
+
+
+def shard_rows(data_dir: Path, kind: str, table: str, cols: str) -> list[sqlite3.Row]:
+    """`SELECT actor, cols` of a sharded kind's table over every shard (committed data)."""
+    out: list[sqlite3.Row] = []
+    for shard in shard_files(data_dir):
+        out += _rows(shard, f"SELECT actor, {cols} FROM {physical_name(kind, table)} ORDER BY rowid")  # noqa: S608
+    return out
 
 
 def actor_snapshot(data_dir: Path, now_ms: int | None = None) -> Snapshot:  # noqa: PLR0912 - a loop per table
@@ -207,7 +221,7 @@ def actor_snapshot(data_dir: Path, now_ms: int | None = None) -> Snapshot:  # no
     def _form(entity: Any, agent: str | None = None) -> Json:
         return _canonical(_as_legacy(entity, agent, stale_at), agent)
 
-    for kind, name, path in actor_names(data_dir):
+    for kind, _name, path in actor_names(data_dir):
         if kind == "coordinator":
             for r in _rows(path, f"SELECT {AGENT_COLS} FROM agents"):  # noqa: S608 - constant columns
                 snap["agent"][r[0]] = _form(agent_from_row(r))
@@ -221,16 +235,14 @@ def actor_snapshot(data_dir: Path, now_ms: int | None = None) -> Snapshot:  # no
                 snap["claim"][r[0]] = _form(claim_from_row(r, stale_at))
             for r in _rows(path, f"SELECT {HANDOFF_COLS} FROM handoffs"):  # noqa: S608
                 snap["handoff"][r[0]] = _form(handoff_from_row(r))
-        elif kind == "agent":
-            for r in _rows(path, f"SELECT {CHECKPOINT_COLS} FROM checkpoint"):  # noqa: S608
-                snap["checkpoint"][name] = _form(checkpoint_from_row(name, r), name)
-            for r in _rows(path, f"SELECT {DM_COLS} FROM messages"):  # noqa: S608
-                snap["dm"][r[0]] = _form(dm_from_row(r), name)
-            for r in _rows(path, f"SELECT {MEM_COLS} FROM memory"):  # noqa: S608
-                snap["memory"][r[0]] = _form(memory_from_row(r), name)
-        elif kind == "lock":
-            for r in _rows(path, f"SELECT {LOCK_COLS} FROM current_lock"):  # noqa: S608
-                lock = lock_from_row(r)
-                if _live(lock, now_ms):
-                    snap["lock"][name] = _form(lock)
+    for r in shard_rows(data_dir, "agent", "checkpoint", CHECKPOINT_COLS):
+        snap["checkpoint"][r[0]] = _form(checkpoint_from_row(r[0], r[1:]), r[0])  # type: ignore[arg-type]
+    for r in shard_rows(data_dir, "agent", "messages", DM_COLS):
+        snap["dm"][r[1]] = _form(dm_from_row(r[1:]), r[0])  # type: ignore[arg-type]
+    for r in shard_rows(data_dir, "agent", "memory", MEM_COLS):
+        snap["memory"][r[1]] = _form(memory_from_row(r[1:]), r[0])  # type: ignore[arg-type]
+    for r in shard_rows(data_dir, "lock", "current_lock", LOCK_COLS):
+        lock = lock_from_row(r[1:])  # type: ignore[arg-type]
+        if _live(lock, now_ms):
+            snap["lock"][r[0]] = _form(lock)
     return snap

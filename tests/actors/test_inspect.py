@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ from gateway.actors import ActorHost, ActorRef
 from gateway.actors.inspect import count_rows, iter_actors
 from gateway.actors.inspect_cli import list_actors
 from gateway.cli import main
-from gateway.testing.actors import CountingActor, counting_kind
+from gateway.testing.actors import KV_TABLES, CountingActor, KvActor, counting_kind
 
 
 async def _fill(data_dir: Path, kind: type[CountingActor]) -> ActorHost:
@@ -71,3 +72,34 @@ def test_a_directory_without_a_host_is_a_usage_error(
     """Pointing the command at an empty directory says so and exits 2."""
     assert main(["actors", "--data-dir", str(tmp_path)]) == 2
     assert "no actor host index" in capsys.readouterr().err
+
+
+async def test_sharded_actors_are_listed_with_their_rows_and_alarm(tmp_path: Path) -> None:
+    """Actors kept in shard files are listed beside file actors, with rows per table, the bytes
+    of their values and their alarm; an actor that only read is not listed."""
+    host = ActorHost(tmp_path, {"kv": KvActor}, sharded={"kv": KV_TABLES}, shards=2)
+    await host.start()
+    try:
+
+        async def fill(actor: KvActor) -> None:
+            actor.put("k1", 1)
+            actor.put("k2", 2)
+            actor.ctx.set_alarm(1_800_000_000_000)
+
+        await host.call(ActorRef("kv", "b"), fill)
+        await host.call(ActorRef("kv", "a"), lambda actor: asyncio.sleep(0, actor.put("k", 1)))
+        await host.call(ActorRef("kv", "reader"), lambda actor: asyncio.sleep(0, actor.get("k")))
+    finally:
+        await host.close(1.0)
+    infos = [i async for i in iter_actors(tmp_path, "kv")]
+    assert [(i.name, i.rows, i.alarm_ms) for i in infos] == [
+        ("a", {"kv": 1, "log": 0}, None),
+        ("b", {"kv": 2, "log": 0}, 1_800_000_000_000),
+    ]
+    assert infos[1].size_bytes > infos[0].size_bytes > 0
+    out = io.StringIO()
+    assert await list_actors(tmp_path, None, rows=True, as_json=True, out=out) == 0
+    assert [json.loads(line)["rows"] for line in out.getvalue().splitlines()] == [
+        {"kv": 1, "log": 0},
+        {"kv": 2, "log": 0},
+    ]

@@ -134,7 +134,7 @@ async def test_a_wrong_key_is_a_clear_error(api: Api, settings: Settings) -> Non
 
 
 async def _stored(actor: object) -> str:
-    row = t.credential_get(actor.ctx.sql, "API_KEY")  # type: ignore[attr-defined]
+    row = t.credential_get(actor.ctx.tables, "API_KEY")  # type: ignore[attr-defined]
     assert row is not None
     return row.ciphertext
 

@@ -27,7 +27,7 @@ from yarl import URL
 
 from gateway.actors.naming import ActorRef, actor_path
 from gateway.legacy import keys
-from gateway.testing.snapshots import Snapshot, actor_snapshot, legacy_snapshot
+from gateway.testing.snapshots import Snapshot, actor_snapshot, legacy_snapshot, shard_rows
 
 Json = dict[str, Any]
 
@@ -167,10 +167,11 @@ class ActorView:
         return actor_snapshot(self.data_dir)
 
     def lock_history(self, path: str) -> list[tuple[Any, ...]]:
-        return self.rows(
-            ActorRef("lock", path),
-            "SELECT locked_by, locked_at, released_at, release_reason FROM lock_history ORDER BY locked_at",
+        """The lock's history rows (in its shard), oldest first."""
+        rows = shard_rows(
+            self.data_dir, "lock", "lock_history", "locked_by, locked_at, released_at, release_reason"
         )
+        return sorted((tuple(r[1:]) for r in rows if r[0] == path), key=lambda r: str(r[1]))
 
 
 # -- one of every write ----------------------------------------------------------------------------

@@ -1,0 +1,418 @@
+"""`ctx.tables`: the storage API of sharded actors, scoped to the calling actor.
+
+Agents and locks (the many small actors) keep their rows in shared shard files
+(`gateway/actors/shards.py`). Every table of a sharded kind is declared with a `TableSpec`; in
+the shard it becomes `<kind>__<table>` with a leading `actor` column that is part of the
+primary key. Actor code never names that column: every statement built here adds
+`actor = <the calling actor>` to its WHERE clause (reads, updates, deletes) or to its values
+(inserts), so an actor cannot see or change another actor's rows.
+
+The caller gives SQL fragments only where it must (the column list, a WHERE condition, an
+ORDER BY); values are always bound (`?`). A fragment may hold column names, operators, `?`,
+numbers, function calls and balanced parentheses, and nothing that could reach past the
+actor's rows: no quotes, no `;`, no comments, no SELECT/FROM/UNION/WITH/VALUES/JOIN and no
+statement keywords. It is placed in parentheses after the actor condition, so it can only
+narrow what the actor sees.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from gateway.actors.naming import ActorRef
+from gateway.errors import LimitExceeded, StorageApiError
+
+if TYPE_CHECKING:
+    from gateway.actors.shards import Shard
+
+T = TypeVar("T")
+
+MAX_BOUND_PARAMETERS = 100
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FRAGMENT_CHARS = re.compile(r"^[A-Za-z0-9_\s,.*()=<>!?%+\-/|]*$")
+_FORBIDDEN_WORDS = re.compile(
+    r"\b(SELECT|FROM|UNION|INTERSECT|EXCEPT|WITH|VALUES|JOIN|ATTACH|DETACH|PRAGMA|INSERT|UPDATE|"
+    r"DELETE|REPLACE|INTO|CREATE|DROP|ALTER|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|VACUUM)\b",
+    re.IGNORECASE,
+)
+
+Conflict = Literal["abort", "ignore", "replace", "update"]
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """One table of a sharded kind.
+
+    `columns` is the column list as in CREATE TABLE (without the actor column); `key` names the
+    columns that, after the actor, form the primary key (empty: one row per actor); `indexes`
+    are column lists, each indexed after the actor column. Columns added to `columns` later are
+    added to existing shards at start-up (ALTER TABLE ADD COLUMN: give them a default or allow
+    NULL).
+    """
+
+    name: str
+    columns: str
+    key: tuple[str, ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()
+    column_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not _IDENT.match(self.name):
+            raise ValueError(f"bad table name {self.name!r}")
+        names = tuple(_column_name(c) for c in _split_columns(self.columns))
+        object.__setattr__(self, "column_names", names)
+        for col in self.key:
+            if col not in names:
+                raise ValueError(f"key column {col!r} is not a column of {self.name}")
+
+
+def physical_name(kind: str, table: str) -> str:
+    """The table's name in the shard file."""
+    return f"{kind}__{table}"
+
+
+def _split_columns(columns: str) -> list[str]:
+    out, depth, buf = [], 0, ""
+    for ch in columns:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(buf.strip())
+            buf = ""
+        else:
+            buf += ch
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+def _column_name(decl: str) -> str:
+    name = decl.split(maxsplit=1)[0]
+    if not _IDENT.match(name) or name == "actor":
+        raise ValueError(f"bad column {name!r}")
+    return name
+
+
+def create_statements(kind: str, spec: TableSpec) -> list[str]:
+    """CREATE TABLE and CREATE INDEX statements of `spec` in a shard."""
+    table = physical_name(kind, spec.name)
+    key = ", ".join(("actor", *spec.key))
+    stmts = [f"CREATE TABLE IF NOT EXISTS {table} (actor TEXT NOT NULL, {spec.columns}, PRIMARY KEY ({key}))"]
+    for cols in spec.indexes:
+        idx = f"{table}__{'_'.join(cols)}"
+        stmts.append(f"CREATE INDEX IF NOT EXISTS {idx} ON {table} (actor, {', '.join(cols)})")
+    return stmts
+
+
+def added_columns(conn: sqlite3.Connection, kind: str, spec: TableSpec) -> list[str]:
+    """ALTER TABLE statements for the columns of `spec` that the shard's table lacks."""
+    table = physical_name(kind, spec.name)
+    have = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+    return [
+        f"ALTER TABLE {table} ADD COLUMN {decl}"
+        for decl in _split_columns(spec.columns)
+        if _column_name(decl) not in have
+    ]
+
+
+def check_fragment(text: str, what: str) -> str:
+    """`text` if it is a safe fragment (see the module docstring), else StorageApiError."""
+    if not _FRAGMENT_CHARS.match(text) or "--" in text or "/*" in text:
+        raise StorageApiError(f"{what} may hold column names, operators and ? only: {text!r}")
+    word = _FORBIDDEN_WORDS.search(text)
+    if word:
+        raise StorageApiError(f"{what} may not contain {word.group(1).upper()}: {text!r}")
+    depth = 0
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            break
+    if depth != 0:
+        raise StorageApiError(f"{what} has unbalanced parentheses: {text!r}")
+    return text
+
+
+def _check_ident(name: str) -> str:
+    if not _IDENT.match(name) or name.lower() == "actor":
+        raise StorageApiError(f"bad column name {name!r}")
+    return name
+
+
+class ShardTables:
+    """One sharded actor's storage: the scoped table API (`ctx.tables`) and its turn scope.
+
+    The host opens the turn (`enter`: the shard's turn lock), statements open the actor's scope
+    in the shard transaction lazily (a SAVEPOINT, or BEGIN if none is open), and the end of the
+    turn either folds the scope into the shard's pending group commit (`finish`) or rolls it
+    back (`rollback`).
+    """
+
+    def __init__(self, shard: Shard, ref: ActorRef, specs: Mapping[str, TableSpec]) -> None:
+        self.shard = shard
+        self.ref = ref
+        self.kind = ref.kind
+        self._specs = specs
+        self._cache = shard.sql_cache.setdefault(ref.kind, {})  # built SQL, per kind (names differ)
+        self._name = ref.name
+        self._scope: str | None = None  # None: no statement yet; "": this turn began the txn
+        self._entered = False
+        self._wrote = False
+        self._registered = False
+        self._depth = 0
+        self.rows_written_total = 0
+
+    # -- the turn scope (called by the host) ----------------------------------------------------
+
+    async def enter(self) -> None:
+        """Take the shard's turn lock (turns of actors on one shard run one at a time)."""
+        if not self._entered:
+            await self.shard.lock.acquire()
+            self._entered = True
+            self._wrote = False
+            self._registered = False
+
+    def leave(self) -> None:
+        """Give the shard's turn lock back (idempotent)."""
+        if self._entered:
+            self._entered = False
+            self.shard.lock.release()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._scope is not None
+
+    @property
+    def in_savepoint(self) -> bool:
+        return self._depth > 0
+
+    @property
+    def wrote(self) -> bool:
+        return self._wrote and self._scope is not None
+
+    def _open_scope(self) -> sqlite3.Connection:
+        if not self._entered:
+            raise StorageApiError(f"storage of {self.ref} used outside a turn")
+        conn = self.shard.conn
+        if self._scope is None:
+            if conn.in_transaction:
+                name = self.shard.next_savepoint()
+                conn.execute(f"SAVEPOINT {name}")
+                self._scope = name
+            else:
+                conn.execute("BEGIN")
+                self._scope = ""
+        return conn
+
+    def _mark_write(self, conn: sqlite3.Connection) -> None:
+        if not self._registered:
+            conn.execute(
+                "INSERT OR IGNORE INTO _actors (kind, name, created_ms) VALUES (?, ?, ?)",
+                (self.kind, self._name, self.shard.now_ms()),
+            )
+            self._registered = True
+        self._wrote = True
+
+    async def finish(self) -> None:
+        """End the turn's scope; return once what it wrote (or read) is durable."""
+        scope, self._scope = self._scope, None
+        self._depth = 0
+        wrote, self._wrote = self._wrote, False
+        try:
+            self.shard.end_scope(scope, wrote=wrote)
+        finally:
+            self.leave()
+        if scope is not None:  # a turn that never touched storage saw nothing to wait for
+            await self.shard.durable()
+
+    def commit_now(self) -> None:
+        """The file-actor committer interface: sharded turns commit through `finish`."""
+        raise StorageApiError("sharded actors commit through the shard's group commit")
+
+    def rollback(self) -> None:
+        """Discard the turn's writes (its savepoint, or its own transaction)."""
+        scope, self._scope = self._scope, None
+        self._depth = 0
+        self._wrote = False
+        self._registered = False
+        if scope is not None:
+            self.shard.rollback_scope(scope)
+
+    def close(self) -> None:
+        self.rollback()
+        self.leave()
+
+    # -- the alarm row --------------------------------------------------------------------------
+
+    def read_alarm(self) -> int | None:
+        conn = self._open_scope()
+        row = conn.execute(
+            "SELECT ts FROM _alarms WHERE kind = ? AND name = ?", (self.kind, self._name)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def write_alarm(self, ms: int | None) -> None:
+        conn = self._open_scope()
+        self._mark_write(conn)
+        if ms is None:
+            conn.execute("DELETE FROM _alarms WHERE kind = ? AND name = ?", (self.kind, self._name))
+        else:
+            conn.execute(
+                "INSERT INTO _alarms (kind, name, ts) VALUES (?, ?, ?) "
+                "ON CONFLICT(kind, name) DO UPDATE SET ts = excluded.ts",
+                (self.kind, self._name, ms),
+            )
+
+    # -- the table API (ctx.tables) -------------------------------------------------------------
+
+    def _table(self, table: str) -> tuple[str, TableSpec]:
+        spec = self._specs.get(table)
+        if spec is None:
+            raise StorageApiError(f"actors of kind {self.kind!r} have no table {table!r}")
+        return physical_name(self.kind, table), spec
+
+    def _run(self, sql: str, params: Sequence[Any], *, write: bool) -> sqlite3.Cursor:
+        """Run one built statement; `params` include the actor's name where the SQL binds it."""
+        if len(params) > MAX_BOUND_PARAMETERS + 2:
+            raise LimitExceeded(f"more than {MAX_BOUND_PARAMETERS} bound parameters")
+        conn = self._open_scope()
+        cur = conn.execute(sql, params)
+        if write and cur.rowcount > 0:  # a statement that changed nothing registers nothing
+            self._mark_write(conn)
+        return cur
+
+    def _where(self, where: str) -> str:
+        return f"actor = ? AND ({check_fragment(where, 'where')})" if where.strip() else "actor = ?"
+
+    def select(
+        self,
+        table: str,
+        cols: str,
+        where: str = "",
+        *params: Any,
+        order: str = "",
+        limit: int | None = None,
+        offset: int | None = None,
+        group: str = "",
+    ) -> list[sqlite3.Row]:
+        """`SELECT cols FROM table WHERE <this actor> AND (where) [GROUP BY group]
+        [ORDER BY order] [LIMIT ? [OFFSET ?]]`."""
+        key = ("select", table, cols, where, group, order, limit is not None, offset is not None)
+        sql = self._cache.get(key)
+        if sql is None:
+            name, _ = self._table(table)
+            sql = f"SELECT {check_fragment(cols, 'columns')} FROM {name} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
+            if group:
+                sql += f" GROUP BY {check_fragment(group, 'group')}"
+            if order:
+                sql += f" ORDER BY {check_fragment(order, 'order')}"
+            if limit is not None or offset is not None:
+                sql += " LIMIT ?"
+            if offset is not None:
+                sql += " OFFSET ?"
+            self._cache[key] = sql
+        args: tuple[Any, ...] = (self._name, *params)
+        if limit is not None or offset is not None:
+            args += (-1 if limit is None else limit,)
+        if offset is not None:
+            args += (offset,)
+        return list(self._run(sql, args, write=False).fetchall())
+
+    def first(
+        self, table: str, cols: str, where: str = "", *params: Any, order: str = ""
+    ) -> sqlite3.Row | None:
+        """The first row of `select(..., limit=1)`, or None."""
+        rows = self.select(table, cols, where, *params, order=order, limit=1)
+        return rows[0] if rows else None
+
+    def count(self, table: str, where: str = "", *params: Any) -> int:
+        row = self.first(table, "count(*)", where, *params)
+        return 0 if row is None else int(row[0])
+
+    def insert(self, table: str, values: Mapping[str, Any], *, conflict: Conflict = "abort") -> int:
+        """Insert one row of this actor; `conflict` says what a row with the same key does:
+        `abort` raises, `ignore` keeps the old row, `replace` replaces it, `update` updates the
+        given non-key columns (an upsert). Returns the rows written."""
+        cols = tuple(values)
+        key = ("insert", table, cols, conflict)
+        sql = self._cache.get(key)
+        if sql is None:
+            name, spec = self._table(table)
+            for c in cols:
+                _check_ident(c)
+            verb = {"ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE"}.get(conflict, "INSERT")
+            marks = ", ".join("?" for _ in range(len(cols) + 1))
+            sql = f"{verb} INTO {name} (actor, {', '.join(cols)}) VALUES ({marks})"
+            if conflict == "update":
+                sets = [f"{c} = excluded.{c}" for c in cols if c not in spec.key]
+                target = ", ".join(("actor", *spec.key))
+                sql += f" ON CONFLICT({target}) DO " + (
+                    f"UPDATE SET {', '.join(sets)}" if sets else "NOTHING"
+                )
+            self._cache[key] = sql
+        cur = self._run(sql, (self._name, *values.values()), write=True)
+        self.rows_written_total += cur.rowcount
+        return int(cur.rowcount)
+
+    def update(self, table: str, values: Mapping[str, Any], where: str = "", *params: Any) -> int:
+        """`UPDATE table SET ... WHERE <this actor> AND (where)`; returns the rows changed."""
+        cols = tuple(values)
+        key = ("update", table, cols, where)
+        sql = self._cache.get(key)
+        if sql is None:
+            name, _ = self._table(table)
+            sets = ", ".join(f"{_check_ident(c)} = ?" for c in cols)
+            sql = f"UPDATE {name} SET {sets} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
+            self._cache[key] = sql
+        cur = self._run(sql, (*values.values(), self._name, *params), write=True)
+        self.rows_written_total += cur.rowcount
+        return int(cur.rowcount)
+
+    def delete(self, table: str, where: str = "", *params: Any) -> int:
+        """`DELETE FROM table WHERE <this actor> AND (where)`; returns the rows deleted."""
+        key = ("delete", table, where)
+        sql = self._cache.get(key)
+        if sql is None:
+            name, _ = self._table(table)
+            sql = f"DELETE FROM {name} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
+            self._cache[key] = sql
+        cur = self._run(sql, (self._name, *params), write=True)
+        self.rows_written_total += cur.rowcount
+        return int(cur.rowcount)
+
+    # -- nested transactions (SAVEPOINT inside the turn's scope) --------------------------------
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        conn = self._open_scope()
+        name = f"{self.shard.next_savepoint()}n"
+        self._depth += 1
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            if self._scope is not None:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth = max(0, self._depth - 1)
+
+    def transaction_sync(self, fn: Callable[[], T]) -> T:
+        """Run `fn` in a nested transaction: an exception rolls back only its writes."""
+        with self._savepoint():
+            return fn()
+
+    async def transaction(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Async form of `transaction_sync`."""
+        with self._savepoint():
+            return await fn()
