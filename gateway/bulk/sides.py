@@ -66,7 +66,13 @@ async def open_actor_side(
                 await remote.close()
             return
     data_dir = where.data_dir or settings.storage.data_dir
-    host: ActorHost = build_actor_host(data_dir, settings.limits, clock=clock or SystemClock())
+    host: ActorHost = build_actor_host(
+        data_dir,
+        settings.limits,
+        clock=clock or SystemClock(),
+        synchronous=settings.storage.sqlite_synchronous,
+        shards=settings.storage.shards,
+    )
     await host.start()  # ActorOwnedElsewhere while a gateway holds the directory
     log.info("bulk.actor_side", mode="data-dir", data_dir=str(data_dir))
     try:
