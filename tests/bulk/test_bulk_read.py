@@ -116,7 +116,8 @@ async def test_legacy_read_many_reads_what_the_scan_read(legacy: LegacySource) -
 
 async def fill_actors(data_dir: Path, items: list[Item]) -> list[tuple[EntityKey, Entity]]:
     """Every readable legacy entity written to the actors one by one (the replicas' own path)."""
-    written = [(k, v) for k, v in items if not isinstance(v, Unreadable)]
+    # an expired lock is no lock: its alarm expires it as soon as the host's loop runs it
+    written = [(k, v) for k, v in items if not isinstance(v, Unreadable) and k.domain != "lock"]
     async with open_actor_side(settings_for(data_dir), ActorEndpoint(data_dir=data_dir)) as side:
         assert isinstance(side, ActorSide)
         for key, value in written:
