@@ -291,7 +291,9 @@ class ShardSet:
             for shard in self.shards:
                 if shard.wal_bytes() > CHECKPOINT_WAL_BYTES:
                     try:
-                        await loop.run_in_executor(None, shard.checkpoint)
+                        # never abandoned half-way: a stop waits for it, so close() cannot close
+                        # the checkpoint connection under the worker thread
+                        await wait_through_cancellation(loop.run_in_executor(None, shard.checkpoint))
                     except sqlite3.Error as e:
                         log.warning("shard.checkpoint_failed", shard=shard.index, error=str(e))
 
