@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_RESOURCE_TYPE",
     "RECENT_CHAT",
     "RECENT_MEMORIES",
+    "MentionMatcher",
     "acquire_lock",
     "check_lock",
     "claim_handoff",
@@ -72,17 +73,54 @@ RECENT_MEMORIES: Final = 10
 
 DEFAULT_RESOURCE_TYPE: Final = "file-lock"
 
-_WORD = "A-Za-z0-9_"
-# JS `\b` (no `u` flag) is an ASCII word boundary; Python's `\b` is Unicode-aware, so spell it out.
-_JS_BOUNDARY = f"(?:(?<=[{_WORD}])(?![{_WORD}])|(?<![{_WORD}])(?=[{_WORD}]))"
+# JS `\b` (no `u` flag) is an ASCII word boundary; Python's `\b` is Unicode-aware. The test was
+# first one regex per agent, `@<id>B|@allB|@everyoneB|@teamB` with B the boundary spelled
+# `(?:(?<=[A-Za-z0-9_])(?![A-Za-z0-9_])|(?<![A-Za-z0-9_])(?=[A-Za-z0-9_]))`, case-insensitive.
+# Compiling it took 2-10 ms per agent (sixteen character classes under IGNORECASE), paid on each
+# agent's first /work or chat read of a process (docs/benchmarks.md, issue 13). `MentionMatcher`
+# decides exactly the same: only the literal `@<id>` is compiled per agent, and the boundary is a
+# set lookup. Under IGNORECASE `[A-Za-z0-9_]` also matches these four non-ASCII letters, so the
+# set has them too (tests/test_mentions.py compares both on generated texts).
+_WORD_CHARS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_\u0130\u0131\u017f\u212a"
+)
+_GROUP_MENTIONS: Final = tuple(re.compile(f"@{name}", re.IGNORECASE) for name in ("all", "everyone", "team"))
+
+
+class MentionMatcher:
+    """Upstream's mention test `/@<id>\\b|@all\\b|@everyone\\b|@team\\b/i` (id escaped) as
+    `search(text)`: does `text` mention the agent (docs/compatibility.md entry 18)?
+
+    At each `@`, each of the four literals is tried in turn (case-insensitively, as the regex's
+    alternatives were) and a match counts when a JS word boundary follows it: the characters on
+    either side of its end are not both word characters or both not.
+    """
+
+    __slots__ = ("_literals",)
+
+    def __init__(self, agent_id: str) -> None:
+        self._literals = (re.compile("@" + re.escape(agent_id), re.IGNORECASE), *_GROUP_MENTIONS)
+
+    def search(self, text: str) -> bool:
+        """Whether `text` mentions the agent (or @all, @everyone, @team)."""
+        at = text.find("@")
+        while at >= 0:
+            for literal in self._literals:
+                m = literal.match(text, at)
+                if m is not None:
+                    end = m.end()
+                    before = text[end - 1] in _WORD_CHARS
+                    after = end < len(text) and text[end] in _WORD_CHARS
+                    if before != after:
+                        return True
+            at = text.find("@", at + 1)
+        return False
 
 
 @lru_cache(maxsize=1024)
-def mention_pattern(agent_id: str) -> re.Pattern[str]:
-    """Upstream's mention test `@<id>\\b|@all\\b|@everyone\\b|@team\\b` (case-insensitive), id escaped
-    (docs/compatibility.md entry 18)."""
-    alts = [re.escape(agent_id), "all", "everyone", "team"]
-    return re.compile("|".join(f"@{a}{_JS_BOUNDARY}" for a in alts), re.IGNORECASE)
+def mention_pattern(agent_id: str) -> MentionMatcher:
+    """The mention test of `agent_id` (kept per id: it is asked on every /work and chat read)."""
+    return MentionMatcher(agent_id)
 
 
 # -- new records: what a create command stores (both stores store exactly this) --------------------
