@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.actors import Actor, ActorContext, HostedSocket
 from gateway.do._sql import dumps, loads_list
+from gateway.do.roster import ROSTER_SCHEMA, AgentRoster
 from gateway.domain import commands as c
 from gateway.domain import frames, rules
 from gateway.domain.jscompat import iso_from_ms
@@ -92,11 +93,30 @@ CREATE INDEX IF NOT EXISTS idx_handoffs_to_agent ON handoffs(to_agent);
 
 AGENT_COLS = "agent_id, status, current_task, working_on, last_seen, capabilities, offers, needs"
 MSG_COLS = "id, author, author_type, message, timestamp, reactions"
+MSG_COLS_M = ", ".join(f"m.{col}" for col in MSG_COLS.split(", "))
 TASK_COLS = (
     "id, title, description, status, assignee, created_by, priority, tags, files, created_at, updated_at"
 )
 ZONE_COLS = "zone_id, path, owner, description, claimed_at"
 CLAIM_COLS = "what, by, description, since"
+MENTIONS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS _mention_rows (seq INTEGER PRIMARY KEY)",
+    *(
+        f"CREATE TRIGGER IF NOT EXISTS _mention_rows_{event.lower()} AFTER {event} ON messages "
+        "WHEN NEW.message LIKE '%@%' BEGIN INSERT INTO _mention_rows (seq) SELECT NEW.rowid "
+        "WHERE NOT EXISTS (SELECT 1 FROM _mention_rows WHERE seq = NEW.rowid); END"
+        for event in ("INSERT", "UPDATE")
+    ),
+    "CREATE TRIGGER IF NOT EXISTS _mention_rows_delete AFTER DELETE ON messages BEGIN "
+    "DELETE FROM _mention_rows WHERE seq = OLD.rowid; END",
+)
+"""`_mention_rows`: the rowids of the messages with an `@` in them (a mention needs one), kept by
+triggers on every write to `messages`, so `/work` and chat reads find an agent's pending mentions
+without scanning the chat after its cursor (which stays at 0 for an agent that never read chat
+with its id). A rowid left behind by a write that bypassed the delete trigger (REPLACE) is
+harmless: the query joins the message and tests its text again. (The triggers test for an
+existing rowid rather than `INSERT OR IGNORE`: an upsert's conflict clause would override it.)"""
+
 HANDOFF_COLS = (
     "id, from_agent, to_agent, title, context, code, file_path, next_steps, priority, status, claimed_by, "
     "created_at, claimed_at, completed_at"
@@ -150,9 +170,16 @@ class CoordinatorActor(Actor):
     def __init__(self, ctx: ActorContext, limits: LimitSettings | None = None) -> None:
         super().__init__(ctx)
         self.limits = limits or LimitSettings()
+        sql = ctx.sql
         for stmt in SCHEMA.split(";"):
             if stmt.strip():
-                ctx.sql.exec(stmt)
+                sql.exec(stmt)
+        fresh = sql.exec("SELECT 1 FROM sqlite_master WHERE name = '_mention_rows'").first()
+        for stmt in (*MENTIONS_SCHEMA, *ROSTER_SCHEMA):
+            sql.exec(stmt)
+        if fresh is None:  # a database from before the table (or a DO export): fill it once
+            sql.exec("INSERT INTO _mention_rows (seq) SELECT rowid FROM messages WHERE message LIKE '%@%'")
+        self.roster = AgentRoster(AGENT_COLS, agent_from_row)
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -163,7 +190,9 @@ class CoordinatorActor(Actor):
 
     def _touch(self, agent_id: str, now_iso: str) -> None:
         """Upsert the agent as `active` with `last_seen = now` (WS connect, ping, /work, chat)."""
-        self.ctx.sql.exec(
+        self.roster.write(
+            self.ctx.sql,
+            agent_id,
             "INSERT INTO agents (agent_id, status, last_seen) VALUES (?, 'active', ?) "
             "ON CONFLICT(agent_id) DO UPDATE SET status = 'active', last_seen = excluded.last_seen",
             agent_id,
@@ -172,6 +201,9 @@ class CoordinatorActor(Actor):
 
     def _active_agents(self, now_ms: int, limit: int) -> list[Agent]:
         cutoff = iso_from_ms(now_ms - int(self.limits.agent_offline_after_s * 1000))
+        agents = self.roster.active(self.ctx.sql, cutoff, limit)
+        if agents is not None:
+            return agents
         rows = self.ctx.sql.exec(
             f"SELECT {AGENT_COLS} FROM agents WHERE status != 'offline' AND last_seen >= ? "
             "ORDER BY last_seen DESC, rowid DESC LIMIT ?",
@@ -200,8 +232,8 @@ class CoordinatorActor(Actor):
         row = self.ctx.sql.exec("SELECT last_chat_seq FROM chat_cursors WHERE agent_id = ?", agent_id).first()
         cursor = 0 if row is None else row[0]
         rows = self.ctx.sql.exec(
-            f"SELECT {MSG_COLS} FROM messages WHERE rowid > ? AND author != ? AND message LIKE '%@%' "
-            "ORDER BY rowid DESC LIMIT ?",
+            f"SELECT {MSG_COLS_M} FROM _mention_rows x CROSS JOIN messages m ON m.rowid = x.seq "
+            "WHERE x.seq > ? AND m.author != ? AND m.message LIKE '%@%' ORDER BY x.seq DESC LIMIT ?",
             cursor,
             agent_id,
             self.limits.list_limit_max,
@@ -229,9 +261,15 @@ class CoordinatorActor(Actor):
 
     async def register_agent(self, cmd: c.RegisterAgent) -> None:
         """POST /agents: upstream's upsert (COALESCE for currentTask/workingOn) and broadcast."""
-        row = self.ctx.sql.exec(f"SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?", cmd.agent_id).first()
-        agent = rules.register_agent(None if row is None else agent_from_row(row), cmd)
-        self.ctx.sql.exec(
+        sql = self.ctx.sql
+        copied, existing = self.roster.get(sql, cmd.agent_id)
+        if not copied:
+            row = sql.exec(f"SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?", cmd.agent_id).first()
+            existing = None if row is None else agent_from_row(row)
+        agent = rules.register_agent(existing, cmd)
+        self.roster.write(
+            sql,
+            cmd.agent_id,
             f"INSERT INTO agents ({AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(agent_id) DO UPDATE SET status = excluded.status, "
             "current_task = excluded.current_task, working_on = excluded.working_on, "
@@ -280,8 +318,12 @@ class CoordinatorActor(Actor):
             now_iso = iso_from_ms(q.now_ms)
             page.pending_mentions = self._pending_mentions(q.agent_id)
             # presence for a registered agent only: reading chat does not register an agent
-            self.ctx.sql.exec(
-                "UPDATE agents SET status = 'active', last_seen = ? WHERE agent_id = ?", now_iso, q.agent_id
+            self.roster.write(
+                self.ctx.sql,
+                q.agent_id,
+                "UPDATE agents SET status = 'active', last_seen = ? WHERE agent_id = ?",
+                now_iso,
+                q.agent_id,
             )
             self._advance_mention_cursor(q.agent_id, now_iso)
         return page

@@ -1,0 +1,195 @@
+"""What the coordinator keeps in memory between turns answers as its tables do: after its own
+writes, after the replica's and raw SQL's, after a turn that rolled back, after an eviction and
+a restart. And pending mentions are found through `_mention_rows` whoever wrote the message."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.actors import ActorHost
+from gateway.clock import FakeClock
+from gateway.do import COORDINATOR
+from gateway.do.actor_store import ActorStore, build_actor_host
+from gateway.do.coordinator import AGENT_COLS, agent_from_row
+from gateway.do.replica import ActorReplica
+from gateway.domain import commands as c
+from gateway.domain.entities import EntityKey
+from gateway.domain.jscompat import iso_from_ms
+from gateway.domain.model import Agent, GroupMessage
+from gateway.settings import LimitSettings
+
+NOW = 1_795_627_727_041
+LIMITS = LimitSettings()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
+
+
+@pytest.fixture
+async def host(tmp_path: Path, clock: FakeClock) -> AsyncIterator[ActorHost]:
+    h = build_actor_host(tmp_path, LIMITS, clock=clock)
+    await h.start()
+    yield h
+    await h.close()
+
+
+def listing_by_query(actor: Any, now_ms: int, limit: int) -> list[Agent]:
+    """The listing as the coordinator's SQL answered it before the copy in memory."""
+    cutoff = iso_from_ms(now_ms - int(LIMITS.agent_offline_after_s * 1000))
+    rows = actor.ctx.sql.exec(
+        f"SELECT {AGENT_COLS} FROM agents WHERE status != 'offline' AND last_seen >= ? "  # noqa: S608
+        "ORDER BY last_seen DESC, rowid DESC LIMIT ?",
+        cutoff,
+        limit,
+    ).all()
+    return [agent_from_row(r) for r in rows]
+
+
+async def assert_listing_matches(host: ActorHost, clock: FakeClock, limit: int = 1000) -> list[Agent]:
+    async def both(actor: Any) -> tuple[list[Agent], list[Agent]]:
+        return await actor.list_agents(clock.now_ms(), limit), listing_by_query(actor, clock.now_ms(), limit)
+
+    served, queried = await host.call(COORDINATOR, both)
+    assert served == queried
+    return served
+
+
+def register(agent_id: str, clock: FakeClock, **body: Any) -> c.RegisterAgent:
+    return c.RegisterAgent.parse({"agentId": agent_id, **body}, clock.now_ms(), max_bytes=10_000)
+
+
+async def test_the_listing_follows_every_writer(host: ActorHost, clock: FakeClock) -> None:
+    store, replica = ActorStore(host), ActorReplica(host)
+    for i in range(5):
+        await store.register_agent(register(f"a{i}", clock, status="active", capabilities=["py"]))
+        await clock.advance(1)
+    names = [a.agent_id for a in await assert_listing_matches(host, clock)]
+    assert names == ["a4", "a3", "a2", "a1", "a0"]
+
+    # the coordinator's own writes: a /work heartbeat, a chat read with agentId, a re-registration
+    await clock.advance(1)
+    await store.work_bundle(c.WorkQuery("a0", clock.now_ms(), 1000))
+    await clock.advance(1)
+    await store.get_chat(c.ChatQuery(50, None, False, "a2", False, clock.now_ms()))
+    await clock.advance(1)
+    await store.register_agent(register("a3", clock, status="busy", currentTask="t"))
+    agents = await assert_listing_matches(host, clock)
+    assert [a.agent_id for a in agents] == ["a3", "a2", "a0", "a4", "a1"]
+    assert agents[0].status == "busy"
+    assert agents[0].current_task == "t"
+
+    # the replica writes an entity, and deletes one
+    seen = iso_from_ms(clock.now_ms() + 5)
+    await replica.write_entity(EntityKey("agent", "", "a1"), Agent("a1", "active", None, None, seen))
+    await replica.write_entity(EntityKey("agent", "", "a4"), None)
+    assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["a1", "a3", "a2", "a0"]
+
+    # raw SQL in a turn: one agent goes offline, one is made stale
+    async def raw(actor: Any) -> None:
+        actor.ctx.sql.exec("UPDATE agents SET status = 'offline' WHERE agent_id = 'a2'")
+        actor.ctx.sql.exec("UPDATE agents SET last_seen = '2001-01-01T00:00:00.000Z' WHERE agent_id = 'a0'")
+
+    await host.call(COORDINATOR, raw)
+    assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["a1", "a3"]
+    assert [a.agent_id for a in await assert_listing_matches(host, clock, limit=1)] == ["a1"]
+
+    # and the heartbeat of an agent that was never registered adds it
+    await clock.advance(10)
+    await store.work_bundle(c.WorkQuery("new", clock.now_ms(), 1000))
+    assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["new", "a1", "a3"]
+
+
+async def test_a_rolled_back_turn_leaves_nothing_in_memory(host: ActorHost, clock: FakeClock) -> None:
+    store = ActorStore(host)
+    await store.register_agent(register("a", clock, status="active"))
+    await clock.advance(1)
+    await store.register_agent(register("b", clock, status="active"))
+
+    await clock.advance(1)
+
+    async def fails_after_a_heartbeat(actor: Any) -> None:
+        await actor.work_bundle(c.WorkQuery("a", clock.now_ms(), 1000))  # a moves to the front
+        raise RuntimeError("the turn fails")
+
+    with pytest.raises(RuntimeError):
+        await host.call(COORDINATOR, fails_after_a_heartbeat)
+    assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["b", "a"]
+
+
+async def test_the_copy_starts_from_the_database_after_eviction_and_restart(
+    tmp_path: Path, host: ActorHost, clock: FakeClock
+) -> None:
+    store = ActorStore(host)
+    await store.register_agent(register("a", clock, status="active", offers=["x"]))
+    await assert_listing_matches(host, clock)
+    assert await host.evict(COORDINATOR)
+    await clock.advance(1)
+    await store.register_agent(register("b", clock, status="active"))
+    assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["b", "a"]
+    await host.close()
+
+    again = build_actor_host(tmp_path, LIMITS, clock=clock)
+    await again.start()
+    try:
+        agents = await assert_listing_matches(again, clock)
+        assert [(a.agent_id, a.offers) for a in agents] == [("b", []), ("a", ["x"])]
+    finally:
+        await again.close()
+
+
+async def test_reads_do_not_reload_the_copy(host: ActorHost, clock: FakeClock) -> None:
+    """Heartbeats, registrations and listings keep the copy current without reading the table."""
+    store = ActorStore(host)
+    for i in range(3):
+        await store.register_agent(register(f"a{i}", clock, status="active"))
+    for i in range(3):
+        await clock.advance(1)
+        await store.work_bundle(c.WorkQuery(f"a{i}", clock.now_ms(), 1000))
+        await store.list_agents(clock.now_ms(), 1000)
+    loads: int = await host.call(COORDINATOR, _loads)
+    assert loads == 1
+
+
+async def _loads(actor: Any) -> int:
+    return actor.roster.loads  # type: ignore[no-any-return]
+
+
+async def test_mentions_are_found_whoever_wrote_the_message(host: ActorHost, clock: FakeClock) -> None:
+    store, replica = ActorStore(host), ActorReplica(host)
+    await store.post_chat(c.PostChat("m1", "bob", "agent", "@ann look", clock.now_ms()))
+    stamp = iso_from_ms(clock.now_ms())
+
+    async def write(ident: str, text: str) -> None:
+        msg = GroupMessage(ident, "cy", "agent", text, stamp)
+        await replica.write_entity(EntityKey("chat", "", ident), msg)
+
+    await write("m2", "hi @all")
+    await write("m3", "no one")
+    await write("m3", "@ann too")  # an edit that adds the mention
+    await write("m2", "hi all")  # and one that removes it
+    bundle = await store.work_bundle(c.WorkQuery("ann", clock.now_ms(), 1000))
+    assert [m.id for m in bundle.pending_mentions] == ["m1", "m3"]
+
+
+async def test_a_database_from_before_the_mention_rows_is_filled_once(
+    tmp_path: Path, host: ActorHost, clock: FakeClock
+) -> None:
+    store = ActorStore(host)
+    await store.post_chat(c.PostChat("m1", "bob", "agent", "@ann look", clock.now_ms()))
+    await store.post_chat(c.PostChat("m2", "bob", "agent", "plain", clock.now_ms()))
+
+    async def drop(actor: Any) -> None:  # as a coordinator file written before the table was
+        for name in ("_mention_rows_insert", "_mention_rows_update", "_mention_rows_delete"):
+            actor.ctx.sql.exec(f"DROP TRIGGER {name}")
+        actor.ctx.sql.exec("DROP TABLE _mention_rows")
+
+    await host.call(COORDINATOR, drop)
+    assert await host.evict(COORDINATOR)
+    bundle = await store.work_bundle(c.WorkQuery("ann", clock.now_ms(), 1000))
+    assert [m.id for m in bundle.pending_mentions] == ["m1"]
