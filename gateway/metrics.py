@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -32,6 +32,8 @@ CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 
 # Latency buckets (seconds): the target is well under 1 ms, and the tail matters.
 BUCKETS: tuple[float, ...] = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+MAX_CACHED_SERIES: Final = 1024
 
 ROUTE_FAMILIES = ("coordinator", "agent", "lock", "health", "admin")
 
@@ -96,11 +98,20 @@ class RequestMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, family: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
-        self._requests.labels(method, family, str(status)).inc()
-        self._latency.labels(family).observe(seconds)
+        key = (method, family, status)
+        children = self._children.get(key)
+        if children is None:
+            # `labels()` checks and locks on every call: look the two series up once per key (the
+            # keys are bounded: route families, methods and statuses)
+            children = (self._requests.labels(method, family, str(status)), self._latency.labels(family))
+            if len(self._children) < MAX_CACHED_SERIES:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     @property
     def requests(self) -> dict[tuple[str, str, int], int]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.actors import Actor, ActorContext, HostedSocket
 from gateway.do._sql import dumps, loads_list
-from gateway.do.roster import ROSTER_SCHEMA, AgentRoster
+from gateway.do.memory import AgentRoster, ChatWindow, TaskIndex, stamp_schema
 from gateway.domain import commands as c
 from gateway.domain import frames, rules
 from gateway.domain.jscompat import iso_from_ms
@@ -175,11 +175,15 @@ class CoordinatorActor(Actor):
             if stmt.strip():
                 sql.exec(stmt)
         fresh = sql.exec("SELECT 1 FROM sqlite_master WHERE name = '_mention_rows'").first()
-        for stmt in (*MENTIONS_SCHEMA, *ROSTER_SCHEMA):
+        stamps = (*stamp_schema("agents"), *stamp_schema("tasks"), *stamp_schema("messages"))
+        for stmt in (*MENTIONS_SCHEMA, *stamps):
             sql.exec(stmt)
         if fresh is None:  # a database from before the table (or a DO export): fill it once
             sql.exec("INSERT INTO _mention_rows (seq) SELECT rowid FROM messages WHERE message LIKE '%@%'")
+        # kept in memory between turns (gateway/do/memory.py)
         self.roster = AgentRoster(AGENT_COLS, agent_from_row)
+        self.task_index = TaskIndex(TASK_COLS, task_from_row)
+        self.chat_window = ChatWindow(MSG_COLS, message_from_row, self.limits.list_limit_max)
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -214,6 +218,9 @@ class CoordinatorActor(Actor):
 
     def _newest_messages(self, limit: int, since_iso: str | None = None) -> list[GroupMessage]:
         """The newest `limit` messages (strictly after `since_iso`), oldest first."""
+        window = self.chat_window.newest(self.ctx.sql, limit, since_iso)
+        if window is not None:
+            return window
         if since_iso is None:
             rows = self.ctx.sql.exec(
                 f"SELECT {MSG_COLS} FROM messages ORDER BY timestamp DESC, rowid DESC LIMIT ?", limit
@@ -249,7 +256,20 @@ class CoordinatorActor(Actor):
             now_iso,
         )
 
-    def _tasks_where(self, where: str, params: list[Any], limit: int) -> list[Task]:
+    def _tasks(self, status: str | None, assignee: str | None, limit: int) -> list[Task]:
+        """Tasks with this status and assignee (either may be None: not filtered), newest first."""
+        tasks = self.task_index.select(self.ctx.sql, status, assignee, limit)
+        if tasks is not None:
+            return tasks
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if assignee is not None:
+            clauses.append("assignee = ?")
+            params.append(assignee)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = self.ctx.sql.exec(
             f"SELECT {TASK_COLS} FROM tasks {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
             *params,
@@ -295,7 +315,9 @@ class CoordinatorActor(Actor):
     async def post_chat(self, cmd: c.PostChat) -> GroupMessage:
         """POST /chat (and WS `chat`): store and broadcast; the frame's timestamp is the message's."""
         msg = rules.new_message(cmd)
-        self.ctx.sql.exec(
+        self.chat_window.write(
+            self.ctx.sql,
+            msg.id,
             f"INSERT INTO messages ({MSG_COLS}) VALUES (?, ?, ?, ?, ?, '[]')",
             msg.id,
             msg.author,
@@ -336,7 +358,9 @@ class CoordinatorActor(Actor):
             raise ApiError(409, {"error": "Task already exists", "id": cmd.id})
         task = cmd.task()
         now_iso = task.created_at
-        self.ctx.sql.exec(
+        self.task_index.write(
+            self.ctx.sql,
+            task.id,
             f"INSERT INTO tasks ({TASK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             task.id,
             task.title,
@@ -360,7 +384,9 @@ class CoordinatorActor(Actor):
             raise ApiError(404, {"error": "Task not found", "id": cmd.id})
         task = task_from_row(row)
         cmd.apply(task)
-        self.ctx.sql.exec(
+        self.task_index.write(
+            self.ctx.sql,
+            task.id,
             "UPDATE tasks SET title = ?, description = ?, status = ?, assignee = ?, priority = ?, tags = ?, "
             "files = ?, updated_at = ? WHERE id = ?",
             task.title,
@@ -378,16 +404,7 @@ class CoordinatorActor(Actor):
 
     async def list_tasks(self, q: c.ListTasks) -> list[Task]:
         """GET /tasks: equality filters, newest first, at most `limit`."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if q.status is not None:
-            clauses.append("status = ?")
-            params.append(q.status)
-        if q.assignee is not None:
-            clauses.append("assignee = ?")
-            params.append(q.assignee)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return self._tasks_where(where, params, q.limit)
+        return self._tasks(q.status, q.assignee, q.limit)
 
     # -- work bundle ------------------------------------------------------------------------------
 
@@ -398,8 +415,8 @@ class CoordinatorActor(Actor):
         return WorkBundle(
             agent_id=q.agent_id,
             team=self._active_agents(q.now_ms, q.limit),
-            todo=self._tasks_where("WHERE status = 'todo'", [], q.limit),
-            mine=self._tasks_where("WHERE assignee = ?", [q.agent_id], q.limit),
+            todo=self._tasks("todo", None, q.limit),
+            mine=self._tasks(None, q.agent_id, q.limit),
             recent_chat=self._newest_messages(rules.RECENT_CHAT),
             pending_mentions=mentions,
         )

@@ -108,8 +108,9 @@ def new_request_id() -> str:
     return f"{_ids.getrandbits(128):032x}"
 
 
-def _error_answer(e: Exception, request: web.Request, rid: str, path: str) -> web.StreamResponse:
+def _error_answer(e: Exception, request: web.Request, rid: str) -> web.StreamResponse:
     """The JSON error answer for what the handler raised (logged as the kind of error it is)."""
+    path = mask_query(request.raw_path)
     if isinstance(e, GatewayError):
         if e.status >= _SERVER_ERROR:
             log.warning(
@@ -140,12 +141,11 @@ def wrap(
         started = time.perf_counter()
         rid = client_request_id(request.headers.get("X-Request-Id")) or new_request_id()
         bind_request_id(rid)
-        path = mask_query(request.raw_path)
         try:
             try:
                 response = await handler(request)
             except Exception as e:  # noqa: BLE001 - every error becomes a JSON answer
-                response = _error_answer(e, request, rid, path)
+                response = _error_answer(e, request, rid)
             if not isinstance(response, web.WebSocketResponse):
                 response.headers["X-Request-Id"] = rid
                 maybe_compress(request, response)
@@ -164,7 +164,7 @@ def wrap(
                     level,
                     "http.request",
                     method=request.method,
-                    path=path,
+                    path=mask_query(request.raw_path),  # masked only for a line that is logged
                     status=status,
                     ms=round(ms, 3),
                 )

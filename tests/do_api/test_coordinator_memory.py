@@ -4,6 +4,7 @@ a restart. And pending mentions are found through `_mention_rows` whoever wrote 
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,13 @@ from gateway.actors import ActorHost
 from gateway.clock import FakeClock
 from gateway.do import COORDINATOR
 from gateway.do.actor_store import ActorStore, build_actor_host
-from gateway.do.coordinator import AGENT_COLS, agent_from_row
+from gateway.do.coordinator import AGENT_COLS, TASK_COLS, agent_from_row, task_from_row
 from gateway.do.replica import ActorReplica
 from gateway.domain import commands as c
 from gateway.domain.entities import EntityKey
+from gateway.domain.ids import IdGenerator
 from gateway.domain.jscompat import iso_from_ms
-from gateway.domain.model import Agent, GroupMessage
+from gateway.domain.model import Agent, GroupMessage, Task
 from gateway.settings import LimitSettings
 
 NOW = 1_795_627_727_041
@@ -193,3 +195,102 @@ async def test_a_database_from_before_the_mention_rows_is_filled_once(
     assert await host.evict(COORDINATOR)
     bundle = await store.work_bundle(c.WorkQuery("ann", clock.now_ms(), 1000))
     assert [m.id for m in bundle.pending_mentions] == ["m1"]
+
+
+def tasks_by_query(actor: Any, status: str | None, assignee: str | None, limit: int) -> list[Task]:
+    clauses = [c for c, v in (("status = ?", status), ("assignee = ?", assignee)) if v is not None]
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    params = [v for v in (status, assignee) if v is not None]
+    rows = actor.ctx.sql.exec(
+        f"SELECT {TASK_COLS} FROM tasks {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",  # noqa: S608
+        *params,
+        limit,
+    ).all()
+    return [task_from_row(r) for r in rows]
+
+
+async def assert_tasks_match(host: ActorHost) -> list[list[str]]:
+    """Every filter the API offers, against the query, at two limits; returns the ids listed."""
+
+    async def both(actor: Any) -> list[list[str]]:
+        listed = []
+        for status, assignee in ((None, None), ("todo", None), (None, "ann"), ("todo", "ann"), ("done", "x")):
+            for limit in (1000, 2):
+                served = await actor.list_tasks(c.ListTasks(status, assignee, limit))
+                assert served == tasks_by_query(actor, status, assignee, limit)
+                listed.append([t.id for t in served])
+        return listed
+
+    result: list[list[str]] = await host.call(COORDINATOR, both)
+    return result
+
+
+async def test_task_listings_follow_every_writer(host: ActorHost, clock: FakeClock) -> None:
+    store, replica = ActorStore(host), ActorReplica(host)
+    gen = IdGenerator(random.Random(7))
+    for i in range(6):  # two tasks in each millisecond: the rowid breaks the tie
+        body = {"id": f"t{i}", "title": f"task {i}", "assignee": "ann" if i % 2 else None}
+        await store.create_task(c.CreateTask.parse(body, clock.now_ms(), gen))
+        if i % 2:
+            await clock.advance(1)
+    assert (await assert_tasks_match(host))[0] == ["t5", "t4", "t3", "t2", "t1", "t0"]
+
+    await store.update_task(c.UpdateTask.parse({"id": "t3", "status": "done"}, clock.now_ms()))
+    await store.update_task(c.UpdateTask.parse({"id": "t0", "assignee": "ann"}, clock.now_ms()))
+    listed = await assert_tasks_match(host)
+    assert listed[2] == ["t5", "t4", "t2", "t1", "t0"]  # todo
+    assert listed[4] == ["t5", "t3", "t1", "t0"]  # ann's
+
+    stamp = iso_from_ms(clock.now_ms() + 1)
+    newer = Task("t9", "from redis", None, "todo", "ann", "x", "low", [], [], stamp, stamp)
+    await replica.write_entity(EntityKey("task", "", "t9"), newer)
+    await replica.write_entity(EntityKey("task", "", "t5"), None)
+
+    async def raw(actor: Any) -> None:
+        actor.ctx.sql.exec("UPDATE tasks SET status = 'done', assignee = 'x' WHERE id = 't4'")
+
+    await host.call(COORDINATOR, raw)
+    listed = await assert_tasks_match(host)
+    assert listed[0] == ["t9", "t4", "t3", "t2", "t1", "t0"]
+    assert listed[8] == ["t4"]  # done and x's
+
+
+async def test_chat_reads_follow_every_writer(tmp_path: Path, clock: FakeClock) -> None:
+    """The window keeps the newest 5 messages here: every read of at most 5 is answered as the
+    query answers it, with and without `since`, after posts, replicated and raw writes."""
+    limits = LimitSettings(list_limit_max=5, chat_limit_default=5)
+    host = build_actor_host(tmp_path, limits, clock=clock)
+    await host.start()
+    store, replica = ActorStore(host), ActorReplica(host)
+
+    async def assert_chat_matches() -> list[str]:
+        async def both(actor: Any) -> list[str]:
+            for limit in (1, 3, 5):
+                for since in (None, iso_from_ms(NOW + 2), iso_from_ms(NOW + 100)):
+                    served = actor._newest_messages(limit, since)
+                    actor.chat_window.size = 0  # the query, as before the window
+                    assert served == actor._newest_messages(limit, since)
+                    actor.chat_window.size = 5
+            return [m.id for m in actor._newest_messages(5)]
+
+        result: list[str] = await host.call(COORDINATOR, both)
+        return result
+
+    try:
+        for i in range(8):  # two messages in each millisecond
+            await store.post_chat(c.PostChat(f"m{i}", "bob", "agent", f"hello {i}", clock.now_ms()))
+            if i % 2:
+                await clock.advance(1)
+        assert await assert_chat_matches() == ["m3", "m4", "m5", "m6", "m7"]
+
+        late = GroupMessage("old", "cy", "agent", "late", iso_from_ms(NOW))  # older than the window
+        await replica.write_entity(EntityKey("chat", "", "old"), late)
+        newer = GroupMessage("new", "cy", "agent", "from redis", iso_from_ms(NOW + 50))
+        await replica.write_entity(EntityKey("chat", "", "new"), newer)
+        assert await assert_chat_matches() == ["m4", "m5", "m6", "m7", "new"]
+
+        await replica.write_entity(EntityKey("chat", "", "m6"), None)
+        await store.post_chat(c.PostChat("m8", "bob", "agent", "again", NOW + 1))  # an old time
+        assert await assert_chat_matches() == ["m8", "m4", "m5", "m7", "new"]  # m8 is after m3
+    finally:
+        await host.close()

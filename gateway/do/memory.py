@@ -1,0 +1,347 @@
+"""What the coordinator keeps in memory between turns, as a Durable Object keeps state in its
+instance: its agents, its tasks and the newest messages of its chat. Agent listings, `/work`,
+task listings and chat reads (about half of a realistic mix, issue 13) no longer read and
+decode hundreds of rows on every request (docs/benchmarks.md).
+
+Why a copy is never stale:
+
+- It lives in the actor instance, so an eviction, a reset or a restart starts from the database.
+- Every write to its table, whoever makes it (the coordinator's own methods, the replica and the
+  bulk layer writing entities, any raw SQL in a turn), sets a new random stamp for the table in
+  `_change_stamps` through triggers, in the writer's own transaction. Each read first compares
+  that stamp with the one the copy was made at, and loads the copy again when they differ.
+- The coordinator's frequent writes (a heartbeat, a registration, a chat post, a new task) go
+  through `write`: the copy is brought up to date first, then the one row written is read back
+  with the stamp the write left, so the copy follows without a reload. A turn that then rolls
+  back restores the old stamp, which differs from the copy's (stamps are random, so an old one
+  does not come back): the next read loads again.
+
+Each copy answers the query it replaces, in the same order: rows are kept under their sort key
+(a text column, then `rowid`) in ascending order. Python compares `str` by code point, which is
+the order SQLite's BINARY collation gives UTF-8 text. A table holding a value that order cannot
+mirror (a key or filter column that is not text, as only raw SQL could store), or more rows than
+`MAX_ROWS`, is not copied: the query then runs as before.
+
+The objects handed out are the copy's own: callers only read them (render, sort, filter).
+"""
+
+# SQL text here is built only from constant table and column names; values are bound.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from typing import Any, Final
+
+from gateway.actors import ActorStorage, SqlCursor
+from gateway.domain.model import Agent, GroupMessage, Task
+
+__all__ = ["MAX_ROWS", "AgentRoster", "ChatWindow", "TaskIndex", "stamp_schema"]
+
+MAX_ROWS: Final = 20_000
+"""A table with more rows is not copied (the memory a copy may take is bounded)."""
+
+
+def stamp_schema(table: str) -> tuple[str, ...]:
+    """The stamp table, `table`'s stamp, and the triggers that change it on every write."""
+    return (
+        "CREATE TABLE IF NOT EXISTS _change_stamps (name TEXT PRIMARY KEY, stamp INTEGER NOT NULL)",
+        f"INSERT OR IGNORE INTO _change_stamps (name, stamp) VALUES ('{table}', random())",
+        *(
+            f"CREATE TRIGGER IF NOT EXISTS _{table}_{event.lower()} AFTER {event} ON {table} BEGIN "
+            f"UPDATE _change_stamps SET stamp = random() WHERE name = '{table}'; END"
+            for event in ("INSERT", "UPDATE", "DELETE")
+        ),
+    )
+
+
+Key = tuple[str, int, str]  # (sort column, rowid, primary key)
+
+
+class _Copy:
+    """The stamp logic shared by the copies; a subclass keeps the rows."""
+
+    table: str = ""
+
+    def __init__(self, key_column: str, columns: str) -> None:
+        self._select_stamp = f"SELECT stamp FROM _change_stamps WHERE name = '{self.table}'"
+        cols = ", ".join(f"x.{c.strip()}" for c in columns.split(","))
+        self._select_one = (
+            f"SELECT x.rowid, {cols}, s.stamp FROM {self.table} x, _change_stamps s "
+            f"WHERE x.{key_column} = ? AND s.name = '{self.table}'"
+        )
+        self._stamp: int | None = None  # None: nothing copied
+        self._loading = False  # a load appends its rows and sorts once
+        self._refused: int | None = None  # the stamp at which the table could not be copied
+        self.loads = 0  # loads of the whole copy (tests count them)
+
+    def fresh(self, sql: ActorStorage) -> bool:
+        """Bring the copy up to date with the table; False if it cannot be copied."""
+        row = sql.exec(self._select_stamp).first()
+        stamp = None if row is None else row[0]
+        if stamp is not None and stamp == self._stamp:
+            return True
+        self._stamp = None
+        self._clear()
+        if stamp is None or stamp == self._refused:
+            return False
+        self.loads += 1
+        self._loading = True
+        try:
+            loaded = self._load(sql)
+        finally:
+            self._loading = False
+        if not loaded:
+            self._clear()
+            self._refused = stamp
+            return False
+        self._stamp = stamp
+        return True
+
+    def write(self, sql: ActorStorage, ident: str, statement: str, *params: Any) -> SqlCursor:
+        """Run `statement`, which writes the row `ident` and nothing else of the table, and keep
+        the copy current: brought up to date first, then that row read back with its stamp."""
+        fresh = self.fresh(sql)
+        cursor = sql.exec(statement, *params)
+        if fresh:
+            r = sql.exec(self._select_one, ident).first()
+            self._drop(ident)
+            if r is None or not self._put(r[:-1]):  # gone, or not to be copied: load again
+                self._stamp = None
+                self._clear()
+            else:
+                self._stamp = r[-1]
+        return cursor
+
+    # -- kept by the subclass ---------------------------------------------------------------------
+
+    def _clear(self) -> None:
+        raise NotImplementedError
+
+    def _load(self, sql: ActorStorage) -> bool:
+        raise NotImplementedError
+
+    def _drop(self, ident: str) -> None:
+        raise NotImplementedError
+
+    def _put(self, row: Any) -> bool:
+        """Add the row `rowid, columns...`; False if it cannot be copied."""
+        raise NotImplementedError
+
+
+def _insert(keys: list[Key], key: Key, loading: bool) -> None:
+    if loading:
+        keys.append(key)  # sorted once the load is done
+    else:
+        bisect.insort(keys, key)
+
+
+def _remove(keys: list[Key], key: Key) -> None:
+    i = bisect.bisect_left(keys, key)
+    if i < len(keys) and keys[i] == key:
+        del keys[i]
+
+
+class AgentRoster(_Copy):
+    """The rows of `agents` as `Agent`s, listable as `GET /agents` lists them."""
+
+    table = "agents"
+
+    def __init__(self, columns: str, from_row: Callable[[Any], Agent]) -> None:
+        super().__init__("agent_id", columns)
+        self._select_all = f"SELECT rowid, {columns} FROM agents LIMIT {MAX_ROWS + 1}"
+        self._from_row = from_row
+        self._agents: dict[str, tuple[Key | None, Agent]] = {}
+        self._order: list[Key] = []  # listable rows (text last_seen and status), ascending
+
+    def get(self, sql: ActorStorage, agent_id: str) -> tuple[bool, Agent | None]:
+        """(copied, the agent or None); not copied: the caller reads the row itself."""
+        if not self.fresh(sql):
+            return False, None
+        entry = self._agents.get(agent_id)
+        return True, None if entry is None else entry[1]
+
+    def active(self, sql: ActorStorage, cutoff: str, limit: int) -> list[Agent] | None:
+        """`status != 'offline' AND last_seen >= cutoff ORDER BY last_seen DESC, rowid DESC
+        LIMIT limit`; None if the table cannot be copied (the caller runs the query)."""
+        if not self.fresh(sql):
+            return None
+        out: list[Agent] = []
+        agents = self._agents
+        for last_seen, _, agent_id in reversed(self._order):
+            if last_seen < cutoff or len(out) >= limit:
+                break
+            agent = agents[agent_id][1]
+            if agent.status != "offline":
+                out.append(agent)
+        return out
+
+    def _clear(self) -> None:
+        self._agents = {}
+        self._order = []
+
+    def _load(self, sql: ActorStorage) -> bool:
+        rows = sql.exec(self._select_all).all()
+        if len(rows) > MAX_ROWS or not all(self._put(r) for r in rows):
+            return False
+        self._order.sort()
+        return True
+
+    def _drop(self, ident: str) -> None:
+        old = self._agents.pop(ident, None)
+        if old is not None and old[0] is not None:
+            _remove(self._order, old[0])
+
+    def _put(self, row: Any) -> bool:
+        rowid, agent_id, status, last_seen = row[0], row[1], row[2], row[5]
+        if not isinstance(agent_id, str) or not isinstance(status, str | None):
+            return False
+        if not isinstance(last_seen, str | None):
+            return False
+        # a NULL last_seen or status is never listed (the query's comparisons are NULL)
+        key = None if last_seen is None or status is None else (last_seen, rowid, agent_id)
+        self._agents[agent_id] = (key, self._from_row(row[1:]))
+        if key is not None:
+            _insert(self._order, key, self._loading)
+        return True
+
+
+class TaskIndex(_Copy):
+    """The rows of `tasks` as `Task`s, by `created_at, rowid`, with their status and assignee."""
+
+    table = "tasks"
+
+    def __init__(self, columns: str, from_row: Callable[[Any], Task]) -> None:
+        super().__init__("id", columns)
+        self._select_all = f"SELECT rowid, {columns} FROM tasks LIMIT {MAX_ROWS + 1}"
+        self._from_row = from_row
+        self._tasks: dict[str, tuple[Key, Task]] = {}
+        self._order: list[Key] = []
+        self._by_status: dict[str, list[Key]] = {}
+        self._by_assignee: dict[str, list[Key]] = {}
+
+    def select(
+        self, sql: ActorStorage, status: str | None, assignee: str | None, limit: int
+    ) -> list[Task] | None:
+        """`[WHERE status = ? AND assignee = ?] ORDER BY created_at DESC, rowid DESC LIMIT ?`
+        (None for a filter not given); None if the table cannot be copied."""
+        if not self.fresh(sql):
+            return None
+        if assignee is not None:
+            keys = self._by_assignee.get(assignee, [])
+        elif status is not None:
+            keys = self._by_status.get(status, [])
+        else:
+            keys = self._order
+        out: list[Task] = []
+        tasks = self._tasks
+        for key in reversed(keys):
+            if len(out) >= limit:
+                break
+            task = tasks[key[2]][1]
+            if status is None or task.status == status:
+                out.append(task)
+        return out
+
+    def _clear(self) -> None:
+        self._tasks = {}
+        self._order = []
+        self._by_status = {}
+        self._by_assignee = {}
+
+    def _load(self, sql: ActorStorage) -> bool:
+        rows = sql.exec(self._select_all).all()
+        if len(rows) > MAX_ROWS or not all(self._put(r) for r in rows):
+            return False
+        self._order.sort()
+        for keys in (*self._by_status.values(), *self._by_assignee.values()):
+            keys.sort()
+        return True
+
+    def _drop(self, ident: str) -> None:
+        old = self._tasks.pop(ident, None)
+        if old is None:
+            return
+        key, task = old
+        _remove(self._order, key)
+        if task.status is not None:
+            _remove(self._by_status[task.status], key)
+        if task.assignee is not None:
+            _remove(self._by_assignee[task.assignee], key)
+
+    def _put(self, row: Any) -> bool:
+        rowid, ident, status, assignee, created_at = row[0], row[1], row[4], row[5], row[10]
+        if not isinstance(ident, str) or not isinstance(created_at, str):
+            return False
+        if not isinstance(status, str | None) or not isinstance(assignee, str | None):
+            return False
+        key = (created_at, rowid, ident)
+        self._tasks[ident] = (key, self._from_row(row[1:]))
+        _insert(self._order, key, self._loading)
+        if status is not None:
+            _insert(self._by_status.setdefault(status, []), key, self._loading)
+        if assignee is not None:
+            _insert(self._by_assignee.setdefault(assignee, []), key, self._loading)
+        return True
+
+
+class ChatWindow(_Copy):
+    """The newest `size` rows of `messages` (by `timestamp, rowid`) as `GroupMessage`s.
+
+    Any query for the newest `n <= size` messages (after a time or not) is answered from them:
+    a message left out has `size` newer ones, each as late as it is, so it is never among the
+    newest `n` that match.
+    """
+
+    table = "messages"
+
+    def __init__(self, columns: str, from_row: Callable[[Any], GroupMessage], size: int) -> None:
+        super().__init__("id", columns)
+        self.size = size
+        self._select_newest = (
+            f"SELECT rowid, {columns} FROM messages ORDER BY timestamp DESC, rowid DESC LIMIT {size}"
+        )
+        self._from_row = from_row
+        self._messages: dict[str, tuple[Key, GroupMessage]] = {}
+        self._order: list[Key] = []
+
+    def newest(self, sql: ActorStorage, limit: int, since: str | None) -> list[GroupMessage] | None:
+        """The newest `limit` messages (strictly after `since`), oldest first; None if they
+        cannot be answered from the window (the caller runs the query)."""
+        if limit > self.size or not self.fresh(sql):
+            return None
+        out: list[GroupMessage] = []
+        messages = self._messages
+        for key in reversed(self._order):
+            if len(out) >= limit or (since is not None and key[0] <= since):
+                break
+            out.append(messages[key[2]][1])
+        out.reverse()
+        return out
+
+    def _clear(self) -> None:
+        self._messages = {}
+        self._order = []
+
+    def _load(self, sql: ActorStorage) -> bool:
+        return all(self._put(r) for r in sql.exec(self._select_newest).all())
+
+    def _drop(self, ident: str) -> None:
+        old = self._messages.pop(ident, None)
+        if old is not None:
+            _remove(self._order, old[0])
+
+    def _put(self, row: Any) -> bool:
+        rowid, ident, timestamp = row[0], row[1], row[5]
+        if not isinstance(ident, str) or not isinstance(timestamp, str):
+            return False
+        key = (timestamp, rowid, ident)
+        if len(self._order) >= self.size:
+            if key < self._order[0]:
+                return True  # older than every message kept: not among the newest
+            _, _, oldest = self._order.pop(0)
+            del self._messages[oldest]
+        self._messages[ident] = (key, self._from_row(row[1:]))
+        bisect.insort(self._order, key)
+        return True
