@@ -14,8 +14,11 @@ renderers build the exact DO shapes of do-api.md, in upstream key order:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 __all__ = [
     "Agent",
@@ -35,11 +38,13 @@ __all__ = [
     "LockHistoryEntry",
     "LockReleaseOutcome",
     "Memory",
+    "RenderedList",
     "Task",
     "WorkBundle",
     "Zone",
     "mention_hint_chat",
     "mention_hint_work",
+    "wire_list",
 ]
 
 JsonObj = dict[str, Any]
@@ -47,6 +52,41 @@ JsonObj = dict[str, Any]
 
 def _list(v: list[Any] | None) -> list[Any]:
     return [] if v is None else v
+
+
+class RenderedList(list[Any]):
+    """A list of records that renders its JSON array once and keeps it (`json`).
+
+    A store hands these out for records it never changes and never lets anyone change (the
+    coordinator's copies in memory, gateway/do/memory.py hands the same list out again while
+    its table is unchanged), so listing the same agents or tasks again costs no rendering.
+    Equal to, and rendered like, a plain list of the same records anywhere else.
+    """
+
+    __slots__ = ("_json",)
+
+    def __init__(self, records: Iterable[Any] = ()) -> None:
+        super().__init__(records)
+        self._json: orjson.Fragment | None = None
+
+    def json(self) -> orjson.Fragment:
+        """The records' read-back forms as a JSON array, rendered on the first call."""
+        if self._json is None:
+            self._json = orjson.Fragment(orjson.dumps([r.to_json() for r in self]))
+        return self._json
+
+
+Render = Callable[[Sequence[Any]], Any]
+
+
+def _plain(records: Sequence[Any]) -> list[JsonObj]:
+    return [r.to_json() for r in records]
+
+
+def wire_list(records: Sequence[Any]) -> Any:
+    """For the HTTP answer (orjson): the records' read-back forms, pre-rendered if they are a
+    `RenderedList` (an `orjson.Fragment`), else as a list of dicts."""
+    return records.json() if isinstance(records, RenderedList) else _plain(records)
 
 
 @dataclass(slots=True)
@@ -435,6 +475,13 @@ class ChatPage:
 
     def to_json(self) -> JsonObj:
         """`{messages,count[,pendingMentions,pendingCount,hint]}` or the inbox shape."""
+        return self._render(_plain)
+
+    def wire(self) -> JsonObj:
+        """`to_json` for orjson at the HTTP edge: a pre-rendered list stays an `orjson.Fragment`."""
+        return self._render(wire_list)
+
+    def _render(self, render: Render) -> JsonObj:
         if self.inbox and self.agent_id is not None:
             return {
                 "messages": [m.to_json() for m in self.pending_mentions],
@@ -442,7 +489,7 @@ class ChatPage:
                 "agentId": self.agent_id,
                 "isInbox": True,
             }
-        out: JsonObj = {"messages": [m.to_json() for m in self.messages], "count": len(self.messages)}
+        out: JsonObj = {"messages": render(self.messages), "count": len(self.messages)}
         if self.pending_mentions:
             n = len(self.pending_mentions)
             out["pendingMentions"] = [m.to_json() for m in self.pending_mentions]
@@ -464,6 +511,13 @@ class WorkBundle:
 
     def to_json(self) -> JsonObj:
         """HEAD key order; `inbox` only when there are mentions."""
+        return self._render(_plain)
+
+    def wire(self) -> JsonObj:
+        """`to_json` for orjson at the HTTP edge: a pre-rendered list stays an `orjson.Fragment`."""
+        return self._render(wire_list)
+
+    def _render(self, render: Render) -> JsonObj:
         n = len(self.pending_mentions)
         out: JsonObj = {
             "agentId": self.agent_id,
@@ -473,9 +527,9 @@ class WorkBundle:
                 "inProgressTasks": sum(1 for t in self.mine if t.status == "in-progress"),
                 "pendingMentions": n,
             },
-            "team": [a.to_json() for a in self.team],
-            "tasks": {"todo": [t.to_json() for t in self.todo], "mine": [t.to_json() for t in self.mine]},
-            "recentChat": [m.to_json() for m in self.recent_chat],
+            "team": render(self.team),
+            "tasks": {"todo": render(self.todo), "mine": render(self.mine)},
+            "recentChat": render(self.recent_chat),
         }
         if n:
             out["inbox"] = {

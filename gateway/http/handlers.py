@@ -18,6 +18,7 @@ from gateway.clock import Clock
 from gateway.domain import commands as c
 from gateway.domain.ids import IdGenerator, ids
 from gateway.domain.jscompat import iso_from_ms, number_to_string
+from gateway.domain.model import wire_list
 from gateway.errors import ApiError
 from gateway.http import ws as ws_mod
 from gateway.http.auth import ANYONE, PRINCIPAL, ApiAuth
@@ -266,7 +267,7 @@ class Gateway:
     async def agents(self, request: web.Request, _r: Route) -> web.Response:
         if request.method == "GET":
             agents = await self.store.list_agents(self.now(), self.limits.list_limit_max)
-            return json_response({"agents": [a.to_json() for a in agents]})
+            return json_response({"agents": wire_list(agents)})
         if request.method == "POST":
             cmd = c.RegisterAgent.parse(
                 await self.body(request), self.now(), max_bytes=self.limits.text_max_bytes
@@ -287,7 +288,7 @@ class Gateway:
             except ApiError as e:
                 # keep the list keys: a client that never checks the status reads an empty list
                 return json_response({**e.body(), "messages": [], "count": 0}, e.status)
-            return json_response((await self.store.get_chat(q)).to_json())
+            return json_response((await self.store.get_chat(q)).wire())
         if request.method == "POST":
             now = self.now()
             cmd = c.PostChat.parse(
@@ -303,7 +304,7 @@ class Gateway:
             tasks = await self.store.list_tasks(
                 c.ListTasks.parse(parse_query(r.query), self.limits.list_limit_max)
             )
-            return json_response({"tasks": [t.to_json() for t in tasks]})
+            return json_response({"tasks": wire_list(tasks)})
         if method == "POST":
             now = self.now()
             cmd = c.CreateTask.parse(
@@ -321,7 +322,7 @@ class Gateway:
 
     async def work(self, _request: web.Request, r: Route) -> web.Response:
         q = c.WorkQuery.parse(parse_query(r.query), self.now(), self.limits.list_limit_max)
-        return json_response((await self.store.work_bundle(q)).to_json())
+        return json_response((await self.store.work_bundle(q)).wire())
 
     async def zones(self, request: web.Request, r: Route) -> web.Response:
         if request.method == "GET":

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from gateway.actors import ActorHost
+from gateway.actors import ActorHost, HostLimits
 from gateway.clock import FakeClock
 from gateway.do import COORDINATOR
 from gateway.do.actor_store import ActorStore, build_actor_host
@@ -21,7 +22,7 @@ from gateway.domain import commands as c
 from gateway.domain.entities import EntityKey
 from gateway.domain.ids import IdGenerator
 from gateway.domain.jscompat import iso_from_ms
-from gateway.domain.model import Agent, GroupMessage, Task
+from gateway.domain.model import Agent, ChatPage, GroupMessage, RenderedList, Task, WorkBundle, wire_list
 from gateway.settings import LimitSettings
 
 NOW = 1_795_627_727_041
@@ -294,3 +295,42 @@ async def test_chat_reads_follow_every_writer(tmp_path: Path, clock: FakeClock) 
         assert await assert_chat_matches() == ["m8", "m4", "m5", "m7", "new"]  # m8 is after m3
     finally:
         await host.close()
+
+
+async def test_a_listing_asked_again_drops_agents_as_they_age(tmp_path: Path, clock: FakeClock) -> None:
+    """The same listing is handed out again while nothing changed, but an agent that became
+    older than the offline window leaves it without any write."""
+    # an idle coordinator is never evicted here: the copy in memory answers throughout
+    host = build_actor_host(tmp_path, LIMITS, clock=clock, host_limits=HostLimits(idle_timeout_s=1e9))
+    await host.start()
+    try:
+        store = ActorStore(host)
+        await store.register_agent(register("old", clock, status="active"))
+        await clock.advance(60_000)
+        await store.register_agent(register("new", clock, status="active"))
+        first = await assert_listing_matches(host, clock)
+        again = await assert_listing_matches(host, clock)
+        assert again is first
+        assert [a.agent_id for a in again] == ["new", "old"]
+        await clock.advance(LIMITS.agent_offline_after_s * 1000 - 30_000)  # "old" is now too old
+        assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["new"]
+        assert host.activations == 1
+    finally:
+        await host.close()
+
+
+@pytest.mark.parametrize("inbox", [False, True])
+@pytest.mark.parametrize("mentions", [0, 2])
+def test_pre_rendered_lists_render_as_plain_ones(inbox: bool, mentions: int) -> None:
+    """`wire()` (pre-rendered lists, for the HTTP answer) gives the bytes `to_json()` gives."""
+    stamp = iso_from_ms(NOW)
+    agents = [Agent(f"a{i}", "active", "t", None, stamp, ["py"] if i else None) for i in range(3)]
+    tasks = [Task(f"t{i}", "x", None, "todo", None, "c", "low", ["k"], [], stamp, stamp) for i in range(3)]
+    chat = [GroupMessage(f"m{i}", "bob", "agent", f"hi {i}", stamp) for i in range(3)]
+    pending = chat[:mentions]
+    for wrap in (list, RenderedList):
+        bundle = WorkBundle("a0", wrap(agents), wrap(tasks), wrap(tasks[:1]), wrap(chat), pending)
+        assert orjson.dumps(bundle.wire()) == orjson.dumps(bundle.to_json())
+        page = ChatPage(wrap(chat), "a0" if inbox or mentions else None, pending, inbox)
+        assert orjson.dumps(page.wire()) == orjson.dumps(page.to_json())
+        assert orjson.dumps(wire_list(wrap(agents))) == orjson.dumps([a.to_json() for a in agents])
