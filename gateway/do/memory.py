@@ -37,6 +37,8 @@ import bisect
 from collections.abc import Callable
 from typing import Any, Final
 
+import orjson
+
 from gateway.actors import ActorStorage, SqlCursor
 from gateway.domain.model import Agent, GroupMessage, RenderedList, Task
 
@@ -79,6 +81,7 @@ class _Copy:
         self._stamp: int | None = None  # None: nothing copied
         self._loading = False  # a load appends its rows and sorts once
         self._memo: dict[Any, Any] = {}  # query -> its answer, while the copy is unchanged
+        self._json: dict[str, tuple[Any, orjson.Fragment]] = {}  # id -> (record, its JSON)
         self._refused: int | None = None  # the stamp at which the table could not be copied
         self.loads = 0  # loads of the whole copy (tests count them)
 
@@ -89,6 +92,7 @@ class _Copy:
         if stamp is not None and stamp == self._stamp:
             return True
         self._memo.clear()
+        self._json.clear()
         self._stamp = None
         self._clear()
         if stamp is None or stamp == self._refused:
@@ -121,6 +125,19 @@ class _Copy:
             else:
                 self._stamp = r[-1]
         return cursor
+
+    def _fragment(self, record: Any) -> orjson.Fragment:
+        """`record`'s read-back form, rendered once per record object: a row written again is a
+        new object, rendered anew (the copy's records are never changed in place)."""
+        ident = record.agent_id if isinstance(record, Agent) else record.id
+        hit = self._json.get(ident)
+        if hit is not None and hit[0] is record:
+            return hit[1]
+        fragment = orjson.Fragment(orjson.dumps(record.to_json()))
+        if len(self._json) >= MAX_ROWS:
+            self._json.clear()
+        self._json[ident] = (record, fragment)
+        return fragment
 
     def _remember(self, query: Any, answer: Any) -> None:
         if len(self._memo) >= MAX_MEMO:
@@ -187,7 +204,7 @@ class AgentRoster(_Copy):
             asked_at, answer = memo
             if cutoff >= asked_at and (not answer or answer[-1].last_seen >= cutoff):
                 return answer  # type: ignore[no-any-return]
-        out: RenderedList = RenderedList()
+        out: RenderedList = RenderedList(render=self._fragment)
         agents = self._agents
         for last_seen, _, agent_id in reversed(self._order):
             if last_seen < cutoff or len(out) >= limit:
@@ -259,7 +276,7 @@ class TaskIndex(_Copy):
             keys = self._by_status.get(status, [])
         else:
             keys = self._order
-        out: RenderedList = RenderedList()
+        out: RenderedList = RenderedList(render=self._fragment)
         tasks = self._tasks
         for key in reversed(keys):
             if len(out) >= limit:
@@ -341,7 +358,7 @@ class ChatWindow(_Copy):
         memo = self._memo.get(query)
         if memo is not None:
             return memo  # type: ignore[no-any-return]
-        out: RenderedList = RenderedList()
+        out: RenderedList = RenderedList(render=self._fragment)
         messages = self._messages
         for key in reversed(self._order):
             if len(out) >= limit or (since is not None and key[0] <= since):

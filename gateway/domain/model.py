@@ -60,19 +60,24 @@ class RenderedList(list[Any]):
     A store hands these out for records it never changes and never lets anyone change (the
     coordinator's copies in memory, gateway/do/memory.py hands the same list out again while
     its table is unchanged), so listing the same agents or tasks again costs no rendering.
-    Equal to, and rendered like, a plain list of the same records anywhere else.
+    Equal to, and rendered like, a plain list of the same records anywhere else. `render`, if
+    given, renders one record (to its read-back form, or that form already rendered as an
+    `orjson.Fragment`): the store's own cache of its records' JSON.
     """
 
-    __slots__ = ("_json",)
+    __slots__ = ("_json", "_render")
 
-    def __init__(self, records: Iterable[Any] = ()) -> None:
+    def __init__(self, records: Iterable[Any] = (), render: Callable[[Any], Any] | None = None) -> None:
         super().__init__(records)
         self._json: orjson.Fragment | None = None
+        self._render = render
 
     def json(self) -> orjson.Fragment:
         """The records' read-back forms as a JSON array, rendered on the first call."""
         if self._json is None:
-            self._json = orjson.Fragment(orjson.dumps([r.to_json() for r in self]))
+            render = self._render
+            items = [r.to_json() for r in self] if render is None else [render(r) for r in self]
+            self._json = orjson.Fragment(orjson.dumps(items))
         return self._json
 
 

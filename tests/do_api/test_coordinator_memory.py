@@ -60,7 +60,15 @@ async def assert_listing_matches(host: ActorHost, clock: FakeClock, limit: int =
 
     served, queried = await host.call(COORDINATOR, both)
     assert served == queried
+    assert_renders_alike(served, queried)
     return served
+
+
+def assert_renders_alike(served: list[Any], queried: list[Any]) -> None:
+    """What the HTTP answer renders of a listing is what rendering the queried rows gives."""
+    rendered = orjson.dumps(wire_list(served))
+    assert rendered == orjson.dumps([r.to_json() for r in queried])
+    assert orjson.dumps(wire_list(served)) == rendered  # rendered again: the same
 
 
 def register(agent_id: str, clock: FakeClock, **body: Any) -> c.RegisterAgent:
@@ -218,7 +226,9 @@ async def assert_tasks_match(host: ActorHost) -> list[list[str]]:
         for status, assignee in ((None, None), ("todo", None), (None, "ann"), ("todo", "ann"), ("done", "x")):
             for limit in (1000, 2):
                 served = await actor.list_tasks(c.ListTasks(status, assignee, limit))
-                assert served == tasks_by_query(actor, status, assignee, limit)
+                queried = tasks_by_query(actor, status, assignee, limit)
+                assert served == queried
+                assert_renders_alike(served, queried)
                 listed.append([t.id for t in served])
         return listed
 
@@ -270,7 +280,9 @@ async def test_chat_reads_follow_every_writer(tmp_path: Path, clock: FakeClock) 
                 for since in (None, iso_from_ms(NOW + 2), iso_from_ms(NOW + 100)):
                     served = actor._newest_messages(limit, since)
                     actor.chat_window.size = 0  # the query, as before the window
-                    assert served == actor._newest_messages(limit, since)
+                    queried = actor._newest_messages(limit, since)
+                    assert served == queried
+                    assert_renders_alike(served, queried)
                     actor.chat_window.size = 5
             return [m.id for m in actor._newest_messages(5)]
 
