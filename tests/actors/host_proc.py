@@ -15,6 +15,17 @@ Commands (all on the actor kind `rec`, whose table `rows(n)` the tests read back
   sleeps `SLOW_TURN_S`, inserts rows 4-6; on SIGTERM close the host with that grace and print
   `closed` with the turn's outcome (`ok` or the error's class name).
 
+Commands on the sharded kind `acct` (2 shard files; SYNC is `NORMAL` or `FULL`). A turn of
+version v on an actor sets its cells `k0`-`k3` to v, appends log row v and sets its alarm to
+`ALARM_BASE_MS + v`, yielding to the loop between statements (so turns of several actors queue
+for the shard and commit in groups): an actor's state says which of its turns committed.
+
+- `shard-crash SYNC POINT`: version 1 on every actor, print `acked` 1, then arm `POINT` (a
+  SIGKILL there) and run version 2 on every actor concurrently.
+- `shard-rounds SYNC`: versions 1, 2, ... on every actor concurrently, printing `acked` after
+  each, until killed.
+- `shard-dump SYNC`: print every actor's state as its turns read it (`states`).
+
 The alarm handler appends its `retry_count` to `<DATA_DIR>.alarm-runs` before writing its row,
 so a test can tell that the handler ran even when its turn never committed.
 """
@@ -31,11 +42,21 @@ from typing import Any
 import structlog
 
 from gateway.actors import Actor, ActorContext, ActorHost, ActorRef, AlarmInfo
+from gateway.actors.crash import arm
+from gateway.actors.tables import TableSpec
 from gateway.errors import ActorOwnedElsewhere
 
 EXIT_OWNED_ELSEWHERE = 3
 SLOW_TURN_S = 1.0
 WAIT_S = 10.0
+SHARDS = 2
+ACCOUNTS = [f"a{i}" for i in range(8)]
+CELLS = ("k0", "k1", "k2", "k3")
+ALARM_BASE_MS = 4_000_000_000_000  # the year 2096: never due during a test
+ACCT_TABLES = [
+    TableSpec("cell", "k TEXT NOT NULL, v INTEGER NOT NULL", key=("k",)),
+    TableSpec("log", "v INTEGER NOT NULL", key=("v",)),
+]
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -67,6 +88,65 @@ class Recorder(Actor):
         self.insert(100 + info.retry_count)
 
 
+class Account(Actor):
+    """A sharded actor whose turns write several rows and its alarm (see the module docstring)."""
+
+    async def write_version(self, v: int) -> None:
+        t = self.ctx.tables
+        for k in CELLS:
+            t.insert("cell", {"k": k, "v": v}, conflict="update")
+            await asyncio.sleep(0)  # mid-turn: other turns queue for the shard meanwhile
+        t.insert("log", {"v": v})
+        await asyncio.sleep(0)
+        self.ctx.set_alarm(ALARM_BASE_MS + v)
+
+    def state(self) -> dict[str, Any]:
+        t = self.ctx.tables
+        return {
+            "cells": {str(r[0]): int(r[1]) for r in t.select("cell", "k, v", order="k")},
+            "log": [int(r[0]) for r in t.select("log", "v", order="v")],
+            "alarm": self.ctx.get_alarm(),
+        }
+
+
+async def write_round(host: ActorHost, v: int) -> None:
+    async def turn(actor: Account) -> None:
+        await actor.write_version(v)
+
+    await asyncio.gather(*(host.call(ActorRef("acct", name), turn) for name in ACCOUNTS))
+
+
+async def shard_main(command: str, data_dir: Path, args: list[str]) -> int:
+    host = ActorHost(
+        data_dir, {"acct": Account}, sharded={"acct": ACCT_TABLES}, shards=SHARDS, synchronous=args[0]
+    )
+    await host.start()
+    try:
+        if command == "shard-crash":
+            await write_round(host, 1)
+            emit("acked", version=1)
+            arm(args[1], sigkill=True)
+            await write_round(host, 2)
+            emit("survived")  # the armed point was never reached
+            return 1
+        if command == "shard-rounds":
+            for v in range(1, 1_000_000):
+                await write_round(host, v)
+                emit("acked", version=v)
+        if command == "shard-dump":
+
+            async def read(actor: Account) -> dict[str, Any]:
+                return actor.state()
+
+            states = {name: await host.call(ActorRef("acct", name), read) for name in ACCOUNTS}
+            emit("states", states=states)
+            return 0
+        emit("unknown_command", command=command)
+        return 2
+    finally:
+        await host.close(5.0)
+
+
 async def wait_until_no_alarm(host: ActorHost) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT_S
@@ -78,6 +158,8 @@ async def wait_until_no_alarm(host: ActorHost) -> None:
 
 
 async def main(command: str, data_dir: Path, args: list[str]) -> int:
+    if command.startswith("shard-"):
+        return await shard_main(command, data_dir, args)
     Recorder.marker = marker_path(data_dir)
     host = ActorHost(data_dir, {"rec": Recorder})
     try:

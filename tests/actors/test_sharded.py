@@ -77,6 +77,80 @@ async def test_actors_sharing_a_file_see_only_their_own_rows(host: ActorHost, da
     ]
 
 
+async def test_no_storage_call_of_one_actor_reaches_another_on_its_shard(
+    host: ActorHost, data_dir: Path, clock: FakeClock
+) -> None:
+    """`b` has rows under the same keys as `a`, a log and an alarm. Every storage call `a` can
+    make - each insert conflict mode on a key `b` also has, select with GROUP BY / ORDER BY /
+    LIMIT / OFFSET, first, count, update and delete without a condition, nested transactions,
+    the alarm calls - sees and changes `a`'s rows alone; `b`'s rows and alarm are unchanged."""
+    b_alarm = clock.now_ms() + 60_000
+
+    async def seed_b(a: KvActor) -> None:
+        a.put("x", 2)
+        a.put("y", 3)
+        a.ctx.tables.insert("log", {"line": "b", "at": 1})
+        a.ctx.set_alarm(b_alarm)
+
+    await host.call(kv("b"), seed_b)
+    b_before = shard_query(data_dir, "SELECT * FROM kv__kv WHERE actor = 'b' ORDER BY k")
+    b_log_before = shard_query(data_dir, "SELECT * FROM kv__log WHERE actor = 'b'")
+
+    async def probe(a: KvActor) -> dict[str, Any]:
+        t = a.ctx.tables
+        seen: dict[str, Any] = {
+            "alarm_before": a.ctx.get_alarm(),
+            "empty": (t.select("kv", "k, v"), t.first("kv", "k"), t.count("kv"), t.count("log")),
+            "insert_abort": t.insert("kv", {"k": "x", "v": 10}),
+            "insert_ignore": t.insert("kv", {"k": "y", "v": 11}, conflict="ignore"),
+            "insert_ignore_again": t.insert("kv", {"k": "y", "v": 99}, conflict="ignore"),
+            "insert_replace": t.insert("kv", {"k": "x", "v": 12}, conflict="replace"),
+            "insert_update": t.insert("kv", {"k": "y", "v": 13}, conflict="update"),
+        }
+        t.transaction_sync(lambda: t.insert("log", {"line": "a", "at": 2}))
+
+        async def nested() -> None:
+            t.insert("kv", {"k": "z", "v": 14})
+
+        await t.transaction(nested)
+        grouped = t.select("kv", "count(*), max(v)", group="v >= 14", order="max(v)")
+        seen["grouped"] = [tuple(r) for r in grouped]
+        seen["paged"] = [tuple(r) for r in t.select("kv", "k", order="k", limit=2, offset=1)]
+        seen["sum"] = tuple(t.first("kv", "sum(v), count(*)") or ())
+        seen["updated"] = t.update("kv", {"v": 20})
+        seen["deleted"] = t.delete("log")
+        seen["deleted_kv"] = t.delete("kv", "k = ?", "z")
+        a.ctx.set_alarm(clock.now_ms() + 1_000)
+        a.ctx.delete_alarm()
+        return seen
+
+    got = await host.call(kv("a"), probe)
+    assert got == {
+        "alarm_before": None,
+        "empty": ([], None, 0, 0),
+        "insert_abort": 1,
+        "insert_ignore": 1,
+        "insert_ignore_again": 0,
+        "insert_replace": 1,
+        "insert_update": 1,
+        "grouped": [(2, 13), (1, 14)],
+        "paged": [("y",), ("z",)],
+        "sum": (39, 3),
+        "updated": 3,
+        "deleted": 1,
+        "deleted_kv": 1,
+    }
+    assert shard_query(data_dir, "SELECT * FROM kv__kv WHERE actor = 'b' ORDER BY k") == b_before
+    assert shard_query(data_dir, "SELECT * FROM kv__log WHERE actor = 'b'") == b_log_before
+    assert shard_query(data_dir, "SELECT kind, name, ts FROM _alarms") == [("kv", "b", b_alarm)]
+    a_rows = shard_query(data_dir, "SELECT k, v FROM kv__kv WHERE actor = 'a' ORDER BY k")
+    assert a_rows == [("x", 20), ("y", 20)]
+    assert await host.call(kv("b"), lambda b: asyncio.sleep(0, (b.all(), b.ctx.get_alarm()))) == (
+        {"x": 2, "y": 3},
+        b_alarm,
+    )
+
+
 @pytest.mark.parametrize(
     ("where", "cols", "order"),
     [
