@@ -16,6 +16,14 @@ Scenarios, each under `synchronous=NORMAL` and `FULL`:
   actor evicted and reopens its database: the cost of reactivation.
 - `touch`: 10,000 new actors, one write turn each, 64 at a time, `max_open` 256: the peak number
   of open databases and of threads (`threading.active_count()`, sampled after every turn).
+- `scale` (issue 9): `--scale` (100,000) actors of a sharded kind (`storage.shards` 8, `max_open`
+  256): created with one write turn each, then as many read turns and write turns on actors
+  drawn at random, 64 callers; the open descriptors (`/proc/self/fd`, sampled every 500 turns)
+  and the resident set (`VmRSS`, `VmHWM`) of the process. Run it alone
+  (`--scenarios scale,layouts`) for an RSS that is not the other scenarios'.
+- `layouts`: the same create / random read / random write on `--layout-actors` (2,000) actors in
+  each layout: one SQLite file per actor (upstream's model, `ctx.sql`) and shard files
+  (`ctx.tables`).
 
 This is a benchmark, not a test: it asserts nothing and prints a table (and JSON with --json).
 """
@@ -28,6 +36,7 @@ import json
 import logging
 import os
 import platform
+import random
 import shlex
 import sqlite3
 import sys
@@ -42,6 +51,7 @@ from typing import Any
 import structlog
 
 from gateway.actors import Actor, ActorContext, ActorHost, ActorRef, HostLimits
+from gateway.actors.tables import TableSpec
 
 Turn = Callable[[Any], Awaitable[Any]]
 
@@ -64,6 +74,22 @@ async def write_turn(actor: BenchActor) -> None:
 
 TURNS: dict[str, Turn] = {"read": read_turn, "write": write_turn}
 
+SHARD_TABLES = [TableSpec("kv", "k TEXT NOT NULL, v INTEGER NOT NULL", key=("k",))]
+
+
+class ShardBenchActor(Actor):
+    """The same key-value table, in the shard files (`ctx.tables`)."""
+
+
+async def shard_read_turn(actor: ShardBenchActor) -> Any:
+    return actor.ctx.tables.first("kv", "v", "k = ?", "n")
+
+
+async def shard_write_turn(actor: ShardBenchActor) -> None:
+    t = actor.ctx.tables
+    row = t.first("kv", "v", "k = ?", "n")
+    t.insert("kv", {"k": "n", "v": 1 if row is None else int(row[0]) + 1}, conflict="replace")
+
 
 @dataclass
 class Row:
@@ -79,6 +105,8 @@ class Row:
     p50_us: float
     p99_us: float
     peak_open: int = 0
+    peak_fds: int = 0
+    rss_mb: float = 0.0
     peak_threads: int = 0
     threads_before: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -217,6 +245,162 @@ async def touch(args: argparse.Namespace, sync: str, root: Path) -> Row:
     return row
 
 
+def open_fds() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+
+def memory_mb() -> tuple[float, float]:
+    """(VmRSS, VmHWM) of this process in MB."""
+    found = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0]) / 1024
+    return round(found["VmRSS"], 1), round(found["VmHWM"], 1)
+
+
+async def each(
+    count: int, concurrency: int, pick: Callable[[int], int], run: Turn
+) -> tuple[float, list[float]]:
+    """`run(pick(i))` for i in range(count) from `concurrency` callers; (seconds, latencies)."""
+    latencies: list[float] = []
+
+    async def caller(first: int) -> None:
+        for i in range(first, count, concurrency):
+            started = time.perf_counter()
+            await run(pick(i))
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(caller(c) for c in range(concurrency)))
+    return time.perf_counter() - began, latencies
+
+
+async def layout_rows(
+    label: str,
+    host: ActorHost,
+    *,
+    kind: str,
+    turns: tuple[Turn, Turn],
+    actors: int,
+    concurrency: int,
+    sync: str,
+) -> list[Row]:
+    """create / random read / random write on `actors` actors of `kind`; fds and RSS per row."""
+    read, write = turns
+    refs = [ActorRef(kind, f"agent-{i:06d}") for i in range(actors)]
+    fds_before = open_fds()
+    peak = [fds_before]
+    rng = random.Random(9)  # noqa: S311 - a benchmark's draws, not a secret
+    draws = [rng.randrange(actors) for _ in range(actors)]
+
+    def runner(turn: Turn) -> Turn:
+        async def run(i: int) -> None:
+            await host.call(refs[i], turn)
+            if i % 500 == 0:
+                peak[0] = max(peak[0], open_fds())
+
+        return run
+
+    rows: list[Row] = []
+    for scenario, pick, turn in (
+        ("create", lambda i: i, write),
+        ("read random", lambda i: draws[i], read),
+        ("write random", lambda i: draws[(i * 7) % actors], write),
+    ):
+        peak[0] = open_fds()
+        cpu = time.process_time()
+        secs, lat = await each(actors, concurrency, pick, runner(turn))
+        cpu = time.process_time() - cpu
+        row = make_row(
+            f"{scenario} ({label})",
+            sync,
+            actors=actors,
+            concurrency=concurrency,
+            turns=len(lat),
+            seconds=secs,
+            lat=lat,
+        )
+        row.peak_open = host.peak_open
+        row.peak_fds = peak[0]
+        rss, hwm = memory_mb()
+        row.rss_mb = rss
+        row.extra = {
+            "cpu_us_per_turn": round(cpu / max(1, len(lat)) * 1e6, 1),
+            "fds_before": fds_before,
+            "vm_hwm_mb": hwm,
+            "max_open": host.limits.max_open,
+        }
+        shards = host.shard_set
+        if shards is not None:
+            commits, committed = shards.group_commit_stats()
+            row.extra |= {"shards": shards.count, "commits": commits, "turns_committed": committed}
+        rows.append(row)
+    return rows
+
+
+async def scale(args: argparse.Namespace, sync: str, root: Path) -> list[Row]:
+    """`args.scale` sharded actors: create, random reads, random writes."""
+    host = ActorHost(
+        root / f"scale-{sync}",
+        {"s": ShardBenchActor},
+        limits=HostLimits(max_open=args.max_open),
+        synchronous=sync,
+        sharded={"s": SHARD_TABLES},
+        shards=args.shards,
+    )
+    await host.start()
+    try:
+        turns = (shard_read_turn, shard_write_turn)
+        return await layout_rows(
+            "shards", host, kind="s", turns=turns, actors=args.scale, concurrency=args.concurrency, sync=sync
+        )
+    finally:
+        await host.close(5.0)
+
+
+async def layouts(args: argparse.Namespace, sync: str, root: Path) -> list[Row]:
+    """The same rows on `args.layout_actors` actors, one file each and in shards."""
+    rows: list[Row] = []
+    limits = HostLimits(max_open=args.max_open)
+    files = ActorHost(root / f"layout-files-{sync}", {"b": BenchActor}, limits=limits, synchronous=sync)
+    await files.start()
+    try:
+        rows += await layout_rows(
+            "one file each",
+            files,
+            kind="b",
+            turns=(read_turn, write_turn),
+            actors=args.layout_actors,
+            concurrency=args.concurrency,
+            sync=sync,
+        )
+    finally:
+        await files.close(5.0)
+    shards = ActorHost(
+        root / f"layout-shards-{sync}",
+        {"s": ShardBenchActor},
+        limits=limits,
+        synchronous=sync,
+        sharded={"s": SHARD_TABLES},
+        shards=args.shards,
+    )
+    await shards.start()
+    try:
+        rows += await layout_rows(
+            "shards",
+            shards,
+            kind="s",
+            turns=(shard_read_turn, shard_write_turn),
+            actors=args.layout_actors,
+            concurrency=args.concurrency,
+            sync=sync,
+        )
+    finally:
+        await shards.close(5.0)
+    return rows
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
@@ -229,14 +413,16 @@ def machine() -> dict[str, Any]:
 
 def print_table(rows: list[Row]) -> None:
     head = f"{'scenario':<22}{'sync':<8}{'actors':>7}{'conc':>6}{'turns':>9}{'turns/s':>10}"
-    head += f"{'p50 us':>9}{'p99 us':>9}{'peak open':>11}{'threads':>9}"
+    head += f"{'p50 us':>9}{'p99 us':>9}{'peak open':>11}{'fds':>6}{'RSS MB':>8}{'threads':>9}"
     sys.stdout.write(head + "\n" + "-" * len(head) + "\n")
     for r in rows:
         threads = f"{r.threads_before}->{r.peak_threads}" if r.peak_threads else ""
         peak = str(r.peak_open) if r.peak_open else ""
+        fds = str(r.peak_fds) if r.peak_fds else ""
+        rss = f"{r.rss_mb:.0f}" if r.rss_mb else ""
         sys.stdout.write(
             f"{r.scenario:<22}{r.synchronous:<8}{r.actors:>7}{r.concurrency:>6}{r.turns:>9}"
-            f"{r.turns_per_s:>10,.0f}{r.p50_us:>9.1f}{r.p99_us:>9.1f}{peak:>11}{threads:>9}\n"
+            f"{r.turns_per_s:>10,.0f}{r.p50_us:>9.1f}{r.p99_us:>9.1f}{peak:>11}{fds:>6}{rss:>8}{threads:>9}\n"
         )
 
 
@@ -245,9 +431,15 @@ async def main(args: argparse.Namespace) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="actors-bench-", dir=args.data_dir) as tmp:
         root = Path(tmp)
         for sync in args.sync:
-            rows += await turn_rates(args, sync, root)
-            rows += await churn_rates(args, sync, root)
-            if args.touch:
+            if "scale" in args.scenarios:
+                rows += await scale(args, sync, root)
+            if "layouts" in args.scenarios:
+                rows += await layouts(args, sync, root)
+            if "turns" in args.scenarios:
+                rows += await turn_rates(args, sync, root)
+            if "churn" in args.scenarios:
+                rows += await churn_rates(args, sync, root)
+            if "touch" in args.scenarios and args.touch:
                 rows.append(await touch(args, sync, root))
     return rows
 
@@ -258,7 +450,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--actors", type=int, default=1000, help="actors in the many-actor scenarios")
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent callers")
     parser.add_argument("--touch", type=int, default=10_000, help="new actors touched once (0 skips)")
-    parser.add_argument("--max-open", type=int, default=256, help="max_open for churn and touch")
+    parser.add_argument("--max-open", type=int, default=256, help="max_open for churn, touch, scale, layouts")
+    parser.add_argument("--scale", type=int, default=100_000, help="sharded actors in the scale rows")
+    parser.add_argument("--layout-actors", type=int, default=2_000, help="actors per layout compared")
+    parser.add_argument("--shards", type=int, default=8, help="storage.shards for scale and layouts")
+    parser.add_argument(
+        "--scenarios",
+        type=lambda s: s.split(","),
+        default=["scale", "layouts", "turns", "churn", "touch"],
+        help="comma-separated: scale,layouts,turns,churn,touch",
+    )
     parser.add_argument(
         "--sync", type=lambda s: s.upper().split(","), default=["NORMAL", "FULL"], help="e.g. NORMAL,FULL"
     )

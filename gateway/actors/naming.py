@@ -12,7 +12,7 @@ activation checks that the file it opens belongs to the name it was asked for.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.errors import InvalidActorName
@@ -26,6 +26,14 @@ class ActorRef:
 
     kind: str
     name: str
+    # refs are dict keys on every turn (open actors, the alarm index): hash the strings once
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.kind, self.name)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
