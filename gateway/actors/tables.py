@@ -174,7 +174,12 @@ class ShardTables:
     async def enter(self) -> None:
         """Take the shard's turn lock (turns of actors on one shard run one at a time)."""
         if not self._entered:
-            await self.shard.lock.acquire()
+            shard = self.shard
+            shard.queued += 1
+            try:
+                await shard.lock.acquire()
+            finally:
+                shard.queued -= 1
             self._entered = True
             self._wrote = False
             self._registered = False

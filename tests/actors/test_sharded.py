@@ -269,16 +269,38 @@ async def test_a_nested_transaction_rolls_back_only_its_scope(host: ActorHost, d
     assert shard_query(data_dir, "SELECT k FROM kv__kv") == [("outer",)]
 
 
-async def test_concurrent_write_turns_share_commits(host: ActorHost) -> None:
-    """200 write turns of 200 actors arriving together commit in far fewer than 200 commits,
-    and every one is committed when its call returns."""
+async def test_concurrent_write_turns_share_commits(host: ActorHost, data_dir: Path) -> None:
+    """200 write turns of 200 actors that overlap (each awaits mid-turn, so the others queue for
+    the shard) commit in far fewer than 200 commits, and each is committed when its call returns."""
     shards = host.shard_set
     assert shards is not None
     commits_before, _ = shards.group_commit_stats()
-    await asyncio.gather(*(put(host, f"g{i}", "x", i) for i in range(200)))
+
+    async def put_slowly(name: str, v: int) -> None:
+        async def run(a: KvActor) -> None:
+            await asyncio.sleep(0)
+            a.put("x", v)
+
+        await host.call(kv(name), run)
+        assert shard_query(data_dir, "SELECT v FROM kv__kv WHERE actor = ?", name) == [(v,)]
+
+    await asyncio.gather(*(put_slowly(f"g{i}", i) for i in range(200)))
     commits, turns = shards.group_commit_stats()
     assert turns >= 200
     assert commits - commits_before < 20
+
+
+async def test_a_write_turn_with_no_other_waiting_commits_at_once(host: ActorHost, data_dir: Path) -> None:
+    """Sequential write turns (no turn queued for the shard) commit inline, one commit each,
+    with no group to wait for: committed when the call returns."""
+    shards = host.shard_set
+    assert shards is not None
+    commits_before, _ = shards.group_commit_stats()
+    for i in range(5):
+        await put(host, f"s{i}", "x", i)
+        assert shard_query(data_dir, "SELECT v FROM kv__kv WHERE actor = ?", f"s{i}") == [(i,)]
+    commits, _ = shards.group_commit_stats()
+    assert commits - commits_before == 5
 
 
 async def test_alarms_of_sharded_actors_live_in_the_shard_and_survive_restart(
