@@ -92,7 +92,7 @@ async def run_check(
     try:
         async with (
             open_legacy_side(settings, redis_url, clock=clock) as legacy,
-            open_actor_side(settings, where, clock=clock) as actors,
+            open_actor_side(settings, where, clock=clock, fire_alarms=False) as actors,
         ):
             mode = url if isinstance(actors, RemoteActorSide) else f"data dir {data_dir}"
             opts = options(args, {"legacy": redacted(redis_url), "actors": mode})

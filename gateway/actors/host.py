@@ -56,7 +56,7 @@ from gateway.actors.storage import (
     open_connection,
     wait_through_cancellation,
 )
-from gateway.actors.tables import ShardTables, TableSpec
+from gateway.actors.tables import ShardTables, TableSpec, check_fragment, physical_name
 from gateway.clock import Clock, SystemClock
 from gateway.errors import (
     ActorOverloaded,
@@ -77,6 +77,10 @@ T = TypeVar("T")
 A = TypeVar("A", bound="Actor")
 
 BLOCK_CONCURRENCY_TIMEOUT_S = 30.0
+ALARM_CONCURRENCY = 32
+"""Alarm handlers running at once. A start after an import finds thousands of alarms due;
+started all together they would each be ready to run in every pass of the event loop, so a
+request or a Redis reply would wait behind all of them. The rest wait their turn, asleep."""
 _UNSET: Any = object()
 
 
@@ -349,6 +353,7 @@ class ActorHost:
         rng: random.Random | None = None,
         sharded: Mapping[str, Sequence[TableSpec]] | None = None,
         shards: int = 8,
+        fire_alarms: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.factories = dict(factories)
@@ -362,6 +367,11 @@ class ActorHost:
         # sharded kinds: their actors keep rows in `shards` shared files (gateway/actors/shards.py)
         self.sharded = {kind: {t.name: t for t in specs} for kind, specs in (sharded or {}).items()}
         self.shard_count = shards
+        # False for a tool's host (the checker, a bulk read): alarms are kept and indexed as
+        # usual but never fired, so the tool changes nothing behind its back; the gateway's next
+        # start fires them
+        self.fire_alarms = fire_alarms
+        self._alarm_slots = asyncio.Semaphore(ALARM_CONCURRENCY)
         self._shards: ShardSet | None = None
         self._open: OrderedDict[ActorRef, _Activation] = OrderedDict()
         self._sockets: dict[ActorRef, dict[HostedSocket, None]] = {}
@@ -416,7 +426,9 @@ class ActorHost:
                 self._push(ts, ref, 0)
         self._started = True
         loop = asyncio.get_running_loop()
-        self._background = [loop.create_task(self._scheduler()), loop.create_task(self._sweeper())]
+        self._background = [loop.create_task(self._sweeper())]
+        if self.fire_alarms:
+            self._background.append(loop.create_task(self._scheduler()))
         if self._shards is not None:
             self._shards.start_checkpoints()
         log.info(
@@ -778,6 +790,40 @@ class ActorHost:
         rows = self._db.execute("SELECT name FROM actors WHERE kind = ? ORDER BY name", (kind,))
         return [r[0] for r in rows]
 
+    async def read_rows(
+        self,
+        kind: str,
+        shard: int,
+        table: str,
+        cols: str,
+        where: str = "",
+        *params: Any,
+        order: str = "",
+        limit: int | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Rows of table `table` of a sharded kind in shard `shard`, across its actors, read
+        without activating any of them (bulk reads: the checker, the migration tool's export).
+
+        `cols`, `where` and `order` are fragments as for `ctx.tables` (column names, operators,
+        `?`) and may name the `actor` column; values are bound. Read-only. The read is as safe
+        as a read-only turn: it runs between turns (under the shard's turn lock), so each actor's
+        rows are as a whole turn left them, and, like such a turn, it returns once what it saw
+        is durable (it waits for the open group commit, if any).
+        """
+        if self._shards is None:
+            raise HostClosed("the actor host is not running")
+        if table not in self.sharded.get(kind, {}):
+            raise StorageApiError(f"actors of kind {kind!r} have no table {table!r}")
+        sql = f"SELECT {check_fragment(cols, 'columns')} FROM {physical_name(kind, table)}"  # noqa: S608 - checked fragments
+        if where.strip():
+            sql += f" WHERE {check_fragment(where, 'where')}"
+        if order:
+            sql += f" ORDER BY {check_fragment(order, 'order')}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (*params, limit)
+        return await self._shards[shard].read(sql, params)
+
     @property
     def shard_set(self) -> ShardSet | None:
         """The shard files (None when no kind is sharded); for tests, benchmarks and status."""
@@ -851,6 +897,10 @@ class ActorHost:
 
     async def _fire(self, ref: ActorRef, retry: int) -> bool:
         """Run the alarm handler of `ref` if its stored alarm is due; schedule a retry on error."""
+        async with self._alarm_slots:  # at most ALARM_CONCURRENCY at once
+            return await self._fire_now(ref, retry)
+
+    async def _fire_now(self, ref: ActorRef, retry: int) -> bool:
         try:
             return await self.call(ref, lambda actor: self._alarm_turn(ref, actor, retry, force=False))
         except HostClosed:

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import itertools
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,17 @@ class Shard:
             raise CommitFailed(f"could not commit shard {self.index}: {e}") from e
         self.commits += 1
         self.turns_committed += turns
+
+    async def read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows of one SELECT across the shard's actors, between turns, as plain tuples;
+        returns once what it saw is durable (`ActorHost.read_rows`)."""
+        async with self.lock:
+            cur = self.conn.cursor()
+            cur.row_factory = None
+            rows: list[tuple[Any, ...]] = cur.execute(sql, params).fetchall()
+            cur.close()
+        await self.durable()
+        return rows
 
     def _ensure_group(self) -> None:
         if self._group is None:

@@ -41,10 +41,14 @@ class ActorEndpoint:
 
 @contextlib.asynccontextmanager
 async def open_actor_side(
-    settings: Settings, where: ActorEndpoint, *, clock: Clock | None = None
+    settings: Settings, where: ActorEndpoint, *, clock: Clock | None = None, fire_alarms: bool = True
 ) -> AsyncIterator[ActorSide | RemoteActorSide]:
     """The actor store: through the gateway at `where.url` when one answers there, else the data
     directory (`where.data_dir`, default `storage.data_dir`) on a host of this process.
+
+    `fire_alarms=False` (the checker): that host keeps the stored alarms but fires none, so
+    opening the directory changes nothing in it (a due lock alarm would delete the lock); the
+    gateway's next start fires them.
 
     Raises `ActorOwnedElsewhere` when the directory belongs to a running gateway that did not
     answer at the URL, and `StoreUnavailable` when a URL was given explicitly and nothing answers.
@@ -72,6 +76,7 @@ async def open_actor_side(
         clock=clock or SystemClock(),
         synchronous=settings.storage.sqlite_synchronous,
         shards=settings.storage.shards,
+        fire_alarms=fire_alarms,
     )
     await host.start()  # ActorOwnedElsewhere while a gateway holds the directory
     log.info("bulk.actor_side", mode="data-dir", data_dir=str(data_dir))

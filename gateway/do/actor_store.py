@@ -261,6 +261,7 @@ def build_actor_host(
     synchronous: str = "NORMAL",
     shards: int = 8,
     on_lock_alarm_expiry: Callable[[str], None] | None = None,
+    fire_alarms: bool = True,
 ) -> ActorHost:
     """An `ActorHost` serving the three DO actor kinds: the coordinator in its own database,
     agents and locks in `shards` shard files.
@@ -268,6 +269,7 @@ def build_actor_host(
     The lock actor sends `lock-update` frames to the coordinator's sockets, which it finds
     through the host itself, and tells `on_lock_alarm_expiry` the path of every lock its alarm
     expires (a change no request made, which the phase router replicates to Redis).
+    `fire_alarms=False` builds a tool's host, which keeps alarms but never fires them.
     """
 
     def coordinator(ctx: ActorContext) -> Actor:
@@ -289,5 +291,6 @@ def build_actor_host(
         synchronous=synchronous,
         sharded={"agent": AGENT_TABLES, "lock": LOCK_TABLES},
         shards=shards,
+        fire_alarms=fire_alarms,
     )
     return host

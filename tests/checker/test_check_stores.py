@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from consistency.compare import Kind, classify, merge
 from consistency.report import save
 from consistency.rules import Expectations
 from consistency.stores import LegacyExpectations
+from gateway.actors.layout import shard_files
 from gateway.bulk.items import Selection
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.cli import main
@@ -336,3 +339,37 @@ async def test_a_store_that_disappears_mid_check_leaves_an_incomplete_report(tmp
     assert (info.complete, info.clean, report.complete) == (False, False, False)
     assert report.incomplete_reason
     assert list((tmp_path / "consistency").glob("run-*.state.json"))
+
+
+@pytest.mark.slow
+def test_a_check_on_the_data_directory_fires_no_alarm(tmp_path: Path) -> None:
+    """A lock that expired since the import is due for its alarm: the check reports it as an
+    expected difference and leaves it in place (only a gateway fires alarms; a check changes
+    nothing in the store it checks)."""
+    with RedisServer() as server:
+        asyncio.run(seed_and_import(server.url, tmp_path))
+
+        async def soon_expiring() -> None:
+            settings = settings_for(server.url, tmp_path)
+            now = SystemClock().now_ms()
+            lock = Lock("src/soon.py", "file-lock", "agent-x", "planted", iso_from_ms(now), "", 0)
+            lock = dataclasses.replace(lock, expires_at=iso_from_ms(now + 300), expires_ms=now + 300)
+            async with open_actor_side(settings, ActorEndpoint(data_dir=tmp_path)) as actors:
+                await actors.write_batch([(EntityKey("lock", "", lock.resource_path), lock)])
+
+        asyncio.run(soon_expiring())
+        time.sleep(0.5)
+        status, doc = check(server.url, tmp_path, "--rounds", "0", "--domain", "lock")
+    assert status == 0
+    assert doc["domains"]["lock"]["missingInLegacy"] == 0
+    rows = []
+    for path in shard_files(tmp_path):
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows += conn.execute(
+                "SELECT actor FROM lock__current_lock WHERE actor = ?", ("src/soon.py",)
+            ).fetchall()
+            rows += conn.execute("SELECT name FROM _alarms WHERE name = ?", ("src/soon.py",)).fetchall()
+        finally:
+            conn.close()
+    assert rows == [("src/soon.py",), ("src/soon.py",)]
