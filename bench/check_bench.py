@@ -8,9 +8,14 @@ It starts a private redis-server, fills it with the realistic legacy data set
 (`gateway.legacy.generator`, `--scale` primary entities), imports every readable entity into a
 fresh data directory through the bulk layer (what the migration tool does), and then runs the
 real command line, `python -m gateway.cli check --json --rounds 0`, once in full and once per
-`--sample` rate, each as its own process: the wall time, the entities it compared (report
-`totals.compared`, the keys of either store in the sample) and that process's peak resident
-memory (`ru_maxrss` of the child). Setup times are reported apart.
+`--sample` rate, each as its own process, `--repeat` times interleaved: the wall time, the CPU
+time (user + system: less sensitive than the wall time to the other processes of a shared
+machine), the entities it compared (report `totals.compared`, the keys of either store in the
+sample) and that process's peak resident memory (`ru_maxrss` of the child). Setup times are
+reported apart.
+
+With `--redis-url` and `--data-dir` it checks an existing imported pair instead of building one
+(e.g. `agent-coord dev seed-legacy --scale 1000000` then `agent-coord migrate copy`).
 
 This is a benchmark, not a test: it asserts nothing and prints a table (and JSON with --json).
 """
@@ -42,7 +47,8 @@ _CHILD = """
 import resource, sys
 from gateway.cli import main
 code = main(sys.argv[1:])
-sys.stderr.write(f"\\nMAXRSS_KB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+u = resource.getrusage(resource.RUSAGE_SELF)
+sys.stderr.write(f"\\nMAXRSS_KB={u.ru_maxrss} CPU_S={u.ru_utime + u.ru_stime:.2f}\\n")
 sys.exit(code)
 """
 """The check, run as `agent-coord check` is, then its own peak resident memory on stderr."""
@@ -68,17 +74,7 @@ async def build(url: str, data_dir: Path, scale: int) -> dict[str, Any]:
             await actors.write_batch(items)
             imported += len(items)
     done = time.perf_counter()
-    # The first host on the data directory fires the alarms of the imported (expired) locks,
-    # holding its event loop meanwhile; let that happen here, as a gateway's start would, so
-    # the checks below measure the check.
-    async with open_actor_side(settings, ActorEndpoint(data_dir=data_dir)):
-        await asyncio.sleep(0.5)
-    return {
-        "seed_s": round(seeded - started, 1),
-        "import_s": round(done - seeded, 1),
-        "first_start_s": round(time.perf_counter() - done, 1),
-        "imported": imported,
-    }
+    return {"seed_s": round(seeded - started, 1), "import_s": round(done - seeded, 1), "imported": imported}
 
 
 def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
@@ -94,6 +90,7 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
     if ran.returncode not in (0, 1):
         raise RuntimeError(f"check failed ({ran.returncode}): {ran.stderr[-2000:]}")
     peak_kb = int(ran.stderr.rsplit("MAXRSS_KB=", 1)[1].split()[0])
+    cpu_s = float(ran.stderr.rsplit("CPU_S=", 1)[1].split()[0])
     doc = json.loads(ran.stdout)
     compared = int(doc["totals"]["compared"])
     return {
@@ -102,6 +99,8 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "compared": compared,
         "per_s": round(compared / wall),
+        "cpu_s": cpu_s,
+        "per_cpu_s": round(compared / cpu_s),
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "differences": doc["totals"]["differences"],
     }
@@ -112,13 +111,26 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=1_000_000)
     parser.add_argument("--sample", type=float, action="append", help="sample rates (default 0.1)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of the runs, interleaved")
+    parser.add_argument("--redis-url", help="an existing legacy Redis (with --data-dir): no build")
+    parser.add_argument("--data-dir", type=Path, help="its imported data directory")
     args = parser.parse_args()
     samples = args.sample or [0.1]
-    with RedisServer() as server, tempfile.TemporaryDirectory(prefix="check-bench-") as tmp:
-        data_dir = Path(tmp)
-        setup = asyncio.run(build(server.url, data_dir, args.scale))
-        runs = [run_check(server.url, data_dir)]
-        runs += [run_check(server.url, data_dir, "--sample", str(rate), "--seed", "1") for rate in samples]
+
+    def runs_on(url: str, data_dir: Path) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(args.repeat):
+            out.append(run_check(url, data_dir))
+            out += [run_check(url, data_dir, "--sample", str(rate), "--seed", "1") for rate in samples]
+        return out
+
+    if args.redis_url and args.data_dir:
+        setup: dict[str, Any] = {"existing": True}
+        runs = runs_on(args.redis_url, args.data_dir)
+    else:
+        with RedisServer() as server, tempfile.TemporaryDirectory(prefix="check-bench-") as tmp:
+            setup = asyncio.run(build(server.url, Path(tmp), args.scale))
+            runs = runs_on(server.url, Path(tmp))
     result = {
         "scale": args.scale,
         "setup": setup,
@@ -128,14 +140,14 @@ def main() -> None:
         "machine": platform.machine(),
     }
     lines = [
-        f"scale {args.scale}: seeded in {setup['seed_s']} s, "
-        f"imported {setup['imported']} in {setup['import_s']} s",
-        f"{'run':<16}{'wall s':>10}{'compared':>12}{'per s':>10}{'peak MB':>10}",
+        f"scale {args.scale}: {setup}",
+        f"{'run':<16}{'wall s':>9}{'cpu s':>9}{'compared':>10}{'per s':>9}{'per cpu s':>11}{'peak MB':>9}",
     ]
     for r in runs:
         name = " ".join(r["args"][:2]) or "full"
         lines.append(
-            f"{name:<16}{r['wall_s']:>10}{r['compared']:>12}{r['per_s']:>10}{r['peak_rss_mb']!s:>10}"
+            f"{name:<16}{r['wall_s']:>9}{r['cpu_s']:>9}{r['compared']:>10}{r['per_s']:>9}"
+            f"{r['per_cpu_s']:>11}{r['peak_rss_mb']!s:>9}"
         )
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:

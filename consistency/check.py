@@ -16,7 +16,6 @@ Any failure of a store ends the check with `complete=False` and the reason (exit
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -25,10 +24,10 @@ from typing import Any, Final
 
 import structlog
 
-from consistency.compare import Finding, Item, Kind, classify, merge, sort_key
+from consistency.compare import Finding, Item, Kind, classify, merge_batches, sort_key
 from consistency.report import DomainCounts, Report, write_atomic
 from consistency.rules import CLAIM_CONFLICTS, Expectations
-from gateway.bulk.items import EntitySource, Selection, cursor_of
+from gateway.bulk.items import EntitySource, Selection, cursor_of, in_sample
 from gateway.clock import Clock
 from gateway.domain.entities import DOMAINS, PER_AGENT, EntityKey
 from gateway.phases.reports import reports_dir
@@ -74,7 +73,7 @@ class CheckOptions:
         domains = self.domains
         if self.agents:
             domains = tuple(d for d in domains if d == "agent" or d in PER_AGENT)
-        return Selection(domains, frozenset(self.agents) if self.agents else None)
+        return Selection(domains, frozenset(self.agents) if self.agents else None, self.sample, self.seed)
 
     def scope_json(self) -> dict[str, Any]:
         return {
@@ -104,13 +103,6 @@ class CheckOptions:
         ):
             return False
         return self.sample >= 1.0 or in_sample(key, self.sample, self.seed)
-
-
-def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
-    """A key's place in a seeded sample: the same keys on both stores, and in every run with
-    the same seed."""
-    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") < rate * 2**64
 
 
 class CheckAborted(Exception):
@@ -192,18 +184,22 @@ class Checker:
             return source.scan(selection, start_after=run.cursor, batch=opts.batch)
 
         since_save = 0
-        async for key, left, right in merge(scan(self.legacy), scan(self.actors)):
-            run.walked += 1
-            if opts.selects(key):
-                run.report.counts(key.domain).compared += 1
-                f = classify(key, left, right, exp)
-                if f.is_difference:
-                    run.candidates.append(key)
-                else:
-                    run.report.record(f, opts.max_samples)
-            run.cursor = cursor_of(key)
-            since_save += 1
-            if progress is not None and run.walked % opts.batch == 0:
+        counts = run.report.counts
+        record = run.report.record
+        selects = opts.selects
+        async for pairs in merge_batches(scan(self.legacy), scan(self.actors)):
+            for key, left, right in pairs:
+                if selects(key):
+                    counts(key.domain).compared += 1
+                    f = classify(key, left, right, exp)
+                    if f.is_difference:
+                        run.candidates.append(key)
+                    else:
+                        record(f, opts.max_samples)
+            run.walked += len(pairs)
+            run.cursor = cursor_of(pairs[-1][0])
+            since_save += len(pairs)
+            if progress is not None:
                 progress(run.walked)
             if since_save >= opts.checkpoint_every:
                 self._save_state(run, opts)

@@ -1,9 +1,15 @@
 """The actor store as an entity source and sink, through the host's APIs only.
 
-Actors are found by `ActorHost.list_actors(kind)` and read and written in turns of each actor
-(`ActorReplica.scan`, `read_many`, `write_many`), never by opening their files: the on-disk
-layout is the host's business. Within a domain the actors are visited in name order and each
-one's rows in id order, which is the scan order of `gateway.bulk.items`.
+Scans of the sharded kinds (agents' checkpoints, DMs and memories; locks) read the shard tables
+across all actors with `ActorHost.read_rows`, which activates no actor and runs between turns,
+as safe as a read-only turn (see its docstring): one query per shard and batch, merged across
+the shards into the scan order, instead of one turn per actor. The rows are mapped to entities
+by the actor classes' own row mappers, with the `_extra` side table read per batch. The
+actor-only domains are read in turns of the few actors that hold any of their rows, and the
+coordinator's domains in turns of the coordinator (`ActorReplica.scan`). Writes and reads by
+key are turns of each actor (`ActorReplica.read_many`, `write_many`). Within a domain the
+actors are in name order and each one's rows in id order, which is the scan order of
+`gateway.bulk.items`.
 
 Run it on a host of one's own only when no gateway owns the data directory (`open_actor_side`
 decides); beside a running gateway the same class runs inside the gateway, behind the admin
@@ -12,14 +18,37 @@ API (`gateway.bulk.admin_service`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import heapq
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
 
 from gateway.actors import ActorRef
+from gateway.actors.layout import shard_of
 from gateway.bulk.items import Item, Selection, WriteResult, order_key, parse_cursor
 from gateway.bulk.versions import decide
-from gateway.do import owner_ref
+from gateway.do import owner_ref, progress_tables
+from gateway.do.agent_state import (
+    CHECKPOINT_COLS,
+    DM_COLS,
+    MEM_COLS,
+    checkpoint_from_row,
+    dm_from_row,
+    memory_from_row,
+)
 from gateway.do.replica import ActorReplica, Outcome
-from gateway.domain.entities import COORDINATOR_NAME, OWNERS, Entity, EntityKey, Owner, Unreadable
+from gateway.do.resource_lock import LOCK_COLS, lock_from_row
+from gateway.domain.entities import (
+    ACTOR_ONLY,
+    COORDINATOR_NAME,
+    OWNERS,
+    Entity,
+    EntityKey,
+    Owner,
+    Unreadable,
+)
 from gateway.domain.model import Lock
 from gateway.domain.rules import lock_expired
 
@@ -28,6 +57,81 @@ __all__ = ["ActorSide"]
 
 def _owner_of(key: EntityKey) -> str:
     return key.owner_name
+
+
+@dataclass(frozen=True, slots=True)
+class _ShardTable:
+    """Where a domain of a sharded kind lives: its table, its id column (None: one row per
+    actor) and how a row (after the actor column) becomes an entity."""
+
+    table: str
+    ident: str | None
+    cols: str
+    row: Callable[[str, Any], Entity]
+
+
+_SHARDED: Final[dict[str, _ShardTable]] = {
+    "checkpoint": _ShardTable("checkpoint", None, CHECKPOINT_COLS, checkpoint_from_row),
+    "dm": _ShardTable("messages", "id", DM_COLS, lambda _a, r: dm_from_row(r)),
+    "memory": _ShardTable("memory", "id", MEM_COLS, lambda _a, r: memory_from_row(r)),
+    "lock": _ShardTable("current_lock", None, LOCK_COLS, lambda _a, r: lock_from_row(r)),
+}
+
+_Row = tuple[Any, ...]
+_UNREADABLE_ROW: Final = (TypeError, ValueError, KeyError, IndexError, orjson.JSONDecodeError)
+
+
+def _row_key(domain: str, actor: str, ident: str | None) -> EntityKey:
+    if domain == "lock":
+        return EntityKey("lock", "", actor)
+    return EntityKey(domain, actor, "" if ident is None else ident)
+
+
+def _raw_row(row: _Row) -> str:
+    return orjson.dumps([x if isinstance(x, str | int | float | None) else repr(x) for x in row]).decode()
+
+
+async def _merged(streams: list[AsyncIterator[list[_Row]]]) -> AsyncIterator[list[_Row]]:
+    """Rows of several streams, each ordered by (actor, id), as one ordered stream of batches:
+    a row is passed on once every stream that is not finished has a later one buffered."""
+    bufs: list[list[_Row]] = [[] for _ in streams]
+    done = [False] * len(streams)
+
+    async def refill(i: int) -> None:
+        while not bufs[i] and not done[i]:
+            nxt = await anext(streams[i], None)
+            if nxt is None:
+                done[i] = True
+            else:
+                bufs[i] = nxt
+
+    for i in range(len(streams)):
+        await refill(i)
+    while any(bufs):
+        live = [b[-1][:2] for i, b in enumerate(bufs) if not done[i]]
+        bound = min(live) if live else None  # None: every stream has ended, all rows may go
+        parts: list[list[_Row]] = []
+        for i, b in enumerate(bufs):
+            cut = len(b) if bound is None else _cut(b, bound)
+            parts.append(b[:cut])
+            bufs[i] = b[cut:]
+        out = list(heapq.merge(*parts, key=lambda r: r[:2]))
+        if out:
+            yield out
+        for i in range(len(streams)):
+            await refill(i)
+
+
+def _cut(rows: list[_Row], bound: tuple[Any, ...]) -> int:
+    """How many leading rows of `rows` (ordered) are at or before `bound`."""
+    lo, hi = 0, len(rows)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if rows[mid][:2] <= bound:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 class ActorSide:
@@ -49,12 +153,21 @@ class ActorSide:
     ) -> AsyncIterator[list[Item]]:
         after = None if start_after is None else parse_cursor(start_after)
         buf: list[Item] = []
+        host = self.replica.host
         for domain in selection.domains:
             if after is not None and order_key(EntityKey(domain, "\U0010ffff", "")) <= order_key(after):
                 continue
             kind = OWNERS[domain]
-            resume_owner = None if after is None or after.domain != domain else _owner_of(after)
-            for name in self._owners(domain, selection):
+            resume = None if after is None or after.domain != domain else after
+            if domain in _SHARDED and kind.value in host.sharded:
+                async for items in self._sharded(domain, selection, resume, batch):
+                    buf.extend(items)
+                    while len(buf) >= batch:
+                        yield buf[:batch]
+                        buf = buf[batch:]
+                continue
+            resume_owner = None if resume is None else _owner_of(resume)
+            for name in await self._holders(domain, selection):
                 if resume_owner is not None and name < resume_owner:
                     continue
                 ident = after.id if after is not None and name == resume_owner else None
@@ -70,6 +183,147 @@ class ActorSide:
                     ident = rows[-1][0].id
         if buf:
             yield buf
+
+    async def _holders(self, domain: str, selection: Selection) -> list[str]:
+        """The actors a per-actor scan of `domain` visits: for an actor-only domain of a sharded
+        kind only those with rows in its first table (most agents have none)."""
+        names = self._owners(domain, selection)
+        kind = OWNERS[domain].value
+        host = self.replica.host
+        if domain not in ACTOR_ONLY or kind not in host.sharded:
+            return names
+        table = progress_tables.TABLES[domain][0]
+        holding: set[str] = set()
+        for shard in range(host.shard_count):
+            holding.update(str(r[0]) for r in await host.read_rows(kind, shard, table, "DISTINCT actor"))
+        return [n for n in names if n in holding]
+
+    async def _sharded(
+        self, domain: str, selection: Selection, after: EntityKey | None, batch: int
+    ) -> AsyncIterator[list[Item]]:
+        """The entities of a sharded domain, read from the shard tables without activations."""
+        host = self.replica.host
+        kind = OWNERS[domain].value
+        spec = _SHARDED[domain]
+        start: tuple[str, ...] | None = None
+        if after is not None:
+            owner = _owner_of(after)
+            start = (owner,) if spec.ident is None else (owner, after.id)
+        if selection.agents is not None and kind == Owner.AGENT.value:
+            for agent in sorted(selection.agents):
+                if start is not None and agent < start[0]:
+                    continue
+                shard = shard_of(ActorRef(kind, agent), host.shard_count)
+                first = start if start is not None and start[0] == agent else None
+                rows_of = self._rows(kind=kind, shard=shard, spec=spec, start=first, batch=batch, agent=agent)
+                async for rows in rows_of:
+                    yield await self._entities(domain, spec, rows, selection, shard=shard)
+            return
+        streams = [
+            self._tagged(
+                shard, self._rows(kind=kind, shard=shard, spec=spec, start=start, batch=batch, agent=None)
+            )
+            for shard in range(host.shard_count)
+        ]
+        async for rows in _merged(streams):
+            by_shard: dict[int, list[_Row]] = {}
+            for r in rows:
+                by_shard.setdefault(r[-1], []).append(r[:-1])
+            found: list[Item] = []
+            for shard, part in by_shard.items():
+                found += await self._entities(domain, spec, part, selection, shard=shard)
+            found.sort(key=lambda it: order_key(it[0]))
+            yield found
+
+    @staticmethod
+    async def _tagged(shard: int, rows: AsyncIterator[list[_Row]]) -> AsyncIterator[list[_Row]]:
+        async for batch in rows:
+            yield [(*r, shard) for r in batch]
+
+    async def _rows(
+        self,
+        *,
+        kind: str,
+        shard: int,
+        spec: _ShardTable,
+        start: tuple[str, ...] | None,
+        batch: int,
+        agent: str | None,
+    ) -> AsyncIterator[list[_Row]]:
+        """(actor, id, *cols) rows of one shard's table in (actor, id) order, after `start`."""
+        host = self.replica.host
+        ident = spec.ident or "NULL"
+        order = "actor" if spec.ident is None else f"actor, {spec.ident}"
+        cursor = start
+        while True:
+            conds: list[str] = []
+            params: list[Any] = []
+            if agent is not None:
+                conds.append("actor = ?")
+                params.append(agent)
+            if cursor is not None and spec.ident is None:
+                conds.append("actor > ?")
+                params.append(cursor[0])
+            elif cursor is not None:
+                conds.append(f"(actor, {spec.ident}) > (?, ?)")
+                params += cursor[:2]
+            rows = await host.read_rows(
+                kind,
+                shard,
+                spec.table,
+                f"actor, {ident}, {spec.cols}",
+                " AND ".join(conds),
+                *params,
+                order=order,
+                limit=batch,
+            )
+            if rows:
+                yield rows
+            if len(rows) < batch:
+                return
+            last = rows[-1]
+            cursor = (last[0],) if spec.ident is None else (last[0], last[1])
+
+    async def _entities(
+        self, domain: str, spec: _ShardTable, rows: list[_Row], selection: Selection, *, shard: int
+    ) -> list[Item]:
+        """The entities of (actor, id, *cols) rows of one shard, with their extra fields; rows
+        outside the sample are dropped before they are mapped."""
+        keyed = [(_row_key(domain, r[0], None if r[1] is None else str(r[1])), r) for r in rows]
+        if selection.sampled:
+            keyed = [(k, r) for k, r in keyed if selection.in_sample(k)]
+        if not keyed:
+            return []
+        extras = await self._extras(OWNERS[domain].value, shard, domain, keyed[0][1][0], keyed[-1][1][0])
+        out: list[Item] = []
+        for key, r in keyed:
+            try:
+                entity = spec.row(r[0], r[2:])
+                text = extras.get((r[0], key.id))
+                if text is not None:
+                    value = orjson.loads(text)
+                    entity.extra = value if isinstance(value, dict) else {}
+            except _UNREADABLE_ROW as e:
+                out.append((key, Unreadable(key, _raw_row(r[2:]), f"unreadable row: {e!r}")))
+                continue
+            out.append((key, entity))
+        return out
+
+    async def _extras(
+        self, kind: str, shard: int, domain: str, lo: str, hi: str
+    ) -> dict[tuple[str, str], str]:
+        """The `_extra` values of `domain` of the actors `lo`..`hi` of one shard."""
+        rows = await self.replica.host.read_rows(
+            kind,
+            shard,
+            "_extra",
+            "actor, id, value",
+            "domain = ? AND actor >= ? AND actor <= ?",
+            domain,
+            lo,
+            hi,
+        )
+        return {(str(a), str(i)): str(v) for a, i, v in rows}
 
     async def read_many(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity | Unreadable | None]:
         by_owner: dict[ActorRef, list[EntityKey]] = {}

@@ -15,6 +15,7 @@ both modes read and write the same way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
@@ -39,8 +40,19 @@ def _csv(query: Mapping[str, str], name: str) -> list[str] | None:
 
 
 def selection_from_query(query: Mapping[str, str]) -> Selection:
-    """`domain=` and `agent=` (comma-separated); ValueError for an unknown domain."""
-    return Selection.of(_csv(query, "domain"), _csv(query, "agent"))
+    """`domain=` and `agent=` (comma-separated), `sample=` (a rate in (0, 1]) and `seed=`;
+    ValueError for an unknown domain or a bad rate or seed."""
+    selection = Selection.of(_csv(query, "domain"), _csv(query, "agent"))
+    raw_rate, raw_seed = query.get("sample"), query.get("seed", "0")
+    if raw_rate is None:
+        return selection
+    try:
+        rate, seed = float(raw_rate), int(raw_seed)
+    except ValueError:
+        raise ValueError("sample must be a number in (0, 1] and seed an integer") from None
+    if not 0 < rate <= 1:
+        raise ValueError("sample must be a number in (0, 1]")
+    return dataclasses.replace(selection, sample=rate, seed=seed)
 
 
 class EntityAdmin:

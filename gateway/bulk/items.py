@@ -8,6 +8,7 @@ so an interrupted run resumes where it stopped and two stores can be compared by
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -25,6 +26,7 @@ __all__ = [
     "Selection",
     "WriteResult",
     "cursor_of",
+    "in_sample",
     "order_key",
     "parse_cursor",
 ]
@@ -58,17 +60,40 @@ def parse_cursor(cursor: str) -> EntityKey:
     return EntityKey(value[0], value[1], value[2])
 
 
+def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
+    """A key's place in a seeded sample: the same keys on both stores, and in every run with
+    the same seed (a hash of the seed and the key, never Python's `hash`)."""
+    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < rate * 2**64
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """Which entities a scan yields: some domains (None: all) and some agents (None: all).
+    """Which entities a scan yields: some domains (None: all), some agents (None: all), and a
+    seeded sample of the keys (`sample` < 1: the keys `in_sample` keeps).
 
     With agents given, only the agents' own data is selected: their `agent` records and their
     per-agent domains (checkpoint, dm, memory); the team-wide domains (chat, tasks, zones,
     claims, handoffs) and the locks belong to no one agent and are left out.
+
+    A source chooses the sampled keys before it reads their values wherever it learns the keys
+    first (hash field names, table keys), so a sampled scan reads about `sample` of the values;
+    it may still yield keys outside the sample (a caller that needs exactly the sample filters
+    with `wants_key`).
     """
 
     domains: tuple[str, ...] = DOMAINS
     agents: frozenset[str] | None = None
+    sample: float = 1.0
+    seed: int = 0
+
+    @property
+    def sampled(self) -> bool:
+        return self.sample < 1.0
+
+    def in_sample(self, key: EntityKey) -> bool:
+        """Whether the sample keeps `key` (always, without a sample)."""
+        return self.sample >= 1.0 or in_sample(key, self.sample, self.seed)
 
     @classmethod
     def of(cls, domains: Collection[str] | None = None, agents: Collection[str] | None = None) -> Selection:

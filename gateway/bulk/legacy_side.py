@@ -183,7 +183,7 @@ class LegacySource:
         if domain in _SIMPLE:
             return self._simple(domain, selection, after, batch)
         if domain == "claim":
-            return self._claims(after, batch)
+            return self._claims(selection, after, batch)
         if domain == "memory":
             return self._memories(selection, after, batch)
         if domain == "dm":
@@ -204,6 +204,8 @@ class LegacySource:
         names = await self._field_names(hash_key)
         if selection.agents is not None:
             names = [n for n in names if n in selection.agents]
+        if selection.sampled:  # the sampled keys are chosen before any value is read
+            names = [n for n in names if selection.in_sample(_key(domain, n))]
         key_list = [_key(domain, n) for n in names]
         first = self._start(domain, key_list, after)
         for i in range(first, len(names), batch):
@@ -217,7 +219,9 @@ class LegacySource:
                 out.append((key, self._entity(key, raw, hash_key, fld, parse)))
             yield out
 
-    async def _claims(self, after: EntityKey | None, batch: int) -> AsyncIterator[list[Item]]:
+    async def _claims(
+        self, selection: Selection, after: EntityKey | None, batch: int
+    ) -> AsyncIterator[list[Item]]:
         now = self.clock.now_ms()
         by_what: dict[str, list[str]] = {}
         corrupt: dict[str, Unreadable] = {}
@@ -232,6 +236,8 @@ class LegacySource:
                     continue
                 by_what.setdefault(what, []).append(fld)
         ids = sorted(set(by_what) | set(corrupt))
+        if selection.sampled:
+            ids = [i for i in ids if selection.in_sample(EntityKey("claim", "", i))]
         first = self._start("claim", [EntityKey("claim", "", i) for i in ids], after)
         for i in range(first, len(ids), batch):
             chunk = ids[i : i + batch]
@@ -283,6 +289,8 @@ class LegacySource:
             owned = [(o, i) for o, i in owned if o in selection.agents]
         owned.sort()
         key_list = [EntityKey("memory", o, i) for o, i in owned]
+        if selection.sampled:
+            key_list = [k for k in key_list if selection.in_sample(k)]
         first = self._start("memory", key_list, after)
         for i in range(first, len(key_list), batch):
             chunk = key_list[i : i + batch]
@@ -344,14 +352,18 @@ class LegacySource:
             items: list[Item] = []
             for conv, text in zip(convs, await self._hmget(keys.DM_MESSAGES, convs), strict=True):
                 if text is not None:
-                    items.extend(self._inbox_part(user, conv, text, first_lister.get(conv) == user))
+                    items.extend(
+                        self._inbox_part(user, conv, text, first_lister.get(conv) == user, selection)
+                    )
             items.sort(key=lambda it: order_key(it[0]))
             yield items
 
     @staticmethod
-    def _inbox_part(user: str, conv: str, text: str, report_corrupt: bool) -> list[Item]:
+    def _inbox_part(
+        user: str, conv: str, text: str, report_corrupt: bool, selection: Selection
+    ) -> list[Item]:
         """The messages to `user` of one conversation's array (its first lister reports it
-        when it is unreadable, so it is counted once)."""
+        when it is unreadable, so it is counted once); outside the sample, none is mapped."""
         msgs = decode_array(text, key=keys.DM_MESSAGES, field=conv)
         if isinstance(msgs, Corrupt):
             key = EntityKey("dm", user, conv)
@@ -361,6 +373,8 @@ class LegacySource:
         for x in msgs:
             if isinstance(x, dict) and x.get("to") == user:
                 key = EntityKey("dm", user, str(x.get("id")))
+                if not selection.in_sample(key):
+                    continue
                 try:
                     out.append((key, m.dm_from_legacy(x)))
                 except (TypeError, ValueError, KeyError, AttributeError) as e:

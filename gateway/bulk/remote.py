@@ -68,6 +68,8 @@ class RemoteActorSide:
         q = {"domain": ",".join(selection.domains)}
         if selection.agents is not None:
             q["agent"] = ",".join(sorted(selection.agents))
+        if selection.sampled:
+            q |= {"sample": repr(selection.sample), "seed": str(selection.seed)}
         return q
 
     async def scan(

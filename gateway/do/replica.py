@@ -24,7 +24,7 @@ import orjson
 
 from gateway.actors import ActorHost, ActorRef
 from gateway.do import owner_ref, progress_tables
-from gateway.do._sql import dumps, get_extra, put_extra
+from gateway.do._sql import EXTRA_SCHEMA, dumps, get_extra, put_extra
 from gateway.do.agent_state import (
     DM_COLS,
     MEM_COLS,
@@ -258,17 +258,38 @@ def _scan(
         rows = actor.ctx.sql.exec(
             f"SELECT {spec.cols} FROM {spec.table} {where}ORDER BY {spec.ident} LIMIT ?", *args
         ).all()
+    extras = _extras_between(actor, domain, str(rows[0][0]), str(rows[-1][0])) if rows else {}
     out: list[tuple[EntityKey, Entity | Unreadable]] = []
     for r in rows:
         key = EntityKey(domain, scope, str(r[0]))
         try:
             entity = spec.row(r, now)
-            entity.extra = get_extra(actor, domain, _ident(key))
+            text = extras.get(key.id)
+            entity.extra = {} if text is None else _extra_value(text)
         except (TypeError, ValueError, KeyError, orjson.JSONDecodeError) as e:
             out.append((key, Unreadable(key, _raw_row(r), f"unreadable row: {e!r}")))
             continue
         out.append((key, entity))
     return out
+
+
+def _extras_between(actor: Any, domain: str, lo: str, hi: str) -> dict[str, str]:
+    """The `_extra` values of `domain` with ids `lo`..`hi` (one query for a scanned batch)."""
+    if actor.ctx.sharded:
+        rows = actor.ctx.tables.select(
+            "_extra", "id, value", "domain = ? AND id >= ? AND id <= ?", domain, lo, hi
+        )
+    else:
+        actor.ctx.sql.exec(EXTRA_SCHEMA)
+        rows = actor.ctx.sql.exec(
+            "SELECT id, value FROM _extra WHERE domain = ? AND id >= ? AND id <= ?", domain, lo, hi
+        ).all()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _extra_value(text: str) -> dict[str, Any]:
+    value = orjson.loads(text)
+    return value if isinstance(value, dict) else {}
 
 
 def _read_safe(actor: Any, key: EntityKey) -> Entity | Unreadable | None:

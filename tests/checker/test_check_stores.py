@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from consistency.check import CheckAborted, Checker, CheckOptions, in_sample
+from consistency.check import CheckAborted, Checker, CheckOptions
 from consistency.compare import Kind, classify, merge
 from consistency.report import save
 from consistency.rules import Expectations
 from consistency.stores import LegacyExpectations
 from gateway.actors.layout import shard_files
-from gateway.bulk.items import Selection
+from gateway.bulk.items import Selection, in_sample
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.cli import main
 from gateway.clock import SystemClock

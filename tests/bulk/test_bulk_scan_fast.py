@@ -1,0 +1,99 @@
+"""The read side's fast paths: the sharded actors' rows read from the shard tables without
+activating any actor, and sampled scans that choose their keys before reading values."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from gateway.bulk.actor_side import ActorSide
+from gateway.bulk.admin_service import selection_from_query
+from gateway.bulk.items import Item, Selection, cursor_of
+from gateway.bulk.legacy_side import LegacySource
+from gateway.bulk.sides import ActorEndpoint, open_actor_side
+from gateway.clock import SystemClock
+from gateway.domain.entities import EntityKey, Unreadable
+from gateway.domain.jscompat import iso_from_ms
+from gateway.domain.model import Lock
+from tests.bulk.conftest import settings_for
+from tests.bulk.test_bulk_read import fill_actors, plain, scan_all
+
+pytestmark = pytest.mark.integration
+
+SHARDED = ("checkpoint", "dm", "memory", "lock")
+
+
+def live_locks(n: int) -> list[tuple[EntityKey, Lock]]:
+    now = SystemClock().now_ms()
+    out = []
+    for i in range(n):
+        lock = Lock(f"src/f{i:02d}.py", "file-lock", f"agent-{i % 3}", "r", iso_from_ms(now), "", 0)
+        lock = dataclasses.replace(lock, expires_at=iso_from_ms(now + 3_600_000), expires_ms=now + 3_600_000)
+        out.append((EntityKey("lock", "", lock.resource_path), lock))
+    return out
+
+
+async def test_sharded_domains_are_read_without_activating_actors_and_resume_anywhere(
+    legacy: LegacySource, tmp_path: Path
+) -> None:
+    """Across 8 shards, the agents' checkpoints, DMs and memories and the locks come in scan
+    order with every field (`extra` included), resume after any of their keys, filter by agent,
+    and no actor is activated."""
+    data_dir = tmp_path / "actors"
+    written = await fill_actors(data_dir, await scan_all(legacy))
+    locks = live_locks(12)
+    async with open_actor_side(settings_for(data_dir), ActorEndpoint(data_dir=data_dir)) as side:
+        assert isinstance(side, ActorSide)
+        await side.write_batch(locks)
+    expected = {k: v for k, v in [*written, *locks] if k.domain in SHARDED}
+    async with open_actor_side(settings_for(data_dir), ActorEndpoint(data_dir=data_dir)) as side:
+        assert isinstance(side, ActorSide)
+        host = side.replica.host
+        items = await scan_all(side, Selection.of(SHARDED), batch=7)
+        assert [k for k, _ in items] == sorted(
+            expected, key=lambda k: (SHARDED.index(k.domain), k.scope, k.id)
+        )
+        bad = [(k, v, expected[k]) for k, v in items if plain(v) != plain(expected[k])]
+        assert not bad, bad[:2]
+        for cut in range(0, len(items) - 1, max(1, len(items) // 17)):
+            tail = await scan_all(side, Selection.of(SHARDED), start_after=cursor_of(items[cut][0]), batch=5)
+            assert [k for k, _ in tail] == [k for k, _ in items[cut + 1 :]], cut
+        agents = sorted({k.scope for k in expected if k.scope})[1:4:2]
+        mine = await scan_all(side, Selection.of(SHARDED, agents))
+        assert [k for k, _ in mine] == [k for k, _ in items if k.scope in agents]
+        assert host.activations == 0
+
+
+async def test_a_sampled_scan_holds_the_sample_of_the_full_scan(legacy: LegacySource, tmp_path: Path) -> None:
+    """On both stores, a sampled scan yields every key of the full scan that the sample keeps,
+    with the same value, and the hash and table domains map no value outside the sample."""
+    data_dir = tmp_path / "actors"
+    await fill_actors(data_dir, await scan_all(legacy))
+    async with open_actor_side(settings_for(data_dir), ActorEndpoint(data_dir=data_dir)) as actors:
+        for side in (legacy, actors):
+            full = await scan_all(side)
+            for seed in (1, 2):
+                sel = dataclasses.replace(Selection.of(), sample=0.3, seed=seed)
+                part: list[Item] = await scan_all(side, sel, batch=13)
+                kept = [(k, v) for k, v in full if sel.in_sample(k)]
+                assert [(k, v) for k, v in part if sel.in_sample(k)] == kept
+                outside = [k for k, v in part if not sel.in_sample(k) and not isinstance(v, Unreadable)]
+                assert all(k.domain == "chat" or (side is actors and k.domain != "dm") for k in outside), (
+                    outside
+                )
+                assert 0.15 * len(full) < len(kept) < 0.45 * len(full)
+
+
+@pytest.mark.parametrize(
+    "query", [{"sample": "0"}, {"sample": "1.5"}, {"sample": "x"}, {"sample": "0.5", "seed": "z"}]
+)
+def test_the_admin_api_refuses_a_bad_sample(query: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="sample"):
+        selection_from_query(query)
+
+
+def test_the_admin_api_takes_a_sample() -> None:
+    sel = selection_from_query({"domain": "task", "sample": "0.25", "seed": "9"})
+    assert (sel.domains, sel.sample, sel.seed) == (("task",), 0.25, 9)
