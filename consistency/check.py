@@ -27,7 +27,7 @@ import structlog
 from consistency.compare import Finding, Item, Kind, classify, merge_batches, sort_key
 from consistency.report import DomainCounts, Report, write_atomic
 from consistency.rules import CLAIM_CONFLICTS, Expectations
-from gateway.bulk.items import EntitySource, Selection, cursor_of, in_sample
+from gateway.bulk.items import EntitySource, Selection, cursor_of
 from gateway.clock import Clock
 from gateway.domain.entities import DOMAINS, PER_AGENT, EntityKey
 from gateway.phases.reports import reports_dir
@@ -94,15 +94,7 @@ class CheckOptions:
 
     def selects(self, key: EntityKey) -> bool:
         """Whether the key is in the domains, the agents and the sample."""
-        if key.domain not in self.domains:
-            return False
-        if (
-            self.agents
-            and key.scope not in self.agents
-            and not (key.domain == "agent" and key.id in self.agents)
-        ):
-            return False
-        return self.sample >= 1.0 or in_sample(key, self.sample, self.seed)
+        return self.selection().wants_key(key)
 
 
 class CheckAborted(Exception):
@@ -186,7 +178,7 @@ class Checker:
         since_save = 0
         counts = run.report.counts
         record = run.report.record
-        selects = opts.selects
+        selects = selection.wants_key
         async for pairs in merge_batches(scan(self.legacy), scan(self.actors)):
             for key, left, right in pairs:
                 if selects(key):

@@ -167,20 +167,20 @@ class ActorSide:
                         buf = buf[batch:]
                 continue
             resume_owner = None if resume is None else _owner_of(resume)
+            wants = selection.in_sample if selection.sampled else None
             for name in await self._holders(domain, selection):
                 if resume_owner is not None and name < resume_owner:
                     continue
                 ident = after.id if after is not None and name == resume_owner else None
                 ref = ActorRef(kind.value, name)
                 while True:
-                    rows = await self.replica.scan(ref, domain, ident, batch)
+                    rows, ident = await self.replica.scan_page(ref, domain, ident, batch, wants)
                     buf.extend(it for it in rows if selection.wants_scope(domain, it[0].scope, it[0].id))
                     while len(buf) >= batch:
                         yield buf[:batch]
                         buf = buf[batch:]
-                    if len(rows) < batch:
+                    if ident is None:
                         break
-                    ident = rows[-1][0].id
         if buf:
             yield buf
 

@@ -63,8 +63,12 @@ def parse_cursor(cursor: str) -> EntityKey:
 def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
     """A key's place in a seeded sample: the same keys on both stores, and in every run with
     the same seed (a hash of the seed and the key, never Python's `hash`)."""
-    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") < rate * 2**64
+    return _hash64(f"{seed}\x00".encode(), key) < rate * 2**64
+
+
+def _hash64(prefix: bytes, key: EntityKey) -> int:
+    text = f"{key.domain}:{key.scope}:{key.id}" if key.scope else f"{key.domain}:{key.id}"  # str(key)
+    return int.from_bytes(hashlib.blake2b(prefix + text.encode(), digest_size=8).digest(), "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +90,28 @@ class Selection:
     agents: frozenset[str] | None = None
     sample: float = 1.0
     seed: int = 0
+    _prefix: bytes = field(init=False, repr=False, compare=False)
+    _limit: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_prefix", f"{self.seed}\x00".encode())
+        object.__setattr__(self, "_limit", self.sample * 2**64)
 
     @property
     def sampled(self) -> bool:
         return self.sample < 1.0
 
     def in_sample(self, key: EntityKey) -> bool:
-        """Whether the sample keeps `key` (always, without a sample)."""
-        return self.sample >= 1.0 or in_sample(key, self.sample, self.seed)
+        """Whether the sample keeps `key` (always, without a sample): `in_sample`."""
+        return self.sample >= 1.0 or _hash64(self._prefix, key) < self._limit
+
+    def wants_key(self, key: EntityKey) -> bool:
+        """Whether `key` is selected: its domain, its agent and the sample."""
+        return (
+            key.domain in self.domains
+            and self.wants_scope(key.domain, key.scope, key.id)
+            and self.in_sample(key)
+        )
 
     @classmethod
     def of(cls, domains: Collection[str] | None = None, agents: Collection[str] | None = None) -> Selection:

@@ -99,11 +99,26 @@ class ActorReplica:
     ) -> list[tuple[EntityKey, Entity | Unreadable]]:
         """Up to `limit` entities of `domain` that actor `ref` holds, by id, after id `after`;
         one turn of the actor. Rows its mappers cannot read come back as `Unreadable`."""
+        items, _next = await self.scan_page(ref, domain, after, limit)
+        return items
 
-        async def run(actor: Any) -> list[tuple[EntityKey, Entity | Unreadable]]:
-            return _scan(actor, ref, domain, after, limit)
+    async def scan_page(
+        self,
+        ref: ActorRef,
+        domain: str,
+        after: str | None,
+        limit: int,
+        wants: Callable[[EntityKey], bool] | None = None,
+    ) -> tuple[list[tuple[EntityKey, Entity | Unreadable]], str | None]:
+        """`scan`, where rows whose key `wants` refuses (a sample) are left out before they
+        are mapped; with the id to continue after (None: the actor holds no more)."""
 
-        result: list[tuple[EntityKey, Entity | Unreadable]] = await self.host.call(ref, run)
+        async def run(actor: Any) -> tuple[list[tuple[EntityKey, Entity | Unreadable]], str | None]:
+            return _scan(actor, ref, domain, after, limit, wants)
+
+        result: tuple[list[tuple[EntityKey, Entity | Unreadable]], str | None] = await self.host.call(
+            ref, run
+        )
         return result
 
     async def read_many(
@@ -231,23 +246,32 @@ def _raw_row(row: Any) -> str:
     return orjson.dumps([x if isinstance(x, str | int | float | None) else repr(x) for x in row]).decode()
 
 
-def _scan(
-    actor: Any, ref: ActorRef, domain: str, after: str | None, limit: int
-) -> list[tuple[EntityKey, Entity | Unreadable]]:
+def _scan(  # noqa: PLR0917 - the arguments of ActorReplica.scan
+    actor: Any,
+    ref: ActorRef,
+    domain: str,
+    after: str | None,
+    limit: int,
+    wants: Callable[[EntityKey], bool] | None = None,
+) -> tuple[list[tuple[EntityKey, Entity | Unreadable]], str | None]:
+    """One page of a scan of the actor's rows, and the id to continue after (None: the end)."""
     scope = ref.name if domain in PER_AGENT else ""
     if domain in ACTOR_ONLY:
         found: list[tuple[EntityKey, Entity | Unreadable]] = []
-        for ident in progress_tables.record_ids(actor.ctx.tables, domain, after, limit):
+        ids = progress_tables.record_ids(actor.ctx.tables, domain, after, limit)
+        for ident in ids:
+            if wants is not None and not wants(EntityKey(domain, scope, ident)):
+                continue
             one = _read_safe(actor, EntityKey(domain, scope, ident))
             if one is not None:
                 found.append((EntityKey(domain, scope, ident), one))
-        return found
+        return found, (ids[-1] if len(ids) >= limit else None)
     if domain in ("checkpoint", "lock"):
         key = EntityKey(domain, scope, "" if domain == "checkpoint" else ref.name)
-        if after is not None and key.id <= after:
-            return []
+        if (after is not None and key.id <= after) or (wants is not None and not wants(key)):
+            return [], None
         one = _read_safe(actor, key)
-        return [] if one is None else [(key, one)]
+        return ([] if one is None else [(key, one)]), None
     spec = _TABLES[domain]
     now = actor.ctx.clock.now_ms()
     if actor.ctx.sharded:  # an agent's rows in its shard
@@ -262,6 +286,8 @@ def _scan(
     out: list[tuple[EntityKey, Entity | Unreadable]] = []
     for r in rows:
         key = EntityKey(domain, scope, str(r[0]))
+        if wants is not None and not wants(key):
+            continue
         try:
             entity = spec.row(r, now)
             text = extras.get(key.id)
@@ -270,7 +296,7 @@ def _scan(
             out.append((key, Unreadable(key, _raw_row(r), f"unreadable row: {e!r}")))
             continue
         out.append((key, entity))
-    return out
+    return out, (str(rows[-1][0]) if len(rows) >= limit else None)
 
 
 def _extras_between(actor: Any, domain: str, lo: str, hi: str) -> dict[str, str]:
