@@ -198,6 +198,9 @@ class Checker:
                 since_save = 0
         if progress is not None:
             progress(run.walked)
+        log.info(
+            "consistency.walked", run_id=run.report.run_id, walked=run.walked, to_recheck=len(run.candidates)
+        )
 
     async def _recheck(self, run: _Run, opts: CheckOptions) -> list[Finding]:
         """Read the candidates again after the delay, `rounds` times; the last findings."""

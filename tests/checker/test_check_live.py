@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import redis
 
 from gateway.legacy import keys
 from gateway.phases.reports import newest_report
+from gateway.testing import RedisServer
 from gateway.testing.gateway_process import GatewayProcess
 
 from .test_check_stores import seed_and_import
@@ -163,3 +166,92 @@ def test_a_check_beside_a_live_gateway_reports_only_what_persists_and_opens_read
     assert accepted.returncode == 0, accepted.stderr
     assert "write-through -> read-switch at" in accepted.stdout
     assert "(forced)" not in accepted.stdout
+
+
+@pytest.fixture
+def own_redis_gateway(tmp_path: Path) -> Iterator[tuple[GatewayProcess, RedisServer]]:
+    """A gateway on a Redis of this test's own (which the test may kill), whose read-switch
+    guard takes reports up to 15 s old."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with RedisServer() as server:
+        asyncio.run(seed_and_import(server.url, data_dir))
+        proc = GatewayProcess(
+            data_dir,
+            redis_url=server.url,
+            phase="write-through",
+            env={"AGENT_COORD_MIGRATION_CONSISTENCY_MAX_AGE_S": str(MAX_AGE_S)},
+        ).start()
+        try:
+            yield proc, server
+        finally:
+            proc.kill()
+
+
+MAX_AGE_S = 15
+
+
+def test_a_stale_report_is_refused_by_a_running_gateway_and_a_fresh_one_accepted(
+    own_redis_gateway: tuple[GatewayProcess, RedisServer],
+) -> None:
+    proc, _server = own_redis_gateway
+    ran, doc = check(proc, "--rounds", "0")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert (doc["clean"], doc["complete"], doc["stores"]["actors"]) == (True, True, proc.url)
+    time.sleep(MAX_AGE_S + 1)
+    refused = phase_set(proc, "read-switch")
+    assert refused.returncode == 1
+    assert f"s old (limit {MAX_AGE_S} s)" in refused.stderr, refused.stderr
+    ran, _doc = check(proc, "--rounds", "0")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    accepted = phase_set(proc, "read-switch")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "write-through -> read-switch at" in accepted.stdout
+
+
+def test_redis_gone_mid_check_is_exit_3_and_a_running_gateway_refuses_the_incomplete_report(
+    own_redis_gateway: tuple[GatewayProcess, RedisServer],
+) -> None:
+    """A difference is planted so that the check re-reads it after 5 s; Redis is killed once the
+    walk is over (the check logs `consistency.walked`): the re-check cannot read it, the check
+    ends with exit status 3 and an incomplete report, and the gateway's guard refuses it."""
+    proc, server = own_redis_gateway
+    r = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        r.hset(keys.TASKS, "planted-task", json.dumps({"id": "planted-task", "title": "only in Redis"}))
+    finally:
+        r.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_COORD_")}
+    args = ["check", "--url", proc.url, "--data-dir", str(proc.data_dir), "--redis-url", server.url]
+    with subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "gateway.cli", *args, "--rounds", "1", "--recheck-delay", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as running:
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read_stderr() -> None:
+            for line in running.stderr or ():
+                lines.put(line)
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        try:
+            line = ""
+            while "consistency.walked" not in line:
+                line = lines.get(timeout=120)  # queue.Empty: the walk never ended
+            assert json.loads(line)["to_recheck"] == 1, line
+            server.kill()
+            assert running.wait(timeout=120) == 3
+        finally:
+            if running.poll() is None:
+                running.kill()
+            reader.join(timeout=10)
+    info = newest_report(proc.data_dir)
+    assert info is not None
+    assert (info.complete, info.clean) == (False, False)
+    refused = phase_set(proc, "read-switch")
+    assert refused.returncode == 1
+    assert "the newest consistency report is incomplete" in refused.stderr, refused.stderr
