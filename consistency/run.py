@@ -16,8 +16,9 @@ from consistency.cli import EXIT_CLEAN, EXIT_DIFFERENCES, EXIT_UNFINISHED, progr
 from consistency.render import html_page, markdown, terminal_table
 from consistency.repair import RepairResult, authoritative, repair
 from consistency.report import Report, save
-from consistency.stores import LegacyExpectations, LegacyTarget
+from consistency.stores import LegacyExpectations
 from gateway.bulk.items import Selection
+from gateway.bulk.legacy_side import LegacySink
 from gateway.bulk.remote import RemoteActorSide
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.clock import SystemClock
@@ -105,7 +106,7 @@ async def run_check(
                 if source_name == "legacy":
                     result = await repair(checker.findings, legacy, actors, dry_run=args.dry_run)
                 else:
-                    target = LegacyTarget(legacy, clock)
+                    target = LegacySink(legacy, clock)
                     result = await repair(checker.findings, actors, target, dry_run=args.dry_run)
                 report.repair = result.to_json()
                 _print_repair(result, out)

@@ -1,27 +1,18 @@
-"""The checker on the real stores: the bulk layer's sources, and what the legacy store tells the
-comparison besides its entities (the chat window, the known claim conflicts)."""
+"""What the legacy store tells the comparison besides its entities (the chat window, the known
+claim conflicts). The stores themselves are the bulk layer's sources, and a repair into Redis
+writes through its sink (`gateway.bulk.legacy_side.LegacySink`), as the migration tool does."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, cast
 
-import structlog
-
 from consistency.rules import Expectations
-from gateway.bulk.items import WriteResult
 from gateway.bulk.legacy_side import LegacySource
-from gateway.bulk.versions import decide
-from gateway.clock import Clock
-from gateway.domain.entities import DOMAINS, Entity, EntityKey, Unreadable, actor_only
+from gateway.domain.entities import DOMAINS, actor_only
 from gateway.domain.jscompat import parse_js_date
-from gateway.errors import ApiError
 from gateway.legacy import keys
 from gateway.legacy.client import Redis
 from gateway.legacy.codec import Corrupt, decode_object
-from gateway.legacy.replica import LegacyReplica
-
-log = structlog.get_logger(__name__)
 
 CHAT_TAIL = 100
 """The end of the legacy chat list the window rule looks at: the list is newest first, but not
@@ -66,40 +57,3 @@ class LegacyExpectations:
         return Expectations(
             now_ms, chat_oldest_ms=oldest_ms, claim_conflicts=conflicts, actor_only=ACTOR_ONLY_DOMAINS
         )
-
-
-class LegacyTarget:
-    """Redis as the target of a repair (`EntitySink`): each entity through `LegacyReplica`, the
-    replication's own writer, after the bulk layer's decision (`gateway.bulk.versions.decide`),
-    so a copy older than what Redis holds now is left alone. A value Redis holds but cannot
-    read is never overwritten (as by the gateway): it is reported as left alone."""
-
-    name = "legacy"
-
-    def __init__(self, source: LegacySource, clock: Clock) -> None:
-        self.source = source
-        self.replica = LegacyReplica(source.records, clock)
-
-    async def write_batch(
-        self, items: Sequence[tuple[EntityKey, Entity | None]], *, dry_run: bool = False
-    ) -> WriteResult:
-        current = await self.source.read_many([k for k, _ in items])
-        result = WriteResult()
-        for key, value in items:
-            now = current.get(key)
-            if isinstance(now, Unreadable):
-                result.add(key, "skipped")
-                continue
-            outcome = decide(key, now, value)
-            if outcome == "written" and key.domain == "chat" and now is not None and value is not None:
-                # the legacy list keeps a message as posted: the replica only appends new ones
-                log.warning("consistency.repair_chat_unchangeable", key=str(key))
-                outcome = "skipped"
-            if outcome == "written" and not dry_run:
-                try:
-                    await self.replica.write_entity(key, value)
-                except ApiError as e:  # an unreadable value on the way (a 409): left in place
-                    log.warning("consistency.repair_refused", key=str(key), error=str(e))
-                    outcome = "skipped"
-            result.add(key, outcome)
-        return result
