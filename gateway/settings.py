@@ -61,6 +61,8 @@ NON_SETTING_ENV_VARS: Final = frozenset(
         CONFIG_ENV_VAR,
         "AGENT_COORD_REDIS_SERVER",  # gateway.testing.redis_server: the redis-server binary for tests
         "AGENT_COORD_CRASH_AT",  # gateway.actors.crash: subprocess durability tests
+        "AGENT_COORD_PAUSE_AT",  # gateway.bulk.pause: bulk writes racing a live gateway, in tests
+        "AGENT_COORD_PAUSE_DIR",
     }
 )
 

@@ -18,6 +18,7 @@ from typing import IO, Any
 import orjson
 
 from gateway.bulk.items import Item, WriteResult, cursor_of
+from gateway.bulk.pause import pause_point
 from gateway.domain.entities import Entity, EntityKey, Unreadable
 from migrate.checkpoint import Checkpoint
 
@@ -106,6 +107,7 @@ async def run_batches(
                 good.append((key, value))
         quarantine.flush()
         if good:
+            await pause_point("migrate.before_write", [k for k, _ in good])
             summary.add(await write(good))
         if checkpoint is not None:
             checkpoint.position = position

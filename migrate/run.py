@@ -16,7 +16,8 @@ import structlog
 
 from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.items import Item, Selection, WriteResult, cursor_of
-from gateway.bulk.legacy_side import LegacySink, LegacySource
+from gateway.bulk.legacy_side import LegacySource
+from gateway.bulk.legacy_sink import LegacySink
 from gateway.bulk.remote import AdminRejected, RemoteActorSide
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.clock import SystemClock

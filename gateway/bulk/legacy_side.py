@@ -1,4 +1,4 @@
-"""The legacy Redis store as an entity source (and sink, see `LegacySink`), in scan order.
+"""The legacy Redis store as an entity source, in scan order (the sink: `gateway.bulk.legacy_sink`).
 
 Every family is read in chunks (HSCAN, HMGET, LRANGE), so memory stays bounded by the batch plus
 one sorted list of the ids of a domain (needed for the scan order, which both stores share):
@@ -27,21 +27,17 @@ from typing import Any, Final, cast
 
 import structlog
 
-from gateway.bulk.items import Item, Selection, WriteResult, order_key, parse_cursor
-from gateway.bulk.versions import newer
+from gateway.bulk.items import Item, Selection, order_key, parse_cursor
 from gateway.clock import Clock
-from gateway.do.replica import Outcome
 from gateway.domain.entities import LEGACY_DOMAINS, Entity, EntityKey, Unreadable, actor_only
-from gateway.domain.model import GroupMessage, Memory
-from gateway.errors import ApiError
+from gateway.domain.model import Memory
 from gateway.legacy import keys
 from gateway.legacy import mapping as m
 from gateway.legacy.client import Redis
 from gateway.legacy.codec import Corrupt, decode_array, decode_object
-from gateway.legacy.records import LegacyRecords, ms
-from gateway.legacy.replica import LegacyReplica
+from gateway.legacy.records import LegacyRecords
 
-__all__ = ["KnownConflict", "LegacySink", "LegacySource", "same_in_legacy"]
+__all__ = ["KnownConflict", "LegacySource"]
 
 log = structlog.get_logger(__name__)
 
@@ -470,78 +466,3 @@ class LegacySource:
 
 
 assert set(_SIMPLE) | {"claim", "memory", "dm", "chat"} == LEGACY_DOMAINS  # noqa: S101 - every domain
-
-
-def same_in_legacy(current: Entity, incoming: Entity) -> bool:
-    """Redis already holds `incoming`: the same canonical entity, and every property `incoming`
-    carries is there with the same value (Redis keeps properties only it knows, and where a
-    DM or a memory lives comes back as extra properties; neither makes a write necessary)."""
-    if m.canonical(current) != m.canonical(incoming):
-        return False
-    return all(current.extra.get(k) == v for k, v in incoming.extra.items())
-
-
-class LegacySink:
-    """Redis as the target of an import (`EntitySink`): each entity through `LegacyReplica`, the
-    replication's own writer (merged onto the legacy value, claims and DMs and tag sets kept
-    consistent), after reading what Redis holds for the whole batch at once.
-
-    An entity Redis holds in a newer version is left alone (`gateway.bulk.versions`), and so is a
-    value Redis cannot read (never overwritten, as by the gateway) and a chat message already
-    in the list (the legacy list keeps a message as posted).
-    """
-
-    name = "legacy"
-
-    def __init__(self, source: LegacySource, clock: Clock) -> None:
-        self.source = source
-        self.replica = LegacyReplica(source.records, clock)
-
-    async def write_batch(
-        self, items: Sequence[tuple[EntityKey, Entity | None]], *, dry_run: bool = False
-    ) -> WriteResult:
-        items = [(k, v) for k, v in items if not actor_only(k.domain)]  # Redis has no such family
-        current = await self.source.read_many([k for k, _ in items])
-        result = WriteResult()
-        chat_floor = await self._chat_floor() if any(k.domain == "chat" for k, _ in items) else None
-        for key, value in items:
-            now = current.get(key)
-            outcome: Outcome
-            if isinstance(now, Unreadable):
-                outcome = "skipped"
-            elif now is None and isinstance(value, GroupMessage) and chat_floor is not None:
-                # the list is full: a message older than its oldest would be trimmed at once
-                # (docs/mapping.md, the newest 1,000), and pushing it would trim a newer one
-                outcome = "unchanged" if (ms(value.timestamp) or 0) <= chat_floor else "written"
-            elif now is None or value is None:
-                outcome = "unchanged" if now is value else "written"
-            elif same_in_legacy(now, value):
-                outcome = "unchanged"
-            elif newer(now, value) or key.domain == "chat":
-                outcome = "skipped"
-            else:
-                outcome = "written"
-            if outcome == "written" and not dry_run:
-                try:
-                    await self.replica.write_entity(key, value)
-                except ApiError as e:  # an unreadable value on the way (a 409): left in place
-                    log.warning("bulk.legacy_write_refused", key=str(key), error=str(e))
-                    outcome = "skipped"
-            result.add(key, outcome)
-        return result
-
-    async def _chat_floor(self) -> int | None:
-        """The time of the oldest message of a full chat list (None while it has room)."""
-
-        async def op(r: Redis) -> tuple[int, list[str]]:
-            async with r.pipeline(transaction=False) as pipe:
-                _ = pipe.llen(keys.MESSAGES)
-                _ = pipe.lrange(keys.MESSAGES, -1, -1)
-                length, tail = await pipe.execute()
-            return int(length), cast("list[str]", tail)
-
-        length, tail = await self.source.records.run("LLEN messages", op)
-        if length < keys.CHAT_MAX or not tail:
-            return None
-        value = decode_object(tail[0], key=keys.MESSAGES)
-        return None if isinstance(value, Corrupt) else ms(str(value.get("timestamp", ""))) or 0
