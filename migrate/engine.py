@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import orjson
 
+from gateway.actors.crash import crash_point
 from gateway.bulk.items import Item, WriteResult, cursor_of
 from gateway.bulk.pause import pause_point
 from gateway.domain.entities import Entity, EntityKey, Unreadable
@@ -94,8 +95,15 @@ async def run_batches(
     progress: Callable[[int], None],
     after_write: Callable[[Checkpoint], None] | None = None,
 ) -> None:
-    """Copy every batch; save the checkpoint after each (unless `checkpoint` is None: dry run)."""
+    """Copy every batch; save the checkpoint after each (unless `checkpoint` is None: dry run).
+
+    Crash points for the subprocess tests of `--resume` (`gateway.actors.crash`, named with the
+    batch's number from 1 in this process): `migrate.batch.N.read` before the batch is written,
+    `.written` after it was written and before the checkpoint, `.saved` after the checkpoint."""
+    n = 0
     async for items, position in batches:
+        n += 1
+        crash_point(f"migrate.batch.{n}.read")
         good: list[tuple[EntityKey, Entity]] = []
         for key, value in items:
             summary.bump(key.domain, "read")
@@ -109,11 +117,13 @@ async def run_batches(
         if good:
             await pause_point("migrate.before_write", [k for k, _ in good])
             summary.add(await write(good))
+        crash_point(f"migrate.batch.{n}.written")
         if checkpoint is not None:
             checkpoint.position = position
             if after_write is not None:
                 after_write(checkpoint)
             checkpoint.summary = summary.to_json()
             checkpoint.save(state_dir)
+        crash_point(f"migrate.batch.{n}.saved")
         progress(len(items))
         await rate.take(len(items))
