@@ -185,6 +185,11 @@ async def run_migrate(  # noqa: PLR0912, PLR0915 - one command, its steps in ord
             with quarantine_path.open("ab" if cp is not None else "wb") as quarantine:
                 job = _Job(args, selection, cp, identity, started_ms, summary, state_dir, clock, file_total)
                 await _run(job, stores, quarantine, err)
+            if refills_redis(args, selection):
+                await _record_refill(stores, settings, started_ms, clock.now_ms(), summary.total("read"))
+                notes.append(
+                    "Redis was refilled from the actors: the guard on leaving cutover accepts the move"
+                )
             legacy = stores.legacy
             if legacy is not None and getattr(args, "source", None) == "legacy":
                 if legacy.conflicts:
@@ -207,15 +212,6 @@ async def run_migrate(  # noqa: PLR0912, PLR0915 - one command, its steps in ord
         return EXIT_USAGE
     if not args.dry_run:
         Checkpoint.clear(state_dir)
-        full = selection.agents is None and set(selection.domains) == set(DOMAINS)
-        if getattr(args, "target", None) == "legacy" and args.migrate_command == "copy" and full:
-            record_reverse_sync(
-                Path(settings.storage.data_dir),
-                started_ms=started_ms,
-                finished_ms=clock.now_ms(),
-                entities=summary.total("read"),
-            )
-            notes.append("Redis was refilled from the actors: the guard on leaving cutover accepts the move")
     if getattr(args, "target", None) == "legacy":
         only = [d for d in selection.domains if actor_only(d)]  # no legacy counterpart
         if only:
@@ -232,6 +228,27 @@ async def run_migrate(  # noqa: PLR0912, PLR0915 - one command, its steps in ord
     if args.summary:
         args.summary.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     return EXIT_QUARANTINED if summary.total("quarantined") else EXIT_OK
+
+
+def refills_redis(args: argparse.Namespace, selection: Selection) -> bool:
+    """A complete copy of the actors into Redis: every domain, every agent, not a dry run."""
+    full = selection.agents is None and set(selection.domains) == set(DOMAINS)
+    return full and not args.dry_run and args.migrate_command == "copy" and args.target == "legacy"
+
+
+async def _record_refill(
+    stores: _Stores, settings: Settings, started_ms: int, finished_ms: int, entities: int
+) -> None:
+    """Record the refill for the cutover guard: through a running gateway's admin API (the tool
+    opens no file under it), else in the data directory the tool holds itself."""
+    if isinstance(stores.actors, RemoteActorSide):
+        await stores.actors.record_reverse_sync(
+            started_ms=started_ms, finished_ms=finished_ms, entities=entities
+        )
+    else:
+        record_reverse_sync(
+            Path(settings.storage.data_dir), started_ms=started_ms, finished_ms=finished_ms, entities=entities
+        )
 
 
 @dataclass(slots=True)

@@ -114,6 +114,12 @@ class RemoteActorSide:
         counts = data.get("counts") if isinstance(data, dict) else None
         return None if counts is None else {str(k): int(v) for k, v in counts.items()}
 
+    async def record_reverse_sync(self, *, started_ms: int, finished_ms: int, entities: int) -> None:
+        """Tell the gateway that Redis was refilled from its actors (`POST /admin/reverse-sync`)."""
+        body = orjson.dumps({"startedMs": started_ms, "finishedMs": finished_ms, "entities": entities})
+        async with self._request("POST", "/admin/reverse-sync", data=body) as resp:
+            await resp.read()
+
     async def write_batch(
         self, items: Sequence[tuple[EntityKey, Entity | None]], *, dry_run: bool = False
     ) -> WriteResult:

@@ -9,6 +9,8 @@
     POST /admin/entities               write a batch of entities (NDJSON in, a summary out)
     POST /admin/entities/read          entities by key, NDJSON
     GET  /admin/entities/count         entities per domain (an estimate)
+    POST /admin/reverse-sync           {"startedMs", "finishedMs", "entities"}: Redis was refilled
+                                       from the actors (`agent-coord migrate`, the cutover guard)
     GET  /admin/repair/dead-letters    repairs that failed their last retry, with their reasons
     POST /admin/repair/dead-letters    {"action": "retry"|"drop", "seqs": [..] | "all": true}
     POST /admin/backup                 a consistent snapshot of the data directory, a tar archive
@@ -57,6 +59,8 @@ class PhaseService(Protocol):
 
     async def resolve_dead_letters(self, action: str, seqs: list[int] | None, *, actor: str) -> int: ...
 
+    def record_reverse_sync(self, *, started_ms: int, finished_ms: int, entities: int) -> None: ...
+
 
 class EntityService(Protocol):
     """What the entity routes need: the actor side of the bulk layer, on the gateway's host
@@ -103,6 +107,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/admin/entities": ("GET", "POST"),
     "/admin/entities/read": ("POST",),
     "/admin/entities/count": ("GET",),
+    "/admin/reverse-sync": ("POST",),
     "/admin/repair/dead-letters": ("GET", "POST"),
     "/admin/backup": ("POST",),
 }
@@ -206,7 +211,7 @@ class AdminApi:
                 body=self._metrics_text().encode("utf-8"),
                 headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
             )
-        if path in ("/admin/phase", "/admin/phase/history"):
+        if path in ("/admin/phase", "/admin/phase/history", "/admin/reverse-sync"):
             return await self._phase_route(request, path)
         if path == "/admin/backup" and request.method == "POST" and self._backup is not None:
             return await _stream(request, self._backup.archive(), "application/x-tar")
@@ -222,6 +227,8 @@ class AdminApi:
         if path == "/admin/phase" and request.method == "POST":
             change = await self._change(request)
             return _json(200, {"success": True, "change": change.to_json()})
+        if path == "/admin/reverse-sync" and request.method == "POST":
+            return await self._reverse_sync(request)
         if path == "/admin/phase/history" and get:
             limit = _limit(request)
             return _json(200, {"changes": [c.to_json() for c in self._service.history(limit)]})
@@ -245,6 +252,18 @@ class AdminApi:
         if path in ROUTES:
             raise _Reject(405, {"error": "Method not allowed"})
         raise _Reject(404, {"error": "Not found", "path": path})
+
+    async def _reverse_sync(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        fields = ("startedMs", "finishedMs", "entities")
+        values = [body.get(f) for f in fields]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in values):
+            raise _Reject(400, {"error": "startedMs, finishedMs and entities must be non-negative integers"})
+        started, finished, entities = (int(v) for v in values)  # type: ignore[arg-type]
+        if finished < started:
+            raise _Reject(400, {"error": "finishedMs is before startedMs"})
+        self._service.record_reverse_sync(started_ms=started, finished_ms=finished, entities=entities)
+        return _json(200, {"success": True})
 
     async def _dead_letters(self, request: web.Request) -> web.Response:
         if request.method == "GET":

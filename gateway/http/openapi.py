@@ -717,6 +717,16 @@ def _paths() -> dict[str, Json]:
                 security=ADMIN_SECURITY,
             )
         },
+        "/admin/reverse-sync": {
+            "post": op(
+                "Record that Redis was refilled from the actors (`agent-coord migrate copy --from "
+                "actors --to legacy`, complete): the guard on leaving cutover reads it",
+                obj({"success": BOOL}),
+                body=obj({"startedMs": INT, "finishedMs": INT, "entities": INT}),
+                tags=("admin",),
+                security=ADMIN_SECURITY,
+            )
+        },
         "/admin/repair/dead-letters": {
             "get": op(
                 "Repairs that failed their last retry, oldest first, with their reasons",

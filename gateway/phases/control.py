@@ -77,7 +77,8 @@ def record_reverse_sync(data_dir: Path, *, started_ms: int, finished_ms: int, en
     """Record a complete copy of the actors into Redis (`agent-coord migrate ... --to legacy`,
     every domain, every agent). The guard on leaving cutover accepts the move when the newest
     such copy started after cutover began (`PhaseControl.reverse_synced`). Written through its
-    own short connection, so the tool records it whether or not a gateway runs."""
+    own short connection, by a tool that holds the data directory itself (no gateway runs;
+    beside a running gateway it goes through `POST /admin/reverse-sync`)."""
     path = Path(data_dir)
     path.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path / "control.sqlite", isolation_level=None, timeout=10)
@@ -150,6 +151,15 @@ class PhaseControl:
         log.info("phase.changed", **change.to_json())
         self.phase, self.since_ms = Phase(to_phase), now
         return change
+
+    def record_reverse_sync(self, *, started_ms: int, finished_ms: int, entities: int) -> None:
+        """`record_reverse_sync` through the running gateway's own connection (the admin API's
+        `POST /admin/reverse-sync`: the tool opens no file under a running gateway)."""
+        self._db.execute(
+            "INSERT INTO reverse_sync (started_ms, finished_ms, entities) VALUES (?, ?, ?)",
+            (started_ms, finished_ms, entities),
+        )
+        log.info("phase.reverse_synced", started_ms=started_ms, finished_ms=finished_ms, entities=entities)
 
     def reverse_synced(self) -> bool:
         """In cutover: Redis was refilled from the actors by a copy that started after cutover

@@ -146,6 +146,10 @@ class MigrationRuntime:
     def dead_letters(self, limit: int) -> list[DeadLetter]:
         return self.queue.dead_letters(limit)
 
+    def record_reverse_sync(self, *, started_ms: int, finished_ms: int, entities: int) -> None:
+        """A complete copy of the actors into Redis finished (`agent-coord migrate`)."""
+        self.control.record_reverse_sync(started_ms=started_ms, finished_ms=finished_ms, entities=entities)
+
     async def resolve_dead_letters(self, action: str, seqs: list[int] | None, *, actor: str) -> int:
         """`retry` (back into the queue) or `drop` the dead letters `seqs` (all when None)."""
         if action == "retry":

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from gateway.domain.entities import Entity, EntityKey, Unreadable
 from gateway.legacy import keys
 from gateway.legacy.generator import generate
 from gateway.settings import LegacySettings, Settings, StorageSettings
+from gateway.testing import RedisServer
 from gateway.testing.gateway_process import GatewayProcess
 from gateway.testing.snapshots import actor_snapshot, legacy_snapshot
 from tests.migration.conftest import Result
@@ -160,9 +163,45 @@ def test_a_copy_back_into_redis_beside_write_through_keeps_every_newer_write(
         ]  # fmt: skip
         code = run_beside_writer(writer, argv, tmp_path, "legacy_sink.before_write")
         assert code == 0, log.read_text()
+        assert "Redis was refilled" in log.read_text()  # recorded through the gateway's admin API
         assert not writer.errors, writer.errors[:3]
     assert writer.acked.during_import >= 10, "the writer did not change entities under the import"
     report = json.loads(summary.read_text())
     assert report["domains"]["task"]["skipped"] >= sum(k.domain == "task" for k in writer.acked.versions)
     assert report["domains"]["task"]["written"] > 0  # the stale tasks were refilled
     check_stores(data, redis_url, writer.acked)
+
+
+def _set_phase(gw: GatewayProcess, token: str, phase: str) -> int:
+    """`POST /admin/phase` without force; the status."""
+    body = json.dumps({"phase": phase, "reason": "rolling back after a refill"}).encode()
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        f"{gw.url}/admin/phase",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_a_copy_back_beside_a_gateway_in_cutover_is_recorded_through_it(
+    migrate: object, redis_url: str, tmp_path: Path
+) -> None:
+    asyncio.run(seed(redis_url))
+    data = tmp_path / "data"
+    common = ["--data-dir", str(data), "--no-progress"]
+    first: Result = migrate("copy", "--from", "legacy", "--to", "actors", "--redis-url", redis_url, *common)  # type: ignore[operator]
+    assert first.code == 1, first.err
+    with RedisServer() as fresh, GatewayProcess(data, redis_url=fresh.url, phase="cutover") as gw:
+        token = (data / "admin-token").read_text().strip()
+        assert _set_phase(gw, token, "read-switch") == 409  # Redis was not refilled since cutover began
+        back: Result = migrate(  # type: ignore[operator]
+            "copy", "--from", "actors", "--to", "legacy", "--redis-url", fresh.url, "--url", gw.url, *common
+        )
+        assert back.code == 0, back.err
+        assert "Redis was refilled" in back.out
+        assert _set_phase(gw, token, "read-switch") == 200  # the guard read the gateway's record
