@@ -18,7 +18,7 @@ from consistency.repair import RepairResult, authoritative, repair
 from consistency.report import Report, save
 from consistency.stores import LegacyExpectations
 from gateway.bulk.items import Selection
-from gateway.bulk.legacy_side import LegacySink
+from gateway.bulk.legacy_sink import LegacySink
 from gateway.bulk.remote import RemoteActorSide
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.clock import SystemClock
