@@ -139,11 +139,13 @@ class LegacySink:
         result = WriteResult()
         hashed: list[tuple[EntityKey, Entity]] = []
         dms: list[tuple[EntityKey, DirectMessage]] = []
-        others: list[tuple[EntityKey, Entity]] = []
+        others: list[tuple[EntityKey, Entity | None]] = []
         for key, value in items:
-            if actor_only(key.domain) or value is None:
-                continue  # Redis has no such family; deletions are not carried
-            if key.domain in _FAMILIES:
+            if actor_only(key.domain):
+                continue  # Redis has no such family
+            if value is None:
+                others.append((key, value))  # a deletion (a repair's): through LegacyReplica
+            elif key.domain in _FAMILIES:
                 hashed.append((key, value))
             elif isinstance(value, DirectMessage):
                 dms.append((key, value))
@@ -324,7 +326,7 @@ class LegacySink:
     # -- claims and chat: through the replication's writer -------------------------------------
 
     async def _one_by_one(
-        self, items: list[tuple[EntityKey, Entity]], result: WriteResult, *, dry_run: bool
+        self, items: list[tuple[EntityKey, Entity | None]], result: WriteResult, *, dry_run: bool
     ) -> None:
         if not items:
             return
@@ -333,7 +335,11 @@ class LegacySink:
         for key, value in items:
             now = current.get(key)
             outcome: Outcome
-            if isinstance(value, GroupMessage) and not isinstance(now, Unreadable):
+            if value is None:
+                outcome = (
+                    "skipped" if isinstance(now, Unreadable) else "unchanged" if now is None else "written"
+                )
+            elif isinstance(value, GroupMessage) and not isinstance(now, Unreadable):
                 if now is not None:  # the legacy list keeps a message as posted
                     outcome = "unchanged" if same_in_legacy(now, value) else "skipped"
                 elif chat_floor is not None and (ms(value.timestamp) or 0) <= chat_floor:
