@@ -17,6 +17,13 @@ text parsed to (`DecodedValues`), so an unchanged value is looked up instead of 
 mapped again. The text is the key: whoever wrote Redis meanwhile, a changed value is a new text
 and is parsed anew, so the cache can never serve a stale entity. What it returns is shared
 between requests and must not be changed in place (listings only render it).
+
+Writes remember what they wrote (`remembering_writes`): while the phase router replicates a
+command the legacy store just ran, the replica reads the entity from the text the command wrote
+instead of asking Redis for it again (one round trip less per replicated entity). The router
+serialises the writes of one entity in this process, so that text is what Redis holds; a legacy
+writer outside the gateway that changes it in between is not replicated either way (its writes
+never reach the actors in write-through).
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import asyncio
 import contextlib
 import functools
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, Final, TypeVar, cast
 
@@ -50,7 +58,16 @@ from gateway.legacy import mapping as m
 from gateway.legacy.client import LegacyClient, Redis
 from gateway.legacy.codec import Corrupt, CorruptionLog, decode_array, decode_object, dumps
 
-__all__ = ["CAS_ATTEMPTS", "CHAT_SCAN", "Json", "LegacyRecords", "ms", "set_last_message", "unreadable"]
+__all__ = [
+    "CAS_ATTEMPTS",
+    "CHAT_SCAN",
+    "Json",
+    "LegacyRecords",
+    "ms",
+    "remembering_writes",
+    "set_last_message",
+    "unreadable",
+]
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -85,6 +102,25 @@ def ms(iso: str | None) -> int | None:
     """Epoch ms of a legacy date text (None when absent or unreadable); a pure function of the
     text, cached, since listings compare the same `lastSeen` and `createdAt` texts every time."""
     return None if not iso else _parse_date(iso)
+
+
+Written = dict[tuple[str, str], str | None]
+"""What one command wrote: (Redis key, field) -> the text written there (None: deleted). Chat
+messages are under (`keys.MESSAGES`, message id), DM conversations under (`keys.DM_MESSAGES`,
+conversation id)."""
+
+_WRITTEN: ContextVar[Written | None] = ContextVar("legacy_written", default=None)
+
+
+@contextlib.contextmanager
+def remembering_writes() -> Iterator[Written]:
+    """Remember, in this task and for the block, every value written (module docstring)."""
+    written: Written = {}
+    token = _WRITTEN.set(written)
+    try:
+        yield written
+    finally:
+        _WRITTEN.reset(token)
 
 
 DECODED_MAX: Final = 20_000  # entries (a few MiB): more than the values of the listings a mix reads
@@ -142,6 +178,27 @@ class LegacyRecords:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def remember(key: str, fld: str, text: str | None) -> None:
+        """Note a value written (or deleted, `text` None) inside `remembering_writes`."""
+        written = _WRITTEN.get()
+        if written is not None:
+            written[(key, fld)] = text
+
+    @staticmethod
+    def written(key: str, fld: str) -> tuple[bool, str | None]:
+        """(True, text) when the current command wrote (key, fld) (text None: deleted)."""
+        written = _WRITTEN.get()
+        if written is None or (key, fld) not in written:
+            return False, None
+        return True, written[(key, fld)]
+
+    @staticmethod
+    def written_of(key: str) -> list[tuple[str, str | None]]:
+        """Every (field, text) the current command wrote under `key`."""
+        written = _WRITTEN.get()
+        return [] if written is None else [(f, t) for (k, f), t in written.items() if k == key]
+
     async def run(self, what: str, op: Callable[[Redis], Awaitable[T]], *, idempotent: bool = True) -> T:
         """Run `op` on Redis (`LegacyClient.run`): retried on transient errors when `idempotent`."""
         return await self.client.run(what, op, idempotent=idempotent)
@@ -175,12 +232,29 @@ class LegacyRecords:
                 self.decoded.put(key, field, raw, found)
         return found
 
+    async def pipelined(self, what: str, queue: Callable[[Any], object]) -> list[Any]:
+        """The replies of the commands `queue(pipe)` queues, sent in one round trip (no MULTI:
+        Redis runs them in order, a write before the reads that follow it). Retried on transient
+        errors: only for commands that are safe to repeat (reads, an HSET of a whole value)."""
+
+        async def op(r: Redis) -> list[Any]:
+            async with r.pipeline(transaction=False) as pipe:
+                queue(pipe)
+                return await pipe.execute()
+
+        return await self.run(what, op)
+
     async def hgetall(
         self, key: str, parse: Callable[[str, Json], T], *, shared: bool = False
     ) -> list[tuple[str, T]]:
         """Every readable field of a hash, mapped by `parse(field, value)`; with `shared`,
         through the cache of parsed values (`parse_shared`: the caller changes nothing)."""
-        raw = await self.hgetall_raw(key)
+        return self.fields_of(key, await self.hgetall_raw(key), parse, shared=shared)
+
+    def fields_of(
+        self, key: str, raw: dict[str, str], parse: Callable[[str, Json], T], *, shared: bool = False
+    ) -> list[tuple[str, T]]:
+        """`hgetall` of the hash's raw fields `raw` (read already)."""
         out: list[tuple[str, T]] = []
         read = self.parse_shared if shared else self.parse
         for fld, text in raw.items():
@@ -205,10 +279,13 @@ class LegacyRecords:
         """Write one whole value (idempotent, so retried)."""
         text = dumps(value)
         await self.run(f"HSET {key}", lambda r: r.hset(key, fld, text))
+        self.remember(key, fld, text)
 
     async def hdel(self, key: str, fld: str, *, idempotent: bool = True) -> bool:
         """Remove one field; True when it was there."""
-        return bool(await self.run(f"HDEL {key}", lambda r: r.hdel(key, fld), idempotent=idempotent))
+        removed = bool(await self.run(f"HDEL {key}", lambda r: r.hdel(key, fld), idempotent=idempotent))
+        self.remember(key, fld, None)
+        return removed
 
     async def cas(self, key: str, fld: str, expected: str | None, new: str | None) -> bool:
         """Compare-and-set one hash field atomically; False when it changed since it was read.
@@ -225,6 +302,8 @@ class LegacyRecords:
         result = await self.run(
             f"CAS {key}", lambda r: self._cas_script(keys=[key], args=args, client=r), idempotent=False
         )
+        if result:
+            self.remember(key, fld, new)
         return bool(result)
 
     async def optimistic(
@@ -276,9 +355,13 @@ class LegacyRecords:
     async def agent(self, agent_id: str) -> tuple[Agent | None, str | None]:
         """The agent and its raw value (a raw value with no agent: unreadable, reported)."""
         raw = await self.hget(keys.ACTIVE_AGENTS, agent_id)
+        return self.agent_of(agent_id, raw), raw
+
+    def agent_of(self, agent_id: str, raw: str | None) -> Agent | None:
+        """The agent a raw value of `active-agents` holds (None: absent, or unreadable and reported)."""
         if raw is None:
-            return None, None
-        return self.parse(raw, keys.ACTIVE_AGENTS, agent_id, lambda v: m.agent_from_legacy(agent_id, v)), raw
+            return None
+        return self.parse(raw, keys.ACTIVE_AGENTS, agent_id, lambda v: m.agent_from_legacy(agent_id, v))
 
     async def put_agent(self, agent: Agent, presence: str | None) -> None:
         """Write the agent's value, and its presence (`online`/`offline`) when given, at once."""
@@ -292,40 +375,53 @@ class LegacyRecords:
                 await pipe.execute()
 
         await self.run(f"HSET {keys.ACTIVE_AGENTS}", op)
+        self.remember(keys.ACTIVE_AGENTS, agent.agent_id, text)
 
     async def task(self, task_id: str) -> tuple[Task | None, str | None]:
         """The task and its raw value."""
         raw = await self.hget(keys.TASKS, task_id)
-        return (None if raw is None else self.parse(raw, keys.TASKS, task_id, m.task_from_legacy)), raw
+        return self.task_of(task_id, raw), raw
+
+    def task_of(self, task_id: str, raw: str | None) -> Task | None:
+        return None if raw is None else self.parse(raw, keys.TASKS, task_id, m.task_from_legacy)
 
     async def zone(self, zone_id: str) -> tuple[Zone | None, str | None]:
         """The zone and its raw value."""
         raw = await self.hget(keys.ZONES, zone_id)
+        return self.zone_of(zone_id, raw), raw
+
+    def zone_of(self, zone_id: str, raw: str | None) -> Zone | None:
         if raw is None:
-            return None, None
-        return self.parse(raw, keys.ZONES, zone_id, lambda v: m.zone_from_legacy(zone_id, v)), raw
+            return None
+        return self.parse(raw, keys.ZONES, zone_id, lambda v: m.zone_from_legacy(zone_id, v))
 
     async def handoff(self, handoff_id: str) -> tuple[Handoff | None, str | None]:
         """The handoff and its raw value."""
         raw = await self.hget(keys.HANDOFFS, handoff_id)
-        if raw is None:
-            return None, None
-        return self.parse(raw, keys.HANDOFFS, handoff_id, m.handoff_from_legacy), raw
+        return self.handoff_of(handoff_id, raw), raw
+
+    def handoff_of(self, handoff_id: str, raw: str | None) -> Handoff | None:
+        return None if raw is None else self.parse(raw, keys.HANDOFFS, handoff_id, m.handoff_from_legacy)
 
     async def checkpoint(self, agent_id: str) -> tuple[Checkpoint | None, str | None]:
         """The checkpoint and its raw value."""
         raw = await self.hget(keys.CHECKPOINTS, agent_id)
+        return self.checkpoint_of(agent_id, raw), raw
+
+    def checkpoint_of(self, agent_id: str, raw: str | None) -> Checkpoint | None:
         if raw is None:
-            return None, None
-        cp = self.parse(raw, keys.CHECKPOINTS, agent_id, lambda v: m.checkpoint_from_legacy(agent_id, v))
-        return cp, raw
+            return None
+        return self.parse(raw, keys.CHECKPOINTS, agent_id, lambda v: m.checkpoint_from_legacy(agent_id, v))
 
     async def lock(self, path: str) -> tuple[Lock | None, str | None]:
         """The lock and its raw value (a raw value with no lock: unreadable, reported)."""
         raw = await self.hget(keys.LOCKS, path)
+        return self.lock_of(path, raw), raw
+
+    def lock_of(self, path: str, raw: str | None) -> Lock | None:
         if raw is None:
-            return None, None
-        return self.parse(raw, keys.LOCKS, path, lambda v: m.lock_from_legacy(path, v)), raw
+            return None
+        return self.parse(raw, keys.LOCKS, path, lambda v: m.lock_from_legacy(path, v))
 
     async def memory(self, memory_id: str) -> Memory | None:
         raw = await self.hget(keys.SHARED_MEMORY, memory_id)
@@ -357,6 +453,20 @@ class LegacyRecords:
             if len(texts) <= last - first:
                 break  # the end of the list
             first, page = last + 1, page * 2
+        return out
+
+    def messages_of(self, texts: list[str], count: int) -> list[GroupMessage]:
+        """The first `count` readable messages of chat list elements `texts` (newest first),
+        each id once: `chat_window` of a list read already."""
+        out: list[GroupMessage] = []
+        seen: set[str] = set()
+        for text in texts:
+            if len(out) == count:
+                break
+            msg = self.parse_shared(text, keys.MESSAGES, None, m.chat_from_legacy)
+            if msg is not None and msg.id not in seen:
+                seen.add(msg.id)
+                out.append(msg)
         return out
 
     async def chat_texts(self, first: int, last: int) -> list[str]:
@@ -467,6 +577,7 @@ class LegacyRecords:
     ) -> None:
         """Rewrite one conversation's message array and record under WATCH (optimistic, retried),
         and add it to each of `users`' conversation lists that lacks it."""
+        written = [""]  # the message array written by the attempt that went through
 
         async def body(pipe: Any) -> None:
             raw_msgs = cast("str | None", await pipe.hget(keys.DM_MESSAGES, conv_id))
@@ -478,9 +589,10 @@ class LegacyRecords:
                     self.corruption.report(msgs)
                 raise ApiError(409, {"error": "Conversation is unreadable in the legacy store"})
             new_msgs, new_conv = change(msgs, conv)
-            user_lists = [cast("str | None", await pipe.hget(keys.DM_USER_CONVOS, u)) for u in users]
+            user_lists: list[str | None] = await pipe.hmget(keys.DM_USER_CONVOS, users) if users else []
             pipe.multi()
-            _ = pipe.hset(keys.DM_MESSAGES, conv_id, dumps(new_msgs[-keys.DM_MAX :]))
+            written[0] = dumps(new_msgs[-keys.DM_MAX :])
+            _ = pipe.hset(keys.DM_MESSAGES, conv_id, written[0])
             _ = pipe.hset(keys.DM_CONVOS, conv_id, dumps(new_conv))
             for user, raw_list in zip(users, user_lists, strict=True):
                 convs = [] if raw_list is None else decode_array(raw_list, key=keys.DM_USER_CONVOS)
@@ -490,6 +602,7 @@ class LegacyRecords:
                     _ = pipe.hset(keys.DM_USER_CONVOS, user, dumps([*convs, conv_id]))
 
         await self.optimistic(f"DM {conv_id}", (keys.DM_MESSAGES, keys.DM_CONVOS, keys.DM_USER_CONVOS), body)
+        self.remember(keys.DM_MESSAGES, conv_id, written[0])
 
     @staticmethod
     def unread_counts(conv: Json, msgs: list[Any]) -> Json:

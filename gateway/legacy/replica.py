@@ -37,7 +37,7 @@ from gateway.errors import ApiError
 from gateway.legacy import keys
 from gateway.legacy import mapping as m
 from gateway.legacy.client import Redis
-from gateway.legacy.codec import dumps
+from gateway.legacy.codec import Corrupt, decode_array, dumps
 from gateway.legacy.records import Json, LegacyRecords, set_last_message
 
 __all__ = ["LegacyReplica"]
@@ -64,35 +64,55 @@ class LegacyReplica:
     # -- reads ------------------------------------------------------------------------------------
 
     async def read_entity(self, key: EntityKey) -> Entity | None:  # noqa: PLR0911 - one exit per domain
-        """The entity as Redis holds it, or None (also for an unreadable value, which is reported)."""
+        """The entity as Redis holds it, or None (also for an unreadable value, which is reported).
+
+        Inside `LegacyRecords.remembering_writes`, a value the current command wrote is taken from
+        what it wrote instead of being read again (the phase router's replication).
+        """
         r, d, i = self.records, key.domain, key.id
         if d == "agent":
-            agent, _ = await r.agent(i)
-            return agent
+            return r.agent_of(i, await self._raw(keys.ACTIVE_AGENTS, i))
         if d == "task":
-            task, _ = await r.task(i)
-            return task
+            return r.task_of(i, await self._raw(keys.TASKS, i))
         if d == "zone":
-            zone, _ = await r.zone(i)
-            return zone
+            return r.zone_of(i, await self._raw(keys.ZONES, i))
         if d == "claim":
             return await r.claim(i, self.clock.now_ms())
         if d == "handoff":
-            handoff, _ = await r.handoff(i)
-            return handoff
+            return r.handoff_of(i, await self._raw(keys.HANDOFFS, i))
         if d == "checkpoint":
-            cp, _ = await r.checkpoint(key.scope or i)
-            return cp
+            agent_id = key.scope or i
+            return r.checkpoint_of(agent_id, await self._raw(keys.CHECKPOINTS, agent_id))
         if d == "lock":
-            lock, _ = await r.lock(i)
-            return lock
+            return r.lock_of(i, await self._raw(keys.LOCKS, i))
         if d == "chat":
+            found, text = r.written(keys.MESSAGES, i)
+            if found and text is not None:
+                return r.parse(text, keys.MESSAGES, None, m.chat_from_legacy)
             return await r.find_chat(i)
         if d == "dm":
-            return next((dm for dm in await r.inbox(key.scope) if dm.id == i), None)
+            return self._written_dm(key.scope, i) or next(
+                (dm for dm in await r.inbox(key.scope) if dm.id == i), None
+            )
         if d == "memory":
             return await r.memory(i)
         raise ValueError(f"unknown entity domain {d!r}")
+
+    async def _raw(self, key: str, fld: str) -> str | None:
+        """The text of one hash field: as the current command wrote it, else from Redis."""
+        found, text = self.records.written(key, fld)
+        return text if found else await self.records.hget(key, fld)
+
+    def _written_dm(self, to: str, dm_id: str) -> DirectMessage | None:
+        """DM `dm_id` to `to`, from a conversation the current command wrote, as `inbox` maps it."""
+        for _, text in self.records.written_of(keys.DM_MESSAGES):
+            msgs = [] if text is None else decode_array(text, key=keys.DM_MESSAGES)
+            if isinstance(msgs, Corrupt):
+                continue
+            for x in msgs:
+                if isinstance(x, dict) and x.get("id") == dm_id and x.get("to") == to:
+                    return m.dm_from_legacy(x)
+        return None
 
     # -- writes -----------------------------------------------------------------------------------
 

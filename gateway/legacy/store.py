@@ -25,6 +25,7 @@ legacy layout has no secondary indexes). Replication into Redis (entity upserts 
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -81,6 +82,10 @@ def _like(query: str) -> re.Pattern[str]:
     """SQLite `LIKE '%q%'`: `%` and `_` stay wildcards (as upstream), ASCII case-insensitive."""
     parts = [".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in query]
     return re.compile("".join(parts), re.IGNORECASE | re.ASCII | re.DOTALL)
+
+
+_mention_pattern = functools.lru_cache(maxsize=4096)(rules.mention_pattern)
+"""`rules.mention_pattern`, compiled once per agent (re's own cache is smaller than a team)."""
 
 
 def _unreadable_lock(path: str) -> ApiError:
@@ -160,9 +165,13 @@ class LegacyStore:
         await self.records.put_agent(agent, "offline" if status == "offline" else "online")
 
     async def _active_agents(self, now_ms: int, limit: int) -> list[Agent]:
+        return self._listed_agents(await self.records.hgetall_raw(keys.ACTIVE_AGENTS), now_ms, limit)
+
+    def _listed_agents(self, raw: dict[str, str], now_ms: int, limit: int) -> list[Agent]:
+        """The agents a listing shows, of the raw `active-agents` hash: active lately, newest first."""
         cutoff = now_ms - int(self.limits.agent_offline_after_s * 1000)
         listed: list[tuple[int, Agent]] = []
-        for _, agent in await self.records.hgetall(keys.ACTIVE_AGENTS, m.agent_from_legacy, shared=True):
+        for _, agent in self.records.fields_of(keys.ACTIVE_AGENTS, raw, m.agent_from_legacy, shared=True):
             seen = ms(agent.last_seen) if isinstance(agent.last_seen, str) else None
             if agent.status != "offline" and seen is not None and seen >= cutoff:
                 listed.append((seen, agent))
@@ -188,6 +197,7 @@ class LegacyStore:
                 await pipe.execute()
 
         await self.records.run(f"LPUSH {keys.MESSAGES}", op, idempotent=False)
+        self.records.remember(keys.MESSAGES, msg.id, text)
         return msg
 
     async def _newest(self, limit: int, since_ms: int | None = None) -> list[GroupMessage]:
@@ -214,15 +224,21 @@ class LegacyStore:
         message left is newer. Without an id (a cursor written before, or by other tools), the
         time `lastChatCheck` decides.
         """
+        return self._mentions_in(await self.records.chat_texts(0, CHAT_SCAN - 1), agent, agent_id)
+
+    def _mentions_in(
+        self, texts: list[str], agent: Agent | None, agent_id: str
+    ) -> tuple[list[GroupMessage], str]:
+        """`_pending_mentions` over the chat list elements `texts` (newest first), read already.
+
+        Parses only what can matter (this runs on every /work and chat read): the head, the
+        cursor message, and messages with an '@' in them (a mention needs one)."""
         extra = agent.extra if agent is not None else {}
         cursor_id, cursor = extra.get(MENTION_CURSOR_ID), extra.get(MENTION_CURSOR)
         cursor_ms = ms(cursor) if isinstance(cursor, str) and not isinstance(cursor_id, str) else None
-
-        # Parse only what can matter (this runs on every /work and chat read): the head, the
-        # cursor message, and messages with an '@' in them (a mention needs one).
         head, found = "", []
-        pattern = rules.mention_pattern(agent_id)
-        for text in await self.records.chat_texts(0, CHAT_SCAN - 1):
+        pattern = _mention_pattern(agent_id)
+        for text in texts:
             is_cursor = isinstance(cursor_id, str) and cursor_id in text
             if head and not is_cursor and "@" not in text:
                 continue
@@ -263,6 +279,7 @@ class LegacyStore:
         )
         if not created:
             raise ApiError(409, {"error": "Task already exists", "id": cmd.id})
+        self.records.remember(keys.TASKS, task.id, text)
         return task
 
     async def update_task(self, cmd: c.UpdateTask) -> Task:
@@ -281,7 +298,11 @@ class LegacyStore:
         return task
 
     async def _tasks(self, keep: Callable[[Task], bool], limit: int) -> list[Task]:
-        found = await self.records.hgetall(keys.TASKS, lambda _f, v: m.task_from_legacy(v), shared=True)
+        return self._tasks_of(await self.records.hgetall_raw(keys.TASKS), keep, limit)
+
+    def _tasks_of(self, raw: dict[str, str], keep: Callable[[Task], bool], limit: int) -> list[Task]:
+        """The tasks of the raw `tasks` hash that `keep` keeps, newest first, at most `limit`."""
+        found = self.records.fields_of(keys.TASKS, raw, lambda _f, v: m.task_from_legacy(v), shared=True)
         tasks = [t for _, t in found if keep(t)]
         tasks.sort(key=lambda t: t.created_at, reverse=True)
         return tasks[:limit]
@@ -297,17 +318,41 @@ class LegacyStore:
         )
 
     async def work_bundle(self, q: c.WorkQuery) -> WorkBundle:
-        """/work: mentions read before the heartbeat, then team, todo, mine and the last 20 messages."""
-        agent, _ = await self.records.agent(q.agent_id)
-        mentions, _ = await self._pending_mentions(agent, q.agent_id)
-        await self.touch_agent(q.agent_id, q.now_ms, advance_cursor=False)
-        tasks = await self._tasks(lambda _t: True, sys.maxsize)
+        """/work: mentions read before the heartbeat, then team, todo, mine and the last 20 messages.
+
+        Two round trips: the agent and the chat window, then the heartbeat's write with the
+        task and agent hashes read after it (one pipeline, in that order)."""
+        agent_id = q.agent_id
+        raw_agent, texts = await self.records.pipelined(
+            f"HGET {keys.ACTIVE_AGENTS}, LRANGE {keys.MESSAGES}",
+            lambda p: (p.hget(keys.ACTIVE_AGENTS, agent_id), p.lrange(keys.MESSAGES, 0, CHAT_SCAN - 1)),
+        )
+        agent = self.records.agent_of(agent_id, raw_agent)
+        mentions, _ = self._mentions_in(texts, agent, agent_id)
+        # the heartbeat (`touch_agent`), unless the agent's value is unreadable (left as it is)
+        touched = None
+        if agent is not None or raw_agent is None:
+            seen = replace(agent or Agent(agent_id), status="active", last_seen=iso_from_ms(q.now_ms))
+            touched = dumps(m.agent_to_legacy(seen))
+
+        def queue(p: Any) -> None:
+            if touched is not None:
+                p.hset(keys.ACTIVE_AGENTS, agent_id, touched)
+            p.hgetall(keys.TASKS)
+            p.hgetall(keys.ACTIVE_AGENTS)
+
+        *_, raw_tasks, raw_agents = await self.records.pipelined(
+            f"HSET {keys.ACTIVE_AGENTS}, HGETALL {keys.TASKS}, HGETALL {keys.ACTIVE_AGENTS}", queue
+        )
+        if touched is not None:
+            self.records.remember(keys.ACTIVE_AGENTS, agent_id, touched)
+        tasks = self._tasks_of(raw_tasks, lambda _t: True, sys.maxsize)
         return WorkBundle(
-            agent_id=q.agent_id,
-            team=await self._active_agents(q.now_ms, q.limit),
+            agent_id=agent_id,
+            team=self._listed_agents(raw_agents, q.now_ms, q.limit),
             todo=[t for t in tasks if t.status == "todo"][: q.limit],
-            mine=[t for t in tasks if t.assignee == q.agent_id][: q.limit],
-            recent_chat=await self._newest(rules.RECENT_CHAT),
+            mine=[t for t in tasks if t.assignee == agent_id][: q.limit],
+            recent_chat=list(reversed(self.records.messages_of(texts, rules.RECENT_CHAT))),
             pending_mentions=mentions,
         )
 

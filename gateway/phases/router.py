@@ -68,6 +68,7 @@ from gateway.domain.model import (
 )
 from gateway.domain.phase import Phase, StoreName
 from gateway.errors import GatewayError
+from gateway.legacy.records import remembering_writes
 from gateway.phases.control import PhaseControl
 from gateway.phases.gate import PhaseGate
 from gateway.phases.repair import RepairQueue, is_unavailable
@@ -279,16 +280,19 @@ class PhasedStore:
     ) -> T:
         intents = self.queue.begin(keys, other)
         settled = False
+        # from legacy, the replica takes each entity from what the command wrote (no read-back)
+        remembering = remembering_writes() if auth == "legacy" else contextlib.nullcontext()
         try:
-            try:
-                result = await run.on(auth)
-            except GatewayError:
-                settled = True  # the store refused or failed the command: nothing to replicate
-                raise
-            crash_point("router.before_replicate")
-            if changed is None or changed(result):
-                for key in keys:
-                    await self._replicate(key, other)
+            with remembering:
+                try:
+                    result = await run.on(auth)
+                except GatewayError:
+                    settled = True  # the store refused or failed the command: nothing to replicate
+                    raise
+                crash_point("router.before_replicate")
+                if changed is None or changed(result):
+                    for key in keys:
+                        await self._replicate(key, other)
             settled = True
             return result
         finally:

@@ -1,0 +1,104 @@
+"""write-through sends Redis only what a command needs: no entity is read back to be replicated
+(the replica takes what the command wrote), and /work reads in two round trips.
+
+Counted with Redis's own `INFO commandstats` on the test's private server, around one request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+
+from gateway.legacy import keys
+
+from .conftest import GwFactory
+from .helpers import Client
+
+
+def _calls(r: redis.Redis) -> dict[str, int]:
+    stats: dict[str, Any] = r.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
+
+
+async def _commands(r: redis.Redis, request: Callable[[], Awaitable[Any]]) -> dict[str, int]:
+    """The Redis commands (name -> calls) that `request` caused."""
+    return (await _answer_and_commands(r, request))[1]
+
+
+async def _answer_and_commands(
+    r: redis.Redis, request: Callable[[], Awaitable[Any]]
+) -> tuple[Any, dict[str, int]]:
+    before = _calls(r)
+    answer = await request()
+    after = _calls(r)
+    grown = {name: n - before.get(name, 0) for name, n in after.items()}
+    return answer, {name: n for name, n in grown.items() if n and name != "info"}
+
+
+async def test_work_reads_in_two_round_trips_and_replicates_what_it_wrote(start_gw: GwFactory) -> None:
+    gw = await start_gw("write-through")
+    c: Client = gw.client
+    await c.ok("POST", "/coordinator/agents", {"agentId": "alice", "status": "idle"})
+    await c.ok("POST", "/coordinator/chat", {"author": "bob", "message": "hi @alice"})
+    await c.ok("POST", "/coordinator/tasks", {"title": "Port it", "createdBy": "bob", "assignee": "alice"})
+
+    work, sent = await _answer_and_commands(
+        gw.legacy.r, lambda: c.ok("GET", "/coordinator/work?agentId=alice")
+    )
+
+    # [HGET agent, LRANGE chat], then [HSET agent, HGETALL tasks, HGETALL agents]; nothing read back
+    assert sent == {"hget": 1, "lrange": 1, "hset": 1, "hgetall": 2}
+    assert [m["message"] for m in work["inbox"]["pendingMentions"]] == ["hi @alice"]
+    assert [t["title"] for t in work["tasks"]["mine"]] == ["Port it"]
+    assert [a["agentId"] for a in work["team"]] == ["alice"]  # listed as the heartbeat left it
+    assert work["team"][0]["status"] == "active"
+    assert [m["message"] for m in work["recentChat"]] == ["hi @alice"]
+    # the heartbeat /work wrote reached the actors as Redis holds it
+    assert gw.actors.snapshot()["agent"] == gw.legacy.snapshot()["agent"]
+    assert gw.legacy.hash(keys.ACTIVE_AGENTS)["alice"]["status"] == "active"
+
+
+async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory) -> None:
+    gw = await start_gw("write-through")
+    c: Client = gw.client
+    r = gw.legacy.r
+    await c.ok("POST", "/coordinator/agents", {"agentId": "alice", "status": "idle"})
+
+    post = {"author": "alice", "message": "x"}
+    assert await _commands(r, lambda: c.ok("POST", "/coordinator/chat", post)) == {
+        "multi": 1,
+        "lpush": 1,
+        "ltrim": 1,
+        "exec": 1,
+    }
+    create = {"title": "T", "createdBy": "alice"}
+    assert await _commands(r, lambda: c.ok("POST", "/coordinator/tasks", create)) == {"hsetnx": 1}
+    checkpoint = {"conversationSummary": "s", "pendingWork": ["p"]}
+    assert await _commands(r, lambda: c.ok("POST", "/agent/alice/checkpoint", checkpoint)) == {
+        "hget": 1,
+        "hset": 1,
+    }
+    await c.ok("POST", "/lock/src%2Fa.ts/lock", {"agentId": "alice"})  # loads the compare-and-set script
+    lock = "/lock/src%2Fb.ts/lock"
+    # HGET, then the script (its own HGET and HSET count too); no HGET after it
+    assert await _commands(r, lambda: c.ok("POST", lock, {"agentId": "alice"})) == {
+        "hget": 2,
+        "evalsha": 1,
+        "hset": 1,
+    }
+    # a DM: the conversation under WATCH (its two values, then both users' lists at once); the
+    # replica takes the message from the conversation written, no inbox read after it
+    dm = {"from": "alice", "message": "hello"}
+    assert await _commands(r, lambda: c.ok("POST", "/agent/bob/messages", dm)) == {
+        "watch": 1,
+        "hget": 2,
+        "hmget": 1,
+        "multi": 1,
+        "hset": 4,
+        "exec": 1,
+    }
+    # every entity reached the actors as Redis holds it
+    legacy, actors = gw.legacy.snapshot(), gw.actors.snapshot()
+    assert actors == legacy
