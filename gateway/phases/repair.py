@@ -17,20 +17,28 @@ retries it (back into the queue, attempts reset) or drops it. Failures of a stor
 reached never count toward that limit: a Redis down for an hour dead-letters nothing.
 
 Intents close the window between the two writes: before the authoritative store runs a
-command, the router records an intent per entity it may touch (`begin`), and removes them once
+command, the router records an intent per entity it may touch (`begin`), and ends them once
 the other store has the new state or the failure is queued (`end`). A gateway killed in between
 leaves the intents behind; the next start turns them into repair entries (a repair of an entity
-that did not change copies the same value again, which is harmless). Intents are written with
-`synchronous=NORMAL` (they must survive a crash of the process, like the actor commits they
-guard, not a power loss) so they cost no fsync on the request path; repair entries, which stand
-for writes already acknowledged, are written with `FULL`, on a thread of their own (as the actor
-host commits `FULL` turns), so their fsync never holds up the event loop. Reads (what is due,
-the stats) use a third connection and see every committed entry (WAL).
+that did not change copies the same value again, which is harmless). Intents must survive a
+crash of the process, like the actor commits they guard, not a power loss, and every write in
+write-through and read-switch records them, so they are lines appended to a journal
+(`<data_dir>/repair.intents`, `IntentJournal`) with one `write` system call each: in the page
+cache before the command runs, with no SQLite transaction, no fsync and no WAL checkpoint on
+the request path. The journal is emptied whenever no intent is open and it has grown past
+`JOURNAL_TRUNCATE_BYTES`. (Queues written by an older version kept intents in an `intent`
+table; those are recovered too.)
+
+Repair entries, which stand for writes already acknowledged, are written with `FULL`, on a
+thread of their own (as the actor host commits `FULL` turns), so their fsync never holds up the
+event loop. Reads (what is due, the stats) use a second connection and see every committed
+entry (WAL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 
 from gateway.actors.storage import wait_through_cancellation
@@ -143,9 +152,92 @@ class QueueStats:
     dead_letters: int = 0
 
 
+INTENTS_FILE = "repair.intents"
+JOURNAL_TRUNCATE_BYTES = 1 << 20
+"""The intent journal is emptied when no intent is open and it is at least this long."""
+
+Intent = tuple[EntityKey, str]  # the entity, and the store it is being copied to
+
+
+class IntentJournal:
+    """Open intents, as lines appended to a file (module docstring): `["b", handle, domain,
+    scope, id, target]` when one begins, `["e", handle, ...]` when intents end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
+        self._open: dict[int, Intent] = {}
+        self._last = 0
+
+    @staticmethod
+    def left_behind(path: Path) -> list[Intent]:
+        """The intents a journal holds that never ended, in the order they began."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        begun: dict[int, Intent] = {}
+        for line in data.splitlines():
+            try:
+                record = orjson.loads(line)
+                if record[0] == "b":
+                    key = EntityKey(str(record[2]), str(record[3]), str(record[4]))
+                    begun[int(record[1])] = (key, str(record[5]))
+                elif record[0] == "e":
+                    for handle in record[1:]:
+                        begun.pop(int(handle), None)
+            except (orjson.JSONDecodeError, IndexError, TypeError, ValueError):
+                continue  # a torn last line: its write never returned, so its command never ran
+        return list(begun.values())
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def get(self, handle: int) -> Intent | None:
+        return self._open.get(handle)
+
+    def begin(self, keys: Sequence[EntityKey], target: str) -> list[int]:
+        handles = list(range(self._last + 1, self._last + 1 + len(keys)))
+        self._append(
+            b"".join(
+                orjson.dumps(["b", h, k.domain, k.scope, k.id, target]) + b"\n"
+                for h, k in zip(handles, keys, strict=True)
+            )
+        )
+        self._last += len(keys)
+        for h, k in zip(handles, keys, strict=True):
+            self._open[h] = (k, target)
+        return handles
+
+    def end(self, handles: Sequence[int]) -> None:
+        for h in handles:
+            self._open.pop(h, None)
+        if not self._open and self._size >= JOURNAL_TRUNCATE_BYTES:
+            self.clear()  # nothing is open: nothing in it is needed any more
+        else:
+            self._append(orjson.dumps(["e", *handles]) + b"\n")
+
+    def clear(self) -> None:
+        """Empty the journal (what it held is ended, or repair entries now)."""
+        self._open.clear()
+        os.ftruncate(self._fd, 0)
+        self._size = 0
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._size += len(data)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class RepairQueue:
-    """The queue's storage: entries written (and fsynced) on the queue's own thread, intents and
-    reads on the event loop (each one short statement, no fsync)."""
+    """The queue's storage: entries written (and fsynced) on the queue's own thread, intents
+    appended to their journal and reads run on the event loop (no fsync)."""
 
     def __init__(self, data_dir: Path, clock: Clock) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -159,27 +251,29 @@ class RepairQueue:
         columns = {str(row[1]) for row in self._db.execute("PRAGMA table_info(repair)")}
         if "strikes" not in columns:  # a queue written by an older version
             self._db.execute("ALTER TABLE repair ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0")
+        self.recovered = self._recover_intents(data_dir / INTENTS_FILE)
+        # the request path's intents (module docstring): recovered above, so the journal starts empty
+        self._intents = IntentJournal(data_dir / INTENTS_FILE)
+        self._intents.clear()
         # one thread owns `_db` from here on: its commits are serialised and fsync off the loop
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repair-queue")
-        # the request path's intents: a second connection, crash-safe without an fsync per write
-        self._fast = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._fast.execute("PRAGMA synchronous=NORMAL")
-        # reads on the loop: a third connection (WAL readers never wait for the writer)
+        # reads on the loop: a second connection (WAL readers never wait for the writer)
         self._read = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.wakeup = asyncio.Event()
-        self.recovered = self._recover_intents()
 
     async def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
         """Run one statement (its own FULL transaction) on the writer thread."""
         fut = asyncio.get_running_loop().run_in_executor(self._writer, self._db.execute, sql, params)
         return await wait_through_cancellation(fut)
 
-    def _recover_intents(self) -> int:
-        """Turn the intents a killed gateway left behind into repair entries (at start-up)."""
+    def _recover_intents(self, journal: Path) -> int:
+        """Turn the intents a killed gateway left behind into repair entries (at start-up); the
+        journal is emptied after they are committed (a crash in between recovers them again)."""
         now = self._clock.now_ms()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             rows = self._db.execute("SELECT domain, scope, id, target FROM intent ORDER BY seq").fetchall()
+            rows += [(k.domain, k.scope, k.id, target) for k, target in IntentJournal.left_behind(journal)]
             for domain, scope, ident, target in rows:
                 self._db.execute(
                     _ENQUEUE, (domain, scope, ident, target, now, now, "gateway stopped during replication")
@@ -210,42 +304,24 @@ class RepairQueue:
 
     def begin(self, keys: Sequence[EntityKey], target: str) -> list[int]:
         """Record intents to copy `keys` to `target`; returns their handles for `end`/`abandon`."""
-        if not keys:
-            return []
-        now = self._clock.now_ms()
-        handles = []
-        self._fast.execute("BEGIN IMMEDIATE")
-        try:
-            for key in keys:
-                cur = self._fast.execute(
-                    "INSERT INTO intent (domain, scope, id, target, started_ms) VALUES (?, ?, ?, ?, ?)",
-                    (key.domain, key.scope, key.id, target, now),
-                )
-                handles.append(int(cur.lastrowid or 0))
-            self._fast.execute("COMMIT")
-        except BaseException:
-            self._fast.execute("ROLLBACK")
-            raise
-        return handles
+        return self._intents.begin(keys, target) if keys else []
 
     def end(self, handles: Sequence[int]) -> None:
         """Forget intents whose replication finished (copied, or queued for repair)."""
         if handles:
-            self._fast.executemany("DELETE FROM intent WHERE seq = ?", [(h,) for h in handles])
+            self._intents.end(handles)
 
     async def abandon(self, handles: Sequence[int], error: str) -> None:
         """Turn intents whose replication was interrupted into repair entries."""
         for handle in handles:
-            row = self._fast.execute(
-                "SELECT domain, scope, id, target FROM intent WHERE seq = ?", (handle,)
-            ).fetchone()
-            if row is not None:
-                await self.enqueue(EntityKey(str(row[0]), str(row[1]), str(row[2])), str(row[3]), error)
+            intent = self._intents.get(handle)
+            if intent is not None:
+                await self.enqueue(intent[0], intent[1], error)
         self.end(handles)
 
     def intents(self) -> int:
-        """How many replications are in flight (or were, when the gateway died)."""
-        return int(self._fast.execute("SELECT COUNT(*) FROM intent").fetchone()[0])
+        """How many replications are in flight."""
+        return len(self._intents)
 
     def due(self, limit: int = 100) -> list[RepairEntry]:
         """Entries whose next attempt is due, oldest first."""
@@ -386,7 +462,7 @@ class RepairQueue:
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self._read.close()
-        self._fast.close()
+        self._intents.close()
         self._db.close()
 
 

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from gateway.actors.crash import CRASH_EXIT_CODE
+from gateway.phases.repair import INTENTS_FILE, IntentJournal
 from gateway.testing import RedisServer
 from gateway.testing.gateway_process import GatewayProcess
 
@@ -28,15 +29,14 @@ def token(data_dir: Path) -> str:
 
 
 def pending(data_dir: Path) -> tuple[int, int]:
-    """(repair entries, intents) in the repair queue's database, read behind the gateway's back."""
+    """(repair entries, open intents) in the repair queue's database and intent journal, read
+    behind the gateway's back."""
     db = sqlite3.connect(data_dir / "repair.sqlite")
     try:
-        return (
-            int(db.execute("SELECT COUNT(*) FROM repair").fetchone()[0]),
-            int(db.execute("SELECT COUNT(*) FROM intent").fetchone()[0]),
-        )
+        entries = int(db.execute("SELECT COUNT(*) FROM repair").fetchone()[0])
     finally:
         db.close()
+    return entries, len(IntentJournal.left_behind(data_dir / INTENTS_FILE))
 
 
 @pytest.mark.slow

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from gateway.clock import FakeClock
 from gateway.domain.entities import EntityKey
-from gateway.phases.repair import RepairQueue
+from gateway.phases import repair
+from gateway.phases.repair import INTENTS_FILE, RepairQueue
 from gateway.phases.router import in_rollout
 from gateway.settings import MigrationSettings
 
@@ -40,6 +44,55 @@ def test_intents_of_a_dead_gateway_become_repairs(tmp_path: Path) -> None:
         (K1, "legacy", "gateway stopped during replication"),
         (K2, "actors", "gateway stopped during replication"),
     ]
+    again.close()
+
+
+def test_a_torn_last_line_is_not_an_intent(tmp_path: Path) -> None:
+    """A journal line cut short (its write never returned, so its command never ran) is skipped;
+    the intents before it are recovered."""
+    q = RepairQueue(tmp_path, FakeClock())
+    q.begin([K1], "legacy")
+    q.close()
+    with (tmp_path / INTENTS_FILE).open("ab") as f:
+        f.write(b'["b",2,"task","","ta')
+    again = RepairQueue(tmp_path, FakeClock())
+    assert again.recovered == 1
+    assert [e.key for e in again.all()] == [K1]
+    again.close()
+
+
+def test_the_journal_is_emptied_once_nothing_is_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal does not grow without bound: past its limit it is emptied when the last open
+    intent ends, never while one is open."""
+    monkeypatch.setattr(repair, "JOURNAL_TRUNCATE_BYTES", 200)
+    q = RepairQueue(tmp_path, FakeClock())
+    journal = tmp_path / INTENTS_FILE
+    held = q.begin([K1], "legacy")
+    for _ in range(10):
+        q.end(q.begin([K2], "actors"))
+    assert journal.stat().st_size > 200  # K1 is still open
+    q.end(held)
+    assert journal.stat().st_size == 0
+    q.begin([K2], "legacy")
+    q.close()
+    again = RepairQueue(tmp_path, FakeClock())
+    assert [(e.key, e.target) for e in again.all()] == [(K2, "legacy")]
+    again.close()
+
+
+def test_intents_an_older_queue_kept_in_its_table_are_recovered(tmp_path: Path) -> None:
+    """A repair.sqlite of an older version, with an intent left in its `intent` table."""
+    RepairQueue(tmp_path, FakeClock()).close()
+    db = sqlite3.connect(tmp_path / "repair.sqlite")
+    db.execute(
+        "INSERT INTO intent (domain, scope, id, target, started_ms) VALUES (?, ?, ?, ?, ?)",
+        ("task", "", "task-1", "legacy", 1),
+    )
+    db.commit()
+    db.close()
+    again = RepairQueue(tmp_path, FakeClock())
+    assert again.recovered == 1
+    assert [(e.key, e.target) for e in again.all()] == [(K1, "legacy")]
     again.close()
 
 
