@@ -25,7 +25,6 @@ legacy layout has no secondary indexes). Replication into Redis (entity upserts 
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from collections.abc import Callable
@@ -82,10 +81,6 @@ def _like(query: str) -> re.Pattern[str]:
     """SQLite `LIKE '%q%'`: `%` and `_` stay wildcards (as upstream), ASCII case-insensitive."""
     parts = [".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in query]
     return re.compile("".join(parts), re.IGNORECASE | re.ASCII | re.DOTALL)
-
-
-_mention_pattern = functools.lru_cache(maxsize=4096)(rules.mention_pattern)
-"""`rules.mention_pattern`, compiled once per agent (re's own cache is smaller than a team)."""
 
 
 def _unreadable_lock(path: str) -> ApiError:
@@ -237,7 +232,7 @@ class LegacyStore:
         cursor_id, cursor = extra.get(MENTION_CURSOR_ID), extra.get(MENTION_CURSOR)
         cursor_ms = ms(cursor) if isinstance(cursor, str) and not isinstance(cursor_id, str) else None
         head, found = "", []
-        pattern = _mention_pattern(agent_id)
+        pattern = rules.mention_pattern(agent_id)
         for text in texts:
             is_cursor = isinstance(cursor_id, str) and cursor_id in text
             if head and not is_cursor and "@" not in text:
