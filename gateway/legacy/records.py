@@ -63,6 +63,7 @@ __all__ = [
     "CHAT_SCAN",
     "Json",
     "LegacyRecords",
+    "Written",
     "ms",
     "remembering_writes",
     "set_last_message",

@@ -15,6 +15,7 @@ lock's id is its resource path.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -38,7 +39,7 @@ from gateway.legacy import keys
 from gateway.legacy import mapping as m
 from gateway.legacy.client import Redis
 from gateway.legacy.codec import Corrupt, decode_array, dumps
-from gateway.legacy.records import Json, LegacyRecords, set_last_message
+from gateway.legacy.records import Json, LegacyRecords, Written, remembering_writes, set_last_message
 
 __all__ = ["LegacyReplica"]
 
@@ -60,6 +61,12 @@ class LegacyReplica:
     def __init__(self, records: LegacyRecords, clock: Clock) -> None:
         self.records = records
         self.clock = clock
+
+    @staticmethod
+    def remembering_writes() -> AbstractContextManager[Written]:
+        """The phase router's scope around a command and its replication: `read_entity` takes
+        what the command wrote (`gateway.legacy.records.remembering_writes`)."""
+        return remembering_writes()
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -68,7 +68,6 @@ from gateway.domain.model import (
 )
 from gateway.domain.phase import Phase, StoreName
 from gateway.errors import GatewayError
-from gateway.legacy.records import remembering_writes
 from gateway.phases.control import PhaseControl
 from gateway.phases.gate import PhaseGate
 from gateway.phases.repair import RepairQueue, is_unavailable
@@ -126,6 +125,15 @@ def _to_json(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {k: _to_json(getattr(value, k)) for k in value.__dataclass_fields__ if k != "extra"}
     return value
+
+
+def _remembering_writes(replica: Replica) -> contextlib.AbstractContextManager[object]:
+    """The scope in which `replica` reads what its store's command wrote instead of asking the
+    store again (`LegacyReplica.remembering_writes`), for replicas that can; else nothing."""
+    remembering: Callable[[], contextlib.AbstractContextManager[object]] | None = getattr(
+        replica, "remembering_writes", None
+    )
+    return contextlib.nullcontext() if remembering is None else remembering()
 
 
 class _Held:
@@ -280,10 +288,8 @@ class PhasedStore:
     ) -> T:
         intents = self.queue.begin(keys, other)
         settled = False
-        # from legacy, the replica takes each entity from what the command wrote (no read-back)
-        remembering = remembering_writes() if auth == "legacy" else contextlib.nullcontext()
         try:
-            with remembering:
+            with _remembering_writes(self.replicas[auth]):
                 try:
                     result = await run.on(auth)
                 except GatewayError:
