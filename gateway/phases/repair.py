@@ -23,11 +23,12 @@ leaves the intents behind; the next start turns them into repair entries (a repa
 that did not change copies the same value again, which is harmless). Intents must survive a
 crash of the process, like the actor commits they guard, not a power loss, and every write in
 write-through and read-switch records them, so they are lines appended to a journal
-(`<data_dir>/repair.intents`, `IntentJournal`) with one `write` system call each: in the page
-cache before the command runs, with no SQLite transaction, no fsync and no WAL checkpoint on
-the request path. The journal is emptied whenever no intent is open and it has grown past
-`JOURNAL_TRUNCATE_BYTES`. (Queues written by an older version kept intents in an `intent`
-table; those are recovered too.)
+(`<data_dir>/repair.intents`, `IntentJournal`) with one `write` system call per command (its
+intents, after the ends noted since the last one): in the page cache before the command runs,
+with no SQLite transaction, no fsync and no WAL checkpoint on the request path. An end lost in a
+crash only repairs an entity that needed none. The journal is emptied whenever no intent is open
+and it has grown past `JOURNAL_TRUNCATE_BYTES`. (Queues written by an older version kept
+intents in an `intent` table; those are recovered too.)
 
 Repair entries, which stand for writes already acknowledged, are written with `FULL`, on a
 thread of their own (as the actor host commits `FULL` turns), so their fsync never holds up the
@@ -168,6 +169,7 @@ class IntentJournal:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._size = os.fstat(self._fd).st_size
         self._open: dict[int, Intent] = {}
+        self._ended: list[int] = []  # ended, not written yet (`end`)
         self._last = 0
 
     @staticmethod
@@ -198,29 +200,35 @@ class IntentJournal:
         return self._open.get(handle)
 
     def begin(self, keys: Sequence[EntityKey], target: str) -> list[int]:
+        """Open intents for `keys`: written before this returns, with the ends noted since the
+        last write ahead of them (one system call)."""
         handles = list(range(self._last + 1, self._last + 1 + len(keys)))
-        self._append(
-            b"".join(
-                orjson.dumps(["b", h, k.domain, k.scope, k.id, target]) + b"\n"
-                for h, k in zip(handles, keys, strict=True)
-            )
-        )
+        lines = [
+            orjson.dumps(["b", h, k.domain, k.scope, k.id, target])
+            for h, k in zip(handles, keys, strict=True)
+        ]
+        if self._ended:
+            lines.insert(0, orjson.dumps(["e", *self._ended]))
+        self._append(b"\n".join(lines) + b"\n")
+        self._ended.clear()
         self._last += len(keys)
         for h, k in zip(handles, keys, strict=True):
             self._open[h] = (k, target)
         return handles
 
     def end(self, handles: Sequence[int]) -> None:
+        """End intents. The end is written with the next `begin` (or at `close`): an end lost in
+        a crash only makes the next start repair an entity that needed none, which is harmless."""
         for h in handles:
             self._open.pop(h, None)
+        self._ended.extend(handles)
         if not self._open and self._size >= JOURNAL_TRUNCATE_BYTES:
             self.clear()  # nothing is open: nothing in it is needed any more
-        else:
-            self._append(orjson.dumps(["e", *handles]) + b"\n")
 
     def clear(self) -> None:
         """Empty the journal (what it held is ended, or repair entries now)."""
         self._open.clear()
+        self._ended.clear()
         os.ftruncate(self._fd, 0)
         self._size = 0
 
@@ -232,6 +240,8 @@ class IntentJournal:
         self._size += len(data)
 
     def close(self) -> None:
+        if self._ended:
+            self._append(orjson.dumps(["e", *self._ended]) + b"\n")
         os.close(self._fd)
 
 
