@@ -61,6 +61,8 @@ from gateway.legacy.codec import Corrupt, CorruptionLog, decode_array, decode_ob
 __all__ = [
     "CAS_ATTEMPTS",
     "CHAT_SCAN",
+    "MENTION_CURSOR",
+    "MENTION_CURSOR_ID",
     "Json",
     "LegacyRecords",
     "Written",
@@ -75,6 +77,8 @@ Json = dict[str, Any]
 
 CAS_ATTEMPTS: Final = 16  # optimistic retries under contention before giving up with a 503
 CHAT_SCAN: Final = keys.CHAT_MAX + 200  # the whole legacy window (user posts trim it to 1000)
+MENTION_CURSOR: Final = "lastChatCheck"  # the agent's mention cursor: the time of its last check
+MENTION_CURSOR_ID: Final = "lastChatCheckId"  # the newest message id seen then ("" = chat was empty)
 
 # Set the hash field to ARGV[4] (or delete it when ARGV[5] == "del") only if it still holds
 # ARGV[2] (or is missing when ARGV[3] == "missing"). 1 = written, 0 = someone else changed it.
@@ -91,6 +95,33 @@ else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 end
 return 1
+"""
+
+
+# /work's first read: the agent, the cursor id this script finds in it (`lastChatCheckId`, or
+# false), the chat list's length, then its first ARGV[2] elements and, after them, only those that
+# can matter for the pending mentions: with an '@', or holding the cursor id. The caller checks
+# the cursor against its own reading of the agent (`LegacyRecords.agent_and_chat`).
+_AGENT_AND_CHAT_LUA: Final = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local cursor = false
+if raw then
+  local ok, v = pcall(cjson.decode, raw)
+  if ok and type(v) == 'string' then ok, v = pcall(cjson.decode, v) end
+  if ok and type(v) == 'table' and type(v['lastChatCheckId']) == 'string' then
+    cursor = v['lastChatCheckId']
+  end
+end
+local all = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]))
+local out = {raw, cursor, #all}
+local first = tonumber(ARGV[2])
+for i = 1, #all do
+  local x = all[i]
+  if i <= first or string.find(x, '@', 1, true) or (cursor and string.find(x, cursor, 1, true)) then
+    out[#out + 1] = x
+  end
+end
+return out
 """
 
 
@@ -169,6 +200,7 @@ class LegacyRecords:
         self.client = client
         self.corruption = corruption or CorruptionLog()
         self._cas_script = client.redis.register_script(_CAS_LUA)
+        self._agent_and_chat_script = client.redis.register_script(_AGENT_AND_CHAT_LUA)
         self.decoded = DecodedValues()
         self._watch_locks: dict[str, asyncio.Lock] = {}
         self.watch_conflicts = 0  # optimistic transactions retried because a watched key changed
@@ -470,6 +502,31 @@ class LegacyRecords:
                 out.append(msg)
         return out
 
+    async def agent_and_chat(self, agent_id: str, first: int) -> tuple[str | None, list[str], int]:
+        """The agent's raw value and the chat list elements its pending mentions and the newest
+        messages need, in one round trip: the list's first `first` elements, then, of the rest of
+        the legacy window (`CHAT_SCAN`), only those with an '@' or the agent's cursor id in them
+        (the others are never parsed: `LegacyStore._mentions_in`). Returns (raw agent, elements,
+        how many elements were read in Redis).
+
+        The script finds the cursor id in the agent's JSON itself; when that is not the id this
+        gateway reads from the agent (a value it cannot parse alike), the whole window is read
+        instead, so the answer is the same either way."""
+        script, names = self._agent_and_chat_script, [keys.ACTIVE_AGENTS, keys.MESSAGES]
+        args: list[str | int] = [agent_id, first, CHAT_SCAN - 1]
+        reply = await self.run(
+            f"EVALSHA agent and chat {keys.ACTIVE_AGENTS}", lambda r: script(keys=names, args=args, client=r)
+        )
+        raw, seen_cursor, total, *texts = reply
+        cursor = None
+        agent = self.agent_of(agent_id, raw)
+        if agent is not None:
+            found = agent.extra.get(MENTION_CURSOR_ID)
+            cursor = found if isinstance(found, str) else None
+        if cursor != seen_cursor:
+            texts = await self.chat_texts(0, CHAT_SCAN - 1)
+        return raw, texts, int(total)
+
     async def chat_texts(self, first: int, last: int) -> list[str]:
         """The raw chat list elements `first..last` (newest first)."""
 
@@ -544,20 +601,24 @@ class LegacyRecords:
 
     async def inbox(self, agent_id: str) -> list[DirectMessage]:
         """Every message of the agent's conversations addressed to it, newest first."""
+        return await self.inbox_from(agent_id, await self.hget(keys.DM_USER_CONVOS, agent_id))
 
-        async def op(r: Redis) -> tuple[str | None, list[str | None]]:
-            ids_raw = cast("str | None", await r.hget(keys.DM_USER_CONVOS, agent_id))
-            if ids_raw is None:
-                return None, []
+    async def inbox_from(self, agent_id: str, ids_raw: str | None) -> list[DirectMessage]:
+        """`inbox`, with the agent's list of conversations (`ids_raw`) read already."""
+        arrays: list[str | None] = []
+        if ids_raw is not None:
             conv_ids = decode_array(ids_raw, key=keys.DM_USER_CONVOS, field=agent_id)
-            if isinstance(conv_ids, Corrupt) or not conv_ids:
-                return ids_raw, []
-            arrays = await r.hmget(keys.DM_MESSAGES, [str(x) for x in conv_ids])
-            return ids_raw, cast("list[str | None]", arrays)
+            if isinstance(conv_ids, Corrupt):
+                self.corruption.report(
+                    Corrupt(keys.DM_USER_CONVOS, agent_id, "not a JSON array", ids_raw[:120])
+                )
+            elif conv_ids:
+                names = [str(x) for x in conv_ids]
 
-        ids_raw, arrays = await self.run(f"HMGET {keys.DM_MESSAGES}", op)
-        if ids_raw is not None and isinstance(decode_array(ids_raw, key=keys.DM_USER_CONVOS), Corrupt):
-            self.corruption.report(Corrupt(keys.DM_USER_CONVOS, agent_id, "not a JSON array", ids_raw[:120]))
+                async def op(r: Redis) -> list[str | None]:
+                    return cast("list[str | None]", await r.hmget(keys.DM_MESSAGES, names))
+
+                arrays = await self.run(f"HMGET {keys.DM_MESSAGES}", op)
         out: list[DirectMessage] = []
         for raw in arrays:
             if raw is None:

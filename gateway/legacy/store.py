@@ -63,6 +63,8 @@ from gateway.legacy.codec import CorruptionLog, dumps
 from gateway.legacy.records import (
     CAS_ATTEMPTS,
     CHAT_SCAN,
+    MENTION_CURSOR,
+    MENTION_CURSOR_ID,
     Json,
     LegacyRecords,
     ms,
@@ -73,14 +75,16 @@ from gateway.settings import LimitSettings, Settings
 
 __all__ = ["MENTION_CURSOR", "MENTION_CURSOR_ID", "LegacyStore"]
 
-MENTION_CURSOR: Final = "lastChatCheck"
-MENTION_CURSOR_ID: Final = "lastChatCheckId"  # the newest message id seen then ("" = chat was empty)
-
 
 def _like(query: str) -> re.Pattern[str]:
     """SQLite `LIKE '%q%'`: `%` and `_` stay wildcards (as upstream), ASCII case-insensitive."""
     parts = [".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in query]
     return re.compile("".join(parts), re.IGNORECASE | re.ASCII | re.DOTALL)
+
+
+_RECENT_FIRST: Final = 64
+"""/work reads the chat list's first elements whole (the newest messages come from them, as
+`records.chat_window` pages them), the rest only where a mention can be."""
 
 
 def _unreadable_lock(path: str) -> ApiError:
@@ -318,10 +322,11 @@ class LegacyStore:
         Two round trips: the agent and the chat window, then the heartbeat's write with the
         task and agent hashes read after it (one pipeline, in that order)."""
         agent_id = q.agent_id
-        raw_agent, texts = await self.records.pipelined(
-            f"HGET {keys.ACTIVE_AGENTS}, LRANGE {keys.MESSAGES}",
-            lambda p: (p.hget(keys.ACTIVE_AGENTS, agent_id), p.lrange(keys.MESSAGES, 0, CHAT_SCAN - 1)),
-        )
+        raw_agent, texts, total = await self.records.agent_and_chat(agent_id, _RECENT_FIRST)
+        recent = self.records.messages_of(texts[:_RECENT_FIRST], rules.RECENT_CHAT)
+        if len(recent) < rules.RECENT_CHAT and total > _RECENT_FIRST:  # unreadable messages at the head
+            texts = await self.records.chat_texts(0, CHAT_SCAN - 1)
+            recent = self.records.messages_of(texts, rules.RECENT_CHAT)
         agent = self.records.agent_of(agent_id, raw_agent)
         mentions, _ = self._mentions_in(texts, agent, agent_id)
         # the heartbeat (`touch_agent`), unless the agent's value is unreadable (left as it is)
@@ -347,7 +352,7 @@ class LegacyStore:
             team=self._listed_agents(raw_agents, q.now_ms, q.limit),
             todo=[t for t in tasks if t.status == "todo"][: q.limit],
             mine=[t for t in tasks if t.assignee == agent_id][: q.limit],
-            recent_chat=list(reversed(self.records.messages_of(texts, rules.RECENT_CHAT))),
+            recent_chat=list(reversed(recent)),
             pending_mentions=mentions,
         )
 
@@ -577,7 +582,11 @@ class LegacyStore:
         return mem
 
     async def _memories_of(self, agent_id: str) -> list[Memory]:
-        found = await self.records.hgetall(keys.SHARED_MEMORY, lambda _f, v: m.memory_from_legacy(v))
+        return self._memories_in(await self.records.hgetall_raw(keys.SHARED_MEMORY), agent_id)
+
+    def _memories_in(self, raw: dict[str, str], agent_id: str) -> list[Memory]:
+        """The agent's memories of the raw team-wide memory hash, newest first."""
+        found = self.records.fields_of(keys.SHARED_MEMORY, raw, lambda _f, v: m.memory_from_legacy(v))
         mems = [mem for _, mem in found if m.memory_owner(mem) == agent_id]
         mems.sort(key=lambda mem: mem.created_at, reverse=True)
         return mems
@@ -596,12 +605,21 @@ class LegacyStore:
         return out[: q.limit]
 
     async def agent_state(self, agent_id: str) -> AgentStateView:
-        """/agent/<id>/state: checkpoint, unread DMs (newest first), the 10 latest memories."""
-        inbox = await self.records.inbox(agent_id)
+        """/agent/<id>/state: checkpoint, unread DMs (newest first), the 10 latest memories; the
+        agent's conversation list, the memories and the checkpoint in one round trip, then the
+        conversations."""
+        ids_raw, raw_memories, raw_cp = await self.records.pipelined(
+            f"HGET {keys.DM_USER_CONVOS}, HGETALL {keys.SHARED_MEMORY}, HGET {keys.CHECKPOINTS}",
+            lambda p: (
+                p.hget(keys.DM_USER_CONVOS, agent_id),
+                p.hgetall(keys.SHARED_MEMORY),
+                p.hget(keys.CHECKPOINTS, agent_id),
+            ),
+        )
+        inbox = await self.records.inbox_from(agent_id, ids_raw)
         unread = [d for d in inbox if not d.read][: self.limits.list_limit_max]
-        memories = (await self._memories_of(agent_id))[: rules.RECENT_MEMORIES]
-        cp, _ = await self.records.checkpoint(agent_id)
-        return AgentStateView(agent_id, cp, unread, memories)
+        memories = self._memories_in(raw_memories, agent_id)[: rules.RECENT_MEMORIES]
+        return AgentStateView(agent_id, self.records.checkpoint_of(agent_id, raw_cp), unread, memories)
 
     # -- locks ------------------------------------------------------------------------------------
 

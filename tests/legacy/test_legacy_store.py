@@ -268,6 +268,29 @@ async def test_work_bundle(store: LegacyStore) -> None:
     assert [m["message"] for m in data["recentChat"]] == ["hello"]
 
 
+@pytest.mark.parametrize("encoding", ["plain", "double-encoded"])
+async def test_work_finds_mentions_far_down_the_chat_up_to_the_cursor(
+    store: LegacyStore, r: redis.asyncio.Redis, encoding: str
+) -> None:
+    """/work reads only the newest messages whole and, further down, those that can be mentions
+    or the cursor: a mention 90 messages down is found, one behind a cursor message without an
+    '@' is not, whatever shape the agent's value has in Redis."""
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "phil"}, NOW))
+    await store.post_chat(c.PostChat.parse({"author": "a", "message": "@phil old"}, NOW, ids))
+    for i in range(10):
+        await store.post_chat(c.PostChat.parse({"author": "a", "message": f"before {i}"}, NOW, ids))
+    await store.get_chat(c.ChatQuery.parse({"agentId": "phil"}, NOW + 1, 50, 1000))  # the cursor
+    for i in range(100):
+        text = "@phil new" if i == 10 else f"after {i}"
+        await store.post_chat(c.PostChat.parse({"author": "a", "message": text}, NOW + 2, ids))
+    if encoding == "double-encoded":
+        agent = await r.hget(keys.ACTIVE_AGENTS, "phil")
+        await r.hset(keys.ACTIVE_AGENTS, "phil", json.dumps(agent))
+    work = await store.work_bundle(c.WorkQuery.parse({"agentId": "phil"}, NOW + 3, 50))
+    assert [msg.message for msg in work.pending_mentions] == ["@phil new"]
+    assert [msg.message for msg in work.recent_chat] == [f"after {i}" for i in range(80, 100)]
+
+
 # --- zones, claims, handoffs -------------------------------------------------------------------------
 
 

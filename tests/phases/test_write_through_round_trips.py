@@ -44,12 +44,14 @@ async def test_work_reads_in_two_round_trips_and_replicates_what_it_wrote(start_
     await c.ok("POST", "/coordinator/chat", {"author": "bob", "message": "hi @alice"})
     await c.ok("POST", "/coordinator/tasks", {"title": "Port it", "createdBy": "bob", "assignee": "alice"})
 
+    await c.ok("GET", "/coordinator/work?agentId=alice")  # loads the script (/work moves no cursor)
     work, sent = await _answer_and_commands(
         gw.legacy.r, lambda: c.ok("GET", "/coordinator/work?agentId=alice")
     )
 
-    # [HGET agent, LRANGE chat], then [HSET agent, HGETALL tasks, HGETALL agents]; nothing read back
-    assert sent == {"hget": 1, "lrange": 1, "hset": 1, "hgetall": 2}
+    # a script (HGET agent, LRANGE chat: counted too), then [HSET agent, HGETALL tasks, HGETALL
+    # agents]; nothing read back
+    assert sent == {"evalsha": 1, "hget": 1, "lrange": 1, "hset": 1, "hgetall": 2}
     assert [m["message"] for m in work["inbox"]["pendingMentions"]] == ["hi @alice"]
     assert [t["title"] for t in work["tasks"]["mine"]] == ["Port it"]
     assert [a["agentId"] for a in work["team"]] == ["alice"]  # listed as the heartbeat left it
