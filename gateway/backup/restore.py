@@ -18,6 +18,7 @@ from pathlib import Path
 from gateway.actors.layout import HostRunningError, hold_host_lock, host_files, host_running
 from gateway.backup.archive import extract_archive, is_archive
 from gateway.backup.snapshot import GATEWAY_DATABASES, REPORTS_DIR, BackupError, Manifest, verify
+from gateway.phases.repair import INTENTS_FILE
 
 _SIDECARS = ("-wal", "-shm", "-journal")
 
@@ -55,6 +56,7 @@ def _clear(data_dir: Path) -> None:
     for name in GATEWAY_DATABASES:
         for suffix in ("", *_SIDECARS):
             (data_dir / (name + suffix)).unlink(missing_ok=True)
+    (data_dir / INTENTS_FILE).unlink(missing_ok=True)
     shutil.rmtree(data_dir / REPORTS_DIR, ignore_errors=True)
 
 

@@ -4,9 +4,11 @@ What a backup holds:
 
 * every SQLite file of the actor host (`gateway.actors.layout.host_files`: the host index and
   the actors' files), and the gateway's own SQLite files (`control.sqlite`: the phase and its
-  audit log; `repair.sqlite`: the repair queue, its dead letters and intents), each copied with
+  audit log; `repair.sqlite`: the repair queue and its dead letters), each copied with
   SQLite's online backup API: a transactionally consistent copy of that file while the gateway
   keeps writing it;
+* the replication intents in flight (`repair.intents`, an append-only journal), copied as it is
+  (a line cut short at its end is skipped when it is read);
 * the consistency reports (`consistency/*.json`), copied as they are;
 * `manifest.json`: the format, the gateway version, the time, the phase, and each file with its
   size and SHA-256.
@@ -29,6 +31,7 @@ import orjson
 
 from gateway import __version__
 from gateway.actors.layout import host_files
+from gateway.phases.repair import INTENTS_FILE
 
 FORMAT: Final = 1
 MANIFEST: Final = "manifest.json"
@@ -129,6 +132,10 @@ def take_snapshot(data_dir: Path, out_dir: Path, *, phase: str | None, source: s
         rel = src.relative_to(data_dir)
         if copy_database(src, out_dir / rel):
             entries.append(_entry(out_dir, rel))
+    intents = data_dir / INTENTS_FILE  # append-only: a copy is whole but maybe for a torn last line
+    if intents.exists():
+        shutil.copyfile(intents, out_dir / INTENTS_FILE)
+        entries.append(_entry(out_dir, Path(INTENTS_FILE)))
     reports = data_dir / REPORTS_DIR
     if reports.is_dir():
         for src in sorted(reports.glob("*.json")):

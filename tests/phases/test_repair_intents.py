@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.backup.restore import restore
+from gateway.backup.snapshot import take_snapshot
 from gateway.clock import FakeClock
 from gateway.domain.entities import EntityKey
 from gateway.phases import repair
@@ -93,6 +95,23 @@ def test_intents_an_older_queue_kept_in_its_table_are_recovered(tmp_path: Path) 
     again = RepairQueue(tmp_path, FakeClock())
     assert again.recovered == 1
     assert [(e.key, e.target) for e in again.all()] == [(K1, "legacy")]
+    again.close()
+
+
+def test_intents_in_flight_travel_in_a_backup(tmp_path: Path) -> None:
+    """A backup copies the intent journal (docs/operations.md, "Backups"): a restored copy
+    repairs what was in flight when it was taken, as the crashed gateway's next start would."""
+    source, copy, target = tmp_path / "data", tmp_path / "backup", tmp_path / "restored"
+    q = RepairQueue(source, FakeClock())
+    q.end(q.begin([K2], "actors"))
+    q.begin([K1], "legacy")  # in flight
+    copy.mkdir()
+    manifest = take_snapshot(source, copy, phase="write-through", source="data-dir", now_iso="")
+    q.close()
+    assert INTENTS_FILE in {f.path for f in manifest.files}
+    restore(copy, target, force=False)
+    again = RepairQueue(target, FakeClock())
+    assert (again.recovered, [(e.key, e.target) for e in again.all()]) == (1, [(K1, "legacy")])
     again.close()
 
 
