@@ -22,8 +22,8 @@ for the shard and commit in groups): an actor's state says which of its turns co
 
 - `shard-crash SYNC POINT`: version 1 on every actor, print `acked` 1, then arm `POINT` (a
   SIGKILL there) and run version 2 on every actor concurrently.
-- `shard-rounds SYNC`: versions 1, 2, ... on every actor concurrently, printing `acked` after
-  each, until killed.
+- `shard-rounds SYNC [ROUNDS]`: versions 1, 2, ... on every actor concurrently, printing `acked`
+  after each, until killed; or, given ROUNDS, that many, then `done`, closing the host.
 - `shard-dump SYNC`: print every actor's state as its turns read it (`states`).
 
 The alarm handler appends its `retry_count` to `<DATA_DIR>.alarm-runs` before writing its row,
@@ -130,9 +130,12 @@ async def shard_main(command: str, data_dir: Path, args: list[str]) -> int:
             emit("survived")  # the armed point was never reached
             return 1
         if command == "shard-rounds":
-            for v in range(1, 1_000_000):
+            rounds = int(args[1]) if len(args) > 1 else 1_000_000
+            for v in range(1, rounds + 1):
                 await write_round(host, v)
                 emit("acked", version=v)
+            emit("done")
+            return 0
         if command == "shard-dump":
 
             async def read(actor: Account) -> dict[str, Any]:

@@ -7,7 +7,8 @@ that turns of several actors fold into one group. After the kill a restarted hos
 actor back: each must be exactly at the state of a whole number of its turns (never some cells of
 a turn without the others, or its rows without its alarm), and every acknowledged turn must be
 there. A SIGKILL is a process crash, which both settings survive; FULL's extra promise (power
-loss) needs a machine that loses its page cache and is not tested here.
+loss: every acknowledged turn's WAL pages synced) is checked at the system-call level in
+test_full_sync.py.
 """
 
 from __future__ import annotations
