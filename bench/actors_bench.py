@@ -339,66 +339,48 @@ async def layout_rows(
     return rows
 
 
-async def scale(args: argparse.Namespace, sync: str, root: Path) -> list[Row]:
-    """`args.scale` sharded actors: create, random reads, random writes."""
-    host = ActorHost(
-        root / f"scale-{sync}",
-        {"s": ShardBenchActor},
-        limits=HostLimits(max_open=args.max_open),
-        synchronous=sync,
-        sharded={"s": SHARD_TABLES},
-        shards=args.shards,
-    )
-    await host.start()
-    try:
-        turns = (shard_read_turn, shard_write_turn)
-        return await layout_rows(
-            "shards", host, kind="s", turns=turns, actors=args.scale, concurrency=args.concurrency, sync=sync
-        )
-    finally:
-        await host.close(5.0)
-
-
-async def layouts(args: argparse.Namespace, sync: str, root: Path) -> list[Row]:
-    """The same rows on `args.layout_actors` actors, one file each and in shards."""
-    rows: list[Row] = []
+def bench_host(path: Path, args: argparse.Namespace, sync: str, *, sharded: bool) -> ActorHost:
+    """A host of the bench actor kind: `b` in one file each, or `s` in `args.shards` shards."""
     limits = HostLimits(max_open=args.max_open)
-    files = ActorHost(root / f"layout-files-{sync}", {"b": BenchActor}, limits=limits, synchronous=sync)
-    await files.start()
-    try:
-        rows += await layout_rows(
-            "one file each",
-            files,
-            kind="b",
-            turns=(read_turn, write_turn),
-            actors=args.layout_actors,
-            concurrency=args.concurrency,
-            sync=sync,
-        )
-    finally:
-        await files.close(5.0)
-    shards = ActorHost(
-        root / f"layout-shards-{sync}",
+    if not sharded:
+        return ActorHost(path, {"b": BenchActor}, limits=limits, synchronous=sync)
+    return ActorHost(
+        path,
         {"s": ShardBenchActor},
         limits=limits,
         synchronous=sync,
         sharded={"s": SHARD_TABLES},
         shards=args.shards,
     )
-    await shards.start()
+
+
+async def rows_on(
+    label: str, path: Path, args: argparse.Namespace, sync: str, *, sharded: bool, actors: int
+) -> list[Row]:
+    """Create, random reads and random writes on `actors` actors of a fresh host."""
+    host = bench_host(path, args, sync, sharded=sharded)
+    await host.start()
     try:
-        rows += await layout_rows(
-            "shards",
-            shards,
-            kind="s",
-            turns=(shard_read_turn, shard_write_turn),
-            actors=args.layout_actors,
-            concurrency=args.concurrency,
-            sync=sync,
+        turns = (shard_read_turn, shard_write_turn) if sharded else (read_turn, write_turn)
+        kind = "s" if sharded else "b"
+        return await layout_rows(
+            label, host, kind=kind, turns=turns, actors=actors, concurrency=args.concurrency, sync=sync
         )
     finally:
-        await shards.close(5.0)
-    return rows
+        await host.close(5.0)
+
+
+async def scale(args: argparse.Namespace, sync: str, root: Path) -> list[Row]:
+    """`args.scale` sharded actors: create, random reads, random writes."""
+    return await rows_on("shards", root / f"scale-{sync}", args, sync, sharded=True, actors=args.scale)
+
+
+async def layouts(args: argparse.Namespace, sync: str, root: Path) -> list[Row]:
+    """The same rows on `args.layout_actors` actors, one file each and in shards."""
+    n = args.layout_actors
+    files = await rows_on("one file each", root / f"layout-files-{sync}", args, sync, sharded=False, actors=n)
+    shards = await rows_on("shards", root / f"layout-shards-{sync}", args, sync, sharded=True, actors=n)
+    return files + shards
 
 
 def machine() -> dict[str, Any]:
