@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -68,6 +68,7 @@ from gateway.domain.model import (
 )
 from gateway.domain.phase import Phase, StoreName
 from gateway.errors import GatewayError
+from gateway.keyed_locks import KeyedLocks
 from gateway.phases.control import PhaseControl
 from gateway.phases.gate import PhaseGate
 from gateway.phases.repair import RepairQueue, is_unavailable
@@ -104,6 +105,19 @@ def in_rollout(agent_id: str, settings: MigrationSettings) -> bool:
     return bucket < settings.rollout_percent * 100
 
 
+def replication_scope(key: EntityKey) -> str:
+    """The lock that serialises the replication of `key`: one per agent actor for its data,
+    one per resource for a lock, one per entity for the coordinator's (ids are unique).
+
+    The coordinator's entities are named under `coordinator/`: an agent's record (`agent:<id>`)
+    must not share a lock with that agent's actor (`agent:<id>`), or a heartbeat or a `/work`
+    waits for the agent's DMs and checkpoint saves (issue 13: they did, for up to 2 s)."""
+    owner = key.owner
+    if owner is Owner.COORDINATOR:
+        return f"coordinator/{key}"
+    return f"{owner}:{key.owner_name}"
+
+
 @dataclass(frozen=True, slots=True)
 class ByStore(Generic[T]):
     """One operation as each store carries it out (the router picks one by the phase)."""
@@ -134,48 +148,6 @@ def _remembering_writes(replica: Replica) -> contextlib.AbstractContextManager[o
         replica, "remembering_writes", None
     )
     return contextlib.nullcontext() if remembering is None else remembering()
-
-
-class _Held:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-
-class KeyedLocks:
-    """Named asyncio locks that exist only while someone holds or waits for them."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, _Held] = {}
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, names: Iterable[str]) -> AsyncIterator[None]:
-        """Hold every named lock (taken in sorted order, so two holders never deadlock)."""
-        entries: list[tuple[str, _Held]] = []
-        for name in sorted(set(names)):
-            entry = self._locks.get(name)
-            if entry is None:
-                entry = self._locks[name] = _Held()
-            entry.users += 1
-            entries.append((name, entry))
-        held: list[_Held] = []
-        try:
-            for _, entry in entries:
-                await entry.lock.acquire()
-                held.append(entry)
-            yield
-        finally:
-            for entry in reversed(held):
-                entry.lock.release()
-            for name, entry in entries:
-                entry.users -= 1
-                if entry.users == 0:
-                    del self._locks[name]
 
 
 class PhasedStore:
@@ -341,7 +313,7 @@ class PhasedStore:
         if target not in self.replicas:
             raise ValueError(f"unknown repair target {target!r}")
         store: StoreName = "legacy" if target == "legacy" else "actors"
-        scope = self._scope_of(key)
+        scope = replication_scope(key)
         try:
             async with self._locks.hold([scope]):
                 await self.copy(key, store)
@@ -352,17 +324,8 @@ class PhasedStore:
         self._repair_failing[store] = False
         self._down_until[store] = 0
 
-    @staticmethod
-    def _scope_of(key: EntityKey) -> str:
-        """The lock that serialises the replication of `key`: one per agent actor for its data,
-        one per resource for a lock, one per entity for the coordinator's (ids are unique)."""
-        owner = key.owner
-        if owner is Owner.COORDINATOR:
-            return str(key)
-        return f"{owner}:{key.owner_name}"
-
     def _lock_names(self, keys: Sequence[EntityKey], scope: str) -> list[str]:
-        return [self._scope_of(k) for k in keys] if keys else [scope]
+        return [replication_scope(k) for k in keys] if keys else [scope]
 
     def _mirror_in_background(self, keys: Sequence[EntityKey], scope: str) -> None:
         wanted = []

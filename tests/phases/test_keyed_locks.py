@@ -1,4 +1,4 @@
-"""KeyedLocks: per-entity serialisation in the phase router, without unbounded growth."""
+"""KeyedLocks and the names the phase router serialises writes by, without unbounded growth."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from gateway.phases.router import KeyedLocks
+from gateway.domain.entities import EntityKey
+from gateway.keyed_locks import KeyedLocks
+from gateway.phases.router import replication_scope
 
 
 async def test_same_name_is_serialised_and_different_names_are_not() -> None:
@@ -69,3 +71,14 @@ async def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
     assert len(locks) == 0
     async with locks.hold(["a", "k"]):  # both free again
         pass
+
+
+def test_an_agents_record_does_not_share_a_lock_with_its_actor() -> None:
+    """A heartbeat or /work (the coordinator's record of agent a) and a DM to a or a's checkpoint
+    (a's own actor) replicate under different locks; a's DM and checkpoint share one."""
+    record = replication_scope(EntityKey("agent", "", "a"))
+    dm = replication_scope(EntityKey("dm", "a", "m1"))
+    checkpoint = replication_scope(EntityKey("checkpoint", "a", ""))
+    assert record != dm
+    assert dm == checkpoint
+    assert replication_scope(EntityKey("chat", "", "m1")) != replication_scope(EntityKey("chat", "", "m2"))
