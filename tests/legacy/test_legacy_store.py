@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio
 
 from gateway.clock import FakeClock
@@ -708,8 +709,9 @@ def test_the_cache_of_parsed_values_is_bounded() -> None:
 
 async def test_concurrent_dm_sends_do_not_abort_each_other(store: LegacyStore) -> None:
     """Sixty DMs sent at once between different agents all arrive, and none of the gateway's own
-    transactions is retried: WATCH covers whole hashes, so they take turns in-process instead of
-    aborting each other (under load that used up the attempts and answered 503)."""
+    changes is retried: those on one conversation or one user's list take turns in-process
+    instead of failing each other's compare-and-set (under load the retries used up the
+    attempts and answered 503)."""
     sends = [
         store.send_dm(c.SendDm.parse(f"to-{i % 7}", {"from": f"from-{i}", "message": f"m{i}"}, NOW + i, ids))
         for i in range(60)
@@ -719,3 +721,42 @@ async def test_concurrent_dm_sends_do_not_abort_each_other(store: LegacyStore) -
     inboxes = [await store.list_dms(c.ListDms.parse(f"to-{k}", {}, LIMITS.list_limit_max)) for k in range(7)]
     assert sum(len(box) for box in inboxes) == 60
     assert store.records.watch_conflicts == 0
+
+
+async def test_a_dm_retries_when_another_writer_changed_its_conversation_meanwhile(
+    store: LegacyStore, redis_url: str
+) -> None:
+    """Another Redis client rewrites the conversation between the DM's read and its write: the
+    DM's compare-and-set fails, it reads again and decides again, and neither write is lost."""
+    first = c.SendDm.parse("bob", {"from": "alice", "message": "first"}, NOW, ids)
+    await store.send_dm(first)
+    conv_id = json.loads(await _hget(redis_url, keys.DM_CONVOS))["id"]
+    other = redis.Redis.from_url(redis_url, decode_responses=True)
+    calls: list[int] = []
+
+    def change(msgs: list[Any], conv: dict[str, Any] | None) -> tuple[list[Any], dict[str, Any]]:
+        calls.append(len(msgs))
+        if len(calls) == 1:  # another writer appends a message after our read
+            foreign = [*msgs, {"id": "foreign", "from": "carol", "to": "bob", "message": "x"}]
+            other.hset(keys.DM_MESSAGES, conv_id, json.dumps(foreign))
+        return [*msgs, {"id": "ours", "from": "alice", "to": "bob", "message": "y"}], dict(conv or {})
+
+    try:
+        await store.records.update_conversation(conv_id, change, [])
+    finally:
+        other.close()
+    assert calls == [1, 2]
+    assert store.records.watch_conflicts == 1
+    held = json.loads(await _hget(redis_url, keys.DM_MESSAGES))
+    assert [m["id"] for m in held][1:] == ["foreign", "ours"]
+
+
+async def _hget(redis_url: str, key: str) -> str:
+    """The one field of the hash `key` (a test with one conversation)."""
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        values = list((await client.hgetall(key)).values())
+    finally:
+        await client.aclose()
+    assert len(values) == 1
+    return str(values[0])

@@ -90,16 +90,16 @@ async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory)
         "evalsha": 1,
         "hset": 1,
     }
-    # a DM: the conversation under WATCH (its two values, then both users' lists at once); the
-    # replica takes the message from the conversation written, no inbox read after it
+    # a DM, in two round trips: the conversation's two values and both users' lists in one
+    # pipeline, then the compare-and-set script (its HGETs of the four fields read, then the
+    # four HSETs); the replica takes the message from the conversation written, no inbox read
+    await c.ok("POST", "/agent/carol/messages", {"from": "alice", "message": "loads the script"})
     dm = {"from": "alice", "message": "hello"}
     assert await _commands(r, lambda: c.ok("POST", "/agent/bob/messages", dm)) == {
-        "watch": 1,
-        "hget": 2,
+        "hget": 2 + 4,
         "hmget": 1,
-        "multi": 1,
+        "evalsha": 1,
         "hset": 4,
-        "exec": 1,
     }
     # every entity reached the actors as Redis holds it
     legacy, actors = gw.legacy.snapshot(), gw.actors.snapshot()
