@@ -39,6 +39,7 @@ from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, Final, TypeVar, cast
 
+import orjson
 import redis.exceptions
 
 from gateway.domain.jscompat import parse_js_date
@@ -229,6 +230,7 @@ class LegacyRecords:
         self._agent_and_chat_script = client.redis.register_script(_AGENT_AND_CHAT_LUA)
         self._cas_fields_script = client.redis.register_script(_CAS_FIELDS_LUA)
         self.decoded = DecodedValues()
+        self._json: dict[int, tuple[Any, orjson.Fragment]] = {}  # id -> (record, its JSON)
         self._watch_locks: dict[str, asyncio.Lock] = {}
         self._field_locks = KeyedLocks()
         self.watch_conflicts = 0  # optimistic changes retried because what they read changed
@@ -317,12 +319,37 @@ class LegacyRecords:
     ) -> list[tuple[str, T]]:
         """`hgetall` of the hash's raw fields `raw` (read already)."""
         out: list[tuple[str, T]] = []
-        read = self.parse_shared if shared else self.parse
+        if shared:
+            # the values unchanged since the last listing are looked up without a call each (a
+            # listing of every task walks a thousand of them per request)
+            cached = self.decoded.get
+            for fld, text in raw.items():
+                entity = cached(key, fld, text)
+                if entity is None:
+                    entity = self.parse(text, key, fld, lambda v, f=fld: parse(f, v))  # type: ignore[misc]
+                    if entity is None:
+                        continue
+                    self.decoded.put(key, fld, text, entity)
+                out.append((fld, entity))
+            return out
         for fld, text in raw.items():
-            entity = read(text, key, fld, lambda v, f=fld: parse(f, v))  # type: ignore[misc]
+            entity = self.parse(text, key, fld, lambda v, f=fld: parse(f, v))  # type: ignore[misc]
             if entity is not None:
                 out.append((fld, entity))
         return out
+
+    def fragment(self, record: Any) -> orjson.Fragment:
+        """`record`'s read-back JSON, rendered once per record object: a listing's records are
+        the shared parsed values (`parse_shared`), the same object while their text is unchanged
+        and never changed in place, so an unchanged task or agent is not rendered again."""
+        hit = self._json.get(id(record))
+        if hit is not None and hit[0] is record:
+            return hit[1]
+        fragment = orjson.Fragment(orjson.dumps(record.to_json()))
+        if len(self._json) >= DECODED_MAX:
+            self._json.clear()
+        self._json[id(record)] = (record, fragment)  # the record is held: its id is not reused
+        return fragment
 
     async def hgetall_raw(self, key: str) -> dict[str, str]:
         async def op(r: Redis) -> dict[str, str]:

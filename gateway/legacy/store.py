@@ -25,8 +25,8 @@ legacy layout has no secondary indexes). Replication into Redis (entity upserts 
 
 from __future__ import annotations
 
+import itertools
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
@@ -51,6 +51,7 @@ from gateway.domain.model import (
     LockHistory,
     LockReleaseOutcome,
     Memory,
+    RenderedList,
     Task,
     WorkBundle,
     Zone,
@@ -87,6 +88,10 @@ _RECENT_FIRST: Final = 64
 `records.chat_window` pages them), the rest only where a mention can be."""
 
 
+_TASK_LISTINGS_MAX: Final = 256
+"""Task listings kept while the hash is unchanged (one per agent for `/work`'s `mine`)."""
+
+
 def _unreadable_lock(path: str) -> ApiError:
     return unreadable("Resource lock", keys.LOCKS, path, success=False, resourcePath=path)
 
@@ -100,6 +105,8 @@ class LegacyStore:
         self.records = records
         self.limits = limits or LimitSettings()
         self.clock = clock or SystemClock()
+        # the raw `tasks` hash last listed, its tasks sorted, and the listings made of them
+        self._task_memo: tuple[dict[str, str], list[Task], dict[Any, list[Task]]] | None = None
 
     @classmethod
     def from_url(cls, redis_url: str, settings: Settings, *, clock: Clock | None = None) -> LegacyStore:
@@ -167,7 +174,8 @@ class LegacyStore:
         return self._listed_agents(await self.records.hgetall_raw(keys.ACTIVE_AGENTS), now_ms, limit)
 
     def _listed_agents(self, raw: dict[str, str], now_ms: int, limit: int) -> list[Agent]:
-        """The agents a listing shows, of the raw `active-agents` hash: active lately, newest first."""
+        """The agents a listing shows, of the raw `active-agents` hash: active lately, newest first
+        (rendered through the records' JSON of each agent: an unchanged one is not rendered again)."""
         cutoff = now_ms - int(self.limits.agent_offline_after_s * 1000)
         listed: list[tuple[int, Agent]] = []
         for _, agent in self.records.fields_of(keys.ACTIVE_AGENTS, raw, m.agent_from_legacy, shared=True):
@@ -175,7 +183,7 @@ class LegacyStore:
             if agent.status != "offline" and seen is not None and seen >= cutoff:
                 listed.append((seen, agent))
         listed.sort(key=lambda pair: pair[0], reverse=True)
-        return [a for _, a in listed[:limit]]
+        return RenderedList((a for _, a in listed[:limit]), render=self.records.fragment)
 
     async def list_agents(self, now_ms: int, limit: int) -> list[Agent]:
         """GET /agents: not offline and seen within the offline window; records without
@@ -296,25 +304,43 @@ class LegacyStore:
         await self.records.hset(keys.TASKS, task.id, m.task_to_legacy(task))
         return task
 
-    async def _tasks(self, keep: Callable[[Task], bool], limit: int) -> list[Task]:
-        return self._tasks_of(await self.records.hgetall_raw(keys.TASKS), keep, limit)
-
-    def _tasks_of(self, raw: dict[str, str], keep: Callable[[Task], bool], limit: int) -> list[Task]:
-        """The tasks of the raw `tasks` hash that `keep` keeps, newest first, at most `limit`."""
+    def _task_lists(self, raw: dict[str, str]) -> tuple[list[Task], dict[Any, list[Task]]]:
+        """Every readable task of the raw `tasks` hash, newest first, and the listings made of
+        them so far. While the hash holds the same texts (it changes only when a task is
+        created or updated) the same tasks, sorted, and the same rendered listings are used
+        again: `/work` and task listings (14 of every 100 requests of issue 13's mix) walked,
+        sorted and rendered every task on every request."""
+        memo = self._task_memo
+        if memo is not None and memo[0] == raw:
+            return memo[1], memo[2]
         found = self.records.fields_of(keys.TASKS, raw, lambda _f, v: m.task_from_legacy(v), shared=True)
-        tasks = [t for _, t in found if keep(t)]
-        tasks.sort(key=lambda t: t.created_at, reverse=True)
-        return tasks[:limit]
+        tasks = [t for _, t in found]
+        tasks.sort(key=lambda t: t.created_at, reverse=True)  # stable: ties keep the hash's order
+        listings: dict[Any, list[Task]] = {}
+        # a hash with an unreadable value is not kept: it is reported on every read, as before
+        self._task_memo = (raw, tasks, listings) if len(tasks) == len(raw) else None
+        return tasks, listings
+
+    def _task_listing(
+        self, raw: dict[str, str], status: str | None, assignee: str | None, limit: int
+    ) -> list[Task]:
+        """The tasks with this status and assignee (None: not filtered), newest first, at most
+        `limit`; the same list for the same question while the hash is unchanged."""
+        tasks, listings = self._task_lists(raw)
+        query = (status, assignee, limit)
+        listing = listings.get(query)
+        if listing is None:
+            kept = (t for t in tasks if (status is None or t.status == status))
+            kept = (t for t in kept if (assignee is None or t.assignee == assignee))
+            listing = RenderedList(itertools.islice(kept, limit), render=self.records.fragment)
+            if len(listings) >= _TASK_LISTINGS_MAX:
+                listings.clear()
+            listings[query] = listing
+        return listing
 
     async def list_tasks(self, q: c.ListTasks) -> list[Task]:
         """GET /tasks: equality filters (unassigned `""`/null/absent never match), newest first."""
-        return await self._tasks(
-            lambda t: (
-                (q.status is None or t.status == q.status)
-                and (q.assignee is None or t.assignee == q.assignee)
-            ),
-            q.limit,
-        )
+        return self._task_listing(await self.records.hgetall_raw(keys.TASKS), q.status, q.assignee, q.limit)
 
     async def work_bundle(self, q: c.WorkQuery) -> WorkBundle:
         """/work: mentions read before the heartbeat, then team, todo, mine and the last 20 messages.
@@ -346,12 +372,11 @@ class LegacyStore:
         )
         if touched is not None:
             self.records.remember(keys.ACTIVE_AGENTS, agent_id, touched)
-        tasks = self._tasks_of(raw_tasks, lambda _t: True, sys.maxsize)
         return WorkBundle(
             agent_id=agent_id,
             team=self._listed_agents(raw_agents, q.now_ms, q.limit),
-            todo=[t for t in tasks if t.status == "todo"][: q.limit],
-            mine=[t for t in tasks if t.assignee == agent_id][: q.limit],
+            todo=self._task_listing(raw_tasks, "todo", None, q.limit),
+            mine=self._task_listing(raw_tasks, None, agent_id, q.limit),
             recent_chat=list(reversed(recent)),
             pending_mentions=mentions,
         )

@@ -686,6 +686,25 @@ async def test_listings_see_a_value_changed_by_another_client(
     assert store.records.decoded.hits >= 1
 
 
+async def test_a_task_listing_is_reused_until_the_hash_changes(
+    store: LegacyStore, r: redis.asyncio.Redis
+) -> None:
+    """Listing the same tasks again while the hash is unchanged hands out the same rendered list;
+    a task another client writes (or changes) is in the next listing, and in `/work`'s."""
+    await store.create_task(c.CreateTask.parse({"title": "one", "createdBy": "ann"}, NOW, ids))
+    todo = c.ListTasks.parse({"status": "todo"}, LIMITS.list_limit_max)
+    first = await store.list_tasks(todo)
+    assert await store.list_tasks(todo) is first
+    value = await hjson(r, keys.TASKS, first[0].id)
+    await r.hset(keys.TASKS, "other", json.dumps({**value, "id": "other", "title": "two"}))
+    assert sorted(t.title for t in await store.list_tasks(todo)) == ["one", "two"]
+    await r.hset(keys.TASKS, "other", json.dumps({**value, "id": "other", "status": "done"}))
+    assert [t.title for t in await store.list_tasks(todo)] == ["one"]
+    work = await store.work_bundle(c.WorkQuery.parse({"agentId": "ann"}, NOW, LIMITS.list_limit_max))
+    assert [t.title for t in work.todo] == ["one"]
+    assert [t.id for t in work.mine] == []
+
+
 async def test_a_corrupt_value_in_a_listing_is_reported_on_every_read(
     store: LegacyStore, r: redis.asyncio.Redis
 ) -> None:
