@@ -265,6 +265,8 @@ def _write(
 ) -> Json:
     """The legacy value of a domain entity: writer's key order, carried properties after."""
     meta = extra.get(META) or {}
+    if not meta:
+        return _write_plain(entity, spec, order, ctx, extra)
     absent = set(meta.get("absent", ()))
     raw_kept: Mapping[str, Any] = meta.get("raw", {})
     out: Json = {}
@@ -287,6 +289,37 @@ def _write(
             out[key] = value
     keys = _ordered_keys(list(out), [*meta.get("order", ()), *order])
     return {k: out[k] for k in keys}
+
+
+_KEYS_OF: Final[dict[tuple[int, int], tuple[frozenset[str], frozenset[str]]]] = {}
+"""(id(spec), id(order)) -> (the spec's legacy keys, the writer's order as a set), made on first use."""
+
+
+def _write_plain(
+    entity: Any, spec: Sequence[Field], order: Sequence[str], ctx: Json, extra: Mapping[str, Any]
+) -> Json:
+    """`_write` of an entity whose `extra` remembers no legacy spelling (no META), the common
+    case, in fewer steps: no spelling to restore, and the key order checked before it is made."""
+    sets = _KEYS_OF.get((id(spec), id(order)))
+    if sets is None:
+        sets = _KEYS_OF[id(spec), id(order)] = (frozenset(f.key for f in spec), frozenset(order))
+    known, ordered = sets
+    out: Json = {}
+    for f in spec:
+        if f.attr is not None:
+            domain = ctx[f.attr] = getattr(entity, f.attr)
+        else:
+            domain = extra.get(f.key, f.read(UNDEFINED, ctx))
+        canon = f.write(domain, ctx)
+        if canon is not UNDEFINED:
+            out[f.key] = canon
+    for key, value in extra.items():
+        if key != META and key not in known:
+            out[key] = value
+    head = [k for k in order if k in out]
+    if len(head) == len(out) and head == list(out):
+        return out
+    return {k: out[k] for k in head + [k for k in out if k not in ordered]}
 
 
 def _build(cls: Callable[..., E], attrs: Json, extra: Json, **more: Any) -> E:
