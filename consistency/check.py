@@ -28,6 +28,7 @@ from consistency.compare import Finding, Item, Kind, classify, merge_batches, so
 from consistency.report import DomainCounts, Report, write_atomic
 from consistency.rules import CLAIM_CONFLICTS, Expectations
 from gateway.bulk.items import EntitySource, Selection, cursor_of
+from gateway.bulk.legacy_side import LegacySource
 from gateway.clock import Clock
 from gateway.domain.entities import DOMAINS, PER_AGENT, EntityKey
 from gateway.phases.reports import reports_dir
@@ -124,7 +125,10 @@ class Checker:
         expectations: ExpectationProbe,
         *,
         data_dir: Path | None = None,
+        fast: bool = True,
     ) -> None:
+        if fast and isinstance(legacy, LegacySource):
+            legacy.defer = True  # values are mapped only when they differ (`classify`)
         self.legacy = legacy
         self.actors = actors
         self.clock = clock

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import orjson
 
+from consistency.legacy_form import same_as_read
 from consistency.rules import (
     ACTOR_ONLY,
     CARRIED,
@@ -24,6 +25,7 @@ from consistency.rules import (
     UNREADABLE_LEGACY,
     Expectations,
 )
+from gateway.bulk.legacy_side import Deferred
 from gateway.domain.entities import DOMAINS, Entity, EntityKey, Unreadable
 from gateway.domain.jscompat import parse_js_date
 from gateway.domain.model import GroupMessage, Lock
@@ -34,6 +36,8 @@ RAW_CHARS: Final = 500
 
 
 Value = Entity | Unreadable
+"""One store's value of a key (a deferring legacy scan's `Deferred` values are typed as
+entities: `classify` maps them when it needs them)."""
 Item = tuple[EntityKey, Value]
 
 
@@ -117,10 +121,25 @@ def _trimmed_chat(value: Value | None, exp: Expectations) -> bool:
     return ts is not None and ts <= exp.chat_oldest_ms
 
 
-def classify(key: EntityKey, legacy: Value | None, actors: Value | None, exp: Expectations) -> Finding:  # noqa: PLR0911 - one exit per outcome
-    """What the pair of values of `key` is (both None is not a pair: ValueError)."""
+def classify(  # noqa: PLR0911 - one exit per outcome
+    key: EntityKey, legacy: Value | Deferred | None, actors: Value | Deferred | None, exp: Expectations
+) -> Finding:
+    """What the pair of values of `key` is (both None is not a pair: ValueError).
+
+    A deferred legacy value that is exactly the actor entity's legacy form is the same
+    (`consistency.legacy_form`); any other is mapped first and compared canonically."""
     if legacy is None and actors is None:
         raise ValueError(f"{key}: neither store holds it")
+    if isinstance(legacy, Deferred):
+        if (
+            actors is not None
+            and not isinstance(actors, Unreadable | Deferred)
+            and same_as_read(key, legacy.raw, actors)
+        ):
+            return Finding(key, Kind.SAME)
+        legacy = legacy.entity()
+    if isinstance(actors, Deferred):
+        actors = actors.entity()
     if key.domain in exp.actor_only:
         return Finding(key, Kind.EXPECTED, None, _shown(actors), rule=ACTOR_ONLY)
     if isinstance(legacy, Unreadable) and actors is None:

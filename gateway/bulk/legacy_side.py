@@ -37,7 +37,7 @@ from gateway.legacy.client import Redis
 from gateway.legacy.codec import Corrupt, decode_array, decode_object
 from gateway.legacy.records import LegacyRecords
 
-__all__ = ["KnownConflict", "LegacySource"]
+__all__ = ["Deferred", "KnownConflict", "LegacySource"]
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +72,30 @@ def _key(domain: str, fld: str) -> EntityKey:
     return EntityKey(domain, fld, "") if domain == "checkpoint" else EntityKey(domain, "", fld)
 
 
+class Deferred:
+    """A value a deferring scan read but did not decode or map (`LegacySource.defer`).
+
+    `raw` is the hash value's text, or for a DM its message object as the conversation array
+    held it; `entity()` makes what the scan would otherwise have yielded (the entity, or
+    `Unreadable`). The consistency checker compares `raw` with the other store's legacy form
+    first and maps only the values that differ.
+    """
+
+    __slots__ = ("_args", "_make", "key", "raw")
+
+    def __init__(
+        self, key: EntityKey, raw: str | dict[str, Any], make: Callable[..., Entity | Unreadable], *args: Any
+    ) -> None:
+        self.key = key
+        self.raw = raw
+        self._make = make
+        self._args = args
+
+    def entity(self) -> Entity | Unreadable:
+        """The entity (or the reason it cannot be read), as the scan would have yielded it."""
+        return self._make(*self._args)
+
+
 class KnownConflict:
     """Several legacy claim fields for one `what`: the DO claim and the fields left aside."""
 
@@ -95,6 +119,10 @@ class LegacySource:
         self.conflicts: list[KnownConflict] = []
         self.unreachable_conversations: list[str] = []
         self._fields_script = records.client.redis.register_script(_FIELDS_LUA)
+        self.defer = False
+        """When set, scans yield `Deferred` values (typed as entities) in place of the entities
+        of hash values, single-field claims and DMs, for a consumer that handles them (the
+        consistency checker). Reads by key always map."""
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -147,6 +175,14 @@ class LegacySource:
             return parse(fld, value)
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             return Unreadable(key, raw, f"{hash_key} {fld}: unmappable value: {e!r}")
+
+    def _scanned(
+        self, key: EntityKey, raw: str, hash_key: str, fld: str, parse: _Parse
+    ) -> Entity | Unreadable:
+        """A scanned hash value: mapped, or deferred (`defer`)."""
+        if self.defer:
+            return cast("Entity", Deferred(key, raw, self._entity, key, raw, hash_key, fld, parse))
+        return self._entity(key, raw, hash_key, fld, parse)
 
     # -- scan -------------------------------------------------------------------------------------
 
@@ -212,7 +248,7 @@ class LegacySource:
                 if raw is None:
                     continue  # deleted since the field list was read
                 key = _key(domain, fld)
-                out.append((key, self._entity(key, raw, hash_key, fld, parse)))
+                out.append((key, self._scanned(key, raw, hash_key, fld, parse)))
             yield out
 
     async def _claims(
@@ -249,12 +285,17 @@ class LegacySource:
 
     def _claim_of(self, what: str, fields: list[str], raws: dict[str, str | None], now: int) -> list[Item]:
         key = EntityKey("claim", "", what)
+        if self.defer and len(fields) == 1:  # no conflict to resolve: the one field is the claim
+            raw = raws.get(fields[0])
+            if raw is None:
+                return []
+            return [(key, self._scanned(key, raw, keys.CLAIMS, fields[0], self._claim_parse(now)))]
         group: list[tuple[str, Any]] = []
         for fld in fields:
             raw = raws.get(fld)
             if raw is None:
                 continue
-            claim = self._entity(key, raw, keys.CLAIMS, fld, lambda _f, v: m.claim_from_legacy(v, now_ms=now))
+            claim = self._entity(key, raw, keys.CLAIMS, fld, self._claim_parse(now))
             if isinstance(claim, Unreadable):
                 return [(key, claim)]
             group.append((fld, claim))
@@ -265,6 +306,10 @@ class LegacySource:
             kept = next(f for f, c in group if c is winner)
             self.conflicts.append(KnownConflict(what, kept, [f for f, _ in group if f != kept]))
         return [(key, winner)]
+
+    @staticmethod
+    def _claim_parse(now: int) -> _Parse:
+        return lambda _f, v: m.claim_from_legacy(v, now_ms=now)
 
     async def _memories(
         self, selection: Selection, after: EntityKey | None, batch: int
@@ -296,7 +341,7 @@ class LegacySource:
                 if key.scope == "" and key.id in corrupt:
                     out.append((key, corrupt[key.id]))
                 elif text is not None:
-                    out.append((key, self._entity(key, text, keys.SHARED_MEMORY, key.id, _MEMORY)))
+                    out.append((key, self._scanned(key, text, keys.SHARED_MEMORY, key.id, _MEMORY)))
             yield out
 
     async def _dm_lists(self) -> tuple[dict[str, list[str]], list[Item]]:
@@ -354,9 +399,8 @@ class LegacySource:
             items.sort(key=lambda it: order_key(it[0]))
             yield items
 
-    @staticmethod
     def _inbox_part(
-        user: str, conv: str, text: str, report_corrupt: bool, selection: Selection
+        self, user: str, conv: str, text: str, report_corrupt: bool, selection: Selection
     ) -> list[Item]:
         """The messages to `user` of one conversation's array (its first lister reports it
         when it is unreadable, so it is counted once); outside the sample, none is mapped."""
@@ -371,11 +415,18 @@ class LegacySource:
                 key = EntityKey("dm", user, str(x.get("id")))
                 if not selection.in_sample(key):
                     continue
-                try:
-                    out.append((key, m.dm_from_legacy(x)))
-                except (TypeError, ValueError, KeyError, AttributeError) as e:
-                    out.append((key, Unreadable(key, str(x)[:2000], f"unmappable DM: {e!r}")))
+                if self.defer:
+                    out.append((key, cast("Entity", Deferred(key, x, self._dm_entity, key, x))))
+                else:
+                    out.append((key, self._dm_entity(key, x)))
         return out
+
+    @staticmethod
+    def _dm_entity(key: EntityKey, x: dict[str, Any]) -> Entity | Unreadable:
+        try:
+            return m.dm_from_legacy(x)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            return Unreadable(key, str(x)[:2000], f"unmappable DM: {e!r}")
 
     async def _chat(self) -> AsyncIterator[list[Item]]:
         out: list[Item] = []
