@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from gateway.actors.bulk_write import ShardWriter
 from gateway.actors.convert import convert_old_layout
 from gateway.actors.crash import crash_point
 from gateway.actors.layout import host_index_path, host_lock_path, shard_of
@@ -823,6 +824,40 @@ class ActorHost:
             sql += " LIMIT ?"
             params = (*params, limit)
         return await self._shards[shard].read(sql, params)
+
+    async def write_rows(self, kind: str, shard: int, work: Callable[[ShardWriter], T]) -> T:
+        """Run `work` on a `ShardWriter` of shard `shard` of sharded kind `kind`: many actors'
+        rows written in one scope of the shard's transaction, each actor's in a scope of its
+        own, without activating any of them (bulk imports; `gateway/actors/bulk_write.py` says
+        what of a turn is kept). `work` runs under the shard's turn lock, between turns, and
+        cannot await; an exception it lets out rolls the whole batch back. Returns once the
+        batch is durable (the shard's group commit), with `work`'s result.
+        """
+        if self._shards is None or self._closing:
+            raise HostClosed("the actor host is not running")
+        specs = self.sharded.get(kind)
+        if specs is None:
+            raise StorageApiError(f"actors of kind {kind!r} are not sharded")
+        target = self._shards[shard]
+        writer = ShardWriter(target, kind, specs)
+        target.queued += 1
+        try:
+            await target.lock.acquire()
+        finally:
+            target.queued -= 1
+        try:
+            scope = writer.begin()
+            try:
+                result = work(writer)
+                crash_point("bulk_write.before_commit")
+            except BaseException:
+                writer.abort(scope)
+                raise
+            writer.end(scope)
+        finally:
+            target.lock.release()
+        await target.durable()
+        return result
 
     @property
     def shard_set(self) -> ShardSet | None:

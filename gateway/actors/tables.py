@@ -345,7 +345,12 @@ class ShardTables:
         """Insert one row of this actor; `conflict` says what a row with the same key does:
         `abort` raises, `ignore` keeps the old row, `replace` replaces it, `update` updates the
         given non-key columns (an upsert). Returns the rows written."""
-        cols = tuple(values)
+        sql = self._insert_sql(table, tuple(values), conflict)
+        cur = self._run(sql, (self._name, *values.values()), write=True)
+        self.rows_written_total += cur.rowcount
+        return int(cur.rowcount)
+
+    def _insert_sql(self, table: str, cols: tuple[str, ...], conflict: Conflict) -> str:
         key = ("insert", table, cols, conflict)
         sql = self._cache.get(key)
         if sql is None:
@@ -362,9 +367,46 @@ class ShardTables:
                     f"UPDATE SET {', '.join(sets)}" if sets else "NOTHING"
                 )
             self._cache[key] = sql
-        cur = self._run(sql, (self._name, *values.values()), write=True)
-        self.rows_written_total += cur.rowcount
-        return int(cur.rowcount)
+        return sql
+
+    def insert_many(
+        self, table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]], *, conflict: Conflict = "abort"
+    ) -> int:
+        """`insert` of many rows of this actor at once (one prepared statement, executemany):
+        `rows` hold the values of `cols`, in that order. Returns the rows written."""
+        if not rows:
+            return 0
+        if len(cols) > MAX_BOUND_PARAMETERS:
+            raise LimitExceeded(f"more than {MAX_BOUND_PARAMETERS} bound parameters")
+        sql = self._insert_sql(table, tuple(cols), conflict)
+        conn = self._open_scope()
+        before = conn.total_changes
+        name = self._name
+        conn.executemany(sql, [(name, *r) for r in rows])
+        written = conn.total_changes - before
+        if written > 0:
+            self._mark_write(conn)
+        self.rows_written_total += written
+        return written
+
+    def delete_many(self, table: str, where: str, params: Sequence[Sequence[Any]]) -> int:
+        """`delete` once per parameter tuple (one prepared statement); returns the rows deleted."""
+        if not params:
+            return 0
+        key = ("delete", table, where)
+        sql = self._cache.get(key)
+        if sql is None:
+            name, _ = self._table(table)
+            sql = f"DELETE FROM {name} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
+            self._cache[key] = sql
+        conn = self._open_scope()
+        before = conn.total_changes
+        conn.executemany(sql, [(self._name, *p) for p in params])
+        written = conn.total_changes - before
+        if written > 0:
+            self._mark_write(conn)
+        self.rows_written_total += written
+        return written
 
     def update(self, table: str, values: Mapping[str, Any], where: str = "", *params: Any) -> int:
         """`UPDATE table SET ... WHERE <this actor> AND (where)`; returns the rows changed."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import orjson
@@ -28,6 +29,7 @@ import orjson
 from gateway.actors import ActorRef
 from gateway.actors.layout import shard_of
 from gateway.bulk.items import Item, Selection, WriteResult, order_key, parse_cursor
+from gateway.bulk.shard_import import AGENT_DOMAINS, decide_locks, write_agents
 from gateway.bulk.versions import decide
 from gateway.do import owner_ref, progress_tables
 from gateway.do.agent_state import (
@@ -38,7 +40,7 @@ from gateway.do.agent_state import (
     dm_from_row,
     memory_from_row,
 )
-from gateway.do.replica import ActorReplica, Outcome
+from gateway.do.replica import ActorReplica, Decide, Outcome
 from gateway.do.resource_lock import LOCK_COLS, lock_from_row
 from gateway.domain.entities import (
     ACTOR_ONLY,
@@ -353,11 +355,12 @@ class ActorSide:
     async def write_batch(
         self, items: Sequence[tuple[EntityKey, Entity | None]], *, dry_run: bool = False
     ) -> WriteResult:
-        by_owner: dict[ActorRef, list[tuple[EntityKey, Entity | None]]] = {}
-        for key, value in items:
-            by_owner.setdefault(owner_ref(key), []).append((key, value))
-        result = WriteResult()
-        now = self.replica.host.clock.now_ms()
+        """Write a batch: agents' checkpoints, DMs and memories shard by shard in one
+        transaction each (`gateway.bulk.shard_import`, each agent all or nothing); locks decided
+        shard by shard and the few to write in turns of their actors; everything else (the
+        coordinator's domains, the actor-only ones, deletions) in one turn per actor."""
+        host = self.replica.host
+        now = host.clock.now_ms()
 
         def decide_now(key: EntityKey, current: Entity | None, incoming: Entity | None) -> Outcome:
             # an expired lock is no lock (the actor's alarm would remove it at once): not carried
@@ -365,6 +368,52 @@ class ActorSide:
                 return "unchanged"
             return decide(key, current, incoming)
 
+        outcomes: dict[EntityKey, Outcome] = {}
+        agents: dict[int, dict[str, list[tuple[EntityKey, Entity]]]] = {}
+        locks: dict[int, list[tuple[EntityKey, Entity]]] = {}
+        turns: list[tuple[EntityKey, Entity | None]] = []
+        agent_kind, lock_kind = Owner.AGENT.value, Owner.LOCK.value
+        once = len({k for k, _ in items}) == len(items)  # a key twice: in turns, in order
+        for key, value in items:
+            if not once:
+                turns.append((key, value))
+            elif value is not None and key.domain in AGENT_DOMAINS and agent_kind in host.sharded:
+                shard = shard_of(ActorRef(agent_kind, key.scope), host.shard_count)
+                agents.setdefault(shard, {}).setdefault(key.scope, []).append((key, value))
+            elif value is not None and key.domain == "lock" and lock_kind in host.sharded:
+                shard = shard_of(ActorRef(lock_kind, key.id), host.shard_count)
+                locks.setdefault(shard, []).append((key, value))
+            else:
+                turns.append((key, value))
+        for shard, by_agent in sorted(agents.items()):
+            groups = list(by_agent.items())
+            work = partial(write_agents, groups=groups, decide=decide_now, dry_run=dry_run)
+            done = await host.write_rows(agent_kind, shard, work)
+            keys = [k for _a, group in groups for k, _v in group]
+            outcomes.update(zip(keys, done, strict=True))
+        for shard, group in sorted(locks.items()):
+            decided = await host.write_rows(
+                lock_kind, shard, partial(decide_locks, items=group, decide=decide_now)
+            )
+            for (key, value), outcome in zip(group, decided, strict=True):
+                if outcome == "written" and not dry_run:
+                    turns.append((key, value))  # the alarm and history move with it: a turn
+                else:
+                    outcomes[key] = outcome
+        outcomes.update(await self._in_turns(turns, decide_now, dry_run=dry_run))
+        result = WriteResult()
+        for key, _v in sorted(items, key=lambda kv: order_key(kv[0])):
+            result.add(key, outcomes[key])
+        return result
+
+    async def _in_turns(
+        self, items: Sequence[tuple[EntityKey, Entity | None]], decide_now: Decide, *, dry_run: bool
+    ) -> dict[EntityKey, Outcome]:
+        """Items written in one turn of each owning actor (decided inside the turn)."""
+        by_owner: dict[ActorRef, list[tuple[EntityKey, Entity | None]]] = {}
+        for key, value in items:
+            by_owner.setdefault(owner_ref(key), []).append((key, value))
+        out: dict[EntityKey, Outcome] = {}
         for ref, group in sorted(by_owner.items(), key=lambda kv: order_key(kv[1][0][0])):
             outcomes: list[Outcome]
             if dry_run:
@@ -375,6 +424,5 @@ class ActorSide:
                 ]
             else:
                 outcomes = await self.replica.write_many(ref, group, decide_now)
-            for (key, _v), outcome in zip(group, outcomes, strict=True):
-                result.add(key, outcome)
-        return result
+            out.update(zip([k for k, _ in group], outcomes, strict=True))
+        return out

@@ -139,6 +139,8 @@ class ActorReplica:
         with what the actor holds by `decide`, and written only when it says so."""
 
         async def run(actor: Any) -> list[Outcome]:
+            if _batchable(actor, items):
+                return _write_coordinator(actor, items, decide)
             out: list[Outcome] = []
             for key, value in items:
                 current = await _read(actor, key)
@@ -150,6 +152,85 @@ class ActorReplica:
 
         result: list[Outcome] = await self.host.call(ref, run)
         return result
+
+
+_CHUNK = 90  # ids bound per IN (...), under the storage's limit of bound parameters
+
+
+def _batchable(actor: Any, items: Sequence[tuple[EntityKey, Entity | None]]) -> bool:
+    """Whether the coordinator's batched path takes `items`: values (no deletions) of its own
+    domains, each key once."""
+    if actor.ctx.sharded:
+        return False
+    if not all(v is not None and k.domain in _COORDINATOR_UPSERTS for k, v in items):
+        return False
+    return len({k for k, _ in items}) == len(items)
+
+
+def _held(actor: Any, domain: str, ids: list[str]) -> tuple[dict[str, Entity | Unreadable], set[str]]:
+    """What the coordinator holds of `domain` with these ids (one query per 90 ids, and as many
+    for their `_extra` rows), and the ids that have an `_extra` row."""
+    spec = _TABLES[domain]
+    sql = actor.ctx.sql
+    now = actor.ctx.clock.now_ms()
+    rows: list[Any] = []
+    extras: dict[str, str] = {}
+    for i in range(0, len(ids), _CHUNK):
+        part = ids[i : i + _CHUNK]
+        marks = ", ".join("?" * len(part))
+        rows += sql.exec(f"SELECT {spec.cols} FROM {spec.table} WHERE {spec.ident} IN ({marks})", *part).all()
+        found = sql.exec(f"SELECT id, value FROM _extra WHERE domain = ? AND id IN ({marks})", domain, *part)
+        extras.update((str(r[0]), str(r[1])) for r in found.all())
+    out: dict[str, Entity | Unreadable] = {}
+    for r in rows:
+        ident = str(r[0])
+        try:
+            entity = spec.row(r, now)
+            text = extras.get(ident)
+            entity.extra = {} if text is None else _extra_value(text)
+        except (TypeError, ValueError, KeyError, IndexError, orjson.JSONDecodeError) as e:
+            out[ident] = Unreadable(EntityKey(domain, "", ident), _raw_row(r), f"unreadable row: {e!r}")
+            continue
+        out[ident] = entity
+    return out, set(extras)
+
+
+def _write_coordinator(
+    actor: Any, items: Sequence[tuple[EntityKey, Entity | None]], decide: Decide
+) -> list[Outcome]:
+    """`write_many` of the coordinator's own domains, batched: what it holds is read per domain
+    in a few queries, each entity decided, and the written ones go out in one prepared
+    statement per domain (its change-stamp triggers fire per row, as for single writes), their
+    `_extra` rows likewise. A row the coordinator holds but cannot read is left alone (skipped)."""
+    sql = actor.ctx.sql
+    sql.exec(EXTRA_SCHEMA)
+    by_domain: dict[str, list[str]] = {}
+    for key, _v in items:
+        by_domain.setdefault(key.domain, []).append(key.id)
+    held = {d: _held(actor, d, ids) for d, ids in by_domain.items()}
+    out: list[Outcome] = []
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    extra_rows: list[tuple[str, str, str]] = []
+    extra_gone: list[tuple[str, str]] = []
+    for key, value in items:
+        entities, with_extra = held[key.domain]
+        now = entities.get(key.id)
+        outcome: Outcome = "skipped" if isinstance(now, Unreadable) else decide(key, now, value)
+        out.append(outcome)
+        if outcome != "written" or value is None:
+            continue
+        rows.setdefault(key.domain, []).append(_COORDINATOR_UPSERTS[key.domain][1](value))
+        if value.extra:
+            extra_rows.append((key.domain, key.id, dumps(value.extra)))
+        elif key.id in with_extra:
+            extra_gone.append((key.domain, key.id))
+    for domain, params in rows.items():
+        sql.exec_many(_COORDINATOR_UPSERTS[domain][0], params)
+    if extra_rows:
+        sql.exec_many("INSERT OR REPLACE INTO _extra (domain, id, value) VALUES (?, ?, ?)", extra_rows)
+    if extra_gone:
+        sql.exec_many("DELETE FROM _extra WHERE domain = ? AND id = ?", extra_gone)
+    return out
 
 
 def _ident(key: EntityKey) -> str:
@@ -369,66 +450,103 @@ async def _write(actor: Any, key: EntityKey, value: Entity | None) -> None:
     put_extra(actor, key.domain, _ident(key), value.extra)
 
 
-def _up_agent(actor: CoordinatorActor, a: Agent) -> None:
-    def js(v: list[Any] | None) -> str | None:
-        return None if v is None else dumps(v)
+def _js(v: list[Any] | None) -> str | None:
+    return None if v is None else dumps(v)
 
-    actor.ctx.sql.exec(
-        f"INSERT INTO agents ({AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(agent_id) DO UPDATE SET "
-        "status = excluded.status, current_task = excluded.current_task, working_on = excluded.working_on, "
-        "last_seen = excluded.last_seen, capabilities = excluded.capabilities, offers = excluded.offers, "
-        "needs = excluded.needs",
+
+_AGENT_UPSERT = (
+    f"INSERT INTO agents ({AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(agent_id) DO UPDATE SET "
+    "status = excluded.status, current_task = excluded.current_task, working_on = excluded.working_on, "
+    "last_seen = excluded.last_seen, capabilities = excluded.capabilities, offers = excluded.offers, "
+    "needs = excluded.needs"
+)
+_CHAT_UPSERT = (
+    f"INSERT INTO messages ({MSG_COLS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+    "author = excluded.author, author_type = excluded.author_type, message = excluded.message, "
+    "timestamp = excluded.timestamp, reactions = excluded.reactions"
+)
+_TASK_UPSERT = (
+    f"INSERT INTO tasks ({TASK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET "
+    "title = excluded.title, description = excluded.description, status = excluded.status, "
+    "assignee = excluded.assignee, created_by = excluded.created_by, priority = excluded.priority, "
+    "tags = excluded.tags, files = excluded.files, created_at = excluded.created_at, "
+    "updated_at = excluded.updated_at"
+)
+_ZONE_UPSERT = f"INSERT OR REPLACE INTO zones ({ZONE_COLS}) VALUES (?, ?, ?, ?, ?)"
+_CLAIM_UPSERT = f"INSERT OR REPLACE INTO claims ({CLAIM_COLS}) VALUES (?, ?, ?, ?)"
+_HANDOFF_UPSERT = (
+    f"INSERT OR REPLACE INTO handoffs ({HANDOFF_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _agent_params(a: Agent) -> tuple[Any, ...]:
+    return (
         a.agent_id, a.status, a.current_task, a.working_on, a.last_seen,
-        js(a.capabilities), js(a.offers), js(a.needs),
+        _js(a.capabilities), _js(a.offers), _js(a.needs),
     )  # fmt: skip
 
 
-def _up_chat(actor: CoordinatorActor, m: GroupMessage) -> None:
-    actor.ctx.sql.exec(
-        f"INSERT INTO messages ({MSG_COLS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-        "author = excluded.author, author_type = excluded.author_type, message = excluded.message, "
-        "timestamp = excluded.timestamp, reactions = excluded.reactions",
-        m.id, m.author, m.author_type, m.message, m.timestamp, dumps(m.reactions),
-    )  # fmt: skip
+def _chat_params(m: GroupMessage) -> tuple[Any, ...]:
+    return (m.id, m.author, m.author_type, m.message, m.timestamp, dumps(m.reactions))
 
 
-def _up_task(actor: CoordinatorActor, t: Task) -> None:
-    actor.ctx.sql.exec(
-        f"INSERT INTO tasks ({TASK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(id) DO UPDATE SET "
-        "title = excluded.title, description = excluded.description, status = excluded.status, "
-        "assignee = excluded.assignee, created_by = excluded.created_by, priority = excluded.priority, "
-        "tags = excluded.tags, files = excluded.files, created_at = excluded.created_at, "
-        "updated_at = excluded.updated_at",
+def _task_params(t: Task) -> tuple[Any, ...]:
+    return (
         t.id, t.title, t.description, t.status, t.assignee, t.created_by, t.priority,
         dumps(t.tags), dumps(t.files), t.created_at, t.updated_at,
     )  # fmt: skip
 
 
-def _up_zone(actor: CoordinatorActor, z: Zone) -> None:
-    actor.ctx.sql.exec(
-        f"INSERT OR REPLACE INTO zones ({ZONE_COLS}) VALUES (?, ?, ?, ?, ?)",
-        z.zone_id, z.path, z.owner, z.description, z.claimed_at,
-    )  # fmt: skip
+def _zone_params(z: Zone) -> tuple[Any, ...]:
+    return (z.zone_id, z.path, z.owner, z.description, z.claimed_at)
 
 
-def _up_claim(actor: CoordinatorActor, c: Claim) -> None:
-    actor.ctx.sql.exec(
-        f"INSERT OR REPLACE INTO claims ({CLAIM_COLS}) VALUES (?, ?, ?, ?)",
-        c.what,
-        c.by,
-        c.description,
-        c.since,
-    )
+def _claim_params(c: Claim) -> tuple[Any, ...]:
+    return (c.what, c.by, c.description, c.since)
 
 
-def _up_handoff(actor: CoordinatorActor, h: Handoff) -> None:
-    actor.ctx.sql.exec(
-        f"INSERT OR REPLACE INTO handoffs ({HANDOFF_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+def _handoff_params(h: Handoff) -> tuple[Any, ...]:
+    return (
         h.id, h.from_agent, h.to_agent, h.title, h.context, h.code, h.file_path, dumps(h.next_steps),
         h.priority, h.status, h.claimed_by, h.created_at, h.claimed_at, h.completed_at,
     )  # fmt: skip
+
+
+_COORDINATOR_UPSERTS: dict[str, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
+    "agent": (_AGENT_UPSERT, _agent_params),
+    "chat": (_CHAT_UPSERT, _chat_params),
+    "task": (_TASK_UPSERT, _task_params),
+    "zone": (_ZONE_UPSERT, _zone_params),
+    "claim": (_CLAIM_UPSERT, _claim_params),
+    "handoff": (_HANDOFF_UPSERT, _handoff_params),
+}
+"""The coordinator's upsert of each of its domains: SQL and the row of an entity."""
+
+
+def _up_agent(actor: CoordinatorActor, a: Agent) -> None:
+    actor.ctx.sql.exec(_AGENT_UPSERT, *_agent_params(a))
+
+
+def _up_chat(actor: CoordinatorActor, m: GroupMessage) -> None:
+    actor.ctx.sql.exec(_CHAT_UPSERT, *_chat_params(m))
+
+
+def _up_task(actor: CoordinatorActor, t: Task) -> None:
+    actor.ctx.sql.exec(_TASK_UPSERT, *_task_params(t))
+
+
+def _up_zone(actor: CoordinatorActor, z: Zone) -> None:
+    actor.ctx.sql.exec(_ZONE_UPSERT, *_zone_params(z))
+
+
+def _up_claim(actor: CoordinatorActor, c: Claim) -> None:
+    actor.ctx.sql.exec(_CLAIM_UPSERT, *_claim_params(c))
+
+
+def _up_handoff(actor: CoordinatorActor, h: Handoff) -> None:
+    actor.ctx.sql.exec(_HANDOFF_UPSERT, *_handoff_params(h))
 
 
 def _up_checkpoint(actor: AgentStateActor, cp: Checkpoint) -> None:
