@@ -9,11 +9,12 @@ written. After the sink took a batch, the checkpoint is saved, then the rate lim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 
@@ -83,6 +84,43 @@ class RateLimit:
             await asyncio.sleep(ahead)
 
 
+READ_AHEAD: Final = 2
+"""Batches read ahead of the one being written: the source's reads (Redis round trips, the
+other process's work) overlap the target's writes, with at most this many more batches held."""
+
+
+async def read_ahead(
+    batches: Batches, depth: int = READ_AHEAD
+) -> AsyncGenerator[tuple[list[Item], str | int | None], None]:
+    """`batches`, read by a task of its own up to `depth` batches ahead of the consumer. An
+    error of the source reaches the consumer at the batch where it happened; when the consumer
+    stops early the reading stops too."""
+    queue: asyncio.Queue[tuple[list[Item], str | int | None] | BaseException | None] = asyncio.Queue(depth)
+
+    async def produce() -> None:
+        try:
+            async for got in batches:
+                await queue.put(got)
+        except Exception as e:  # noqa: BLE001 - handed to the consumer, raised there in order
+            await queue.put(e)
+            return
+        await queue.put(None)
+
+    task = asyncio.ensure_future(produce())
+    try:
+        while True:
+            got = await queue.get()
+            if got is None:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def run_batches(
     batches: Batches,
     write: Write,
@@ -101,29 +139,34 @@ async def run_batches(
     batch's number from 1 in this process): `migrate.batch.N.read` before the batch is written,
     `.written` after it was written and before the checkpoint, `.saved` after the checkpoint."""
     n = 0
-    async for items, position in batches:
-        n += 1
-        crash_point(f"migrate.batch.{n}.read")
-        good: list[tuple[EntityKey, Entity]] = []
-        for key, value in items:
-            summary.bump(key.domain, "read")
-            if isinstance(value, Unreadable):
-                summary.bump(key.domain, "quarantined")
-                record = {"key": [key.domain, key.scope, key.id], "raw": value.raw, "reason": value.reason}
-                quarantine.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-            else:
-                good.append((key, value))
-        quarantine.flush()
-        if good:
-            await pause_point("migrate.before_write", [k for k, _ in good])
-            summary.add(await write(good))
-        crash_point(f"migrate.batch.{n}.written")
-        if checkpoint is not None:
-            checkpoint.position = position
-            if after_write is not None:
-                after_write(checkpoint)
-            checkpoint.summary = summary.to_json()
-            checkpoint.save(state_dir)
-        crash_point(f"migrate.batch.{n}.saved")
-        progress(len(items))
-        await rate.take(len(items))
+    async with contextlib.aclosing(read_ahead(batches)) as ahead:
+        async for items, position in ahead:
+            n += 1
+            crash_point(f"migrate.batch.{n}.read")
+            good: list[tuple[EntityKey, Entity]] = []
+            for key, value in items:
+                summary.bump(key.domain, "read")
+                if isinstance(value, Unreadable):
+                    summary.bump(key.domain, "quarantined")
+                    record = {
+                        "key": [key.domain, key.scope, key.id],
+                        "raw": value.raw,
+                        "reason": value.reason,
+                    }
+                    quarantine.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+                else:
+                    good.append((key, value))
+            quarantine.flush()
+            if good:
+                await pause_point("migrate.before_write", [k for k, _ in good])
+                summary.add(await write(good))
+            crash_point(f"migrate.batch.{n}.written")
+            if checkpoint is not None:
+                checkpoint.position = position
+                if after_write is not None:
+                    after_write(checkpoint)
+                checkpoint.summary = summary.to_json()
+                checkpoint.save(state_dir)
+            crash_point(f"migrate.batch.{n}.saved")
+            progress(len(items))
+            await rate.take(len(items))
