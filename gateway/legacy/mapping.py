@@ -208,8 +208,10 @@ def _const(value: Any) -> Callable[[Json], Any]:
 
 def _ordered_keys(present: Sequence[str], order: Sequence[str]) -> list[str]:
     """The writer's key order: `order` first, then the rest as they come."""
-    head = [k for k in order if k in present]
-    return head + [k for k in present if k not in head]
+    have = set(present)
+    head = [k for k in order if k in have]
+    taken = set(head)
+    return head + [k for k in present if k not in taken]
 
 
 def _read_field(f: Field, raw: Raw, ctx: Json) -> Any:
@@ -220,6 +222,17 @@ def _read_field(f: Field, raw: Raw, ctx: Json) -> Any:
         raise UnmappableError(f"{f.key}: {e}") from None
 
 
+_KNOWN: Final[dict[int, frozenset[str]]] = {}
+"""id(spec) -> the legacy keys of the spec (the specs are module constants), made on first use."""
+
+
+def _known(spec: Sequence[Field]) -> frozenset[str]:
+    known = _KNOWN.get(id(spec))
+    if known is None:
+        known = _KNOWN[id(spec)] = frozenset(f.key for f in spec)
+    return known
+
+
 def _read(
     value: Mapping[str, Any], spec: Sequence[Field], ctx: Json, order: Sequence[str] = ()
 ) -> tuple[Json, Json]:
@@ -228,7 +241,7 @@ def _read(
     extra: Json = {}
     absent: list[str] = []
     raw_kept: Json = {}
-    known = {f.key for f in spec}
+    known = _known(spec)
     for f in spec:
         raw = value.get(f.key, UNDEFINED)
         domain = _read_field(f, raw, ctx)
@@ -247,7 +260,10 @@ def _read(
         if key not in known:
             extra[key] = raw
     original_order = list(value)
-    moved = _ordered_keys(original_order, order) != original_order
+    # `_ordered_keys(original_order, order) != original_order`, without building it: the
+    # writer's order keeps the value as it is iff the value starts with its `order` keys
+    head = [k for k in order if k in value]
+    moved = original_order[: len(head)] != head
     if absent or raw_kept or moved:
         meta: Json = {}
         if absent:
