@@ -292,14 +292,25 @@ class LegacySink:
     # -- one field of a hash: agents, tasks, zones, handoffs, checkpoints, locks, memories ------
 
     async def _read_raw(self, items: Sequence[tuple[EntityKey, Entity]]) -> list[str | None]:
-        async def op(r: Redis) -> list[str | None]:
-            async with r.pipeline(transaction=False) as pipe:
-                for key, _v in items:
-                    family = _FAMILIES[key.domain]
-                    _ = pipe.hget(family.hash_key, family.field(key))
-                return cast("list[str | None]", await pipe.execute())
+        """What Redis holds for each item: one HMGET per hash, in one pipeline."""
+        by_hash: dict[str, list[int]] = {}
+        fields: list[str] = []
+        for i, (key, _v) in enumerate(items):
+            family = _FAMILIES[key.domain]
+            by_hash.setdefault(family.hash_key, []).append(i)
+            fields.append(family.field(key))
 
-        return await self.records.run("HGET batch", op)
+        async def op(r: Redis) -> list[list[str | None]]:
+            async with r.pipeline(transaction=False) as pipe:
+                for hash_key, at in by_hash.items():
+                    _ = pipe.hmget(hash_key, [fields[i] for i in at])
+                return cast("list[list[str | None]]", await pipe.execute())
+
+        out: list[str | None] = [None] * len(items)
+        for at, values in zip(by_hash.values(), await self.records.run("HMGET batch", op), strict=True):
+            for i, value in zip(at, values, strict=True):
+                out[i] = value
+        return out
 
     def _current(self, key: EntityKey, raw: str | None) -> Entity | Unreadable | None:
         if raw is None:
@@ -496,28 +507,52 @@ class LegacySink:
         self, group: list[tuple[EntityKey, DirectMessage]], msgs: list[Any], conv: Json | None
     ) -> tuple[list[Any], Json, set[EntityKey]]:
         """The conversation's messages and record with the group's DMs written in, and the keys
-        left alone because Redis has them marked read (a read message stays read)."""
+        left alone because Redis has them marked read (a read message stays read).
+
+        What `LegacyRecords.update_conversation` does with one DM at a time, in one pass over
+        the array: a message is found by id in a map, appended or updated in place, the oldest
+        trimmed beyond 500, and the unread counts derived once from the final array."""
         now_iso = iso_from_ms(self.clock.now_ms())
         left_alone: set[EntityKey] = set()
         record: Json = conv or {}
+        out = list(msgs)
+        start = 0  # out[:start] were trimmed (the array keeps the newest DM_MAX)
+        where: dict[Any, int] = {}
+        for i, x in enumerate(out):
+            if isinstance(x, dict):
+                where.setdefault(x.get("id"), i)
+        changed = False
         for key, dm in group:
             to = key.scope
             value, extra = self.records.dm_value(conv, dm, to, read_at=now_iso)
-            index = next(
-                (i for i, x in enumerate(msgs) if isinstance(x, dict) and x.get("id") == dm.id), None
-            )
+            index = where.get(dm.id)
+            if index is not None and index < start:  # trimmed: a later copy of the id, if any
+                index = next(
+                    (
+                        i
+                        for i in range(start, len(out))
+                        if isinstance(out[i], dict) and out[i].get("id") == dm.id
+                    ),
+                    None,
+                )
             if index is None:
-                msgs = [*msgs, value][-keys.DM_MAX :]
-            elif msgs[index].get("read") is True and not dm.read:
+                out.append(value)
+                where.setdefault(dm.id, len(out) - 1)
+                start = max(start, len(out) - keys.DM_MAX)
+            elif out[index].get("read") is True and not dm.read:
                 left_alone.add(key)  # marked read since the batch was read: newer
                 continue
             else:
-                msgs = [*msgs[:index], {**msgs[index], **value}, *msgs[index + 1 :]]
-            record = self.records.conversation_record(conv, dm, to, extra, msgs)
+                out[index] = {**out[index], **value}
+            record = self.records.conversation_record(conv, dm, to, extra, [])
             if index is None and dm.timestamp >= str(record.get("updatedAt", "")):
                 set_last_message(record, dm)
             conv = record
-        return msgs, record, left_alone
+            changed = True
+        final = out[start:]
+        if changed:
+            record["unreadCount"] = self.records.unread_counts(record, final)
+        return final, record, left_alone
 
     async def _list_conversations(self, listed: dict[str, list[str]]) -> None:
         """Add the conversations to each user's list that lacks them (compare-and-set per user,
