@@ -41,10 +41,12 @@ _CHILD = """
 import resource, sys
 from gateway.cli import main
 code = main(sys.argv[1:])
-sys.stderr.write(f"\\nMAXRSS_KB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+u = resource.getrusage(resource.RUSAGE_SELF)
+sys.stderr.write(f"\\nMAXRSS_KB={u.ru_maxrss} CPU_S={u.ru_utime + u.ru_stime:.2f}\\n")
 sys.exit(code)
 """
-"""The copy, run as `agent-coord migrate` is, then its own peak resident memory on stderr."""
+"""The copy, run as `agent-coord migrate` is, then its own peak resident memory and CPU time
+(user + system) on stderr."""
 
 
 async def seed(url: str, scale: int) -> float:
@@ -58,7 +60,14 @@ async def seed(url: str, scale: int) -> float:
 
 
 def run_copy(
-    source: str, target: str, url: str, data_dir: Path, *, batch: int, gw_url: str | None
+    source: str,
+    target: str,
+    url: str,
+    data_dir: Path,
+    *,
+    batch: int,
+    gw_url: str | None,
+    gw_pid: int | None = None,
 ) -> dict[str, Any]:
     """One `agent-coord migrate copy` process: wall time, entities read, rate, peak RSS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_COORD_")}
@@ -70,12 +79,17 @@ def run_copy(
     ]  # fmt: skip
     if gw_url is not None:
         cmd += ["--url", gw_url]
+    load = os.getloadavg()[0]
+    gw_cpu = None if gw_pid is None else proc_cpu_s(gw_pid)
     started = time.perf_counter()
     ran = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)  # noqa: S603
     wall = time.perf_counter() - started
+    gw_used = None if gw_pid is None or gw_cpu is None else proc_cpu_s(gw_pid) - gw_cpu
     if ran.returncode not in (0, 1):
         raise RuntimeError(f"migrate failed ({ran.returncode}): {ran.stderr[-2000:]}")
-    peak_kb = int(ran.stderr.rsplit("MAXRSS_KB=", 1)[1].split()[0])
+    tail = ran.stderr.rsplit("MAXRSS_KB=", 1)[1].split()
+    peak_kb = int(tail[0])
+    cpu_s = float(tail[1].removeprefix("CPU_S="))
     totals = json.loads(summary.read_text())["totals"]
     return {
         "copy": f"{source} -> {target}",
@@ -84,7 +98,20 @@ def run_copy(
         "written": totals["written"],
         "per_s": round(totals["read"] / wall),
         "peak_rss_mb": round(peak_kb / 1024, 1),
+        "cpu_s": round(cpu_s, 2),
+        "per_cpu_s": round(totals["read"] / cpu_s) if cpu_s else None,
+        "gateway_cpu_s": None if gw_used is None else round(gw_used, 2),
+        "load_1m_before": round(load, 2),
     }
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) process `pid` has used so far (`/proc/<pid>/stat`)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def vm_hwm_mb(pid: int) -> float | None:
@@ -111,9 +138,16 @@ def main() -> None:
         if args.gateway:
             with GatewayProcess(data_dir, redis_url=source.url, phase="parallel") as gw:
                 assert gw.proc is not None  # noqa: S101 - started
-                runs = [run_copy("legacy", "actors", source.url, data_dir, batch=args.batch, gw_url=gw.url)]
+                pid = gw.proc.pid
+                runs = [
+                    run_copy(
+                        "legacy", "actors", source.url, data_dir, batch=args.batch, gw_url=gw.url, gw_pid=pid
+                    )
+                ]
                 runs.append(
-                    run_copy("actors", "legacy", target.url, data_dir, batch=args.batch, gw_url=gw.url)
+                    run_copy(
+                        "actors", "legacy", target.url, data_dir, batch=args.batch, gw_url=gw.url, gw_pid=pid
+                    )
                 )
                 gateway_mb = vm_hwm_mb(gw.proc.pid)
         else:
@@ -134,10 +168,12 @@ def main() -> None:
     lines = [
         f"scale {args.scale}: seeded in {seed_s} s; batch {args.batch}; "
         f"{'through a gateway' if args.gateway else 'data directory opened by the tool'}",
-        f"{'copy':<20}{'wall s':>10}{'read':>10}{'written':>10}{'per s':>10}{'peak MB':>10}",
+        f"{'copy':<20}{'wall s':>10}{'read':>10}{'written':>10}{'per s':>10}{'cpu s':>8}{'per cpu s':>10}"
+        f"{'peak MB':>9}{'gw cpu s':>9}{'load':>6}",
     ]
     lines += [
-        f"{r['copy']:<20}{r['wall_s']:>10}{r['read']:>10}{r['written']:>10}{r['per_s']:>10}{r['peak_rss_mb']!s:>10}"
+        f"{r['copy']:<20}{r['wall_s']:>10}{r['read']:>10}{r['written']:>10}{r['per_s']:>10}{r['cpu_s']:>8}"
+        f"{r['per_cpu_s']!s:>10}{r['peak_rss_mb']!s:>9}{r['gateway_cpu_s']!s:>9}{r['load_1m_before']:>6}"
         for r in runs
     ]
     if gateway_mb is not None:
