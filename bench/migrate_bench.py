@@ -42,11 +42,13 @@ import resource, sys
 from gateway.cli import main
 code = main(sys.argv[1:])
 u = resource.getrusage(resource.RUSAGE_SELF)
-sys.stderr.write(f"\\nMAXRSS_KB={u.ru_maxrss} CPU_S={u.ru_utime + u.ru_stime:.2f}\\n")
+hwm = next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+sys.stderr.write(f"\\nMAXRSS_KB={hwm} CPU_S={u.ru_utime + u.ru_stime:.2f}\\n")
 sys.exit(code)
 """
 """The copy, run as `agent-coord migrate` is, then its own peak resident memory and CPU time
-(user + system) on stderr."""
+(user + system) on stderr. The peak is VmHWM, not `ru_maxrss`: the child is forked from this
+process, and `ru_maxrss` keeps the parent's peak (the seeding) across the exec."""
 
 
 async def seed(url: str, scale: int) -> float:
