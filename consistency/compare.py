@@ -121,6 +121,17 @@ def _trimmed_chat(value: Value | None, exp: Expectations) -> bool:
     return ts is not None and ts <= exp.chat_oldest_ms
 
 
+def same_as_written(key: EntityKey, legacy: Value | Deferred | None, actors: Value | Deferred | None) -> bool:
+    """Whether the pair is the same by the fast path: a deferred legacy value that is exactly
+    the actor entity's legacy form (`consistency.legacy_form`). False decides nothing."""
+    return (
+        type(legacy) is Deferred
+        and actors is not None
+        and not isinstance(actors, Unreadable | Deferred)
+        and same_as_read(key, legacy.raw, actors)
+    )
+
+
 def classify(  # noqa: PLR0911 - one exit per outcome
     key: EntityKey, legacy: Value | Deferred | None, actors: Value | Deferred | None, exp: Expectations
 ) -> Finding:
@@ -131,11 +142,7 @@ def classify(  # noqa: PLR0911 - one exit per outcome
     if legacy is None and actors is None:
         raise ValueError(f"{key}: neither store holds it")
     if isinstance(legacy, Deferred):
-        if (
-            actors is not None
-            and not isinstance(actors, Unreadable | Deferred)
-            and same_as_read(key, legacy.raw, actors)
-        ):
+        if same_as_written(key, legacy, actors):
             return Finding(key, Kind.SAME)
         legacy = legacy.entity()
     if isinstance(actors, Deferred):

@@ -67,6 +67,9 @@ _SIMPLE: Final[dict[str, tuple[str, _Parse]]] = {
 }
 
 
+_PARSE_BY_HASH: Final[dict[str, _Parse]] = dict(_SIMPLE.values()) | {keys.SHARED_MEMORY: _MEMORY}
+
+
 def _key(domain: str, fld: str) -> EntityKey:
     """The key of a simple hash field (a checkpoint's field is its agent: the scope)."""
     return EntityKey(domain, fld, "") if domain == "checkpoint" else EntityKey(domain, "", fld)
@@ -75,25 +78,38 @@ def _key(domain: str, fld: str) -> EntityKey:
 class Deferred:
     """A value a deferring scan read but did not decode or map (`LegacySource.defer`).
 
-    `raw` is the hash value's text, or for a DM its message object as the conversation array
-    held it; `entity()` makes what the scan would otherwise have yielded (the entity, or
-    `Unreadable`). The consistency checker compares `raw` with the other store's legacy form
-    first and maps only the values that differ.
+    `raw` is the hash value's text (of field `field` of hash `hash_key`), or for a DM
+    (`hash_key` None) its message object as the conversation array held it; `entity()` makes
+    what the scan would otherwise have yielded (the entity, or `Unreadable`). Plain data, so it
+    can be sent to another process. The consistency checker compares `raw` with the other
+    store's legacy form first and maps only the values that differ.
     """
 
-    __slots__ = ("_args", "_make", "key", "raw")
+    __slots__ = ("field", "hash_key", "key", "now", "raw")
 
     def __init__(
-        self, key: EntityKey, raw: str | dict[str, Any], make: Callable[..., Entity | Unreadable], *args: Any
+        self,
+        key: EntityKey,
+        raw: str | dict[str, Any],
+        hash_key: str | None = None,
+        field: str = "",
+        now: int = 0,
     ) -> None:
         self.key = key
         self.raw = raw
-        self._make = make
-        self._args = args
+        self.hash_key = hash_key
+        self.field = field
+        self.now = now  # a claim's `stale` is computed for this time
 
     def entity(self) -> Entity | Unreadable:
         """The entity (or the reason it cannot be read), as the scan would have yielded it."""
-        return self._make(*self._args)
+        if self.hash_key is None:
+            return LegacySource._dm_entity(self.key, cast("dict[str, Any]", self.raw))
+        if self.hash_key == keys.CLAIMS:
+            parse = LegacySource._claim_parse(self.now)
+        else:
+            parse = _PARSE_BY_HASH[self.hash_key]
+        return LegacySource._entity(self.key, cast("str", self.raw), self.hash_key, self.field, parse)
 
 
 class KnownConflict:
@@ -176,12 +192,12 @@ class LegacySource:
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             return Unreadable(key, raw, f"{hash_key} {fld}: unmappable value: {e!r}")
 
-    def _scanned(
-        self, key: EntityKey, raw: str, hash_key: str, fld: str, parse: _Parse
+    def _scanned(  # noqa: PLR0917 - the value and where it is
+        self, key: EntityKey, raw: str, hash_key: str, fld: str, parse: _Parse, now: int = 0
     ) -> Entity | Unreadable:
         """A scanned hash value: mapped, or deferred (`defer`)."""
         if self.defer:
-            return cast("Entity", Deferred(key, raw, self._entity, key, raw, hash_key, fld, parse))
+            return cast("Entity", Deferred(key, raw, hash_key, fld, now))
         return self._entity(key, raw, hash_key, fld, parse)
 
     # -- scan -------------------------------------------------------------------------------------
@@ -238,8 +254,7 @@ class LegacySource:
             names = [n for n in names if n in selection.agents]
         if selection.sampled:  # the sampled keys are chosen before any value is read
             names = [n for n in names if selection.in_sample(_key(domain, n))]
-        key_list = [_key(domain, n) for n in names]
-        first = self._start(domain, key_list, after)
+        first = self._start(domain, [_key(domain, n) for n in names], after) if after is not None else 0
         for i in range(first, len(names), batch):
             chunk = names[i : i + batch]
             raws = await self._hmget(hash_key, chunk)
@@ -289,7 +304,7 @@ class LegacySource:
             raw = raws.get(fields[0])
             if raw is None:
                 return []
-            return [(key, self._scanned(key, raw, keys.CLAIMS, fields[0], self._claim_parse(now)))]
+            return [(key, self._scanned(key, raw, keys.CLAIMS, fields[0], self._claim_parse(now), now))]
         group: list[tuple[str, Any]] = []
         for fld in fields:
             raw = raws.get(fld)
@@ -416,7 +431,7 @@ class LegacySource:
                 if not selection.in_sample(key):
                     continue
                 if self.defer:
-                    out.append((key, cast("Entity", Deferred(key, x, self._dm_entity, key, x))))
+                    out.append((key, cast("Entity", Deferred(key, x))))
                 else:
                     out.append((key, self._dm_entity(key, x)))
         return out

@@ -24,7 +24,7 @@ from consistency.check import Checker, CheckOptions
 from consistency.compare import Finding, Kind, classify
 from consistency.legacy_form import legacy_form, same_as_read
 from consistency.stores import LegacyExpectations
-from gateway.bulk.legacy_side import Deferred, LegacySource
+from gateway.bulk.legacy_side import Deferred
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.clock import SystemClock
 from gateway.domain.entities import Entity, EntityKey
@@ -46,19 +46,18 @@ def changed(entity: Any, **fields: Any) -> Any:
 
 def deferred(key: EntityKey, raw: str) -> Deferred:
     """The legacy value `raw` of `key` as a deferring scan yields it (hash domains)."""
-    parse: dict[str, tuple[str, Any]] = {
-        "agent": (keys.ACTIVE_AGENTS, m.agent_from_legacy),
-        "task": (keys.TASKS, lambda _f, v: m.task_from_legacy(v)),
-        "zone": (keys.ZONES, m.zone_from_legacy),
-        "claim": (keys.CLAIMS, lambda _f, v: m.claim_from_legacy(v, now_ms=NOW)),
-        "handoff": (keys.HANDOFFS, lambda _f, v: m.handoff_from_legacy(v)),
-        "checkpoint": (keys.CHECKPOINTS, m.checkpoint_from_legacy),
-        "memory": (keys.SHARED_MEMORY, lambda _f, v: m.memory_from_legacy(v)),
-        "lock": (keys.LOCKS, m.lock_from_legacy),
+    hashes = {
+        "agent": keys.ACTIVE_AGENTS,
+        "task": keys.TASKS,
+        "zone": keys.ZONES,
+        "claim": keys.CLAIMS,
+        "handoff": keys.HANDOFFS,
+        "checkpoint": keys.CHECKPOINTS,
+        "memory": keys.SHARED_MEMORY,
+        "lock": keys.LOCKS,
     }
-    hash_key, fn = parse[key.domain]
     fld = key.scope if key.domain == "checkpoint" else key.id
-    return Deferred(key, raw, LegacySource._entity, key, raw, hash_key, fld, fn)
+    return Deferred(key, raw, hashes[key.domain], fld, NOW)
 
 
 def key_of(entity: Entity) -> EntityKey:  # noqa: PLR0911 - one per domain
@@ -152,7 +151,7 @@ def test_a_dm_read_flag_that_is_not_a_boolean_takes_the_canonical_path() -> None
     assert not same_as_read(key, msg, dm)
     from consistency.rules import Expectations  # noqa: PLC0415
 
-    got = classify(key, Deferred(key, msg, LegacySource._dm_entity, key, msg), dm, Expectations(NOW))
+    got = classify(key, Deferred(key, msg), dm, Expectations(NOW))
     assert got.kind is Kind.DIFFERS
     assert got.fields == ("read",)
 
