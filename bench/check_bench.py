@@ -48,7 +48,9 @@ import resource, sys
 from gateway.cli import main
 code = main(sys.argv[1:])
 u = resource.getrusage(resource.RUSAGE_SELF)
-sys.stderr.write(f"\\nMAXRSS_KB={u.ru_maxrss} CPU_S={u.ru_utime + u.ru_stime:.2f}\\n")
+c = resource.getrusage(resource.RUSAGE_CHILDREN)  # the legacy scan's process (--jobs 2)
+cpu = u.ru_utime + u.ru_stime + c.ru_utime + c.ru_stime
+sys.stderr.write(f"\\nMAXRSS_KB={u.ru_maxrss} CHILD_MAXRSS_KB={c.ru_maxrss} CPU_S={cpu:.2f}\\n")
 sys.exit(code)
 """
 """The check, run as `agent-coord check` is, then its own peak resident memory on stderr."""
@@ -89,7 +91,8 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
     wall = time.perf_counter() - started
     if ran.returncode not in (0, 1):
         raise RuntimeError(f"check failed ({ran.returncode}): {ran.stderr[-2000:]}")
-    peak_kb = int(ran.stderr.rsplit("MAXRSS_KB=", 1)[1].split()[0])
+    peak_kb = int(ran.stderr.rsplit("\nMAXRSS_KB=", 1)[1].split()[0])
+    child_kb = int(ran.stderr.rsplit("CHILD_MAXRSS_KB=", 1)[1].split()[0])
     cpu_s = float(ran.stderr.rsplit("CPU_S=", 1)[1].split()[0])
     doc = json.loads(ran.stdout)
     compared = int(doc["totals"]["compared"])
@@ -102,6 +105,7 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
         "cpu_s": cpu_s,
         "per_cpu_s": round(compared / cpu_s),
         "peak_rss_mb": round(peak_kb / 1024, 1),
+        "child_peak_rss_mb": round(child_kb / 1024, 1),
         "differences": doc["totals"]["differences"],
     }
 
@@ -114,14 +118,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the runs, interleaved")
     parser.add_argument("--redis-url", help="an existing legacy Redis (with --data-dir): no build")
     parser.add_argument("--data-dir", type=Path, help="its imported data directory")
+    parser.add_argument("--jobs", type=int, action="append", help="check --jobs values, interleaved")
     args = parser.parse_args()
     samples = args.sample or [0.1]
 
     def runs_on(url: str, data_dir: Path) -> list[dict[str, Any]]:
         out = []
+        jobs = [("--jobs", str(j)) for j in args.jobs] if args.jobs else [()]
         for _ in range(args.repeat):
-            out.append(run_check(url, data_dir))
-            out += [run_check(url, data_dir, "--sample", str(rate), "--seed", "1") for rate in samples]
+            for j in jobs:
+                out.append(run_check(url, data_dir, *j))
+                out += [
+                    run_check(url, data_dir, *j, "--sample", str(rate), "--seed", "1") for rate in samples
+                ]
         return out
 
     if args.redis_url and args.data_dir:
@@ -141,13 +150,13 @@ def main() -> None:
     }
     lines = [
         f"scale {args.scale}: {setup}",
-        f"{'run':<16}{'wall s':>9}{'cpu s':>9}{'compared':>10}{'per s':>9}{'per cpu s':>11}{'peak MB':>9}",
+        f"{'run':<28}{'wall s':>9}{'cpu s':>9}{'compared':>10}{'per s':>9}{'per cpu s':>11}{'peak MB':>9}",
     ]
     for r in runs:
-        name = " ".join(r["args"][:2]) or "full"
+        name = " ".join(r["args"]) or "full"
         lines.append(
-            f"{name:<16}{r['wall_s']:>9}{r['cpu_s']:>9}{r['compared']:>10}{r['per_s']:>9}"
-            f"{r['per_cpu_s']:>11}{r['peak_rss_mb']!s:>9}"
+            f"{name:<28}{r['wall_s']:>9}{r['cpu_s']:>9}{r['compared']:>10}{r['per_s']:>9}"
+            f"{r['per_cpu_s']:>11}{r['peak_rss_mb']!s:>9} (+{r['child_peak_rss_mb']} child)"
         )
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:

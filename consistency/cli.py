@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,6 +62,13 @@ def add_check_parser(sub: Any) -> None:
     )
     p.add_argument("--batch", type=int, default=500, help="entities per read (default 500)")
     p.add_argument("--samples", type=int, default=20, help="mismatch samples kept per domain (default 20)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        choices=(1, 2),
+        default=2 if (os.cpu_count() or 1) > 1 else 1,
+        help="processes: 2 reads Redis in a second one (default 2 on a machine with several CPUs)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the newest unfinished check of this scope")
     p.add_argument("--format", choices=("md", "html"), default="md", help="the readable report file")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")

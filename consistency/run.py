@@ -13,6 +13,7 @@ import structlog
 
 from consistency.check import CheckAborted, Checker, CheckOptions
 from consistency.cli import EXIT_CLEAN, EXIT_DIFFERENCES, EXIT_UNFINISHED, progress_bar, wants_progress
+from consistency.legacy_proc import ProcessScan
 from consistency.render import html_page, markdown, terminal_table
 from consistency.repair import RepairResult, authoritative, repair
 from consistency.report import Report, save
@@ -97,7 +98,10 @@ async def run_check(
         ):
             mode = url if isinstance(actors, RemoteActorSide) else f"data dir {data_dir}"
             opts = options(args, {"legacy": redacted(redis_url), "actors": mode})
-            checker = Checker(legacy, actors, clock, LegacyExpectations(legacy), data_dir=data_dir)
+            scan = ProcessScan(legacy, settings, redis_url) if getattr(args, "jobs", 1) > 1 else None
+            checker = Checker(
+                legacy, actors, clock, LegacyExpectations(legacy), data_dir=data_dir, legacy_scan=scan
+            )
             total = await _estimate(legacy, actors, opts) if wants_progress(args, settings) else None
             with progress_bar(wants_progress(args, settings), total) as bar:
                 report = await checker.run(opts, progress=_updater(bar))
