@@ -228,14 +228,7 @@ class ActorSide:
             for shard in range(host.shard_count)
         ]
         async for rows in _merged(streams):
-            by_shard: dict[int, list[_Row]] = {}
-            for r in rows:
-                by_shard.setdefault(r[-1], []).append(r[:-1])
-            found: list[Item] = []
-            for shard, part in by_shard.items():
-                found += await self._entities(domain, spec, part, selection, shard=shard)
-            found.sort(key=lambda it: order_key(it[0]))
-            yield found
+            yield await self._merged_entities(domain, spec, rows, selection)
 
     @staticmethod
     async def _tagged(shard: int, rows: AsyncIterator[list[_Row]]) -> AsyncIterator[list[_Row]]:
@@ -297,19 +290,43 @@ class ActorSide:
         if not keyed:
             return []
         extras = await self._extras(OWNERS[domain].value, shard, domain, keyed[0][1][0], keyed[-1][1][0])
-        out: list[Item] = []
-        for key, r in keyed:
-            try:
-                entity = spec.row(r[0], r[2:])
-                text = extras.get((r[0], key.id))
-                if text is not None:
-                    value = orjson.loads(text)
-                    entity.extra = value if isinstance(value, dict) else {}
-            except _UNREADABLE_ROW as e:
-                out.append((key, Unreadable(key, _raw_row(r[2:]), f"unreadable row: {e!r}")))
-                continue
-            out.append((key, entity))
-        return out
+        return [(key, self._entity(spec, key, r, extras)) for key, r in keyed]
+
+    async def _merged_entities(
+        self, domain: str, spec: _ShardTable, rows: list[_Row], selection: Selection
+    ) -> list[Item]:
+        """`_entities` of (actor, id, *cols, shard) rows of several shards, kept in their
+        (merged) order: the extra fields are read per shard first, then the rows mapped."""
+        keyed = [(_row_key(domain, r[0], None if r[1] is None else str(r[1])), r) for r in rows]
+        if selection.sampled:
+            keyed = [(k, r) for k, r in keyed if selection.in_sample(k)]
+        bounds: dict[int, list[str]] = {}  # shard -> [first actor, last actor]
+        for _k, r in keyed:
+            seen = bounds.get(r[-1])
+            if seen is None:
+                bounds[r[-1]] = [r[0], r[0]]
+            else:
+                seen[1] = r[0]
+        kind = OWNERS[domain].value
+        extras: dict[tuple[str, str], str] = {}
+        for shard, (lo, hi) in bounds.items():
+            extras.update(await self._extras(kind, shard, domain, lo, hi))  # an actor is in one shard
+        return [(key, self._entity(spec, key, r[:-1], extras)) for key, r in keyed]
+
+    @staticmethod
+    def _entity(
+        spec: _ShardTable, key: EntityKey, r: _Row, extras: dict[tuple[str, str], str]
+    ) -> Entity | Unreadable:
+        """One (actor, id, *cols) row as an entity with its extra fields, or unreadable."""
+        try:
+            entity = spec.row(r[0], r[2:])
+            text = extras.get((r[0], key.id))
+            if text is not None:
+                value = orjson.loads(text)
+                entity.extra = value if isinstance(value, dict) else {}
+        except _UNREADABLE_ROW as e:
+            return Unreadable(key, _raw_row(r[2:]), f"unreadable row: {e!r}")
+        return entity
 
     async def _extras(
         self, kind: str, shard: int, domain: str, lo: str, hi: str
