@@ -74,11 +74,13 @@ def _from_wire(batch: list[_Wire]) -> list[Item]:
 
 def _child(conn: Connection, settings: Settings, url: str, args: tuple[Any, ...]) -> None:
     """The child process: scan, send each batch, then what the scan learned (or the error)."""
+    from consistency.cli import fewer_collections  # noqa: PLC0415
     from gateway.logs import configure_logging  # noqa: PLC0415 - the child's own import
 
     configure_logging(settings.log)  # to stderr, as the parent's: stdout holds the report
     try:
-        asyncio.run(_child_scan(conn, settings, url, args))
+        with fewer_collections():
+            asyncio.run(_child_scan(conn, settings, url, args))
     except Exception as e:  # noqa: BLE001 - reported to the parent, which ends the check
         with contextlib.suppress(OSError):
             conn.send_bytes(pickle.dumps(("error", f"{type(e).__name__}: {e}")))

@@ -113,6 +113,8 @@ class Report:
     incomplete_reason: str | None = None
     repair: dict[str, Any] | None = None
     files: dict[str, str] = field(default_factory=dict)
+    _full: set[tuple[bool, str]] = field(default_factory=set, repr=False, compare=False)
+    """(difference?, domain) whose samples are all kept: no count of the pool needed."""
 
     @staticmethod
     def new_run_id() -> str:
@@ -147,11 +149,15 @@ class Report:
         self.counts(f.key.domain).add(f.kind, f.rule)
         if f.kind is Kind.SAME:
             return
-        pool = self.samples if f.kind in DIFFERENCES else self.expected_samples
-        kept = sum(1 for s in pool if s["domain"] == f.key.domain)
-        if kept < max_samples:
-            pool.append(finding_json(f))
-        elif f.kind in DIFFERENCES:
+        difference = f.kind in DIFFERENCES
+        full = (difference, f.key.domain)
+        if full not in self._full:
+            pool = self.samples if difference else self.expected_samples
+            if sum(1 for s in pool if s["domain"] == f.key.domain) < max_samples:
+                pool.append(finding_json(f))
+                return
+            self._full.add(full)
+        if difference:
             self.samples_left_out += 1
 
     def to_json(self) -> dict[str, Any]:
