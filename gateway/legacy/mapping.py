@@ -214,14 +214,6 @@ def _ordered_keys(present: Sequence[str], order: Sequence[str]) -> list[str]:
     return head + [k for k in present if k not in taken]
 
 
-def _read_field(f: Field, raw: Raw, ctx: Json) -> Any:
-    """One property's domain value; an unmappable one names the property."""
-    try:
-        return f.read(raw, ctx)
-    except UnmappableError as e:
-        raise UnmappableError(f"{f.key}: {e}") from None
-
-
 _KNOWN: Final[dict[int, frozenset[str]]] = {}
 """id(spec) -> the legacy keys of the spec (the specs are module constants), made on first use."""
 
@@ -233,6 +225,23 @@ def _known(spec: Sequence[Field]) -> frozenset[str]:
     return known
 
 
+def _meta(value: Mapping[str, Any], order: Sequence[str], absent: list[str], raw_kept: Json) -> Json:
+    """What `extra[META]` remembers of a legacy value's spelling (empty: nothing to remember)."""
+    original_order = list(value)
+    # `_ordered_keys(original_order, order) != original_order`, without building it: the
+    # writer's order keeps the value as it is iff the value starts with its `order` keys
+    head = [k for k in order if k in value]
+    moved = original_order[: len(head)] != head
+    meta: Json = {}
+    if absent:
+        meta["absent"] = absent
+    if raw_kept:
+        meta["raw"] = raw_kept
+    if moved:
+        meta["order"] = original_order
+    return meta
+
+
 def _read(
     value: Mapping[str, Any], spec: Sequence[Field], ctx: Json, order: Sequence[str] = ()
 ) -> tuple[Json, Json]:
@@ -242,36 +251,35 @@ def _read(
     absent: list[str] = []
     raw_kept: Json = {}
     known = _known(spec)
+    get = value.get
+    # the hot loop of every legacy read: an unmappable property is named in the error;
+    # UNDEFINED is a singleton (`is` tells it); a canonical value that is the raw value itself
+    # is the same JSON
     for f in spec:
-        raw = value.get(f.key, UNDEFINED)
-        domain = _read_field(f, raw, ctx)
-        if f.attr is not None:
-            attrs[f.attr] = domain
-            ctx[f.attr] = domain
+        key = f.key
+        raw = get(key, UNDEFINED)
+        try:
+            domain = f.read(raw, ctx)
+        except UnmappableError as e:
+            raise UnmappableError(f"{key}: {e}") from None
+        attr = f.attr
+        if attr is not None:
+            attrs[attr] = domain
+            ctx[attr] = domain
         elif raw is not UNDEFINED and not _same(domain, f.read(UNDEFINED, ctx)):
-            extra[f.key] = domain
+            extra[key] = domain
         canon = f.write(domain, ctx)
         if raw is UNDEFINED:
-            if not isinstance(canon, Undefined):
-                absent.append(f.key)
-        elif isinstance(canon, Undefined) or not _same(canon, raw):
-            raw_kept[f.key] = raw
-    for key, raw in value.items():
-        if key not in known:
-            extra[key] = raw
-    original_order = list(value)
-    # `_ordered_keys(original_order, order) != original_order`, without building it: the
-    # writer's order keeps the value as it is iff the value starts with its `order` keys
-    head = [k for k in order if k in value]
-    moved = original_order[: len(head)] != head
-    if absent or raw_kept or moved:
-        meta: Json = {}
-        if absent:
-            meta["absent"] = absent
-        if raw_kept:
-            meta["raw"] = raw_kept
-        if moved:
-            meta["order"] = original_order
+            if canon is not UNDEFINED:
+                absent.append(key)
+        elif canon is not raw and (canon is UNDEFINED or not _same(canon, raw)):
+            raw_kept[key] = raw
+    if not known.issuperset(value):
+        for key, raw in value.items():
+            if key not in known:
+                extra[key] = raw
+    meta = _meta(value, order, absent, raw_kept)
+    if meta:
         extra[META] = meta
     return attrs, extra
 
