@@ -159,13 +159,17 @@ def decode_presence(raw: str | bytes, *, key: str, field: str) -> str | Corrupt:
 # --- writes ----------------------------------------------------------------------------------------
 
 
+_PLAIN: Final = frozenset({str, int, bool, type(None)})
+"""Types `_js_ready` hands back as they are (tested by exact type first: the common case)."""
+
+
 def _js_ready(value: Any) -> Any:
     """A copy without UNDEFINED properties and with integral floats as ints (JS prints `3`)."""
     if isinstance(value, dict):
-        return {k: _js_ready(v) for k, v in value.items() if v is not UNDEFINED}
+        return {k: v if type(v) in _PLAIN else _js_ready(v) for k, v in value.items() if v is not UNDEFINED}
     if isinstance(value, list | tuple):
         # JSON.stringify writes undefined array elements as null.
-        return [None if v is UNDEFINED else _js_ready(v) for v in value]
+        return [v if type(v) in _PLAIN else None if v is UNDEFINED else _js_ready(v) for v in value]
     if isinstance(value, float) and value.is_integer() and abs(value) < _SAFE_INT:
         return int(value)
     return value
