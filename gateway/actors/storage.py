@@ -17,6 +17,7 @@ parameters and statement length, and transaction-control SQL rejected (use `tran
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -41,6 +42,30 @@ _TX_CONTROL = re.compile(
 # Statements that never write. Anything else (WITH, PRAGMA, DDL, DML) counts as a write, so a
 # misjudged statement only costs the commit's thread hop, never durability.
 _READ_ONLY = re.compile(rf"^{_LEADING}(SELECT|VALUES|EXPLAIN)\b", re.IGNORECASE | re.DOTALL)
+
+_ANALYSED_MAX = 1024  # SQL texts whose analysis is kept
+_ANALYSED_CHARS = 4096  # longer texts are analysed on every call (bounds the memory kept)
+
+
+def _analyse(sql: str) -> tuple[tuple[str, ...], bool]:
+    """The statements of `sql` and whether all of them only read; transaction control raises."""
+    statements = tuple(split_statements(sql)) if ";" in sql.rstrip().rstrip(";") else (sql,)
+    for stmt in statements:
+        if _TX_CONTROL.match(stmt):
+            raise TransactionControlNotAllowed(
+                "transaction control is not allowed in sql.exec; use ctx.transaction()"
+            )
+    return statements, all(_READ_ONLY.match(stmt) for stmt in statements)
+
+
+_analyse_cached = functools.lru_cache(maxsize=_ANALYSED_MAX)(_analyse)
+
+
+def _analysed(sql: str) -> tuple[tuple[str, ...], bool]:
+    """`_analyse`, kept per SQL text: actors run the same few texts over and over (values are
+    bound), and the split and the two regexes cost more than running a small SELECT (issue 13)."""
+    return _analyse_cached(sql) if len(sql) <= _ANALYSED_CHARS else _analyse(sql)
+
 
 META_SCHEMA = "CREATE TABLE IF NOT EXISTS _actor_meta (key TEXT PRIMARY KEY, value)"
 
@@ -163,14 +188,9 @@ class ActorStorage:
             raise LimitExceeded(f"SQL statement longer than {MAX_STATEMENT_BYTES} characters")
         if len(params) > MAX_BOUND_PARAMETERS:
             raise LimitExceeded(f"more than {MAX_BOUND_PARAMETERS} bound parameters")
-        statements = split_statements(sql) if ";" in sql.rstrip().rstrip(";") else [sql]
-        for stmt in statements:
-            if _TX_CONTROL.match(stmt):
-                raise TransactionControlNotAllowed(
-                    "transaction control is not allowed in sql.exec; use ctx.transaction()"
-                )
+        statements, read_only = _analysed(sql)
         self._ensure_transaction()
-        if not self._wrote and not all(_READ_ONLY.match(stmt) for stmt in statements):
+        if not read_only:
             self._wrote = True
         conn = self.conn
         before = conn.total_changes
