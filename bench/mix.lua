@@ -3,8 +3,10 @@
 -- agent list 8, work bundle 8, heartbeat 6, lock acquire 6, task list (todo) 6, checkpoint save 5,
 -- agent state 5, health 4, task create 3, direct message 3.
 --
---   wrk -t1 -c64 -d10s --latency -s bench/mix.lua http://127.0.0.1:PORT -- TAG [MAX_REQUESTS]
+--   wrk -t1 -c64 -d10s --latency -s bench/mix.lua http://127.0.0.1:PORT -- TAG [MAX_REQUESTS [OP]]
 --
+-- OP (one of the names of WEIGHTS, e.g. `work`) sends only that operation: its CPU per request
+-- alone (docs/benchmarks.md).
 -- TAG goes into the agent ids and lock paths (bench/gateway_bench.py registers the agents first).
 -- Each thread stops by itself after MAX_REQUESTS answers (default 1,000,000). done() prints one
 -- line `MIXJSON {...}`: requests, duration, latency percentiles and the answers counted by status.
@@ -27,6 +29,7 @@ assert(#slots == 100, "the mix must add up to 100")
 
 local tag = "run"
 local max_requests = 1000000
+local only = nil
 local n = 0
 local answers = 0
 statuses = {}  -- a global: done() reads it from each thread with thread:get
@@ -40,6 +43,7 @@ end
 function init(args)
   if args[1] then tag = args[1] end
   if args[2] then max_requests = tonumber(args[2]) end
+  if args[3] then only = args[3] end
   math.randomseed(42)
 end
 
@@ -57,7 +61,7 @@ end
 
 function request()
   n = n + 1
-  local op = slots[math.random(100)]
+  local op = only or slots[math.random(100)]
   local a = agent(math.random(AGENTS))
   if op == "chat_read" then
     return wrk.format("GET", "/coordinator/chat?limit=50")
