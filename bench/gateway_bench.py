@@ -25,7 +25,8 @@ Parts (docs/benchmarks.md has the figures and how to read them):
    2,000 lock paths, mostly reads) from 64 connections with wrk, and the twelve operations, each
    run against the gateway and against a bare aiohttp app answering fixed JSON
    (`bench/floor_app.py`, the floor) in the same round, with the gateway's figures as ratios to
-   the floor's. Lock conflicts (409) are counted apart from failures.
+   the floor's. Lock conflicts (409) are counted apart from failures. With `--mix-ops N`, each
+   operation of the mix then runs alone for N s (wrk, 16 connections): its CPU per request.
 
 The client: by default a minimal HTTP/1.1 keep-alive client on asyncio streams (`RawClient`),
 one connection per concurrent worker, because aiohttp's client costs several times more CPU per
@@ -797,9 +798,17 @@ async def setup_mix(factory: ClientFactory, tag: str) -> dict[str, int]:
 
 
 def run_mix_wrk(
-    binary: str, base: str, meter: CpuMeter, *, tag: str, conns: int, duration_s: int, max_requests: int
+    binary: str,
+    base: str,
+    meter: CpuMeter,
+    *,
+    tag: str,
+    conns: int,
+    duration_s: int,
+    max_requests: int,
+    only: str | None = None,
 ) -> dict[str, Any]:
-    """One wrk run of `bench/mix.lua` (one thread) against `base`."""
+    """One wrk run of `bench/mix.lua` (one thread) against `base`; with `only`, that operation alone."""
     cmd = [
         binary,
         "-t1",
@@ -813,6 +822,7 @@ def run_mix_wrk(
         "--",
         tag,
         str(max_requests),
+        *([only] if only else []),
     ]
     row: dict[str, Any] = {"connections": conns, "command": " ".join(cmd)}
     with meter.measure(row):
@@ -840,6 +850,7 @@ def run_mix_wrk(
             "max_ms": res["max_us"] / 1000,
             "statuses": statuses,
             "wrk_errors": res["errors"],
+            "bytes_per_answer": int(res["bytes"]) / max(requests, 1),
             "lock_conflicts": statuses.get(str(HTTP_CONFLICT), 0),
             "failures": failed,
         }
@@ -910,9 +921,60 @@ async def run_realistic(
         finally:
             await gw_factory.close()
             await floor_factory.close()
+    if args.mix_ops:
+        section["operations"] = run_mix_operations(binary, base, meter, args, run_tag)
     section["summary"] = summarise_realistic(section["rounds"], phase)
     print_realistic_summary(section["summary"])
     return section
+
+
+MIX_OPERATIONS: Final = (
+    "chat_read",
+    "lock_check",
+    "checkpoint_read",
+    "chat_post",
+    "agent_list",
+    "work",
+    "heartbeat",
+    "lock_acquire",
+    "task_list",
+    "checkpoint_save",
+    "agent_state",
+    "health",
+    "task_create",
+    "dm",
+)
+"""The operations of `bench/mix.lua`, in the order of its weights."""
+MIX_OPS_CONNECTIONS: Final = 16
+
+
+def run_mix_operations(
+    binary: str, base: str, meter: CpuMeter, args: argparse.Namespace, tag: str
+) -> list[dict[str, Any]]:
+    """Each operation of the mix alone (wrk, 16 connections, `--mix-ops` seconds each) after the
+    rounds: the server's CPU per request of each, the figure that survives a loaded machine."""
+    out(f"\neach operation alone, wrk -c{MIX_OPS_CONNECTIONS}, {args.mix_ops} s each:")
+    out(f"{'operation':<16} {'req/s':>8} {'p99 ms':>8} {'bytes':>8} {'srv us/req':>10}")
+    rows = []
+    for op in MIX_OPERATIONS:
+        row = run_mix_wrk(
+            binary,
+            base,
+            meter,
+            tag=tag,
+            conns=MIX_OPS_CONNECTIONS,
+            duration_s=args.mix_ops,
+            max_requests=args.max_requests,
+            only=op,
+        )
+        row["operation"] = op
+        rows.append(row)
+        cpu = row["server_cpu_us_per_request"]
+        out(
+            f"{op:<16} {row['throughput_rps']:>8.0f} {row['p99_ms']:>8.2f} {row['bytes_per_answer']:>8.0f} "
+            f"{'-' if cpu is None else f'{cpu:.0f}':>10}"
+        )
+    return rows
 
 
 def print_realistic_round(i: int, rnd: dict[str, Any]) -> None:
@@ -1162,6 +1224,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mix-duration", type=int, default=10, help="--realistic: wrk seconds per run (max 60)")
     p.add_argument("--mix-connections", type=int, default=64, help="--realistic: wrk connections")
     p.add_argument(
+        "--mix-ops",
+        type=int,
+        default=0,
+        help="--realistic: then each operation of the mix alone for this many seconds (wrk -c16)",
+    )
+    p.add_argument(
         "--target-phase",
         default="cutover",
         choices=sorted(TARGETS),
@@ -1177,6 +1245,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--seq-runs must be in 1..10")
     if not 1 <= args.mix_rounds <= 10 or not 0 < args.mix_duration <= 60:  # noqa: PLR2004 - documented
         p.error("--mix-rounds must be in 1..10 and --mix-duration in (0, 60]")
+    if not 0 <= args.mix_ops <= 60:  # noqa: PLR2004 - documented bound
+        p.error("--mix-ops must be in 0..60 (0: not run)")
     if any(not 1 <= c <= 1024 for c in [*args.concurrency, *args.wrk_connections, args.mix_connections]):  # noqa: PLR2004
         p.error("connection counts must be in 1..1024")
     return args
