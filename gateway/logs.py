@@ -128,6 +128,12 @@ _TRACEBACKS: Final = structlog.processors.ExceptionRenderer(
 )
 
 
+# Loggers are built once, on first use, for speed. Tests turn this off (tests/conftest.py): a
+# logger cached under one test's configuration would keep its processors, and a later test's
+# `structlog.testing.capture_logs` would not see its events.
+CACHE_LOGGERS_ON_FIRST_USE: bool = True
+
+
 def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) -> None:
     """Configure structlog and the stdlib root logger to write `settings`' format to `stream`.
 
@@ -156,7 +162,7 @@ def configure_logging(settings: LogSettings, *, stream: TextIO | None = None) ->
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         context_class=dict,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=CACHE_LOGGERS_ON_FIRST_USE,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,

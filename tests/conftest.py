@@ -10,6 +10,7 @@ import pytest
 import redis
 import structlog
 
+import gateway.logs
 from gateway.settings import ENV_PREFIX
 from gateway.testing import RedisServer
 
@@ -72,6 +73,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove AGENT_COORD_* variables from os.environ, so the developer's shell cannot leak in."""
     for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def uncached_loggers() -> Iterator[None]:
+    """Loggers configured by one test (a CLI run in-process) are not cached for the next ones.
+
+    With structlog's cache on first use, a module logger first used under a test's
+    `configure_logging` would keep those processors, and a later test's `capture_logs` would
+    see none of its events: the result of a test would depend on which tests ran before it.
+    """
+    gateway.logs.CACHE_LOGGERS_ON_FIRST_USE = False
+    yield
+    gateway.logs.CACHE_LOGGERS_ON_FIRST_USE = True
 
 
 @pytest.fixture
