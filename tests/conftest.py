@@ -9,10 +9,16 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 import structlog
+from hypothesis import settings
 
 import gateway.logs
 from gateway.settings import ENV_PREFIX
 from gateway.testing import RedisServer
+
+# Property tests: the same examples on every run (a failure is reproducible, not luck), and no
+# per-example deadline (its 200 ms default fails on a loaded machine without any bug).
+settings.register_profile("agent-coord", derandomize=True, deadline=None)
+settings.load_profile("agent-coord")
 
 # --- the legacy Redis ------------------------------------------------------------------------------
 
