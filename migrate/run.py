@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -31,6 +32,13 @@ from migrate.checkpoint import Checkpoint, CheckpointMismatch
 from migrate.cli import EXIT_OK, EXIT_QUARANTINED, EXIT_UNREACHABLE, EXIT_USAGE
 from migrate.engine import RateLimit, Summary, run_batches
 from migrate.fileformat import BadFile, ExportWriter, check_file, read_items
+from migrate.reader import (
+    ReaderBadFile,
+    ReaderFailed,
+    ReaderProcess,
+    ReaderUnreachable,
+    SourceSpec,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -38,11 +46,13 @@ PLAIN_EVERY_S = 5.0
 
 
 class _Stores:
-    """The stores a run opened (legacy and/or actors)."""
+    """The stores a run opened (legacy and/or actors), and the reader process reading its
+    source (`--jobs 2`), which then opens the source store itself."""
 
     def __init__(self) -> None:
         self.legacy: LegacySource | None = None
         self.actors: ActorSide | RemoteActorSide | None = None
+        self.reader: ReaderProcess | None = None
 
     def source(self, name: str) -> Any:
         return self.legacy if name == "legacy" else self.actors
@@ -63,22 +73,60 @@ def admin_token(args: argparse.Namespace, settings: Settings) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.exists() else None
 
 
+def _actor_endpoint(args: argparse.Namespace, settings: Settings) -> ActorEndpoint:
+    token = admin_token(args, settings)
+    url = args.url or f"http://{settings.server.host}:{settings.server.port}"
+    return ActorEndpoint(url if token else None, token, Path(settings.storage.data_dir))
+
+
+def _uses_reader(args: argparse.Namespace) -> bool:
+    return int(getattr(args, "jobs", 1)) > 1
+
+
+def _reader_spec(
+    args: argparse.Namespace, settings: Settings, selection: Selection, position: str | int | None
+) -> SourceSpec:
+    """What the reader process reads: the run's source, from the checkpoint's position (into
+    Redis, with the legacy texts made there too: `LegacySink.prepared`)."""
+    if args.migrate_command == "import":
+        spec = SourceSpec(
+            "file", selection, args.batch, skip=int(position or 0), infile=args.infile, count=False
+        )
+    else:
+        spec = _source_spec(args, settings, selection, None if position is None else str(position))
+    return dataclasses.replace(spec, legacy_texts=getattr(args, "target", None) == "legacy")
+
+
+def _source_spec(
+    args: argparse.Namespace, settings: Settings, selection: Selection, after: str | None
+) -> SourceSpec:
+    if args.source == "legacy":
+        return SourceSpec("legacy", selection, args.batch, after, redis_url=str(settings.legacy.redis_url))
+    where = _actor_endpoint(args, settings)
+    return SourceSpec(
+        "actors", selection, args.batch, after, url=where.url, token=where.token, data_dir=where.data_dir
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_stores(
-    args: argparse.Namespace, settings: Settings, clock: SystemClock
+    args: argparse.Namespace, settings: Settings, clock: SystemClock, reader: SourceSpec | None = None
 ) -> AsyncIterator[_Stores]:
+    """The stores of the run; with `reader`, the source is read by a reader process, started
+    first (its store is not opened here: a data directory has one owner)."""
     names = {getattr(args, "source", None), getattr(args, "target", None)}
     stores = _Stores()
     async with contextlib.AsyncExitStack() as stack:
+        if reader is not None:
+            stores.reader = await stack.enter_async_context(ReaderProcess(settings, reader))
+            names = {getattr(args, "target", None)}
         if "legacy" in names:
             stores.legacy = await stack.enter_async_context(
                 open_legacy_side(settings, str(settings.legacy.redis_url), clock=clock)
             )
             await stores.legacy.records.run("PING", lambda r: r.ping())
         if "actors" in names:
-            token = admin_token(args, settings)
-            url = args.url or f"http://{settings.server.host}:{settings.server.port}"
-            where = ActorEndpoint(url if token else None, token, Path(settings.storage.data_dir))
+            where = _actor_endpoint(args, settings)
             stores.actors = await stack.enter_async_context(open_actor_side(settings, where, clock=clock))
         yield stores
 
@@ -144,7 +192,7 @@ async def _file_batches(
         yield items, consumed
 
 
-async def run_migrate(  # noqa: PLR0912, PLR0915 - one command, its steps in order
+async def run_migrate(  # noqa: PLR0911, PLR0912, PLR0915 - one command, its steps in order
     args: argparse.Namespace, settings: Settings, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """The migration the arguments ask for; returns the exit status."""
@@ -180,17 +228,22 @@ async def run_migrate(  # noqa: PLR0912, PLR0915 - one command, its steps in ord
     quarantine_path = args.quarantine or state_dir / "quarantine.ndjson"
     quarantine_path.parent.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
+    spec = None
+    if _uses_reader(args):
+        spec = _reader_spec(args, settings, selection, None if cp is None else cp.position)
     try:
-        async with open_stores(args, settings, clock) as stores:
+        async with open_stores(args, settings, clock, spec) as stores:
             with quarantine_path.open("ab" if cp is not None else "wb") as quarantine:
                 job = _Job(args, selection, cp, identity, started_ms, summary, state_dir, clock, file_total)
                 await _run(job, stores, quarantine, err)
             if refills_redis(args, selection):
-                await _record_refill(stores, settings, started_ms, clock.now_ms(), summary.total("read"))
+                await _record_refill(
+                    args, stores, settings, started_ms, clock.now_ms(), summary.total("read")
+                )
                 notes.append(
                     "Redis was refilled from the actors: the guard on leaving cutover accepts the move"
                 )
-            legacy = stores.legacy
+            legacy: LegacySource | ReaderProcess | None = stores.reader or stores.legacy
             if legacy is not None and getattr(args, "source", None) == "legacy":
                 if legacy.conflicts:
                     notes.append(
@@ -202,6 +255,14 @@ async def run_migrate(  # noqa: PLR0912, PLR0915 - one command, its steps in ord
                         f"{len(legacy.unreachable_conversations)} DM conversations are listed by no user: "
                         "no inbox serves them, so they were not carried"
                     )
+    except ReaderBadFile as e:
+        err.write(f"agent-coord migrate: error: {e}\n")
+        return EXIT_USAGE
+    except ReaderFailed as e:
+        unreachable = isinstance(e, ReaderUnreachable)
+        err.write(f"agent-coord migrate: error: {'a store cannot be reached: ' if unreachable else ''}{e}\n")
+        log.warning("migrate.reader_failed", error=str(e), unreachable=unreachable)
+        return EXIT_UNREACHABLE
     except (ActorOwnedElsewhere, GatewayError, AdminRejected, OSError) as e:
         message = getattr(e, "message", None) or str(e)
         err.write(f"agent-coord migrate: error: a store cannot be reached: {message}\n")
@@ -236,19 +297,58 @@ def refills_redis(args: argparse.Namespace, selection: Selection) -> bool:
     return full and not args.dry_run and args.migrate_command == "copy" and args.target == "legacy"
 
 
-async def _record_refill(
-    stores: _Stores, settings: Settings, started_ms: int, finished_ms: int, entities: int
+async def _record_refill(  # noqa: PLR0917 - the run and the record's fields
+    args: argparse.Namespace,
+    stores: _Stores,
+    settings: Settings,
+    started_ms: int,
+    finished_ms: int,
+    entities: int,
 ) -> None:
     """Record the refill for the cutover guard: through a running gateway's admin API (the tool
-    opens no file under it), else in the data directory the tool holds itself."""
+    opens no file under it), else in the data directory the tool holds itself (the reader
+    process, which read the actors from it, has ended and let it go)."""
     if isinstance(stores.actors, RemoteActorSide):
         await stores.actors.record_reverse_sync(
             started_ms=started_ms, finished_ms=finished_ms, entities=entities
         )
+    elif stores.reader is not None and stores.reader.mode == "admin-api":
+        where = _actor_endpoint(args, settings)
+        assert where.url is not None  # noqa: S101 - the reader reached the gateway with them
+        assert where.token is not None  # noqa: S101
+        remote = RemoteActorSide(where.url, where.token)
+        try:
+            await remote.record_reverse_sync(
+                started_ms=started_ms, finished_ms=finished_ms, entities=entities
+            )
+        finally:
+            await remote.close()
     else:
         record_reverse_sync(
             Path(settings.storage.data_dir), started_ms=started_ms, finished_ms=finished_ms, entities=entities
         )
+
+
+Counts = Callable[[Selection], Awaitable[dict[str, int] | None]]
+
+
+def _source_of(
+    args: argparse.Namespace, stores: _Stores, selection: Selection, position: str | int | None
+) -> tuple[AsyncIterator[tuple[list[Item], str | int | None]], Counts | None]:
+    """The run's batches (from the reader process, the file or the source store) and how to
+    count the source (None: a file, counted when it was checked)."""
+    reader = stores.reader
+    if reader is not None:
+
+        async def reader_counts(_s: Selection) -> dict[str, int] | None:
+            return reader.counts
+
+        return reader.batches(), reader_counts
+    if args.migrate_command == "import":
+        return _file_batches(args.infile, selection, int(position or 0), args.batch), None
+    source = stores.source(args.source)
+    after = None if position is None else str(position)
+    return _store_batches(source, selection, after, args.batch), source.count
 
 
 @dataclass(slots=True)
@@ -277,11 +377,7 @@ async def _run(job: _Job, stores: _Stores, quarantine: IO[bytes], err: TextIO) -
     )
     cmd = args.migrate_command
     position = None if cp is None else cp.position
-    if cmd == "import":
-        batches = _file_batches(args.infile, selection, int(position or 0), args.batch)
-    else:
-        source = stores.source(args.source)
-        batches = _store_batches(source, selection, None if position is None else str(position), args.batch)
+    batches, counts_of = _source_of(args, stores, selection, position)
     checkpoint = None if args.dry_run else (cp or Checkpoint(identity, started_ms))
     writer: ExportWriter | None = None
     after_write = None
@@ -295,7 +391,7 @@ async def _run(job: _Job, stores: _Stores, quarantine: IO[bytes], err: TextIO) -
                     "source": args.source,
                     "createdAt": iso_from_ms(started_ms),
                     "selection": {"domains": identity["domains"], "agents": identity["agents"]},
-                    "counts": await source.count(selection),
+                    "counts": None if counts_of is None else await counts_of(selection),
                 }
             )
             if checkpoint is not None:
@@ -318,15 +414,17 @@ async def _run(job: _Job, stores: _Stores, quarantine: IO[bytes], err: TextIO) -
         after_write = after_write_fn
     else:
         sink = stores.sink(args.target, clock)
+        if stores.reader is not None and isinstance(sink, LegacySink):
+            sink.prepared = stores.reader.prepared
 
         async def write(items: list[tuple[EntityKey, Entity]]) -> WriteResult:
             result: WriteResult = await sink.write_batch(items, dry_run=args.dry_run)
             return result
 
     total = file_total
-    if total is None and cmd != "import":
-        counts = await stores.source(args.source).count(selection)
-        total = sum(counts.values()) if counts else None
+    if total is None and counts_of is not None:
+        got = await counts_of(selection)
+        total = sum(got.values()) if got else None
     bar = not args.no_progress and err.isatty()
     with progress(bar, total, err) as update:
         if cp is not None:

@@ -43,7 +43,7 @@ from gateway.legacy.codec import Corrupt, decode_array, decode_object, dumps
 from gateway.legacy.records import Json, LegacyRecords, ms, set_last_message
 from gateway.legacy.replica import LegacyReplica
 
-__all__ = ["LegacySink", "same_in_legacy"]
+__all__ = ["LegacySink", "legacy_text", "same_in_legacy"]
 
 log = structlog.get_logger(__name__)
 
@@ -213,6 +213,13 @@ def _decide(current: Entity | Unreadable | None, incoming: Entity) -> Outcome:
     return "skipped" if newer(current, incoming) else "written"
 
 
+def legacy_text(key: EntityKey, value: Entity) -> str | None:
+    """The legacy text `value` is written as where Redis holds nothing for `key` (None: not a
+    one-field family), as `LegacySink` writes it: for `LegacySink.prepared`."""
+    family = _FAMILIES.get(key.domain)
+    return None if family is None else dumps(family.dump(value, key))
+
+
 def _pack(args: list[str], encode: Callable[[str], bytes]) -> bytes:
     """`args` as one script argument: each as its byte length, `:`, its bytes (`_UNPACK_LUA`)."""
     parts: list[bytes] = []
@@ -298,6 +305,10 @@ class LegacySink:
         self._cas_groups_script = self.records.client.redis.register_script(_CAS_GROUPS_LUA)
         self._chat_script = self.records.client.redis.register_script(_CHAT_LUA)
         self._claim_index: dict[str, set[str]] | None = None
+        self.prepared: dict[EntityKey, str] = {}
+        """Legacy texts of incoming values made ahead (`legacy_text`, by a reader process): the
+        text an entity is written as where Redis holds nothing for its key. Used (and dropped)
+        when its batch is written; where Redis holds a value the merge onto it is made here."""
         encoder = self.records.client.redis.get_encoder()  # type: ignore[no-untyped-call]
         self._encode = cast("Callable[[str], bytes]", encoder.encode)  # the client's codec
 
@@ -365,10 +376,17 @@ class LegacySink:
             return Unreadable(key, raw, f"{family.hash_key} {fld}: unmappable value: {e!r}")
         return entity
 
+    def _take_prepared(self, items: list[tuple[EntityKey, Entity]]) -> dict[EntityKey, str]:
+        """The batch's texts made ahead (`prepared`), taken out of it."""
+        if not self.prepared:
+            return {}
+        return {k: t for k, _v in items if (t := self.prepared.pop(k, None)) is not None}
+
     async def _hashed(
         self, items: list[tuple[EntityKey, Entity]], result: WriteResult, *, dry_run: bool
     ) -> None:
         pending = items
+        made = self._take_prepared(items)
         for attempt in range(ROUNDS):
             if not pending:
                 return
@@ -380,10 +398,13 @@ class LegacySink:
                 if outcome != "written" or dry_run:
                     result.add(key, outcome)
                     continue
-                merged = value
-                if isinstance(current, type(value)) and not isinstance(current, Unreadable):
-                    merged = replace(value, extra={**current.extra, **value.extra})
-                to_write.append((key, value, raw, dumps(_FAMILIES[key.domain].dump(merged, key))))
+                text = made.get(key) if current is None else None
+                if text is None:
+                    merged = value
+                    if isinstance(current, type(value)) and not isinstance(current, Unreadable):
+                        merged = replace(value, extra={**current.extra, **value.extra})
+                    text = dumps(_FAMILIES[key.domain].dump(merged, key))
+                to_write.append((key, value, raw, text))
             if not to_write:
                 return
             if attempt == 0:
