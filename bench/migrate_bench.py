@@ -42,13 +42,18 @@ import resource, sys
 from gateway.cli import main
 code = main(sys.argv[1:])
 u = resource.getrusage(resource.RUSAGE_SELF)
+c = resource.getrusage(resource.RUSAGE_CHILDREN)
 hwm = next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-sys.stderr.write(f"\\nMAXRSS_KB={hwm} CPU_S={u.ru_utime + u.ru_stime:.2f}\\n")
+sys.stderr.write(
+    f"\\nMAXRSS_KB={hwm} CPU_S={u.ru_utime + u.ru_stime:.2f} READER_CPU_S={c.ru_utime + c.ru_stime:.2f}\\n"
+)
 sys.exit(code)
 """
 """The copy, run as `agent-coord migrate` is, then its own peak resident memory and CPU time
-(user + system) on stderr. The peak is VmHWM, not `ru_maxrss`: the child is forked from this
-process, and `ru_maxrss` keeps the parent's peak (the seeding) across the exec."""
+(user + system) on stderr, and the CPU time of its reader process (`--jobs 2`, the only child it
+waits for). The peak is VmHWM, not `ru_maxrss`: the child is forked from this process, and
+`ru_maxrss` keeps the parent's peak (the seeding) across the exec. The reader's own peak is in
+its `migrate.reader_done` log line."""
 
 
 async def seed(url: str, scale: int) -> float:
@@ -70,6 +75,7 @@ def run_copy(
     batch: int,
     gw_url: str | None,
     gw_pid: int | None = None,
+    jobs: int = 2,
 ) -> dict[str, Any]:
     """One `agent-coord migrate copy` process: wall time, entities read, rate, peak RSS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_COORD_")}
@@ -77,7 +83,7 @@ def run_copy(
     cmd = [
         sys.executable, "-c", _CHILD, "migrate", "copy", "--from", source, "--to", target,
         "--redis-url", url, "--data-dir", str(data_dir), "--batch", str(batch), "--no-progress",
-        "--summary", str(summary), "--state-dir", str(data_dir.parent / "state"),
+        "--summary", str(summary), "--state-dir", str(data_dir.parent / "state"), "--jobs", str(jobs),
     ]  # fmt: skip
     if gw_url is not None:
         cmd += ["--url", gw_url]
@@ -92,9 +98,15 @@ def run_copy(
     tail = ran.stderr.rsplit("MAXRSS_KB=", 1)[1].split()
     peak_kb = int(tail[0])
     cpu_s = float(tail[1].removeprefix("CPU_S="))
+    reader_cpu_s = float(tail[2].removeprefix("READER_CPU_S="))
+    reader_mb = None
+    for line in ran.stderr.splitlines():
+        if '"migrate.reader_done"' in line:
+            reader_mb = json.loads(line).get("peak_rss_mb")
     totals = json.loads(summary.read_text())["totals"]
     return {
         "copy": f"{source} -> {target}",
+        "jobs": jobs,
         "wall_s": round(wall, 2),
         "read": totals["read"],
         "written": totals["written"],
@@ -102,6 +114,8 @@ def run_copy(
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "cpu_s": round(cpu_s, 2),
         "per_cpu_s": round(totals["read"] / cpu_s) if cpu_s else None,
+        "reader_cpu_s": round(reader_cpu_s, 2),
+        "reader_peak_rss_mb": reader_mb,
         "gateway_cpu_s": None if gw_used is None else round(gw_used, 2),
         "load_1m_before": round(load, 2),
     }
@@ -132,6 +146,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--gateway", action="store_true", help="through a running gateway's admin API")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--jobs", type=int, choices=(1, 2), default=2, help="migrate --jobs (default 2)")
     args = parser.parse_args()
     with RedisServer() as source, RedisServer() as target, tempfile.TemporaryDirectory(prefix="mig-") as tmp:
         data_dir = Path(tmp) / "data"
@@ -143,18 +158,40 @@ def main() -> None:
                 pid = gw.proc.pid
                 runs = [
                     run_copy(
-                        "legacy", "actors", source.url, data_dir, batch=args.batch, gw_url=gw.url, gw_pid=pid
+                        "legacy",
+                        "actors",
+                        source.url,
+                        data_dir,
+                        batch=args.batch,
+                        gw_url=gw.url,
+                        gw_pid=pid,
+                        jobs=args.jobs,
                     )
                 ]
                 runs.append(
                     run_copy(
-                        "actors", "legacy", target.url, data_dir, batch=args.batch, gw_url=gw.url, gw_pid=pid
+                        "actors",
+                        "legacy",
+                        target.url,
+                        data_dir,
+                        batch=args.batch,
+                        gw_url=gw.url,
+                        gw_pid=pid,
+                        jobs=args.jobs,
                     )
                 )
                 gateway_mb = vm_hwm_mb(gw.proc.pid)
         else:
-            runs = [run_copy("legacy", "actors", source.url, data_dir, batch=args.batch, gw_url=None)]
-            runs.append(run_copy("actors", "legacy", target.url, data_dir, batch=args.batch, gw_url=None))
+            runs = [
+                run_copy(
+                    "legacy", "actors", source.url, data_dir, batch=args.batch, gw_url=None, jobs=args.jobs
+                )
+            ]
+            runs.append(
+                run_copy(
+                    "actors", "legacy", target.url, data_dir, batch=args.batch, gw_url=None, jobs=args.jobs
+                )
+            )
     result = {
         "scale": args.scale,
         "batch": args.batch,
@@ -168,14 +205,15 @@ def main() -> None:
         "load": os.getloadavg(),
     }
     lines = [
-        f"scale {args.scale}: seeded in {seed_s} s; batch {args.batch}; "
+        f"scale {args.scale}: seeded in {seed_s} s; batch {args.batch}; --jobs {args.jobs}; "
         f"{'through a gateway' if args.gateway else 'data directory opened by the tool'}",
         f"{'copy':<20}{'wall s':>10}{'read':>10}{'written':>10}{'per s':>10}{'cpu s':>8}{'per cpu s':>10}"
-        f"{'peak MB':>9}{'gw cpu s':>9}{'load':>6}",
+        f"{'peak MB':>9}{'rd cpu s':>9}{'rd MB':>7}{'gw cpu s':>9}{'load':>6}",
     ]
     lines += [
         f"{r['copy']:<20}{r['wall_s']:>10}{r['read']:>10}{r['written']:>10}{r['per_s']:>10}{r['cpu_s']:>8}"
-        f"{r['per_cpu_s']!s:>10}{r['peak_rss_mb']!s:>9}{r['gateway_cpu_s']!s:>9}{r['load_1m_before']:>6}"
+        f"{r['per_cpu_s']!s:>10}{r['peak_rss_mb']!s:>9}{r['reader_cpu_s']!s:>9}{r['reader_peak_rss_mb']!s:>7}"
+        f"{r['gateway_cpu_s']!s:>9}{r['load_1m_before']:>6}"
         for r in runs
     ]
     if gateway_mb is not None:
