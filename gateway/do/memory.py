@@ -160,11 +160,79 @@ class _Copy:
         raise NotImplementedError
 
 
-def _insert(keys: list[Key], key: Key, loading: bool) -> None:
-    if loading:
-        keys.append(key)  # sorted once the load is done
-    else:
-        bisect.insort(keys, key)
+class _Listing:
+    """Rows in ascending key order, each with its record and (once rendered) its JSON, in three
+    parallel lists: the newest `n` are slices, taken and reversed in C, and a listing renders only
+    the records it has not rendered before (a heartbeat moves one agent: one record to render, not
+    a loop over every agent of the team)."""
+
+    __slots__ = ("keys", "records", "rendered")
+
+    def __init__(self) -> None:
+        self.keys: list[Key] = []
+        self.records: list[Any] = []
+        self.rendered: list[orjson.Fragment | None] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, key: Key, record: Any, loading: bool) -> None:
+        if loading:  # sorted once the load is done
+            self.keys.append(key)
+            self.records.append(record)
+            self.rendered.append(None)
+            return
+        i = bisect.bisect_right(self.keys, key)
+        self.keys.insert(i, key)
+        self.records.insert(i, record)
+        self.rendered.insert(i, None)
+
+    def remove(self, key: Key) -> None:
+        keys = self.keys
+        i = bisect.bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            del keys[i]
+            del self.records[i]
+            del self.rendered[i]
+
+    def sort(self) -> None:
+        order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
+        self.keys = [self.keys[i] for i in order]
+        self.records = [self.records[i] for i in order]
+        self.rendered = [None] * len(order)
+
+    def newest(self, lo: int, limit: int, render: Callable[[Any], orjson.Fragment]) -> RenderedList:
+        """The rows from index `lo` on, newest first, at most `limit` of them, as a listing that
+        carries their JSON (rendered here for the rows that had none yet)."""
+        n = len(self.keys)
+        lo = max(lo, n - limit) if limit > 0 else n
+        out = self.rendered[lo:n]
+        if None in out:
+            rendered, records = self.rendered, self.records
+            for j, item in enumerate(out):
+                if item is None:
+                    out[j] = rendered[lo + j] = render(records[lo + j])
+        out.reverse()
+        return RenderedList(self.records[lo:n][::-1], rendered=out)
+
+    def newest_where(
+        self, lo: int, limit: int, keep: Callable[[Any], bool], render: Callable[[Any], orjson.Fragment]
+    ) -> RenderedList:
+        """`newest`, of the rows whose record `keep` accepts."""
+        records: list[Any] = []
+        items: list[orjson.Fragment] = []
+        rendered = self.rendered
+        for i in range(len(self.keys) - 1, lo - 1, -1):
+            if len(records) >= limit:
+                break
+            record = self.records[i]
+            if keep(record):
+                item = rendered[i]
+                if item is None:
+                    item = rendered[i] = render(record)
+                records.append(record)
+                items.append(item)
+        return RenderedList(records, rendered=items)
 
 
 def _remove(keys: list[Key], key: Key) -> None:
@@ -183,7 +251,8 @@ class AgentRoster(_Copy):
         self._select_all = f"SELECT rowid, {columns} FROM agents LIMIT {MAX_ROWS + 1}"
         self._from_row = from_row
         self._agents: dict[str, tuple[Key | None, Agent]] = {}
-        self._order: list[Key] = []  # listable rows (text last_seen and status), ascending
+        self._order = _Listing()  # listable rows (text last_seen and status), ascending
+        self._offline = 0  # listable rows whose status is 'offline' (the listing skips them)
 
     def get(self, sql: ActorStorage, agent_id: str) -> tuple[bool, Agent | None]:
         """(copied, the agent or None); not copied: the caller reads the row itself."""
@@ -204,20 +273,19 @@ class AgentRoster(_Copy):
             asked_at, answer = memo
             if cutoff >= asked_at and (not answer or answer[-1].last_seen >= cutoff):
                 return answer  # type: ignore[no-any-return]
-        out: RenderedList = RenderedList(render=self._fragment)
-        agents = self._agents
-        for last_seen, _, agent_id in reversed(self._order):
-            if last_seen < cutoff or len(out) >= limit:
-                break
-            agent = agents[agent_id][1]
-            if agent.status != "offline":
-                out.append(agent)
+        order = self._order
+        lo = bisect.bisect_left(order.keys, (cutoff,))  # the first key with last_seen >= cutoff
+        if self._offline:
+            out = order.newest_where(lo, limit, _not_offline, self._fragment)
+        else:
+            out = order.newest(lo, limit, self._fragment)
         self._remember(limit, (cutoff, out))
         return out
 
     def _clear(self) -> None:
         self._agents = {}
-        self._order = []
+        self._order = _Listing()
+        self._offline = 0
 
     def _load(self, sql: ActorStorage) -> bool:
         rows = sql.exec(self._select_all).all()
@@ -229,7 +297,9 @@ class AgentRoster(_Copy):
     def _drop(self, ident: str) -> None:
         old = self._agents.pop(ident, None)
         if old is not None and old[0] is not None:
-            _remove(self._order, old[0])
+            self._order.remove(old[0])
+            if old[1].status == "offline":
+                self._offline -= 1
 
     def _put(self, row: Any) -> bool:
         rowid, agent_id, status, last_seen = row[0], row[1], row[2], row[5]
@@ -239,10 +309,17 @@ class AgentRoster(_Copy):
             return False
         # a NULL last_seen or status is never listed (the query's comparisons are NULL)
         key = None if last_seen is None or status is None else (last_seen, rowid, agent_id)
-        self._agents[agent_id] = (key, self._from_row(row[1:]))
+        agent = self._from_row(row[1:])
+        self._agents[agent_id] = (key, agent)
         if key is not None:
-            _insert(self._order, key, self._loading)
+            self._order.add(key, agent, self._loading)
+            if status == "offline":
+                self._offline += 1
         return True
+
+
+def _not_offline(agent: Agent) -> bool:
+    return agent.status != "offline"
 
 
 class TaskIndex(_Copy):
@@ -255,9 +332,9 @@ class TaskIndex(_Copy):
         self._select_all = f"SELECT rowid, {columns} FROM tasks LIMIT {MAX_ROWS + 1}"
         self._from_row = from_row
         self._tasks: dict[str, tuple[Key, Task]] = {}
-        self._order: list[Key] = []
-        self._by_status: dict[str, list[Key]] = {}
-        self._by_assignee: dict[str, list[Key]] = {}
+        self._order = _Listing()
+        self._by_status: dict[str, _Listing] = {}
+        self._by_assignee: dict[str, _Listing] = {}
 
     def select(
         self, sql: ActorStorage, status: str | None, assignee: str | None, limit: int
@@ -271,25 +348,21 @@ class TaskIndex(_Copy):
         if memo is not None:
             return memo  # type: ignore[no-any-return]
         if assignee is not None:
-            keys = self._by_assignee.get(assignee, [])
+            rows = self._by_assignee.get(assignee, _EMPTY)
         elif status is not None:
-            keys = self._by_status.get(status, [])
+            rows = self._by_status.get(status, _EMPTY)
         else:
-            keys = self._order
-        out: RenderedList = RenderedList(render=self._fragment)
-        tasks = self._tasks
-        for key in reversed(keys):
-            if len(out) >= limit:
-                break
-            task = tasks[key[2]][1]
-            if status is None or task.status == status:
-                out.append(task)
+            rows = self._order
+        if assignee is not None and status is not None:
+            out = rows.newest_where(0, limit, lambda task: task.status == status, self._fragment)
+        else:
+            out = rows.newest(0, limit, self._fragment)
         self._remember(query, out)
         return out
 
     def _clear(self) -> None:
         self._tasks = {}
-        self._order = []
+        self._order = _Listing()
         self._by_status = {}
         self._by_assignee = {}
 
@@ -298,8 +371,8 @@ class TaskIndex(_Copy):
         if len(rows) > MAX_ROWS or not all(self._put(r) for r in rows):
             return False
         self._order.sort()
-        for keys in (*self._by_status.values(), *self._by_assignee.values()):
-            keys.sort()
+        for listing in (*self._by_status.values(), *self._by_assignee.values()):
+            listing.sort()
         return True
 
     def _drop(self, ident: str) -> None:
@@ -307,11 +380,11 @@ class TaskIndex(_Copy):
         if old is None:
             return
         key, task = old
-        _remove(self._order, key)
+        self._order.remove(key)
         if task.status is not None:
-            _remove(self._by_status[task.status], key)
+            self._by_status[task.status].remove(key)
         if task.assignee is not None:
-            _remove(self._by_assignee[task.assignee], key)
+            self._by_assignee[task.assignee].remove(key)
 
     def _put(self, row: Any) -> bool:
         rowid, ident, status, assignee, created_at = row[0], row[1], row[4], row[5], row[10]
@@ -320,13 +393,24 @@ class TaskIndex(_Copy):
         if not isinstance(status, str | None) or not isinstance(assignee, str | None):
             return False
         key = (created_at, rowid, ident)
-        self._tasks[ident] = (key, self._from_row(row[1:]))
-        _insert(self._order, key, self._loading)
+        task = self._from_row(row[1:])
+        self._tasks[ident] = (key, task)
+        self._order.add(key, task, self._loading)
         if status is not None:
-            _insert(self._by_status.setdefault(status, []), key, self._loading)
+            listing = self._by_status.get(status)
+            if listing is None:
+                listing = self._by_status[status] = _Listing()
+            listing.add(key, task, self._loading)
         if assignee is not None:
-            _insert(self._by_assignee.setdefault(assignee, []), key, self._loading)
+            listing = self._by_assignee.get(assignee)
+            if listing is None:
+                listing = self._by_assignee[assignee] = _Listing()
+            listing.add(key, task, self._loading)
         return True
+
+
+_EMPTY: Final = _Listing()
+"""No rows (never written to)."""
 
 
 class ChatWindow(_Copy):

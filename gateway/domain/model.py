@@ -65,19 +65,30 @@ class RenderedList(list[Any]):
     `orjson.Fragment`): the store's own cache of its records' JSON.
     """
 
-    __slots__ = ("_json", "_render")
+    __slots__ = ("_items", "_json", "_render")
 
-    def __init__(self, records: Iterable[Any] = (), render: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        records: Iterable[Any] = (),
+        render: Callable[[Any], Any] | None = None,
+        *,
+        rendered: list[Any] | None = None,
+    ) -> None:
         super().__init__(records)
         self._json: orjson.Fragment | None = None
         self._render = render
+        # each record's rendered form, in order, when the store already has them (its own list)
+        self._items = rendered
 
     def json(self) -> orjson.Fragment:
         """The records' read-back forms as a JSON array, rendered on the first call."""
         if self._json is None:
-            render = self._render
-            items = [r.to_json() for r in self] if render is None else [render(r) for r in self]
+            items = self._items
+            if items is None:
+                render = self._render
+                items = [r.to_json() for r in self] if render is None else [render(r) for r in self]
             self._json = orjson.Fragment(orjson.dumps(items))
+            self._items = None
         return self._json
 
 

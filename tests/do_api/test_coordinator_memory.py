@@ -346,3 +346,46 @@ def test_pre_rendered_lists_render_as_plain_ones(inbox: bool, mentions: int) -> 
         page = ChatPage(wrap(chat), "a0" if inbox or mentions else None, pending, inbox)
         assert orjson.dumps(page.wire()) == orjson.dumps(page.to_json())
         assert orjson.dumps(wire_list(wrap(agents))) == orjson.dumps([a.to_json() for a in agents])
+
+
+async def test_listings_follow_interleaved_writes_and_reads(host: ActorHost, clock: FakeClock) -> None:
+    """Seeded random heartbeats, registrations (some offline), `/work`s, new tasks and task
+    updates, with every listing read between them at several limits: each answer, and its JSON
+    bytes, are the query's (the copies update their listings in place, row by row)."""
+    store = ActorStore(host)
+    rng = random.Random(13)
+    gen = IdGenerator(random.Random(5))
+    agents = [f"a{i}" for i in range(12)]
+    for step in range(160):
+        await clock.advance(rng.choice((0, 1, 7, 60_000)))
+        op = rng.randrange(5)
+        who = rng.choice(agents)
+        if op == 0:
+            status = rng.choice(("active", "busy", "offline", "idle"))
+            await store.register_agent(register(who, clock, status=status))
+        elif op == 1:
+            await store.work_bundle(c.WorkQuery(who, clock.now_ms(), rng.choice((1000, 3))))
+        elif op == 2:
+            body = {"id": f"t{step}", "title": "x", "assignee": rng.choice((None, who))}
+            await store.create_task(c.CreateTask.parse(body, clock.now_ms(), gen))
+        elif op == 3:
+            tasks = await store.list_tasks(c.ListTasks(None, None, 1000))
+            if tasks:
+                update = {"id": rng.choice(tasks).id, "status": rng.choice(("todo", "done", "in-progress"))}
+                if rng.random() < 0.5:
+                    update["assignee"] = rng.choice(agents)
+                await store.update_task(c.UpdateTask.parse(update, clock.now_ms()))
+        for limit in (1000, 3, 0):
+            await assert_listing_matches(host, clock, limit)
+        if step % 4 == 0:
+            await assert_tasks_match(host)
+
+        async def tasks_of(actor: Any, who: str = who) -> None:
+            for status in (None, "todo", "in-progress"):
+                for limit in (1000, 1):
+                    served = await actor.list_tasks(c.ListTasks(status, who, limit))
+                    queried = tasks_by_query(actor, status, who, limit)
+                    assert served == queried
+                    assert_renders_alike(served, queried)
+
+        await host.call(COORDINATOR, tasks_of)
