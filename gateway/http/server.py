@@ -9,6 +9,12 @@ request. The only way to change it is to serve connections with a `RequestHandle
 subclasses that add nothing but the one method (same slots), which keeps every other behaviour
 of aiohttp's. tests/app/test_parser_errors.py fails if a new aiohttp stops calling it.
 
+The runner's server also skips aiohttp's router for the gateway's one catch-all route
+(`direct_handler`): the app routes the raw path itself (gateway/app.py), so resolving the route
+only matched `/{tail}` against the decoded path and built a match object, every request (about
+5 us of a `/health` that costs 50). A request aiohttp's router would treat differently (a
+target that is not a path, an `Expect` header) still goes through `Application._handle`.
+
 `run` serves an app until SIGTERM/SIGINT, as `web.run_app` does, but with this runner, on a
 uvloop event loop: libuv's loop costs less per socket event than asyncio's selector loop, which
 is most of what a request costs aiohttp itself (docs/benchmarks.md, issue 13).
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Final
 
@@ -26,11 +33,12 @@ import uvloop
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from gateway.http.middleware import new_request_id
 from gateway.http.responses import error_response
 
-__all__ = ["GatewayRunner", "JsonErrorRequestHandler", "run"]
+__all__ = ["GatewayRunner", "JsonErrorRequestHandler", "direct_handler", "run"]
 
 log = structlog.get_logger("gateway.access")
 
@@ -83,12 +91,46 @@ class _JsonErrorServer(web.Server):
         return handler
 
 
+RequestHandlerFn = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def direct_handler(app: web.Application) -> RequestHandlerFn:
+    """What the server calls for each request of `app`: its one catch-all route's handler,
+    directly, when `Application._handle` would resolve every request to that route anyway.
+
+    That is an app with no middleware and a single route for every method, and a request whose
+    target is a path (`/...`) without an `Expect` header (aiohttp answers `100 Continue` for
+    that one before the handler). Every other request, and any other app, goes through
+    `Application._handle` as before. The request's `match_info` is one frozen object for the
+    route and the app (`request.app` works); it carries no `tail`, which nothing reads.
+    """
+    routes = list(app.router.routes())
+    if app.middlewares or len(routes) != 1 or routes[0].method != "*":
+        return app._handle  # aiohttp's own handler, as its runner uses it
+    route = routes[0]
+    handler = route.handler
+    slow = app._handle
+    match_info = UrlMappingMatchInfo({}, route)
+    match_info.add_app(app)
+    match_info.freeze()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.raw_path[:1] != "/" or request.headers.get("Expect"):
+            return await slow(request)
+        request._match_info = match_info  # what Application._handle sets
+        return await handler(request)
+
+    return handle
+
+
 class GatewayRunner(web.AppRunner):
-    """`web.AppRunner` whose server answers aiohttp's own errors in JSON."""
+    """`web.AppRunner` whose server answers aiohttp's own errors in JSON, and calls the app's
+    catch-all handler directly (`direct_handler`)."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _JsonErrorServer  # adds only __call__
+        server.request_handler = direct_handler(self.app)  # type: ignore[assignment]
         return server
 
 
