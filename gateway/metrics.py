@@ -4,7 +4,10 @@ Built on `prometheus_client`, with one `CollectorRegistry` per app (tests build 
 process; the library's global registry is never used). Two kinds of figures:
 
 - **request metrics** recorded by the middleware on every request (`RequestMetrics.observe`): a
-  counter per (method, route family, status) and a latency histogram per route family;
+  counter per (method, route family, status) and a latency histogram per route family. They are
+  plain counts in a dict, turned into the exposition when scraped (`_Requests`), as
+  prometheus_client's own `Counter` and `Histogram` render them: those take a lock and walk the
+  buckets in Python on every request, about 3 us of each (docs/benchmarks.md, issue 13);
 - **state figures** read when the endpoint is scraped: the actor host (open databases,
   activations, evictions, pending alarms, held sockets), the phase, the repair queue, shadow
   reads, replication counters and corrupt legacy values. The app hands them over as `Gauge`
@@ -13,13 +16,15 @@ process; the library's global registry is never used). Two kinds of figures:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["BUCKETS", "CONTENT_TYPE", "Gauge", "RequestMetrics", "route_family"]
 
@@ -32,8 +37,6 @@ CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 
 # Latency buckets (seconds): the target is well under 1 ms, and the tail matters.
 BUCKETS: tuple[float, ...] = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
-
-MAX_CACHED_SERIES: Final = 1024
 
 ROUTE_FAMILIES = ("coordinator", "agent", "lock", "health", "admin")
 
@@ -80,49 +83,67 @@ class _State:
             yield gauge.family()
 
 
+REQUESTS_NAME: Final = "agent_coord_http_requests"
+REQUESTS_HELP: Final = "HTTP requests answered, by method, route and status."
+LATENCY_NAME: Final = "agent_coord_http_request_duration_seconds"
+LATENCY_HELP: Final = "Time to answer a request, by route family."
+
+
+class _Requests:
+    """The request counts and latencies, as prometheus_client's labelled `Counter` and
+    `Histogram` expose them (same samples, labels, values and order: tests/test_metrics.py
+    compares the two), kept as plain numbers until scraped."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}  # in the order first seen, as labels()
+        self.latency: dict[str, list[float]] = {}  # route -> [sum, bucket counts..., over the last]
+        self._bounds = list(BUCKETS)
+        self._le = [floatToGoString(b) for b in (*BUCKETS, float("inf"))]  # type: ignore[no-untyped-call]
+
+    def observe(self, key: tuple[str, str, int], seconds: float) -> None:
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        family = key[1]
+        row = self.latency.get(family)
+        if row is None:
+            row = self.latency[family] = [0.0] * (len(self._bounds) + 2)
+        row[0] += seconds
+        # the first bucket whose bound is at least `seconds` (prometheus: `seconds <= bound`)
+        row[1 + bisect.bisect_left(self._bounds, seconds)] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        requests = Metric(REQUESTS_NAME, REQUESTS_HELP, "counter")
+        for (method, family, status), n in self.counts.items():
+            labels = {"method": method, "route": family, "status": str(status)}
+            requests.add_sample(REQUESTS_NAME + "_total", labels, float(n))
+        yield requests
+        latency = Metric(LATENCY_NAME, LATENCY_HELP, "histogram")
+        for family, row in self.latency.items():
+            acc = 0.0
+            for le, in_bucket in zip(self._le, row[1:], strict=True):
+                acc += in_bucket
+                latency.add_sample(LATENCY_NAME + "_bucket", {"route": family, "le": le}, acc)
+            latency.add_sample(LATENCY_NAME + "_count", {"route": family}, acc)
+            latency.add_sample(LATENCY_NAME + "_sum", {"route": family}, row[0])
+        yield latency
+
+
 class RequestMetrics:
     """The metrics of one app: its own registry, the request figures, and the state figures."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._requests = Counter(
-            "agent_coord_http_requests",
-            "HTTP requests answered, by method, route and status.",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self._latency = Histogram(
-            "agent_coord_http_request_duration_seconds",
-            "Time to answer a request, by route family.",
-            ["route"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._requests = _Requests()
+        self.registry.register(self._requests)
 
     def observe(self, method: str, family: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
-        key = (method, family, status)
-        children = self._children.get(key)
-        if children is None:
-            # `labels()` checks and locks on every call: look the two series up once per key (the
-            # keys are bounded: route families, methods and statuses)
-            children = (self._requests.labels(method, family, str(status)), self._latency.labels(family))
-            if len(self._children) < MAX_CACHED_SERIES:
-                self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self._requests.observe((method, family, status), seconds)
 
     @property
     def requests(self) -> dict[tuple[str, str, int], int]:
         """The requests counted so far, by (method, route family, status)."""
-        out: dict[tuple[str, str, int], int] = {}
-        for metric in self._requests.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    labels = sample.labels
-                    out[(labels["method"], labels["route"], int(labels["status"]))] = int(sample.value)
-        return out
+        return dict(self._requests.counts)
 
     def add_state(self, read: Callable[[], Iterable[Gauge]]) -> None:
         """Report the figures `read()` gives, read afresh at every scrape."""

@@ -10,12 +10,13 @@ import pytest
 import redis.asyncio
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from gateway.app import MIGRATION, ROUTER, create_app
 from gateway.clock import FakeClock
 from gateway.http.admin import TOKEN_FILE
 from gateway.legacy import keys
-from gateway.metrics import Gauge, RequestMetrics, route_family
+from gateway.metrics import BUCKETS, Gauge, RequestMetrics, route_family
 from gateway.settings import LegacySettings, MigrationSettings, Settings, StorageSettings
 
 SAMPLE = re.compile(r"[a-z_]+(\{.*\})? [0-9.e+-]+|[+-]Inf|NaN")
@@ -47,6 +48,42 @@ def test_histogram_buckets_are_cumulative_and_counts_add_up() -> None:
     assert 'agent_coord_http_request_duration_seconds_bucket{le="5.0",route="coordinator"} 4.0' in text
     assert 'agent_coord_http_request_duration_seconds_bucket{le="+Inf",route="coordinator"} 5.0' in text
     assert 'agent_coord_http_request_duration_seconds_count{route="coordinator"} 5.0' in text
+
+
+def test_request_figures_are_exposed_as_prometheus_client_exposes_them() -> None:
+    """The plain counts render exactly as prometheus_client's labelled Counter and Histogram
+    (what the gateway used before) render the same requests: names, labels, order, values."""
+    registry = CollectorRegistry(auto_describe=False)
+    counter = Counter(
+        "agent_coord_http_requests",
+        "HTTP requests answered, by method, route and status.",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    histogram = Histogram(
+        "agent_coord_http_request_duration_seconds",
+        "Time to answer a request, by route family.",
+        ["route"],
+        buckets=BUCKETS,
+        registry=registry,
+    )
+    m = RequestMetrics()
+    assert m.render() == generate_latest(registry).decode()  # before any request
+    observed = [
+        ("GET", "lock", 200, 0.0003),
+        ("POST", "coordinator", 409, 0.00025),  # on a bound: counted in that bucket
+        ("GET", "coordinator", 200, 0.1234567),
+        ("GET", "lock", 404, 12.5),  # over the last bound
+        ("GET", "lock", 200, 0.0),
+        ("GET", "health", 200, 0.000001),
+        ("POST", "coordinator", 409, 1.0),
+    ] * 3
+    for method, family, status, seconds in observed:
+        m.observe(method, family, status, seconds)
+        counter.labels(method, family, str(status)).inc()
+        histogram.labels(family).observe(seconds)
+    assert m.render() == generate_latest(registry).decode()
+    assert m.requests[("GET", "lock", 200)] == 6
 
 
 def test_a_large_counter_keeps_every_digit() -> None:
