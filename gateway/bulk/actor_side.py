@@ -80,6 +80,7 @@ _SHARDED: Final[dict[str, _ShardTable]] = {
 }
 
 _Row = tuple[Any, ...]
+_MIN_SHARD_READ: Final = 64
 _UNREADABLE_ROW: Final = (TypeError, ValueError, KeyError, IndexError, orjson.JSONDecodeError)
 
 
@@ -221,14 +222,19 @@ class ActorSide:
                 async for rows in rows_of:
                     yield await self._entities(domain, spec, rows, selection, shard=shard)
             return
+        # each shard holds about 1/n of a batch's rows: read twice that per query, so a page
+        # (the admin API's scan stops after one) reads about two batches, not n
+        per_shard = max(_MIN_SHARD_READ, -(-2 * batch // host.shard_count))
         streams = [
             self._tagged(
-                shard, self._rows(kind=kind, shard=shard, spec=spec, start=start, batch=batch, agent=None)
+                shard,
+                self._rows(kind=kind, shard=shard, spec=spec, start=start, batch=per_shard, agent=None),
             )
             for shard in range(host.shard_count)
         ]
         async for rows in _merged(streams):
-            yield await self._merged_entities(domain, spec, rows, selection)
+            for i in range(0, len(rows), batch):  # mapped a batch at a time, as they are taken
+                yield await self._merged_entities(domain, spec, rows[i : i + batch], selection)
 
     @staticmethod
     async def _tagged(shard: int, rows: AsyncIterator[list[_Row]]) -> AsyncIterator[list[_Row]]:
