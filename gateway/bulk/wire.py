@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from functools import cache
 from typing import Any, Final
 
@@ -89,36 +90,61 @@ def key_from_json(value: Any) -> EntityKey:
 
 def entity_to_json(entity: Entity) -> Json:
     """The entity's fields (without `extra`), by attribute name."""
-    return {f.name: getattr(entity, f.name) for f in dataclasses.fields(entity) if f.name != "extra"}
+    cls: type = type(entity)
+    return {name: getattr(entity, name) for name in _spec(cls).names}
+
+
+Check = Callable[[Any], bool]
 
 
 @cache
-def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "extra"}
-
-
-def _fits(value: Any, hint: Any) -> bool:  # noqa: PLR0911 - one exit per kind of type
+def _check(hint: Any) -> Check:  # noqa: PLR0911 - one exit per kind of type
+    """Whether a JSON value fits the type `hint` (made once per hint)."""
     if hint is Any:
-        return True
+        return lambda _v: True
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
-        return any(_fits(value, h) for h in typing.get_args(hint))
+        parts = tuple(_check(h) for h in typing.get_args(hint))
+        return lambda v: any(p(v) for p in parts)
     if hint is type(None):
-        return value is None
+        return lambda v: v is None
     if origin is list or hint is list:
-        return isinstance(value, list)
+        return lambda v: isinstance(v, list)
     if origin is dict or hint is dict:
-        return isinstance(value, dict)
+        return lambda v: isinstance(v, dict)
     if hint is bool:
-        return isinstance(value, bool)
+        return lambda v: isinstance(v, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda v: isinstance(v, int) and not isinstance(v, bool)
     if hint is str:
-        return isinstance(value, str)
+        return lambda v: isinstance(v, str)
     if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    return isinstance(value, hint)
+        allowed = typing.get_args(hint)
+        return lambda v: v in allowed
+    return lambda v: isinstance(v, hint)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Spec:
+    """A model class's fields without `extra`: their names, the check of each, and those with
+    a default (which a line may leave out)."""
+
+    names: tuple[str, ...]
+    checks: tuple[tuple[str, Check], ...]
+    known: frozenset[str]
+    defaults: frozenset[str]
+
+
+@cache
+def _spec(cls: type) -> _Spec:
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.name != "extra"]
+    return _Spec(
+        tuple(f.name for f in fields),
+        tuple((f.name, _check(hints[f.name])) for f in fields),
+        frozenset(f.name for f in fields),
+        frozenset(f.name for f in fields if f.default is not dataclasses.MISSING),
+    )
 
 
 def entity_from_json(domain: str, value: Any, extra: Any = None) -> Entity:
@@ -130,17 +156,16 @@ def entity_from_json(domain: str, value: Any, extra: Any = None) -> Entity:
         raise BadLine(f"{domain}: value must be a JSON object")
     if extra is not None and not isinstance(extra, dict):
         raise BadLine(f"{domain}: extra must be a JSON object")
-    fields = _fields(cls)
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
+    spec = _spec(cls)
+    if not spec.known.issuperset(value):
+        unknown = sorted(set(value) - spec.known)
         raise BadLine(f"{domain}: unknown field {unknown[0]!r}")
-    defaults = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-    for name, hint in fields.items():
+    for name, check in spec.checks:
         if name not in value:
-            if name in defaults:
+            if name in spec.defaults:
                 continue
             raise BadLine(f"{domain}: missing field {name!r}")
-        if not _fits(value[name], hint):
+        if not check(value[name]):
             raise BadLine(f"{domain}: field {name!r} has the wrong type ({type(value[name]).__name__})")
     entity: Entity = cls(**value, extra=dict(extra or {}))
     return entity
