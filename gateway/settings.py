@@ -158,6 +158,7 @@ class LegacySettings:
     pool_size: int = 32
     timeout_s: float = 2.0
     retries: int = 3
+    cache_listings: bool = True
 
 
 @dataclass(frozen=True, slots=True)

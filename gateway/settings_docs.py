@@ -125,6 +125,11 @@ DOCS: Final[dict[str, str]] = {
     "legacy.pool_size": "Most connections to the legacy Redis.",
     "legacy.timeout_s": "Seconds before one Redis call (with its retries) gives up.",
     "legacy.retries": "Retries of a failed idempotent Redis call.",
+    "legacy.cache_listings": (
+        "true: the gateway keeps the whole agents and tasks hashes in memory, kept correct by Redis's "
+        "client-side caching (CLIENT TRACKING) on one more connection, so /work and the agent and task "
+        "listings do not read them on every request; false: every read goes to Redis."
+    ),
     "migration.phase": (
         "Phase at the first start (later the phase persisted in the data directory wins); every phase "
         'but "cutover" needs legacy.redis_url (flag --phase).'

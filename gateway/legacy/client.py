@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypeVar
 
 import redis.asyncio
@@ -37,6 +37,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from gateway.errors import LegacyStoreError, StoreUnavailable
+from gateway.legacy.tracking import TrackedHashes
 from gateway.retry import Backoff
 from gateway.settings import LegacySettings, mask_url
 
@@ -59,15 +60,21 @@ _RNG = random.Random()  # noqa: S311 - jitter, not security
 class LegacyClient:
     """A pooled asyncio Redis client with the gateway's retry and error-translation policy."""
 
-    def __init__(self, client: Redis, settings: LegacySettings, *, url: str = "") -> None:
-        """Wrap `client` (built by `connect`, or a test's); `url` names it in error messages."""
+    def __init__(
+        self, client: Redis, settings: LegacySettings, *, url: str = "", tracked: TrackedHashes | None = None
+    ) -> None:
+        """Wrap `client` (built by `connect`, or a test's); `url` names it in error messages;
+        `tracked`, when given, keeps whole hashes in memory (`gateway.legacy.tracking`)."""
         self.redis = client
         self.settings = settings
         self.url = url
+        self.tracked = tracked
 
     @classmethod
-    def connect(cls, redis_url: str, settings: LegacySettings) -> LegacyClient:
-        """A client with the gateway's pool on `redis_url` (no connection is made until used)."""
+    def connect(cls, redis_url: str, settings: LegacySettings, *, track: Sequence[str] = ()) -> LegacyClient:
+        """A client with the gateway's pool on `redis_url` (no connection is made until used);
+        the hashes `track` are kept in memory (`TrackedHashes`, one more connection) unless
+        `legacy.cache_listings` is off."""
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             redis_url,
             max_connections=settings.pool_size,
@@ -79,7 +86,8 @@ class LegacyClient:
             retry=Retry(NoBackoff(), 0),  # `run` below is the one retry policy
             health_check_interval=0,
         )
-        return cls(redis.asyncio.Redis(connection_pool=pool), settings, url=redis_url)
+        tracked = TrackedHashes(redis_url, settings, track) if track and settings.cache_listings else None
+        return cls(redis.asyncio.Redis(connection_pool=pool), settings, url=redis_url, tracked=tracked)
 
     @classmethod
     def from_settings(cls, settings: LegacySettings, redis_url: str | None = None) -> LegacyClient:
@@ -117,5 +125,7 @@ class LegacyClient:
         return bool(await self.run("PING", lambda r: r.ping(), idempotent=True))
 
     async def close(self) -> None:
-        """Close the client and its pool."""
+        """Close the client, its pool and its tracking connection."""
+        if self.tracked is not None:
+            await self.tracked.close()
         await self.redis.aclose(close_connection_pool=True)

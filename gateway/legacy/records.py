@@ -61,6 +61,7 @@ from gateway.legacy import keys
 from gateway.legacy import mapping as m
 from gateway.legacy.client import LegacyClient, Redis
 from gateway.legacy.codec import Corrupt, CorruptionLog, decode_array, decode_object, dumps
+from gateway.legacy.tracking import Command
 
 __all__ = [
     "CAS_ATTEMPTS",
@@ -352,10 +353,56 @@ class LegacyRecords:
         return fragment
 
     async def hgetall_raw(self, key: str) -> dict[str, str]:
+        """The hash's raw fields; a tracked hash from memory while Redis says it is unchanged
+        (`gateway.legacy.tracking`): then the dict is shared, and must not be changed."""
+        tracked = self.client.tracked
+
         async def op(r: Redis) -> dict[str, str]:
+            if tracked is not None and key in tracked.hashes:
+                got = await tracked.read((key,))
+                if got is not None:
+                    return got[0]
             return cast("dict[str, str]", await r.hgetall(key))
 
         return await self.run(f"HGETALL {key}", op)
+
+    async def write_then_read(self, what: str, writes: list[Command], keys_: tuple[str, ...]) -> list[Any]:
+        """Run `writes` (commands safe to repeat), then read the whole hashes `keys_`, in one round
+        trip; the replies of the writes, then the hashes. Tracked hashes come from memory
+        (`hgetall_raw`); else one pipeline, as Redis runs the writes before the reads."""
+        tracked = self.client.tracked
+
+        async def op(r: Redis) -> list[Any]:
+            if tracked is not None and all(k in tracked.hashes for k in keys_):
+                got = await tracked.read(keys_, writes)
+                if got is not None:  # the writes' replies are not kept: they raise on an error
+                    return [*([None] * len(writes)), *got]
+            async with r.pipeline(transaction=False) as pipe:
+                for cmd in writes:
+                    _ = pipe.execute_command(*cmd)
+                for key in keys_:
+                    _ = pipe.hgetall(key)
+                return await pipe.execute()
+
+        return await self.run(what, op)
+
+    async def write_tracked(self, what: str, writes: list[Command], *, idempotent: bool = True) -> list[Any]:
+        """Run `writes` in one transaction (MULTI/EXEC) and return their replies: through the
+        tracking connection when it is on, so the tracked hashes they change stay in memory
+        (`gateway.legacy.tracking`), else through the pool."""
+        tracked = self.client.tracked
+
+        async def op(r: Redis) -> list[Any]:
+            if tracked is not None:
+                replies = await tracked.write(writes)
+                if replies is not None:
+                    return replies
+            async with r.pipeline(transaction=True) as pipe:
+                for cmd in writes:
+                    _ = pipe.execute_command(*cmd)
+                return await pipe.execute()
+
+        return await self.run(what, op, idempotent=idempotent)
 
     async def hget(self, key: str, fld: str) -> str | None:
         async def op(r: Redis) -> str | None:
@@ -363,15 +410,38 @@ class LegacyRecords:
 
         return await self.run(f"HGET {key}", op)
 
+    def _is_tracked(self, key: str) -> bool:
+        tracked = self.client.tracked
+        return tracked is not None and key in tracked.hashes
+
     async def hset(self, key: str, fld: str, value: Json) -> None:
         """Write one whole value (idempotent, so retried)."""
         text = dumps(value)
-        await self.run(f"HSET {key}", lambda r: r.hset(key, fld, text))
+        if self._is_tracked(key):
+            await self.write_tracked(f"HSET {key}", [("HSET", key, fld, text)])
+        else:
+            await self.run(f"HSET {key}", lambda r: r.hset(key, fld, text))
         self.remember(key, fld, text)
+
+    async def hsetnx(self, key: str, fld: str, text: str) -> bool:
+        """Write a value only where there is none; True when written (sent once, never retried:
+        a repeat after a lost reply would report False for a value it did write)."""
+        if self._is_tracked(key):
+            writes: list[Command] = [("HSETNX", key, fld, text)]
+            created = (await self.write_tracked(f"HSETNX {key}", writes, idempotent=False))[0]
+        else:
+            created = await self.run(f"HSETNX {key}", lambda r: r.hsetnx(key, fld, text), idempotent=False)
+        if created:
+            self.remember(key, fld, text)
+        return bool(created)
 
     async def hdel(self, key: str, fld: str, *, idempotent: bool = True) -> bool:
         """Remove one field; True when it was there."""
-        removed = bool(await self.run(f"HDEL {key}", lambda r: r.hdel(key, fld), idempotent=idempotent))
+        if self._is_tracked(key):
+            replies = await self.write_tracked(f"HDEL {key}", [("HDEL", key, fld)], idempotent=idempotent)
+            removed = bool(replies[0])
+        else:
+            removed = bool(await self.run(f"HDEL {key}", lambda r: r.hdel(key, fld), idempotent=idempotent))
         self.remember(key, fld, None)
         return removed
 
@@ -454,15 +524,10 @@ class LegacyRecords:
     async def put_agent(self, agent: Agent, presence: str | None) -> None:
         """Write the agent's value, and its presence (`online`/`offline`) when given, at once."""
         text = dumps(m.agent_to_legacy(agent))
-
-        async def op(r: Redis) -> None:
-            async with r.pipeline(transaction=True) as pipe:
-                _ = pipe.hset(keys.ACTIVE_AGENTS, agent.agent_id, text)
-                if presence is not None:
-                    _ = pipe.hset(keys.AGENT_PRESENCE, agent.agent_id, presence)
-                await pipe.execute()
-
-        await self.run(f"HSET {keys.ACTIVE_AGENTS}", op)
+        writes: list[Command] = [("HSET", keys.ACTIVE_AGENTS, agent.agent_id, text)]
+        if presence is not None:
+            writes.append(("HSET", keys.AGENT_PRESENCE, agent.agent_id, presence))
+        await self.write_tracked(f"HSET {keys.ACTIVE_AGENTS}", writes)
         self.remember(keys.ACTIVE_AGENTS, agent.agent_id, text)
 
     async def task(self, task_id: str) -> tuple[Task | None, str | None]:

@@ -72,6 +72,7 @@ from gateway.legacy.records import (
     set_last_message,
     unreadable,
 )
+from gateway.legacy.tracking import Command
 from gateway.settings import LimitSettings, Settings
 
 __all__ = ["MENTION_CURSOR", "MENTION_CURSOR_ID", "LegacyStore"]
@@ -111,7 +112,7 @@ class LegacyStore:
     @classmethod
     def from_url(cls, redis_url: str, settings: Settings, *, clock: Clock | None = None) -> LegacyStore:
         """A store on `redis_url` with the pool, timeouts and retries of `settings.legacy`."""
-        client = LegacyClient.connect(redis_url, settings.legacy)
+        client = LegacyClient.connect(redis_url, settings.legacy, track=(keys.TASKS, keys.ACTIVE_AGENTS))
         return cls(LegacyRecords(client), settings.limits, clock=clock)
 
     @property
@@ -279,14 +280,8 @@ class LegacyStore:
         """POST /tasks: HSETNX, so an existing id is a 409 as in the actor store."""
         task = cmd.task()
         text = dumps(m.task_to_legacy(task))
-        created = await self.records.run(
-            f"HSETNX {keys.TASKS}",
-            lambda r: r.hsetnx(keys.TASKS, task.id, text),
-            idempotent=False,
-        )
-        if not created:
+        if not await self.records.hsetnx(keys.TASKS, task.id, text):
             raise ApiError(409, {"error": "Task already exists", "id": cmd.id})
-        self.records.remember(keys.TASKS, task.id, text)
         return task
 
     async def update_task(self, cmd: c.UpdateTask) -> Task:
@@ -311,7 +306,7 @@ class LegacyStore:
         again: `/work` and task listings (14 of every 100 requests of issue 13's mix) walked,
         sorted and rendered every task on every request."""
         memo = self._task_memo
-        if memo is not None and memo[0] == raw:
+        if memo is not None and (memo[0] is raw or memo[0] == raw):
             return memo[1], memo[2]
         found = self.records.fields_of(keys.TASKS, raw, lambda _f, v: m.task_from_legacy(v), shared=True)
         tasks = [t for _, t in found]
@@ -361,14 +356,11 @@ class LegacyStore:
             seen = replace(agent or Agent(agent_id), status="active", last_seen=iso_from_ms(q.now_ms))
             touched = dumps(m.agent_to_legacy(seen))
 
-        def queue(p: Any) -> None:
-            if touched is not None:
-                p.hset(keys.ACTIVE_AGENTS, agent_id, touched)
-            p.hgetall(keys.TASKS)
-            p.hgetall(keys.ACTIVE_AGENTS)
-
-        *_, raw_tasks, raw_agents = await self.records.pipelined(
-            f"HSET {keys.ACTIVE_AGENTS}, HGETALL {keys.TASKS}, HGETALL {keys.ACTIVE_AGENTS}", queue
+        writes: list[Command] = [] if touched is None else [("HSET", keys.ACTIVE_AGENTS, agent_id, touched)]
+        *_, raw_tasks, raw_agents = await self.records.write_then_read(
+            f"HSET {keys.ACTIVE_AGENTS}, HGETALL {keys.TASKS}, HGETALL {keys.ACTIVE_AGENTS}",
+            writes,
+            (keys.TASKS, keys.ACTIVE_AGENTS),
         )
         if touched is not None:
             self.records.remember(keys.ACTIVE_AGENTS, agent_id, touched)

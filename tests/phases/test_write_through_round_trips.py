@@ -49,9 +49,19 @@ async def test_work_reads_in_two_round_trips_and_replicates_what_it_wrote(start_
         gw.legacy.r, lambda: c.ok("GET", "/coordinator/work?agentId=alice")
     )
 
-    # a script (HGET agent, LRANGE chat: counted too), then [HSET agent, HGETALL tasks, HGETALL
-    # agents]; nothing read back
-    assert sent == {"evalsha": 1, "hget": 1, "lrange": 1, "hset": 1, "hgetall": 2}
+    # a script (HGET agent, LRANGE chat: counted too), then the heartbeat on the tracking
+    # connection [MULTI, HSET agent, HLEN, EXEC] and a PING: both hashes are held in memory since
+    # the first /work (gateway.legacy.tracking); nothing read back
+    assert sent == {
+        "evalsha": 1,
+        "hget": 1,
+        "lrange": 1,
+        "multi": 1,
+        "hset": 1,
+        "hlen": 1,
+        "exec": 1,
+        "ping": 1,
+    }
     assert [m["message"] for m in work["inbox"]["pendingMentions"]] == ["hi @alice"]
     assert [t["title"] for t in work["tasks"]["mine"]] == ["Port it"]
     assert [a["agentId"] for a in work["team"]] == ["alice"]  # listed as the heartbeat left it
@@ -60,6 +70,15 @@ async def test_work_reads_in_two_round_trips_and_replicates_what_it_wrote(start_
     # the heartbeat /work wrote reached the actors as Redis holds it
     assert gw.actors.snapshot()["agent"] == gw.legacy.snapshot()["agent"]
     assert gw.legacy.hash(keys.ACTIVE_AGENTS)["alice"]["status"] == "active"
+
+    # another client's change of the tasks hash: that hash, and only it, is read again
+    raw = str(gw.legacy.r.hget(keys.TASKS, work["tasks"]["mine"][0]["id"]))
+    gw.legacy.r.hset(keys.TASKS, work["tasks"]["mine"][0]["id"], raw.replace("Port it", "Port it all"))
+    work, sent = await _answer_and_commands(
+        gw.legacy.r, lambda: c.ok("GET", "/coordinator/work?agentId=alice")
+    )
+    assert sent["hgetall"] == 1
+    assert [t["title"] for t in work["tasks"]["mine"]] == ["Port it all"]
 
 
 async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory) -> None:
@@ -76,7 +95,13 @@ async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory)
         "exec": 1,
     }
     create = {"title": "T", "createdBy": "alice"}
-    assert await _commands(r, lambda: c.ok("POST", "/coordinator/tasks", create)) == {"hsetnx": 1}
+    # on the tracking connection, with the HLEN that keeps Redis tracking the hash for it
+    assert await _commands(r, lambda: c.ok("POST", "/coordinator/tasks", create)) == {
+        "multi": 1,
+        "hsetnx": 1,
+        "hlen": 1,
+        "exec": 1,
+    }
     checkpoint = {"conversationSummary": "s", "pendingWork": ["p"]}
     assert await _commands(r, lambda: c.ok("POST", "/agent/alice/checkpoint", checkpoint)) == {
         "hget": 1,

@@ -1,0 +1,459 @@
+"""Whole legacy hashes kept in the gateway, correct against every writer of Redis (issue 13).
+
+`/work`, `GET /agents` and `GET /tasks` read the whole `active-agents` and `tasks` hashes: 200
+agents and every task, 22 % of the requests of issue 13's mix and about half of write-through's
+CPU when each read transferred and parsed them. `TrackedHashes` keeps them in memory with
+Redis's server-assisted client-side caching, on ONE connection of its own (RESP3, so the
+invalidations arrive on it as push messages, in order with its replies):
+
+* **Tracking, default mode, NOLOOP.** `CLIENT TRACKING ON NOLOOP`: Redis remembers the keys this
+  connection read and, the moment another client modifies one, queues `invalidate <key>` on this
+  connection (a FLUSHDB: `invalidate null`). Not BCAST: a broadcast is sent at the end of Redis's
+  event loop iteration and, with NOLOOP, names only the LAST writer of the key in that iteration,
+  so another client's write followed by ours in the same iteration would never be announced.
+  Default mode sends each invalidation while the write runs, for every writer but this
+  connection.
+* **One ordered stream.** Replies and invalidations arrive on this connection in the order
+  Redis ran the commands and the writes that caused them, and they are handled in that order
+  (`_on_reply`): a hash read here (`HGETALL`, which also makes Redis track the key) is stored
+  as it arrives, and an invalidation that arrives after it drops it. A fill is also dropped when
+  an invalidation of its key arrived while it was in flight (an invalidation that arrives before
+  the reply is of a write the reply already holds, so this is only caution).
+* **The gateway's own writes stay in the cache.** Writes of the two hashes are sent here too,
+  as `MULTI, <writes>, HLEN <key>, EXEC`: NOLOOP spares this connection the invalidation of its
+  own write, Redis stops tracking a key once it is modified (by anyone), and the `HLEN` in the
+  same transaction makes it track the key again before any other client can write it. The
+  written values are applied to the cache when the EXEC reply arrives, in stream order: so the
+  gateway's next read sees its write (it is in the cache before the request that wrote it
+  answers), and any other writer's change, before or after ours, still invalidates. The agents
+  hash changes on 14 of every 100 requests of the mix, almost all of them the gateway's own
+  heartbeats; a cache dropped on every write would miss most of the time.
+* **Reads wait for a barrier.** A read served from the cache first sends a PING on this
+  connection and answers with the cache as it is when the PONG arrives: every write another
+  client had been answered for before the read began was run by Redis before the PING, so its
+  invalidation arrived before the PONG. Reads that start while a PING is still unsent share it
+  (commands are sent once per event loop iteration, `_flush`). A read costs a PING instead of
+  a whole hash; a miss is one HGETALL, as before.
+* **A lost connection switches the cache off.** When the connection fails (Redis restarted, the
+  connection killed, a reply later than `legacy.timeout_s`), the cache is emptied and every read
+  and write goes through the pool as before until a new connection has tracking on again (tried
+  again after `RECONNECT_S`, in the background). Operations in flight fail with redis-py's
+  connection or timeout errors, which `LegacyClient.run` retries or translates as it does the
+  pool's.
+
+The cached dicts are shared and never changed in place (a write makes a new dict), so callers
+may keep them and compare them by identity (`LegacyStore`'s task listings do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+import redis.exceptions
+import structlog
+
+from gateway.settings import LegacySettings, mask_url
+
+__all__ = ["Command", "TrackedHashes"]
+
+log = structlog.get_logger(__name__)
+
+RECONNECT_S: Final = 1.0
+"""After a lost or refused tracking connection, the pool serves alone for this long at least."""
+
+Command = tuple[str, ...]
+"""One Redis command as its words, e.g. `("HSET", key, field, text)`."""
+
+Snapshot = dict[str, dict[str, str] | None]
+"""The cache at one point of the stream: each tracked hash, or None when it is not cached."""
+
+_WRITES: Final = frozenset({"HSET", "HSETNX", "HDEL"})
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A command sent on the connection, waiting for its reply (handled in stream order)."""
+
+    on_reply: Callable[[Any], Any]
+    future: asyncio.Future[Any] | None
+    sent: float
+    barrier: _Barrier | None = None  # a PING's: the reads waiting for it
+
+
+@dataclass(slots=True)
+class _Barrier:
+    """A PING not yet sent, shared by the reads that began before it is sent."""
+
+    waiters: list[asyncio.Future[Snapshot]] = field(default_factory=list)
+
+
+class _Protocol(asyncio.Protocol):
+    """The connection's bytes: parsed by hiredis, handed to `TrackedHashes` in order."""
+
+    def __init__(self, owner: TrackedHashes) -> None:
+        self.owner = owner
+        self.reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape")
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        owner = self.owner
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as exc:
+                owner.lost(self, redis.exceptions.ConnectionError(f"tracking connection: {exc}"))
+                return
+            if reply is False:
+                return
+            if isinstance(reply, hiredis.PushNotification):
+                owner.on_push(self, reply)
+            else:
+                owner.on_reply(self, reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.lost(
+            self, redis.exceptions.ConnectionError(f"tracking connection lost: {exc or 'closed'}")
+        )
+
+
+def _fail(fut: asyncio.Future[Any] | None, exc: Exception) -> None:
+    """Fail `fut` with `exc`, marked as seen: a caller that stopped at an earlier failure of the
+    same batch does not leave a "never retrieved" error behind."""
+    if fut is not None and not fut.done():
+        fut.set_exception(exc)
+        _ = fut.exception()
+
+
+class TrackedHashes:
+    """The whole-hash cache of `hashes`, on a tracking connection of its own (module docstring)."""
+
+    def __init__(
+        self, url: str, settings: LegacySettings, hashes: Sequence[str], *, reconnect_s: float = RECONNECT_S
+    ) -> None:
+        self.url = url
+        self.settings = settings
+        self.hashes = frozenset(hashes)
+        self.reconnect_s = reconnect_s
+        self._cache: dict[str, dict[str, str] | None] = dict.fromkeys(self.hashes)
+        self._invalidated: dict[str, int] = dict.fromkeys(self.hashes, 0)
+        self._conn: _Protocol | None = None  # connected (maybe still shaking hands)
+        self._ready = False  # tracking is on: the cache serves
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._out: list[bytes] = []
+        self._flush_soon = False
+        self._barrier: _Barrier | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._retry_at = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.hits = 0
+        self.misses = 0
+        self.connections = 0
+
+    # -- the connection ---------------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        """Is the cache on (a connection with tracking on)? Starts connecting when it is not."""
+        if self._ready:
+            return True
+        if not self._closed and self._connecting is None and time.monotonic() >= self._retry_at:
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        return False
+
+    async def wait_up(self) -> bool:
+        """Connect now if the cache is off and may connect again; True when it is on."""
+        if not self.up and self._connecting is not None:
+            await asyncio.shield(self._connecting)
+        return self._ready
+
+    def _endpoint(self) -> tuple[dict[str, Any], list[Command]] | None:
+        """Where to connect, and the handshake; None for a URL this cache does not handle (TLS)."""
+        parts = urlsplit(self.url)
+        hello: Command = ("HELLO", "3")
+        if parts.password is not None:
+            hello += ("AUTH", unquote(parts.username or "default"), unquote(parts.password))
+        setup: list[Command] = [hello, ("CLIENT", "SETNAME", "agent-coord-tracking")]
+        if parts.scheme == "unix":
+            where: dict[str, Any] = {"path": parts.path}
+            db = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("db", "0")
+        elif parts.scheme == "redis":
+            where = {"host": parts.hostname or "localhost", "port": parts.port or 6379}
+            db = parts.path.lstrip("/") or "0"
+        else:
+            return None
+        if db != "0":
+            setup.append(("SELECT", db))
+        setup.append(("CLIENT", "TRACKING", "ON", "NOLOOP"))
+        return where, setup
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            endpoint = self._endpoint()
+            if endpoint is None:
+                self._closed = True
+                log.info("legacy.tracking.off", reason="not a redis:// or unix:// URL")
+                return
+            where, setup = endpoint
+            async with asyncio.timeout(self.settings.timeout_s):
+                if "path" in where:
+                    _, proto = await loop.create_unix_connection(lambda: _Protocol(self), where["path"])
+                else:
+                    _, proto = await loop.create_connection(
+                        lambda: _Protocol(self), where["host"], where["port"]
+                    )
+                self._conn = proto
+                futures = [self._send(cmd, _keep) for cmd in setup]
+                for fut in futures:
+                    await fut
+            self._ready = True
+            self.connections += 1
+            log.info("legacy.tracking.on", url=mask_url(self.url), hashes=sorted(self.hashes))
+        except (OSError, TimeoutError, redis.exceptions.RedisError) as exc:
+            self._retry_at = time.monotonic() + self.reconnect_s
+            log.warning("legacy.tracking.unavailable", url=mask_url(self.url), error=str(exc))
+            self._abort()
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self._connecting = None
+
+    def _abort(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            self.lost(conn, redis.exceptions.ConnectionError("tracking connection closed"))
+
+    def lost(self, proto: _Protocol, exc: Exception) -> None:
+        """The connection failed or closed: the cache goes off, everything waiting fails with `exc`."""
+        if proto is not self._conn:
+            return
+        was_up = self._ready
+        self._conn, self._ready = None, False
+        for key in self._cache:
+            self._forget(key)
+        self._retry_at = time.monotonic() + self.reconnect_s
+        if proto.transport is not None:
+            proto.transport.abort()
+        pending, self._pending = self._pending, collections.deque()
+        self._out.clear()
+        barrier, self._barrier = self._barrier, None
+        barriers = [item.barrier for item in pending if item.barrier is not None]
+        for item in pending:
+            _fail(item.future, exc)
+        for each in [*barriers, *([barrier] if barrier is not None else [])]:
+            for waiter in each.waiters:
+                _fail(waiter, exc)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if was_up and not self._closed:
+            log.warning("legacy.tracking.lost", url=mask_url(self.url), error=str(exc))
+
+    async def close(self) -> None:
+        """Close the connection; the cache stays off."""
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._abort()
+
+    # -- sending and receiving --------------------------------------------------------------------
+
+    def _send(self, cmd: Command, on_reply: Callable[[Any], Any]) -> asyncio.Future[Any]:
+        """Queue `cmd` (sent at the end of this loop iteration); its future gets `on_reply(reply)`."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue(cmd, on_reply, fut)
+        return fut
+
+    def _queue(self, cmd: Command, on_reply: Callable[[Any], Any], fut: asyncio.Future[Any] | None) -> None:
+        self._schedule_flush()
+        self._out.append(hiredis.pack_command(cmd))  # type: ignore[arg-type]
+        self._pending.append(_Pending(on_reply, fut, time.monotonic()))
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send what this loop iteration queued, in one write."""
+        self._flush_soon = False
+        barrier, self._barrier = self._barrier, None
+        if barrier is not None:  # the PING goes last: it is sent after every read that shares it began
+            release = functools.partial(self._release, barrier)
+            self._pending.append(_Pending(release, None, time.monotonic(), barrier))
+            self._out.append(b"*1\r\n$4\r\nPING\r\n")
+        if not self._out:
+            return
+        data, self._out = b"".join(self._out), []
+        conn = self._conn
+        if conn is None or conn.transport is None:
+            return  # lost meanwhile: everything queued has failed already
+        conn.transport.write(data)
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(self.settings.timeout_s, self._check_late)
+
+    def _check_late(self) -> None:
+        """Fail the connection when its oldest command has waited longer than `legacy.timeout_s`."""
+        self._watchdog = None
+        conn = self._conn
+        if not self._pending or conn is None:
+            return
+        waited = time.monotonic() - self._pending[0].sent
+        if waited >= self.settings.timeout_s:
+            self.lost(conn, redis.exceptions.TimeoutError(f"tracking connection: no reply in {waited:.2f}s"))
+            return
+        self._watchdog = asyncio.get_running_loop().call_later(
+            self.settings.timeout_s - waited, self._check_late
+        )
+
+    def on_reply(self, proto: _Protocol, reply: Any) -> None:
+        """A reply, in the order the commands were sent."""
+        if proto is not self._conn:
+            return
+        if not self._pending:
+            self.lost(
+                proto, redis.exceptions.ConnectionError("tracking connection: a reply nobody asked for")
+            )
+            return
+        item = self._pending.popleft()
+        try:
+            result = item.on_reply(reply)
+        except redis.exceptions.RedisError as exc:
+            _fail(item.future, exc)
+            return
+        if item.future is not None and not item.future.done():
+            item.future.set_result(result)
+
+    def on_push(self, proto: _Protocol, push: list[Any]) -> None:
+        """`invalidate [keys]` (None: every key, after a FLUSHDB): drop those hashes."""
+        if proto is not self._conn or len(push) != 2 or push[0] != "invalidate":  # noqa: PLR2004
+            return
+        names = push[1]
+        for key in self.hashes if names is None else names:
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        if key in self._cache:
+            self._cache[key] = None
+            self._invalidated[key] += 1
+
+    def _release(self, barrier: _Barrier, _reply: Any) -> None:
+        """A PONG: the reads waiting for it take the cache as it is now."""
+        snapshot = dict(self._cache)
+        for waiter in barrier.waiters:
+            if not waiter.done():
+                waiter.set_result(snapshot)
+
+    # -- the operations ---------------------------------------------------------------------------
+
+    async def read(self, keys: Sequence[str], writes: Sequence[Command] = ()) -> list[dict[str, str]] | None:
+        """`writes` (as `write` runs them), then the whole hashes `keys` as Redis holds them after
+        the writes; None when the cache is off (the caller uses the pool instead). The dicts
+        returned are shared: never change them."""
+        if not self.up:
+            return None
+        done = self._queue_writes(writes) if writes else None
+        fills = {k: self._send(("HGETALL", k), self._filler(k)) for k in keys if self._cache[k] is None}
+        seen: dict[str, dict[str, str] | None] = {}
+        if len(fills) < len(keys):  # some are cached: a PING makes sure they still hold
+            if self._barrier is None:
+                self._barrier = _Barrier()
+                self._schedule_flush()
+            waiter: asyncio.Future[dict[str, dict[str, str] | None]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._barrier.waiters.append(waiter)
+            seen = await waiter
+        if done is not None:
+            await done
+        out: list[dict[str, str]] = []
+        for key in keys:
+            fill = fills.get(key)
+            value = seen.get(key) if fill is None else None
+            if value is not None:
+                self.hits += 1
+            else:
+                self.misses += 1
+                if fill is None:  # invalidated while the PING was on its way: read it now
+                    fill = self._send(("HGETALL", key), self._filler(key))
+                value = await fill
+            out.append(value)
+        return out
+
+    def _filler(self, key: str) -> Callable[[Any], dict[str, str]]:
+        """The reply handler of an HGETALL of `key`: kept unless an invalidation came meanwhile."""
+        invalidated = self._invalidated[key]
+
+        def on_reply(reply: Any) -> dict[str, str]:
+            if isinstance(reply, hiredis.ReplyError):
+                raise redis.exceptions.ResponseError(str(reply))
+            if self._invalidated[key] == invalidated and self._ready:
+                self._cache[key] = reply
+            return reply  # type: ignore[no-any-return]
+
+        return on_reply
+
+    async def write(self, writes: Sequence[Command]) -> list[Any] | None:
+        """Run `writes` (HSET, HSETNX, HDEL of any hash; other commands of untracked keys) in one
+        transaction and return their replies; None when the cache is off (the caller writes
+        through the pool). What they wrote to the tracked hashes is in the cache when this returns."""
+        if not self.up:
+            return None
+        return await self._queue_writes(writes)  # type: ignore[no-any-return]
+
+    def _queue_writes(self, writes: Sequence[Command]) -> asyncio.Future[Any]:
+        tracked = [cmd[1] for cmd in writes if cmd[0] in _WRITES and cmd[1] in self.hashes]
+        self._queue(("MULTI",), _keep, None)
+        for cmd in writes:
+            self._queue(cmd, _keep, None)
+        for key in dict.fromkeys(tracked):  # Redis tracks the key for this connection again
+            self._queue(("HLEN", key), _keep, None)
+        return self._send(("EXEC",), lambda reply: self._applied(writes, reply))
+
+    def _applied(self, writes: Sequence[Command], reply: Any) -> list[Any]:
+        """The EXEC reply of `writes`: their effects on the tracked hashes applied, in stream order."""
+        if not isinstance(reply, list):  # an aborted transaction (a command Redis refused)
+            for cmd in writes:
+                self._forget(cmd[1])
+            raise redis.exceptions.ResponseError(f"transaction failed: {reply}")
+        replies = reply[: len(writes)]
+        for cmd, result in zip(writes, replies, strict=True):
+            name, key = cmd[0], cmd[1]
+            current = self._cache.get(key)
+            if name not in _WRITES or key not in self.hashes:
+                continue
+            if isinstance(result, hiredis.ReplyError):
+                self._forget(key)
+            elif current is not None:
+                if name == "HSET":
+                    self._cache[key] = {**current, **dict(zip(cmd[2::2], cmd[3::2], strict=True))}
+                elif name == "HSETNX" and result == 1:
+                    self._cache[key] = {**current, cmd[2]: cmd[3]}
+                elif name == "HDEL":
+                    gone = set(cmd[2:])
+                    self._cache[key] = {f: v for f, v in current.items() if f not in gone}
+        for result in replies:
+            if isinstance(result, hiredis.ReplyError):
+                raise redis.exceptions.ResponseError(str(result))
+        return replies
+
+
+def _keep(reply: Any) -> Any:
+    """The reply handler of a command whose reply is only checked for an error."""
+    if isinstance(reply, hiredis.ReplyError):
+        raise redis.exceptions.ResponseError(str(reply))
+    return reply

@@ -1,0 +1,226 @@
+"""The agents and tasks hashes kept in memory (`gateway.legacy.tracking`), against a real
+redis-server: every read answers what Redis holds, whoever wrote it, and the cache serves only
+while its tracking connection is up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from gateway.clock import FakeClock
+from gateway.domain import commands as c
+from gateway.domain.ids import IdGenerator
+from gateway.legacy import keys
+from gateway.legacy.client import LegacyClient
+from gateway.legacy.records import LegacyRecords
+from gateway.legacy.store import LegacyStore
+from gateway.legacy.tracking import TrackedHashes
+from gateway.settings import LegacySettings, LimitSettings, Settings
+from gateway.testing import RedisServer
+
+NOW = 1_700_000_000_000
+SETTINGS = LegacySettings(pool_size=8, timeout_s=1.0, retries=2)
+ids = IdGenerator()
+
+
+def _store(url: str, settings: LegacySettings = SETTINGS) -> LegacyStore:
+    """The gateway's legacy store, its tracking connection reconnecting at once after a loss."""
+    client = LegacyClient.connect(url, settings, track=(keys.TASKS, keys.ACTIVE_AGENTS))
+    if client.tracked is not None:
+        client.tracked = TrackedHashes(url, settings, (keys.TASKS, keys.ACTIVE_AGENTS), reconnect_s=0.0)
+    return LegacyStore(LegacyRecords(client), LimitSettings(), clock=FakeClock(NOW))
+
+
+def _tracked(store: LegacyStore) -> TrackedHashes:
+    tracked = store.records.client.tracked
+    assert tracked is not None
+    return tracked
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[LegacyStore]:
+    s = _store(redis_url)
+    assert await _tracked(s).wait_up()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def r(redis_url: str) -> redis.Redis:
+    """Another client of the same Redis (the legacy API, an operator)."""
+    return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+def _task(task_id: str, title: str) -> str:
+    return json.dumps(
+        {"id": task_id, "title": title, "status": "todo", "createdAt": "2024-01-01T00:00:00.000Z"}
+    )
+
+
+def _hgetalls(r: redis.Redis) -> int:
+    stats: dict[str, Any] = r.info("commandstats")
+    return int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
+
+
+async def _titles(store: LegacyStore) -> list[str]:
+    return sorted(t.title for t in await store.list_tasks(c.ListTasks.parse({"limit": "1000"}, 1000)))
+
+
+async def test_another_clients_writes_are_seen_by_the_next_read(store: LegacyStore, r: redis.Redis) -> None:
+    """A write another client was answered for is in the gateway's next listing, at once."""
+    r.hset(keys.TASKS, "t1", _task("t1", "one"))
+    assert await _titles(store) == ["one"]
+    assert await _titles(store) == ["one"]  # from memory: a PING, no HGETALL
+    assert _tracked(store).hits >= 1
+    for step in range(20):
+        r.hset(keys.TASKS, f"t{step + 2}", _task(f"t{step + 2}", f"n{step:02}"))
+        assert f"n{step:02}" in await _titles(store)
+    r.hdel(keys.TASKS, "t1")
+    assert "one" not in await _titles(store)
+    r.delete(keys.TASKS)
+    assert await _titles(store) == []
+    r.hset(keys.TASKS, "t9", _task("t9", "after a DEL"))
+    assert await _titles(store) == ["after a DEL"]
+    r.flushdb()  # `invalidate null`: every hash
+    assert await _titles(store) == []
+
+
+async def test_the_gateways_own_writes_are_read_from_memory(store: LegacyStore, r: redis.Redis) -> None:
+    """The gateway's own writes are in its next read without reading the hash again, and a
+    write by another client after them is still seen (Redis tracks the hash again)."""
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "ann", "status": "idle"}, NOW))
+    agents = await store.list_agents(NOW, 100)
+    await store.create_task(c.CreateTask.parse({"title": "first", "createdBy": "ann"}, NOW, ids))
+    assert await _titles(store) == ["first"]
+    before = _hgetalls(r)
+    for i in range(5):
+        await store.create_task(c.CreateTask.parse({"title": f"mine {i}", "createdBy": "ann"}, NOW, ids))
+        await store.register_agent(c.RegisterAgent.parse({"agentId": f"a{i}", "status": "idle"}, NOW))
+        assert f"mine {i}" in await _titles(store)
+        assert f"a{i}" in [a.agent_id for a in await store.list_agents(NOW, 100)]
+        bundle = await store.work_bundle(c.WorkQuery.parse({"agentId": "ann"}, NOW, 1000))
+        assert {a.agent_id for a in bundle.team} == {"ann", *(f"a{j}" for j in range(i + 1))}
+    assert _hgetalls(r) == before  # every read came from memory
+    assert [a.agent_id for a in agents] == ["ann"]
+    # another writer after the gateway's own writes: invalidated, read again
+    r.hset(keys.TASKS, "x", _task("x", "from the legacy API"))
+    value = json.loads(str(r.hget(keys.ACTIVE_AGENTS, "ann")))
+    r.hset(keys.ACTIVE_AGENTS, "ann", json.dumps({**value, "status": "offline"}))
+    assert "from the legacy API" in await _titles(store)
+    assert "ann" not in [a.agent_id for a in await store.list_agents(NOW, 100)]
+
+
+async def test_interleaved_writers_leave_the_cache_equal_to_redis(store: LegacyStore, redis_url: str) -> None:
+    """The gateway and another client writing the same hash at once: after each step, and at
+    the end, the gateway's reads hold exactly what Redis holds."""
+    other = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    rng = random.Random(7)
+    try:
+
+        async def ours(i: int) -> None:
+            await store.records.hset(keys.TASKS, f"g{i % 7}", {"id": f"g{i}", "title": f"ours {i}"})
+
+        async def theirs(i: int) -> None:
+            if rng.random() < 0.3:
+                await other.hdel(keys.TASKS, f"g{i % 7}")
+            else:
+                await other.hset(keys.TASKS, f"g{i % 7}", json.dumps({"id": f"g{i}", "title": f"theirs {i}"}))
+
+        for batch in range(30):
+            steps = [
+                ours(batch * 10 + i) if rng.random() < 0.5 else theirs(batch * 10 + i) for i in range(10)
+            ]
+            await asyncio.gather(*steps, store.records.hgetall_raw(keys.TASKS))
+            assert await store.records.hgetall_raw(keys.TASKS) == await other.hgetall(keys.TASKS)
+    finally:
+        await other.aclose()
+
+
+def test_a_fill_is_dropped_when_an_invalidation_arrives_while_it_is_in_flight() -> None:
+    """An HGETALL whose reply comes after an invalidation of its hash answers its caller, but is
+    not kept: the next read asks Redis again."""
+    tracked = TrackedHashes("redis://127.0.0.1:1/0", SETTINGS, (keys.TASKS,))
+    tracked._ready = True
+    fill = tracked._filler(keys.TASKS)
+    tracked.on_push(tracked._conn, ["invalidate", [keys.TASKS]])  # type: ignore[arg-type]
+    assert fill({"t": "v"}) == {"t": "v"}
+    assert tracked._cache[keys.TASKS] is None
+    fill = tracked._filler(keys.TASKS)
+    assert fill({"t": "v"}) == {"t": "v"}
+    assert tracked._cache[keys.TASKS] == {"t": "v"}
+
+
+async def _kill_tracking_connection(r: redis.Redis) -> None:
+    killed = [cl for cl in r.client_list() if cl.get("name") == "agent-coord-tracking"]
+    assert len(killed) == 1
+    r.client_kill_filter(_id=killed[0]["id"])
+
+
+async def test_a_killed_tracking_connection_turns_the_cache_off_until_it_is_back(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """CLIENT KILL of the tracking connection: reads go to Redis (and see every write) until a
+    new connection has tracking on again; then the cache serves, and stays correct."""
+    tracked = _tracked(store)
+    r.hset(keys.TASKS, "t1", _task("t1", "one"))
+    assert await _titles(store) == ["one"]
+    await _kill_tracking_connection(r)
+    r.hset(keys.TASKS, "t2", _task("t2", "two"))  # no invalidation reaches the gateway now
+    assert await _titles(store) == ["one", "two"]
+    r.hset(keys.TASKS, "t3", _task("t3", "three"))
+    assert await _titles(store) == ["one", "three", "two"]
+    assert await tracked.wait_up()
+    assert tracked.connections == 2
+    hits = tracked.hits
+    assert await _titles(store) == ["one", "three", "two"]
+    assert await _titles(store) == ["one", "three", "two"]
+    assert tracked.hits > hits
+    r.hset(keys.TASKS, "t4", _task("t4", "four"))
+    assert await _titles(store) == ["four", "one", "three", "two"]
+
+
+async def test_a_restarted_redis_is_read_anew(redis_server: RedisServer, redis_url: str) -> None:
+    """Redis restarted (its data gone): the cache does not answer what the old server held."""
+    store = _store(redis_url)
+    try:
+        r = redis.Redis.from_url(redis_url, decode_responses=True)
+        r.hset(keys.TASKS, "t1", _task("t1", "before the restart"))
+        assert await _tracked(store).wait_up()
+        assert await _titles(store) == ["before the restart"]
+        assert await _titles(store) == ["before the restart"]
+        redis_server.stop()
+        redis_server.start()
+        assert await _titles(store) == []
+        r.hset(keys.TASKS, "t2", _task("t2", "after"))
+        assert await _titles(store) == ["after"]
+        assert await _tracked(store).wait_up()
+        assert await _titles(store) == ["after"]
+        r.hset(keys.TASKS, "t3", _task("t3", "later"))
+        assert await _titles(store) == ["after", "later"]
+    finally:
+        if not redis_server.running:
+            redis_server.start()
+        await store.close()
+
+
+async def test_with_cache_listings_off_there_is_no_tracking_connection(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """`legacy.cache_listings = false`: no tracking connection, every listing reads Redis."""
+    store = LegacyStore.from_url(redis_url, Settings(legacy=LegacySettings(cache_listings=False)))
+    try:
+        assert store.records.client.tracked is None
+        before = _hgetalls(r)
+        assert await _titles(store) == []
+        assert await _titles(store) == []
+        assert _hgetalls(r) == before + 2
+        assert not [cl for cl in r.client_list() if cl.get("name") == "agent-coord-tracking"]
+    finally:
+        await store.close()
