@@ -108,6 +108,9 @@ class LegacyStore:
         self.clock = clock or SystemClock()
         # the raw `tasks` hash last listed, its tasks sorted, and the listings made of them
         self._task_memo: tuple[dict[str, str], list[Task], dict[Any, list[Task]]] | None = None
+        # the raw `active-agents` hash last listed (a tracked hash: the same dict while unchanged),
+        # and its listable agents, newest `lastSeen` first
+        self._agent_memo: tuple[dict[str, str], list[tuple[int, Agent]]] | None = None
 
     @classmethod
     def from_url(cls, redis_url: str, settings: Settings, *, clock: Clock | None = None) -> LegacyStore:
@@ -178,13 +181,21 @@ class LegacyStore:
         """The agents a listing shows, of the raw `active-agents` hash: active lately, newest first
         (rendered through the records' JSON of each agent: an unchanged one is not rendered again)."""
         cutoff = now_ms - int(self.limits.agent_offline_after_s * 1000)
-        listed: list[tuple[int, Agent]] = []
-        for _, agent in self.records.fields_of(keys.ACTIVE_AGENTS, raw, m.agent_from_legacy, shared=True):
-            seen = ms(agent.last_seen) if isinstance(agent.last_seen, str) else None
-            if agent.status != "offline" and seen is not None and seen >= cutoff:
-                listed.append((seen, agent))
-        listed.sort(key=lambda pair: pair[0], reverse=True)
-        return RenderedList((a for _, a in listed[:limit]), render=self.records.fragment)
+        memo = self._agent_memo
+        if memo is not None and memo[0] is raw:  # the very dict the tracked cache handed out before
+            ordered = memo[1]
+        else:
+            ordered = []
+            found = self.records.fields_of(keys.ACTIVE_AGENTS, raw, m.agent_from_legacy, shared=True)
+            for _, agent in found:
+                seen = ms(agent.last_seen) if isinstance(agent.last_seen, str) else None
+                if agent.status != "offline" and seen is not None:
+                    ordered.append((seen, agent))
+            ordered.sort(key=lambda pair: pair[0], reverse=True)
+            # a hash with an unreadable value is not kept: it is reported on every read, as before
+            self._agent_memo = (raw, ordered) if len(found) == len(raw) else None
+        listed = itertools.takewhile(lambda pair: pair[0] >= cutoff, ordered)
+        return RenderedList((a for _, a in itertools.islice(listed, limit)), render=self.records.fragment)
 
     async def list_agents(self, now_ms: int, limit: int) -> list[Agent]:
         """GET /agents: not offline and seen within the offline window; records without
