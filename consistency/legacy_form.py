@@ -25,12 +25,18 @@ None there, so those pairs always take the canonical path:
 `tests/checker/test_fast_path.py` holds this to the canonical comparison: for each such case,
 and for random entities, the fast path never calls a pair the same that the canonical path would
 not.
+
+The rendering runs once per entity of a check, so it is compiled: for each domain one generated
+function checks the guard attribute by attribute and unrolls the mapping's write engine over the
+domain's field table (`mapping._write_plain`, the same tables, so the two cannot drift apart);
+an entity whose `extra` remembers a legacy spelling is rendered by the mapping itself. A property
+test holds the compiled forms to the mapping's `*_to_legacy`, key order included.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
@@ -47,6 +53,7 @@ from gateway.domain.model import (
     Zone,
 )
 from gateway.legacy import mapping as m
+from gateway.legacy.codec import UNDEFINED
 
 __all__ = ["legacy_form", "same_as_read"]
 
@@ -57,10 +64,9 @@ _OPT_LIST: Final[frozenset[type]] = frozenset({list, type(None)})
 _BOOL: Final[frozenset[type]] = frozenset({bool})
 
 _Guard = tuple[tuple[str, frozenset[type]], ...]
-_Render = Callable[[EntityKey, Any], dict[str, Any]]
 
-# domain -> (entity class, the types each attribute must have to read back as itself, render)
-_FORMS: Final[dict[str, tuple[type, _Guard, _Render]]] = {
+# domain -> (entity class, the types each attribute must have to read back as itself)
+_GUARDS: Final[dict[str, tuple[type, _Guard]]] = {
     "agent": (
         Agent,
         (
@@ -73,7 +79,6 @@ _FORMS: Final[dict[str, tuple[type, _Guard, _Render]]] = {
             ("offers", _OPT_LIST),
             ("needs", _OPT_LIST),
         ),
-        lambda _k, e: m.agent_to_legacy(e),
     ),
     "task": (
         Task,
@@ -90,7 +95,6 @@ _FORMS: Final[dict[str, tuple[type, _Guard, _Render]]] = {
             ("tags", _LIST),
             ("files", _LIST),
         ),
-        lambda _k, e: m.task_to_legacy(e),
     ),
     "zone": (
         Zone,
@@ -101,13 +105,8 @@ _FORMS: Final[dict[str, tuple[type, _Guard, _Render]]] = {
             ("description", _OPT_STR),
             ("claimed_at", _STR),
         ),
-        lambda _k, e: m.zone_to_legacy(e),
     ),
-    "claim": (
-        Claim,
-        (("what", _STR), ("by", _STR), ("description", _OPT_STR), ("since", _STR)),
-        lambda _k, e: m.claim_to_legacy(e),
-    ),
+    "claim": (Claim, (("what", _STR), ("by", _STR), ("description", _OPT_STR), ("since", _STR))),
     "handoff": (
         Handoff,
         (
@@ -126,7 +125,6 @@ _FORMS: Final[dict[str, tuple[type, _Guard, _Render]]] = {
             ("claimed_at", _OPT_STR),
             ("completed_at", _OPT_STR),
         ),
-        lambda _k, e: m.handoff_to_legacy(e),
     ),
     "checkpoint": (
         Checkpoint,
@@ -139,7 +137,6 @@ _FORMS: Final[dict[str, tuple[type, _Guard, _Render]]] = {
             ("accomplishments", _LIST),
             ("files_edited", _LIST),
         ),
-        lambda _k, e: m.checkpoint_to_legacy(e),
     ),
     "dm": (
         DirectMessage,
@@ -151,12 +148,10 @@ _FORMS: Final[dict[str, tuple[type, _Guard, _Render]]] = {
             ("timestamp", _STR),
             ("read", _BOOL),
         ),
-        lambda k, e: m.dm_to_legacy(e, k.scope),
     ),
     "memory": (
         Memory,
         (("id", _STR), ("category", _STR), ("content", _STR), ("tags", _LIST), ("created_at", _STR)),
-        lambda k, e: m.memory_to_legacy(e, k.scope),
     ),
     "lock": (
         Lock,
@@ -168,7 +163,6 @@ _FORMS: Final[dict[str, tuple[type, _Guard, _Render]]] = {
             ("expires_at", _STR),
             ("resource_type", _STR),
         ),
-        lambda _k, e: m.lock_to_legacy(e),
     ),
 }
 
@@ -187,34 +181,157 @@ _IDENTITY: Final = {
     "checkpoint": ("agent_id", "scope"),
 }
 
+# domain -> (the mapping's field spec, the writer's key order, the attribute its write context
+# starts with): what `*_to_legacy` passes to the mapping's write engine
+_SPECS: Final[dict[str, tuple[Any, tuple[str, ...], str | None]]] = {
+    "agent": (m._AGENT, m.AGENT_ORDER, "agent_id"),  # the mapping's own tables
+    "task": (m._TASK, m.TASK_ORDER, "created_at"),
+    "zone": (m._ZONE, m.ZONE_ORDER, "zone_id"),
+    "claim": (m._CLAIM, m.CLAIM_ORDER, None),
+    "handoff": (m._HANDOFF, m.HANDOFF_ORDER, None),
+    "checkpoint": (m._CHECKPOINT, m.CHECKPOINT_ORDER, "agent_id"),
+    "dm": (m._DM, m.DM_ORDER, None),
+    "memory": (m._MEMORY, m.MEMORY_ORDER, None),
+    "lock": (m._LOCK, m.LOCK_ORDER, "resource_path"),
+}
+
+# the mapping's own renderers, for what the compiled ones leave to them (an extra remembering a
+# legacy spelling)
+_GENERIC: Final[dict[str, Callable[[EntityKey, Any], dict[str, Any]]]] = {
+    "agent": lambda _k, e: m.agent_to_legacy(e),
+    "task": lambda _k, e: m.task_to_legacy(e),
+    "zone": lambda _k, e: m.zone_to_legacy(e),
+    "claim": lambda _k, e: m.claim_to_legacy(e),
+    "handoff": lambda _k, e: m.handoff_to_legacy(e),
+    "checkpoint": lambda _k, e: m.checkpoint_to_legacy(e),
+    "dm": lambda k, e: m.dm_to_legacy(e, k.scope),
+    "memory": lambda k, e: m.memory_to_legacy(e, k.scope),
+    "lock": lambda _k, e: m.lock_to_legacy(e),
+}
+
 _RENDER_ERRORS: Final = (TypeError, ValueError, KeyError, AttributeError)
+
+_Form = Callable[[EntityKey, Any], "dict[str, Any] | None"]
+
+
+def _conversation_id(a: str, b: str) -> str:
+    """`mapping.conversation_id`, without encoding when both ids are ASCII (whose UTF-16 order
+    is their order as text)."""
+    if a.isascii() and b.isascii():
+        return f"dm-{a}-{b}" if a <= b else f"dm-{b}-{a}"
+    return m.conversation_id(a, b)
+
+
+_INLINE_WRITES: Final = {
+    id(m._as_is): "out[{k}] = v{i}",
+    id(m._omit_none): "if v{i} is not None: out[{k}] = v{i}",
+    id(m._blank_if_none): "out[{k}] = '' if v{i} is None else v{i}",
+    id(m._nonempty_list): "if v{i}: out[{k}] = v{i}",
+}
+"""The mapping's write conversions the compiled renderers spell out (by identity); any other
+is called as the engine calls it."""
+
+
+def _compile(domain: str) -> _Form:  # noqa: PLR0912 - one code generator
+    """The legacy form of an entity of `domain`, or None (see `legacy_form`), as one generated
+    function: the guard spelled out attribute by attribute, then the mapping's write engine
+    (`mapping._write_plain`) unrolled over the domain's fields. What the engine would do
+    otherwise (an `extra` remembering a legacy spelling) is left to the mapping's own renderer.
+    `tests/checker/test_fast_path.py` holds it to the mapping's renderers on any entity."""
+    cls, guard = _GUARDS[domain]
+    spec, order, ctx_attr = _SPECS[domain]
+    env: dict[str, Any] = {
+        "CLS": cls,
+        "U": UNDEFINED,
+        "META": m.META,
+        "GENERIC": _GENERIC[domain],
+        "CONV": _conversation_id,
+        "SPELLED": _LEGACY_SPELLED,
+        "KNOWN": frozenset(f.key for f in spec),
+        "ORDER": tuple(order),
+        "ORDERED": frozenset(order),
+    }
+    lines = ["def form(key, e):", "    if type(e) is not CLS: return None", "    extra = e.extra"]
+    lines.append("    if type(extra) is not dict: return None")
+    for n, (attr, types) in enumerate(guard):
+        if len(types) == 1:
+            env[f"T{n}"] = next(iter(types))
+            lines.append(f"    if type(e.{attr}) is not T{n}: return None")
+        else:
+            env[f"T{n}"] = types
+            lines.append(f"    if type(e.{attr}) not in T{n}: return None")
+    identity = _IDENTITY.get(domain)
+    if identity is not None:
+        lines.append(f"    if e.{identity[0]} != key.{identity[1]}: return None")
+    if domain == "handoff":
+        lines.append(f"    if e.to_agent == {_NO_ONE!r} or e.status in SPELLED: return None")
+    if domain == "dm":  # what dm_to_legacy(dm, to) adds to the extra
+        lines += [
+            "    extra = dict(extra)",
+            "    if 'conversationId' not in extra: extra['conversationId'] = CONV(e.from_agent, key.scope)",
+            "    extra['to'] = key.scope",
+            "    if not e.read: extra.pop('readAt', None)",
+        ]
+    elif domain == "memory":  # what memory_to_legacy(mem, agent) adds
+        lines += [
+            "    extra = dict(extra)",
+            "    if 'createdBy' not in extra: extra['createdBy'] = key.scope",
+        ]
+    lines.append("    if extra.get(META): return GENERIC(key, e)")
+    calls = any(f.attr is None or id(f.write) not in _INLINE_WRITES for f in spec)
+    if calls:
+        lines.append("    ctx = {}" if ctx_attr is None else f"    ctx = {{{ctx_attr!r}: e.{ctx_attr}}}")
+    # every value in the engine's (the spec's) order, into locals
+    emit: dict[str, str] = {}
+    for i, f in enumerate(spec):
+        k = repr(f.key)
+        if f.attr is not None:
+            lines.append(f"    v{i} = e.{f.attr}")
+            if calls:
+                lines.append(f"    ctx[{f.attr!r}] = v{i}")
+        else:
+            env[f"R{i}"] = f.read
+            lines.append(f"    v{i} = extra.get({k}, U)")
+            lines.append(f"    if v{i} is U: v{i} = R{i}(U, ctx)")
+        inline = _INLINE_WRITES.get(id(f.write))
+        if inline is not None:
+            emit[f.key] = "    " + inline.format(i=i, k=k)
+        else:
+            env[f"W{i}"] = f.write
+            lines.append(f"    c{i} = W{i}(v{i}, ctx)")
+            emit[f.key] = f"    if c{i} is not U: out[{k}] = c{i}"
+    # the dict in the writer's final order: `order` first, then the spec's other keys
+    lines.append("    out = {}")
+    lines += [emit[k] for k in order if k in emit]
+    lines += [emit[f.key] for f in spec if f.key not in order]
+    lines += [
+        "    if not extra: return out",
+        "    moved = False",
+        "    for ek, ev in extra.items():",
+        "        if ek != META and ek not in KNOWN:",
+        "            out[ek] = ev",
+        "            if ek in ORDERED: moved = True",
+        "    if not moved: return out",
+        "    head = [x for x in ORDER if x in out]",
+        "    return {x: out[x] for x in head + [x for x in out if x not in ORDERED]}",
+    ]
+    exec("\n".join(lines), env)  # noqa: S102 - our own code, made from the mapping's tables
+    return cast("_Form", env["form"])
+
+
+_FORMS: Final[dict[str, _Form]] = {d: _compile(d) for d in _GUARDS}
 
 
 def legacy_form(key: EntityKey, entity: Entity) -> dict[str, Any] | None:
     """The legacy value `entity` is written as under `key`, or None when a Redis value equal to
     it could still read back as a different entity (see the module doc): no fast path then."""
     form = _FORMS.get(key.domain)
-    if form is None or not _reads_back(key, entity, form[0], form[1]):
+    if form is None:
         return None
     try:
-        return form[2](key, entity)
+        return form(key, entity)
     except _RENDER_ERRORS:
         return None
-
-
-def _reads_back(key: EntityKey, entity: Entity, cls: type, guard: _Guard) -> bool:
-    """Whether the legacy form of `entity` reads back as `entity` (the module doc's list)."""
-    if type(entity) is not cls or type(entity.extra) is not dict:
-        return False
-    for attr, types in guard:
-        if type(getattr(entity, attr)) not in types:
-            return False
-    identity = _IDENTITY.get(key.domain)
-    if identity is not None and getattr(entity, identity[0]) != getattr(key, identity[1]):
-        return False
-    return not (
-        isinstance(entity, Handoff) and (entity.to_agent == _NO_ONE or entity.status in _LEGACY_SPELLED)
-    )
 
 
 def same_as_read(key: EntityKey, raw: str | dict[str, Any], entity: Entity) -> bool:
