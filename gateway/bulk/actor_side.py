@@ -66,6 +66,7 @@ class _ShardTable:
     """Where a domain of a sharded kind lives: its table, its id column (None: one row per
     actor) and how a row (after the actor column) becomes an entity."""
 
+    domain: str
     table: str
     ident: str | None
     cols: str
@@ -73,14 +74,17 @@ class _ShardTable:
 
 
 _SHARDED: Final[dict[str, _ShardTable]] = {
-    "checkpoint": _ShardTable("checkpoint", None, CHECKPOINT_COLS, checkpoint_from_row),
-    "dm": _ShardTable("messages", "id", DM_COLS, lambda _a, r: dm_from_row(r)),
-    "memory": _ShardTable("memory", "id", MEM_COLS, lambda _a, r: memory_from_row(r)),
-    "lock": _ShardTable("current_lock", None, LOCK_COLS, lambda _a, r: lock_from_row(r)),
+    "checkpoint": _ShardTable("checkpoint", "checkpoint", None, CHECKPOINT_COLS, checkpoint_from_row),
+    "dm": _ShardTable("dm", "messages", "id", DM_COLS, lambda _a, r: dm_from_row(r)),
+    "memory": _ShardTable("memory", "memory", "id", MEM_COLS, lambda _a, r: memory_from_row(r)),
+    "lock": _ShardTable("lock", "current_lock", None, LOCK_COLS, lambda _a, r: lock_from_row(r)),
 }
 
 _Row = tuple[Any, ...]
 _MIN_SHARD_READ: Final = 64
+
+_BY_KEY: Final = 48
+"""Keys per query when a sampled scan reads rows by key (the host binds at most 100 values)."""
 _UNREADABLE_ROW: Final = (TypeError, ValueError, KeyError, IndexError, orjson.JSONDecodeError)
 
 
@@ -209,6 +213,7 @@ class ActorSide:
         kind = OWNERS[domain].value
         spec = _SHARDED[domain]
         start: tuple[str, ...] | None = None
+        sample = selection if selection.sampled else None
         if after is not None:
             owner = _owner_of(after)
             start = (owner,) if spec.ident is None else (owner, after.id)
@@ -218,7 +223,9 @@ class ActorSide:
                     continue
                 shard = shard_of(ActorRef(kind, agent), host.shard_count)
                 first = start if start is not None and start[0] == agent else None
-                rows_of = self._rows(kind=kind, shard=shard, spec=spec, start=first, batch=batch, agent=agent)
+                rows_of = self._rows(
+                    kind=kind, shard=shard, spec=spec, start=first, batch=batch, agent=agent, sample=sample
+                )
                 async for rows in rows_of:
                     yield await self._entities(domain, spec, rows, selection, shard=shard)
             return
@@ -228,7 +235,9 @@ class ActorSide:
         streams = [
             self._tagged(
                 shard,
-                self._rows(kind=kind, shard=shard, spec=spec, start=start, batch=per_shard, agent=None),
+                self._rows(
+                    kind=kind, shard=shard, spec=spec, start=start, batch=per_shard, agent=None, sample=sample
+                ),
             )
             for shard in range(host.shard_count)
         ]
@@ -250,11 +259,17 @@ class ActorSide:
         start: tuple[str, ...] | None,
         batch: int,
         agent: str | None,
+        sample: Selection | None = None,
     ) -> AsyncIterator[list[_Row]]:
-        """(actor, id, *cols) rows of one shard's table in (actor, id) order, after `start`."""
+        """(actor, id, *cols) rows of one shard's table in (actor, id) order, after `start`
+        (with `sample`: only the rows of its sampled keys)."""
         host = self.replica.host
         ident = spec.ident or "NULL"
         order = "actor" if spec.ident is None else f"actor, {spec.ident}"
+        if sample is not None:
+            async for rows in self._sampled_rows(kind, shard, spec, start, batch, agent, sample):
+                yield rows
+            return
         cursor = start
         while True:
             conds: list[str] = []
@@ -285,17 +300,82 @@ class ActorSide:
             last = rows[-1]
             cursor = (last[0],) if spec.ident is None else (last[0], last[1])
 
+    async def _sampled_rows(  # noqa: PLR0917 - `_rows`' arguments and the sample
+        self,
+        kind: str,
+        shard: int,
+        spec: _ShardTable,
+        start: tuple[str, ...] | None,
+        batch: int,
+        agent: str | None,
+        selection: Selection,
+    ) -> AsyncIterator[list[_Row]]:
+        """`_rows` of a sampled scan: the keys first (actor and id only), then the full rows of
+        the sampled keys alone, so a sample reads and maps about its share of the rows."""
+        host = self.replica.host
+        domain = spec.domain
+        ident = spec.ident or "NULL"
+        order = "actor" if spec.ident is None else f"actor, {spec.ident}"
+        page = batch * 10
+        cursor = start
+        while True:
+            conds: list[str] = []
+            params: list[Any] = []
+            if agent is not None:
+                conds.append("actor = ?")
+                params.append(agent)
+            if cursor is not None and spec.ident is None:
+                conds.append("actor > ?")
+                params.append(cursor[0])
+            elif cursor is not None:
+                conds.append(f"(actor, {spec.ident}) > (?, ?)")
+                params += cursor[:2]
+            keys = await host.read_rows(
+                kind,
+                shard,
+                spec.table,
+                f"actor, {ident}",
+                " AND ".join(conds),
+                *params,
+                order=order,
+                limit=page,
+            )
+            chosen = [
+                k
+                for k in keys
+                if selection.in_sample(_row_key(domain, k[0], None if k[1] is None else str(k[1])))
+            ]
+            for i in range(0, len(chosen), _BY_KEY):
+                part = chosen[i : i + _BY_KEY]
+                if spec.ident is None:
+                    where = f"actor IN ({', '.join('?' * len(part))})"
+                    args: list[Any] = [k[0] for k in part]
+                else:  # an OR of key pairs: SQLite answers it from the primary key
+                    where = " OR ".join([f"(actor = ? AND {spec.ident} = ?)"] * len(part))
+                    args = [x for k in part for x in k]
+                rows = await host.read_rows(
+                    kind, shard, spec.table, f"actor, {ident}, {spec.cols}", where, *args, order=order
+                )
+                if rows:
+                    yield rows
+            if len(keys) < page:
+                return
+            last = keys[-1]
+            cursor = (last[0],) if spec.ident is None else (last[0], last[1])
+
     async def _entities(
         self, domain: str, spec: _ShardTable, rows: list[_Row], selection: Selection, *, shard: int
     ) -> list[Item]:
         """The entities of (actor, id, *cols) rows of one shard, with their extra fields; rows
         outside the sample are dropped before they are mapped."""
         keyed = [(_row_key(domain, r[0], None if r[1] is None else str(r[1])), r) for r in rows]
-        if selection.sampled:
-            keyed = [(k, r) for k, r in keyed if selection.in_sample(k)]
         if not keyed:
             return []
-        extras = await self._extras(OWNERS[domain].value, shard, domain, keyed[0][1][0], keyed[-1][1][0])
+        kind = OWNERS[domain].value
+        if selection.sampled:
+            extras = await self._extras_of(kind, shard, domain, [(r[0], k.id) for k, r in keyed])
+        else:
+            extras = await self._extras(kind, shard, domain, keyed[0][1][0], keyed[-1][1][0])
         return [(key, self._entity(spec, key, r, extras)) for key, r in keyed]
 
     async def _merged_entities(
@@ -304,8 +384,15 @@ class ActorSide:
         """`_entities` of (actor, id, *cols, shard) rows of several shards, kept in their
         (merged) order: the extra fields are read per shard first, then the rows mapped."""
         keyed = [(_row_key(domain, r[0], None if r[1] is None else str(r[1])), r) for r in rows]
-        if selection.sampled:
-            keyed = [(k, r) for k, r in keyed if selection.in_sample(k)]
+        kind = OWNERS[domain].value
+        extras: dict[tuple[str, str], str] = {}
+        if selection.sampled:  # the extra fields of the sampled keys alone
+            by_shard: dict[int, list[tuple[str, str]]] = {}
+            for k, r in keyed:
+                by_shard.setdefault(r[-1], []).append((r[0], k.id))
+            for shard, pairs in by_shard.items():
+                extras.update(await self._extras_of(kind, shard, domain, pairs))
+            return [(key, self._entity(spec, key, r[:-1], extras)) for key, r in keyed]
         bounds: dict[int, list[str]] = {}  # shard -> [first actor, last actor]
         for _k, r in keyed:
             seen = bounds.get(r[-1])
@@ -313,8 +400,6 @@ class ActorSide:
                 bounds[r[-1]] = [r[0], r[0]]
             else:
                 seen[1] = r[0]
-        kind = OWNERS[domain].value
-        extras: dict[tuple[str, str], str] = {}
         for shard, (lo, hi) in bounds.items():
             extras.update(await self._extras(kind, shard, domain, lo, hi))  # an actor is in one shard
         return [(key, self._entity(spec, key, r[:-1], extras)) for key, r in keyed]
@@ -349,6 +434,21 @@ class ActorSide:
             hi,
         )
         return {(str(a), str(i)): str(v) for a, i, v in rows}
+
+    async def _extras_of(
+        self, kind: str, shard: int, domain: str, pairs: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The `_extra` values of `domain` of the given (actor, id) of one shard (a sample's)."""
+        out: dict[tuple[str, str], str] = {}
+        for i in range(0, len(pairs), _BY_KEY):
+            part = pairs[i : i + _BY_KEY]
+            either = " OR ".join(["(actor = ? AND id = ?)"] * len(part))
+            rows = await self.replica.host.read_rows(
+                kind, shard, "_extra", "actor, id, value", f"domain = ? AND ({either})", domain,
+                *[x for p in part for x in p],
+            )  # fmt: skip
+            out.update(((str(a), str(ident)), str(v)) for a, ident, v in rows)
+        return out
 
     async def read_many(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity | Unreadable | None]:
         by_owner: dict[ActorRef, list[EntityKey]] = {}

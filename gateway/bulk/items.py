@@ -62,12 +62,17 @@ def parse_cursor(cursor: str) -> EntityKey:
 
 def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
     """A key's place in a seeded sample: the same keys on both stores, and in every run with
-    the same seed (a hash of the seed and the key, never Python's `hash`)."""
+    the same seed (a hash of the seed and the key, never Python's `hash`). A memory is sampled
+    by its id alone (unique in the legacy hash, whose field is the id: the owner is inside the
+    value), so a sampled scan of Redis chooses memories before it reads them."""
     return _hash64(f"{seed}\x00".encode(), key) < rate * 2**64
 
 
 def _hash64(prefix: bytes, key: EntityKey) -> int:
-    text = f"{key.domain}:{key.scope}:{key.id}" if key.scope else f"{key.domain}:{key.id}"  # str(key)
+    if key.scope and key.domain != "memory":
+        text = f"{key.domain}:{key.scope}:{key.id}"  # str(key)
+    else:
+        text = f"{key.domain}:{key.id}"
     return int.from_bytes(hashlib.blake2b(prefix + text.encode(), digest_size=8).digest(), "big")
 
 

@@ -331,7 +331,7 @@ class LegacySource:
     ) -> AsyncIterator[list[Item]]:
         owned: list[tuple[str, str]] = []  # (owner, id)
         corrupt: dict[str, Unreadable] = {}
-        async for page in self._hscan(keys.SHARED_MEMORY):
+        async for page in self._memory_pages(selection):
             for fld, raw in page:
                 value = decode_object(raw, key=keys.SHARED_MEMORY, field=fld)
                 if isinstance(value, Corrupt):
@@ -358,6 +358,20 @@ class LegacySource:
                 elif text is not None:
                     out.append((key, self._scanned(key, text, keys.SHARED_MEMORY, key.id, _MEMORY)))
             yield out
+
+    async def _memory_pages(self, selection: Selection) -> AsyncIterator[list[tuple[str, str]]]:
+        """(id, raw value) pages of the shared memory hash; a sampled scan reads the ids first
+        and the values of the sampled ones only (a memory is sampled by its id: `in_sample`)."""
+        if not selection.sampled:
+            async for page in self._hscan(keys.SHARED_MEMORY):
+                yield page
+            return
+        names = await self._field_names(keys.SHARED_MEMORY)
+        chosen = [n for n in names if selection.in_sample(EntityKey("memory", "", n))]
+        for i in range(0, len(chosen), _CHUNK):
+            part = chosen[i : i + _CHUNK]
+            raws = await self._hmget(keys.SHARED_MEMORY, part)
+            yield [(n, raw) for n, raw in zip(part, raws, strict=True) if raw is not None]
 
     async def _dm_lists(self) -> tuple[dict[str, list[str]], list[Item]]:
         """Each user's conversation ids (`dm:user-convos`), and the lists that are unreadable."""

@@ -360,9 +360,40 @@ def _scan(  # noqa: PLR0917 - the arguments of ActorReplica.scan
         rows = actor.ctx.tables.select(spec.table, spec.cols, cond, *params, order=spec.ident, limit=limit)
     else:
         where, args = ("", [limit]) if after is None else (f"WHERE {spec.ident} > ? ", [after, limit])
+        if wants is not None:  # a sample: the ids first, then the rows of the sampled ones only
+            ids = actor.ctx.sql.exec(
+                f"SELECT {spec.ident} FROM {spec.table} {where}ORDER BY {spec.ident} LIMIT ?", *args
+            ).all()
+            nxt = str(ids[-1][0]) if len(ids) >= limit else None
+            chosen = [r[0] for r in ids if wants(EntityKey(domain, scope, str(r[0])))]
+            rows = []
+            for i in range(0, len(chosen), 90):  # the host binds at most 100 values a statement
+                part = chosen[i : i + 90]
+                marks = ", ".join("?" * len(part))
+                rows += actor.ctx.sql.exec(
+                    f"SELECT {spec.cols} FROM {spec.table} WHERE {spec.ident} IN ({marks}) "
+                    f"ORDER BY {spec.ident}",
+                    *part,
+                ).all()
+            return _mapped(actor, domain, scope, spec, rows, now, None), nxt
         rows = actor.ctx.sql.exec(
             f"SELECT {spec.cols} FROM {spec.table} {where}ORDER BY {spec.ident} LIMIT ?", *args
         ).all()
+    return _mapped(actor, domain, scope, spec, rows, now, wants), (
+        str(rows[-1][0]) if len(rows) >= limit else None
+    )
+
+
+def _mapped(  # noqa: PLR0917 - one page's rows and where they are from
+    actor: Any,
+    domain: str,
+    scope: str,
+    spec: Any,
+    rows: Any,
+    now: int,
+    wants: Callable[[EntityKey], bool] | None,
+) -> list[tuple[EntityKey, Entity | Unreadable]]:
+    """Rows of one page as entities, with their extra fields (those `wants` refuses left out)."""
     extras = _extras_between(actor, domain, str(rows[0][0]), str(rows[-1][0])) if rows else {}
     out: list[tuple[EntityKey, Entity | Unreadable]] = []
     for r in rows:
@@ -377,7 +408,7 @@ def _scan(  # noqa: PLR0917 - the arguments of ActorReplica.scan
             out.append((key, Unreadable(key, _raw_row(r), f"unreadable row: {e!r}")))
             continue
         out.append((key, entity))
-    return out, (str(rows[-1][0]) if len(rows) >= limit else None)
+    return out
 
 
 def _extras_between(actor: Any, domain: str, lo: str, hi: str) -> dict[str, str]:
