@@ -1203,7 +1203,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="connection counts of the mixed workload (default 1,16,64)",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level (max 120)")
-    p.add_argument("--max-requests", type=int, default=200_000, help="request cap per concurrency level")
+    p.add_argument("--max-requests", type=int, default=1_000_000, help="request cap per concurrency level")
     p.add_argument("--wrk", action="store_true", help="also run wrk (if installed) on raw GETs")
     p.add_argument("--wrk-duration", type=int, default=5, help="seconds per wrk run (max 60)")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: 2 cores here)")
