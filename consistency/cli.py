@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from gateway.bulk.gc_pause import fewer_collections
 from gateway.domain.entities import DOMAINS
 from gateway.settings import Settings
 
@@ -121,21 +121,6 @@ def _handler(args: argparse.Namespace) -> int:
 
     with fewer_collections():
         return asyncio.run(run_check(args, settings))
-
-
-@contextmanager
-def fewer_collections() -> Iterator[None]:
-    """A check allocates millions of short-lived objects that form no cycles: meanwhile the
-    cyclic garbage collector runs every 50,000 allocations instead of 700, and leaves what was
-    loaded before the check (modules, settings) out of its full passes."""
-    before = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
 
 
 @contextmanager

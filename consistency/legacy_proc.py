@@ -74,7 +74,7 @@ def _from_wire(batch: list[_Wire]) -> list[Item]:
 
 def _child(conn: Connection, settings: Settings, url: str, args: tuple[Any, ...]) -> None:
     """The child process: scan, send each batch, then what the scan learned (or the error)."""
-    from consistency.cli import fewer_collections  # noqa: PLC0415
+    from gateway.bulk.gc_pause import fewer_collections  # noqa: PLC0415
     from gateway.logs import configure_logging  # noqa: PLC0415 - the child's own import
 
     configure_logging(settings.log)  # to stderr, as the parent's: stdout holds the report

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from gateway.bulk.gc_pause import fewer_collections
 from gateway.domain.entities import DOMAINS
 
 __all__ = [
@@ -29,7 +27,6 @@ __all__ = [
     "EXIT_USAGE",
     "add_migrate_parser",
     "default_jobs",
-    "fewer_collections",
 ]
 
 EXIT_OK: Final = 0
@@ -132,21 +129,6 @@ def add_migrate_parser(sub: Any) -> None:
 def default_jobs() -> int:
     """Two processes where there are two CPUs to run them."""
     return 2 if (os.cpu_count() or 1) > 1 else 1
-
-
-@contextmanager
-def fewer_collections() -> Iterator[None]:
-    """A migration allocates millions of short-lived objects that form no cycles: meanwhile the
-    cyclic garbage collector runs every 50,000 allocations instead of 700, and leaves what was
-    loaded before (modules, settings) out of its full passes."""
-    before = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
 
 
 def usage_error(err: TextIO, message: str) -> int:

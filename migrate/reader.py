@@ -165,8 +165,8 @@ def _child(conn: Connection, settings: Settings, spec: SourceSpec) -> None:
     _die_with_parent()
     if os.getppid() == 1:  # the parent died before the request above took effect
         return
+    from gateway.bulk.gc_pause import fewer_collections  # noqa: PLC0415
     from gateway.logs import configure_logging  # noqa: PLC0415 - the child's own import
-    from migrate.cli import fewer_collections  # noqa: PLC0415
 
     configure_logging(settings.log)  # to stderr, as the parent's: stdout holds the summary
     try:

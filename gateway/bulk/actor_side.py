@@ -141,6 +141,23 @@ def _cut(rows: list[_Row], bound: tuple[Any, ...]) -> int:
     return lo
 
 
+def _after(spec: _ShardTable, agent: str | None, cursor: tuple[str, ...] | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of a keyset page of `spec`'s rows: one agent's
+    rows if `agent`, after `cursor` ((actor,) or (actor, id)) if given."""
+    conds: list[str] = []
+    params: list[Any] = []
+    if agent is not None:
+        conds.append("actor = ?")
+        params.append(agent)
+    if cursor is not None and spec.ident is None:
+        conds.append("actor > ?")
+        params.append(cursor[0])
+    elif cursor is not None:
+        conds.append(f"(actor, {spec.ident}) > (?, ?)")
+        params += cursor[:2]
+    return " AND ".join(conds), params
+
+
 class ActorSide:
     """Streams, reads and writes the entities the actors hold."""
 
@@ -272,23 +289,13 @@ class ActorSide:
             return
         cursor = start
         while True:
-            conds: list[str] = []
-            params: list[Any] = []
-            if agent is not None:
-                conds.append("actor = ?")
-                params.append(agent)
-            if cursor is not None and spec.ident is None:
-                conds.append("actor > ?")
-                params.append(cursor[0])
-            elif cursor is not None:
-                conds.append(f"(actor, {spec.ident}) > (?, ?)")
-                params += cursor[:2]
+            where, params = _after(spec, agent, cursor)
             rows = await host.read_rows(
                 kind,
                 shard,
                 spec.table,
                 f"actor, {ident}, {spec.cols}",
-                " AND ".join(conds),
+                where,
                 *params,
                 order=order,
                 limit=batch,
@@ -319,23 +326,13 @@ class ActorSide:
         page = batch * 10
         cursor = start
         while True:
-            conds: list[str] = []
-            params: list[Any] = []
-            if agent is not None:
-                conds.append("actor = ?")
-                params.append(agent)
-            if cursor is not None and spec.ident is None:
-                conds.append("actor > ?")
-                params.append(cursor[0])
-            elif cursor is not None:
-                conds.append(f"(actor, {spec.ident}) > (?, ?)")
-                params += cursor[:2]
+            where, params = _after(spec, agent, cursor)
             keys = await host.read_rows(
                 kind,
                 shard,
                 spec.table,
                 f"actor, {ident}",
-                " AND ".join(conds),
+                where,
                 *params,
                 order=order,
                 limit=page,
