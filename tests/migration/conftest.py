@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -38,13 +39,24 @@ def migrate(restore_logging: None, clean_env: None) -> Callable[..., Result]:
     return run
 
 
-@pytest.fixture
-async def seeded(redis_url: str) -> SeedSummary:
+async def fill_legacy_async(redis_url: str, *, scale: int, seed: int) -> SeedSummary:
+    """Empty the Redis at `redis_url` and fill it with the generator's data set (corrupt values
+    and claim conflicts included)."""
     r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     try:
-        return await generate(r, scale=40, seed=7, flush=True)
+        return await generate(r, scale=scale, seed=seed, flush=True)
     finally:
         await r.aclose()
+
+
+def fill_legacy(redis_url: str, *, scale: int, seed: int) -> SeedSummary:
+    """`fill_legacy_async` for a test outside an event loop."""
+    return asyncio.run(fill_legacy_async(redis_url, scale=scale, seed=seed))
+
+
+@pytest.fixture
+async def seeded(redis_url: str) -> SeedSummary:
+    return await fill_legacy_async(redis_url, scale=40, seed=7)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ reader with it, so `--resume` can open the data directory at once."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -18,10 +17,9 @@ import redis
 import redis.asyncio
 
 from gateway.clock import SystemClock
-from gateway.legacy.generator import generate
 from gateway.testing import RedisServer
 from gateway.testing.snapshots import actor_snapshot, legacy_snapshot
-from tests.migration.conftest import Result
+from tests.migration.conftest import Result, fill_legacy
 from tests.migration.live import migrate_process
 
 pytestmark = pytest.mark.integration
@@ -34,15 +32,7 @@ WAIT_S = 60.0
 @pytest.fixture
 def seeded_jobs(redis_url: str) -> str:
     """A legacy Redis with a dozen batches of entities, the corrupt ones and conflicts included."""
-
-    async def fill() -> None:
-        r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-        try:
-            await generate(r, scale=300, seed=11, flush=True)
-        finally:
-            await r.aclose()
-
-    asyncio.run(fill())
+    fill_legacy(redis_url, scale=300, seed=11)
     return redis_url
 
 

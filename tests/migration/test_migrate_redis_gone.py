@@ -4,18 +4,15 @@ status 3, and every entity the actors got is whole."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
 import pytest
-import redis.asyncio
 
 from gateway.clock import SystemClock
-from gateway.legacy.generator import generate
 from gateway.testing import RedisServer
 from gateway.testing.snapshots import actor_snapshot
-from tests.migration.conftest import Result
+from tests.migration.conftest import Result, fill_legacy
 from tests.migration.live import migrate_process
 
 pytestmark = pytest.mark.integration
@@ -24,14 +21,7 @@ pytestmark = pytest.mark.integration
 def test_redis_killed_mid_run_gives_exit_3_and_no_half_written_entity(
     migrate: object, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    async def fill() -> None:
-        r = redis.asyncio.Redis.from_url(own_redis.url, decode_responses=True)
-        try:
-            await generate(r, scale=200, seed=3, flush=True)
-        finally:
-            await r.aclose()
-
-    asyncio.run(fill())
+    fill_legacy(own_redis.url, scale=200, seed=3)
     args = ["copy", "--from", "legacy", "--to", "actors", "--redis-url", own_redis.url, "--batch", "50"]
     args += ["--no-progress"]
     ref = tmp_path / "ref"

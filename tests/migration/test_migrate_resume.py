@@ -4,7 +4,6 @@ entity by entity in canonical form. A second run writes nothing; `--dry-run` wri
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import signal
@@ -18,10 +17,9 @@ import redis.asyncio
 
 from gateway.actors.crash import CRASH_EXIT_CODE
 from gateway.clock import SystemClock
-from gateway.legacy.generator import generate
 from gateway.testing import RedisServer
 from gateway.testing.snapshots import Snapshot, actor_snapshot, legacy_snapshot
-from tests.migration.conftest import Result
+from tests.migration.conftest import Result, fill_legacy
 from tests.migration.live import migrate_process
 
 pytestmark = pytest.mark.integration
@@ -33,15 +31,7 @@ BATCH = "100"
 @pytest.fixture
 def seeded_big(redis_url: str) -> str:
     """A legacy Redis with enough entities for a dozen batches (the corrupt ones included)."""
-
-    async def fill() -> None:
-        r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-        try:
-            await generate(r, scale=300, seed=5, flush=True)
-        finally:
-            await r.aclose()
-
-    asyncio.run(fill())
+    fill_legacy(redis_url, scale=300, seed=5)
     return redis_url
 
 
