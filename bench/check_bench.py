@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--redis-url", help="an existing legacy Redis (with --data-dir): no build")
     parser.add_argument("--data-dir", type=Path, help="its imported data directory")
     parser.add_argument("--jobs", type=int, action="append", help="check --jobs values, interleaved")
+    parser.add_argument("--sampled-only", action="store_true", help="no full check, the sampled ones only")
     args = parser.parse_args()
     samples = args.sample or [0.1]
 
@@ -127,7 +128,8 @@ def main() -> None:
         jobs = [("--jobs", str(j)) for j in args.jobs] if args.jobs else [()]
         for _ in range(args.repeat):
             for j in jobs:
-                out.append(run_check(url, data_dir, *j))
+                if not args.sampled_only:
+                    out.append(run_check(url, data_dir, *j))
                 out += [
                     run_check(url, data_dir, *j, "--sample", str(rate), "--seed", "1") for rate in samples
                 ]

@@ -28,7 +28,7 @@ from consistency.compare import Finding, Item, Kind, classify, merge_batches, so
 from consistency.legacy_form import same_as_read
 from consistency.report import DomainCounts, Report, write_atomic
 from consistency.rules import CLAIM_CONFLICTS, Expectations
-from gateway.bulk.items import EntitySource, Selection, cursor_of
+from gateway.bulk.items import SAMPLE_RULE, EntitySource, Selection, cursor_of
 from gateway.bulk.legacy_side import Deferred, LegacySource
 from gateway.clock import Clock
 from gateway.domain.entities import DOMAINS, PER_AGENT, EntityKey, Unreadable
@@ -91,6 +91,7 @@ class CheckOptions:
             "agents": list(self.agents) or None,
             "sample": self.sample,
             "seed": self.seed if self.sample < 1.0 else None,
+            "sampleRule": SAMPLE_RULE if self.sample < 1.0 else None,
             "full": self.full,
         }
 
@@ -149,6 +150,9 @@ class Checker:
         self.data_dir = data_dir
         self.findings: list[Finding] = []
         """The differences the last run reported (all of them, for a repair)."""
+        self.not_resumed: list[str] = []
+        """Why saved checks of the same scope were not resumed by the last run (an older
+        sampling rule): one line each, for the operator."""
 
     async def run(self, opts: CheckOptions, progress: Progress | None = None) -> Report:
         """The check; raises `CheckAborted` (with the incomplete report) when a store fails."""
@@ -295,14 +299,21 @@ class Checker:
             path.unlink(missing_ok=True)
 
     def _resumed(self, opts: CheckOptions) -> _Run | None:
-        """The newest unfinished run with the same scope, or None."""
+        """The newest unfinished run with the same scope, or None. A saved sampled check of
+        another sampling rule (`gateway.bulk.items.SAMPLE_RULE`: older ones chose other keys)
+        is never resumed, which would mix two samples: it is removed, and `not_resumed` says so."""
+        self.not_resumed = []
         if self.data_dir is None:
             return None
         folder = reports_dir(self.data_dir)
         states = sorted(folder.glob(f"run-*{STATE_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+        wanted = opts.scope_json()
         for path in reversed(states):
             state = json.loads(path.read_text(encoding="utf-8"))
-            if state["scope"] != opts.scope_json():
+            scope = state["scope"]
+            if scope != wanted:
+                if wanted["sampleRule"] is not None and _other_rule(scope, wanted):
+                    self._refuse(path, state, scope.get("sampleRule") or 1)
                 continue
             report = Report(state["runId"], state["startedMs"], opts.document())
             report.domains = {d: DomainCounts.from_json(c) for d, c in state["domains"].items()}
@@ -313,6 +324,23 @@ class Checker:
             log.info("consistency.resumed", run_id=report.run_id, cursor=state["cursor"])
             return _Run(report, candidates, state["cursor"], state["walked"])
         return None
+
+    def _refuse(self, path: Path, state: dict[str, Any], rule: object) -> None:
+        line = (
+            f"the saved sampled check {state['runId']} was made with sampling rule {rule}, which "
+            f"chose other keys than this version's (rule {SAMPLE_RULE}): it is not resumed (that "
+            "would mix two samples) and is removed; this check starts from the beginning"
+        )
+        log.warning("consistency.resume_refused", run_id=state["runId"], rule=rule, now=SAMPLE_RULE)
+        self.not_resumed.append(line)
+        path.unlink(missing_ok=True)
+
+
+def _other_rule(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a saved scope is the wanted one but for the sampling rule (rule 1 saved none)."""
+    return {k: v for k, v in saved.items() if k != "sampleRule"} == {
+        k: v for k, v in wanted.items() if k != "sampleRule"
+    } and saved.get("sampleRule") != wanted["sampleRule"]
 
 
 def ordered(items: Collection[Item]) -> list[Item]:

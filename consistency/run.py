@@ -105,6 +105,8 @@ async def run_check(
             total = await _estimate(legacy, actors, opts) if wants_progress(args, settings) else None
             with progress_bar(wants_progress(args, settings), total) as bar:
                 report = await checker.run(opts, progress=_updater(bar))
+            for line in checker.not_resumed:
+                err.write(f"agent-coord check: {line}\n")
             if args.repair:
                 source_name = args.source or authoritative(await _phase(actors, settings, data_dir))
                 if source_name == "legacy":
@@ -121,6 +123,8 @@ async def run_check(
                     after.repair = {"repairedBy": report.run_id, **result.to_json()}
                     report = after
     except CheckAborted as e:
+        for line in checker.not_resumed:
+            err.write(f"agent-coord check: {line}\n")
         finish(e.report, args, data_dir, out)
         err.write(f"agent-coord check: the check did not finish: {e}\n")
         return EXIT_UNFINISHED

@@ -85,6 +85,12 @@ _MIN_SHARD_READ: Final = 64
 
 _BY_KEY: Final = 48
 """Keys per query when a sampled scan reads rows by key (the host binds at most 100 values)."""
+_BY_OWNER: Final = 90
+"""Actors per query when a sampled scan reads the rows of the sampled actors (`actor IN`)."""
+_BY_OWNER_DOMAINS: Final = frozenset({"checkpoint", "dm", "lock"})
+"""The sharded domains a sample chooses by owning actor (`gateway.bulk.items.sample_text`: a
+DM by its inbox, a checkpoint by its agent, a lock by its name): the actors' names are known
+without reading a row, so a sampled scan reads the sampled actors' rows alone, in key order."""
 _UNREADABLE_ROW: Final = (TypeError, ValueError, KeyError, IndexError, orjson.JSONDecodeError)
 
 
@@ -92,6 +98,25 @@ def _row_key(domain: str, actor: str, ident: str | None) -> EntityKey:
     if domain == "lock":
         return EntityKey("lock", "", actor)
     return EntityKey(domain, actor, "" if ident is None else ident)
+
+
+def _chosen(domain: str, keys: list[_Row], selection: Selection) -> list[_Row]:
+    """The (actor, id) keys of a shard table the sample keeps, by each actor's `id_sampler`."""
+    if domain not in ("checkpoint", "dm", "memory"):
+        return [
+            k
+            for k in keys
+            if selection.in_sample(_row_key(domain, k[0], None if k[1] is None else str(k[1])))
+        ]
+    samplers: dict[str, Callable[[str], bool]] = {}
+    out: list[_Row] = []
+    for k in keys:
+        keep = samplers.get(k[0])
+        if keep is None:
+            keep = samplers[k[0]] = selection.id_sampler(domain, k[0])
+        if keep("" if k[1] is None else str(k[1])):
+            out.append(k)
+    return out
 
 
 def _raw_row(row: _Row) -> str:
@@ -191,7 +216,7 @@ class ActorSide:
                         buf = buf[batch:]
                 continue
             resume_owner = None if resume is None else _owner_of(resume)
-            wants = selection.in_sample if selection.sampled else None
+            wants = selection if selection.sampled else None
             for name in await self._holders(domain, selection):
                 if resume_owner is not None and name < resume_owner:
                     continue
@@ -234,6 +259,10 @@ class ActorSide:
         if after is not None:
             owner = _owner_of(after)
             start = (owner,) if spec.ident is None else (owner, after.id)
+        if sample is not None and domain in _BY_OWNER_DOMAINS:
+            async for items in self._sampled_owners(domain, spec, selection, start, batch):
+                yield items
+            return
         if selection.agents is not None and kind == Owner.AGENT.value:
             for agent in sorted(selection.agents):
                 if start is not None and agent < start[0]:
@@ -261,6 +290,74 @@ class ActorSide:
         async for rows in _merged(streams):
             for i in range(0, len(rows), batch):  # mapped a batch at a time, as they are taken
                 yield await self._merged_entities(domain, spec, rows[i : i + batch], selection)
+
+    async def _sampled_owners(
+        self,
+        domain: str,
+        spec: _ShardTable,
+        selection: Selection,
+        start: tuple[str, ...] | None,
+        batch: int,
+    ) -> AsyncIterator[list[Item]]:
+        """A sampled scan of a domain sampled by owner (`_BY_OWNER_DOMAINS`): the actors in the
+        sample (and the agent filter) chosen by name, then their rows read shard by shard with
+        `actor IN (...)` in key order and merged across the shards, with their extra fields."""
+        host = self.replica.host
+        kind = OWNERS[domain].value
+        owners = selection.owner_names(domain, self.replica.names(kind))
+        chosen = [n for n in owners if selection.in_sample(_row_key(domain, n, None))]
+        if start is not None:
+            chosen = [n for n in chosen if n >= start[0]]
+        by_shard: dict[int, list[str]] = {}
+        for name in chosen:
+            by_shard.setdefault(shard_of(ActorRef(kind, name), host.shard_count), []).append(name)
+        streams = [
+            self._tagged(shard, self._owner_rows(kind, shard, spec, names, start))
+            for shard, names in sorted(by_shard.items())
+        ]
+        async for rows in _merged(streams):
+            for i in range(0, len(rows), batch):
+                yield await self._owner_entities(domain, spec, rows[i : i + batch])
+
+    async def _owner_rows(
+        self, kind: str, shard: int, spec: _ShardTable, owners: list[str], start: tuple[str, ...] | None
+    ) -> AsyncIterator[list[_Row]]:
+        """(actor, id, *cols) rows of the actors `owners` (sorted, all in shard `shard`), in
+        (actor, id) order, after `start`: a range of the primary key per actor."""
+        ident = spec.ident or "NULL"
+        order = "actor" if spec.ident is None else f"actor, {spec.ident}"
+        for i in range(0, len(owners), _BY_OWNER):
+            part = owners[i : i + _BY_OWNER]
+            after, params = _after(spec, None, start)
+            where = f"actor IN ({', '.join('?' * len(part))})"
+            if after:
+                where = f"{after} AND {where}"
+            rows = await self.replica.host.read_rows(
+                kind, shard, spec.table, f"actor, {ident}, {spec.cols}", where, *params, *part, order=order
+            )
+            if rows:
+                yield rows
+
+    async def _owner_entities(self, domain: str, spec: _ShardTable, rows: list[_Row]) -> list[Item]:
+        """`_merged_entities` of the rows of whole actors (a sample by owner): their extra
+        fields read by actor (`actor IN`, the side table's key), not key by key."""
+        keyed = [(_row_key(domain, r[0], None if r[1] is None else str(r[1])), r) for r in rows]
+        kind = OWNERS[domain].value
+        by_shard: dict[int, list[str]] = {}
+        for _k, r in keyed:
+            names = by_shard.setdefault(r[-1], [])
+            if not names or names[-1] != r[0]:
+                names.append(r[0])
+        extras: dict[tuple[str, str], str] = {}
+        for shard, names in by_shard.items():
+            for i in range(0, len(names), _BY_OWNER):
+                part = names[i : i + _BY_OWNER]
+                found = await self.replica.host.read_rows(
+                    kind, shard, "_extra", "actor, id, value",
+                    f"domain = ? AND actor IN ({', '.join('?' * len(part))})", domain, *part,
+                )  # fmt: skip
+                extras.update(((str(a), str(ident)), str(v)) for a, ident, v in found)
+        return [(key, self._entity(spec, key, r[:-1], extras)) for key, r in keyed]
 
     @staticmethod
     async def _tagged(shard: int, rows: AsyncIterator[list[_Row]]) -> AsyncIterator[list[_Row]]:
@@ -337,11 +434,7 @@ class ActorSide:
                 order=order,
                 limit=page,
             )
-            chosen = [
-                k
-                for k in keys
-                if selection.in_sample(_row_key(domain, k[0], None if k[1] is None else str(k[1])))
-            ]
+            chosen = _chosen(domain, keys, selection)
             for i in range(0, len(chosen), _BY_KEY):
                 part = chosen[i : i + _BY_KEY]
                 if spec.ident is None:

@@ -22,7 +22,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.bulk.actor_side import ActorSide
-from gateway.bulk.items import Selection, cursor_of, parse_cursor
+from gateway.bulk.items import SAMPLE_RULE, Selection, cursor_of, parse_cursor
 from gateway.bulk.wire import BadLine, dumps_line, item_from_json, item_to_json, key_from_json
 from gateway.domain.entities import Entity, EntityKey, Unreadable
 
@@ -40,8 +40,9 @@ def _csv(query: Mapping[str, str], name: str) -> list[str] | None:
 
 
 def selection_from_query(query: Mapping[str, str]) -> Selection:
-    """`domain=` and `agent=` (comma-separated), `sample=` (a rate in (0, 1]) and `seed=`;
-    ValueError for an unknown domain or a bad rate or seed."""
+    """`domain=` and `agent=` (comma-separated), `sample=` (a rate in (0, 1]), `seed=` and
+    `sampleRule=` (when given, this gateway's `SAMPLE_RULE`: a checker of another version would
+    choose other keys); ValueError for an unknown domain or a bad rate, seed or rule."""
     selection = Selection.of(_csv(query, "domain"), _csv(query, "agent"))
     raw_rate, raw_seed = query.get("sample"), query.get("seed", "0")
     if raw_rate is None:
@@ -52,6 +53,12 @@ def selection_from_query(query: Mapping[str, str]) -> Selection:
         raise ValueError("sample must be a number in (0, 1] and seed an integer") from None
     if not 0 < rate <= 1:
         raise ValueError("sample must be a number in (0, 1]")
+    rule = query.get("sampleRule")
+    if rule is not None and rule != str(SAMPLE_RULE):
+        raise ValueError(
+            f"sampleRule {rule!r}: this gateway samples by rule {SAMPLE_RULE}; "
+            "run the checker of the gateway's version"
+        )
     return dataclasses.replace(selection, sample=rate, seed=seed)
 
 

@@ -9,7 +9,7 @@ so an interrupted run resumes where it stopped and two stores can be compared by
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -20,6 +20,7 @@ from gateway.domain.entities import DOMAINS, OWNERS, PER_AGENT, Entity, EntityKe
 _KEY_PARTS: Final = 3  # [domain, scope, id]
 
 __all__ = [
+    "SAMPLE_RULE",
     "EntitySink",
     "EntitySource",
     "Item",
@@ -29,6 +30,7 @@ __all__ = [
     "in_sample",
     "order_key",
     "parse_cursor",
+    "sample_text",
 ]
 
 Item = tuple[EntityKey, Entity | Unreadable]
@@ -60,20 +62,58 @@ def parse_cursor(cursor: str) -> EntityKey:
     return EntityKey(value[0], value[1], value[2])
 
 
+SAMPLE_RULE: Final = 2
+"""The version of the sampling rule (`sample_text`, `sample_limit`): a report and a saved check
+record it, so a check is never resumed on another rule's sample. 1: a blake2b hash of each key
+(memories by id); 2: this one."""
+
+SAMPLE_BITS: Final = 48
+"""A key is in the sample when the first 48 bits of its hash fall below `rate * 2**48`: an
+integer a double holds exactly, so Redis's Lua (`gateway.bulk.legacy_side`) decides the same."""
+
+
+def sample_text(domain: str, scope: str, ident: str) -> str:
+    """What a key is sampled by (rule 2), so each store chooses the sample before it reads values:
+
+    * a direct message by its inbox (`dm:<recipient>`): the actors list their inboxes, Redis its
+      users' conversation lists, and neither reads a message outside the sample; a DM key with no
+      inbox (an unlisted conversation) by its conversation (`dm:<id>`);
+    * a memory by its id (`memory:<id>`): the legacy hash's field is the id, the owner is inside
+      the value;
+    * a checkpoint by its agent, a claim by its `what`, everything else by `domain:scope:id`
+      (`domain:id` without a scope), as `str(key)`.
+    """
+    if domain == "dm":
+        return f"dm:{scope or ident}"
+    if domain == "memory" or not scope:
+        return f"{domain}:{ident}"
+    return f"{domain}:{scope}:{ident}"
+
+
+def sample_limit(rate: float) -> int:
+    """The bound the first `SAMPLE_BITS` bits of a key's hash must stay under."""
+    return int(rate * 2**SAMPLE_BITS)
+
+
+def seed_prefix(seed: int) -> bytes:
+    """What a key's text is hashed after: the seed."""
+    return f"{seed}\x00".encode()
+
+
+def text_in_sample(prefix: bytes, limit: bytes, text: str) -> bool:
+    """Whether the sample keeps the key of `sample_text` `text`: SHA-1 of the seed prefix and
+    the text, its first 48 bits below the limit (`limit` as 6 big-endian bytes: comparing the
+    20-byte digest with them compares those bits)."""
+    return hashlib.sha1(prefix + text.encode(), usedforsecurity=False).digest() < limit
+
+
 def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
     """A key's place in a seeded sample: the same keys on both stores, and in every run with
-    the same seed (a hash of the seed and the key, never Python's `hash`). A memory is sampled
-    by its id alone (unique in the legacy hash, whose field is the id: the owner is inside the
-    value), so a sampled scan of Redis chooses memories before it reads them."""
-    return _hash64(f"{seed}\x00".encode(), key) < rate * 2**64
-
-
-def _hash64(prefix: bytes, key: EntityKey) -> int:
-    if key.scope and key.domain != "memory":
-        text = f"{key.domain}:{key.scope}:{key.id}"  # str(key)
-    else:
-        text = f"{key.domain}:{key.id}"
-    return int.from_bytes(hashlib.blake2b(prefix + text.encode(), digest_size=8).digest(), "big")
+    the same seed (a hash of the seed and the key's `sample_text`, never Python's `hash`)."""
+    limit = sample_limit(rate).to_bytes(SAMPLE_BITS // 8, "big") if rate < 1.0 else None
+    if limit is None:
+        return True
+    return text_in_sample(seed_prefix(seed), limit, sample_text(key.domain, key.scope, key.id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +136,49 @@ class Selection:
     sample: float = 1.0
     seed: int = 0
     _prefix: bytes = field(init=False, repr=False, compare=False)
-    _limit: float = field(init=False, repr=False, compare=False)
+    _limit: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_prefix", f"{self.seed}\x00".encode())
-        object.__setattr__(self, "_limit", self.sample * 2**64)
+        object.__setattr__(self, "_prefix", seed_prefix(self.seed))
+        limit = sample_limit(self.sample) if self.sample < 1.0 else 0  # unused without a sample
+        object.__setattr__(self, "_limit", limit.to_bytes(SAMPLE_BITS // 8, "big"))
 
     @property
     def sampled(self) -> bool:
         return self.sample < 1.0
 
+    @property
+    def seed_text(self) -> str:
+        """The seed as a key's text is hashed after it (`seed_prefix`)."""
+        return self._prefix.decode()
+
+    @property
+    def limit(self) -> int:
+        """`sample_limit` of the rate."""
+        return sample_limit(self.sample)
+
     def in_sample(self, key: EntityKey) -> bool:
         """Whether the sample keeps `key` (always, without a sample): `in_sample`."""
-        return self.sample >= 1.0 or _hash64(self._prefix, key) < self._limit
+        return self.sample >= 1.0 or text_in_sample(
+            self._prefix, self._limit, sample_text(key.domain, key.scope, key.id)
+        )
+
+    def id_sampler(self, domain: str, scope: str) -> Callable[[str], bool]:
+        """`in_sample` of the keys of `domain` and `scope`, by id: the hash's fixed head made
+        once, no key made per id (a sampled scan asks it of every id it lists)."""
+        if self.sample >= 1.0:
+            return lambda _ident: True
+        if domain == "dm" and scope:  # an inbox is in the sample or not as a whole
+            whole = self.text_in_sample(sample_text(domain, scope, ""))
+            return lambda _ident: whole
+        head = self._prefix + sample_text(domain, scope, "").encode()
+        limit = self._limit
+        sha1 = hashlib.sha1
+        return lambda ident: sha1(head + ident.encode(), usedforsecurity=False).digest() < limit
+
+    def text_in_sample(self, text: str) -> bool:
+        """Whether the sample keeps the key whose `sample_text` is `text`."""
+        return self.sample >= 1.0 or text_in_sample(self._prefix, self._limit, text)
 
     def wants_key(self, key: EntityKey) -> bool:
         """Whether `key` is selected: its domain, its agent and the sample."""

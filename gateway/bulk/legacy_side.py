@@ -49,6 +49,34 @@ return {r[1], out}
 """
 """A keys-only HSCAN step (Redis 7.0 has no HSCAN NOVALUES): the values never cross the wire."""
 
+_SAMPLED_FIELDS_LUA: Final = """
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local seed, limit, pre, suf = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local suffixes = ARGV[7] == '1'
+local function kept(text)
+  return tonumber(string.sub(redis.sha1hex(seed .. pre .. text .. suf), 1, 12), 16) < limit
+end
+local out = {}
+for i = 1, #r[2], 2 do
+  local name = r[2][i]
+  local hit = kept(name)
+  if suffixes then
+    local at = string.find(name, ':', 1, true)
+    while at and not hit do
+      hit = kept(string.sub(name, at + 1))
+      at = string.find(name, ':', at + 1, true)
+    end
+  end
+  if hit then out[#out + 1] = name end
+end
+return {r[1], out}
+"""
+"""A keys-only HSCAN step that keeps the fields in a sample (`gateway.bulk.items.sample_text`,
+rule 2): SHA-1 of the seed, `pre`, the field and `suf`, its first 48 bits below the limit. With
+`suffixes` a field is also kept when the text after any of its colons is in the sample (a claim
+field `{by}:{what}` whose `what` is). The sample is chosen in Redis: no field outside it crosses
+the wire or is hashed in Python."""
+
 _CHUNK: Final = 1000
 
 _Parse = Callable[[str, dict[str, Any]], Entity]
@@ -135,6 +163,7 @@ class LegacySource:
         self.conflicts: list[KnownConflict] = []
         self.unreachable_conversations: list[str] = []
         self._fields_script = records.client.redis.register_script(_FIELDS_LUA)
+        self._sampled_script = records.client.redis.register_script(_SAMPLED_FIELDS_LUA)
         self.defer = False
         """When set, scans yield `Deferred` values (typed as entities) in place of the entities
         of hash values, single-field claims and DMs, for a consumer that handles them (the
@@ -151,6 +180,29 @@ class LegacySource:
 
             async def op(r: Redis, step: str = step) -> Any:
                 return await self._fields_script(keys=[key], args=[step, _CHUNK], client=r)
+
+            cursor_raw, page = await self.records.run(f"HSCAN {key}", op)
+            cursor = cursor_raw.decode() if isinstance(cursor_raw, bytes) else str(cursor_raw)
+            names.extend(x.decode() if isinstance(x, bytes) else str(x) for x in page)
+            if cursor == "0":
+                break
+        return sorted(set(names))
+
+    async def _sampled_names(
+        self, key: str, selection: Selection, pre: str, suf: str = "", *, suffixes: bool = False
+    ) -> list[str]:
+        """The field names of hash `key` that the sample keeps, sorted: those whose text
+        `pre + field + suf` is in it (with `suffixes`, also by the text after a colon; see
+        `_SAMPLED_FIELDS_LUA`). Chosen in Redis, a chunk at a time."""
+        names: list[str] = []
+        cursor = "0"
+        seed = selection.seed_text
+        while True:
+            step = cursor
+
+            async def op(r: Redis, step: str = step) -> Any:
+                args: list[str | int] = [step, _CHUNK, seed, selection.limit, pre, suf, int(suffixes)]
+                return await self._sampled_script(keys=[key], args=args, client=r)
 
             cursor_raw, page = await self.records.run(f"HSCAN {key}", op)
             cursor = cursor_raw.decode() if isinstance(cursor_raw, bytes) else str(cursor_raw)
@@ -249,11 +301,13 @@ class LegacySource:
         self, domain: str, selection: Selection, after: EntityKey | None, batch: int
     ) -> AsyncIterator[list[Item]]:
         hash_key, parse = _SIMPLE[domain]
-        names = await self._field_names(hash_key)
+        if selection.sampled:  # the sampled keys are chosen (in Redis) before any value is read
+            suf = ":" if domain == "checkpoint" else ""  # a checkpoint's text: checkpoint:<agent>:
+            names = await self._sampled_names(hash_key, selection, f"{domain}:", suf)
+        else:
+            names = await self._field_names(hash_key)
         if selection.agents is not None:
             names = [n for n in names if n in selection.agents]
-        if selection.sampled:  # the sampled keys are chosen before any value is read
-            names = [n for n in names if selection.in_sample(_key(domain, n))]
         first = self._start(domain, [_key(domain, n) for n in names], after) if after is not None else 0
         for i in range(first, len(names), batch):
             chunk = names[i : i + batch]
@@ -272,7 +326,7 @@ class LegacySource:
         now = self.clock.now_ms()
         by_what: dict[str, list[str]] = {}
         corrupt: dict[str, Unreadable] = {}
-        async for page in self._hscan(keys.CLAIMS):
+        async for page in self._claim_pages(selection):
             for fld, raw in page:
                 value = decode_object(raw, key=keys.CLAIMS, field=fld)
                 what = value.get("what") if isinstance(value, dict) else None
@@ -297,6 +351,26 @@ class LegacySource:
                     continue
                 out.extend(self._claim_of(what, by_what[what], raws, now))
             yield out
+
+    async def _claim_pages(self, selection: Selection) -> AsyncIterator[list[tuple[str, str]]]:
+        """(field, raw value) pages of the claims hash; a sampled scan reads the values of the
+        fields that may belong to the sample only: a claim is sampled by its `what`, which a
+        field `{by}:{what}` ends with, so Redis keeps the fields where the text after a colon
+        is in the sample (and the field itself, for a value that turns out unreadable)."""
+        if not selection.sampled:
+            async for page in self._hscan(keys.CLAIMS):
+                yield page
+            return
+        chosen = await self._sampled_names(keys.CLAIMS, selection, "claim:", suffixes=True)
+        async for page in self._values_of(keys.CLAIMS, chosen):
+            yield page
+
+    async def _values_of(self, key: str, names: list[str]) -> AsyncIterator[list[tuple[str, str]]]:
+        """(field, raw value) of the fields `names` of hash `key`, in chunks."""
+        for i in range(0, len(names), _CHUNK):
+            part = names[i : i + _CHUNK]
+            raws = await self._hmget(key, part)
+            yield [(n, raw) for n, raw in zip(part, raws, strict=True) if raw is not None]
 
     def _claim_of(self, what: str, fields: list[str], raws: dict[str, str | None], now: int) -> list[Item]:
         key = EntityKey("claim", "", what)
@@ -366,12 +440,9 @@ class LegacySource:
             async for page in self._hscan(keys.SHARED_MEMORY):
                 yield page
             return
-        names = await self._field_names(keys.SHARED_MEMORY)
-        chosen = [n for n in names if selection.in_sample(EntityKey("memory", "", n))]
-        for i in range(0, len(chosen), _CHUNK):
-            part = chosen[i : i + _CHUNK]
-            raws = await self._hmget(keys.SHARED_MEMORY, part)
-            yield [(n, raw) for n, raw in zip(part, raws, strict=True) if raw is not None]
+        chosen = await self._sampled_names(keys.SHARED_MEMORY, selection, "memory:")
+        async for page in self._values_of(keys.SHARED_MEMORY, chosen):
+            yield page
 
     async def _dm_lists(self) -> tuple[dict[str, list[str]], list[Item]]:
         """Each user's conversation ids (`dm:user-convos`), and the lists that are unreadable."""
@@ -388,9 +459,14 @@ class LegacySource:
                 lists[user] = [str(c) for c in convs]
         return lists, corrupt
 
-    async def _dm_orphans(self, listed: Collection[str]) -> list[Item]:
-        """Conversations no user lists: no inbox serves them; a corrupt one is unreadable."""
-        orphans = [c for c in await self._field_names(keys.DM_MESSAGES) if c not in listed]
+    async def _dm_orphans(self, listed: Collection[str], selection: Selection) -> list[Item]:
+        """Conversations no user lists: no inbox serves them; a corrupt one is unreadable. A
+        sampled scan looks at the conversations in the sample only (`dm:<id>`)."""
+        if selection.sampled:
+            names = await self._sampled_names(keys.DM_MESSAGES, selection, "dm:")
+        else:
+            names = await self._field_names(keys.DM_MESSAGES)
+        orphans = [c for c in names if c not in listed]
         out: list[Item] = []
         for conv, text in zip(orphans, await self._hmget(keys.DM_MESSAGES, orphans), strict=True):
             if text is None:
@@ -409,30 +485,48 @@ class LegacySource:
         for user in sorted(lists):
             for conv in lists[user]:
                 first_lister.setdefault(conv, user)
-        head = [*await self._dm_orphans(first_lister), *corrupt_lists]
+        head = [*await self._dm_orphans(first_lister, selection), *corrupt_lists]
+        if selection.sampled:
+            head = [it for it in head if selection.in_sample(it[0])]
         if head:
             yield sorted(head, key=lambda it: order_key(it[0]))
         users = sorted(lists)
         if selection.agents is not None:
             users = [u for u in users if u in selection.agents]
+        if selection.sampled:  # a DM is sampled by its inbox: no other conversation is read
+            users = [u for u in users if selection.text_in_sample(f"dm:{u}")]
         if after is not None and after.domain == "dm":
             users = users[bisect.bisect_left(users, after.scope) :]
+        group: list[str] = []
+        size = 0
         for user in users:
-            convs = lists[user]
-            items: list[Item] = []
-            for conv, text in zip(convs, await self._hmget(keys.DM_MESSAGES, convs), strict=True):
-                if text is not None:
-                    items.extend(
-                        self._inbox_part(user, conv, text, first_lister.get(conv) == user, selection)
-                    )
-            items.sort(key=lambda it: order_key(it[0]))
-            yield items
+            if group and size + len(lists[user]) > _CHUNK:
+                yield await self._inboxes(group, lists, first_lister)
+                group, size = [], 0
+            group.append(user)
+            size += len(lists[user])
+        if group:
+            yield await self._inboxes(group, lists, first_lister)
 
-    def _inbox_part(
-        self, user: str, conv: str, text: str, report_corrupt: bool, selection: Selection
+    async def _inboxes(
+        self, users: list[str], lists: dict[str, list[str]], first_lister: dict[str, str]
     ) -> list[Item]:
+        """The messages to each of `users` (sorted) in their conversations, in scan order: one
+        HMGET of the arrays of their conversations (about `_CHUNK`)."""
+        convs = list(dict.fromkeys(c for u in users for c in lists[u]))
+        texts = dict(zip(convs, await self._hmget(keys.DM_MESSAGES, convs), strict=True))
+        items: list[Item] = []
+        for user in users:
+            for conv in lists[user]:
+                text = texts.get(conv)
+                if text is not None:
+                    items.extend(self._inbox_part(user, conv, text, first_lister.get(conv) == user))
+        items.sort(key=lambda it: order_key(it[0]))
+        return items
+
+    def _inbox_part(self, user: str, conv: str, text: str, report_corrupt: bool) -> list[Item]:
         """The messages to `user` of one conversation's array (its first lister reports it
-        when it is unreadable, so it is counted once); outside the sample, none is mapped."""
+        when it is unreadable, so it is counted once)."""
         msgs = decode_array(text, key=keys.DM_MESSAGES, field=conv)
         if isinstance(msgs, Corrupt):
             key = EntityKey("dm", user, conv)
@@ -442,8 +536,6 @@ class LegacySource:
         for x in msgs:
             if isinstance(x, dict) and x.get("to") == user:
                 key = EntityKey("dm", user, str(x.get("id")))
-                if not selection.in_sample(key):
-                    continue
                 if self.defer:
                     out.append((key, cast("Entity", Deferred(key, x))))
                 else:

@@ -14,7 +14,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from gateway.bulk.items import Item, Selection, WriteResult
+from gateway.bulk.items import SAMPLE_RULE, Item, Selection, WriteResult
 from gateway.bulk.wire import BadLine, dumps_line, item_from_json, item_to_json, key_to_json
 from gateway.domain.entities import Entity, EntityKey, Unreadable
 from gateway.errors import StoreUnavailable
@@ -70,6 +70,7 @@ class RemoteActorSide:
             q["agent"] = ",".join(sorted(selection.agents))
         if selection.sampled:
             q |= {"sample": repr(selection.sample), "seed": str(selection.seed)}
+            q["sampleRule"] = str(SAMPLE_RULE)  # a gateway of another rule refuses (400)
         return q
 
     async def scan(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -108,9 +108,9 @@ class ActorReplica:
         domain: str,
         after: str | None,
         limit: int,
-        wants: Callable[[EntityKey], bool] | None = None,
+        wants: Sample | None = None,
     ) -> tuple[list[tuple[EntityKey, Entity | Unreadable]], str | None]:
-        """`scan`, where rows whose key `wants` refuses (a sample) are left out before they
+        """`scan`, where rows whose key the sample `wants` refuses are left out before they
         are mapped; with the id to continue after (None: the actor holds no more)."""
 
         async def run(actor: Any) -> tuple[list[tuple[EntityKey, Entity | Unreadable]], str | None]:
@@ -327,13 +327,23 @@ def _raw_row(row: Any) -> str:
     return orjson.dumps([x if isinstance(x, str | int | float | None) else repr(x) for x in row]).decode()
 
 
+class Sample(Protocol):
+    """A seeded sample of keys (`gateway.bulk.items.Selection`)."""
+
+    def in_sample(self, key: EntityKey) -> bool: ...
+
+    def id_sampler(self, domain: str, scope: str) -> Callable[[str], bool]:
+        """Whether the sample keeps the key of `domain` and `scope` with a given id."""
+        ...
+
+
 def _scan(  # noqa: PLR0917 - the arguments of ActorReplica.scan
     actor: Any,
     ref: ActorRef,
     domain: str,
     after: str | None,
     limit: int,
-    wants: Callable[[EntityKey], bool] | None = None,
+    wants: Sample | None = None,
 ) -> tuple[list[tuple[EntityKey, Entity | Unreadable]], str | None]:
     """One page of a scan of the actor's rows, and the id to continue after (None: the end)."""
     scope = ref.name if domain in PER_AGENT else ""
@@ -341,7 +351,7 @@ def _scan(  # noqa: PLR0917 - the arguments of ActorReplica.scan
         found: list[tuple[EntityKey, Entity | Unreadable]] = []
         ids = progress_tables.record_ids(actor.ctx.tables, domain, after, limit)
         for ident in ids:
-            if wants is not None and not wants(EntityKey(domain, scope, ident)):
+            if wants is not None and not wants.in_sample(EntityKey(domain, scope, ident)):
                 continue
             one = _read_safe(actor, EntityKey(domain, scope, ident))
             if one is not None:
@@ -349,7 +359,7 @@ def _scan(  # noqa: PLR0917 - the arguments of ActorReplica.scan
         return found, (ids[-1] if len(ids) >= limit else None)
     if domain in ("checkpoint", "lock"):
         key = EntityKey(domain, scope, "" if domain == "checkpoint" else ref.name)
-        if (after is not None and key.id <= after) or (wants is not None and not wants(key)):
+        if (after is not None and key.id <= after) or (wants is not None and not wants.in_sample(key)):
             return [], None
         one = _read_safe(actor, key)
         return ([] if one is None else [(key, one)]), None
@@ -365,7 +375,8 @@ def _scan(  # noqa: PLR0917 - the arguments of ActorReplica.scan
                 f"SELECT {spec.ident} FROM {spec.table} {where}ORDER BY {spec.ident} LIMIT ?", *args
             ).all()
             nxt = str(ids[-1][0]) if len(ids) >= limit else None
-            chosen = [r[0] for r in ids if wants(EntityKey(domain, scope, str(r[0])))]
+            keep = wants.id_sampler(domain, scope)
+            chosen = [r[0] for r in ids if keep(str(r[0]))]
             rows = []
             for i in range(0, len(chosen), 90):  # the host binds at most 100 values a statement
                 part = chosen[i : i + 90]
@@ -391,14 +402,14 @@ def _mapped(  # noqa: PLR0917 - one page's rows and where they are from
     spec: Any,
     rows: Any,
     now: int,
-    wants: Callable[[EntityKey], bool] | None,
+    wants: Sample | None,
 ) -> list[tuple[EntityKey, Entity | Unreadable]]:
     """Rows of one page as entities, with their extra fields (those `wants` refuses left out)."""
     extras = _extras_between(actor, domain, str(rows[0][0]), str(rows[-1][0])) if rows else {}
     out: list[tuple[EntityKey, Entity | Unreadable]] = []
     for r in rows:
         key = EntityKey(domain, scope, str(r[0]))
-        if wants is not None and not wants(key):
+        if wants is not None and not wants.in_sample(key):
             continue
         try:
             entity = spec.row(r, now)

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.admin_service import selection_from_query
-from gateway.bulk.items import Item, Selection, cursor_of
+from gateway.bulk.items import SAMPLE_RULE, Item, Selection, cursor_of
 from gateway.bulk.legacy_side import LegacySource
 from gateway.bulk.sides import ActorEndpoint, open_actor_side
 from gateway.clock import SystemClock
@@ -97,3 +97,11 @@ def test_the_admin_api_refuses_a_bad_sample(query: dict[str, str]) -> None:
 def test_the_admin_api_takes_a_sample() -> None:
     sel = selection_from_query({"domain": "task", "sample": "0.25", "seed": "9"})
     assert (sel.domains, sel.sample, sel.seed) == (("task",), 0.25, 9)
+
+
+def test_the_admin_api_refuses_another_sampling_rule() -> None:
+    """A checker of another version would sample other keys: its scan is refused, not mixed."""
+    sel = selection_from_query({"sample": "0.5", "seed": "1", "sampleRule": str(SAMPLE_RULE)})
+    assert sel.sample == 0.5
+    with pytest.raises(ValueError, match="sampleRule"):
+        selection_from_query({"sample": "0.5", "seed": "1", "sampleRule": "1"})

@@ -22,13 +22,13 @@ from consistency.report import save
 from consistency.rules import Expectations
 from consistency.stores import LegacyExpectations
 from gateway.actors.layout import shard_files
-from gateway.bulk.items import Selection, in_sample
+from gateway.bulk.items import SAMPLE_RULE, Selection, in_sample
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.cli import main
 from gateway.clock import SystemClock
 from gateway.domain.entities import DOMAINS, Entity, EntityKey, Unreadable, actor_only
 from gateway.domain.jscompat import iso_from_ms, parse_js_date
-from gateway.domain.model import GroupMessage, Lock, Task
+from gateway.domain.model import Claim, DirectMessage, GroupMessage, Lock, Memory, Task
 from gateway.legacy import keys
 from gateway.legacy.generator import generate
 from gateway.legacy.replica import LegacyReplica
@@ -238,19 +238,33 @@ def test_repair_from_the_actors_fills_redis(imported: tuple[str, Path]) -> None:
 
 @pytest.mark.slow
 def test_a_sampled_check_finds_planted_differences_at_the_rate(imported: tuple[str, Path]) -> None:
-    """200 tasks only in the actors: --sample 0.3 finds exactly those of them in the seeded
-    sample (about 60), over several seeds; its report is not full (the guard would refuse it)."""
+    """Planted in both directions: 200 tasks and 100 DMs (to 100 new agents) only in the actors,
+    100 memories and 100 claims only in Redis. --sample 0.3 finds exactly those of them in the
+    seeded sample (about 30 %), over several seeds; its report is not full (the guard would
+    refuse it) and records its sampling rule."""
     url, data_dir = imported
-    planted = [EntityKey("task", "", f"sampled-{i:04d}") for i in range(200)]
+    tasks = [EntityKey("task", "", f"sampled-{i:04d}") for i in range(200)]
+    dms = [EntityKey("dm", f"planted-agent-{i:03d}", f"msg-planted-{i:03d}") for i in range(100)]
+    memories = [EntityKey("memory", "agent-planted", f"mem-planted-{i:03d}") for i in range(100)]
+    claims = [EntityKey("claim", "", f"src/planted-{i:03d}.py:{i}") for i in range(100)]
 
     async def create() -> None:
         settings = settings_for(url, data_dir)
-        async with open_actor_side(settings, ActorEndpoint(data_dir=data_dir)) as actors:
-            now = iso_from_ms(SystemClock().now_ms())
-            tasks = [
-                Task(k.id, "sampled", None, "todo", None, "ops", "medium", [], [], now, now) for k in planted
-            ]
-            await actors.write_batch(list(zip(planted, tasks, strict=True)))
+        now = iso_from_ms(SystemClock().now_ms())
+        async with (
+            open_legacy_side(settings, url) as legacy,
+            open_actor_side(settings, ActorEndpoint(data_dir=data_dir)) as actors,
+        ):
+            task = Task("", "sampled", None, "todo", None, "ops", "medium", [], [], now, now)
+            items: list[tuple[EntityKey, Entity | None]] = []
+            items += [(k, dataclasses.replace(task, id=k.id)) for k in tasks]
+            items += [(k, DirectMessage(k.id, "agent-planted", "note", "hi", now)) for k in dms]
+            await actors.write_batch(items)
+            replica = LegacyReplica(legacy.records, SystemClock())
+            for k in memories:
+                await replica.write_entity(k, Memory(k.id, "learning", "planted", [], now))
+            for k in claims:
+                await replica.write_entity(k, Claim(k.id, "agent-planted", "planted", now))
 
     asyncio.run(create())
     seen = set()
@@ -258,11 +272,17 @@ def test_a_sampled_check_finds_planted_differences_at_the_rate(imported: tuple[s
         status, doc = check(url, data_dir, "--rounds", "0", "--sample", "0.3", "--seed", str(seed))
         assert status == 1
         assert doc["scope"]["full"] is False
-        expected = sum(in_sample(k, 0.3, seed) for k in planted)
-        assert doc["totals"]["missingInLegacy"] == expected
-        assert doc["totals"]["differences"] == expected
-        assert 35 <= expected <= 85
-        seen.add(expected)
+        assert doc["scope"]["sampleRule"] == SAMPLE_RULE
+        in_actors = sum(in_sample(k, 0.3, seed) for k in [*tasks, *dms])
+        in_redis = sum(in_sample(k, 0.3, seed) for k in [*memories, *claims])
+        assert doc["totals"]["missingInLegacy"] == in_actors
+        assert doc["totals"]["missingInActors"] == in_redis
+        assert doc["totals"]["differences"] == in_actors + in_redis
+        assert doc["domains"]["dm"]["missingInLegacy"] == sum(in_sample(k, 0.3, seed) for k in dms)
+        assert doc["domains"]["claim"]["missingInActors"] == sum(in_sample(k, 0.3, seed) for k in claims)
+        assert 35 <= sum(in_sample(k, 0.3, seed) for k in tasks) <= 85
+        assert 0.15 * 500 <= in_actors + in_redis <= 0.45 * 500
+        seen.add((in_actors, in_redis))
     assert len(seen) > 1  # another seed, other keys
 
 

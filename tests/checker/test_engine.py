@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from consistency.check import CheckAborted, Checker, CheckOptions
 from consistency.compare import Kind, Value, classify, same
 from consistency.report import Report, save
 from consistency.rules import Expectations
+from gateway.bulk.items import SAMPLE_RULE
 from gateway.clock import FakeClock, settle
 from gateway.domain.entities import EntityKey, Unreadable
 from gateway.domain.jscompat import iso_from_ms
@@ -290,3 +292,27 @@ async def test_a_store_failing_mid_check_is_incomplete_and_a_resumed_run_finishe
     assert resumed.totals().compared == len(dataset())
     assert resumed.totals().missing_in_actors == 1
     assert not state_files(tmp_path)
+
+
+async def test_a_saved_sampled_check_of_an_older_sampling_rule_is_not_resumed(tmp_path: Path) -> None:
+    """A sampled check saved by a version with another sampling rule chose other keys: resuming
+    it would mix two samples. It is not resumed: removed, said why, and the check starts over."""
+    legacy, actors = stores()
+    legacy.fail_after = 7
+    c = checker(legacy, actors, FakeClock(NOW), data_dir=tmp_path)
+    opts = CheckOptions(rounds=0, batch=2, checkpoint_every=1, sample=0.5, seed=3)
+    with pytest.raises(CheckAborted) as aborted:
+        await c.run(opts)
+    [saved] = state_files(tmp_path)
+    state = json.loads(saved.read_text(encoding="utf-8"))
+    assert state["scope"]["sampleRule"] == SAMPLE_RULE
+    del state["scope"]["sampleRule"]  # as rule 1 saved it
+    saved.write_text(json.dumps(state), encoding="utf-8")
+    legacy.fail_after = None
+    again = await c.run(dataclasses.replace(opts, resume=True))
+    assert again.run_id != aborted.value.report.run_id
+    assert again.complete
+    assert [line for line in c.not_resumed if "sampling rule 1" in line and "not resumed" in line]
+    assert not state_files(tmp_path)
+    fresh = await checker(legacy, actors, FakeClock(NOW)).run(dataclasses.replace(opts, resume=False))
+    assert again.totals().compared == fresh.totals().compared
