@@ -10,7 +10,8 @@ fresh data directory through the bulk layer (what the migration tool does), and 
 real command line, `python -m gateway.cli check --json --rounds 0`, once in full and once per
 `--sample` rate, each as its own process, `--repeat` times interleaved: the wall time, the CPU
 time (user + system: less sensitive than the wall time to the other processes of a shared
-machine), the entities it compared (report `totals.compared`, the keys of either store in the
+machine; with `--jobs 2` the second process's apart too, and the Redis server's from its INFO),
+the entities it compared (report `totals.compared`, the keys of either store in the
 sample) and that process's peak resident memory (`ru_maxrss` of the child). Setup times are
 reported apart.
 
@@ -50,7 +51,9 @@ code = main(sys.argv[1:])
 u = resource.getrusage(resource.RUSAGE_SELF)
 c = resource.getrusage(resource.RUSAGE_CHILDREN)  # the legacy scan's process (--jobs 2)
 cpu = u.ru_utime + u.ru_stime + c.ru_utime + c.ru_stime
-sys.stderr.write(f"\\nMAXRSS_KB={u.ru_maxrss} CHILD_MAXRSS_KB={c.ru_maxrss} CPU_S={cpu:.2f}\\n")
+child = c.ru_utime + c.ru_stime
+sys.stderr.write(f"\\nMAXRSS_KB={u.ru_maxrss} CHILD_MAXRSS_KB={c.ru_maxrss} CPU_S={cpu:.2f} ")
+sys.stderr.write(f"CHILD_CPU_S={child:.2f}\\n")
 sys.exit(code)
 """
 """The check, run as `agent-coord check` is, then its own peak resident memory on stderr."""
@@ -79,6 +82,20 @@ async def build(url: str, data_dir: Path, scale: int) -> dict[str, Any]:
     return {"seed_s": round(seeded - started, 1), "import_s": round(done - seeded, 1), "imported": imported}
 
 
+def _redis_cpu(url: str) -> float:
+    """The CPU seconds (user + system) the Redis server has used so far."""
+
+    async def ask() -> float:
+        r = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            info = await r.info("cpu")
+        finally:
+            await r.aclose()
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    return asyncio.run(ask())
+
+
 def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
     """One `agent-coord check` process: wall time, compared, rate and its peak RSS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_COORD_")}
@@ -86,14 +103,17 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
         sys.executable, "-c", _CHILD, "check", "--redis-url", url, "--data-dir", str(data_dir),
         "--json", "--rounds", "0", "--no-progress", "--batch", "2000", *extra,
     ]  # fmt: skip
+    redis_before = _redis_cpu(url)
     started = time.perf_counter()
     ran = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)  # noqa: S603
     wall = time.perf_counter() - started
+    redis_cpu = _redis_cpu(url) - redis_before
     if ran.returncode not in (0, 1):
         raise RuntimeError(f"check failed ({ran.returncode}): {ran.stderr[-2000:]}")
     peak_kb = int(ran.stderr.rsplit("\nMAXRSS_KB=", 1)[1].split()[0])
     child_kb = int(ran.stderr.rsplit("CHILD_MAXRSS_KB=", 1)[1].split()[0])
-    cpu_s = float(ran.stderr.rsplit("CPU_S=", 1)[1].split()[0])
+    cpu_s = float(ran.stderr.rsplit(" CPU_S=", 1)[1].split()[0])
+    child_cpu_s = float(ran.stderr.rsplit("CHILD_CPU_S=", 1)[1].split()[0])
     doc = json.loads(ran.stdout)
     compared = int(doc["totals"]["compared"])
     return {
@@ -103,6 +123,9 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
         "compared": compared,
         "per_s": round(compared / wall),
         "cpu_s": cpu_s,
+        "child_cpu_s": child_cpu_s,
+        "redis_cpu_s": round(redis_cpu, 2),
+        "load": round(os.getloadavg()[0], 2),
         "per_cpu_s": round(compared / cpu_s),
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "child_peak_rss_mb": round(child_kb / 1024, 1),
@@ -152,13 +175,15 @@ def main() -> None:
     }
     lines = [
         f"scale {args.scale}: {setup}",
-        f"{'run':<28}{'wall s':>9}{'cpu s':>9}{'compared':>10}{'per s':>9}{'per cpu s':>11}{'peak MB':>9}",
+        f"{'run':<32}{'wall s':>8}{'cpu s (child)':>15}{'redis cpu':>10}{'compared':>10}{'per s':>8}"
+        f"{'per cpu s':>10}{'peak MB':>9}{'load':>6}",
     ]
     for r in runs:
         name = " ".join(r["args"]) or "full"
         lines.append(
-            f"{name:<28}{r['wall_s']:>9}{r['cpu_s']:>9}{r['compared']:>10}{r['per_s']:>9}"
-            f"{r['per_cpu_s']:>11}{r['peak_rss_mb']!s:>9} (+{r['child_peak_rss_mb']} child)"
+            f"{name:<32}{r['wall_s']:>8}{r['cpu_s']:>8} ({r['child_cpu_s']}){r['redis_cpu_s']:>10}"
+            f"{r['compared']:>10}{r['per_s']:>8}{r['per_cpu_s']:>10}{r['peak_rss_mb']!s:>9}"
+            f" (+{r['child_peak_rss_mb']} child){r['load']:>6}"
         )
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:

@@ -370,28 +370,70 @@ def _scan(  # noqa: PLR0917 - the arguments of ActorReplica.scan
         rows = actor.ctx.tables.select(spec.table, spec.cols, cond, *params, order=spec.ident, limit=limit)
     else:
         where, args = ("", [limit]) if after is None else (f"WHERE {spec.ident} > ? ", [after, limit])
-        if wants is not None:  # a sample: the ids first, then the rows of the sampled ones only
-            ids = actor.ctx.sql.exec(
-                f"SELECT {spec.ident} FROM {spec.table} {where}ORDER BY {spec.ident} LIMIT ?", *args
-            ).all()
-            nxt = str(ids[-1][0]) if len(ids) >= limit else None
-            keep = wants.id_sampler(domain, scope)
-            chosen = [r[0] for r in ids if keep(str(r[0]))]
-            rows = []
-            for i in range(0, len(chosen), 90):  # the host binds at most 100 values a statement
-                part = chosen[i : i + 90]
-                marks = ", ".join("?" * len(part))
-                rows += actor.ctx.sql.exec(
-                    f"SELECT {spec.cols} FROM {spec.table} WHERE {spec.ident} IN ({marks}) "
-                    f"ORDER BY {spec.ident}",
-                    *part,
-                ).all()
-            return _mapped(actor, domain, scope, spec, rows, now, None), nxt
+        if wants is not None:
+            return _sampled_page(actor, domain, scope, spec, after, limit, wants, now)
         rows = actor.ctx.sql.exec(
             f"SELECT {spec.cols} FROM {spec.table} {where}ORDER BY {spec.ident} LIMIT ?", *args
         ).all()
     return _mapped(actor, domain, scope, spec, rows, now, wants), (
         str(rows[-1][0]) if len(rows) >= limit else None
+    )
+
+
+_SAMPLED_FN = "_scan_in_sample"
+"""The SQL function a sampled page of the coordinator asks of each id (`_sampled_page`)."""
+
+
+def _sampled_page(  # noqa: PLR0917 - `_scan`'s arguments
+    actor: Any,
+    domain: str,
+    scope: str,
+    spec: Any,
+    after: str | None,
+    limit: int,
+    wants: Sample,
+    now: int,
+) -> tuple[list[tuple[EntityKey, Entity | Unreadable]], str | None]:
+    """A sampled page of a coordinator table: the next `limit` ids, and of them the rows (and
+    `_extra` values) of the sampled ones only, chosen inside SQLite by a function asked of each
+    id (registered on the coordinator's connection for this page): no id list is made in Python
+    and no row is read key by key. The page spans as many ids as an unsampled one, so a turn
+    lasts no longer."""
+    sql = actor.ctx.sql
+    keep = wants.id_sampler(domain, scope)
+    ident, table = spec.ident, spec.table
+    conds: list[str] = []  # on the id column, `{0}`
+    params: list[Any] = []
+    if after is not None:
+        conds.append("{0} > ?")
+        params.append(after)
+    where = " AND ".join(conds).format(ident)
+    last = sql.exec(
+        f"SELECT {ident} FROM {table} {'WHERE ' + where if where else ''} ORDER BY {ident} LIMIT 1 OFFSET ?",
+        *params,
+        limit - 1,
+    ).first()
+    if last is not None:
+        conds.append("{0} <= ?")
+        params.append(last[0])
+    conds.append(f"{_SAMPLED_FN}({{0}})")
+    sql.conn.create_function(_SAMPLED_FN, 1, lambda i: keep(str(i)))
+    try:
+        rows = sql.exec(
+            f"SELECT {spec.cols} FROM {table} WHERE {' AND '.join(conds).format(ident)} ORDER BY {ident}",
+            *params,
+        ).all()
+        sql.exec(EXTRA_SCHEMA)
+        found = sql.exec(
+            f"SELECT id, value FROM _extra WHERE domain = ? AND {' AND '.join(conds).format('id')}",
+            domain,
+            *params,
+        ).all()
+    finally:
+        sql.conn.create_function(_SAMPLED_FN, 1, None)
+    extras = {str(r[0]): str(r[1]) for r in found}
+    return _mapped(actor, domain, scope, spec, rows, now, None, extras), (
+        None if last is None else str(last[0])
     )
 
 
@@ -403,9 +445,12 @@ def _mapped(  # noqa: PLR0917 - one page's rows and where they are from
     rows: Any,
     now: int,
     wants: Sample | None,
+    extras: dict[str, str] | None = None,
 ) -> list[tuple[EntityKey, Entity | Unreadable]]:
-    """Rows of one page as entities, with their extra fields (those `wants` refuses left out)."""
-    extras = _extras_between(actor, domain, str(rows[0][0]), str(rows[-1][0])) if rows else {}
+    """Rows of one page as entities, with their extra fields (those `wants` refuses left out;
+    `extras`: read already)."""
+    if extras is None:
+        extras = _extras_between(actor, domain, str(rows[0][0]), str(rows[-1][0])) if rows else {}
     out: list[tuple[EntityKey, Entity | Unreadable]] = []
     for r in rows:
         key = EntityKey(domain, scope, str(r[0]))
