@@ -140,6 +140,9 @@ class ActorStorage:
         self._savepoint_depth = 0
         self.rows_written_total = 0
         self._wrote = False  # the open transaction may have written (so its commit must be durable)
+        self._data_version: int | None = None  # PRAGMA data_version, read once per transaction
+        self._began = False  # this object began the open transaction (and has not ended it)
+        self._rollbacks = 0  # rollbacks, of savepoints too, and transactions ended behind our back
 
     # -- the turn's implicit transaction ------------------------------------------------------
 
@@ -151,7 +154,11 @@ class ActorStorage:
 
     def _ensure_transaction(self) -> None:
         if not self.conn.in_transaction:
+            if self._began:  # SQLite rolled the transaction back itself (an error)
+                self._rollbacks += 1
+            self._data_version = None  # a new snapshot
             self.conn.execute("BEGIN")
+            self._began = True
 
     @property
     def in_transaction(self) -> bool:
@@ -167,8 +174,26 @@ class ActorStorage:
         """Whether the open transaction may have written: ending a read-only one needs no fsync."""
         return self._wrote and self.conn.in_transaction
 
+    def change_token(self) -> tuple[int, int, int]:
+        """What changes whenever a row of this database may have changed: this connection's
+        `total_changes` (every row any statement or trigger of it wrote), its rollbacks (of a
+        transaction or a savepoint: rows written before may be back as they were) and
+        `PRAGMA data_version` (moves when another connection commits), the latter read once per
+        transaction (its snapshot cannot change until the transaction ends).
+
+        While two tokens are equal, nothing was written or undone in between: a copy in memory
+        known current at the first one is current at the second (`gateway/do/memory.py`).
+        """
+        self._ensure_transaction()
+        version = self._data_version
+        if version is None:
+            version = self._data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        return self.conn.total_changes, self._rollbacks, version
+
     def commit_now(self) -> None:
         """Commit the open transaction, if any (called by a committer, never by actor code)."""
+        self._data_version = None
+        self._began = False
         if self.conn.in_transaction:
             self.conn.execute("COMMIT")
         self._wrote = False
@@ -177,6 +202,9 @@ class ActorStorage:
         """Discard the open transaction, if any."""
         self._savepoint_depth = 0
         self._wrote = False
+        self._data_version = None
+        self._began = False
+        self._rollbacks += 1
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
@@ -231,6 +259,7 @@ class ActorStorage:
         try:
             yield
         except BaseException:
+            self._rollbacks += 1
             self.conn.execute(f"ROLLBACK TO {name}")
             self.conn.execute(f"RELEASE {name}")
             raise

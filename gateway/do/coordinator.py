@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.actors import Actor, ActorContext, HostedSocket
 from gateway.do._sql import dumps, loads_list
-from gateway.do.memory import AgentRoster, ChatWindow, TaskIndex, stamp_schema
+from gateway.do.memory import AgentRoster, ChatWindow, TaskIndex, link_copies, stamp_schema
 from gateway.domain import commands as c
 from gateway.domain import frames, rules
 from gateway.domain.jscompat import iso_from_ms
@@ -184,6 +184,7 @@ class CoordinatorActor(Actor):
         self.roster = AgentRoster(AGENT_COLS, agent_from_row)
         self.task_index = TaskIndex(TASK_COLS, task_from_row)
         self.chat_window = ChatWindow(MSG_COLS, message_from_row, self.limits.list_limit_max)
+        link_copies(self.roster, self.task_index, self.chat_window)
 
     # -- helpers ----------------------------------------------------------------------------------
 

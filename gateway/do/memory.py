@@ -42,7 +42,7 @@ import orjson
 from gateway.actors import ActorStorage, SqlCursor
 from gateway.domain.model import Agent, GroupMessage, RenderedList, Task
 
-__all__ = ["MAX_ROWS", "AgentRoster", "ChatWindow", "TaskIndex", "stamp_schema"]
+__all__ = ["MAX_ROWS", "AgentRoster", "ChatWindow", "TaskIndex", "link_copies", "stamp_schema"]
 
 MAX_ROWS: Final = 20_000
 """A table with more rows is not copied (the memory a copy may take is bounded)."""
@@ -66,6 +66,13 @@ def stamp_schema(table: str) -> tuple[str, ...]:
 Key = tuple[str, int, str]  # (sort column, rowid, primary key)
 
 
+def link_copies(*copies: _Copy) -> None:
+    """Make the copies of one database (each of its own table) peers: a `write` through one,
+    which writes no other copied table, keeps the others known current without a query."""
+    for copy in copies:
+        copy._peers = tuple(other for other in copies if other is not copy)
+
+
 class _Copy:
     """The stamp logic shared by the copies; a subclass keeps the rows."""
 
@@ -79,6 +86,10 @@ class _Copy:
             f"WHERE x.{key_column} = ? AND s.name = '{self.table}'"
         )
         self._stamp: int | None = None  # None: nothing copied
+        # the storage's change token when the copy was last known current (None: unknown); while
+        # the token is unchanged no row was written, so the stamp needs no query (issue 13)
+        self._token: tuple[int, int, int] | None = None
+        self._peers: tuple[_Copy, ...] = ()  # copies of the other tables of the same database
         self._loading = False  # a load appends its rows and sorts once
         self._memo: dict[Any, Any] = {}  # query -> its answer, while the copy is unchanged
         self._json: dict[str, tuple[Any, orjson.Fragment]] = {}  # id -> (record, its JSON)
@@ -87,10 +98,15 @@ class _Copy:
 
     def fresh(self, sql: ActorStorage) -> bool:
         """Bring the copy up to date with the table; False if it cannot be copied."""
+        token = sql.change_token()
+        if token == self._token:  # nothing written since the copy was known current
+            return True
         row = sql.exec(self._select_stamp).first()
         stamp = None if row is None else row[0]
         if stamp is not None and stamp == self._stamp:
+            self._token = token
             return True
+        self._token = None
         self._memo.clear()
         self._json.clear()
         self._stamp = None
@@ -108,14 +124,18 @@ class _Copy:
             self._refused = stamp
             return False
         self._stamp = stamp
+        self._token = token  # the load only read
         return True
 
     def write(self, sql: ActorStorage, ident: str, statement: str, *params: Any) -> SqlCursor:
-        """Run `statement`, which writes the row `ident` and nothing else of the table, and keep
-        the copy current: brought up to date first, then that row read back with its stamp."""
+        """Run `statement`, which writes the row `ident` and nothing else of the table nor of
+        the tables of its peers, and keep the copy current: brought up to date first, then that
+        row read back with its stamp. Peers current before the write stay current after it."""
         fresh = self.fresh(sql)
+        before = self._token
         cursor = sql.exec(statement, *params)
         self._memo.clear()
+        self._token = None
         if fresh:
             r = sql.exec(self._select_one, ident).first()
             self._drop(ident)
@@ -124,6 +144,11 @@ class _Copy:
                 self._clear()
             else:
                 self._stamp = r[-1]
+                self._token = sql.change_token()  # the write, and nothing since
+                if before is not None:
+                    for peer in self._peers:
+                        if peer._token == before:
+                            peer._token = self._token
         return cursor
 
     def _fragment(self, record: Any) -> orjson.Fragment:

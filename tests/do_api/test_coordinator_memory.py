@@ -5,6 +5,7 @@ a restart. And pending mentions are found through `_mention_rows` whoever wrote 
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import orjson
 import pytest
 
 from gateway.actors import ActorHost, HostLimits
+from gateway.actors.naming import actor_path
 from gateway.clock import FakeClock
 from gateway.do import COORDINATOR
 from gateway.do.actor_store import ActorStore, build_actor_host
@@ -165,6 +167,64 @@ async def test_reads_do_not_reload_the_copy(host: ActorHost, clock: FakeClock) -
         await store.list_agents(clock.now_ms(), 1000)
     loads: int = await host.call(COORDINATOR, _loads)
     assert loads == 1
+
+
+async def test_a_write_committed_by_another_connection_is_seen(
+    tmp_path: Path, host: ActorHost, clock: FakeClock
+) -> None:
+    """Between turns no statement asks whether the copy is current while nothing was written;
+    a commit through another connection to the coordinator's file is still seen."""
+    store = ActorStore(host)
+    for name in ("a", "b"):
+        await store.register_agent(register(name, clock, status="active"))
+        await clock.advance(1)
+    assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["b", "a"]
+
+    other = sqlite3.connect(actor_path(tmp_path, COORDINATOR), isolation_level=None)
+    try:
+        other.execute("UPDATE agents SET status = 'offline' WHERE agent_id = 'b'")
+    finally:
+        other.close()
+    assert [a.agent_id for a in await store.list_agents(clock.now_ms(), 1000)] == ["a"]
+
+
+async def test_a_rolled_back_savepoint_inside_a_turn_leaves_nothing_in_memory(
+    host: ActorHost, clock: FakeClock
+) -> None:
+    store = ActorStore(host)
+    await store.register_agent(register("a", clock, status="active"))
+    await clock.advance(1)
+    await store.register_agent(register("b", clock, status="active"))
+    await clock.advance(1)
+
+    async def heartbeat_undone_then_listed(actor: Any) -> list[str]:
+        async def heartbeat_then_fail() -> None:
+            await actor.work_bundle(c.WorkQuery("a", clock.now_ms(), 1000))  # a moves to the front
+            raise RuntimeError("the nested transaction fails")
+
+        with pytest.raises(RuntimeError):
+            await actor.ctx.sql.transaction(heartbeat_then_fail)
+        return [a.agent_id for a in await actor.list_agents(clock.now_ms(), 1000)]
+
+    assert await host.call(COORDINATOR, heartbeat_undone_then_listed) == ["b", "a"]
+    assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["b", "a"]
+
+
+async def test_reads_ask_no_stamp_while_nothing_was_written(host: ActorHost, clock: FakeClock) -> None:
+    store = ActorStore(host)
+    await store.register_agent(register("a", clock, status="active"))
+    await store.work_bundle(c.WorkQuery("a", clock.now_ms(), 1000))  # every copy made
+    statements: list[str] = []
+
+    async def trace(actor: Any) -> None:
+        actor.ctx.sql.conn.set_trace_callback(statements.append)
+
+    await host.call(COORDINATOR, trace)
+    await store.list_agents(clock.now_ms(), 1000)
+    await store.list_tasks(c.ListTasks(None, None, 1000))
+    await store.work_bundle(c.WorkQuery("a", clock.now_ms(), 1000))  # a write: one stamp read back
+    assert not [s for s in statements if s.startswith("SELECT stamp")]
+    assert len([s for s in statements if "_change_stamps s" in s]) == 1
 
 
 async def _loads(actor: Any) -> int:
