@@ -8,7 +8,7 @@ of entities side by side, so a full comparison holds one batch of each store in 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -132,13 +132,26 @@ def same_as_written(key: EntityKey, legacy: Value | Deferred | None, actors: Val
     )
 
 
+def _not_shown(_value: Value | None) -> Any:
+    return None
+
+
 def classify(  # noqa: PLR0911 - one exit per outcome
-    key: EntityKey, legacy: Value | Deferred | None, actors: Value | Deferred | None, exp: Expectations
+    key: EntityKey,
+    legacy: Value | Deferred | None,
+    actors: Value | Deferred | None,
+    exp: Expectations,
+    *,
+    show: bool = True,
 ) -> Finding:
     """What the pair of values of `key` is (both None is not a pair: ValueError).
 
     A deferred legacy value that is exactly the actor entity's legacy form is the same
-    (`consistency.legacy_form`); any other is mapped first and compared canonically."""
+    (`consistency.legacy_form`); any other is mapped first and compared canonically.
+
+    With `show` false, a value only one side holds, or one that cannot be read, is not rendered
+    for the finding (its `legacy` / `actors` are None): for a caller that will not keep it as a
+    sample (the walk, once a domain's samples are full: most expired locks)."""
     if legacy is None and actors is None:
         raise ValueError(f"{key}: neither store holds it")
     if isinstance(legacy, Deferred):
@@ -147,14 +160,15 @@ def classify(  # noqa: PLR0911 - one exit per outcome
         legacy = legacy.entity()
     if isinstance(actors, Deferred):
         actors = actors.entity()
+    shown = _shown if show else _not_shown
     if key.domain in exp.actor_only:
-        return Finding(key, Kind.EXPECTED, None, _shown(actors), rule=ACTOR_ONLY)
+        return Finding(key, Kind.EXPECTED, None, shown(actors), rule=ACTOR_ONLY)
     if isinstance(legacy, Unreadable) and actors is None:
-        return Finding(key, Kind.EXPECTED, _shown(legacy), None, rule=UNREADABLE_LEGACY)
+        return Finding(key, Kind.EXPECTED, shown(legacy), None, rule=UNREADABLE_LEGACY)
     if isinstance(legacy, Unreadable) or isinstance(actors, Unreadable):
-        return Finding(key, Kind.UNREADABLE, _shown(legacy), _shown(actors))
+        return Finding(key, Kind.UNREADABLE, shown(legacy), shown(actors))
     if legacy is None or actors is None:
-        return _one_sided(key, legacy, actors, exp)
+        return _one_sided(key, legacy, actors, exp, shown)
     if _equal_as_read(legacy.to_json(), actors.to_json()):
         return Finding(key, Kind.SAME)  # equal as read: equal canonical forms, without making them
     left, right = canonical(legacy), canonical(actors)
@@ -170,17 +184,23 @@ def classify(  # noqa: PLR0911 - one exit per outcome
     return Finding(key, Kind.DIFFERS, left, right, unexplained)
 
 
-def _one_sided(key: EntityKey, legacy: Entity | None, actors: Entity | None, exp: Expectations) -> Finding:
+def _one_sided(
+    key: EntityKey,
+    legacy: Entity | None,
+    actors: Entity | None,
+    exp: Expectations,
+    shown: Callable[[Value | None], Any] = _shown,
+) -> Finding:
     """An entity only one store holds: missing in the other, or allowed to be."""
     if legacy is None:
         if _trimmed_chat(actors, exp):
-            return Finding(key, Kind.EXPECTED, None, _shown(actors), rule=CHAT_WINDOW)
+            return Finding(key, Kind.EXPECTED, None, shown(actors), rule=CHAT_WINDOW)
         if _expired(actors, exp.now_ms):
-            return Finding(key, Kind.EXPECTED, None, _shown(actors), rule=EXPIRED_LOCKS)
-        return Finding(key, Kind.MISSING_IN_LEGACY, None, _shown(actors))
+            return Finding(key, Kind.EXPECTED, None, shown(actors), rule=EXPIRED_LOCKS)
+        return Finding(key, Kind.MISSING_IN_LEGACY, None, shown(actors))
     if _expired(legacy, exp.now_ms):
-        return Finding(key, Kind.EXPECTED, _shown(legacy), None, rule=EXPIRED_LOCKS)
-    return Finding(key, Kind.MISSING_IN_ACTORS, _shown(legacy), None)
+        return Finding(key, Kind.EXPECTED, shown(legacy), None, rule=EXPIRED_LOCKS)
+    return Finding(key, Kind.MISSING_IN_ACTORS, shown(legacy), None)
 
 
 _DOMAIN_INDEX: Final = {d: i for i, d in enumerate(DOMAINS)}

@@ -49,7 +49,7 @@ AHEAD: Final = 4
 """Batches the child may be ahead of the comparison (each in a queue of the parent and of the
 child's sender)."""
 
-LOOKAHEAD: Final = 1
+LOOKAHEAD: Final = 2
 """Domains the child reads ahead of the one it sends (`pipelined`): each holds its sorted key
 list meanwhile, so one more costs memory (about 30 MB for a domain of the 1,000,000 data set)."""
 

@@ -144,6 +144,12 @@ class Report:
     def clean(self) -> bool:
         return self.complete and self.totals().differences == 0
 
+    def keeps_expected(self, domain: str, max_samples: int) -> bool:
+        """Whether `record` would keep an expected finding of `domain` as a sample."""
+        if (False, domain) in self._full:
+            return False
+        return sum(1 for s in self.expected_samples if s["domain"] == domain) < max_samples
+
     def record(self, f: Finding, max_samples: int) -> None:
         """Count a final finding and keep it as a sample while the domain has room."""
         self.counts(f.key.domain).add(f.kind, f.rule)

@@ -419,6 +419,7 @@ class LegacySource:
             owned = [(o, i) for o, i in owned if o in selection.agents]
         owned.sort()
         key_list = [EntityKey("memory", o, i) for o, i in owned]
+        del owned  # held no longer than needed: the check's second process reads the next domain meanwhile
         if selection.sampled:
             key_list = [k for k in key_list if selection.in_sample(k)]
         first = self._start("memory", key_list, after)

@@ -171,6 +171,21 @@ async def test_expected_differences_are_counted_apart_with_their_rule() -> None:
     assert carried["fields"] == ["capabilities"]
 
 
+async def test_expected_differences_beyond_the_samples_are_counted_and_the_kept_ones_shown() -> None:
+    """More expired locks than a domain keeps samples of: each one counted, the first ones kept
+    with their value shown (the walk does not render the others)."""
+    legacy, actors = stores()
+    for i in range(7):
+        legacy.values[EntityKey("lock", "", f"old{i}")] = lock(f"old{i}", NOW - 1)
+    report = await checker(legacy, actors, FakeClock(NOW)).run(CheckOptions(rounds=0, max_samples=3))
+    doc = report.to_json()
+    assert report.clean
+    assert doc["domains"]["lock"]["expected"] == {"expired-locks": 7}
+    kept = [s for s in doc["expectedSamples"] if s["domain"] == "lock"]
+    assert [s["id"] for s in kept] == ["old0", "old1", "old2"]
+    assert all(s["legacy"]["resourcePath"] == s["id"] and s["actors"] is None for s in kept)
+
+
 def test_a_dropped_field_that_is_not_carried_is_a_difference() -> None:
     """The carried-fields rule covers only empty legacy arrays of the fields its writers drop."""
     exp = Expectations(NOW)
