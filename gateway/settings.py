@@ -103,7 +103,7 @@ class StorageSettings:
 class ActorSettings:
     """The actor host: how many databases stay open, mailbox bound and alarm retry policy."""
 
-    max_open: int = 256
+    max_open: int = 4096
     idle_timeout_s: float = 60.0
     mailbox_max: int = 1000
     alarm_retry_base_s: float = 2.0  # DO: 2 s, doubling, 6 retries

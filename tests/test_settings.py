@@ -329,7 +329,7 @@ def test_describe_is_plain_data() -> None:
 def test_section_defaults_are_the_documented_values() -> None:
     """The embedded defaults are the values the other modules are written against."""
     assert Settings().server == ServerSettings(host="127.0.0.1", port=8787)
-    assert Settings().actors == ActorSettings(max_open=256, alarm_retry_base_s=2.0, alarm_max_retries=6)
+    assert Settings().actors == ActorSettings(max_open=4096, alarm_retry_base_s=2.0, alarm_max_retries=6)
     assert Settings().limits == LimitSettings(lock_ttl_default_ms=7_200_000, chat_limit_default=50)
     assert Settings().log == LogSettings(level="info", format="auto")
     assert Settings().migration.phase == "cutover"

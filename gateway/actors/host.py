@@ -89,7 +89,7 @@ _UNSET: Any = object()
 class HostLimits:
     """The host's tunables (built from `settings.actors`)."""
 
-    max_open: int = 256
+    max_open: int = 4096
     idle_timeout_s: float = 60.0
     mailbox_max: int = 1000
     alarm_retry_base_s: float = 2.0
