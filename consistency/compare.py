@@ -269,15 +269,15 @@ async def merge_batches(
         i, j = left.pos, right.pos
         # pairs while both sides have items buffered, or one side has ended
         while (i < len(a) or left.done) and (j < len(b) or right.done):
-            if i < len(a) and (j >= len(b) or a[i][0] < b[j][0]):
+            if i < len(a) and j < len(b) and a[i][0] == b[j][0]:  # most pairs: one comparison
+                out.append((a[i][1][0], a[i][1][1], b[j][1][1]))
+                i += 1
+                j += 1
+            elif i < len(a) and (j >= len(b) or a[i][0] < b[j][0]):
                 out.append((a[i][1][0], a[i][1][1], None))
                 i += 1
             elif j < len(b) and (i >= len(a) or b[j][0] < a[i][0]):
                 out.append((b[j][1][0], None, b[j][1][1]))
-                j += 1
-            elif i < len(a) and j < len(b):
-                out.append((a[i][1][0], a[i][1][1], b[j][1][1]))
-                i += 1
                 j += 1
             else:
                 break  # both used up

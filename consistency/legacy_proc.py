@@ -46,14 +46,16 @@ __all__ = ["LegacyScanFailed", "ProcessScan", "pipelined"]
 log = structlog.get_logger(__name__)
 
 AHEAD: Final = 4
-"""Batches the child may be ahead of the comparison (each in a queue of the parent and of the
-child's sender)."""
+"""Batches the parent's reader thread may hold that the comparison has not taken."""
+
+SEND_AHEAD: Final = 2
+"""Batches the child's sender may hold (besides the pipe's buffer)."""
 
 LOOKAHEAD: Final = 2
 """Domains the child reads ahead of the one it sends (`pipelined`): each holds its sorted key
 list meanwhile, so one more costs memory (about 30 MB for a domain of the 1,000,000 data set)."""
 
-DOMAIN_AHEAD: Final = 2
+DOMAIN_AHEAD: Final = 1
 """Batches each domain's reading task may be ahead of the sender."""
 
 _Wire = tuple[Any, ...]
@@ -163,12 +165,12 @@ async def pipelined(
 
 
 class _Sender:
-    """Pickles and sends messages to the parent from a thread of its own, at most `AHEAD`
+    """Pickles and sends messages to the parent from a thread of its own, at most `SEND_AHEAD`
     waiting, so the child's event loop goes on reading Redis while a send waits on the pipe."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.waiting: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=AHEAD)
+        self.waiting: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=SEND_AHEAD)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="legacy-scan-sender", daemon=True)
 
