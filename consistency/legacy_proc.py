@@ -140,14 +140,20 @@ async def pipelined(
     parts = [replace(selection, domains=(d,)) for d in selection.domains if not actor_only(d)]
     queues = [asyncio.Queue[object](maxsize=DOMAIN_AHEAD) for _ in parts]
 
+    stopping = asyncio.Event()  # the consumer is gone: no producer may wait to put
+
     async def produce(part: Selection, out: asyncio.Queue[object]) -> None:
         try:
             async for items in legacy.scan(part, start_after=start_after, batch=batch):
+                if stopping.is_set():  # a cancellation the Redis client swallowed
+                    return
                 await out.put(items)
         except Exception as e:  # noqa: BLE001 - raised in order, by the consumer
-            await out.put(e)
+            if not stopping.is_set():
+                await out.put(e)
             return
-        await out.put(_END)
+        if not stopping.is_set():
+            await out.put(_END)
 
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -159,8 +165,12 @@ async def pipelined(
                     raise got
                 yield cast("list[Item]", got)
     finally:
+        stopping.set()
         for t in tasks:
             t.cancel()
+        for q in queues:  # a producer that ignored its cancellation may be waiting on a full queue
+            while not q.empty():
+                q.get_nowait()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
