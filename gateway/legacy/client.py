@@ -18,6 +18,11 @@ Every legacy command of the gateway goes through `LegacyClient.run`, which
   error) becomes `LegacyStoreError` (500). redis-py's `ConnectionError`/`TimeoutError` are only
   ever referred to as `redis.exceptions.*`, never imported under the built-in names.
 
+The gateway's single commands, pipelines of them, MULTI/EXEC and scripts (`call`, `pipeline`,
+`transaction`, `script`) go over one shared pipelined connection instead (`SharedConnection`:
+redis-py's pool cost several times a command's own CPU), under the same retry and translation;
+WATCH transactions and bulk work keep the pool (`run`).
+
 Values are decoded as UTF-8 with `surrogateescape`, so a value holding invalid UTF-8 reaches the
 codec (which reports it as corrupt) instead of failing a whole HGETALL, and a field name that is
 not UTF-8 round-trips unchanged when written back.
@@ -29,7 +34,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import redis.asyncio
 import redis.exceptions
@@ -37,11 +42,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from gateway.errors import LegacyStoreError, StoreUnavailable
+from gateway.legacy.shared import LuaScript, SharedConnection
 from gateway.legacy.tracking import TrackedHashes
 from gateway.retry import Backoff
 from gateway.settings import LegacySettings, mask_url
 
-__all__ = ["LegacyClient", "Redis"]
+__all__ = ["LegacyClient", "LuaScript", "Redis"]
 
 T = TypeVar("T")
 Redis = redis.asyncio.Redis
@@ -61,14 +67,22 @@ class LegacyClient:
     """A pooled asyncio Redis client with the gateway's retry and error-translation policy."""
 
     def __init__(
-        self, client: Redis, settings: LegacySettings, *, url: str = "", tracked: TrackedHashes | None = None
+        self,
+        client: Redis,
+        settings: LegacySettings,
+        *,
+        url: str = "",
+        tracked: TrackedHashes | None = None,
+        shared: SharedConnection | None = None,
     ) -> None:
         """Wrap `client` (built by `connect`, or a test's); `url` names it in error messages;
-        `tracked`, when given, keeps whole hashes in memory (`gateway.legacy.tracking`)."""
+        `tracked`, when given, keeps whole hashes in memory (`gateway.legacy.tracking`); `shared`
+        carries the single commands (else they take the pool)."""
         self.redis = client
         self.settings = settings
         self.url = url
         self.tracked = tracked
+        self.shared = shared
 
     @classmethod
     def connect(cls, redis_url: str, settings: LegacySettings, *, track: Sequence[str] = ()) -> LegacyClient:
@@ -87,7 +101,9 @@ class LegacyClient:
             health_check_interval=0,
         )
         tracked = TrackedHashes(redis_url, settings, track) if track and settings.cache_listings else None
-        return cls(redis.asyncio.Redis(connection_pool=pool), settings, url=redis_url, tracked=tracked)
+        shared = SharedConnection.for_url(redis_url, settings)
+        client = redis.asyncio.Redis(connection_pool=pool)
+        return cls(client, settings, url=redis_url, tracked=tracked, shared=shared)
 
     @classmethod
     def from_settings(cls, settings: LegacySettings, redis_url: str | None = None) -> LegacyClient:
@@ -120,6 +136,48 @@ class LegacyClient:
                 raise LegacyStoreError(f"legacy store error: {what}: {exc}") from exc
             await asyncio.sleep(BACKOFF.delay_s(attempt - 1, _RNG))
 
+    async def call(self, what: str, *words: Any, idempotent: bool = True) -> Any:
+        """One command's raw reply (RESP2, as the pool's `execute_command` of a command without a
+        reply callback: str, int, None, lists), under `run`'s retry and translation."""
+        shared = self.shared
+        if shared is not None:
+            return await self.run(what, lambda _r: shared.call(*words), idempotent=idempotent)
+        return await self.run(what, lambda r: _command(r, words), idempotent=idempotent)
+
+    async def pipeline(
+        self, what: str, commands: Sequence[tuple[Any, ...]], *, idempotent: bool = True
+    ) -> list[Any]:
+        """The raw replies of `commands`, sent in one round trip without MULTI."""
+        shared = self.shared
+        if shared is not None:
+            return await self.run(what, lambda _r: shared.pipeline(commands), idempotent=idempotent)
+        return await self.run(what, lambda r: _pooled(r, commands, transaction=False), idempotent=idempotent)
+
+    async def transaction(
+        self, what: str, commands: Sequence[tuple[Any, ...]], *, idempotent: bool = True
+    ) -> list[Any]:
+        """The raw replies of `commands`, run in MULTI/EXEC."""
+        shared = self.shared
+        if shared is not None:
+            return await self.run(what, lambda _r: shared.transaction(commands), idempotent=idempotent)
+        return await self.run(what, lambda r: _pooled(r, commands, transaction=True), idempotent=idempotent)
+
+    async def script(
+        self, what: str, script: LuaScript, keys: Sequence[str], args: Sequence[Any], *, idempotent: bool
+    ) -> Any:
+        """`script`'s raw reply (EVALSHA, EVAL when Redis does not know it: it did not run)."""
+        shared = self.shared
+
+        async def op(r: Redis) -> Any:
+            if shared is not None:
+                return await shared.script(script, keys, args)
+            try:
+                return await _command(r, ("EVALSHA", script.sha, len(keys), *keys, *args))
+            except redis.exceptions.NoScriptError:
+                return await _command(r, ("EVAL", script.text, len(keys), *keys, *args))
+
+        return await self.run(what, op, idempotent=idempotent)
+
     async def ping(self) -> bool:
         """True when Redis answers PING (for readiness checks); raises StoreUnavailable otherwise."""
         return bool(await self.run("PING", lambda r: r.ping(), idempotent=True))
@@ -128,4 +186,19 @@ class LegacyClient:
         """Close the client, its pool and its tracking connection."""
         if self.tracked is not None:
             await self.tracked.close()
+        if self.shared is not None:
+            await self.shared.close()
         await self.redis.aclose(close_connection_pool=True)
+
+
+async def _pooled(r: Redis, commands: Sequence[tuple[Any, ...]], *, transaction: bool) -> list[Any]:
+    """`commands` through a pooled pipeline (a client without a shared connection)."""
+    async with r.pipeline(transaction=transaction) as pipe:
+        for cmd in commands:
+            _ = pipe.execute_command(*cmd)
+        return await pipe.execute()
+
+
+async def _command(r: Redis, words: tuple[Any, ...]) -> Any:
+    """One command through the pool (a client without a shared connection)."""
+    return await r.execute_command(*words)  # type: ignore[no-untyped-call]

@@ -59,7 +59,7 @@ from gateway.errors import ApiError, StoreUnavailable
 from gateway.keyed_locks import KeyedLocks
 from gateway.legacy import keys
 from gateway.legacy import mapping as m
-from gateway.legacy.client import LegacyClient, Redis
+from gateway.legacy.client import LegacyClient, LuaScript, Redis
 from gateway.legacy.codec import Corrupt, CorruptionLog, decode_array, decode_object, dumps
 from gateway.legacy.tracking import Command
 
@@ -87,7 +87,7 @@ MENTION_CURSOR_ID: Final = "lastChatCheckId"  # the newest message id seen then 
 
 # Set the hash field to ARGV[4] (or delete it when ARGV[5] == "del") only if it still holds
 # ARGV[2] (or is missing when ARGV[3] == "missing"). 1 = written, 0 = someone else changed it.
-_CAS_LUA: Final = """
+_CAS_LUA: Final = LuaScript("""
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[3] == 'missing' then
   if cur then return 0 end
@@ -100,13 +100,13 @@ else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 end
 return 1
-"""
+""")
 
 
 # Several hash fields at once: every field of the first ARGV[1] checks (key index, field,
 # 'missing' or 'match', expected text) must still hold what was read; then the writes (key index,
 # field, text) are made. 1 = written, 0 = one of the fields changed meanwhile (nothing written).
-_CAS_FIELDS_LUA: Final = """
+_CAS_FIELDS_LUA: Final = LuaScript("""
 local i = 2
 for _ = 1, tonumber(ARGV[1]) do
   local cur = redis.call('HGET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
@@ -124,13 +124,13 @@ for _ = 1, writes do
   i = i + 3
 end
 return 1
-"""
+""")
 
 # /work's first read: the agent, the cursor id this script finds in it (`lastChatCheckId`, or
 # false), the chat list's length, then its first ARGV[2] elements and, after them, only those that
 # can matter for the pending mentions: with an '@', or holding the cursor id. The caller checks
 # the cursor against its own reading of the agent (`LegacyRecords.agent_and_chat`).
-_AGENT_AND_CHAT_LUA: Final = """
+_AGENT_AND_CHAT_LUA: Final = LuaScript("""
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local cursor = false
 if raw then
@@ -150,7 +150,7 @@ for i = 1, #all do
   end
 end
 return out
-"""
+""")
 
 
 @functools.lru_cache(maxsize=16_384)
@@ -227,9 +227,6 @@ class LegacyRecords:
     def __init__(self, client: LegacyClient, corruption: CorruptionLog | None = None) -> None:
         self.client = client
         self.corruption = corruption or CorruptionLog()
-        self._cas_script = client.redis.register_script(_CAS_LUA)
-        self._agent_and_chat_script = client.redis.register_script(_AGENT_AND_CHAT_LUA)
-        self._cas_fields_script = client.redis.register_script(_CAS_FIELDS_LUA)
         self.decoded = DecodedValues()
         self._json: dict[int, tuple[Any, orjson.Fragment]] = {}  # id -> (record, its JSON)
         self._watch_locks: dict[str, asyncio.Lock] = {}
@@ -296,17 +293,19 @@ class LegacyRecords:
                 self.decoded.put(key, field, raw, found)
         return found
 
-    async def pipelined(self, what: str, queue: Callable[[Any], object]) -> list[Any]:
-        """The replies of the commands `queue(pipe)` queues, sent in one round trip (no MULTI:
-        Redis runs them in order, a write before the reads that follow it). Retried on transient
-        errors: only for commands that are safe to repeat (reads, an HSET of a whole value)."""
+    async def pipelined(self, what: str, commands: list[Command]) -> list[Any]:
+        """The raw replies of `commands`, sent in one round trip (no MULTI: Redis runs them in
+        order, a write before the reads that follow it). Retried on transient errors: only for
+        commands that are safe to repeat (reads, an HSET of a whole value). An HGETALL's reply
+        is a flat list of fields and values (`as_dict`)."""
+        return await self.client.pipeline(what, commands)
 
-        async def op(r: Redis) -> list[Any]:
-            async with r.pipeline(transaction=False) as pipe:
-                queue(pipe)
-                return await pipe.execute()
-
-        return await self.run(what, op)
+    @staticmethod
+    def as_dict(reply: Any) -> dict[str, str]:
+        """An HGETALL's raw reply (a flat list, or the pool's dict) as a dict."""
+        if isinstance(reply, dict):
+            return reply
+        return dict(zip(reply[::2], reply[1::2], strict=True))
 
     async def hgetall(
         self, key: str, parse: Callable[[str, Json], T], *, shared: bool = False
@@ -405,10 +404,7 @@ class LegacyRecords:
         return await self.run(what, op, idempotent=idempotent)
 
     async def hget(self, key: str, fld: str) -> str | None:
-        async def op(r: Redis) -> str | None:
-            return cast("str | None", await r.hget(key, fld))
-
-        return await self.run(f"HGET {key}", op)
+        return cast("str | None", await self.client.call(f"HGET {key}", "HGET", key, fld))
 
     def _is_tracked(self, key: str) -> bool:
         tracked = self.client.tracked
@@ -420,7 +416,7 @@ class LegacyRecords:
         if self._is_tracked(key):
             await self.write_tracked(f"HSET {key}", [("HSET", key, fld, text)])
         else:
-            await self.run(f"HSET {key}", lambda r: r.hset(key, fld, text))
+            await self.client.call(f"HSET {key}", "HSET", key, fld, text)
         self.remember(key, fld, text)
 
     async def hsetnx(self, key: str, fld: str, text: str) -> bool:
@@ -430,7 +426,7 @@ class LegacyRecords:
             writes: list[Command] = [("HSETNX", key, fld, text)]
             created = (await self.write_tracked(f"HSETNX {key}", writes, idempotent=False))[0]
         else:
-            created = await self.run(f"HSETNX {key}", lambda r: r.hsetnx(key, fld, text), idempotent=False)
+            created = await self.client.call(f"HSETNX {key}", "HSETNX", key, fld, text, idempotent=False)
         if created:
             self.remember(key, fld, text)
         return bool(created)
@@ -441,7 +437,7 @@ class LegacyRecords:
             replies = await self.write_tracked(f"HDEL {key}", [("HDEL", key, fld)], idempotent=idempotent)
             removed = bool(replies[0])
         else:
-            removed = bool(await self.run(f"HDEL {key}", lambda r: r.hdel(key, fld), idempotent=idempotent))
+            removed = bool(await self.client.call(f"HDEL {key}", "HDEL", key, fld, idempotent=idempotent))
         self.remember(key, fld, None)
         return removed
 
@@ -457,9 +453,7 @@ class LegacyRecords:
             new or "",
             "del" if new is None else "set",
         ]
-        result = await self.run(
-            f"CAS {key}", lambda r: self._cas_script(keys=[key], args=args, client=r), idempotent=False
-        )
+        result = await self.client.script(f"CAS {key}", _CAS_LUA, [key], args, idempotent=False)
         if result:
             self.remember(key, fld, new)
         return bool(result)
@@ -632,11 +626,10 @@ class LegacyRecords:
         The script finds the cursor id in the agent's JSON itself; when that is not the id this
         gateway reads from the agent (a value it cannot parse alike), the whole window is read
         instead, so the answer is the same either way."""
-        script, names = self._agent_and_chat_script, [keys.ACTIVE_AGENTS, keys.MESSAGES]
+        names = [keys.ACTIVE_AGENTS, keys.MESSAGES]
         args: list[str | int] = [agent_id, first, CHAT_SCAN - 1]
-        reply = await self.run(
-            f"EVALSHA agent and chat {keys.ACTIVE_AGENTS}", lambda r: script(keys=names, args=args, client=r)
-        )
+        what = f"EVALSHA agent and chat {keys.ACTIVE_AGENTS}"
+        reply = await self.client.script(what, _AGENT_AND_CHAT_LUA, names, args, idempotent=True)
         raw, seen_cursor, total, *texts = reply
         cursor = None
         agent = self.agent_of(agent_id, raw)
@@ -650,10 +643,8 @@ class LegacyRecords:
     async def chat_texts(self, first: int, last: int) -> list[str]:
         """The raw chat list elements `first..last` (newest first)."""
 
-        async def op(r: Redis) -> list[str]:
-            return cast("list[str]", await r.lrange(keys.MESSAGES, first, last))
-
-        return await self.run(f"LRANGE {keys.MESSAGES}", op)
+        what = f"LRANGE {keys.MESSAGES}"
+        return cast("list[str]", await self.client.call(what, "LRANGE", keys.MESSAGES, first, last))
 
     async def find_chat(self, msg_id: str) -> GroupMessage | None:
         """The message `msg_id` in the chat list (newest first; a new one is near the head).
@@ -734,11 +725,8 @@ class LegacyRecords:
                 )
             elif conv_ids:
                 names = [str(x) for x in conv_ids]
-
-                async def op(r: Redis) -> list[str | None]:
-                    return cast("list[str | None]", await r.hmget(keys.DM_MESSAGES, names))
-
-                arrays = await self.run(f"HMGET {keys.DM_MESSAGES}", op)
+                what = f"HMGET {keys.DM_MESSAGES}"
+                arrays = await self.client.call(what, "HMGET", keys.DM_MESSAGES, *names)
         out: list[DirectMessage] = []
         for raw in arrays:
             if raw is None:
@@ -772,13 +760,12 @@ class LegacyRecords:
         fields = [(keys.DM_MESSAGES, conv_id), (keys.DM_CONVOS, conv_id)]
         fields += [(keys.DM_USER_CONVOS, user) for user in dict.fromkeys(users)]
 
-        async def attempt(r: Redis) -> bool:
-            async with r.pipeline(transaction=False) as pipe:
-                _ = pipe.hget(keys.DM_MESSAGES, conv_id)
-                _ = pipe.hget(keys.DM_CONVOS, conv_id)
-                if users:
-                    _ = pipe.hmget(keys.DM_USER_CONVOS, users)
-                replies = await pipe.execute()
+        reads: list[Command] = [("HGET", keys.DM_MESSAGES, conv_id), ("HGET", keys.DM_CONVOS, conv_id)]
+        if users:
+            reads.append(("HMGET", keys.DM_USER_CONVOS, *users))
+
+        async def attempt() -> bool:
+            replies = await self.client.pipeline(f"DM {conv_id}: read", reads)
             raw_msgs, raw_conv = cast("str | None", replies[0]), cast("str | None", replies[1])
             user_lists: list[str | None] = replies[2] if users else []
             msgs = [] if raw_msgs is None else decode_array(raw_msgs, key=keys.DM_MESSAGES, field=conv_id)
@@ -804,19 +791,19 @@ class LegacyRecords:
             args.append(len(writes))
             for index, fld, text in writes:
                 args += [index + 1, fld, text]
-            return bool(await self._cas_fields_script(keys=hashes, args=args, client=r))
+            # safe to repeat: a message id already in the array is not added again (and a read
+            # flag set again is the same value); a repeat after a lost reply compares against
+            # what it wrote, fails, and the next attempt reads and decides again
+            what = f"DM {conv_id}: compare-and-set"
+            return bool(await self.client.script(what, _CAS_FIELDS_LUA, hashes, args, idempotent=True))
 
-        async def op(r: Redis) -> None:
-            for _ in range(CAS_ATTEMPTS):
-                if await attempt(r):
-                    return
-                self.watch_conflicts += 1
-            raise StoreUnavailable(f"legacy store unavailable: DM {conv_id} too contended")
-
-        # safe to repeat: a message id already in the array is not added again (and a read
-        # flag set again is the same value)
         async with self._field_locks.hold(f"{key}\n{fld}" for key, fld in fields):
-            await self.run(f"DM {conv_id}", op, idempotent=True)
+            for _ in range(CAS_ATTEMPTS):
+                if await attempt():
+                    break
+                self.watch_conflicts += 1
+            else:
+                raise StoreUnavailable(f"legacy store unavailable: DM {conv_id} too contended")
         self.remember(keys.DM_MESSAGES, conv_id, written[0])
 
     @staticmethod

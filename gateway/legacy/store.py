@@ -209,13 +209,11 @@ class LegacyStore:
         msg = rules.new_message(cmd)
         text = dumps(m.chat_to_legacy(msg))
 
-        async def op(r: Redis) -> None:
-            async with r.pipeline(transaction=True) as pipe:
-                _ = pipe.lpush(keys.MESSAGES, text)
-                _ = pipe.ltrim(keys.MESSAGES, 0, keys.CHAT_MAX - 1)
-                await pipe.execute()
-
-        await self.records.run(f"LPUSH {keys.MESSAGES}", op, idempotent=False)
+        writes: list[Command] = [
+            ("LPUSH", keys.MESSAGES, text),
+            ("LTRIM", keys.MESSAGES, "0", str(keys.CHAT_MAX - 1)),
+        ]
+        await self.records.client.transaction(f"LPUSH {keys.MESSAGES}", writes, idempotent=False)
         self.records.remember(keys.MESSAGES, msg.id, text)
         return msg
 
@@ -638,15 +636,15 @@ class LegacyStore:
         conversations."""
         ids_raw, raw_memories, raw_cp = await self.records.pipelined(
             f"HGET {keys.DM_USER_CONVOS}, HGETALL {keys.SHARED_MEMORY}, HGET {keys.CHECKPOINTS}",
-            lambda p: (
-                p.hget(keys.DM_USER_CONVOS, agent_id),
-                p.hgetall(keys.SHARED_MEMORY),
-                p.hget(keys.CHECKPOINTS, agent_id),
-            ),
+            [
+                ("HGET", keys.DM_USER_CONVOS, agent_id),
+                ("HGETALL", keys.SHARED_MEMORY),
+                ("HGET", keys.CHECKPOINTS, agent_id),
+            ],
         )
         inbox = await self.records.inbox_from(agent_id, ids_raw)
         unread = [d for d in inbox if not d.read][: self.limits.list_limit_max]
-        memories = self._memories_in(raw_memories, agent_id)[: rules.RECENT_MEMORIES]
+        memories = self._memories_in(self.records.as_dict(raw_memories), agent_id)[: rules.RECENT_MEMORIES]
         return AgentStateView(agent_id, self.records.checkpoint_of(agent_id, raw_cp), unread, memories)
 
     # -- locks ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import redis.exceptions
 
 from gateway.errors import GatewayError, LegacyStoreError, StoreUnavailable
-from gateway.legacy.client import LegacyClient, Redis
+from gateway.legacy.client import LegacyClient, LuaScript, Redis
 from gateway.settings import LegacySettings
 from gateway.testing import RedisServer
 
@@ -162,4 +162,83 @@ async def test_an_exhausted_pool_is_a_503_after_the_timeout(redis_url: str) -> N
         assert info.value.body()["retryable"] is True
     finally:
         await c.redis.connection_pool.release(taken)
+        await c.close()
+
+
+# --- the shared pipelined connection (single commands, pipelines, MULTI/EXEC, scripts) ----------------
+
+
+async def test_shared_commands_answer_as_the_pool_does(client: LegacyClient) -> None:
+    """Commands of many callers at once, on the one shared connection: each caller gets its own
+    reply, decoded to str (invalid UTF-8 kept with surrogateescape), None for a missing field."""
+    assert client.shared is not None
+    await client.call("HSET", "HSET", "h", "bad", b"\xff\xfe")
+    replies = await asyncio.gather(
+        *(client.call("HSET", "HSET", "h", f"f{i}", f"v{i}") for i in range(50)),
+        *(client.call("HGET", "HGET", "h", f"f{i}") for i in range(50)),
+    )
+    assert replies[50:] == [f"v{i}" for i in range(50)]  # each HGET after its HSET: sent in order
+    assert await client.call("HGET", "HGET", "h", "missing") is None
+    assert await client.call("HGET", "HGET", "h", "bad") == b"\xff\xfe".decode("utf-8", "surrogateescape")
+    assert await client.pipeline("two", [("HGET", "h", "f1"), ("HLEN", "h")]) == ["v1", 51]
+    assert await client.transaction("MULTI", [("LPUSH", "l", "a"), ("LTRIM", "l", "0", "0")]) == [1, "OK"]
+    assert client.shared.connections == 1
+
+
+async def test_a_shared_command_error_is_a_legacy_store_error(client: LegacyClient) -> None:
+    """WRONGTYPE from the shared connection: 500, as from the pool; the connection stays usable."""
+    await client.call("SET", "SET", "s", "x")
+    with pytest.raises(LegacyStoreError, match="WRONGTYPE"):
+        await client.call("HGET", "HGET", "s", "f")
+    with pytest.raises(LegacyStoreError, match="WRONGTYPE"):
+        await client.pipeline("two", [("GET", "s"), ("HGET", "s", "f")])
+    assert await client.call("GET", "GET", "s") == "x"
+
+
+async def test_a_script_redis_forgot_is_sent_whole(client: LegacyClient) -> None:
+    """EVALSHA of a script Redis does not know (a restart, SCRIPT FLUSH) runs it with EVAL: once."""
+    script = LuaScript("redis.call('INCR', KEYS[1]); return ARGV[1]")
+    await client.call("SCRIPT FLUSH", "SCRIPT", "FLUSH")
+    assert await client.script("incr", script, ["n"], ["one"], idempotent=False) == "one"
+    assert await client.script("incr", script, ["n"], ["two"], idempotent=False) == "two"
+    assert await client.call("GET", "GET", "n") == "2"
+
+
+async def test_the_shared_connection_survives_a_redis_restart(redis_server: RedisServer) -> None:
+    """Redis killed: the commands fail with 503 (no hang); Redis back: the next command reconnects."""
+    c = LegacyClient.connect(redis_server.url, SETTINGS)
+    try:
+        assert await c.call("PING", "PING") == "PONG"
+        redis_server.kill()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="legacy store unavailable"):
+            await c.call("HGET", "HGET", "h", "f")
+        with pytest.raises(StoreUnavailable):
+            await c.call("LPUSH", "LPUSH", "l", "x", idempotent=False)
+        assert time.monotonic() - started < 3 * SETTINGS.timeout_s + 1
+        redis_server.start()
+        assert await c.call("HGET", "HGET", "h", "f") is None
+        assert c.shared is not None
+        assert c.shared.connections == 2
+    finally:
+        if not redis_server.running:
+            redis_server.start()
+        await c.close()
+
+
+async def test_a_reply_that_never_comes_is_a_timeout(redis_url: str) -> None:
+    """A command Redis does not answer within `legacy.timeout_s` (here a blocking pop) fails the
+    shared connection: its caller and the commands queued behind it get 503, not a hang."""
+    c = LegacyClient.connect(redis_url, LegacySettings(timeout_s=0.3, retries=0))
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            c.call("BLPOP", "BLPOP", "empty", "0", idempotent=False),
+            c.call("GET", "GET", "x"),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, StoreUnavailable) for r in results)
+        assert time.monotonic() - started < 2.0
+        assert await c.call("GET", "GET", "x") is None  # a new connection
+    finally:
         await c.close()

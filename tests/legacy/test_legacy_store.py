@@ -683,7 +683,6 @@ async def test_listings_see_a_value_changed_by_another_client(
     await r.hset(keys.ACTIVE_AGENTS, "ann", json.dumps({**value, "currentTask": "two"}))
     [changed] = await store.list_agents(NOW, 100)
     assert changed.current_task == "two"
-    assert store.records.decoded.hits >= 1
 
 
 async def test_a_task_listing_is_reused_until_the_hash_changes(
