@@ -12,7 +12,7 @@ Scenarios, each under `synchronous=NORMAL` and `FULL`:
   The 1,000 actors are activated before timing and stay open (`max_open` 1,024), so these rows
   measure turns, not activation. The concurrent callers yield to the loop once per turn, as
   requests arriving from the network would, so they really interleave and queue on the gates.
-- `churn`: the same round-robin with the default `max_open` of 256, so every turn finds its
+- `churn`: the same round-robin with `max_open` 256 (`--max-open`), so every turn finds its
   actor evicted and reopens its database: the cost of reactivation.
 - `touch`: 10,000 new actors, one write turn each, 64 at a time, `max_open` 256: the peak number
   of open databases and of threads (`threading.active_count()`, sampled after every turn).
