@@ -3,6 +3,7 @@ a Redis of their own for tests that stop it, and the two stores read directly.""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.app import MIGRATION, ROUTER, create_app
 from gateway.clock import FakeClock
+from gateway.legacy.store import LegacyStore
 from gateway.phases.router import PhasedStore
 from gateway.phases.runtime import MigrationRuntime
 from gateway.settings import (
@@ -72,6 +74,16 @@ class Gw:
     @property
     def runtime(self) -> MigrationRuntime:
         return self.server.app[MIGRATION]
+
+    async def legacy_cache_up(self) -> None:
+        """Wait until the legacy client's tracking connection is on. It connects at the first
+        request that reads or writes a tracked hash, and until then the pool serves those: a test
+        that counts Redis commands must not depend on how fast that connection came up."""
+        store = self.router.legacy
+        assert isinstance(store, LegacyStore)
+        tracked = store.records.client.tracked
+        assert tracked is not None, "legacy.cache_listings is off"
+        assert await asyncio.wait_for(tracked.wait_up(), 10), "the tracking connection did not come up"
 
     async def close(self) -> None:
         await self.session.close()

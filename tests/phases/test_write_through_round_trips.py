@@ -41,6 +41,7 @@ async def test_work_reads_in_two_round_trips_and_replicates_what_it_wrote(start_
     gw = await start_gw("write-through")
     c: Client = gw.client
     await c.ok("POST", "/coordinator/agents", {"agentId": "alice", "status": "idle"})
+    await gw.legacy_cache_up()
     await c.ok("POST", "/coordinator/chat", {"author": "bob", "message": "hi @alice"})
     await c.ok("POST", "/coordinator/tasks", {"title": "Port it", "createdBy": "bob", "assignee": "alice"})
 
@@ -86,6 +87,7 @@ async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory)
     c: Client = gw.client
     r = gw.legacy.r
     await c.ok("POST", "/coordinator/agents", {"agentId": "alice", "status": "idle"})
+    await gw.legacy_cache_up()
 
     post = {"author": "alice", "message": "x"}
     assert await _commands(r, lambda: c.ok("POST", "/coordinator/chat", post)) == {
