@@ -125,7 +125,11 @@ DOCS: Final[dict[str, str]] = {
         'The legacy Redis store, e.g. "redis://:password@host:6379/0"; empty means none, and then only '
         'the "cutover" phase can run (flag --redis-url).'
     ),
-    "legacy.pool_size": "Most connections to the legacy Redis.",
+    "legacy.pool_size": (
+        "Most pooled connections to the legacy Redis, used by WATCH transactions and bulk work "
+        "(migrate, check); the gateway's single commands share one pipelined connection of their "
+        "own, and the listings cache (legacy.cache_listings) one more."
+    ),
     "legacy.timeout_s": "Seconds before one Redis call (with its retries) gives up.",
     "legacy.retries": "Retries of a failed idempotent Redis call.",
     "legacy.cache_listings": (
