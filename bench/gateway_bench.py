@@ -25,8 +25,16 @@ Parts (docs/benchmarks.md has the figures and how to read them):
    2,000 lock paths, mostly reads) from 64 connections with wrk, and the twelve operations, each
    run against the gateway and against a bare aiohttp app answering fixed JSON
    (`bench/floor_app.py`, the floor) in the same round, with the gateway's figures as ratios to
-   the floor's. Lock conflicts (409) are counted apart from failures. With `--mix-ops N`, each
-   operation of the mix then runs alone for N s (wrk, 16 connections): its CPU per request.
+   the floor's. Lock conflicts (409) are counted apart from failures. Upstream ran the twelve
+   operations once, on a fresh store (do-api.md section 9); so with `--spawn` each round's twelve
+   operations that count for the target (`seq_ratio`) run on a fresh gateway of the same phase
+   (fresh data dir, and outside cutover a fresh redis-server), its CPU metered by its pid. The
+   twelve are also run on the mix's gateway, after the setup and the earlier rounds' mix (up to
+   ~1,000 open tasks, /work and the task list some 250 KB each): reported beside, as
+   "on the mix's state", for information. With `--base` the gateway cannot be respawned: the
+   twelve run on its existing state only, and that figure is the one set against the target.
+   With `--mix-ops N`, each operation of the mix then runs alone for N s (wrk, 16 connections):
+   its CPU per request.
 
 The client: by default a minimal HTTP/1.1 keep-alive client on asyncio streams (`RawClient`),
 one connection per concurrent worker, because aiohttp's client costs several times more CPU per
@@ -869,8 +877,9 @@ def _spread(values: list[float]) -> dict[str, float]:
 async def run_realistic(
     args: argparse.Namespace, base: str, meter: CpuMeter, phase: str, run_tag: str
 ) -> dict[str, Any]:
-    """Rounds of: the twelve operations on the floor, then on the gateway; the mix with wrk on
-    the floor, then on the gateway. Each figure also as a ratio to the floor of its round."""
+    """Rounds of: the twelve operations on the floor, on a fresh gateway of `phase` (with
+    `--spawn`) and on the mix's gateway; the mix with wrk on the floor, then on the gateway. Each
+    figure also as a ratio to the floor of its round."""
     binary = shutil.which("wrk")
     if binary is None:
         raise SystemExit("--realistic needs wrk (Debian: apt-get install -y wrk)")
@@ -888,6 +897,7 @@ async def run_realistic(
             for i in range(args.mix_rounds):
                 seq_floor = await run_sequential(floor_factory, floor_meter, f"{run_tag}-f{i}")
                 seq_gw = await run_sequential(gw_factory, meter, f"{run_tag}-g{i}")
+                seq_fresh = await run_fresh_sequential(args, phase, f"{run_tag}-n{i}") if args.spawn else None
                 kw = {
                     "tag": tag,
                     "conns": args.mix_connections,
@@ -896,19 +906,14 @@ async def run_realistic(
                 }
                 mix_floor = run_mix_wrk(binary, floor_base, floor_meter, **kw)
                 mix_gw = run_mix_wrk(binary, base, meter, **kw)
-                f_mean = seq_floor["summary"]["mean_of_avgs_ms"]
-                g_mean = seq_gw["summary"]["mean_of_avgs_ms"]
+                on_mix = sequential_figures(seq_floor, seq_gw, "mix")
                 rnd = {
                     "loadavg": loadavg(),
-                    "sequential": {
-                        "floor_mean_ms": f_mean,
-                        "gateway_mean_ms": g_mean,
-                        "ratio": g_mean / f_mean,
-                        "gateway_errors": seq_gw["summary"]["errors"],
-                        "gateway_operations": {r["operation"]: r["avg_ms"] for r in seq_gw["operations"]},
-                        "floor_operations": {r["operation"]: r["avg_ms"] for r in seq_floor["operations"]},
-                        "gateway_server_cpu_us": seq_gw["summary"]["server_cpu_us_per_request"],
-                    },
+                    # the target's figure: a fresh store as upstream's, else (--base) the mix's state
+                    "sequential": on_mix
+                    if seq_fresh is None
+                    else sequential_figures(seq_floor, seq_fresh, "fresh"),
+                    "sequential_on_mix_state": on_mix,
                     "mix": {
                         "floor": mix_floor,
                         "gateway": mix_gw,
@@ -948,6 +953,34 @@ MIX_OPERATIONS: Final = (
 MIX_OPS_CONNECTIONS: Final = 16
 
 
+def sequential_figures(floor: dict[str, Any], gateway: dict[str, Any], state: str) -> dict[str, Any]:
+    """The twelve operations on a gateway against the floor's of the same round; `state` says
+    which store the gateway's ran on: "fresh" (as upstream's) or "mix" (the mix's gateway)."""
+    f_mean = floor["summary"]["mean_of_avgs_ms"]
+    g_mean = gateway["summary"]["mean_of_avgs_ms"]
+    return {
+        "state": state,
+        "floor_mean_ms": f_mean,
+        "gateway_mean_ms": g_mean,
+        "ratio": g_mean / f_mean,
+        "gateway_errors": gateway["summary"]["errors"],
+        "gateway_operations": {r["operation"]: r["avg_ms"] for r in gateway["operations"]},
+        "floor_operations": {r["operation"]: r["avg_ms"] for r in floor["operations"]},
+        "gateway_server_cpu_us": gateway["summary"]["server_cpu_us_per_request"],
+    }
+
+
+async def run_fresh_sequential(args: argparse.Namespace, phase: str, run_tag: str) -> dict[str, Any]:
+    """The twelve operations on a gateway of `phase` started for them alone (fresh data dir and,
+    outside cutover, a fresh redis-server), as upstream ran them; its CPU metered by its pid."""
+    with spawned(phase, args.log_level, keep=False) as (base, pid):
+        factory = ClientFactory(base, args.client)
+        try:
+            return await run_sequential(factory, CpuMeter(pid), run_tag)
+        finally:
+            await factory.close()
+
+
 def run_mix_operations(
     binary: str, base: str, meter: CpuMeter, args: argparse.Namespace, tag: str
 ) -> list[dict[str, Any]]:
@@ -978,11 +1011,18 @@ def run_mix_operations(
 
 
 def print_realistic_round(i: int, rnd: dict[str, Any]) -> None:
-    seq, mix = rnd["sequential"], rnd["mix"]
+    seq, on_mix, mix = rnd["sequential"], rnd["sequential_on_mix_state"], rnd["mix"]
+    out(f"\nround {i + 1} (load {rnd['loadavg']}): twelve operations, mean of averages:")
+    if seq["state"] == "fresh":
+        out(
+            f"  on a fresh gateway (the target's): {seq['gateway_mean_ms']:.3f} ms, floor "
+            f"{seq['floor_mean_ms']:.3f} ms, x{seq['ratio']:.2f} ({seq['gateway_errors']} errors)"
+        )
+    else:
+        out("  (--base: the gateway cannot be respawned; the twelve ran on its existing state)")
     out(
-        f"\nround {i + 1} (load {rnd['loadavg']}): twelve operations, mean of averages: gateway "
-        f"{seq['gateway_mean_ms']:.3f} ms, floor {seq['floor_mean_ms']:.3f} ms, x{seq['ratio']:.2f} "
-        f"({seq['gateway_errors']} errors)"
+        f"  on the mix's state (informational): {on_mix['gateway_mean_ms']:.3f} ms, floor "
+        f"{on_mix['floor_mean_ms']:.3f} ms, x{on_mix['ratio']:.2f} ({on_mix['gateway_errors']} errors)"
     )
     head = (
         f"{'mix':<8} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p90':>7} {'p99':>7} {'max':>8} "
@@ -1015,6 +1055,11 @@ def summarise_realistic(rounds: list[dict[str, Any]], phase: str) -> dict[str, A
         "seq_gateway_ms": _spread([r["sequential"]["gateway_mean_ms"] for r in rounds]),
         "seq_floor_ms": _spread([r["sequential"]["floor_mean_ms"] for r in rounds]),
         "seq_ratio": _spread([r["sequential"]["ratio"] for r in rounds]),
+        "seq_state": rounds[0]["sequential"]["state"] if rounds else "none",
+        "seq_mix_state_gateway_ms": _spread(
+            [r["sequential_on_mix_state"]["gateway_mean_ms"] for r in rounds]
+        ),
+        "seq_mix_state_ratio": _spread([r["sequential_on_mix_state"]["ratio"] for r in rounds]),
         "failures": sum(g["failures"] for g in gw),
         "lock_conflicts": sum(g["lock_conflicts"] for g in gw),
         "gateway_server_cpu_us": _spread([g["server_cpu_us_per_request"] or 0.0 for g in gw]),
@@ -1043,9 +1088,14 @@ def print_realistic_summary(s: dict[str, Any]) -> None:
     out(f"  gateway req/s {fmt(s['gateway_rps'], '.0f')}, p99 {fmt(s['gateway_p99_ms'], '.1f')} ms")
     out(f"  floor   req/s {fmt(s['floor_rps'], '.0f')}, p99 {fmt(s['floor_p99_ms'], '.1f')} ms")
     out(f"  ratio   req/s x{fmt(s['rps_ratio'], '.3f')}, p99 x{fmt(s['p99_ratio'], '.2f')}")
+    where = "a fresh gateway" if s["seq_state"] == "fresh" else "the existing state (--base)"
     out(
-        f"  twelve operations: gateway {fmt(s['seq_gateway_ms'], '.3f')} ms, floor "
+        f"  twelve operations on {where}: gateway {fmt(s['seq_gateway_ms'], '.3f')} ms, floor "
         f"{fmt(s['seq_floor_ms'], '.3f')} ms, x{fmt(s['seq_ratio'], '.2f')}"
+    )
+    out(
+        f"  twelve operations on the mix's state (informational): gateway "
+        f"{fmt(s['seq_mix_state_gateway_ms'], '.3f')} ms, x{fmt(s['seq_mix_state_ratio'], '.2f')}"
     )
     out(f"  failures {s['failures']} (lock conflicts, not failures: {s['lock_conflicts']})")
     t = s.get("target")
@@ -1218,7 +1268,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--realistic",
         action="store_true",
         help="run only the realistic mix (bench/mix.lua, wrk) and the twelve operations, each against "
-        "a bare aiohttp floor started beside the gateway, in rounds",
+        "a bare aiohttp floor started beside the gateway, in rounds; with --spawn the twelve that "
+        "count for the target run on a fresh gateway each round (as upstream's, on a fresh store), "
+        "and on the mix's gateway for information",
     )
     p.add_argument("--mix-rounds", type=int, default=3, help="--realistic: rounds (default 3, max 10)")
     p.add_argument("--mix-duration", type=int, default=10, help="--realistic: wrk seconds per run (max 60)")
