@@ -79,6 +79,10 @@ the wire or is hashed in Python."""
 
 _CHUNK: Final = 1000
 
+_DM_GROUP: Final = 200
+"""Conversation arrays read in one HMGET by a DM scan (the inboxes of several users): fewer round
+trips than one per user, and few enough arrays (up to 500 messages each) held at once."""
+
 _Parse = Callable[[str, dict[str, Any]], Entity]
 """The entity of one hash field's decoded value: `parse(field, value)`."""
 
@@ -501,7 +505,7 @@ class LegacySource:
         group: list[str] = []
         size = 0
         for user in users:
-            if group and size + len(lists[user]) > _CHUNK:
+            if group and size + len(lists[user]) > _DM_GROUP:
                 yield await self._inboxes(group, lists, first_lister)
                 group, size = [], 0
             group.append(user)
@@ -513,7 +517,7 @@ class LegacySource:
         self, users: list[str], lists: dict[str, list[str]], first_lister: dict[str, str]
     ) -> list[Item]:
         """The messages to each of `users` (sorted) in their conversations, in scan order: one
-        HMGET of the arrays of their conversations (about `_CHUNK`)."""
+        HMGET of the arrays of their conversations (about `_DM_GROUP`)."""
         convs = list(dict.fromkeys(c for u in users for c in lists[u]))
         texts = dict(zip(convs, await self._hmget(keys.DM_MESSAGES, convs), strict=True))
         items: list[Item] = []
