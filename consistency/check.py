@@ -312,10 +312,12 @@ class Checker:
         wanted = opts.scope_json()
         for path in reversed(states):
             state = json.loads(path.read_text(encoding="utf-8"))
-            scope = state["scope"]
+            scope = dict(state["scope"])
+            # rule 1 saved no rule: its sampled checks are rule 1, its full ones need none
+            scope.setdefault("sampleRule", 1 if scope.get("seed") is not None else None)
             if scope != wanted:
                 if wanted["sampleRule"] is not None and _other_rule(scope, wanted):
-                    self._refuse(path, state, scope.get("sampleRule") or 1)
+                    self._refuse(path, state, scope["sampleRule"])
                 continue
             report = Report(state["runId"], state["startedMs"], opts.document())
             report.domains = {d: DomainCounts.from_json(c) for d, c in state["domains"].items()}
@@ -339,10 +341,10 @@ class Checker:
 
 
 def _other_rule(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether a saved scope is the wanted one but for the sampling rule (rule 1 saved none)."""
+    """Whether a saved scope is the wanted one but for the sampling rule."""
     return {k: v for k, v in saved.items() if k != "sampleRule"} == {
         k: v for k, v in wanted.items() if k != "sampleRule"
-    } and saved.get("sampleRule") != wanted["sampleRule"]
+    } and saved["sampleRule"] != wanted["sampleRule"]
 
 
 def ordered(items: Collection[Item]) -> list[Item]:

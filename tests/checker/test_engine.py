@@ -331,3 +331,22 @@ async def test_a_saved_sampled_check_of_an_older_sampling_rule_is_not_resumed(tm
     assert not state_files(tmp_path)
     fresh = await checker(legacy, actors, FakeClock(NOW)).run(dataclasses.replace(opts, resume=False))
     assert again.totals().compared == fresh.totals().compared
+
+
+async def test_a_full_check_saved_before_sampling_rules_were_recorded_is_resumed(tmp_path: Path) -> None:
+    """A full check needs no sampling rule: one saved without it (before rule 2) goes on."""
+    legacy, actors = stores()
+    legacy.fail_after = 7
+    c = checker(legacy, actors, FakeClock(NOW), data_dir=tmp_path)
+    opts = CheckOptions(rounds=0, batch=2, checkpoint_every=1)
+    with pytest.raises(CheckAborted) as aborted:
+        await c.run(opts)
+    [saved] = state_files(tmp_path)
+    state = json.loads(saved.read_text(encoding="utf-8"))
+    del state["scope"]["sampleRule"]
+    saved.write_text(json.dumps(state), encoding="utf-8")
+    legacy.fail_after = None
+    resumed = await c.run(dataclasses.replace(opts, resume=True))
+    assert resumed.run_id == aborted.value.report.run_id
+    assert resumed.totals().compared == len(dataset())
+    assert not c.not_resumed
