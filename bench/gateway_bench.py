@@ -28,7 +28,8 @@ Parts (docs/benchmarks.md has the figures and how to read them):
    the floor's. Lock conflicts (409) are counted apart from failures. Upstream ran the twelve
    operations once, on a fresh store (do-api.md section 9); so with `--spawn` each round's twelve
    operations that count for the target (`seq_ratio`) run on a fresh gateway of the same phase
-   (fresh data dir, and outside cutover a fresh redis-server), its CPU metered by its pid. The
+   (fresh data dir, and outside cutover a fresh redis-server), its CPU metered by its pid, once
+   its start-up work is done (no CPU tick for two 0.2 s windows, at most 10 s). The
    twelve are also run on the mix's gateway, after the setup and the earlier rounds' mix (up to
    ~1,000 open tasks, /work and the task list some 250 KB each): reported beside, as
    "on the mix's state", for information. With `--base` the gateway cannot be respawned: the
@@ -967,6 +968,7 @@ def sequential_figures(floor: dict[str, Any], gateway: dict[str, Any], state: st
         "gateway_operations": {r["operation"]: r["avg_ms"] for r in gateway["operations"]},
         "floor_operations": {r["operation"]: r["avg_ms"] for r in floor["operations"]},
         "gateway_server_cpu_us": gateway["summary"]["server_cpu_us_per_request"],
+        "settle_s": gateway.get("settle_s"),
     }
 
 
@@ -974,11 +976,33 @@ async def run_fresh_sequential(args: argparse.Namespace, phase: str, run_tag: st
     """The twelve operations on a gateway of `phase` started for them alone (fresh data dir and,
     outside cutover, a fresh redis-server), as upstream ran them; its CPU metered by its pid."""
     with spawned(phase, args.log_level, keep=False) as (base, pid):
+        meter = CpuMeter(pid)
+        settle_s = await settle(meter)
         factory = ClientFactory(base, args.client)
         try:
-            return await run_sequential(factory, CpuMeter(pid), run_tag)
+            section = await run_sequential(factory, meter, run_tag)
         finally:
             await factory.close()
+    section["settle_s"] = settle_s
+    return section
+
+
+SETTLE_WINDOW_S: Final = 0.2
+SETTLE_MAX_S: Final = 10.0
+
+
+async def settle(meter: CpuMeter) -> float:
+    """Wait until a just-started process has used no CPU tick for two windows in a row (its
+    start-up work done), at most SETTLE_MAX_S; returns the seconds waited. Without it the first
+    operations measured a process still warming up (e.g. Health Check x3 its settled time)."""
+    started = time.monotonic()
+    quiet, last = 0, meter.seconds()
+    while quiet < 2 and time.monotonic() - started < SETTLE_MAX_S:  # noqa: PLR2004 - two windows
+        await asyncio.sleep(SETTLE_WINDOW_S)
+        now = meter.seconds()
+        quiet = quiet + 1 if now == last else 0
+        last = now
+    return time.monotonic() - started
 
 
 def run_mix_operations(
@@ -1016,7 +1040,8 @@ def print_realistic_round(i: int, rnd: dict[str, Any]) -> None:
     if seq["state"] == "fresh":
         out(
             f"  on a fresh gateway (the target's): {seq['gateway_mean_ms']:.3f} ms, floor "
-            f"{seq['floor_mean_ms']:.3f} ms, x{seq['ratio']:.2f} ({seq['gateway_errors']} errors)"
+            f"{seq['floor_mean_ms']:.3f} ms, x{seq['ratio']:.2f} ({seq['gateway_errors']} errors; "
+            f"idle after {seq['settle_s']:.1f} s)"
         )
     else:
         out("  (--base: the gateway cannot be respawned; the twelve ran on its existing state)")
