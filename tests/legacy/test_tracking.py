@@ -224,3 +224,43 @@ async def test_with_cache_listings_off_there_is_no_tracking_connection(
         assert not [cl for cl in r.client_list() if cl.get("name") == "agent-coord-tracking"]
     finally:
         await store.close()
+
+
+async def test_the_task_listing_kept_across_writes_is_the_one_read_afresh(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """After each create, update or another client's write the tracked store lists the tasks in
+    the order a store sorting the same hash afresh does (newest first, ties in the hash's order)."""
+    listing = c.ListTasks.parse({"limit": "1000"}, 1000)
+
+    async def listed(s: LegacyStore) -> list[tuple[str, str, str]]:
+        return [(t.id, t.title, t.status) for t in await s.list_tasks(listing)]
+
+    async def same_as_afresh() -> None:
+        afresh = LegacyStore(store.records, LimitSettings(), clock=FakeClock(NOW))  # nothing kept
+        assert await listed(store) == await listed(afresh)
+
+    created = []
+    for i in range(6):  # the same createdAt: ties keep the hash's order
+        task = await store.create_task(c.CreateTask.parse({"title": f"t{i}", "createdBy": "ann"}, NOW, ids))
+        created.append(task.id)
+        await same_as_afresh()
+    for i, created_at in enumerate(("2024-01-01T00:00:00.000Z", "2099-01-01T00:00:00.000Z")):
+        r.hset(
+            keys.TASKS, f"x{i}", _task(f"x{i}", f"other {i}").replace("2024-01-01T00:00:00.000Z", created_at)
+        )
+        await same_as_afresh()
+    await store.create_task(c.CreateTask.parse({"title": "later", "createdBy": "ann"}, NOW + 5, ids))
+    await same_as_afresh()
+    await store.update_task(c.UpdateTask.parse({"id": created[2], "status": "done"}, NOW + 6))
+    await same_as_afresh()
+    r.hset(keys.TASKS, created[0], _task(created[0], "rewritten").replace("2024", "2098"))
+    await same_as_afresh()
+    r.hdel(keys.TASKS, created[1])
+    await store.create_task(c.CreateTask.parse({"title": "after a delete", "createdBy": "ann"}, NOW, ids))
+    await same_as_afresh()
+    r.hset(keys.TASKS, "bad", "{not json")
+    await same_as_afresh()
+    r.hdel(keys.TASKS, "bad")
+    await same_as_afresh()
+    assert [t for _, t, _ in await listed(store)][:2] == ["other 1", "rewritten"]
