@@ -22,6 +22,7 @@ import heapq
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import compress
 from typing import Any, Final
 
 import orjson
@@ -102,7 +103,10 @@ def _row_key(domain: str, actor: str, ident: str | None) -> EntityKey:
 
 def _chosen(domain: str, keys: list[_Row], selection: Selection) -> list[_Row]:
     """The (actor, id) keys of a shard table the sample keeps, by each actor's `id_sampler`."""
-    if domain not in ("checkpoint", "dm", "memory"):
+    if domain == "memory":  # sampled by its id alone: one hash head, the ids hashed in C
+        ids = ["" if k[1] is None else str(k[1]) for k in keys]
+        return list(compress(keys, selection.keeps(domain, "", ids)))
+    if domain not in ("checkpoint", "dm"):
         return [
             k
             for k in keys
@@ -305,7 +309,7 @@ class ActorSide:
         host = self.replica.host
         kind = OWNERS[domain].value
         owners = selection.owner_names(domain, self.replica.names(kind))
-        chosen = [n for n in owners if selection.in_sample(_row_key(domain, n, None))]
+        chosen = selection.sampled_owners(domain, owners)
         if start is not None:
             chosen = [n for n in chosen if n >= start[0]]
         by_shard: dict[int, list[str]] = {}

@@ -8,9 +8,11 @@ so an interrupted run resumes where it stopped and two stores can be compared by
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+import sqlite3
+import zlib
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from typing import Final, Protocol
 
 import orjson
@@ -21,6 +23,7 @@ _KEY_PARTS: Final = 3  # [domain, scope, id]
 
 __all__ = [
     "SAMPLE_RULE",
+    "SAMPLE_SQL_FN",
     "EntitySink",
     "EntitySource",
     "Item",
@@ -30,7 +33,9 @@ __all__ = [
     "in_sample",
     "order_key",
     "parse_cursor",
+    "register_sample_fn",
     "sample_text",
+    "sql_sample_condition",
 ]
 
 Item = tuple[EntityKey, Entity | Unreadable]
@@ -62,18 +67,34 @@ def parse_cursor(cursor: str) -> EntityKey:
     return EntityKey(value[0], value[1], value[2])
 
 
-SAMPLE_RULE: Final = 2
-"""The version of the sampling rule (`sample_text`, `sample_limit`): a report and a saved check
-record it, so a check is never resumed on another rule's sample. 1: a blake2b hash of each key
-(memories by id); 2: this one."""
+SAMPLE_RULE: Final = 3
+"""The version of the sampling rule (`sample_text`, `sample_limit`, `text_in_sample`): a report
+and a saved check record it, so a check is never resumed on another rule's sample. 1: a BLAKE2b
+hash of each key (memories by id, DMs by key); 2: SHA-1 (chosen in Redis by Lua), DMs by inbox;
+3 (this one): the texts of rule 2 hashed with CRC-32, mixed by a multiplication (`SAMPLE_MIX`):
+C calls only, in Python or inside SQLite (see docs/consistency.md)."""
 
-SAMPLE_BITS: Final = 48
-"""A key is in the sample when the first 48 bits of its hash fall below `rate * 2**48`: an
-integer a double holds exactly, so Redis's Lua (`gateway.bulk.legacy_side`) decides the same."""
+SAMPLE_BITS: Final = 32
+"""A key is in the sample when its 32-bit hash falls below `rate * 2**32`."""
+
+SAMPLE_MIX: Final = 0x61C88647
+"""The hash is the CRC-32 times this odd constant, modulo 2**32 (Fibonacci hashing). CRC-32 alone
+is linear: keys that differ in the same bits would be in a sample together, or never, whatever
+the seed (ids `t-21` and `t-25` were chosen together ten times as often as by chance, and the
+planted differences of a block of 1,000 consecutive ids were found with twice a random sample's
+spread over seeds); the product's high bits depend on all of the CRC's. Under 2**31, so the
+product stays an exact 64-bit integer in SQLite."""
+
+_MASK: Final = 2**SAMPLE_BITS - 1
+
+SAMPLE_SQL_FN: Final = "_agent_coord_crc32"
+"""The name a connection registers `zlib.crc32` under to choose a sample inside SQLite
+(`sql_sample_condition`)."""
 
 
 def sample_text(domain: str, scope: str, ident: str) -> str:
-    """What a key is sampled by (rule 2), so each store chooses the sample before it reads values:
+    """What a key is sampled by (rules 2 and 3), so each store chooses the sample before it reads
+    values:
 
     * a direct message by its inbox (`dm:<recipient>`): the actors list their inboxes, Redis its
       users' conversation lists, and neither reads a message outside the sample; a DM key with no
@@ -91,7 +112,7 @@ def sample_text(domain: str, scope: str, ident: str) -> str:
 
 
 def sample_limit(rate: float) -> int:
-    """The bound the first `SAMPLE_BITS` bits of a key's hash must stay under."""
+    """The bound a key's `SAMPLE_BITS`-bit hash must stay under."""
     return int(rate * 2**SAMPLE_BITS)
 
 
@@ -100,20 +121,43 @@ def seed_prefix(seed: int) -> bytes:
     return f"{seed}\x00".encode()
 
 
-def text_in_sample(prefix: bytes, limit: bytes, text: str) -> bool:
-    """Whether the sample keeps the key of `sample_text` `text`: SHA-1 of the seed prefix and
-    the text, its first 48 bits below the limit (`limit` as 6 big-endian bytes: comparing the
-    20-byte digest with them compares those bits)."""
-    return hashlib.sha1(prefix + text.encode(), usedforsecurity=False).digest() < limit
+def text_start(seed: int, head: str = "") -> int:
+    """The CRC-32 of the seed prefix and `head`: where the hash of a text that starts with
+    `head` continues (`zlib.crc32(rest, start)` is the CRC-32 of the whole)."""
+    return zlib.crc32(head.encode(), zlib.crc32(seed_prefix(seed)))
+
+
+def text_in_sample(start: int, limit: int, text: str) -> bool:
+    """Whether the sample keeps the key of `sample_text` `text`: the CRC-32 of the seed prefix
+    and the text (`start`: the seed prefix's, `text_start`), mixed (`SAMPLE_MIX`), below the
+    limit."""
+    return (zlib.crc32(text.encode(), start) * SAMPLE_MIX) & _MASK < limit
+
+
+def sql_sample_condition(column: str) -> str:
+    """The SQL condition that the sample keeps the row whose id is `column`, with two bound
+    values: the start and the limit (`Selection.sql_sample`); needs `register_sample_fn`."""
+    return f"({SAMPLE_SQL_FN}(CAST({column} AS BLOB), ?) * {SAMPLE_MIX}) % {2**SAMPLE_BITS} < ?"
 
 
 def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
     """A key's place in a seeded sample: the same keys on both stores, and in every run with
     the same seed (a hash of the seed and the key's `sample_text`, never Python's `hash`)."""
-    limit = sample_limit(rate).to_bytes(SAMPLE_BITS // 8, "big") if rate < 1.0 else None
-    if limit is None:
+    if rate >= 1.0:
         return True
-    return text_in_sample(seed_prefix(seed), limit, sample_text(key.domain, key.scope, key.id))
+    return text_in_sample(text_start(seed), sample_limit(rate), sample_text(key.domain, key.scope, key.id))
+
+
+def _chosen_texts(start: int, limit: int, texts: Iterable[str]) -> Iterator[bool]:
+    """`text_in_sample` of each text, iterated in C (no Python frame per text)."""
+    crcs = map(zlib.crc32, map(str.encode, texts), repeat(start))
+    return map(limit.__gt__, map(_MASK.__and__, map(SAMPLE_MIX.__mul__, crcs)))
+
+
+def register_sample_fn(conn: sqlite3.Connection) -> None:
+    """Register `zlib.crc32` as `SAMPLE_SQL_FN` on `conn`: a C function SQLite calls per id,
+    with no Python frame (`Selection.sql_sample`)."""
+    conn.create_function(SAMPLE_SQL_FN, 2, zlib.crc32, deterministic=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,22 +179,16 @@ class Selection:
     agents: frozenset[str] | None = None
     sample: float = 1.0
     seed: int = 0
-    _prefix: bytes = field(init=False, repr=False, compare=False)
-    _limit: bytes = field(init=False, repr=False, compare=False)
+    _start: int = field(init=False, repr=False, compare=False)
+    _limit: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_prefix", seed_prefix(self.seed))
-        limit = sample_limit(self.sample) if self.sample < 1.0 else 0  # unused without a sample
-        object.__setattr__(self, "_limit", limit.to_bytes(SAMPLE_BITS // 8, "big"))
+        object.__setattr__(self, "_start", text_start(self.seed))
+        object.__setattr__(self, "_limit", sample_limit(self.sample) if self.sample < 1.0 else 0)
 
     @property
     def sampled(self) -> bool:
         return self.sample < 1.0
-
-    @property
-    def seed_text(self) -> str:
-        """The seed as a key's text is hashed after it (`seed_prefix`)."""
-        return self._prefix.decode()
 
     @property
     def limit(self) -> int:
@@ -160,8 +198,13 @@ class Selection:
     def in_sample(self, key: EntityKey) -> bool:
         """Whether the sample keeps `key` (always, without a sample): `in_sample`."""
         return self.sample >= 1.0 or text_in_sample(
-            self._prefix, self._limit, sample_text(key.domain, key.scope, key.id)
+            self._start, self._limit, sample_text(key.domain, key.scope, key.id)
         )
+
+    def _head_start(self, domain: str, scope: str) -> int:
+        """Where the hash of the keys of `domain` and `scope` continues after their text's fixed
+        head (`sample_text` without the id)."""
+        return zlib.crc32(sample_text(domain, scope, "").encode(), self._start)
 
     def id_sampler(self, domain: str, scope: str) -> Callable[[str], bool]:
         """`in_sample` of the keys of `domain` and `scope`, by id: the hash's fixed head made
@@ -171,14 +214,65 @@ class Selection:
         if domain == "dm" and scope:  # an inbox is in the sample or not as a whole
             whole = self.text_in_sample(sample_text(domain, scope, ""))
             return lambda _ident: whole
-        head = self._prefix + sample_text(domain, scope, "").encode()
-        limit = self._limit
-        sha1 = hashlib.sha1
-        return lambda ident: sha1(head + ident.encode(), usedforsecurity=False).digest() < limit
+        start, limit, crc32 = self._head_start(domain, scope), self._limit, zlib.crc32
+        return lambda ident: (crc32(ident.encode(), start) * SAMPLE_MIX) & _MASK < limit
+
+    def keeps(self, domain: str, scope: str, idents: Iterable[str]) -> Iterator[bool]:
+        """`id_sampler` of each id of `idents` (keys of `domain` and `scope`), iterated in C:
+        for `itertools.compress`."""
+        if self.sample >= 1.0:
+            return repeat(True)
+        if domain == "dm" and scope:  # an inbox is in the sample or not as a whole
+            return repeat(self.text_in_sample(sample_text(domain, scope, "")))
+        return _chosen_texts(self._head_start(domain, scope), self._limit, idents)
+
+    def sampled_ids(self, domain: str, scope: str, idents: Sequence[str]) -> list[str]:
+        """The ids of `idents` (keys of `domain` and `scope`) the sample keeps, in their order."""
+        return list(compress(idents, self.keeps(domain, scope, idents)))
+
+    def sampled_owners(self, domain: str, names: Sequence[str]) -> list[str]:
+        """The actors of `names` whose entity of `domain` the sample keeps, for the domains
+        sampled by owner: a DM's inbox (`dm:<agent>`), a checkpoint (`checkpoint:<agent>:`), a
+        lock (`lock:<name>`)."""
+        if domain == "checkpoint":
+            return self.sampled_texts("checkpoint:", names, ":")
+        if domain in ("dm", "lock"):
+            return self.sampled_texts(f"{domain}:", names)
+        raise ValueError(f"{domain} is not sampled by owner")
+
+    def sampled_texts(self, head: str, texts: Sequence[str], tail: str = "") -> list[str]:
+        """The texts whose sample text `head + text + tail` the sample keeps, in their order
+        (names listed by a store, e.g. a legacy hash's fields)."""
+        if self.sample >= 1.0:
+            return list(texts)
+        start, limit = zlib.crc32(head.encode(), self._start), self._limit
+        if not tail:
+            return list(compress(texts, _chosen_texts(start, limit, texts)))
+        end, crc32 = tail.encode(), zlib.crc32
+        return [t for t in texts if (crc32(end, crc32(t.encode(), start)) * SAMPLE_MIX) & _MASK < limit]
+
+    def text_or_suffix_in_sample(self, head: str, text: str) -> bool:
+        """Whether the sample keeps `head + text`, or `head` + the text after one of its colons."""
+        if self.sample >= 1.0:
+            return True
+        start, limit, crc32 = zlib.crc32(head.encode(), self._start), self._limit, zlib.crc32
+        if (crc32(text.encode(), start) * SAMPLE_MIX) & _MASK < limit:
+            return True
+        at = text.find(":")
+        while at >= 0:
+            if (crc32(text[at + 1 :].encode(), start) * SAMPLE_MIX) & _MASK < limit:
+                return True
+            at = text.find(":", at + 1)
+        return False
+
+    def sql_sample(self, domain: str, scope: str) -> tuple[int, int]:
+        """(start, limit): the values `sql_sample_condition` binds to choose the ids of `domain`
+        and `scope` inside SQLite. Not for an inbox's DMs."""
+        return self._head_start(domain, scope), self._limit
 
     def text_in_sample(self, text: str) -> bool:
         """Whether the sample keeps the key whose `sample_text` is `text`."""
-        return self.sample >= 1.0 or text_in_sample(self._prefix, self._limit, text)
+        return self.sample >= 1.0 or text_in_sample(self._start, self._limit, text)
 
     def wants_key(self, key: EntityKey) -> bool:
         """Whether `key` is selected: its domain, its agent and the sample."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from itertools import compress
 from typing import Any, Final, cast
 
 import structlog
@@ -48,34 +49,6 @@ for i = 1, #r[2], 2 do out[#out + 1] = r[2][i] end
 return {r[1], out}
 """
 """A keys-only HSCAN step (Redis 7.0 has no HSCAN NOVALUES): the values never cross the wire."""
-
-_SAMPLED_FIELDS_LUA: Final = """
-local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local seed, limit, pre, suf = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local suffixes = ARGV[7] == '1'
-local function kept(text)
-  return tonumber(string.sub(redis.sha1hex(seed .. pre .. text .. suf), 1, 12), 16) < limit
-end
-local out = {}
-for i = 1, #r[2], 2 do
-  local name = r[2][i]
-  local hit = kept(name)
-  if suffixes then
-    local at = string.find(name, ':', 1, true)
-    while at and not hit do
-      hit = kept(string.sub(name, at + 1))
-      at = string.find(name, ':', at + 1, true)
-    end
-  end
-  if hit then out[#out + 1] = name end
-end
-return {r[1], out}
-"""
-"""A keys-only HSCAN step that keeps the fields in a sample (`gateway.bulk.items.sample_text`,
-rule 2): SHA-1 of the seed, `pre`, the field and `suf`, its first 48 bits below the limit. With
-`suffixes` a field is also kept when the text after any of its colons is in the sample (a claim
-field `{by}:{what}` whose `what` is). The sample is chosen in Redis: no field outside it crosses
-the wire or is hashed in Python."""
 
 _CHUNK: Final = 1000
 
@@ -167,7 +140,6 @@ class LegacySource:
         self.conflicts: list[KnownConflict] = []
         self.unreachable_conversations: list[str] = []
         self._fields_script = records.client.redis.register_script(_FIELDS_LUA)
-        self._sampled_script = records.client.redis.register_script(_SAMPLED_FIELDS_LUA)
         self.defer = False
         """When set, scans yield `Deferred` values (typed as entities) in place of the entities
         of hash values, single-field claims and DMs, for a consumer that handles them (the
@@ -196,23 +168,18 @@ class LegacySource:
         self, key: str, selection: Selection, pre: str, suf: str = "", *, suffixes: bool = False
     ) -> list[str]:
         """The field names of hash `key` that the sample keeps, sorted: those whose text
-        `pre + field + suf` is in it (with `suffixes`, also by the text after a colon; see
-        `_SAMPLED_FIELDS_LUA`). Chosen in Redis, a chunk at a time."""
+        `pre + field + suf` is in it (with `suffixes`, also those where the text `pre` + the
+        text after one of its colons is: a claim field `{by}:{what}` whose `what` is). Listed
+        by a plain HSCAN (Redis 7.0 has no HSCAN NOVALUES; a keys-only Lua step costs Redis
+        more than sending the values, which are dropped here) and hashed here, a page at a
+        time (`Selection.sampled_texts`: CRC-32 in C)."""
         names: list[str] = []
-        cursor = "0"
-        seed = selection.seed_text
-        while True:
-            step = cursor
-
-            async def op(r: Redis, step: str = step) -> Any:
-                args: list[str | int] = [step, _CHUNK, seed, selection.limit, pre, suf, int(suffixes)]
-                return await self._sampled_script(keys=[key], args=args, client=r)
-
-            cursor_raw, page = await self.records.run(f"HSCAN {key}", op)
-            cursor = cursor_raw.decode() if isinstance(cursor_raw, bytes) else str(cursor_raw)
-            names.extend(x.decode() if isinstance(x, bytes) else str(x) for x in page)
-            if cursor == "0":
-                break
+        async for page in self._hscan(key):
+            fields = [f for f, _ in page]
+            if suffixes:
+                names.extend(f for f in fields if selection.text_or_suffix_in_sample(pre, f))
+            else:
+                names.extend(selection.sampled_texts(pre, fields, suf))
         return sorted(set(names))
 
     async def _hscan(self, key: str) -> AsyncIterator[list[tuple[str, str]]]:
@@ -342,7 +309,7 @@ class LegacySource:
                 by_what.setdefault(what, []).append(fld)
         ids = sorted(set(by_what) | set(corrupt))
         if selection.sampled:
-            ids = [i for i in ids if selection.in_sample(EntityKey("claim", "", i))]
+            ids = selection.sampled_ids("claim", "", ids)
         first = self._start("claim", [EntityKey("claim", "", i) for i in ids], after)
         for i in range(first, len(ids), batch):
             chunk = ids[i : i + batch]
@@ -425,7 +392,7 @@ class LegacySource:
         key_list = [EntityKey("memory", o, i) for o, i in owned]
         del owned  # held no longer than needed: the check's second process reads the next domain meanwhile
         if selection.sampled:
-            key_list = [k for k in key_list if selection.in_sample(k)]
+            key_list = list(compress(key_list, selection.keeps("memory", "", [k.id for k in key_list])))
         first = self._start("memory", key_list, after)
         for i in range(first, len(key_list), batch):
             chunk = key_list[i : i + batch]
@@ -499,7 +466,7 @@ class LegacySource:
         if selection.agents is not None:
             users = [u for u in users if u in selection.agents]
         if selection.sampled:  # a DM is sampled by its inbox: no other conversation is read
-            users = [u for u in users if selection.text_in_sample(f"dm:{u}")]
+            users = selection.sampled_texts("dm:", users)
         if after is not None and after.domain == "dm":
             users = users[bisect.bisect_left(users, after.scope) :]
         group: list[str] = []

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from gateway.actors import ActorHost, ActorRef
+from gateway.bulk.items import register_sample_fn, sql_sample_condition
 from gateway.do import owner_ref, progress_tables
 from gateway.do._sql import EXTRA_SCHEMA, dumps, get_extra, put_extra
 from gateway.do.agent_state import (
@@ -336,6 +337,11 @@ class Sample(Protocol):
         """Whether the sample keeps the key of `domain` and `scope` with a given id."""
         ...
 
+    def sql_sample(self, domain: str, scope: str) -> tuple[int, int]:
+        """(start, limit): the ids of `domain` and `scope` the sample keeps are those where
+        `SAMPLE_SQL_FN(CAST(id AS BLOB), start) < limit`."""
+        ...
+
 
 def _scan(  # noqa: PLR0917 - the arguments of ActorReplica.scan
     actor: Any,
@@ -380,10 +386,6 @@ def _scan(  # noqa: PLR0917 - the arguments of ActorReplica.scan
     )
 
 
-_SAMPLED_FN = "_scan_in_sample"
-"""The SQL function a sampled page of the coordinator asks of each id (`_sampled_page`)."""
-
-
 def _sampled_page(  # noqa: PLR0917 - `_scan`'s arguments
     actor: Any,
     domain: str,
@@ -395,12 +397,12 @@ def _sampled_page(  # noqa: PLR0917 - `_scan`'s arguments
     now: int,
 ) -> tuple[list[tuple[EntityKey, Entity | Unreadable]], str | None]:
     """A sampled page of a coordinator table: the next `limit` ids, and of them the rows (and
-    `_extra` values) of the sampled ones only, chosen inside SQLite by a function asked of each
-    id (registered on the coordinator's connection for this page): no id list is made in Python
-    and no row is read key by key. The page spans as many ids as an unsampled one, so a turn
-    lasts no longer."""
+    `_extra` values) of the sampled ones only, chosen inside SQLite by the sample's CRC-32 of
+    each id (`zlib.crc32` registered on the connection: no Python frame per id, no id list made
+    in Python, no row read key by key); a sampled row's `_extra` value is looked up with it.
+    The page spans as many ids as an unsampled one, so a turn lasts no longer."""
     sql = actor.ctx.sql
-    keep = wants.id_sampler(domain, scope)
+    start, bound = wants.sql_sample(domain, scope)
     ident, table = spec.ident, spec.table
     conds: list[str] = []  # on the id column, `{0}`
     params: list[Any] = []
@@ -416,22 +418,18 @@ def _sampled_page(  # noqa: PLR0917 - `_scan`'s arguments
     if last is not None:
         conds.append("{0} <= ?")
         params.append(last[0])
-    conds.append(f"{_SAMPLED_FN}({{0}})")
-    sql.conn.create_function(_SAMPLED_FN, 1, lambda i: keep(str(i)))
-    try:
-        rows = sql.exec(
-            f"SELECT {spec.cols} FROM {table} WHERE {' AND '.join(conds).format(ident)} ORDER BY {ident}",
-            *params,
-        ).all()
-        sql.exec(EXTRA_SCHEMA)
-        found = sql.exec(
-            f"SELECT id, value FROM _extra WHERE domain = ? AND {' AND '.join(conds).format('id')}",
-            domain,
-            *params,
-        ).all()
-    finally:
-        sql.conn.create_function(_SAMPLED_FN, 1, None)
-    extras = {str(r[0]): str(r[1]) for r in found}
+    conds.append(sql_sample_condition("{0}"))
+    params += [start, bound]
+    register_sample_fn(sql.conn)
+    sql.exec(EXTRA_SCHEMA)
+    found = sql.exec(  # each sampled row with its `_extra` value (looked up for it alone)
+        f"SELECT {spec.cols}, (SELECT value FROM _extra WHERE domain = ? AND _extra.id = {table}.{ident}) "
+        f"FROM {table} WHERE {' AND '.join(conds).format(ident)} ORDER BY {ident}",
+        domain,
+        *params,
+    ).all()
+    rows = [r[:-1] for r in found]
+    extras = {str(r[0]): str(r[-1]) for r in found if r[-1] is not None}
     return _mapped(actor, domain, scope, spec, rows, now, None, extras), (
         None if last is None else str(last[0])
     )

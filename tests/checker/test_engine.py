@@ -309,9 +309,13 @@ async def test_a_store_failing_mid_check_is_incomplete_and_a_resumed_run_finishe
     assert not state_files(tmp_path)
 
 
-async def test_a_saved_sampled_check_of_an_older_sampling_rule_is_not_resumed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rule", [1, 2])
+async def test_a_saved_sampled_check_of_an_older_sampling_rule_is_not_resumed(
+    tmp_path: Path, rule: int
+) -> None:
     """A sampled check saved by a version with another sampling rule chose other keys: resuming
-    it would mix two samples. It is not resumed: removed, said why, and the check starts over."""
+    it would mix two samples. It is not resumed: removed, said why, and the check starts over.
+    Rule 1 saved no rule; rule 2 (SHA-1) saved its number."""
     legacy, actors = stores()
     legacy.fail_after = 7
     c = checker(legacy, actors, FakeClock(NOW), data_dir=tmp_path)
@@ -321,13 +325,16 @@ async def test_a_saved_sampled_check_of_an_older_sampling_rule_is_not_resumed(tm
     [saved] = state_files(tmp_path)
     state = json.loads(saved.read_text(encoding="utf-8"))
     assert state["scope"]["sampleRule"] == SAMPLE_RULE
-    del state["scope"]["sampleRule"]  # as rule 1 saved it
+    if rule == 1:
+        del state["scope"]["sampleRule"]  # as rule 1 saved it
+    else:
+        state["scope"]["sampleRule"] = rule
     saved.write_text(json.dumps(state), encoding="utf-8")
     legacy.fail_after = None
     again = await c.run(dataclasses.replace(opts, resume=True))
     assert again.run_id != aborted.value.report.run_id
     assert again.complete
-    assert [line for line in c.not_resumed if "sampling rule 1" in line and "not resumed" in line]
+    assert [line for line in c.not_resumed if f"sampling rule {rule}," in line and "not resumed" in line]
     assert not state_files(tmp_path)
     fresh = await checker(legacy, actors, FakeClock(NOW)).run(dataclasses.replace(opts, resume=False))
     assert again.totals().compared == fresh.totals().compared

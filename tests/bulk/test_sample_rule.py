@@ -1,0 +1,92 @@
+"""Sampling rule 3: every place a store chooses a sample chooses the same keys, and like a
+random sample (about the rate, keys not chosen together more than by chance)."""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+
+import pytest
+
+from gateway.bulk.items import (
+    SAMPLE_RULE,
+    Selection,
+    in_sample,
+    register_sample_fn,
+    sample_text,
+    sql_sample_condition,
+)
+from gateway.domain.entities import EntityKey
+
+IDS = [f"t-{i}" for i in range(3000)] + [f"mem-{i:x}-é{i % 7}" for i in range(500)] + ["", "a:b:c"]
+
+
+def test_the_rule_is_pinned() -> None:
+    """Which keys a seed chooses is part of the rule: a change of the hash or of the sample texts
+    must come with a new SAMPLE_RULE (saved sampled checks of another rule are not resumed)."""
+    assert SAMPLE_RULE == 3
+    chosen = [i for i in range(100) if in_sample(EntityKey("task", "", f"t-{i}"), 0.1, 1)]
+    assert chosen == [23, 56, 57, 92, 93]
+    assert in_sample(EntityKey("checkpoint", "agent-7", ""), 0.5, 4) == Selection(
+        sample=0.5, seed=4
+    ).text_in_sample("checkpoint:agent-7:")
+
+
+@pytest.mark.parametrize(("rate", "seed"), [(0.1, 1), (0.1, 2), (0.5, 9), (0.01, 3)])
+def test_every_way_of_choosing_agrees_with_in_sample(rate: float, seed: int) -> None:
+    sel = Selection(sample=rate, seed=seed)
+    want = [i for i in IDS if in_sample(EntityKey("task", "", i), rate, seed)]
+    assert sel.sampled_ids("task", "", IDS) == want
+    assert [i for i in IDS if sel.id_sampler("task", "")(i)] == want
+    assert sel.sampled_texts("task:", IDS) == want
+    # memories by id alone, whatever their owner
+    assert sel.sampled_ids("memory", "bob", IDS) == [
+        i for i in IDS if in_sample(EntityKey("memory", "x", i), rate, seed)
+    ]
+    # owners: a checkpoint by its agent, a DM by its inbox, a lock by its name
+    owners = [a for a in IDS if a]
+    keys = {
+        "checkpoint": lambda a: EntityKey("checkpoint", a, ""),
+        "dm": lambda a: EntityKey("dm", a, "x"),
+        "lock": lambda a: EntityKey("lock", "", a),
+    }
+    for domain, key in keys.items():
+        assert sel.sampled_owners(domain, owners) == [a for a in owners if in_sample(key(a), rate, seed)]
+    # a claim field `{by}:{what}` is kept when its `what` (the text after a colon) is in the sample
+    fields = [f"agent-{n}:{w}" for n, w in enumerate(IDS[:400])]
+    kept = [f for f in fields if sel.text_or_suffix_in_sample("claim:", f)]
+    assert all(
+        f in kept
+        for f, w in zip(fields, IDS[:400], strict=True)
+        if in_sample(EntityKey("claim", "", w), rate, seed)
+    )
+    # inside SQLite, by the registered C function
+    db = sqlite3.connect(":memory:")
+    register_sample_fn(db)
+    db.execute("CREATE TABLE t (id TEXT PRIMARY KEY)")
+    db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in IDS])
+    start, limit = sel.sql_sample("task", "")
+    query = f"SELECT id FROM t WHERE {sql_sample_condition('id')}"  # noqa: S608 - our own condition
+    rows = db.execute(query, (start, limit)).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(want)
+
+
+def test_a_sample_is_about_the_rate_and_keys_are_not_chosen_together() -> None:
+    """Over seeds, a block of consecutive ids is sampled with a random sample's spread, and two
+    ids are in a sample together about rate**2 of the time (CRC-32 alone, being linear, chose
+    some pairs together ten times as often)."""
+    keys = [EntityKey("task", "", f"t-{i}") for i in range(1000)]
+    counts = [sum(in_sample(k, 0.1, seed) for k in keys) for seed in range(120)]
+    assert 95 <= statistics.mean(counts) <= 105
+    assert statistics.pstdev(counts) < 9.5 * 1.4  # a binomial's is 9.5
+    together = sum(
+        in_sample(EntityKey("task", "", "t-21"), 0.1, s) and in_sample(EntityKey("task", "", "t-25"), 0.1, s)
+        for s in range(3000)
+    )
+    assert together < 60  # about 30 by chance; 300 with CRC-32 alone
+
+
+def test_sample_texts_are_those_of_rule_2() -> None:
+    assert sample_text("dm", "bob", "m1") == "dm:bob"
+    assert sample_text("memory", "bob", "m1") == "memory:m1"
+    assert sample_text("checkpoint", "bob", "") == "checkpoint:bob:"
