@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
+import os
 import pickle
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from multiprocessing.connection import Connection
-from typing import Any, Final, cast
+from typing import IO, Any, Final, cast
 
 import structlog
 
@@ -212,6 +214,52 @@ class _Sender:
             raise self.error
 
 
+_BOOT: Final = (
+    "import pickle, sys\n"
+    "path, fd, payload = pickle.load(sys.stdin.buffer)\n"
+    "sys.path[:] = path\n"
+    "from consistency.legacy_proc import child_main\n"
+    "child_main(fd, payload)\n"
+)
+"""The child's command (`python -c`): the parent's import path, then `child_main`. The payload
+(settings, URL, scan arguments) is unpickled only once the path is the parent's."""
+
+
+def child_main(fd: int, payload: bytes) -> None:
+    """The child process's entry (`_BOOT`): scan and send on the pipe's write end `fd`."""
+    settings, url, args = pickle.loads(payload)  # noqa: S301 - our own parent's data
+    _child(Connection(fd, readable=False), settings, url, args)
+
+
+def _start_child(
+    settings: Settings, url: str, args: tuple[Any, ...]
+) -> tuple[subprocess.Popen[bytes], Connection]:
+    """The child process (a fresh interpreter, `subprocess`: no fork of this process with its
+    threads, and no `multiprocessing` resource tracker, a third process of about 12 MB) and the
+    read end of its pipe."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - this interpreter, our own code
+            [sys.executable, "-c", _BOOT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,  # stdout holds the report; the child logs to stderr
+            pass_fds=(write_fd,),
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    payload = pickle.dumps((settings, url, args), protocol=pickle.HIGHEST_PROTOCOL)
+    stdin = cast("IO[bytes]", proc.stdin)
+    try:
+        pickle.dump((list(sys.path), write_fd, payload), stdin)
+        stdin.close()
+    except OSError:  # the child is gone already: its end of the pipe says so (EOF)
+        pass
+    return proc, Connection(read_fd, writable=False)
+
+
 class ProcessScan:
     """`scan` of `legacy` run in a child process (see the module doc)."""
 
@@ -223,12 +271,8 @@ class ProcessScan:
     async def scan(
         self, selection: Selection, *, start_after: str | None = None, batch: int = 500
     ) -> AsyncIterator[list[Item]]:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads running
-        parent, child = ctx.Pipe(duplex=False)
         args = (selection.domains, selection.agents, selection.sample, selection.seed, start_after, batch)
-        proc = ctx.Process(target=_child, args=(child, self.settings, self.url, args), daemon=True)
-        proc.start()
-        child.close()
+        proc, parent = _start_child(self.settings, self.url, args)
         got: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=AHEAD)
         stop = threading.Event()
         reader = threading.Thread(
@@ -260,15 +304,23 @@ class ProcessScan:
         finally:
             stop.set()
             if finished:  # the child only closes its connection now: let it end on its own
-                await loop.run_in_executor(None, proc.join, 5)
-            if proc.is_alive():
+                await loop.run_in_executor(None, _wait, proc, 5)
+            if proc.poll() is None:
                 proc.terminate()
             with contextlib.suppress(queue.Empty):
                 while True:
                     got.get_nowait()  # unblock the reader if it waits on a full queue
-            await loop.run_in_executor(None, proc.join, 5)
+            await loop.run_in_executor(None, _wait, proc, 5)
+            if proc.poll() is None:
+                proc.kill()
+                await loop.run_in_executor(None, _wait, proc, 5)
             parent.close()
-            log.info("consistency.legacy_process_done", exitcode=proc.exitcode, waited_s=round(waited, 2))
+            log.info("consistency.legacy_process_done", exitcode=proc.returncode, waited_s=round(waited, 2))
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
 
 
 def _read(conn: Connection, got: queue.Queue[tuple[Any, ...]], stop: threading.Event) -> None:
