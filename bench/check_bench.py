@@ -12,8 +12,9 @@ real command line, `python -m gateway.cli check --json --rounds 0`, once in full
 time (user + system: less sensitive than the wall time to the other processes of a shared
 machine; with `--jobs 2` the second process's apart too, and the Redis server's from its INFO),
 the entities it compared (report `totals.compared`, the keys of either store in the
-sample) and that process's peak resident memory (`ru_maxrss` of the child). Setup times are
-reported apart.
+sample), that process's peak resident memory (`ru_maxrss` of the child) and the process tree's
+(the largest sum of the resident memory of the check and every process it started, read from
+/proc every 50 ms; with the number of processes). Setup times are reported apart.
 
 With `--redis-url` and `--data-dir` it checks an existing imported pair instead of building one
 (e.g. `agent-coord dev seed-legacy --scale 1000000` then `agent-coord migrate copy`).
@@ -31,6 +32,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -105,8 +107,14 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
     ]  # fmt: skip
     redis_before = _redis_cpu(url)
     started = time.perf_counter()
-    ran = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)  # noqa: S603
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # noqa: S603
+    tree = _TreeWatch(proc.pid)
+    tree.start()
+    out, err = proc.communicate()
     wall = time.perf_counter() - started
+    tree.stop.set()
+    tree.join()
+    ran = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     redis_cpu = _redis_cpu(url) - redis_before
     if ran.returncode not in (0, 1):
         raise RuntimeError(f"check failed ({ran.returncode}): {ran.stderr[-2000:]}")
@@ -130,7 +138,54 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "child_peak_rss_mb": round(child_kb / 1024, 1),
         "differences": doc["totals"]["differences"],
+        "tree_peak_mb": round(tree.peak_kb / 1024, 1),
+        "tree_processes": tree.most,
     }
+
+
+def _tree_rss_kb(root: int) -> tuple[int, int]:
+    """The resident memory (kB) of `root` and all its descendants, and how many there are."""
+    parent: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="utf-8")
+            pages = int((entry / "statm").read_text(encoding="utf-8").split()[1])
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        rss[pid] = pages * page_kb
+    inside = {root}
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parent.items():
+            if ppid in inside and pid not in inside:
+                inside.add(pid)
+                changed = True
+    return sum(rss.get(p, 0) for p in inside), len(inside & rss.keys())
+
+
+class _TreeWatch(threading.Thread):
+    """Samples the check's process tree (the checking process, any process it starts) every
+    50 ms: the largest sum of their resident memory at one moment, and the most processes."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.stop = threading.Event()
+        self.peak_kb = 0
+        self.most = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            kb, n = _tree_rss_kb(self.root)
+            self.peak_kb = max(self.peak_kb, kb)
+            self.most = max(self.most, n)
 
 
 def main() -> None:
@@ -176,14 +231,15 @@ def main() -> None:
     lines = [
         f"scale {args.scale}: {setup}",
         f"{'run':<32}{'wall s':>8}{'cpu s (child)':>15}{'redis cpu':>10}{'compared':>10}{'per s':>8}"
-        f"{'per cpu s':>10}{'peak MB':>9}{'load':>6}",
+        f"{'per cpu s':>10}{'peak MB':>9}{'load':>6}{'tree MB':>9}{'diffs':>6}",
     ]
     for r in runs:
         name = " ".join(r["args"]) or "full"
         lines.append(
             f"{name:<32}{r['wall_s']:>8}{r['cpu_s']:>8} ({r['child_cpu_s']}){r['redis_cpu_s']:>10}"
             f"{r['compared']:>10}{r['per_s']:>8}{r['per_cpu_s']:>10}{r['peak_rss_mb']!s:>9}"
-            f" (+{r['child_peak_rss_mb']} child){r['load']:>6}"
+            f" (+{r['child_peak_rss_mb']} child){r['load']:>6}{r['tree_peak_mb']:>7} ({r['tree_processes']})"
+            f"{r['differences']:>6}"
         )
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:
