@@ -39,6 +39,7 @@ from gateway.actors.crash import crash_point
 from gateway.actors.layout import shard_path
 from gateway.actors.storage import wait_through_cancellation
 from gateway.actors.tables import TableSpec, added_columns, create_statements, physical_name
+from gateway.bulk.items import register_sample_fn
 from gateway.errors import CommitFailed, HostClosed
 
 log = structlog.get_logger(__name__)
@@ -65,6 +66,7 @@ def connect_shard(path: Path, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA wal_autocheckpoint=0")
+    register_sample_fn(conn)  # a sampled bulk read chooses its rows inside SQLite
     return conn
 
 

@@ -23,13 +23,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import compress
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
 from gateway.actors import ActorRef
 from gateway.actors.layout import shard_of
-from gateway.bulk.items import Item, Selection, WriteResult, order_key, parse_cursor
+from gateway.bulk.items import Item, Selection, WriteResult, order_key, parse_cursor, sql_sample_condition
 from gateway.bulk.shard_import import AGENT_DOMAINS, decide_locks, write_agents
 from gateway.bulk.versions import decide
 from gateway.do import owner_ref, progress_tables
@@ -92,6 +92,9 @@ _BY_OWNER_DOMAINS: Final = frozenset({"checkpoint", "dm", "lock"})
 """The sharded domains a sample chooses by owning actor (`gateway.bulk.items.sample_text`: a
 DM by its inbox, a checkpoint by its agent, a lock by its name): the actors' names are known
 without reading a row, so a sampled scan reads the sampled actors' rows alone, in key order."""
+_BY_ID_DOMAINS: Final = frozenset({"memory"})
+"""The sharded domains a sample chooses by id alone (`gateway.bulk.items.sample_text`: a memory by
+`memory:<id>`, whatever its owner): chosen inside SQLite, by the shard connection's function."""
 _UNREADABLE_ROW: Final = (TypeError, ValueError, KeyError, IndexError, orjson.JSONDecodeError)
 
 
@@ -419,11 +422,16 @@ class ActorSide:
         selection: Selection,
     ) -> AsyncIterator[list[_Row]]:
         """`_rows` of a sampled scan: the keys first (actor and id only), then the full rows of
-        the sampled keys alone, so a sample reads and maps about its share of the rows."""
+        the sampled keys alone, so a sample reads and maps about its share of the rows. A domain
+        sampled by id alone (memories) is chosen inside SQLite instead (`_rows_chosen_in_sql`)."""
         host = self.replica.host
         domain = spec.domain
         ident = spec.ident or "NULL"
         order = "actor" if spec.ident is None else f"actor, {spec.ident}"
+        if domain in _BY_ID_DOMAINS:
+            async for rows in self._rows_chosen_in_sql(kind, shard, spec, start, batch, agent, selection):
+                yield rows
+            return
         page = batch * 10
         cursor = start
         while True:
@@ -457,6 +465,44 @@ class ActorSide:
             last = keys[-1]
             cursor = (last[0],) if spec.ident is None else (last[0], last[1])
 
+    async def _rows_chosen_in_sql(  # noqa: PLR0917 - `_rows`' arguments and the sample
+        self,
+        kind: str,
+        shard: int,
+        spec: _ShardTable,
+        start: tuple[str, ...] | None,
+        batch: int,
+        agent: str | None,
+        selection: Selection,
+    ) -> AsyncIterator[list[_Row]]:
+        """The (actor, id, *cols) rows of the sampled keys of a domain sampled by id alone
+        (`_BY_ID_DOMAINS`), `batch` at a time: the sample's condition is in the query
+        (`sql_sample_condition`, the shard's connection has the function), so no key is listed
+        or hashed in Python and no row is read by key. A query walks about `batch / rate` keys
+        of the primary key (at most the shard's rows of the domain)."""
+        host = self.replica.host
+        bound = selection.sql_sample(spec.domain, "")
+        cond = sql_sample_condition(cast("str", spec.ident))
+        cursor = start
+        while True:
+            where, params = _after(spec, agent, cursor)
+            rows = await host.read_rows(
+                kind,
+                shard,
+                spec.table,
+                f"actor, {spec.ident}, {spec.cols}",
+                f"{where} AND {cond}" if where else cond,
+                *params,
+                *bound,
+                order=f"actor, {spec.ident}",
+                limit=batch,
+            )
+            if rows:
+                yield rows
+            if len(rows) < batch:
+                return
+            cursor = (rows[-1][0], rows[-1][1])
+
     async def _entities(
         self, domain: str, spec: _ShardTable, rows: list[_Row], selection: Selection, *, shard: int
     ) -> list[Item]:
@@ -480,6 +526,13 @@ class ActorSide:
         keyed = [(_row_key(domain, r[0], None if r[1] is None else str(r[1])), r) for r in rows]
         kind = OWNERS[domain].value
         extras: dict[tuple[str, str], str] = {}
+        if selection.sampled and domain in _BY_ID_DOMAINS:  # chosen in SQL as the rows were
+            spans: dict[int, list[str]] = {}  # shard -> [first actor, last actor]
+            for _k, r in keyed:
+                spans.setdefault(r[-1], [r[0], r[0]])[1] = r[0]
+            for shard, (lo, hi) in spans.items():
+                extras.update(await self._extras(kind, shard, domain, lo, hi, sample=selection))
+            return [(key, self._entity(spec, key, r[:-1], extras)) for key, r in keyed]
         if selection.sampled:  # the extra fields of the sampled keys alone
             by_shard: dict[int, list[tuple[str, str]]] = {}
             for k, r in keyed:
@@ -514,18 +567,15 @@ class ActorSide:
         return entity
 
     async def _extras(
-        self, kind: str, shard: int, domain: str, lo: str, hi: str
+        self, kind: str, shard: int, domain: str, lo: str, hi: str, *, sample: Selection | None = None
     ) -> dict[tuple[str, str], str]:
-        """The `_extra` values of `domain` of the actors `lo`..`hi` of one shard."""
+        """The `_extra` values of `domain` of the actors `lo`..`hi` of one shard (with `sample`,
+        of a domain sampled by id alone: those of its sampled ids only)."""
+        where, bound = "domain = ? AND actor >= ? AND actor <= ?", cast("tuple[int, ...]", ())
+        if sample is not None:
+            where, bound = f"{where} AND {sql_sample_condition('id')}", sample.sql_sample(domain, "")
         rows = await self.replica.host.read_rows(
-            kind,
-            shard,
-            "_extra",
-            "actor, id, value",
-            "domain = ? AND actor >= ? AND actor <= ?",
-            domain,
-            lo,
-            hi,
+            kind, shard, "_extra", "actor, id, value", where, domain, lo, hi, *bound
         )
         return {(str(a), str(i)): str(v) for a, i, v in rows}
 
