@@ -13,7 +13,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from typing import Final, Protocol
+from typing import AnyStr, Final, Protocol, cast
 
 import orjson
 
@@ -148,10 +148,22 @@ def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
     return text_in_sample(text_start(seed), sample_limit(rate), sample_text(key.domain, key.scope, key.id))
 
 
-def _chosen_texts(start: int, limit: int, texts: Iterable[str]) -> Iterator[bool]:
-    """`text_in_sample` of each text, iterated in C (no Python frame per text)."""
-    crcs = map(zlib.crc32, map(str.encode, texts), repeat(start))
+def _chosen_blobs(start: int, limit: int, blobs: Iterable[bytes]) -> Iterator[bool]:
+    """`text_in_sample` of each text's UTF-8, iterated in C (no Python frame per text)."""
+    crcs = map(zlib.crc32, blobs, repeat(start))
     return map(limit.__gt__, map(_MASK.__and__, map(SAMPLE_MIX.__mul__, crcs)))
+
+
+def _chosen_texts(start: int, limit: int, texts: Iterable[str]) -> Iterator[bool]:
+    """`text_in_sample` of each text, iterated in C."""
+    return _chosen_blobs(start, limit, map(str.encode, texts))
+
+
+def _utf8(texts: Sequence[str] | Sequence[bytes]) -> Iterator[bytes]:
+    """The texts' UTF-8: bytes as they are (names Redis sent undecoded), str encoded."""
+    if texts and isinstance(texts[0], bytes):
+        return iter(cast("Sequence[bytes]", texts))
+    return map(str.encode, cast("Sequence[str]", texts))
 
 
 def register_sample_fn(conn: sqlite3.Connection) -> None:
@@ -240,16 +252,18 @@ class Selection:
             return self.sampled_texts(f"{domain}:", names)
         raise ValueError(f"{domain} is not sampled by owner")
 
-    def sampled_texts(self, head: str, texts: Sequence[str], tail: str = "") -> list[str]:
+    def sampled_texts(self, head: str, texts: Sequence[AnyStr], tail: str = "") -> list[AnyStr]:
         """The texts whose sample text `head + text + tail` the sample keeps, in their order
-        (names listed by a store, e.g. a legacy hash's fields)."""
+        (names listed by a store, e.g. a legacy hash's fields; str, or bytes as Redis sent them:
+        their UTF-8)."""
         if self.sample >= 1.0:
             return list(texts)
         start, limit = zlib.crc32(head.encode(), self._start), self._limit
         if not tail:
-            return list(compress(texts, _chosen_texts(start, limit, texts)))
+            return list(compress(texts, _chosen_blobs(start, limit, _utf8(texts))))
         end, crc32 = tail.encode(), zlib.crc32
-        return [t for t in texts if (crc32(end, crc32(t.encode(), start)) * SAMPLE_MIX) & _MASK < limit]
+        kept = ((crc32(end, crc32(t, start)) * SAMPLE_MIX) & _MASK < limit for t in _utf8(texts))
+        return list(compress(texts, kept))
 
     def text_or_suffix_in_sample(self, head: str, text: str) -> bool:
         """Whether the sample keeps `head + text`, or `head` + the text after one of its colons."""

@@ -27,6 +27,7 @@ from itertools import compress
 from typing import Any, Final, cast
 
 import structlog
+from redis.client import NEVER_DECODE
 
 from gateway.bulk.items import Item, Selection, order_key, parse_cursor
 from gateway.clock import Clock
@@ -170,16 +171,29 @@ class LegacySource:
         """The field names of hash `key` that the sample keeps, sorted: those whose text
         `pre + field + suf` is in it (with `suffixes`, also those where the text `pre` + the
         text after one of its colons is: a claim field `{by}:{what}` whose `what` is). Listed
-        by a plain HSCAN (Redis 7.0 has no HSCAN NOVALUES; a keys-only Lua step costs Redis
-        more than sending the values, which are dropped here) and hashed here, a page at a
-        time (`Selection.sampled_texts`: CRC-32 in C)."""
+        by a plain HSCAN read undecoded (Redis 7.0 has no HSCAN NOVALUES; a keys-only Lua step
+        costs Redis more than sending the values, which are dropped here) and hashed here as
+        bytes, a page at a time (`Selection.sampled_texts`: CRC-32 in C); only the chosen
+        names are decoded."""
         names: list[str] = []
-        async for page in self._hscan(key):
-            fields = [f for f, _ in page]
+        cursor = 0
+        while True:
+            step = cursor
+
+            async def op(r: Redis, step: int = step) -> tuple[int, dict[bytes, bytes]]:
+                got = await r.execute_command(  # type: ignore[no-untyped-call]
+                    "HSCAN", key, step, "COUNT", _CHUNK, **{NEVER_DECODE: True}
+                )
+                return cast("tuple[int, dict[bytes, bytes]]", got)
+
+            cursor, page = await self.records.run(f"HSCAN {key}", op)
             if suffixes:
+                fields = [f.decode() for f in page]
                 names.extend(f for f in fields if selection.text_or_suffix_in_sample(pre, f))
             else:
-                names.extend(selection.sampled_texts(pre, fields, suf))
+                names.extend(f.decode() for f in selection.sampled_texts(pre, list(page), suf))
+            if not cursor:
+                break
         return sorted(set(names))
 
     async def _hscan(self, key: str) -> AsyncIterator[list[tuple[str, str]]]:

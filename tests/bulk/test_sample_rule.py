@@ -39,12 +39,18 @@ def test_every_way_of_choosing_agrees_with_in_sample(rate: float, seed: int) -> 
     assert sel.sampled_ids("task", "", IDS) == want
     assert [i for i in IDS if sel.id_sampler("task", "")(i)] == want
     assert sel.sampled_texts("task:", IDS) == want
+    assert sel.sampled_texts("task:", [i.encode() for i in IDS]) == [
+        i.encode() for i in want
+    ]  # as Redis sends
+    owners = [a for a in IDS if a]
+    assert sel.sampled_texts("checkpoint:", [a.encode() for a in owners], ":") == [
+        a.encode() for a in sel.sampled_owners("checkpoint", owners)
+    ]
     # memories by id alone, whatever their owner
     assert sel.sampled_ids("memory", "bob", IDS) == [
         i for i in IDS if in_sample(EntityKey("memory", "x", i), rate, seed)
     ]
     # owners: a checkpoint by its agent, a DM by its inbox, a lock by its name
-    owners = [a for a in IDS if a]
     keys = {
         "checkpoint": lambda a: EntityKey("checkpoint", a, ""),
         "dm": lambda a: EntityKey("dm", a, "x"),
