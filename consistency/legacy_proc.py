@@ -216,63 +216,111 @@ class _Sender:
 
 _BOOT: Final = (
     "import pickle, sys\n"
-    "path, fd, payload = pickle.load(sys.stdin.buffer)\n"
-    "sys.path[:] = path\n"
+    "sys.path[:] = pickle.load(sys.stdin.buffer)\n"
     "from consistency.legacy_proc import child_main\n"
-    "child_main(fd, payload)\n"
+    "child_main(sys.stdin.buffer)\n"
 )
-"""The child's command (`python -c`): the parent's import path, then `child_main`. The payload
-(settings, URL, scan arguments) is unpickled only once the path is the parent's."""
+"""The child's command (`python -c`): the parent's import path first, then `child_main`, which
+imports what the scan needs and waits for its orders (`Child.send`)."""
 
 
-def child_main(fd: int, payload: bytes) -> None:
-    """The child process's entry (`_BOOT`): scan and send on the pipe's write end `fd`."""
-    settings, url, args = pickle.loads(payload)  # noqa: S301 - our own parent's data
+def child_main(orders: IO[bytes]) -> None:
+    """The child process's entry (`_BOOT`): the modules of the scan imported while the parent
+    opens its stores, then the orders (pipe fd, settings, URL, scan arguments) awaited on
+    `orders`; the scan sends on the pipe. No orders (the parent did not scan): it ends."""
+    import gateway.bulk.gc_pause  # noqa: PLC0415 - imported before the orders come
+    import gateway.bulk.sides  # noqa: PLC0415
+    import gateway.logs  # noqa: PLC0415, F401
+
+    try:
+        fd, payload = pickle.load(orders)  # noqa: S301 - our own parent's data
+    except EOFError:
+        return
+    settings, url, args = pickle.loads(payload)  # noqa: S301
     _child(Connection(fd, readable=False), settings, url, args)
 
 
-def _start_child(
-    settings: Settings, url: str, args: tuple[Any, ...]
-) -> tuple[subprocess.Popen[bytes], Connection]:
-    """The child process (a fresh interpreter, `subprocess`: no fork of this process with its
-    threads, and no `multiprocessing` resource tracker, a third process of about 12 MB) and the
-    read end of its pipe."""
-    read_fd, write_fd = os.pipe()
-    try:
-        proc = subprocess.Popen(  # noqa: S603 - this interpreter, our own code
-            [sys.executable, "-c", _BOOT],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,  # stdout holds the report; the child logs to stderr
-            pass_fds=(write_fd,),
-        )
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)
-    payload = pickle.dumps((settings, url, args), protocol=pickle.HIGHEST_PROTOCOL)
-    stdin = cast("IO[bytes]", proc.stdin)
-    try:
-        pickle.dump((list(sys.path), write_fd, payload), stdin)
-        stdin.close()
-    except OSError:  # the child is gone already: its end of the pipe says so (EOF)
-        pass
-    return proc, Connection(read_fd, writable=False)
+class Child:
+    """The legacy scan's process, started before it is needed (`start`: while the checking
+    process opens its stores, the child starts its interpreter and imports its modules), and
+    the read end of its pipe.
+
+    A fresh interpreter (`subprocess`: no fork of this process with its threads, and no
+    `multiprocessing` resource tracker, a third process of about 12 MB): it is given this
+    process's import path, then its orders (`send`), on its stdin, and writes to a pipe it
+    inherits (`pass_fds`)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], read_fd: int, write_fd: int) -> None:
+        self.proc = proc
+        self.conn = Connection(read_fd, writable=False)
+        self.write_fd = write_fd  # the child's end: its number in the child too
+        self.sent = False
+
+    @classmethod
+    def start(cls) -> Child:
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - this interpreter, our own code
+                [sys.executable, "-c", _BOOT],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,  # stdout holds the report; the child logs to stderr
+                pass_fds=(write_fd,),
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        child = cls(proc, read_fd, write_fd)
+        child._write(pickle.dumps(list(sys.path)), close=False)
+        return child
+
+    def send(self, settings: Settings, url: str, args: tuple[Any, ...]) -> None:
+        """The child's orders: it scans (`_child`) once it has them."""
+        self.sent = True
+        payload = pickle.dumps((settings, url, args), protocol=pickle.HIGHEST_PROTOCOL)
+        self._write(pickle.dumps((self.write_fd, payload), protocol=pickle.HIGHEST_PROTOCOL), close=True)
+
+    def _write(self, data: bytes, *, close: bool) -> None:
+        stdin = cast("IO[bytes]", self.proc.stdin)
+        try:
+            stdin.write(data)
+            stdin.flush()
+            if close:
+                stdin.close()
+        except OSError:  # the child is gone already: its end of the pipe says so (EOF)
+            pass
+
+    def discard(self) -> None:
+        """An unused child: no orders (it ends), its pipe closed."""
+        with contextlib.suppress(OSError):
+            cast("IO[bytes]", self.proc.stdin).close()
+        _wait(self.proc, 5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            _wait(self.proc, 5)
+        self.conn.close()
 
 
 class ProcessScan:
     """`scan` of `legacy` run in a child process (see the module doc)."""
 
-    def __init__(self, legacy: LegacySource, settings: Settings, url: str) -> None:
+    def __init__(
+        self, legacy: LegacySource, settings: Settings, url: str, started: Child | None = None
+    ) -> None:
         self.legacy = legacy
         self.settings = settings
         self.url = url
+        self.started = started
+        """A child started early (`Child.start`), for the first scan; later ones start their own."""
 
     async def scan(
         self, selection: Selection, *, start_after: str | None = None, batch: int = 500
     ) -> AsyncIterator[list[Item]]:
         args = (selection.domains, selection.agents, selection.sample, selection.seed, start_after, batch)
-        proc, parent = _start_child(self.settings, self.url, args)
+        child, self.started = self.started or Child.start(), None
+        child.send(self.settings, self.url, args)
+        proc, parent = child.proc, child.conn
         got: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=AHEAD)
         stop = threading.Event()
         reader = threading.Thread(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import structlog
 
 from consistency.check import CheckAborted, Checker, CheckOptions
 from consistency.cli import EXIT_CLEAN, EXIT_DIFFERENCES, EXIT_UNFINISHED, progress_bar, wants_progress
-from consistency.legacy_proc import ProcessScan
+from consistency.legacy_proc import Child, ProcessScan
 from consistency.render import html_page, markdown, terminal_table
 from consistency.repair import RepairResult, authoritative, repair
 from consistency.report import Report, save
@@ -91,6 +92,8 @@ async def run_check(
     url = args.url or f"http://{settings.server.host}:{settings.server.port}"
     where = ActorEndpoint(url=url if token else None, token=token, data_dir=data_dir)
     clock = SystemClock()
+    # the legacy scan's process starts its interpreter while this one opens the stores
+    early = Child.start() if getattr(args, "jobs", 1) > 1 else None
     try:
         async with (
             open_legacy_side(settings, redis_url, clock=clock) as legacy,
@@ -98,7 +101,7 @@ async def run_check(
         ):
             mode = url if isinstance(actors, RemoteActorSide) else f"data dir {data_dir}"
             opts = options(args, {"legacy": redacted(redis_url), "actors": mode})
-            scan = ProcessScan(legacy, settings, redis_url) if getattr(args, "jobs", 1) > 1 else None
+            scan = ProcessScan(legacy, settings, redis_url, early) if early is not None else None
             checker = Checker(
                 legacy, actors, clock, LegacyExpectations(legacy), data_dir=data_dir, legacy_scan=scan
             )
@@ -133,6 +136,9 @@ async def run_check(
         err.write(f"agent-coord check: cannot open the stores: {message}\n")
         log.warning("consistency.stores_unreachable", error=message)
         return EXIT_UNFINISHED
+    finally:
+        if early is not None and not early.sent:  # no scan ran (the stores could not be opened)
+            await asyncio.get_running_loop().run_in_executor(None, early.discard)
     finish(report, args, data_dir, out)
     return EXIT_CLEAN if report.clean else EXIT_DIFFERENCES
 

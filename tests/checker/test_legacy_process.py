@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from consistency.check import CheckAborted, Checker, CheckOptions
-from consistency.legacy_proc import LegacyScanFailed, ProcessScan, pipelined
+from consistency.legacy_proc import Child, LegacyScanFailed, ProcessScan, pipelined
 from consistency.stores import LegacyExpectations
 from gateway.bulk.items import Item, Selection
 from gateway.bulk.legacy_side import Deferred
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures
 
 
 async def report_of(
-    url: str, data_dir: Path, *, process: bool, scan_url: str | None = None
+    url: str, data_dir: Path, *, process: bool, scan_url: str | None = None, early: bool = False
 ) -> dict[str, Any]:
     settings = settings_for(url, data_dir)
     clock = SystemClock()
@@ -31,7 +31,8 @@ async def report_of(
         open_legacy_side(settings, url, clock=clock) as legacy,
         open_actor_side(settings, ActorEndpoint(data_dir=data_dir), clock=clock, fire_alarms=False) as actors,
     ):
-        scan = ProcessScan(legacy, settings, scan_url or url) if process else None
+        started = Child.start() if early else None
+        scan = ProcessScan(legacy, settings, scan_url or url, started) if process else None
         checker = Checker(legacy, actors, clock, LegacyExpectations(legacy), legacy_scan=scan)
         report = await checker.run(CheckOptions(rounds=0, batch=200, max_samples=100))
         doc = report.to_json()
@@ -52,6 +53,19 @@ def test_the_scan_in_a_second_process_gives_the_same_report(redis_url: str, tmp_
     assert there == here
     assert here["totals"]["differences"] > 0
     assert here["conflicts"]  # what the child's scan learned reached the parent's source
+
+
+def test_a_process_started_early_scans_once_told_and_an_untold_one_ends(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """`check --jobs 2` starts the scan's process before it opens the stores: it scans when told
+    to (the same report), and one never told (the stores could not be opened) ends by itself."""
+    asyncio.run(seed_and_import(redis_url, tmp_path))
+    here = asyncio.run(report_of(redis_url, tmp_path, process=False))
+    assert asyncio.run(report_of(redis_url, tmp_path, process=True, early=True)) == here
+    untold = Child.start()
+    untold.discard()
+    assert untold.proc.returncode == 0
 
 
 def test_a_failing_scan_process_leaves_the_check_incomplete(redis_url: str, tmp_path: Path) -> None:
