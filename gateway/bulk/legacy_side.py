@@ -388,7 +388,8 @@ class LegacySource:
     async def _memories(
         self, selection: Selection, after: EntityKey | None, batch: int
     ) -> AsyncIterator[list[Item]]:
-        owned: list[tuple[str, str]] = []  # (owner, id)
+        owned: list[tuple[str, str]] = []  # (owner, id), each owner's name held once
+        owners: dict[str, str] = {}
         corrupt: dict[str, Unreadable] = {}
         async for page in self._memory_pages(selection):
             for fld, raw in page:
@@ -399,17 +400,19 @@ class LegacySource:
                     owned.append(("", fld))
                     continue
                 owner = value.get("createdBy")
-                owned.append((owner if isinstance(owner, str) else "unknown", fld))
+                owner = owner if isinstance(owner, str) else "unknown"
+                owned.append((owners.setdefault(owner, owner), fld))
+        del owners
         if selection.agents is not None:
             owned = [(o, i) for o, i in owned if o in selection.agents]
-        owned.sort()
-        key_list = [EntityKey("memory", o, i) for o, i in owned]
-        del owned  # held no longer than needed: the check's second process reads the next domain meanwhile
+        owned.sort()  # the scan order: (owner, id); the keys are made a batch at a time
         if selection.sampled:
-            key_list = list(compress(key_list, selection.keeps("memory", "", [k.id for k in key_list])))
-        first = self._start("memory", key_list, after)
-        for i in range(first, len(key_list), batch):
-            chunk = key_list[i : i + batch]
+            owned = list(compress(owned, selection.keeps("memory", "", [i for _, i in owned])))
+        first = 0
+        if after is not None and after.domain == "memory":
+            first = bisect.bisect_right(owned, (after.scope, after.id))
+        for i in range(first, len(owned), batch):
+            chunk = [EntityKey("memory", o, ident) for o, ident in owned[i : i + batch]]
             raws = await self._hmget(keys.SHARED_MEMORY, [k.id for k in chunk])
             out: list[Item] = []
             for key, text in zip(chunk, raws, strict=True):
