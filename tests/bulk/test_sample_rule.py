@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import statistics
+from collections.abc import Callable
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_every_way_of_choosing_agrees_with_in_sample(rate: float, seed: int) -> 
         i for i in IDS if in_sample(EntityKey("memory", "x", i), rate, seed)
     ]
     # owners: a checkpoint by its agent, a DM by its inbox, a lock by its name
-    keys = {
+    keys: dict[str, Callable[[str], EntityKey]] = {
         "checkpoint": lambda a: EntityKey("checkpoint", a, ""),
         "dm": lambda a: EntityKey("dm", a, "x"),
         "lock": lambda a: EntityKey("lock", "", a),
