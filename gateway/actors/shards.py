@@ -37,9 +37,9 @@ import structlog
 
 from gateway.actors.crash import crash_point
 from gateway.actors.layout import shard_path
+from gateway.actors.sql_functions import register_sample_fn
 from gateway.actors.storage import wait_through_cancellation
 from gateway.actors.tables import TableSpec, added_columns, create_statements, physical_name
-from gateway.bulk.items import register_sample_fn
 from gateway.errors import CommitFailed, HostClosed
 
 log = structlog.get_logger(__name__)

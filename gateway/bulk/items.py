@@ -8,7 +8,6 @@ so an interrupted run resumes where it stopped and two stores can be compared by
 
 from __future__ import annotations
 
-import sqlite3
 import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,13 @@ from typing import AnyStr, Final, Protocol, cast
 
 import orjson
 
+from gateway.actors.sql_functions import (
+    SAMPLE_BITS,
+    SAMPLE_MIX,
+    SAMPLE_SQL_FN,
+    register_sample_fn,
+    sql_sample_condition,
+)
 from gateway.domain.entities import DOMAINS, OWNERS, PER_AGENT, Entity, EntityKey, Owner, Unreadable
 
 _KEY_PARTS: Final = 3  # [domain, scope, id]
@@ -74,22 +80,7 @@ hash of each key (memories by id, DMs by key); 2: SHA-1 (chosen in Redis by Lua)
 3 (this one): the texts of rule 2 hashed with CRC-32, mixed by a multiplication (`SAMPLE_MIX`):
 C calls only, in Python or inside SQLite (see docs/consistency.md)."""
 
-SAMPLE_BITS: Final = 32
-"""A key is in the sample when its 32-bit hash falls below `rate * 2**32`."""
-
-SAMPLE_MIX: Final = 0x61C88647
-"""The hash is the CRC-32 times this odd constant, modulo 2**32 (Fibonacci hashing). CRC-32 alone
-is linear: keys that differ in the same bits would be in a sample together, or never, whatever
-the seed (ids `t-21` and `t-25` were chosen together ten times as often as by chance, and the
-planted differences of a block of 1,000 consecutive ids were found with twice a random sample's
-spread over seeds); the product's high bits depend on all of the CRC's. Under 2**31, so the
-product stays an exact 64-bit integer in SQLite."""
-
-_MASK: Final = 2**SAMPLE_BITS - 1
-
-SAMPLE_SQL_FN: Final = "_agent_coord_crc32"
-"""The name a connection registers `zlib.crc32` under to choose a sample inside SQLite
-(`sql_sample_condition`)."""
+_MASK: Final = (1 << SAMPLE_BITS) - 1
 
 
 def sample_text(domain: str, scope: str, ident: str) -> str:
@@ -134,12 +125,6 @@ def text_in_sample(start: int, limit: int, text: str) -> bool:
     return (zlib.crc32(text.encode(), start) * SAMPLE_MIX) & _MASK < limit
 
 
-def sql_sample_condition(column: str) -> str:
-    """The SQL condition that the sample keeps the row whose id is `column`, with two bound
-    values: the start and the limit (`Selection.sql_sample`); needs `register_sample_fn`."""
-    return f"({SAMPLE_SQL_FN}(CAST({column} AS BLOB), ?) * {SAMPLE_MIX}) % {2**SAMPLE_BITS} < ?"
-
-
 def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
     """A key's place in a seeded sample: the same keys on both stores, and in every run with
     the same seed (a hash of the seed and the key's `sample_text`, never Python's `hash`)."""
@@ -164,12 +149,6 @@ def _utf8(texts: Sequence[str] | Sequence[bytes]) -> Iterator[bytes]:
     if texts and isinstance(texts[0], bytes):
         return iter(cast("Sequence[bytes]", texts))
     return map(str.encode, cast("Sequence[str]", texts))
-
-
-def register_sample_fn(conn: sqlite3.Connection) -> None:
-    """Register `zlib.crc32` as `SAMPLE_SQL_FN` on `conn`: a C function SQLite calls per id,
-    with no Python frame (`Selection.sql_sample`)."""
-    conn.create_function(SAMPLE_SQL_FN, 2, zlib.crc32, deterministic=True)
 
 
 @dataclass(frozen=True, slots=True)

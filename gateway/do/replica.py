@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from gateway.actors import ActorHost, ActorRef
-from gateway.bulk.items import register_sample_fn, sql_sample_condition
+from gateway.actors.sql_functions import register_sample_fn, sql_sample_condition
 from gateway.do import owner_ref, progress_tables
 from gateway.do._sql import EXTRA_SCHEMA, dumps, get_extra, put_extra
 from gateway.do.agent_state import (
