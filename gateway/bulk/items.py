@@ -260,8 +260,8 @@ class Selection:
 
     def sql_sample(self, domain: str, scope: str) -> tuple[int, int]:
         """(start, limit): the values `sql_sample_condition` binds to choose the ids of `domain`
-        and `scope` inside SQLite. Not for an inbox's DMs."""
-        return self._head_start(domain, scope), self._limit
+        and `scope` inside SQLite (every id without a sample). Not for an inbox's DMs."""
+        return self._head_start(domain, scope), self._limit if self.sampled else 1 << SAMPLE_BITS
 
     def text_in_sample(self, text: str) -> bool:
         """Whether the sample keeps the key whose `sample_text` is `text`."""

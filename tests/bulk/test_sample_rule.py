@@ -76,6 +76,8 @@ def test_every_way_of_choosing_agrees_with_in_sample(rate: float, seed: int) -> 
     query = f"SELECT id FROM t WHERE {sql_sample_condition('id')}"  # noqa: S608 - our own condition
     rows = db.execute(query, (start, limit)).fetchall()
     assert sorted(r[0] for r in rows) == sorted(want)
+    everything = db.execute(query, Selection().sql_sample("task", "")).fetchall()
+    assert len(everything) == len(IDS)  # no sample: every id
 
 
 def test_a_sample_is_about_the_rate_and_keys_are_not_chosen_together() -> None:
