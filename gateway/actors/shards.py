@@ -9,14 +9,15 @@ the primary key, and `ctx.tables` scopes every statement to it (`tables.py`).
 Each shard has one connection, used inline on the event loop as the file actors' are, and a
 turn lock: turns of the actors of one shard run one at a time (a turn of a sharded kind must
 not await another actor of its shard; agents and locks never call other actors). A turn's
-statements run in its own scope of the shard's transaction: BEGIN if none is open, else a
-SAVEPOINT, so a failing turn rolls back alone. A turn that wrote leaves the transaction open
+writes run in its own scope of the shard's transaction: BEGIN if none is open, else a
+SAVEPOINT, so a failing turn rolls back alone (its reads before the first write need no scope:
+the turn lock keeps every other writer out). A turn that wrote leaves the transaction open
 and waits for the **group commit**: a task that commits every turn folded in since the last
 commit, in one COMMIT (an fsync under FULL, in a worker thread, while the next turns queue on
 the turn lock and form the next group). A reply leaves only after its turn's commit is durable
 per `storage.sqlite_synchronous`; a turn that only read waits for the commit of the group it
-saw, if any (what it read may be another turn's uncommitted write), and otherwise ends its
-read transaction inline.
+saw, if any (what it read may be another turn's uncommitted write); on a shard with nothing
+pending its reads ran outside any transaction, with nothing to end or wait for.
 
 Checkpoints: the turn connection never checkpoints (`wal_autocheckpoint=0`, so a commit on the
 loop never runs one); a background task checkpoints a shard's WAL from a second connection in

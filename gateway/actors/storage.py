@@ -154,11 +154,21 @@ class ActorStorage:
 
     def _ensure_transaction(self) -> None:
         if not self.conn.in_transaction:
-            if self._began:  # SQLite rolled the transaction back itself (an error)
-                self._rollbacks += 1
+            self._note_lost_transaction()
             self._data_version = None  # a new snapshot
             self.conn.execute("BEGIN")
             self._began = True
+
+    def _note_lost_transaction(self) -> None:
+        """Count a transaction this object began and SQLite rolled back itself (an error)."""
+        if self._began:
+            self._rollbacks += 1
+            self._began = False
+
+    def ensure_transaction(self) -> None:
+        """Open the turn's implicit transaction now if no statement has yet (what the first
+        statement does anyway): what follows, reads and `change_token` alike, is one snapshot."""
+        self._ensure_transaction()
 
     @property
     def in_transaction(self) -> bool:
@@ -183,12 +193,22 @@ class ActorStorage:
 
         While two tokens are equal, nothing was written or undone in between: a copy in memory
         known current at the first one is current at the second (`gateway/do/memory.py`).
+
+        Outside a transaction it opens none: `PRAGMA data_version` runs on its own, so a turn
+        that only reads copies in memory runs one statement instead of BEGIN, the pragma and
+        COMMIT (issue 13). Its token then describes the committed database at that moment; a
+        later statement of the turn begins a transaction, whose snapshot may be newer (only if
+        another connection committed meanwhile), and whose token differs then. Code that must
+        read the token and then write in one snapshot calls `ensure_transaction()` first.
         """
-        self._ensure_transaction()
+        conn = self.conn
+        if not conn.in_transaction:
+            self._note_lost_transaction()
+            return conn.total_changes, self._rollbacks, conn.execute("PRAGMA data_version").fetchone()[0]
         version = self._data_version
         if version is None:
-            version = self._data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
-        return self.conn.total_changes, self._rollbacks, version
+            version = self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        return conn.total_changes, self._rollbacks, version
 
     def commit_now(self) -> None:
         """Commit the open transaction, if any (called by a committer, never by actor code)."""

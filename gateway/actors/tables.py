@@ -155,10 +155,10 @@ def _check_ident(name: str) -> str:
 class ShardTables:
     """One sharded actor's storage: the scoped table API (`ctx.tables`) and its turn scope.
 
-    The host opens the turn (`enter`: the shard's turn lock), statements open the actor's scope
-    in the shard transaction lazily (a SAVEPOINT, or BEGIN if none is open), and the end of the
-    turn either folds the scope into the shard's pending group commit (`finish`) or rolls it
-    back (`rollback`).
+    The host opens the turn (`enter`: the shard's turn lock), the first write opens the actor's
+    scope in the shard transaction (a SAVEPOINT, or BEGIN if none is open; a read opens nothing,
+    see `_read_conn`), and the end of the turn either folds the scope into the shard's pending
+    group commit (`finish`) or rolls it back (`rollback`).
     """
 
     def __init__(self, shard: Shard, ref: ActorRef, specs: Mapping[str, TableSpec]) -> None:
@@ -168,7 +168,9 @@ class ShardTables:
         self._specs = specs
         self._cache = shard.sql_cache.setdefault(ref.kind, {})  # built SQL, per kind (names differ)
         self._name = ref.name
-        self._scope: str | None = None  # None: no statement yet; "": this turn began the txn
+        self._scope: str | None = None  # None: no write yet; "": this turn began the txn
+        # the turn read rows while the shard held another turn's writes not yet committed
+        self._read_pending = False
         self._entered = False
         self._wrote = False
         self._registered = False
@@ -189,6 +191,7 @@ class ShardTables:
             self._entered = True
             self._wrote = False
             self._registered = False
+            self._read_pending = False
 
     def leave(self) -> None:
         """Give the shard's turn lock back (idempotent)."""
@@ -222,6 +225,23 @@ class ShardTables:
                 self._scope = ""
         return conn
 
+    def _read_conn(self) -> sqlite3.Connection:
+        """The connection for a statement that only reads.
+
+        A read opens no scope (no BEGIN, SAVEPOINT or COMMIT of its own): the shard's connection
+        is the only one that writes the shard and the turn lock keeps every other turn out, so
+        outside a transaction each read sees the committed rows as the turn's last statement
+        left them, and what it saw needs no wait. Inside the shard's open transaction (a group
+        not yet committed, or this turn's own writes) a read may see writes not yet durable, so
+        the turn waits for that group's commit (`finish`) as a turn that wrote does.
+        """
+        if not self._entered:
+            raise StorageApiError(f"storage of {self.ref} used outside a turn")
+        conn = self.shard.conn
+        if self._scope is None and conn.in_transaction:
+            self._read_pending = True
+        return conn
+
     def _mark_write(self, conn: sqlite3.Connection) -> None:
         if not self._registered:
             conn.execute(
@@ -236,11 +256,13 @@ class ShardTables:
         scope, self._scope = self._scope, None
         self._depth = 0
         wrote, self._wrote = self._wrote, False
+        read_pending, self._read_pending = self._read_pending, False
         try:
             self.shard.end_scope(scope, wrote=wrote)
         finally:
             self.leave()
-        if scope is not None:  # a turn that never touched storage saw nothing to wait for
+        # a turn that read only committed rows, or touched no storage, has nothing to wait for
+        if scope is not None or read_pending:
             await self.shard.durable()
 
     def commit_now(self) -> None:
@@ -253,6 +275,7 @@ class ShardTables:
         self._depth = 0
         self._wrote = False
         self._registered = False
+        self._read_pending = False
         if scope is not None:
             self.shard.rollback_scope(scope)
 
@@ -263,7 +286,7 @@ class ShardTables:
     # -- the alarm row --------------------------------------------------------------------------
 
     def read_alarm(self) -> int | None:
-        conn = self._open_scope()
+        conn = self._read_conn()
         row = conn.execute(
             "SELECT ts FROM _alarms WHERE kind = ? AND name = ?", (self.kind, self._name)
         ).fetchone()
@@ -293,7 +316,7 @@ class ShardTables:
         """Run one built statement; `params` include the actor's name where the SQL binds it."""
         if len(params) > MAX_BOUND_PARAMETERS + 2:
             raise LimitExceeded(f"more than {MAX_BOUND_PARAMETERS} bound parameters")
-        conn = self._open_scope()
+        conn = self._open_scope() if write else self._read_conn()
         cur = conn.execute(sql, params)
         if write and cur.rowcount > 0:  # a statement that changed nothing registers nothing
             self._mark_write(conn)

@@ -131,6 +131,7 @@ class _Copy:
         """Run `statement`, which writes the row `ident` and nothing else of the table nor of
         the tables of its peers, and keep the copy current: brought up to date first, then that
         row read back with its stamp. Peers current before the write stay current after it."""
+        sql.ensure_transaction()  # the check, the write and the read-back see one snapshot
         fresh = self.fresh(sql)
         before = self._token
         cursor = sql.exec(statement, *params)

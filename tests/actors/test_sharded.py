@@ -350,3 +350,62 @@ async def test_a_changed_shard_count_is_refused_with_the_value_to_set(
     # the refused start released the directory: a host with the right count starts
     async with host_for(data_dir, {"kv": KvActor}, clock=clock, sharded={"kv": KV}, shards=2):
         pass
+
+
+async def test_a_read_turn_runs_its_reads_alone(host: ActorHost) -> None:
+    """A turn that only reads, on a shard with nothing pending, runs its SELECTs and no BEGIN,
+    SAVEPOINT, RELEASE or COMMIT (issue 13), and sees the committed rows; a turn that writes
+    still opens its scope before its first write."""
+    await put(host, "a", "x", 1)
+    shards = host.shard_set
+    assert shards is not None
+    statements: list[str] = []
+    shards[0].conn.set_trace_callback(statements.append)
+    try:
+        assert await host.call(kv("a"), lambda a: asyncio.sleep(0, (a.get("x"), a.all()))) == (1, {"x": 1})
+        assert await host.call(kv("nobody"), lambda a: asyncio.sleep(0, a.all())) == {}
+        assert statements
+        assert all(s.startswith("SELECT") for s in statements), statements
+
+        statements.clear()
+
+        async def read_then_write(a: KvActor) -> None:
+            a.put("y", a.get("x") or 0)
+
+        await host.call(kv("a"), read_then_write)
+    finally:
+        shards[0].conn.set_trace_callback(None)
+    assert statements[0].startswith("SELECT")
+    assert statements[1] == "BEGIN"
+    assert statements[-1] == "COMMIT"
+    assert await host.call(kv("a"), lambda a: asyncio.sleep(0, a.all())) == {"x": 1, "y": 1}
+
+
+async def test_a_read_turn_inside_a_pending_group_returns_after_its_commit(
+    host: ActorHost, data_dir: Path
+) -> None:
+    """A read turn that runs while another turn's writes wait for their group commit reads
+    inside that open transaction, so it returns only once the group is committed."""
+    order: list[str] = []
+
+    async def write_slowly(a: KvActor) -> None:
+        for _ in range(3):  # the read below queues for the shard meanwhile: a group forms
+            await asyncio.sleep(0)
+        a.put("x", 1)
+        assert host.shard_set is not None
+        assert host.shard_set[0].queued == 1
+
+    async def writer() -> None:
+        await host.call(kv("w"), write_slowly)
+        order.append("write returned")
+
+    async def reader() -> None:
+        await asyncio.sleep(0)  # after the writer took the shard's turn lock
+        got = await host.call(kv("r"), lambda a: asyncio.sleep(0, a.all()))
+        assert got == {}
+        order.append("read returned")
+        # what the read could have seen was committed before it returned
+        assert shard_query(data_dir, "SELECT actor, k, v FROM kv__kv") == [("w", "x", 1)]
+
+    await asyncio.gather(writer(), reader())
+    assert sorted(order) == ["read returned", "write returned"]

@@ -227,6 +227,77 @@ async def test_reads_ask_no_stamp_while_nothing_was_written(host: ActorHost, clo
     assert len([s for s in statements if "_change_stamps s" in s]) == 1
 
 
+async def test_a_read_served_from_memory_opens_no_transaction(host: ActorHost, clock: FakeClock) -> None:
+    """A listing and a chat read answered from the copies run one statement, `PRAGMA
+    data_version`, and no BEGIN or COMMIT (issue 13); a write still runs in a transaction."""
+    store = ActorStore(host)
+    await store.register_agent(register("a", clock, status="active"))
+    await store.work_bundle(c.WorkQuery("a", clock.now_ms(), 1000))  # every copy made
+    await store.get_chat(
+        c.ChatQuery(
+            limit=50, since_ms=None, since_invalid=False, agent_id=None, inbox=False, now_ms=clock.now_ms()
+        )
+    )
+    statements: list[str] = []
+
+    async def trace(actor: Any) -> None:
+        actor.ctx.sql.conn.set_trace_callback(statements.append)
+
+    await host.call(COORDINATOR, trace)
+    agents = await store.list_agents(clock.now_ms(), 1000)
+    await store.list_tasks(c.ListTasks(None, None, 1000))
+    await store.get_chat(
+        c.ChatQuery(
+            limit=50, since_ms=None, since_invalid=False, agent_id=None, inbox=False, now_ms=clock.now_ms()
+        )
+    )
+    assert [a.agent_id for a in agents] == ["a"]
+    assert statements == ["PRAGMA data_version"] * 3
+    statements.clear()
+    await store.work_bundle(c.WorkQuery("a", clock.now_ms(), 1000))
+    assert statements[0] == "BEGIN"
+    assert statements[-1] == "COMMIT"
+
+
+async def test_another_connections_commit_just_before_a_write_is_seen(
+    tmp_path: Path, host: ActorHost, clock: FakeClock
+) -> None:
+    """A commit through another connection that lands between a turn's read of the copies and
+    its first write (here: while the write's transaction begins) is seen by the next listing:
+    the copy's check, the write and its read-back share one snapshot. (Without that, the copy
+    would take the read-back's stamp, which covers the other commit too, as its own.)"""
+    store = ActorStore(host)
+    for name in ("a", "b"):
+        await store.register_agent(register(name, clock, status="active"))
+        await clock.advance(1)
+    assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["b", "a"]
+    other = sqlite3.connect(actor_path(tmp_path, COORDINATOR), isolation_level=None)
+    armed = [True]
+
+    def commit_elsewhere_at_begin(statement: str) -> None:
+        if statement == "BEGIN" and armed[0]:
+            armed[0] = False
+            other.execute("UPDATE agents SET status = 'offline' WHERE agent_id = 'b'")
+
+    async def listed_then_touched(actor: Any) -> list[str]:
+        listed = [a.agent_id for a in await actor.list_agents(clock.now_ms(), 1000)]
+        actor.ctx.sql.conn.set_trace_callback(commit_elsewhere_at_begin)
+        try:
+            await actor.register_agent(register("a", clock, status="active"))  # a write
+        finally:
+            actor.ctx.sql.conn.set_trace_callback(None)
+        return listed
+
+    try:
+        await clock.advance(1)
+        assert await host.call(COORDINATOR, listed_then_touched) == ["b", "a"]
+    finally:
+        other.close()
+    assert not armed[0], "the other connection never committed"
+    assert [a.agent_id for a in await store.list_agents(clock.now_ms(), 1000)] == ["a"]
+    assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["a"]
+
+
 async def _loads(actor: Any) -> int:
     return actor.roster.loads  # type: ignore[no-any-return]
 
