@@ -56,18 +56,30 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146_097 + doe - 719_468
 
 
+def _date_prefix(days: int) -> str:
+    """`YYYY-MM-DDT` of a day count since 1970-01-01 (JS's six-digit signed years outside 0..9999)."""
+    y, mo, d = _civil_from_days(days)
+    year = f"{y:04d}" if 0 <= y <= 9999 else f"{'+' if y > 0 else '-'}{abs(y):06d}"  # noqa: PLR2004
+    return f"{year}-{mo:02d}-{d:02d}T"
+
+
+# the date part of the last day formatted: the gateway stamps the current day over and over
+_last_day: list[tuple[int, str]] = [(0, _date_prefix(0))]
+
+
 def iso_from_ms(ms: int) -> str:
     """JS `new Date(ms).toISOString()`; raises ValueError where JS throws RangeError."""
     if not -MAX_DATE_MS <= ms <= MAX_DATE_MS:
         raise ValueError(f"time value out of range: {ms}")
     days, rem = divmod(ms, _DAY_MS)
-    y, mo, d = _civil_from_days(days)
+    day, prefix = _last_day[0]
+    if day != days:
+        prefix = _date_prefix(days)
+        _last_day[0] = (days, prefix)
     secs, milli = divmod(rem, 1000)
     h, secs = divmod(secs, 3600)
     mi, s = divmod(secs, 60)
-    # four-digit years, else JS's six-digit signed form
-    year = f"{y:04d}" if 0 <= y <= 9999 else f"{'+' if y > 0 else '-'}{abs(y):06d}"  # noqa: PLR2004
-    return f"{year}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{milli:03d}Z"
+    return f"{prefix}{h:02d}:{mi:02d}:{s:02d}.{milli:03d}Z"
 
 
 _ISO_DATE: Final = re.compile(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from gateway.domain.jscompat import (
@@ -29,6 +31,19 @@ from gateway.domain.jscompat import (
 def test_iso_from_ms_matches_to_iso_string(ms: int, iso: str) -> None:
     """Epoch ms render as JS toISOString, including the six-digit year forms."""
     assert iso_from_ms(ms) == iso
+
+
+def test_iso_from_ms_keeps_the_date_right_across_days_in_any_order() -> None:
+    """The date part is kept for the last day formatted: times within a day, across midnight,
+    back to an earlier day and alternating between days all render as datetime does."""
+    midnight = 1_795_651_200_000  # 2026-11-26T00:00:00.000Z
+    day = 86_400_000
+    times = [midnight - 1, midnight, midnight + 1, midnight - 1, midnight + day - 1, midnight + day]
+    times += [midnight + k * 7_919_311 for k in range(-30, 30)]
+    times += [midnight + (k % 3) * day + k for k in range(30)] + [0, midnight, -1, midnight]
+    for ms in times:
+        expected = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+        assert iso_from_ms(ms) == expected, ms
 
 
 def test_iso_from_ms_out_of_range_raises() -> None:
