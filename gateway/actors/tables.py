@@ -174,6 +174,9 @@ class ShardTables:
         self._entered = False
         self._wrote = False
         self._registered = False
+        # a turn of this activation registered the actor and committed: `_actors` holds its row
+        # (rows of `_actors` are never deleted), so later turns need not insert it again
+        self._registration_durable = False
         self._depth = 0
         self.rows_written_total = 0
 
@@ -243,7 +246,7 @@ class ShardTables:
         return conn
 
     def _mark_write(self, conn: sqlite3.Connection) -> None:
-        if not self._registered:
+        if not self._registered and not self._registration_durable:
             conn.execute(
                 "INSERT OR IGNORE INTO _actors (kind, name, created_ms) VALUES (?, ?, ?)",
                 (self.kind, self._name, self.shard.now_ms()),
@@ -264,6 +267,8 @@ class ShardTables:
         # a turn that read only committed rows, or touched no storage, has nothing to wait for
         if scope is not None or read_pending:
             await self.shard.durable()
+        if wrote and self._registered:  # committed: a failed commit raised above (and resets us)
+            self._registration_durable = True
 
     def commit_now(self) -> None:
         """The file-actor committer interface: sharded turns commit through `finish`."""

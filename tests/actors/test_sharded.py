@@ -409,3 +409,32 @@ async def test_a_read_turn_inside_a_pending_group_returns_after_its_commit(
 
     await asyncio.gather(writer(), reader())
     assert sorted(order) == ["read returned", "write returned"]
+
+
+async def test_an_actor_is_registered_by_its_first_committed_write_only(host: ActorHost) -> None:
+    """A write turn that rolls back registers nothing; the next write turn registers the actor;
+    once that is committed, later write turns of the activation insert no `_actors` row again."""
+
+    async def write_then_fail(a: KvActor) -> None:
+        a.put("x", 1)
+        raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await host.call(kv("late"), write_then_fail)
+    assert host.list_actors("kv") == []
+    await put(host, "late", "x", 2)
+    assert host.list_actors("kv") == ["late"]
+
+    shards = host.shard_set
+    assert shards is not None
+    statements: list[str] = []
+    shards[0].conn.set_trace_callback(statements.append)
+    try:
+        await put(host, "late", "x", 3)
+    finally:
+        shards[0].conn.set_trace_callback(None)
+    assert [s for s in statements if "_actors" in s] == []
+    assert await host.call(kv("late"), lambda a: asyncio.sleep(0, a.all())) == {"x": 3}
+    assert await host.evict(kv("late"))
+    await put(host, "late", "y", 4)  # a new activation inserts (or ignores) the row once more
+    assert host.list_actors("kv") == ["late"]
