@@ -283,6 +283,7 @@ class CoordinatorActor(Actor):
     async def register_agent(self, cmd: c.RegisterAgent) -> None:
         """POST /agents: upstream's upsert (COALESCE for currentTask/workingOn) and broadcast."""
         sql = self.ctx.sql
+        sql.ensure_transaction()  # it writes: the copy's check joins the write's transaction
         copied, existing = self.roster.get(sql, cmd.agent_id)
         if not copied:
             row = sql.exec(f"SELECT {AGENT_COLS} FROM agents WHERE agent_id = ?", cmd.agent_id).first()
@@ -331,6 +332,8 @@ class CoordinatorActor(Actor):
 
     async def get_chat(self, q: c.ChatQuery) -> ChatPage:
         """GET /chat: the newest `limit` messages in chronological order, plus the agent's mentions."""
+        if q.agent_id is not None:
+            self.ctx.sql.ensure_transaction()  # it writes: the copy's check joins the write's transaction
         if q.since_invalid:
             messages: list[GroupMessage] = []
         else:

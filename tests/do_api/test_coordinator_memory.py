@@ -227,17 +227,19 @@ async def test_reads_ask_no_stamp_while_nothing_was_written(host: ActorHost, clo
     assert len([s for s in statements if "_change_stamps s" in s]) == 1
 
 
+def chat_query(clock: FakeClock, agent_id: str | None = None) -> c.ChatQuery:
+    return c.ChatQuery(
+        limit=50, since_ms=None, since_invalid=False, agent_id=agent_id, inbox=False, now_ms=clock.now_ms()
+    )
+
+
 async def test_a_read_served_from_memory_opens_no_transaction(host: ActorHost, clock: FakeClock) -> None:
     """A listing and a chat read answered from the copies run one statement, `PRAGMA
     data_version`, and no BEGIN or COMMIT (issue 13); a write still runs in a transaction."""
     store = ActorStore(host)
     await store.register_agent(register("a", clock, status="active"))
     await store.work_bundle(c.WorkQuery("a", clock.now_ms(), 1000))  # every copy made
-    await store.get_chat(
-        c.ChatQuery(
-            limit=50, since_ms=None, since_invalid=False, agent_id=None, inbox=False, now_ms=clock.now_ms()
-        )
-    )
+    await store.get_chat(chat_query(clock))
     statements: list[str] = []
 
     async def trace(actor: Any) -> None:
@@ -246,17 +248,19 @@ async def test_a_read_served_from_memory_opens_no_transaction(host: ActorHost, c
     await host.call(COORDINATOR, trace)
     agents = await store.list_agents(clock.now_ms(), 1000)
     await store.list_tasks(c.ListTasks(None, None, 1000))
-    await store.get_chat(
-        c.ChatQuery(
-            limit=50, since_ms=None, since_invalid=False, agent_id=None, inbox=False, now_ms=clock.now_ms()
-        )
-    )
+    await store.get_chat(chat_query(clock))
     assert [a.agent_id for a in agents] == ["a"]
     assert statements == ["PRAGMA data_version"] * 3
-    statements.clear()
-    await store.work_bundle(c.WorkQuery("a", clock.now_ms(), 1000))
-    assert statements[0] == "BEGIN"
-    assert statements[-1] == "COMMIT"
+    for write in (
+        lambda: store.work_bundle(c.WorkQuery("a", clock.now_ms(), 1000)),
+        lambda: store.register_agent(register("a", clock, status="active")),
+        lambda: store.get_chat(chat_query(clock, agent_id="a")),
+    ):
+        statements.clear()
+        await write()
+        assert statements[0] == "BEGIN"  # before the copies are checked: one snapshot, one pragma
+        assert statements.count("PRAGMA data_version") == 1, statements
+        assert statements[-1] == "COMMIT"
 
 
 async def test_another_connections_commit_just_before_a_write_is_seen(
