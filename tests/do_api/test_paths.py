@@ -4,37 +4,44 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.http.paths import decode_component, parse_query, remove_dot_segments, route
-
-
-@pytest.mark.parametrize(
-    ("raw", "kind", "path", "sub", "target"),
-    [
-        ("/", "root", "/", "/", ""),
-        ("/health", "health", "/health", "/", ""),
-        ("/health/", "not_found", "/health/", "/", ""),
-        ("//health", "not_found", "//health", "/", ""),
-        ("/coordinator", "coordinator", "/coordinator", "/", ""),
-        ("/coordinator/", "coordinator", "/coordinator/", "/", ""),
-        ("/coordinatorX/agents", "coordinator", "/coordinatorX/agents", "/X/agents", ""),
-        ("/coordinator/../health", "health", "/health", "/", ""),
-        ("/lock/%2E%2E/check", "not_found", "/check", "/", ""),
-        ("/agent/x/%2e%2e/y/health", "agent", "/agent/y/health", "/health", "y"),
-        ("/lock/..%2Fx/check", "lock", "/lock/..%2Fx/check", "/check", "../x"),
-        ("/lock/src%2Fa.ts", "lock", "/lock/src%2Fa.ts", "/check", "src/a.ts"),
-        ("/lock/src/a.ts/lock", "lock", "/lock/src/a.ts/lock", "/a.ts/lock", "src"),
-        ("/lock/a%252Fb/check", "lock", "/lock/a%252Fb/check", "/check", "a%2Fb"),
-        ("/agent/a+b/health", "agent", "/agent/a+b/health", "/health", "a+b"),
-        ("/agent/%C3%BCber", "agent", "/agent/%C3%BCber", "/state", "über"),
-        ("/agent/", "bad_agent", "/agent/", "/", ""),
-        ("/lock/", "bad_lock", "/lock/", "/", ""),
-        ("/agent/%ZZ/state", "bad_agent", "/agent/%ZZ/state", "/", ""),
-        ("/lock/%E0%A4%A/check", "bad_lock", "/lock/%E0%A4%A/check", "/", ""),
-        ("/nope%20x", "not_found", "/nope%20x", "/", ""),
-        ("/a b", "not_found", "/a%20b", "/", ""),
-        ("/agent", "not_found", "/agent", "/", ""),
-    ],
+from gateway.http.paths import (
+    ROUTE_CACHE_SIZE,
+    _route,
+    _route_cached,
+    decode_component,
+    parse_query,
+    remove_dot_segments,
+    route,
 )
+
+ROUTE_CASES = [
+    ("/", "root", "/", "/", ""),
+    ("/health", "health", "/health", "/", ""),
+    ("/health/", "not_found", "/health/", "/", ""),
+    ("//health", "not_found", "//health", "/", ""),
+    ("/coordinator", "coordinator", "/coordinator", "/", ""),
+    ("/coordinator/", "coordinator", "/coordinator/", "/", ""),
+    ("/coordinatorX/agents", "coordinator", "/coordinatorX/agents", "/X/agents", ""),
+    ("/coordinator/../health", "health", "/health", "/", ""),
+    ("/lock/%2E%2E/check", "not_found", "/check", "/", ""),
+    ("/agent/x/%2e%2e/y/health", "agent", "/agent/y/health", "/health", "y"),
+    ("/lock/..%2Fx/check", "lock", "/lock/..%2Fx/check", "/check", "../x"),
+    ("/lock/src%2Fa.ts", "lock", "/lock/src%2Fa.ts", "/check", "src/a.ts"),
+    ("/lock/src/a.ts/lock", "lock", "/lock/src/a.ts/lock", "/a.ts/lock", "src"),
+    ("/lock/a%252Fb/check", "lock", "/lock/a%252Fb/check", "/check", "a%2Fb"),
+    ("/agent/a+b/health", "agent", "/agent/a+b/health", "/health", "a+b"),
+    ("/agent/%C3%BCber", "agent", "/agent/%C3%BCber", "/state", "über"),
+    ("/agent/", "bad_agent", "/agent/", "/", ""),
+    ("/lock/", "bad_lock", "/lock/", "/", ""),
+    ("/agent/%ZZ/state", "bad_agent", "/agent/%ZZ/state", "/", ""),
+    ("/lock/%E0%A4%A/check", "bad_lock", "/lock/%E0%A4%A/check", "/", ""),
+    ("/nope%20x", "not_found", "/nope%20x", "/", ""),
+    ("/a b", "not_found", "/a%20b", "/", ""),
+    ("/agent", "not_found", "/agent", "/", ""),
+]
+
+
+@pytest.mark.parametrize(("raw", "kind", "path", "sub", "target"), ROUTE_CASES)
 def test_route(raw: str, kind: str, path: str, sub: str, target: str) -> None:
     """Dispatch on the still-encoded path after WHATWG dot-segment removal."""
     r = route(raw)
@@ -74,3 +81,17 @@ def test_remove_dot_segments_edges() -> None:
     assert remove_dot_segments("/a/..") == "/"
     assert remove_dot_segments("/..") == "/"
     assert remove_dot_segments("/a/./b") == "/a/b"
+
+
+def test_routes_kept_for_targets_asked_again_match_a_fresh_parse_and_stay_bounded() -> None:
+    """Targets asked again get the route a fresh parse gives (the cases above, in any order,
+    after the kept routes have turned over), and no more than ROUTE_CACHE_SIZE are kept."""
+    cases = [raw for raw, *_ in ROUTE_CASES]
+    for raw in cases + cases[::-1]:
+        assert route(raw) == _route(raw), raw
+    for i in range(ROUTE_CACHE_SIZE + 100):
+        assert route(f"/lock/src%2Ff{i}.ts/check").target == f"src/f{i}.ts"
+    assert _route_cached.cache_info().currsize <= ROUTE_CACHE_SIZE
+    for raw in cases:
+        assert route(raw) == _route(raw), raw
+    assert route("/lock/src%2Ff0.ts/check") == _route("/lock/src%2Ff0.ts/check")
