@@ -116,9 +116,15 @@ ROUTE_CACHE_SIZE: Final = 8192
 and the realistic mix asks for a few thousand targets (agents and lock paths) over and over;
 parsing one costs 2-6 us, a kept one about 0.1 us. Least recently used targets are dropped."""
 
+ROUTE_CACHE_TARGET_MAX: Final = 512
+"""Longer request-targets are parsed every time and never kept, so the kept routes stay within
+a few MiB whatever clients send (aiohttp admits request lines of about 8 KiB)."""
+
 
 def route(raw_target: str) -> Route:
     """Route a raw request-target (path and query, still encoded) per do-api.md 2.2."""
+    if len(raw_target) > ROUTE_CACHE_TARGET_MAX:
+        return _route(raw_target)
     return _route_cached(raw_target)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from gateway.http.paths import (
     ROUTE_CACHE_SIZE,
+    ROUTE_CACHE_TARGET_MAX,
     _route,
     _route_cached,
     decode_component,
@@ -95,3 +96,17 @@ def test_routes_kept_for_targets_asked_again_match_a_fresh_parse_and_stay_bounde
     for raw in cases:
         assert route(raw) == _route(raw), raw
     assert route("/lock/src%2Ff0.ts/check") == _route("/lock/src%2Ff0.ts/check")
+
+
+def test_long_targets_are_routed_but_not_kept() -> None:
+    """A target longer than ROUTE_CACHE_TARGET_MAX is routed like any other, and the kept routes
+    do not grow with it: long request lines cannot fill memory through the route cache."""
+    resource = "d/" * 2000
+    raw = "/lock/" + resource.replace("/", "%2F") + "/check"
+    assert len(raw) > ROUTE_CACHE_TARGET_MAX
+    _route_cached.cache_clear()
+    for _ in range(3):
+        assert route(raw).target == resource
+    assert _route_cached.cache_info().currsize == 0
+    assert route("/lock/short/check").target == "short"
+    assert _route_cached.cache_info().currsize == 1
