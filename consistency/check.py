@@ -24,14 +24,15 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from consistency.compare import Finding, Item, Kind, classify, merge_batches, sort_key
+from consistency.compare import Finding, Item, Kind, Value, classify, merge_batches, sort_key
 from consistency.legacy_form import same_as_read
 from consistency.report import DomainCounts, Report, write_atomic
 from consistency.rules import CLAIM_CONFLICTS, Expectations
 from gateway.bulk.items import SAMPLE_RULE, EntitySource, Selection, cursor_of
 from gateway.bulk.legacy_side import Deferred, LegacySource
+from gateway.bulk.versions import version
 from gateway.clock import Clock
-from gateway.domain.entities import DOMAINS, PER_AGENT, EntityKey, Unreadable
+from gateway.domain.entities import DOMAINS, PER_AGENT, Entity, EntityKey, Unreadable
 from gateway.phases.reports import reports_dir
 
 log = structlog.get_logger(__name__)
@@ -237,27 +238,56 @@ class Checker:
         )
 
     async def _recheck(self, run: _Run, opts: CheckOptions) -> list[Finding]:
-        """Read the candidates again after the delay, `rounds` times; the last findings."""
+        """Read the candidates again after the delay, `rounds` times; the last findings.
+
+        A key written all the time (a live writer beside the check) can be caught with a write
+        in flight by every round, each round reading one store after the other. So a difference
+        of the last round whose copies have different versions (`gateway.bulk.versions`: one
+        store holds a newer write than the other) is read once more: when the store that was
+        behind now holds that version or a newer one, the difference was a write in flight and
+        counts as settled (as it does when that read finds no difference). A store that stays
+        behind (a lost write, a difference left in place) and copies of the same version that
+        differ are reported as before."""
         keys = run.candidates
         findings: list[Finding] = []
+        pairs: dict[EntityKey, Pair] = {}
         for _ in range(max(1, opts.rounds)):
             if not keys:
                 break
             if opts.rounds > 0:
                 await self.clock.sleep(opts.delay_s)
-            found = await self._read_and_classify(keys)
-            for f in found:
-                if not f.is_difference:
-                    run.report.counts(f.key.domain).settled += 1
-                    run.report.record(f, opts.max_samples)
+            found, pairs = await self._read_and_classify(keys)
+            self._settle(run, opts, [f for f in found if not f.is_difference])
             findings = [f for f in found if f.is_difference]
             keys = [f.key for f in findings]
+        behind = {f.key: b for f in findings if (b := _behind(*pairs[f.key])) is not None}
+        if behind:
+            if opts.rounds > 0:
+                await self.clock.sleep(opts.delay_s)
+            found, again = await self._read_and_classify(list(behind))
+            settled = [
+                f if not f.is_difference else Finding(f.key, Kind.SAME)
+                for f in found
+                if not f.is_difference or _reached(again[f.key], *behind[f.key])
+            ]
+            log.info("consistency.in_flight", behind=len(behind), settled=len(settled))
+            self._settle(run, opts, settled)
+            gone = {f.key for f in settled}
+            findings = [f for f in findings if f.key not in gone]
         return findings
 
-    async def _read_and_classify(self, keys: list[EntityKey]) -> list[Finding]:
+    @staticmethod
+    def _settle(run: _Run, opts: CheckOptions, settled: list[Finding]) -> None:
+        for f in settled:
+            run.report.counts(f.key.domain).settled += 1
+            run.report.record(f, opts.max_samples)
+
+    async def _read_and_classify(self, keys: list[EntityKey]) -> tuple[list[Finding], dict[EntityKey, Pair]]:
+        """The keys' findings, and the values read (legacy, actors) by key."""
         out: list[Finding] = []
+        pairs: dict[EntityKey, Pair] = {}
         if not keys:
-            return out
+            return out, pairs
         exp = await self.expectations(self.clock.now_ms())
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
@@ -265,11 +295,12 @@ class Checker:
             right = await self.actors.read_many(chunk)
             for key in chunk:
                 a, b = left.get(key), right.get(key)
+                pairs[key] = (a, b)
                 if a is None and b is None:
                     out.append(Finding(key, Kind.SAME))  # deleted from both meanwhile: agreed
                 else:
                     out.append(classify(key, a, b, exp))
-        return out
+        return out, pairs
 
     # -- resumable state ------------------------------------------------------------------------
 
@@ -338,6 +369,45 @@ class Checker:
         log.warning("consistency.resume_refused", run_id=state["runId"], rule=rule, now=SAMPLE_RULE)
         self.not_resumed.append(line)
         path.unlink(missing_ok=True)
+
+
+Behind = tuple[int, tuple[int, ...]]
+"""The store that is behind (0 legacy, 1 actors) and the version it must reach."""
+
+Pair = tuple[Value | Deferred | None, Value | Deferred | None]
+"""One key's values as a re-check read them: (legacy, actors)."""
+
+
+def _entity(value: Value | Deferred | None) -> Entity | None:
+    """The entity a value holds (a deferred legacy value mapped), or None (absent, unreadable)."""
+    if isinstance(value, Deferred):
+        value = value.entity()
+    return None if value is None or isinstance(value, Unreadable) else value
+
+
+def _behind(legacy: Value | Deferred | None, actors: Value | Deferred | None) -> Behind | None:
+    """Which store (0 legacy, 1 actors) holds an older version than the other, and the newer
+    version; None when neither is behind (the same version, an unreadable value, a domain
+    without versions, or neither holds an entity)."""
+    a, b = _entity(legacy), _entity(actors)
+    if a is None and b is None:
+        return None
+    if a is None and b is not None:  # a create in flight: one store does not hold it yet
+        return (0, version(b)) if version(b) else None
+    if b is None and a is not None:
+        return (1, version(a)) if version(a) else None
+    if a is None or b is None:
+        return None
+    va, vb = version(a), version(b)
+    if va == vb:
+        return None
+    return (0, vb) if va < vb else (1, va)
+
+
+def _reached(pair: Pair, side: int, wanted: tuple[int, ...]) -> bool:
+    """Whether the store `side` of `pair` now holds version `wanted` or a newer one."""
+    held = _entity(pair[side])
+    return held is not None and version(held) >= wanted
 
 
 def _other_rule(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:

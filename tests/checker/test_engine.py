@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from consistency.rules import Expectations
 from gateway.bulk.items import SAMPLE_RULE
 from gateway.clock import FakeClock, settle
 from gateway.domain.entities import EntityKey, Unreadable
-from gateway.domain.jscompat import iso_from_ms
+from gateway.domain.jscompat import iso_from_ms, parse_js_date
 from gateway.domain.model import Agent, Checkpoint, Claim, DirectMessage, GroupMessage, Lock, Memory, Task
 from gateway.phases.reports import newest_report
 
@@ -245,6 +245,57 @@ async def test_writes_in_flight_settle_in_the_re_check_and_persistent_ones_are_r
     assert doc["domains"]["memory"]["missingInActors"] == 1
     assert doc["totals"]["differences"] == 1
     assert legacy.reads == 3  # three rounds re-read the one that stayed
+
+
+def agent(name: str, seen_ms: int, status: str = "active") -> Agent:
+    return Agent(name, status, None, None, iso_from_ms(seen_ms), ["py"], [], [])
+
+
+class LiveLegacy(MemorySource):
+    """Redis beside a live writer: each read of it lands a new write of the `hot` agents (Redis
+    first) and the previous write's copy in `actors` (the gateway's replication), except for the
+    `stuck` ones, whose copies never arrive. So every read pair catches the write in flight."""
+
+    def __init__(self, values: dict[EntityKey, Value], actors: MemorySource, hot: set[EntityKey]) -> None:
+        super().__init__("legacy", values)
+        self.actors = actors
+        self.hot = hot
+        self.stuck: set[EntityKey] = set()
+
+    async def read_many(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Value | None]:
+        for key in self.hot:
+            before = self.values[key]
+            assert isinstance(before, Agent)
+            if key not in self.stuck:
+                self.actors.values[key] = before
+            seen = (parse_js_date(before.last_seen) or 0) + 1000
+            self.values[key] = agent(key.id, seen, f"s{seen}")
+        return await super().read_many(keys)
+
+
+async def test_a_key_written_all_the_time_is_no_mismatch_but_a_copy_that_stays_behind_is() -> None:
+    """A writer rewrites two agents through the gateway before every read of the check: each
+    round finds Redis one write ahead of the actors. Where the actors then hold the version Redis
+    had, the difference was a write in flight (settled); where they never get it (a lost
+    replication), and where both hold the same version with other content, it is reported."""
+    _, actors = stores()
+    hot, stuck = EntityKey("agent", "", "alice"), EntityKey("agent", "", "bob")
+    same_version = EntityKey("agent", "", "carol")
+    legacy = LiveLegacy(dataset(), actors, {hot, stuck})
+    legacy.stuck.add(stuck)
+    for key in (hot, stuck):  # the walk too finds Redis a write ahead
+        legacy.values[key] = agent(key.id, NOW + 1000, "s0")
+    legacy.values[same_version] = agent("carol", NOW, "busy")
+    actors.values[same_version] = agent("carol", NOW, "idle")
+    clock = FakeClock(NOW)
+    report = await run_with_clock(
+        clock, checker(legacy, actors, clock).run(CheckOptions(rounds=3, delay_s=2)), lambda _n: None
+    )
+    doc = report.to_json()
+    assert sorted(s["key"] for s in doc["samples"]) == ["agent:bob", "agent:carol"]
+    assert doc["domains"]["agent"]["differs"] == 2
+    assert doc["domains"]["agent"]["settled"] == 1
+    assert doc["totals"]["differences"] == 2
 
 
 async def test_sampling_finds_a_seeded_difference_at_the_expected_rate() -> None:
