@@ -268,7 +268,7 @@ class LiveLegacy(MemorySource):
             assert isinstance(before, Agent)
             if key not in self.stuck:
                 self.actors.values[key] = before
-            seen = (parse_js_date(before.last_seen) or 0) + 1000
+            seen = (parse_js_date(before.last_seen or "") or 0) + 1000
             self.values[key] = agent(key.id, seen, f"s{seen}")
         return await super().read_many(keys)
 
