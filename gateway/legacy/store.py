@@ -25,8 +25,6 @@ legacy layout has no secondary indexes). Replication into Redis (entity upserts 
 
 from __future__ import annotations
 
-import itertools
-import operator
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -52,7 +50,6 @@ from gateway.domain.model import (
     LockHistory,
     LockReleaseOutcome,
     Memory,
-    RenderedList,
     Task,
     WorkBundle,
     Zone,
@@ -62,6 +59,7 @@ from gateway.legacy import keys
 from gateway.legacy import mapping as m
 from gateway.legacy.client import LegacyClient, Redis
 from gateway.legacy.codec import CorruptionLog, dumps
+from gateway.legacy.listings import AgentListings, TaskListings
 from gateway.legacy.records import (
     CAS_ATTEMPTS,
     CHAT_SCAN,
@@ -90,12 +88,6 @@ _RECENT_FIRST: Final = 64
 `records.chat_window` pages them), the rest only where a mention can be."""
 
 
-_CREATED_AT: Final = operator.attrgetter("created_at")
-
-_TASK_LISTINGS_MAX: Final = 256
-"""Task listings kept while the hash is unchanged (one per agent for `/work`'s `mine`)."""
-
-
 def _unreadable_lock(path: str) -> ApiError:
     return unreadable("Resource lock", keys.LOCKS, path, success=False, resourcePath=path)
 
@@ -109,14 +101,10 @@ class LegacyStore:
         self.records = records
         self.limits = limits or LimitSettings()
         self.clock = clock or SystemClock()
-        # the raw `tasks` hash last listed, its tasks sorted, and the listings made of them
-        self._task_memo: tuple[dict[str, str], list[Task], dict[Any, list[Task]]] | None = None
-        # every readable task of that hash by field, with the text it was read from: a write
-        # re-reads only the fields whose text changed (`_task_lists`)
-        self._task_fields: dict[str, tuple[str, Task]] = {}
-        # the raw `active-agents` hash last listed (a tracked hash: the same dict while unchanged),
-        # and its listable agents, newest `lastSeen` first
-        self._agent_memo: tuple[dict[str, str], list[tuple[int, Agent]]] | None = None
+        # what the last states of the `tasks` and `active-agents` hashes listed, carried over
+        # to the next ones (`gateway.legacy.listings`)
+        self._tasks = TaskListings(records)
+        self._agents = AgentListings(records)
 
     @classmethod
     def from_url(cls, redis_url: str, settings: Settings, *, clock: Clock | None = None) -> LegacyStore:
@@ -184,24 +172,9 @@ class LegacyStore:
         return self._listed_agents(await self.records.hgetall_raw(keys.ACTIVE_AGENTS), now_ms, limit)
 
     def _listed_agents(self, raw: dict[str, str], now_ms: int, limit: int) -> list[Agent]:
-        """The agents a listing shows, of the raw `active-agents` hash: active lately, newest first
-        (rendered through the records' JSON of each agent: an unchanged one is not rendered again)."""
+        """The agents a listing shows, of the raw `active-agents` hash: active lately, newest first."""
         cutoff = now_ms - int(self.limits.agent_offline_after_s * 1000)
-        memo = self._agent_memo
-        if memo is not None and memo[0] is raw:  # the very dict the tracked cache handed out before
-            ordered = memo[1]
-        else:
-            ordered = []
-            found = self.records.fields_of(keys.ACTIVE_AGENTS, raw, m.agent_from_legacy, shared=True)
-            for _, agent in found:
-                seen = ms(agent.last_seen) if isinstance(agent.last_seen, str) else None
-                if agent.status != "offline" and seen is not None:
-                    ordered.append((seen, agent))
-            ordered.sort(key=lambda pair: pair[0], reverse=True)
-            # a hash with an unreadable value is not kept: it is reported on every read, as before
-            self._agent_memo = (raw, ordered) if len(found) == len(raw) else None
-        listed = itertools.takewhile(lambda pair: pair[0] >= cutoff, ordered)
-        return RenderedList((a for _, a in itertools.islice(listed, limit)), render=self.records.fragment)
+        return self._agents.listing(raw, cutoff, limit)
 
     async def list_agents(self, now_ms: int, limit: int) -> list[Agent]:
         """GET /agents: not offline and seen within the offline window; records without
@@ -314,89 +287,12 @@ class LegacyStore:
         await self.records.hset(keys.TASKS, task.id, m.task_to_legacy(task))
         return task
 
-    def _task_lists(self, raw: dict[str, str]) -> tuple[list[Task], dict[Any, list[Task]]]:
-        """Every readable task of the raw `tasks` hash, newest first, and the listings made of
-        them so far. While the hash holds the same texts (it changes only when a task is
-        created or updated) the same tasks, sorted, and the same rendered listings are used
-        again: `/work` and task listings (14 of every 100 requests of issue 13's mix) walked,
-        sorted and rendered every task on every request. After a write only the fields whose
-        text changed are parsed again, and tasks added at the hash's end are put in place in
-        the sorted list (`_tasks_appended`) rather than sorting every task again."""
-        memo = self._task_memo
-        if memo is not None and (memo[0] is raw or memo[0] == raw):
-            return memo[1], memo[2]
-        tasks = self._tasks_appended(raw) if memo is not None else None
-        if tasks is None:
-            tasks = self._tasks_sorted(raw)
-        listings: dict[Any, list[Task]] = {}
-        # a hash with an unreadable value is not kept: it is reported on every read, as before
-        self._task_memo = (raw, tasks, listings) if len(self._task_fields) == len(raw) else None
-        return tasks, listings
-
-    def _task_of(self, fld: str, text: str) -> Task | None:
-        """The task of one field's text: the one read before while the text is unchanged."""
-        known = self._task_fields.get(fld)
-        if known is not None and (known[0] is text or known[0] == text):
-            return known[1]
-        task = self.records.parse_shared(text, keys.TASKS, fld, m.task_from_legacy)
-        if task is not None:
-            self._task_fields[fld] = (text, task)
-        return task
-
-    def _tasks_sorted(self, raw: dict[str, str]) -> list[Task]:
-        """Every readable task of `raw`, newest first (stable: ties keep the hash's order)."""
-        tasks = [t for fld, text in raw.items() if (t := self._task_of(fld, text)) is not None]
-        known = self._task_fields
-        if len(known) > len(tasks):  # fields deleted, or unreadable now: forgotten
-            self._task_fields = {
-                f: k for f, text in raw.items() if (k := known.get(f)) is not None and k[0] == text
-            }
-        tasks.sort(key=_CREATED_AT, reverse=True)
-        return tasks
-
-    def _tasks_appended(self, raw: dict[str, str]) -> list[Task] | None:
-        """The tasks of `raw` when it is the memo's hash with fields added at its end (a task
-        created: the tracked hash keeps the order of its fields), each new one put after the
-        tasks at least as new, as the stable sort does; None for any other change."""
-        before, sorted_before, _ = self._task_memo or ({}, [], {})
-        n = len(before)
-        if len(raw) <= n or n == 0:
-            return None
-        # compared in C (identical texts first), not field by field
-        same_fields = list(itertools.islice(raw, n)) == list(before)
-        if not same_fields or list(itertools.islice(raw.values(), n)) != list(before.values()):
-            return None
-        tasks = list(sorted_before)
-        for fld, text in itertools.islice(raw.items(), n, None):
-            task = self._task_of(fld, text)
-            if task is None:
-                continue
-            created, lo, hi = task.created_at, 0, len(tasks)
-            while lo < hi:  # the first task older than this one
-                mid = (lo + hi) // 2
-                if tasks[mid].created_at < created:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            tasks.insert(lo, task)
-        return tasks
-
     def _task_listing(
         self, raw: dict[str, str], status: str | None, assignee: str | None, limit: int
     ) -> list[Task]:
         """The tasks with this status and assignee (None: not filtered), newest first, at most
         `limit`; the same list for the same question while the hash is unchanged."""
-        tasks, listings = self._task_lists(raw)
-        query = (status, assignee, limit)
-        listing = listings.get(query)
-        if listing is None:
-            kept = (t for t in tasks if (status is None or t.status == status))
-            kept = (t for t in kept if (assignee is None or t.assignee == assignee))
-            listing = RenderedList(itertools.islice(kept, limit), render=self.records.fragment)
-            if len(listings) >= _TASK_LISTINGS_MAX:
-                listings.clear()
-            listings[query] = listing
-        return listing
+        return self._tasks.listing(raw, status, assignee, limit)
 
     async def list_tasks(self, q: c.ListTasks) -> list[Task]:
         """GET /tasks: equality filters (unassigned `""`/null/absent never match), newest first."""

@@ -17,7 +17,8 @@ import redis.asyncio
 from gateway.clock import FakeClock
 from gateway.domain import commands as c
 from gateway.domain.ids import IdGenerator
-from gateway.legacy import keys
+from gateway.domain.jscompat import parse_js_date
+from gateway.legacy import keys, mapping
 from gateway.legacy.client import LegacyClient
 from gateway.legacy.records import LegacyRecords
 from gateway.legacy.store import LegacyStore
@@ -264,3 +265,126 @@ async def test_the_task_listing_kept_across_writes_is_the_one_read_afresh(
     r.hdel(keys.TASKS, "bad")
     await same_as_afresh()
     assert [t for _, t, _ in await listed(store)][:2] == ["other 1", "rewritten"]
+
+
+async def test_task_listings_by_status_and_assignee_follow_every_writer(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """Seeded writes of every kind (creates and updates through the store, another client's
+    writes with tied, older and newer `createdAt`, deletes, a corrupt value): after each, every
+    filtered task listing and `/work`'s `todo` and `mine` are those of a store reading afresh."""
+    rng = random.Random(13)
+    people = ["ann", "bob", "cy"]
+    queries = [
+        {"limit": "1000"},
+        {"status": "todo"},
+        {"status": "done", "limit": "3"},
+        {"assignee": "bob"},
+        {"assignee": "cy", "limit": "2"},
+        {"status": "todo", "assignee": "ann"},
+        {"status": "review"},
+    ]
+
+    async def listed(s: LegacyStore) -> list[list[tuple[str, str, str, str | None]]]:
+        out = []
+        for q in queries:
+            tasks = await s.list_tasks(c.ListTasks.parse(q, 1000))
+            out.append([(t.id, t.title, t.status, t.assignee) for t in tasks])
+        for who in people:
+            work = await s.work_bundle(c.WorkQuery.parse({"agentId": who}, NOW, 1000))
+            out.append([(t.id, t.title, t.status, t.assignee) for t in [*work.todo, *work.mine]])
+        return out
+
+    created: list[str] = []
+    for step in range(60):
+        kind = rng.choice(["create", "create", "create", "update", "other", "delete", "corrupt"])
+        if kind == "create":
+            body = {"title": f"c{step}", "createdBy": "ann", "status": rng.choice(["todo", "todo", "review"])}
+            if rng.random() < 0.6:
+                body["assignee"] = rng.choice(people)
+            at = NOW + rng.choice([0, 0, 1, 5])  # ties with earlier tasks
+            created.append((await store.create_task(c.CreateTask.parse(body, at, ids))).id)
+        elif kind == "update" and created:
+            change: dict[str, Any] = {"id": rng.choice(created)}
+            if rng.random() < 0.5:
+                change["status"] = rng.choice(["todo", "done", "review"])
+            else:
+                change["assignee"] = rng.choice([*people, None])
+            await store.update_task(c.UpdateTask.parse(change, NOW + step))
+        elif kind == "other":
+            fld = rng.choice([*created, f"x{step}"]) if created else f"x{step}"
+            stamp = rng.choice(
+                ["2024-01-01T00:00:00.000Z", "2023-11-14T22:13:20.000Z", "2099-01-01T00:00:00.000Z"]
+            )
+            value = json.loads(_task(fld, f"other {step}"))
+            value.update(createdAt=stamp, assignee=rng.choice([*people, "", None]))
+            r.hset(keys.TASKS, fld, json.dumps(value))
+        elif kind == "delete" and created:
+            r.hdel(keys.TASKS, created.pop(rng.randrange(len(created))))
+        elif kind == "corrupt":
+            r.hset(keys.TASKS, "bad", "{not json")
+            assert await listed(store) == await listed(_afresh(store))
+            r.hdel(keys.TASKS, "bad")
+        assert await listed(store) == await listed(_afresh(store)), f"step {step}: {kind}"
+
+
+async def test_the_agent_listing_follows_every_writer(store: LegacyStore, r: redis.Redis) -> None:
+    """Seeded heartbeats (many in the same millisecond), agents going offline, another client's
+    rewrites, new agents, deletes and a corrupt value: after each, the agent listing (at several
+    times and limits) and `/work`'s team are those of a store reading afresh."""
+    rng = random.Random(7)
+    agents = [f"a{i}" for i in range(12)]
+
+    async def listed(s: LegacyStore) -> list[list[tuple[str, str | None, str]]]:
+        # /work first: its heartbeat of a0 (the same value each time) is in both stores' listings
+        work = await s.work_bundle(c.WorkQuery.parse({"agentId": "a0"}, NOW + 50, 1000))
+        out = [[(a.agent_id, a.last_seen, a.status) for a in work.team]]
+        for now, limit in ((NOW + 100, 1000), (NOW + 100, 3), (NOW + 1_800_010, 1000), (NOW, 0)):
+            out.append([(a.agent_id, a.last_seen, a.status) for a in await s.list_agents(now, limit)])
+        return out
+
+    for step in range(80):
+        kind = rng.choice(["beat", "beat", "beat", "offline", "other", "new", "delete", "corrupt"])
+        who = rng.choice(agents)
+        if kind == "beat":
+            at = NOW + rng.choice([0, 10, 10, 20])  # ties in lastSeen
+            await store.register_agent(c.RegisterAgent.parse({"agentId": who, "currentTask": f"s{step}"}, at))
+        elif kind == "offline":
+            await store.register_agent(c.RegisterAgent.parse({"agentId": who, "status": "offline"}, NOW + 30))
+        elif kind == "other":
+            seen = rng.choice(["2023-11-14T22:13:20.010Z", "2023-11-14T22:13:20.000Z", None])
+            r.hset(keys.ACTIVE_AGENTS, who, json.dumps({"id": who, "status": "active", "lastSeen": seen}))
+        elif kind == "new":
+            name = f"n{step}"
+            agents.append(name)
+            r.hset(keys.ACTIVE_AGENTS, name, json.dumps({"id": name, "lastSeen": "2023-11-14T22:13:20.010Z"}))
+        elif kind == "delete":
+            r.hdel(keys.ACTIVE_AGENTS, who)
+        else:
+            r.hset(keys.ACTIVE_AGENTS, "bad", "{not json")
+            assert await listed(store) == await listed(_afresh(store))
+            r.hdel(keys.ACTIVE_AGENTS, "bad")
+        assert await listed(store) == await listed(_afresh(store)), f"step {step}: {kind}"
+        assert [a.agent_id for a in await store.list_agents(NOW + 100, 1000)] == await sorted_anew(store)
+
+
+async def sorted_anew(store: LegacyStore) -> list[str]:
+    """The agent listing's ids by its rule, from the hash as the store reads it: listable agents
+    (not offline, with a `lastSeen`), newest first, ties in the hash's order (the mapping's
+    reading of each value: no `status` is offline)."""
+    raw = await store.records.hgetall_raw(keys.ACTIVE_AGENTS)
+    rows = []
+    for fld, text in raw.items():
+        try:
+            agent = mapping.agent_from_legacy(fld, json.loads(text))
+        except ValueError:
+            continue
+        if agent.status != "offline" and isinstance(agent.last_seen, str):
+            rows.append((parse_js_date(agent.last_seen), fld))
+    rows.sort(key=lambda row: row[0], reverse=True)
+    return [fld for _, fld in rows]
+
+
+def _afresh(store: LegacyStore) -> LegacyStore:
+    """A store on the same records that keeps nothing from earlier listings."""
+    return LegacyStore(store.records, LimitSettings(), clock=FakeClock(NOW))
