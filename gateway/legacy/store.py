@@ -605,13 +605,22 @@ class LegacyStore:
         """/check: an expired lock is removed here (as the legacy GET and the DO do), with a note;
         an unreadable value is reported and answered with the 409 /lock and /unlock give (it is
         neither free nor anybody's), and left in place."""
-        lock, raw = await self.records.lock(resource_path)
-        if lock is None and raw is not None:
-            raise _unreadable_lock(resource_path)
-        check = rules.check_lock(lock, resource_path, now_ms)
+        check, raw = await self._checked(resource_path, now_ms)
         if check.expired_now is not None:
             await self.records.cas(keys.LOCKS, resource_path, raw, None)
         return check
+
+    async def peek_lock(self, resource_path: str, now_ms: int) -> LockCheck:
+        """What `check_lock` answers, without its write: `expired_now` set means the check would
+        remove an expired lock (the caller then runs `check_lock`, which reads it again)."""
+        check, _ = await self._checked(resource_path, now_ms)
+        return check
+
+    async def _checked(self, resource_path: str, now_ms: int) -> tuple[LockCheck, str | None]:
+        lock, raw = await self.records.lock(resource_path)
+        if lock is None and raw is not None:
+            raise _unreadable_lock(resource_path)
+        return rules.check_lock(lock, resource_path, now_ms), raw
 
     async def acquire_lock(self, cmd: c.AcquireLock) -> LockAcquireOutcome:
         """/lock: `rules.acquire_lock`, persisted with a compare-and-set, so it is atomic against

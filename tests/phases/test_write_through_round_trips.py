@@ -6,6 +6,7 @@ Counted with Redis's own `INFO commandstats` on the test's private server, aroun
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -131,3 +132,57 @@ async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory)
     # every entity reached the actors as Redis holds it
     legacy, actors = gw.legacy.snapshot(), gw.actors.snapshot()
     assert actors == legacy
+
+
+async def test_a_lock_check_that_changes_nothing_is_a_read(start_gw: GwFactory) -> None:
+    """In write-through a check of a held lock answers it with one HGET and replicates nothing;
+    a check that finds the lock expired still removes it from Redis and from the actors."""
+    gw = await start_gw("write-through")
+    c: Client = gw.client
+    r = gw.legacy.r
+    await c.ok("POST", "/lock/src%2Fa.ts/lock", {"agentId": "alice", "ttlMs": 1000})
+    replicated = (await c.status())["replication"]["replicated"]
+
+    check, sent = await _answer_and_commands(r, lambda: c.ok("GET", "/lock/src%2Fa.ts/check"))
+    assert sent == {"hget": 1}
+    assert check["locked"] is True
+    assert check["lock"]["remainingMs"] == 1000
+    free, sent = await _answer_and_commands(r, lambda: c.ok("GET", "/lock/src%2Fb.ts/check"))
+    assert sent == {"hget": 1}
+    assert free["locked"] is False
+    assert (await c.status())["replication"]["replicated"] == replicated
+
+    await gw.clock.advance(1_001)
+    expired = await c.ok("GET", "/lock/src%2Fa.ts/check")
+    assert expired == {"locked": False, "resourcePath": "src/a.ts", "note": "Previous lock expired"}
+    assert r.hget(keys.LOCKS, "src/a.ts") is None
+    assert (await c.status())["replication"]["replicated"] == replicated + 1
+    legacy, actors = gw.legacy.snapshot(), gw.actors.snapshot()
+    assert actors["lock"] == legacy["lock"] == {}
+
+
+async def test_a_lock_check_does_not_wait_for_the_locks_replication(start_gw: GwFactory) -> None:
+    """A check answers what Redis holds at once, even while an acquire of the same lock is still
+    being copied into the actors (the acquire answers when its copy is done)."""
+    gw = await start_gw("write-through")
+    c: Client = gw.client
+    replica = gw.router.replicas["actors"]
+    write_entity = replica.write_entity
+    release = asyncio.Event()
+
+    async def slow_write(key: Any, value: Any) -> None:
+        await release.wait()
+        await write_entity(key, value)
+
+    replica.write_entity = slow_write  # type: ignore[method-assign]
+    acquire = asyncio.create_task(c.ok("POST", "/lock/src%2Fa.ts/lock", {"agentId": "alice"}))
+    for _ in range(200):  # bounded: until Redis holds the lock
+        if gw.legacy.r.hget(keys.LOCKS, "src/a.ts") is not None:
+            break
+        await asyncio.sleep(0.005)
+    check = await asyncio.wait_for(c.ok("GET", "/lock/src%2Fa.ts/check"), 5)
+    assert check["locked"] is True
+    assert not acquire.done()
+    release.set()
+    assert (await asyncio.wait_for(acquire, 5))["success"] is True
+    assert gw.actors.snapshot()["lock"] == gw.legacy.snapshot()["lock"]
