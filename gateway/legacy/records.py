@@ -80,26 +80,29 @@ __all__ = [
 T = TypeVar("T")
 Json = dict[str, Any]
 
+_NOT_SEEN: Final = object()
+
 CAS_ATTEMPTS: Final = 16  # optimistic retries under contention before giving up with a 503
 CHAT_SCAN: Final = keys.CHAT_MAX + 200  # the whole legacy window (user posts trim it to 1000)
 MENTION_CURSOR: Final = "lastChatCheck"  # the agent's mention cursor: the time of its last check
 MENTION_CURSOR_ID: Final = "lastChatCheckId"  # the newest message id seen then ("" = chat was empty)
 
 # Set the hash field to ARGV[4] (or delete it when ARGV[5] == "del") only if it still holds
-# ARGV[2] (or is missing when ARGV[3] == "missing"). 1 = written, 0 = someone else changed it.
+# ARGV[2] (or is missing when ARGV[3] == "missing"). {1} = written; {0, current value (nil when
+# missing)} = someone else changed it: the caller decides again on what it holds now.
 _CAS_LUA: Final = LuaScript("""
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[3] == 'missing' then
-  if cur then return 0 end
+  if cur then return {0, cur} end
 elseif cur ~= ARGV[2] then
-  return 0
+  return {0, cur}
 end
 if ARGV[5] == 'del' then
   redis.call('HDEL', KEYS[1], ARGV[1])
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 end
-return 1
+return {1}
 """)
 
 
@@ -185,6 +188,9 @@ def remembering_writes() -> Iterator[Written]:
 
 DECODED_MAX: Final = 20_000  # entries (a few MiB): more than the values of the listings a mix reads
 
+_HINTED: Final = frozenset({keys.LOCKS, keys.CHECKPOINTS})
+"""The hashes whose values read or written here are kept as guesses (`LegacyRecords.hint`)."""
+
 
 class DecodedValues:
     """Parsed legacy values by (key, field, exact text); emptied whole when it reaches `limit`.
@@ -232,6 +238,7 @@ class LegacyRecords:
         self._watch_locks: dict[str, asyncio.Lock] = {}
         self._field_locks = KeyedLocks()
         self.watch_conflicts = 0  # optimistic changes retried because what they read changed
+        self._hints: dict[tuple[str, str], str | None] = {}  # (key, field) -> text last seen (`hint`)
 
     async def close(self) -> None:
         """Close the client's connection pool."""
@@ -245,6 +252,23 @@ class LegacyRecords:
         written = _WRITTEN.get()
         if written is not None:
             written[(key, fld)] = text
+
+    def hint(self, key: str, fld: str) -> tuple[bool, str | None]:
+        """(True, text) when this process last saw `text` in (key, field) of the lock or checkpoint
+        hashes (None: missing), read or written; (False, None) when it has not seen it.
+
+        Only a guess: another writer may have changed it since. A lock acquire or a checkpoint
+        save decides on it and writes with `cas_or_current`, which writes only if the guess still
+        holds and else answers what Redis holds now: one round trip instead of a read and a
+        write. Nothing is ever answered from a guess that was not confirmed by that write."""
+        found = self._hints.get((key, fld), _NOT_SEEN)
+        return (False, None) if found is _NOT_SEEN else (True, cast("str | None", found))
+
+    def _saw(self, key: str, fld: str, text: str | None) -> None:
+        if key in _HINTED:
+            if len(self._hints) >= DECODED_MAX:
+                self._hints.clear()
+            self._hints[(key, fld)] = text
 
     @staticmethod
     def written(key: str, fld: str) -> tuple[bool, str | None]:
@@ -418,6 +442,7 @@ class LegacyRecords:
         else:
             await self.client.call(f"HSET {key}", "HSET", key, fld, text)
         self.remember(key, fld, text)
+        self._saw(key, fld, text)
 
     async def hsetnx(self, key: str, fld: str, text: str) -> bool:
         """Write a value only where there is none; True when written (sent once, never retried:
@@ -439,6 +464,7 @@ class LegacyRecords:
         else:
             removed = bool(await self.client.call(f"HDEL {key}", "HDEL", key, fld, idempotent=idempotent))
         self.remember(key, fld, None)
+        self._saw(key, fld, None)
         return removed
 
     async def cas(self, key: str, fld: str, expected: str | None, new: str | None) -> bool:
@@ -446,6 +472,15 @@ class LegacyRecords:
 
         `expected` None: the field must be missing; `new` None: delete the field.
         """
+        done, _ = await self.cas_or_current(key, fld, expected, new)
+        return done
+
+    async def cas_or_current(
+        self, key: str, fld: str, expected: str | None, new: str | None, *, idempotent: bool = False
+    ) -> tuple[bool, str | None]:
+        """`cas`, answering (True, new) when written, else (False, the field's text now; None:
+        missing). Sent once unless `idempotent` (the caller decides again on what a repeat after
+        a lost reply finds: its own write)."""
         args = [
             fld,
             expected or "",
@@ -453,10 +488,14 @@ class LegacyRecords:
             new or "",
             "del" if new is None else "set",
         ]
-        result = await self.client.script(f"CAS {key}", _CAS_LUA, [key], args, idempotent=False)
-        if result:
+        reply = await self.client.script(f"CAS {key}", _CAS_LUA, [key], args, idempotent=idempotent)
+        if reply[0]:
             self.remember(key, fld, new)
-        return bool(result)
+            self._saw(key, fld, new)
+            return True, new
+        current = cast("str | None", reply[1])
+        self._saw(key, fld, current)
+        return False, current
 
     async def optimistic(
         self,
@@ -553,6 +592,7 @@ class LegacyRecords:
     async def checkpoint(self, agent_id: str) -> tuple[Checkpoint | None, str | None]:
         """The checkpoint and its raw value."""
         raw = await self.hget(keys.CHECKPOINTS, agent_id)
+        self._saw(keys.CHECKPOINTS, agent_id, raw)
         return self.checkpoint_of(agent_id, raw), raw
 
     def checkpoint_of(self, agent_id: str, raw: str | None) -> Checkpoint | None:
@@ -563,6 +603,7 @@ class LegacyRecords:
     async def lock(self, path: str) -> tuple[Lock | None, str | None]:
         """The lock and its raw value (a raw value with no lock: unreadable, reported)."""
         raw = await self.hget(keys.LOCKS, path)
+        self._saw(keys.LOCKS, path, raw)
         return self.lock_of(path, raw), raw
 
     def lock_of(self, path: str, raw: str | None) -> Lock | None:

@@ -474,12 +474,34 @@ class LegacyStore:
 
     async def save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
         """POST /checkpoint: summary and context kept when not given, arrays replaced, legacy-only
-        properties (`currentTask`) carried over. An unreadable checkpoint is a 409, never overwritten."""
-        existing, raw = await self.records.checkpoint(cmd.agent_id)
-        if existing is None and raw is not None:
-            raise unreadable("Checkpoint", keys.CHECKPOINTS, cmd.agent_id, agentId=cmd.agent_id)
-        cp = rules.save_checkpoint(existing, cmd)
-        await self.records.hset(keys.CHECKPOINTS, cmd.agent_id, m.checkpoint_to_legacy(cp))
+        properties (`currentTask`) carried over. An unreadable checkpoint is a 409, never overwritten.
+
+        Decided on the value this process last saw (`LegacyRecords.hint`) and written with a
+        compare-and-set: one round trip; when another writer changed it, decided again on what
+        the compare-and-set found (the legacy API's HGET and HSET took no such care)."""
+        agent_id = cmd.agent_id
+        known, raw = self.records.hint(keys.CHECKPOINTS, agent_id)
+        fresh = False
+        for _ in range(CAS_ATTEMPTS):
+            if not known:
+                existing, raw = await self.records.checkpoint(agent_id)
+                known = fresh = True
+            else:
+                existing = self.records.checkpoint_of(agent_id, raw)
+            if existing is None and raw is not None:
+                if not fresh:
+                    known = False
+                    continue
+                raise unreadable("Checkpoint", keys.CHECKPOINTS, agent_id, agentId=agent_id)
+            cp = rules.save_checkpoint(existing, cmd)
+            # safe to repeat: a repeat after a lost reply finds this write and decides again on it
+            done, raw = await self.records.cas_or_current(
+                keys.CHECKPOINTS, agent_id, raw, dumps(m.checkpoint_to_legacy(cp)), idempotent=True
+            )
+            if done:
+                return
+            fresh = True
+        raise StoreUnavailable(f"legacy store unavailable: checkpoint {agent_id!r} too contended")
 
     # -- direct messages --------------------------------------------------------------------------
 
@@ -624,20 +646,40 @@ class LegacyStore:
 
     async def acquire_lock(self, cmd: c.AcquireLock) -> LockAcquireOutcome:
         """/lock: `rules.acquire_lock`, persisted with a compare-and-set, so it is atomic against
-        concurrent writers (this gateway's and the legacy API's HSETNX); a lost race reads and
-        decides again. Expiry is `expiresAt` inside the value, with no Redis TTL."""
+        concurrent writers (this gateway's and the legacy API's HSETNX); a lost race decides
+        again on what the compare-and-set found. Expiry is `expiresAt` inside the value, with no
+        Redis TTL.
+
+        The first decision is on the value this process last saw (`LegacyRecords.hint`), so an
+        acquire is one round trip; a refusal (or an unreadable value) is only answered after a
+        read of Redis confirms it."""
+        path = cmd.resource_path
+        known, raw = self.records.hint(keys.LOCKS, path)
+        fresh = False  # is `raw` what Redis held a moment ago (not a guess)?
         for _ in range(CAS_ATTEMPTS):
-            cur, raw = await self.records.lock(cmd.resource_path)
+            if not known:
+                cur, raw = await self.records.lock(path)
+                known = fresh = True
+            else:
+                cur = self.records.lock_of(path, raw)
             if cur is None and raw is not None:
-                raise _unreadable_lock(cmd.resource_path)
+                if not fresh:
+                    known = False
+                    continue
+                raise _unreadable_lock(path)
             outcome = rules.acquire_lock(cur, cmd)
             if not outcome.acquired:
+                if not fresh:
+                    known = False
+                    continue
                 return outcome
-            if await self.records.cas(
-                keys.LOCKS, cmd.resource_path, raw, dumps(m.lock_to_legacy(outcome.lock))
-            ):
+            done, raw = await self.records.cas_or_current(
+                keys.LOCKS, path, raw, dumps(m.lock_to_legacy(outcome.lock))
+            )
+            if done:
                 return outcome
-        raise StoreUnavailable(f"legacy store unavailable: lock {cmd.resource_path!r} too contended")
+            fresh = True
+        raise StoreUnavailable(f"legacy store unavailable: lock {path!r} too contended")
 
     async def release_lock(self, cmd: c.ReleaseLock) -> LockReleaseOutcome:
         """/unlock: `rules.release_lock`, persisted with a compare-and-delete, so a lock

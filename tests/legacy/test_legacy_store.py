@@ -554,6 +554,55 @@ async def test_acquire_races_the_legacy_hsetnx_sequence(store: LegacyStore, r: r
         assert (holder == f"gw{round_}") == gateway_won
 
 
+async def test_acquire_decides_on_what_another_client_wrote_after_the_gateway_read(
+    store: LegacyStore, r: redis.asyncio.Redis
+) -> None:
+    """The gateway saw a path free, then another client locked it: the acquire is refused with
+    that client's lock. The gateway saw it held, then another client removed it: the acquire
+    wins (a refusal is never answered from what the gateway saw before). A value another
+    client made unreadable is the 409, and stays."""
+    assert (await store.check_lock("p.ts", NOW)).lock is None
+    theirs = {"resourcePath": "p.ts", "lockedBy": "legacy", "lockedAt": iso_from_ms(NOW),
+              "expiresAt": iso_from_ms(NOW + 10 * MIN)}  # fmt: skip
+    await r.hset(keys.LOCKS, "p.ts", json.dumps(theirs))
+    refused = await store.acquire_lock(acquire("p.ts", "phil", NOW + 1))
+    assert not refused.acquired
+    assert refused.lock.locked_by == "legacy"
+    assert (await hjson(r, keys.LOCKS, "p.ts"))["lockedBy"] == "legacy"
+
+    await r.hdel(keys.LOCKS, "p.ts")
+    won = await store.acquire_lock(acquire("p.ts", "phil", NOW + 2))
+    assert won.acquired
+    assert (await hjson(r, keys.LOCKS, "p.ts"))["lockedBy"] == "phil"
+
+    await r.hset(keys.LOCKS, "p.ts", "{nope")
+    with pytest.raises(ApiError) as info:
+        await store.acquire_lock(acquire("p.ts", "phil", NOW + 3))
+    assert info.value.status == 409
+    assert await r.hget(keys.LOCKS, "p.ts") == "{nope"
+
+
+async def test_checkpoint_save_merges_onto_what_another_client_wrote_after_the_gateway_read(
+    store: LegacyStore, r: redis.asyncio.Redis
+) -> None:
+    """A checkpoint another client rewrote after the gateway's last save is the one the next save
+    merges onto (its summary kept, its legacy `currentTask` carried); one it made unreadable is
+    the 409, and stays."""
+    await store.save_checkpoint(c.SaveCheckpoint.parse("phil", {"conversationSummary": "mine"}, NOW))
+    theirs = {"agentId": "phil", "conversationSummary": "theirs", "currentTask": "task-9",
+              "checkpointAt": iso_from_ms(NOW)}  # fmt: skip
+    await r.hset(keys.CHECKPOINTS, "phil", json.dumps(theirs))
+    await store.save_checkpoint(c.SaveCheckpoint.parse("phil", {"accomplishments": ["x"]}, NOW + 1))
+    assert await hjson(r, keys.CHECKPOINTS, "phil") == {
+        "agentId": "phil", "conversationSummary": "theirs", "currentTask": "task-9",
+        "checkpointAt": iso_from_ms(NOW + 1), "accomplishments": ["x"]}  # fmt: skip
+    await r.hset(keys.CHECKPOINTS, "phil", "{nope")
+    with pytest.raises(ApiError) as info:
+        await store.save_checkpoint(c.SaveCheckpoint.parse("phil", {"accomplishments": ["y"]}, NOW + 2))
+    assert info.value.status == 409
+    assert await r.hget(keys.CHECKPOINTS, "phil") == "{nope"
+
+
 @pytest.mark.parametrize("raw", ["{nope", '{"lockedBy":["phil"],"expiresAt":"2030-01-01T00:00:00.000Z"}'])
 async def test_unreadable_lock_is_not_overwritten(
     store: LegacyStore, r: redis.asyncio.Redis, raw: str

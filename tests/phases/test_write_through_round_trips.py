@@ -106,15 +106,25 @@ async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory)
         "exec": 1,
     }
     checkpoint = {"conversationSummary": "s", "pendingWork": ["p"]}
+    await c.ok("POST", "/agent/alice/checkpoint", checkpoint)  # loads the compare-and-set script
+    # one round trip: decided on the value this process last saw (its own write), written by
+    # the compare-and-set script (its own HGET and HSET count too)
     assert await _commands(r, lambda: c.ok("POST", "/agent/alice/checkpoint", checkpoint)) == {
+        "evalsha": 1,
         "hget": 1,
         "hset": 1,
     }
-    await c.ok("POST", "/lock/src%2Fa.ts/lock", {"agentId": "alice"})  # loads the compare-and-set script
     lock = "/lock/src%2Fb.ts/lock"
-    # HGET, then the script (its own HGET and HSET count too); no HGET after it
+    # a lock never seen: HGET, then the script; no HGET after it
     assert await _commands(r, lambda: c.ok("POST", lock, {"agentId": "alice"})) == {
         "hget": 2,
+        "evalsha": 1,
+        "hset": 1,
+    }
+    # a lock seen before (a check read it): the script alone
+    await c.ok("GET", "/lock/src%2Fc.ts/check")
+    assert await _commands(r, lambda: c.ok("POST", "/lock/src%2Fc.ts/lock", {"agentId": "alice"})) == {
+        "hget": 1,
         "evalsha": 1,
         "hset": 1,
     }
