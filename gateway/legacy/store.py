@@ -626,15 +626,41 @@ class LegacyStore:
     async def check_lock(self, resource_path: str, now_ms: int) -> LockCheck:
         """/check: an expired lock is removed here (as the legacy GET and the DO do), with a note;
         an unreadable value is reported and answered with the 409 /lock and /unlock give (it is
-        neither free nor anybody's), and left in place."""
-        check, raw = await self._checked(resource_path, now_ms)
-        if check.expired_now is not None:
-            await self.records.cas(keys.LOCKS, resource_path, raw, None)
-        return check
+        neither free nor anybody's), and left in place.
+
+        Decided first on the value this process last saw (`LegacyRecords.hint`: after
+        `peek_lock`, what it just read), so removing an expired lock is one compare-and-set; a
+        lost race decides again on what the compare-and-set found, and an answer that removes
+        nothing is only given from a read of Redis."""
+        known, raw = self.records.hint(keys.LOCKS, resource_path)
+        fresh = False
+        for _ in range(CAS_ATTEMPTS):
+            if not known:
+                lock, raw = await self.records.lock(resource_path)
+                known = fresh = True
+            else:
+                lock = self.records.lock_of(resource_path, raw)
+            if lock is None and raw is not None:
+                if not fresh:
+                    known = False
+                    continue
+                raise _unreadable_lock(resource_path)
+            check = rules.check_lock(lock, resource_path, now_ms)
+            if check.expired_now is None:
+                if not fresh:
+                    known = False
+                    continue
+                return check
+            done, raw = await self.records.cas_or_current(keys.LOCKS, resource_path, raw, None)
+            if done:
+                return check
+            fresh = True
+        raise StoreUnavailable(f"legacy store unavailable: lock {resource_path!r} too contended")
 
     async def peek_lock(self, resource_path: str, now_ms: int) -> LockCheck:
         """What `check_lock` answers, without its write: `expired_now` set means the check would
-        remove an expired lock (the caller then runs `check_lock`, which reads it again)."""
+        remove an expired lock (the caller then runs `check_lock`, which starts from what this
+        read)."""
         check, _ = await self._checked(resource_path, now_ms)
         return check
 

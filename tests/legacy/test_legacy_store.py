@@ -582,6 +582,29 @@ async def test_acquire_decides_on_what_another_client_wrote_after_the_gateway_re
     assert await r.hget(keys.LOCKS, "p.ts") == "{nope"
 
 
+async def test_a_check_removes_only_the_expired_lock_it_saw(
+    store: LegacyStore, r: redis.asyncio.Redis
+) -> None:
+    """The gateway saw an expired lock; another client then took the path: the check answers the
+    new lock and leaves it. Removing an expired lock still answers the note."""
+    old = {"resourcePath": "q.ts", "lockedBy": "old", "lockedAt": iso_from_ms(NOW - 20 * MIN),
+           "expiresAt": iso_from_ms(NOW - 10 * MIN)}  # fmt: skip
+    await r.hset(keys.LOCKS, "q.ts", json.dumps(old))
+    assert (await store.peek_lock("q.ts", NOW)).expired_now is not None
+    new = old | {"lockedBy": "legacy", "expiresAt": iso_from_ms(NOW + 10 * MIN)}
+    await r.hset(keys.LOCKS, "q.ts", json.dumps(new))
+    check = await store.check_lock("q.ts", NOW)
+    assert check.lock is not None
+    assert check.lock.locked_by == "legacy"
+    assert (await hjson(r, keys.LOCKS, "q.ts"))["lockedBy"] == "legacy"
+
+    await r.hset(keys.LOCKS, "q.ts", json.dumps(old))
+    assert (await store.peek_lock("q.ts", NOW)).expired_now is not None
+    removed = await store.check_lock("q.ts", NOW)
+    assert removed.to_json() == {"locked": False, "resourcePath": "q.ts", "note": "Previous lock expired"}
+    assert not await r.hexists(keys.LOCKS, "q.ts")
+
+
 async def test_checkpoint_save_merges_onto_what_another_client_wrote_after_the_gateway_read(
     store: LegacyStore, r: redis.asyncio.Redis
 ) -> None:
