@@ -156,6 +156,36 @@ return out
 """)
 
 
+# /agent/<id>/state's reads: the agent's conversation list (KEYS[1]), every memory (KEYS[2]), its
+# checkpoint (KEYS[3]), the ids this script reads in the list (false when it is no JSON array it
+# can read) and those conversations' message arrays (KEYS[4]; false when there are more than
+# ARGV[2] ids). The caller checks the ids against its own reading of the list
+# (`LegacyRecords.agent_state_values`).
+_AGENT_STATE_LUA: Final = LuaScript("""
+local ids = redis.call('HGET', KEYS[1], ARGV[1])
+local names = false
+local arrays = false
+if ids then
+  local ok, v = pcall(cjson.decode, ids)
+  if ok and type(v) == 'string' then ok, v = pcall(cjson.decode, v) end
+  if ok and type(v) == 'table' then
+    names = {}
+    for _, x in ipairs(v) do
+      if type(x) ~= 'string' then names = false break end
+      names[#names + 1] = x
+    end
+    if names and #names <= tonumber(ARGV[2]) then
+      arrays = {}
+      if #names > 0 then arrays = redis.call('HMGET', KEYS[4], unpack(names)) end
+    end
+  end
+end
+return {ids, redis.call('HGETALL', KEYS[2]), redis.call('HGET', KEYS[3], ARGV[1]), names, arrays}
+""")
+
+_STATE_IDS_MAX: Final = 1_000  # conversations read by the state script (Lua's unpack has a limit)
+
+
 @functools.lru_cache(maxsize=16_384)
 def _parse_date(iso: str) -> int | None:
     return parse_js_date(iso)
@@ -757,17 +787,24 @@ class LegacyRecords:
 
     async def inbox_from(self, agent_id: str, ids_raw: str | None) -> list[DirectMessage]:
         """`inbox`, with the agent's list of conversations (`ids_raw`) read already."""
+        names = self._conversation_ids(agent_id, ids_raw)
         arrays: list[str | None] = []
-        if ids_raw is not None:
-            conv_ids = decode_array(ids_raw, key=keys.DM_USER_CONVOS, field=agent_id)
-            if isinstance(conv_ids, Corrupt):
-                self.corruption.report(
-                    Corrupt(keys.DM_USER_CONVOS, agent_id, "not a JSON array", ids_raw[:120])
-                )
-            elif conv_ids:
-                names = [str(x) for x in conv_ids]
-                what = f"HMGET {keys.DM_MESSAGES}"
-                arrays = await self.client.call(what, "HMGET", keys.DM_MESSAGES, *names)
+        if names:
+            arrays = await self.client.call(f"HMGET {keys.DM_MESSAGES}", "HMGET", keys.DM_MESSAGES, *names)
+        return self._inbox_of(agent_id, arrays)
+
+    def _conversation_ids(self, agent_id: str, ids_raw: str | None) -> list[str]:
+        """The conversation ids of an agent's list value (none when absent or unreadable: reported)."""
+        if ids_raw is None:
+            return []
+        conv_ids = decode_array(ids_raw, key=keys.DM_USER_CONVOS, field=agent_id)
+        if isinstance(conv_ids, Corrupt):
+            self.corruption.report(Corrupt(keys.DM_USER_CONVOS, agent_id, "not a JSON array", ids_raw[:120]))
+            return []
+        return [str(x) for x in conv_ids]
+
+    def _inbox_of(self, agent_id: str, arrays: list[str | None]) -> list[DirectMessage]:
+        """The messages to the agent in the conversations' message arrays `arrays`, newest first."""
         out: list[DirectMessage] = []
         for raw in arrays:
             if raw is None:
@@ -779,6 +816,25 @@ class LegacyRecords:
             out.extend(m.dm_from_legacy(x) for x in msgs if isinstance(x, dict) and x.get("to") == agent_id)
         out.sort(key=lambda d: d.timestamp, reverse=True)
         return out
+
+    async def agent_state_values(self, agent_id: str) -> tuple[list[DirectMessage], Any, str | None]:
+        """/agent/<id>/state's reads in one round trip: the agent's inbox (`inbox`), every memory
+        (an HGETALL reply: `as_dict`) and its checkpoint's raw value.
+
+        The script reads the conversation list itself; when the ids it read are not the ones this
+        gateway reads from the list (a value it decodes differently, or more than it takes), the
+        conversations are read again with this gateway's ids, so the answer is the same either way."""
+        names = [keys.DM_USER_CONVOS, keys.SHARED_MEMORY, keys.CHECKPOINTS, keys.DM_MESSAGES]
+        args = [agent_id, _STATE_IDS_MAX]
+        what = f"EVALSHA agent state {keys.DM_USER_CONVOS}"
+        reply = await self.client.script(what, _AGENT_STATE_LUA, names, args, idempotent=True)
+        ids_raw, raw_memories, raw_cp, seen_ids, arrays = reply
+        ids = self._conversation_ids(agent_id, ids_raw)
+        if arrays is None or (seen_ids or []) != ids:
+            arrays = []
+            if ids:
+                arrays = await self.client.call(f"HMGET {keys.DM_MESSAGES}", "HMGET", keys.DM_MESSAGES, *ids)
+        return self._inbox_of(agent_id, arrays), raw_memories, raw_cp
 
     async def update_conversation(
         self,

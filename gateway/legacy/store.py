@@ -605,18 +605,9 @@ class LegacyStore:
         return out[: q.limit]
 
     async def agent_state(self, agent_id: str) -> AgentStateView:
-        """/agent/<id>/state: checkpoint, unread DMs (newest first), the 10 latest memories; the
-        agent's conversation list, the memories and the checkpoint in one round trip, then the
-        conversations."""
-        ids_raw, raw_memories, raw_cp = await self.records.pipelined(
-            f"HGET {keys.DM_USER_CONVOS}, HGETALL {keys.SHARED_MEMORY}, HGET {keys.CHECKPOINTS}",
-            [
-                ("HGET", keys.DM_USER_CONVOS, agent_id),
-                ("HGETALL", keys.SHARED_MEMORY),
-                ("HGET", keys.CHECKPOINTS, agent_id),
-            ],
-        )
-        inbox = await self.records.inbox_from(agent_id, ids_raw)
+        """/agent/<id>/state: checkpoint, unread DMs (newest first), the 10 latest memories; read
+        in one round trip (`LegacyRecords.agent_state_values`)."""
+        inbox, raw_memories, raw_cp = await self.records.agent_state_values(agent_id)
         unread = [d for d in inbox if not d.read][: self.limits.list_limit_max]
         memories = self._memories_in(self.records.as_dict(raw_memories), agent_id)[: rules.RECENT_MEMORIES]
         return AgentStateView(agent_id, self.records.checkpoint_of(agent_id, raw_cp), unread, memories)

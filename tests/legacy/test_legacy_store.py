@@ -687,6 +687,37 @@ async def test_writes_over_an_unreadable_value_are_409s_naming_the_key(
 # --- a realistic data set; a Redis that goes away -------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("listed_ids", "unread"),
+    [
+        (["dm-a-tyler", "dm-b-tyler"], 2),
+        (json.dumps(["dm-a-tyler"]), 1),  # double-encoded
+        (["dm-a-tyler", 5, None, "dm-b-tyler"], 2),  # ids the script does not read as this gateway does
+        ({"dm-a-tyler": 1}, 0),  # not an array: unreadable, reported once
+        ("{nope", 0),
+        ([], 0),
+    ],
+)
+async def test_state_reads_the_inbox_the_dm_listing_reads(
+    store: LegacyStore, r: redis.asyncio.Redis, listed_ids: Any, unread: int
+) -> None:
+    """Whatever shape the agent's conversation list has, `/state`'s unread messages are the unread
+    messages the DM listing reads, newest first; an unreadable list is reported once per read."""
+    for sender in ("a", "b"):
+        await store.send_dm(c.SendDm.parse("tyler", {"from": sender, "message": f"from {sender}"}, NOW, ids))
+    await r.hset(
+        keys.DM_USER_CONVOS, "tyler", listed_ids if isinstance(listed_ids, str) else json.dumps(listed_ids)
+    )
+    before = store.corruption.total
+    state = await store.agent_state("tyler")
+    reported = store.corruption.total - before
+    listed = await store.list_dms(c.ListDms.parse("tyler", {"unreadOnly": "true"}, 1000))
+    assert [d.id for d in state.unread_messages] == [d.id for d in listed]
+    assert len(listed) == unread
+    assert store.corruption.total - before == 2 * reported
+    assert reported == (1 if isinstance(listed_ids, dict) or listed_ids == "{nope" else 0)
+
+
 async def test_every_read_works_on_a_generated_data_set_and_deletes_nothing(
     store: LegacyStore, r: redis.asyncio.Redis
 ) -> None:

@@ -139,6 +139,15 @@ async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory)
         "evalsha": 1,
         "hset": 4,
     }
+    # /state in one round trip: a script reads the conversation list, the memories, the
+    # checkpoint and the conversations (HGET, HGETALL, HGET, HMGET)
+    await c.ok("GET", "/agent/bob/state")  # loads the script
+    assert await _commands(r, lambda: c.ok("GET", "/agent/bob/state")) == {
+        "evalsha": 1,
+        "hget": 2,
+        "hgetall": 1,
+        "hmget": 1,
+    }
     # every entity reached the actors as Redis holds it
     legacy, actors = gw.legacy.snapshot(), gw.actors.snapshot()
     assert actors == legacy
