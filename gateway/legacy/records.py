@@ -593,6 +593,33 @@ class LegacyRecords:
         await self.write_tracked(f"HSET {keys.ACTIVE_AGENTS}", writes)
         self.remember(keys.ACTIVE_AGENTS, agent.agent_id, text)
 
+    def agent_hint(self, agent_id: str) -> tuple[bool, str | None]:
+        """The agent's value as the tracked cache holds it (`TrackedHashes.peek`): a guess, to
+        write with `put_agent_if`; (False, None) when the cache is off or does not hold the hash."""
+        tracked = self.client.tracked
+        return (False, None) if tracked is None else tracked.peek(keys.ACTIVE_AGENTS, agent_id)
+
+    async def put_agent_if(
+        self, agent: Agent, presence: str | None, expected: str | None
+    ) -> tuple[bool, str | None] | None:
+        """`put_agent`, only if the agent's value is still `expected` (None: missing), in one round
+        trip on the tracking connection: (True, text written) or (False, the value now); None
+        when the cache went off (nothing written). Safe to repeat: a repeat after a lost reply
+        finds this write and the caller decides again on it."""
+        text = dumps(m.agent_to_legacy(agent))
+        also = [] if presence is None else [(keys.AGENT_PRESENCE, agent.agent_id, presence)]
+        tracked = self.client.tracked
+
+        async def op(_r: Redis) -> tuple[bool, str | None] | None:
+            if tracked is None:
+                return None
+            return await tracked.set_if(keys.ACTIVE_AGENTS, agent.agent_id, expected, text, also)
+
+        done = await self.run(f"HSET {keys.ACTIVE_AGENTS} if unchanged", op)
+        if done is not None and done[0]:
+            self.remember(keys.ACTIVE_AGENTS, agent.agent_id, text)
+        return done
+
     async def task(self, task_id: str) -> tuple[Task | None, str | None]:
         """The task and its raw value."""
         raw = await self.hget(keys.TASKS, task_id)

@@ -129,12 +129,29 @@ class LegacyStore:
 
     async def register_agent(self, cmd: c.RegisterAgent) -> None:
         """POST /agents: the DO upsert (currentTask/workingOn kept when not given, arrays replaced),
-        merged onto the legacy value so other writers' fields survive; presence `online`."""
+        merged onto the legacy value so other writers' fields survive; presence `online`.
+
+        While the agents hash is held in memory (`gateway.legacy.tracking`) the upsert is decided
+        on the value held there and written only if Redis still holds it (one round trip); when
+        another writer changed it, decided again on what Redis holds now. Otherwise the value
+        is read, then written (two)."""
+        presence = "offline" if cmd.status == "offline" else "online"
+        known, raw = self.records.agent_hint(cmd.agent_id)
+        for _ in range(CAS_ATTEMPTS if known else 0):
+            existing = self.records.agent_of(cmd.agent_id, raw)
+            if existing is None and raw is not None:
+                break  # unreadable in memory: read Redis
+            done = await self.records.put_agent_if(rules.register_agent(existing, cmd), presence, raw)
+            if done is None:
+                break  # the cache went off: read Redis
+            if done[0]:
+                return
+            raw = done[1]
         existing, raw = await self.records.agent(cmd.agent_id)
         if existing is None and raw is not None:
             raise unreadable("Agent record", keys.ACTIVE_AGENTS, cmd.agent_id, agentId=cmd.agent_id)
         agent = rules.register_agent(existing, cmd)
-        await self.records.put_agent(agent, "offline" if cmd.status == "offline" else "online")
+        await self.records.put_agent(agent, presence)
 
     async def touch_agent(
         self,

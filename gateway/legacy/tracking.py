@@ -28,6 +28,11 @@ invalidations arrive on it as push messages, in order with its replies):
   answers), and any other writer's change, before or after ours, still invalidates. The agents
   hash changes on 14 of every 100 requests of the mix, almost all of them the gateway's own
   heartbeats; a cache dropped on every write would miss most of the time.
+* **A heartbeat in one round trip.** `set_if` writes an agent's value only if Redis still holds
+  the one the cache holds (a Lua compare-and-set inside the same `MULTI ... HLEN ... EXEC`), so
+  the gateway can decide a heartbeat on the cached value without waiting for a barrier: when
+  another client's write is not announced yet, the compare fails and the caller decides again
+  on the value the script answers.
 * **Reads wait for a barrier.** A read served from the cache first sends a PING on this
   connection and answers with the cache as it is when the PONG arrives: every write another
   client had been answered for before the read began was run by Redis before the PING, so its
@@ -76,6 +81,26 @@ Snapshot = dict[str, dict[str, str] | None]
 """The cache at one point of the stream: each tracked hash, or None when it is not cached."""
 
 _WRITES: Final = frozenset({"HSET", "HSETNX", "HDEL"})
+
+# Set KEYS[1]'s field ARGV[1] to ARGV[4] only if it still holds ARGV[2] (or is missing when ARGV[3]
+# is 'missing'), and then each (KEYS index, field, text) that follows; {1} = written, {0, the
+# field's text now (nil: missing)} = changed meanwhile, nothing written. Sent whole (EVAL): inside
+# MULTI an unknown EVALSHA would only fail at EXEC.
+_SET_IF_LUA: Final = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[3] == 'missing' then
+  if cur then return {0, cur} end
+elseif cur ~= ARGV[2] then
+  return {0, cur}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+local i = 5
+while ARGV[i] do
+  redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+return {1}
+"""
 
 
 @dataclass(slots=True)
@@ -414,6 +439,53 @@ class TrackedHashes:
         if not self.up:
             return None
         return await self._queue_writes(writes)  # type: ignore[no-any-return]
+
+    def peek(self, key: str, fld: str) -> tuple[bool, str | None]:
+        """(True, the field's text as the cache holds it, None: missing) while `key` is cached,
+        else (False, None). Only a guess, to write with `set_if`: another client's write may
+        not have been announced yet (a read waits for a PING; this does not)."""
+        cached = self._cache.get(key) if self._ready else None
+        if cached is None:
+            return False, None
+        return True, cached.get(fld)
+
+    async def set_if(
+        self, key: str, fld: str, expected: str | None, text: str, also: Sequence[tuple[str, str, str]] = ()
+    ) -> tuple[bool, str | None] | None:
+        """Set `fld` of the tracked hash `key` to `text`, and each (hash, field, text) of `also`,
+        only if `fld` still holds `expected` (None: missing), in one transaction: (True, text)
+        when written, and in the cache when this returns; (False, the field's text now) when
+        another writer changed it; None when the cache is off (nothing sent)."""
+        if not self.up:
+            return None
+        names = [key, *dict.fromkeys(h for h, _, _ in also if h != key)]
+        args = [fld, expected or "", "missing" if expected is None else "match", text]
+        for hash_key, other, value in also:
+            args += [str(names.index(hash_key) + 1), other, value]
+        self._queue(("MULTI",), _keep, None)
+        self._queue(("EVAL", _SET_IF_LUA, str(len(names)), *names, *args), _keep, None)
+        self._queue(("HLEN", key), _keep, None)  # Redis tracks the key for this connection again
+        also_tracked = [(h, f, v) for h, f, v in also if h in self.hashes]
+        done = self._send(("EXEC",), lambda reply: self._set(key, fld, text, also_tracked, reply))
+        return await done  # type: ignore[no-any-return]
+
+    def _set(
+        self, key: str, fld: str, text: str, also: list[tuple[str, str, str]], reply: Any
+    ) -> tuple[bool, str | None]:
+        """The EXEC reply of `set_if`: what it wrote applied to the cache, in stream order."""
+        result = reply[0] if isinstance(reply, list) and reply else reply
+        if not isinstance(result, list):  # an aborted transaction, or the script failed
+            self._forget(key)
+            for hash_key, _, _ in also:
+                self._forget(hash_key)
+            raise redis.exceptions.ResponseError(f"transaction failed: {result}")
+        if result[0] != 1:
+            return False, result[1] if len(result) > 1 else None
+        for hash_key, other, value in [(key, fld, text), *also]:
+            current = self._cache.get(hash_key)
+            if current is not None:
+                self._cache[hash_key] = {**current, other: value}
+        return True, text
 
     def _queue_writes(self, writes: Sequence[Command]) -> asyncio.Future[Any]:
         tracked = [cmd[1] for cmd in writes if cmd[0] in _WRITES and cmd[1] in self.hashes]

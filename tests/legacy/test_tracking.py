@@ -18,6 +18,7 @@ from gateway.clock import FakeClock
 from gateway.domain import commands as c
 from gateway.domain.ids import IdGenerator
 from gateway.domain.jscompat import parse_js_date
+from gateway.errors import ApiError
 from gateway.legacy import keys, mapping
 from gateway.legacy.client import LegacyClient
 from gateway.legacy.records import LegacyRecords
@@ -383,6 +384,45 @@ async def sorted_anew(store: LegacyStore) -> list[str]:
             rows.append((parse_js_date(agent.last_seen), fld))
     rows.sort(key=lambda row: row[0], reverse=True)
     return [fld for _, fld in rows]
+
+
+def _calls(r: redis.Redis) -> dict[str, int]:
+    stats: dict[str, Any] = r.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+async def test_a_heartbeat_is_one_round_trip_and_merges_onto_another_clients_write(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """With the agents hash in memory a heartbeat is one transaction (the value compared and set
+    by a script, presence beside it) and the next listing needs no read of the hash; a value
+    another client wrote just before (not yet announced to the gateway) is merged onto, not
+    overwritten; an unreadable one is the 409 and stays."""
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "ann", "currentTask": "t1"}, NOW))
+    await store.list_agents(NOW, 100)  # the hash is in memory from here on
+    before = _calls(r)
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "ann", "status": "idle"}, NOW + 1))
+    after = _calls(r)
+    sent = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0) and k != "info"}
+    assert sent == {"multi": 1, "eval": 1, "hget": 1, "hset": 2, "hlen": 1, "exec": 1}
+    [ann] = await store.list_agents(NOW + 1, 100)
+    assert (ann.status, ann.current_task) == ("idle", "t1")
+    assert _calls(r).get("hgetall") == after.get("hgetall")
+    assert r.hget(keys.AGENT_PRESENCE, "ann") == "online"
+
+    value = json.loads(str(r.hget(keys.ACTIVE_AGENTS, "ann")))
+    r.hset(keys.ACTIVE_AGENTS, "ann", json.dumps({**value, "currentTask": "theirs", "team": "blue"}))
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "ann", "status": "offline"}, NOW + 2))
+    stored = json.loads(str(r.hget(keys.ACTIVE_AGENTS, "ann")))
+    assert (stored["status"], stored["currentTask"], stored["team"]) == ("offline", "theirs", "blue")
+    assert r.hget(keys.AGENT_PRESENCE, "ann") == "offline"
+    assert [a.agent_id for a in await store.list_agents(NOW + 2, 100)] == []
+
+    r.hset(keys.ACTIVE_AGENTS, "ann", "{nope")
+    with pytest.raises(ApiError) as info:
+        await store.register_agent(c.RegisterAgent.parse({"agentId": "ann"}, NOW + 3))
+    assert info.value.status == 409
+    assert r.hget(keys.ACTIVE_AGENTS, "ann") == "{nope"
 
 
 def _afresh(store: LegacyStore) -> LegacyStore:
