@@ -374,14 +374,15 @@ async def sorted_anew(store: LegacyStore) -> list[str]:
     (not offline, with a `lastSeen`), newest first, ties in the hash's order (the mapping's
     reading of each value: no `status` is offline)."""
     raw = await store.records.hgetall_raw(keys.ACTIVE_AGENTS)
-    rows = []
+    rows: list[tuple[int, str]] = []
     for fld, text in raw.items():
         try:
             agent = mapping.agent_from_legacy(fld, json.loads(text))
         except ValueError:
             continue
-        if agent.status != "offline" and isinstance(agent.last_seen, str):
-            rows.append((parse_js_date(agent.last_seen), fld))
+        seen = parse_js_date(agent.last_seen) if isinstance(agent.last_seen, str) else None
+        if agent.status != "offline" and seen is not None:
+            rows.append((seen, fld))
     rows.sort(key=lambda row: row[0], reverse=True)
     return [fld for _, fld in rows]
 
