@@ -729,14 +729,55 @@ class LegacyRecords:
         what = f"EVALSHA agent and chat {keys.ACTIVE_AGENTS}"
         reply = await self.client.script(what, _AGENT_AND_CHAT_LUA, names, args, idempotent=True)
         raw, seen_cursor, total, *texts = reply
-        cursor = None
-        agent = self.agent_of(agent_id, raw)
-        if agent is not None:
-            found = agent.extra.get(MENTION_CURSOR_ID)
-            cursor = found if isinstance(found, str) else None
-        if cursor != seen_cursor:
+        if self._cursor_of(agent_id, raw) != seen_cursor:
             texts = await self.chat_texts(0, CHAT_SCAN - 1)
         return raw, texts, int(total)
+
+    def _cursor_of(self, agent_id: str, raw: str | None) -> str | None:
+        """The mention cursor id this gateway reads in an agent's raw value (None: none)."""
+        agent = self.agent_of(agent_id, raw)
+        found = None if agent is None else agent.extra.get(MENTION_CURSOR_ID)
+        return found if isinstance(found, str) else None
+
+    async def touch_and_read(
+        self, agent_id: str, first: int, expected: str | None, touched: str
+    ) -> tuple[list[str], int, dict[str, str], dict[str, str]] | None:
+        """/work in one round trip, while the agents hash is in memory: `agent_and_chat`'s chat
+        elements for the agent value `expected` (the whole window when Redis's differs), sent
+        beside the heartbeat `touched` written only if the agent's value is still `expected`
+        (`TrackedHashes.set_if_then_read`) and the `tasks` and `active-agents` hashes read after
+        it. Returns (chat elements, elements in Redis, tasks, agents); None when the heartbeat
+        was not written (another writer changed the agent, or the cache is off): the caller
+        reads and writes again."""
+        tracked = self.client.tracked
+        if tracked is None:
+            return None
+        names = [keys.ACTIVE_AGENTS, keys.MESSAGES]
+        args: list[str | int] = [agent_id, first, CHAT_SCAN - 1]
+
+        async def touch(_r: Redis) -> Any:
+            return await tracked.set_if_then_read(
+                keys.ACTIVE_AGENTS, agent_id, expected, touched, (keys.TASKS, keys.ACTIVE_AGENTS)
+            )
+
+        chat, written = await asyncio.gather(
+            self.client.script(
+                f"EVALSHA agent and chat {keys.MESSAGES}", _AGENT_AND_CHAT_LUA, names, args, idempotent=True
+            ),
+            self.run(
+                f"HSET {keys.ACTIVE_AGENTS} if unchanged, HGETALL {keys.TASKS}, HGETALL {keys.ACTIVE_AGENTS}",
+                touch,
+            ),
+        )
+        if written is None or not written[0][0]:
+            return None
+        self.remember(keys.ACTIVE_AGENTS, agent_id, touched)
+        raw, seen_cursor, total, *texts = chat
+        # the script filtered for another value of the agent, or read its cursor otherwise
+        if raw != expected or self._cursor_of(agent_id, raw) != seen_cursor:
+            texts = await self.chat_texts(0, CHAT_SCAN - 1)
+        raw_tasks, raw_agents = written[1]
+        return texts, int(total), raw_tasks, raw_agents
 
     async def chat_texts(self, first: int, last: int) -> list[str]:
         """The raw chat list elements `first..last` (newest first)."""

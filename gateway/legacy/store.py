@@ -321,27 +321,29 @@ class LegacyStore:
         Two round trips: the agent and the chat window, then the heartbeat's write with the
         task and agent hashes read after it (one pipeline, in that order)."""
         agent_id = q.agent_id
-        raw_agent, texts, total = await self.records.agent_and_chat(agent_id, _RECENT_FIRST)
-        recent = self.records.messages_of(texts[:_RECENT_FIRST], rules.RECENT_CHAT)
-        if len(recent) < rules.RECENT_CHAT and total > _RECENT_FIRST:  # unreadable messages at the head
-            texts = await self.records.chat_texts(0, CHAT_SCAN - 1)
-            recent = self.records.messages_of(texts, rules.RECENT_CHAT)
-        agent = self.records.agent_of(agent_id, raw_agent)
+        fast = await self._work_in_one_round_trip(q)
+        if fast is not None:
+            agent, texts, total, raw_tasks, raw_agents = fast
+            texts, recent = await self._recent(texts, total)
+        else:
+            raw_agent, texts, total = await self.records.agent_and_chat(agent_id, _RECENT_FIRST)
+            texts, recent = await self._recent(texts, total)
+            agent = self.records.agent_of(agent_id, raw_agent)
+            # the heartbeat (`touch_agent`), unless the agent's value is unreadable (left as it is)
+            touched = None
+            if agent is not None or raw_agent is None:
+                touched = self._touched(agent, agent_id, q.now_ms)
+            writes: list[Command] = []
+            if touched is not None:
+                writes.append(("HSET", keys.ACTIVE_AGENTS, agent_id, touched))
+            *_, raw_tasks, raw_agents = await self.records.write_then_read(
+                f"HSET {keys.ACTIVE_AGENTS}, HGETALL {keys.TASKS}, HGETALL {keys.ACTIVE_AGENTS}",
+                writes,
+                (keys.TASKS, keys.ACTIVE_AGENTS),
+            )
+            if touched is not None:
+                self.records.remember(keys.ACTIVE_AGENTS, agent_id, touched)
         mentions, _ = self._mentions_in(texts, agent, agent_id)
-        # the heartbeat (`touch_agent`), unless the agent's value is unreadable (left as it is)
-        touched = None
-        if agent is not None or raw_agent is None:
-            seen = replace(agent or Agent(agent_id), status="active", last_seen=iso_from_ms(q.now_ms))
-            touched = dumps(m.agent_to_legacy(seen))
-
-        writes: list[Command] = [] if touched is None else [("HSET", keys.ACTIVE_AGENTS, agent_id, touched)]
-        *_, raw_tasks, raw_agents = await self.records.write_then_read(
-            f"HSET {keys.ACTIVE_AGENTS}, HGETALL {keys.TASKS}, HGETALL {keys.ACTIVE_AGENTS}",
-            writes,
-            (keys.TASKS, keys.ACTIVE_AGENTS),
-        )
-        if touched is not None:
-            self.records.remember(keys.ACTIVE_AGENTS, agent_id, touched)
         return WorkBundle(
             agent_id=agent_id,
             team=self._listed_agents(raw_agents, q.now_ms, q.limit),
@@ -350,6 +352,37 @@ class LegacyStore:
             recent_chat=list(reversed(recent)),
             pending_mentions=mentions,
         )
+
+    async def _recent(self, texts: list[str], total: int) -> tuple[list[str], list[GroupMessage]]:
+        """/work's newest messages of the chat elements read, reading the whole window when
+        unreadable messages at the head leave too few; (the elements read, the messages)."""
+        recent = self.records.messages_of(texts[:_RECENT_FIRST], rules.RECENT_CHAT)
+        if len(recent) < rules.RECENT_CHAT and total > _RECENT_FIRST:
+            texts = await self.records.chat_texts(0, CHAT_SCAN - 1)
+            recent = self.records.messages_of(texts, rules.RECENT_CHAT)
+        return texts, recent
+
+    def _touched(self, agent: Agent | None, agent_id: str, now_ms: int) -> str:
+        """The agent's value after `/work`'s heartbeat: active, seen now."""
+        seen = replace(agent or Agent(agent_id), status="active", last_seen=iso_from_ms(now_ms))
+        return dumps(m.agent_to_legacy(seen))
+
+    async def _work_in_one_round_trip(
+        self, q: c.WorkQuery
+    ) -> tuple[Agent | None, list[str], int, dict[str, str], dict[str, str]] | None:
+        """/work's reads and heartbeat in one round trip while the agents hash is in memory:
+        decided on the agent's value held there, the heartbeat written only if Redis still holds
+        it (`LegacyRecords.touch_and_read`). None: take the two round trips (the cache is off,
+        the value held is unreadable, or another writer changed it)."""
+        known, raw = self.records.agent_hint(q.agent_id)
+        if not known:
+            return None
+        agent = self.records.agent_of(q.agent_id, raw)
+        if agent is None and raw is not None:
+            return None
+        touched = self._touched(agent, q.agent_id, q.now_ms)
+        got = await self.records.touch_and_read(q.agent_id, _RECENT_FIRST, raw, touched)
+        return None if got is None else (agent, *got)
 
     # -- zones ------------------------------------------------------------------------------------
 

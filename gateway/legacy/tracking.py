@@ -458,6 +458,25 @@ class TrackedHashes:
         another writer changed it; None when the cache is off (nothing sent)."""
         if not self.up:
             return None
+        return await self._queue_set_if(key, fld, expected, text, also)  # type: ignore[no-any-return]
+
+    async def set_if_then_read(
+        self, key: str, fld: str, expected: str | None, text: str, keys: Sequence[str]
+    ) -> tuple[tuple[bool, str | None], list[dict[str, str]]] | None:
+        """`set_if`, then the whole hashes `keys` as Redis holds them after it (`read`), sent
+        together; None when the cache is off (nothing sent)."""
+        if not self.up:
+            return None
+        done = self._queue_set_if(key, fld, expected, text, ())
+        hashes = await self.read(keys)  # queued before this awaits: after the set, in the stream
+        result = await done
+        if hashes is None:
+            return None
+        return result, hashes
+
+    def _queue_set_if(
+        self, key: str, fld: str, expected: str | None, text: str, also: Sequence[tuple[str, str, str]]
+    ) -> asyncio.Future[Any]:
         names = [key, *dict.fromkeys(h for h, _, _ in also if h != key)]
         args = [fld, expected or "", "missing" if expected is None else "match", text]
         for hash_key, other, value in also:
@@ -466,8 +485,7 @@ class TrackedHashes:
         self._queue(("EVAL", _SET_IF_LUA, str(len(names)), *names, *args), _keep, None)
         self._queue(("HLEN", key), _keep, None)  # Redis tracks the key for this connection again
         also_tracked = [(h, f, v) for h, f, v in also if h in self.hashes]
-        done = self._send(("EXEC",), lambda reply: self._set(key, fld, text, also_tracked, reply))
-        return await done  # type: ignore[no-any-return]
+        return self._send(("EXEC",), lambda reply: self._set(key, fld, text, also_tracked, reply))
 
     def _set(
         self, key: str, fld: str, text: str, also: list[tuple[str, str, str]], reply: Any

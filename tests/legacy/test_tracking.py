@@ -426,6 +426,48 @@ async def test_a_heartbeat_is_one_round_trip_and_merges_onto_another_clients_wri
     assert r.hget(keys.ACTIVE_AGENTS, "ann") == "{nope"
 
 
+async def test_work_is_one_round_trip_and_decides_again_on_another_clients_write(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """With the agents hash in memory `/work` sends its reads and its heartbeat together; an
+    agent value another client wrote just before (not announced yet) is not overwritten: the
+    heartbeat is decided again on it (its fields kept) and the mentions follow its cursor."""
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "ann"}, NOW))
+    for i in range(3):
+        await store.post_chat(c.PostChat.parse({"author": "bob", "message": f"@ann m{i}"}, NOW + i, ids))
+    work = c.WorkQuery.parse({"agentId": "ann"}, NOW + 10, 1000)
+    first = await store.work_bundle(work)
+    assert [m.message for m in first.pending_mentions] == ["@ann m0", "@ann m1", "@ann m2"]
+    before = _calls(r)
+    again = await store.work_bundle(work)
+    sent = {k: n - before.get(k, 0) for k, n in _calls(r).items() if n != before.get(k, 0) and k != "info"}
+    assert sent == {
+        "evalsha": 1,
+        "hget": 2,
+        "lrange": 1,
+        "multi": 1,
+        "eval": 1,
+        "hset": 1,
+        "hlen": 1,
+        "exec": 1,
+        "ping": 1,
+    }
+    assert [m.message for m in again.pending_mentions] == [m.message for m in first.pending_mentions]
+
+    # another client moves ann's cursor past m1 and adds a field of its own
+    chat = await store.get_chat(c.ChatQuery.parse({"limit": "10"}, NOW + 20, 50, 1000))
+    m1 = next(m for m in chat.messages if m.message == "@ann m1")
+    value = json.loads(str(r.hget(keys.ACTIVE_AGENTS, "ann")))
+    r.hset(keys.ACTIVE_AGENTS, "ann", json.dumps({**value, "lastChatCheckId": m1.id, "team": "blue"}))
+    moved = await store.work_bundle(c.WorkQuery.parse({"agentId": "ann"}, NOW + 30, 1000))
+    assert [m.message for m in moved.pending_mentions] == ["@ann m2"]
+    stored = json.loads(str(r.hget(keys.ACTIVE_AGENTS, "ann")))
+    assert (stored["team"], stored["lastChatCheckId"], stored["status"]) == ("blue", m1.id, "active")
+    assert stored["lastSeen"] == "2023-11-14T22:13:20.030Z"
+    [ann] = [a for a in moved.team if a.agent_id == "ann"]
+    assert ann.last_seen == stored["lastSeen"]
+
+
 def _afresh(store: LegacyStore) -> LegacyStore:
     """A store on the same records that keeps nothing from earlier listings."""
     return LegacyStore(store.records, LimitSettings(), clock=FakeClock(NOW))

@@ -1,5 +1,5 @@
 """write-through sends Redis only what a command needs: no entity is read back to be replicated
-(the replica takes what the command wrote), and /work reads in two round trips.
+(the replica takes what the command wrote), and /work is one round trip.
 
 Counted with Redis's own `INFO commandstats` on the test's private server, around one request.
 """
@@ -38,7 +38,7 @@ async def _answer_and_commands(
     return answer, {name: n for name, n in grown.items() if n and name != "info"}
 
 
-async def test_work_reads_in_two_round_trips_and_replicates_what_it_wrote(start_gw: GwFactory) -> None:
+async def test_work_is_one_round_trip_and_replicates_what_it_wrote(start_gw: GwFactory) -> None:
     gw = await start_gw("write-through")
     c: Client = gw.client
     await c.ok("POST", "/coordinator/agents", {"agentId": "alice", "status": "idle"})
@@ -51,14 +51,16 @@ async def test_work_reads_in_two_round_trips_and_replicates_what_it_wrote(start_
         gw.legacy.r, lambda: c.ok("GET", "/coordinator/work?agentId=alice")
     )
 
-    # a script (HGET agent, LRANGE chat: counted too), then the heartbeat on the tracking
-    # connection [MULTI, HSET agent, HLEN, EXEC] and a PING: both hashes are held in memory since
-    # the first /work (gateway.legacy.tracking); nothing read back
+    # sent together: a script (HGET agent, LRANGE chat: counted too), and on the tracking
+    # connection the heartbeat decided on the agent held in memory [MULTI, EVAL (its HGET and
+    # HSET), HLEN, EXEC] and a PING: both hashes are held in memory since the first /work
+    # (gateway.legacy.tracking); nothing read back
     assert sent == {
         "evalsha": 1,
-        "hget": 1,
+        "hget": 2,
         "lrange": 1,
         "multi": 1,
+        "eval": 1,
         "hset": 1,
         "hlen": 1,
         "exec": 1,
