@@ -773,8 +773,10 @@ class LegacyRecords:
             return None
         self.remember(keys.ACTIVE_AGENTS, agent_id, touched)
         raw, seen_cursor, total, *texts = chat
-        # the script filtered for another value of the agent, or read its cursor otherwise
-        if raw != expected or self._cursor_of(agent_id, raw) != seen_cursor:
+        # the script ran before the heartbeat or after it (the two connections are not ordered:
+        # the same cursor either way); otherwise it filtered for another value of the agent, or
+        # read its cursor otherwise than this gateway does
+        if raw not in (expected, touched) or self._cursor_of(agent_id, raw) != seen_cursor:
             texts = await self.chat_texts(0, CHAT_SCAN - 1)
         raw_tasks, raw_agents = written[1]
         return texts, int(total), raw_tasks, raw_agents
