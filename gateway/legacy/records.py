@@ -742,43 +742,41 @@ class LegacyRecords:
     async def touch_and_read(
         self, agent_id: str, first: int, expected: str | None, touched: str
     ) -> tuple[list[str], int, dict[str, str], dict[str, str]] | None:
-        """/work in one round trip, while the agents hash is in memory: `agent_and_chat`'s chat
-        elements for the agent value `expected` (the whole window when Redis's differs), sent
-        beside the heartbeat `touched` written only if the agent's value is still `expected`
-        (`TrackedHashes.set_if_then_read`) and the `tasks` and `active-agents` hashes read after
-        it. Returns (chat elements, elements in Redis, tasks, agents); None when the heartbeat
-        was not written (another writer changed the agent, or the cache is off): the caller
-        reads and writes again."""
+        """/work in one round trip, while the agents hash is in memory: on the tracking connection,
+        the heartbeat `touched` written only if the agent's value is still `expected`
+        (`TrackedHashes.set_if_then_read`), then `agent_and_chat`'s script (after the heartbeat:
+        the same cursor) and the `tasks` and `active-agents` hashes. Returns (chat elements,
+        elements in Redis, tasks, agents); None when the heartbeat was not written (another
+        writer changed the agent, or the cache is off): the caller reads and writes again."""
         tracked = self.client.tracked
         if tracked is None:
             return None
-        names = [keys.ACTIVE_AGENTS, keys.MESSAGES]
-        args: list[str | int] = [agent_id, first, CHAT_SCAN - 1]
+        script = _AGENT_AND_CHAT_LUA
+        chat_script: Command = ("EVAL", script.text, "2", keys.ACTIVE_AGENTS, keys.MESSAGES)
+        chat_script += (agent_id, str(first), str(CHAT_SCAN - 1))
 
         async def touch(_r: Redis) -> Any:
             return await tracked.set_if_then_read(
-                keys.ACTIVE_AGENTS, agent_id, expected, touched, (keys.TASKS, keys.ACTIVE_AGENTS)
+                keys.ACTIVE_AGENTS,
+                agent_id,
+                expected,
+                touched,
+                then=chat_script,
+                keys=(keys.TASKS, keys.ACTIVE_AGENTS),
             )
 
-        chat, written = await asyncio.gather(
-            self.client.script(
-                f"EVALSHA agent and chat {keys.MESSAGES}", _AGENT_AND_CHAT_LUA, names, args, idempotent=True
-            ),
-            self.run(
-                f"HSET {keys.ACTIVE_AGENTS} if unchanged, HGETALL {keys.TASKS}, HGETALL {keys.ACTIVE_AGENTS}",
-                touch,
-            ),
-        )
+        what = f"HSET {keys.ACTIVE_AGENTS} if unchanged, agent and chat, HGETALL {keys.TASKS} and agents"
+        written = await self.run(what, touch)
         if written is None or not written[0][0]:
             return None
         self.remember(keys.ACTIVE_AGENTS, agent_id, touched)
-        raw, seen_cursor, total, *texts = chat
-        # the script ran before the heartbeat or after it (the two connections are not ordered:
-        # the same cursor either way); otherwise it filtered for another value of the agent, or
-        # read its cursor otherwise than this gateway does
-        if raw not in (expected, touched) or self._cursor_of(agent_id, raw) != seen_cursor:
+        raw, seen_cursor, total, *texts = written[1]
+        # RESP3 answers a Lua false as False, not None
+        raw, seen_cursor = (None if raw is False else raw), (None if seen_cursor is False else seen_cursor)
+        # the script filtered for another value of the agent, or read its cursor otherwise
+        if raw != touched or self._cursor_of(agent_id, raw) != seen_cursor:
             texts = await self.chat_texts(0, CHAT_SCAN - 1)
-        raw_tasks, raw_agents = written[1]
+        raw_tasks, raw_agents = written[2]
         return texts, int(total), raw_tasks, raw_agents
 
     async def chat_texts(self, first: int, last: int) -> list[str]:

@@ -32,7 +32,9 @@ invalidations arrive on it as push messages, in order with its replies):
   the one the cache holds (a Lua compare-and-set inside the same `MULTI ... HLEN ... EXEC`), so
   the gateway can decide a heartbeat on the cached value without waiting for a barrier: when
   another client's write is not announced yet, the compare fails and the caller decides again
-  on the value the script answers.
+  on the value the script answers. `/work` sends its chat script (`agent-coord:messages`, which
+  Redis then also tracks for this connection: its invalidations are ignored) and its reads
+  after it on this connection too, so the whole request is one round trip in one order.
 * **Reads wait for a barrier.** A read served from the cache first sends a PING on this
   connection and answers with the cache as it is when the PONG arrives: every write another
   client had been answered for before the read began was run by Redis before the PING, so its
@@ -461,18 +463,28 @@ class TrackedHashes:
         return await self._queue_set_if(key, fld, expected, text, also)  # type: ignore[no-any-return]
 
     async def set_if_then_read(
-        self, key: str, fld: str, expected: str | None, text: str, keys: Sequence[str]
-    ) -> tuple[tuple[bool, str | None], list[dict[str, str]]] | None:
-        """`set_if`, then the whole hashes `keys` as Redis holds them after it (`read`), sent
-        together; None when the cache is off (nothing sent)."""
+        self,
+        key: str,
+        fld: str,
+        expected: str | None,
+        text: str,
+        *,
+        then: Command,
+        keys: Sequence[str],
+    ) -> tuple[tuple[bool, str | None], Any, list[dict[str, str]]] | None:
+        """`set_if`, then the command `then` and the whole hashes `keys` as Redis holds them after
+        both (`read`), sent together and run in that order: (the set's result, `then`'s reply,
+        the hashes); None when the cache is off (nothing sent). `then` reads no tracked hash
+        Redis would not track anyway (its reply is not kept)."""
         if not self.up:
             return None
         done = self._queue_set_if(key, fld, expected, text, ())
+        after = self._send(then, _keep)
         hashes = await self.read(keys)  # queued before this awaits: after the set, in the stream
-        result = await done
+        result, reply = await done, await after
         if hashes is None:
             return None
-        return result, hashes
+        return result, reply, hashes
 
     def _queue_set_if(
         self, key: str, fld: str, expected: str | None, text: str, also: Sequence[tuple[str, str, str]]

@@ -442,11 +442,10 @@ async def test_work_is_one_round_trip_and_decides_again_on_another_clients_write
     again = await store.work_bundle(work)
     sent = {k: n - before.get(k, 0) for k, n in _calls(r).items() if n != before.get(k, 0) and k != "info"}
     assert sent == {
-        "evalsha": 1,
+        "eval": 2,
         "hget": 2,
         "lrange": 1,
         "multi": 1,
-        "eval": 1,
         "hset": 1,
         "hlen": 1,
         "exec": 1,

@@ -51,16 +51,15 @@ async def test_work_is_one_round_trip_and_replicates_what_it_wrote(start_gw: GwF
         gw.legacy.r, lambda: c.ok("GET", "/coordinator/work?agentId=alice")
     )
 
-    # sent together: a script (HGET agent, LRANGE chat: counted too), and on the tracking
-    # connection the heartbeat decided on the agent held in memory [MULTI, EVAL (its HGET and
-    # HSET), HLEN, EXEC] and a PING: both hashes are held in memory since the first /work
-    # (gateway.legacy.tracking); nothing read back
+    # sent together on the tracking connection: the heartbeat decided on the agent held in
+    # memory [MULTI, EVAL (its HGET and HSET), HLEN, EXEC], the chat script (EVAL: HGET agent,
+    # LRANGE chat, counted too) and a PING: both hashes are held in memory since the first
+    # /work (gateway.legacy.tracking); nothing read back
     assert sent == {
-        "evalsha": 1,
+        "eval": 2,
         "hget": 2,
         "lrange": 1,
         "multi": 1,
-        "eval": 1,
         "hset": 1,
         "hlen": 1,
         "exec": 1,
