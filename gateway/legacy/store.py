@@ -700,8 +700,15 @@ class LegacyStore:
 
     async def peek_lock(self, resource_path: str, now_ms: int) -> LockCheck:
         """What `check_lock` answers, without its write: `expired_now` set means the check would
-        remove an expired lock (the caller then runs `check_lock`, which starts from what this
-        read)."""
+        remove an expired lock, and the caller runs `check_lock`, which removes it only if Redis
+        still holds it. That is decided on the value this process last saw when that one has
+        expired (no read: the compare-and-set confirms it), else on a read of Redis."""
+        known, raw = self.records.hint(keys.LOCKS, resource_path)
+        lock = self.records.lock_of(resource_path, raw) if known else None
+        if lock is not None:
+            guess = rules.check_lock(lock, resource_path, now_ms)
+            if guess.expired_now is not None:
+                return guess
         check, _ = await self._checked(resource_path, now_ms)
         return check
 
