@@ -61,7 +61,7 @@ from gateway.legacy import keys
 from gateway.legacy import mapping as m
 from gateway.legacy.client import LegacyClient, LuaScript, Redis
 from gateway.legacy.codec import Corrupt, CorruptionLog, decode_array, decode_object, dumps
-from gateway.legacy.tracking import Command
+from gateway.legacy.tracking import CAS_GUARD_LUA, Command
 
 __all__ = [
     "CAS_ATTEMPTS",
@@ -90,20 +90,16 @@ MENTION_CURSOR_ID: Final = "lastChatCheckId"  # the newest message id seen then 
 # Set the hash field to ARGV[4] (or delete it when ARGV[5] == "del") only if it still holds
 # ARGV[2] (or is missing when ARGV[3] == "missing"). {1} = written; {0, current value (nil when
 # missing)} = someone else changed it: the caller decides again on what it holds now.
-_CAS_LUA: Final = LuaScript("""
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if ARGV[3] == 'missing' then
-  if cur then return {0, cur} end
-elseif cur ~= ARGV[2] then
-  return {0, cur}
-end
-if ARGV[5] == 'del' then
+_CAS_LUA: Final = LuaScript(
+    CAS_GUARD_LUA
+    + """if ARGV[5] == 'del' then
   redis.call('HDEL', KEYS[1], ARGV[1])
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 end
 return {1}
-""")
+"""
+)
 
 
 # Several hash fields at once: every field of the first ARGV[1] checks (key index, field,

@@ -69,7 +69,7 @@ import structlog
 
 from gateway.settings import LegacySettings, mask_url
 
-__all__ = ["Command", "TrackedHashes"]
+__all__ = ["CAS_GUARD_LUA", "Command", "TrackedHashes"]
 
 log = structlog.get_logger(__name__)
 
@@ -84,18 +84,25 @@ Snapshot = dict[str, dict[str, str] | None]
 
 _WRITES: Final = frozenset({"HSET", "HSETNX", "HDEL"})
 
-# Set KEYS[1]'s field ARGV[1] to ARGV[4] only if it still holds ARGV[2] (or is missing when ARGV[3]
-# is 'missing'), and then each (KEYS index, field, text) that follows; {1} = written, {0, the
-# field's text now (nil: missing)} = changed meanwhile, nothing written. Sent whole (EVAL): inside
-# MULTI an unknown EVALSHA would only fail at EXEC.
-_SET_IF_LUA: Final = """
+CAS_GUARD_LUA: Final = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[3] == 'missing' then
   if cur then return {0, cur} end
 elseif cur ~= ARGV[2] then
   return {0, cur}
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+"""
+"""The guard the compare-and-set scripts open with (here and `gateway.legacy.records`): KEYS[1]'s
+field ARGV[1] must still hold ARGV[2] (or be missing when ARGV[3] is 'missing'); else the script
+answers {0, the field's text now (nil: missing)} and writes nothing."""
+
+# Set KEYS[1]'s field ARGV[1] to ARGV[4] only if it still holds ARGV[2] (or is missing when ARGV[3]
+# is 'missing'), and then each (KEYS index, field, text) that follows; {1} = written, {0, the
+# field's text now (nil: missing)} = changed meanwhile, nothing written. Sent whole (EVAL): inside
+# MULTI an unknown EVALSHA would only fail at EXEC.
+_SET_IF_LUA: Final = (
+    CAS_GUARD_LUA
+    + """redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 local i = 5
 while ARGV[i] do
   redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
@@ -103,6 +110,7 @@ while ARGV[i] do
 end
 return {1}
 """
+)
 
 
 @dataclass(slots=True)
