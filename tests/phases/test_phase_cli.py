@@ -27,7 +27,7 @@ from gateway.legacy import keys
 from gateway.phases.cli import run_phase
 from gateway.settings import load_settings
 from gateway.testing import RedisServer
-from gateway.testing.gateway_process import GatewayProcess, free_port
+from gateway.testing.gateway_process import GatewayProcess
 
 MakeProc = Callable[..., GatewayProcess]
 
@@ -229,7 +229,9 @@ def test_admin_api_needs_the_token(gateway_proc: MakeProc, redis_url: str, data_
     assert "refused the admin token" in wrong.stderr
     assert get(f"{proc.url}/admin/phase", token)[1]["phase"] == "parallel"  # nothing changed
 
-    gone = GatewayProcess(data_dir, port=free_port())
+    # port 1: privileged, never listened on here (as the other unreachable-store tests): a port
+    # that was free a moment ago could be taken by a parallel test's server before the CLI connects
+    gone = GatewayProcess(data_dir, port=1)
     unreachable = cli(gone, "show", token=token)
     assert unreachable.returncode == 3
     assert "cannot reach the gateway" in unreachable.stderr
