@@ -45,6 +45,7 @@ from gateway.domain.model import (
     GroupMessage,
     Handoff,
     HandoffOutcome,
+    Lock,
     LockAcquireOutcome,
     LockCheck,
     LockHistory,
@@ -59,6 +60,7 @@ from gateway.legacy import keys
 from gateway.legacy import mapping as m
 from gateway.legacy.client import LegacyClient, Redis
 from gateway.legacy.codec import CorruptionLog, dumps
+from gateway.legacy.hinted import Answer, Write, decide_on_hint
 from gateway.legacy.listings import AgentListings, TaskListings
 from gateway.legacy.records import (
     CAS_ATTEMPTS,
@@ -530,28 +532,22 @@ class LegacyStore:
         compare-and-set: one round trip; when another writer changed it, decided again on what
         the compare-and-set found (the legacy API's HGET and HSET took no such care)."""
         agent_id = cmd.agent_id
-        known, raw = self.records.hint(keys.CHECKPOINTS, agent_id)
-        fresh = False
-        for _ in range(CAS_ATTEMPTS):
-            if not known:
-                existing, raw = await self.records.checkpoint(agent_id)
-                known = fresh = True
-            else:
-                existing = self.records.checkpoint_of(agent_id, raw)
-            if existing is None and raw is not None:
-                if not fresh:
-                    known = False
-                    continue
-                raise unreadable("Checkpoint", keys.CHECKPOINTS, agent_id, agentId=agent_id)
-            cp = rules.save_checkpoint(existing, cmd)
+
+        def decide(existing: Checkpoint | None) -> Write[None]:
+            return Write(None, dumps(m.checkpoint_to_legacy(rules.save_checkpoint(existing, cmd))))
+
+        await decide_on_hint(
+            self.records,
+            keys.CHECKPOINTS,
+            agent_id,
+            read=lambda: self.records.checkpoint(agent_id),
+            parse=lambda raw: self.records.checkpoint_of(agent_id, raw),
+            decide=decide,
+            unreadable=lambda: unreadable("Checkpoint", keys.CHECKPOINTS, agent_id, agentId=agent_id),
+            what=f"checkpoint {agent_id!r}",
             # safe to repeat: a repeat after a lost reply finds this write and decides again on it
-            done, raw = await self.records.cas_or_current(
-                keys.CHECKPOINTS, agent_id, raw, dumps(m.checkpoint_to_legacy(cp)), idempotent=True
-            )
-            if done:
-                return
-            fresh = True
-        raise StoreUnavailable(f"legacy store unavailable: checkpoint {agent_id!r} too contended")
+            idempotent=True,
+        )
 
     # -- direct messages --------------------------------------------------------------------------
 
@@ -673,30 +669,21 @@ class LegacyStore:
         `peek_lock`, what it just read), so removing an expired lock is one compare-and-set; a
         lost race decides again on what the compare-and-set found, and an answer that removes
         nothing is only given from a read of Redis."""
-        known, raw = self.records.hint(keys.LOCKS, resource_path)
-        fresh = False
-        for _ in range(CAS_ATTEMPTS):
-            if not known:
-                lock, raw = await self.records.lock(resource_path)
-                known = fresh = True
-            else:
-                lock = self.records.lock_of(resource_path, raw)
-            if lock is None and raw is not None:
-                if not fresh:
-                    known = False
-                    continue
-                raise _unreadable_lock(resource_path)
+
+        def decide(lock: Lock | None) -> Answer[LockCheck] | Write[LockCheck]:
             check = rules.check_lock(lock, resource_path, now_ms)
-            if check.expired_now is None:
-                if not fresh:
-                    known = False
-                    continue
-                return check
-            done, raw = await self.records.cas_or_current(keys.LOCKS, resource_path, raw, None)
-            if done:
-                return check
-            fresh = True
-        raise StoreUnavailable(f"legacy store unavailable: lock {resource_path!r} too contended")
+            return Answer(check) if check.expired_now is None else Write(check, None)
+
+        return await decide_on_hint(
+            self.records,
+            keys.LOCKS,
+            resource_path,
+            read=lambda: self.records.lock(resource_path),
+            parse=lambda raw: self.records.lock_of(resource_path, raw),
+            decide=decide,
+            unreadable=lambda: _unreadable_lock(resource_path),
+            what=f"lock {resource_path!r}",
+        )
 
     async def peek_lock(self, resource_path: str, now_ms: int) -> LockCheck:
         """What `check_lock` answers, without its write: `expired_now` set means the check would
@@ -728,32 +715,23 @@ class LegacyStore:
         acquire is one round trip; a refusal (or an unreadable value) is only answered after a
         read of Redis confirms it."""
         path = cmd.resource_path
-        known, raw = self.records.hint(keys.LOCKS, path)
-        fresh = False  # is `raw` what Redis held a moment ago (not a guess)?
-        for _ in range(CAS_ATTEMPTS):
-            if not known:
-                cur, raw = await self.records.lock(path)
-                known = fresh = True
-            else:
-                cur = self.records.lock_of(path, raw)
-            if cur is None and raw is not None:
-                if not fresh:
-                    known = False
-                    continue
-                raise _unreadable_lock(path)
+
+        def decide(cur: Lock | None) -> Answer[LockAcquireOutcome] | Write[LockAcquireOutcome]:
             outcome = rules.acquire_lock(cur, cmd)
             if not outcome.acquired:
-                if not fresh:
-                    known = False
-                    continue
-                return outcome
-            done, raw = await self.records.cas_or_current(
-                keys.LOCKS, path, raw, dumps(m.lock_to_legacy(outcome.lock))
-            )
-            if done:
-                return outcome
-            fresh = True
-        raise StoreUnavailable(f"legacy store unavailable: lock {path!r} too contended")
+                return Answer(outcome)
+            return Write(outcome, dumps(m.lock_to_legacy(outcome.lock)))
+
+        return await decide_on_hint(
+            self.records,
+            keys.LOCKS,
+            path,
+            read=lambda: self.records.lock(path),
+            parse=lambda raw: self.records.lock_of(path, raw),
+            decide=decide,
+            unreadable=lambda: _unreadable_lock(path),
+            what=f"lock {path!r}",
+        )
 
     async def release_lock(self, cmd: c.ReleaseLock) -> LockReleaseOutcome:
         """/unlock: `rules.release_lock`, persisted with a compare-and-delete, so a lock
