@@ -21,7 +21,15 @@ is most of what a request costs aiohttp itself (docs/benchmarks.md, issue 13). O
 started, what is on the heap (modules, classes, settings: about 68,000 objects) is moved out of
 the collector's reach with `gc.freeze()`: a full collection no longer walks it, which halved the
 full collections under the realistic mix (p50 43 ms to 19 ms), each of them a pause of every
-request in flight.
+request in flight. Then the young generation is collected every `YOUNG_COLLECTION_EVERY` net
+allocations instead of CPython's 700: a request in flight builds and frees thousands of objects
+(a task listing, a chat page), so at 700 the collector ran about 90 times a second under the
+mix and promoted what in-flight requests held into the older generations, which set off a full
+collection every 1-2 s; with the heap write-through keeps (listings, tracked hashes) each took
+40-120 ms, and they were what 70-100 % of the requests above the p99 of the mix's later
+rounds waited on (docs/benchmarks.md, write-through, seventh pass). At 7,000 a 10 s round
+sees about a dozen young collections (2-4 ms each) and no full one, and the collector's share
+of the CPU falls from about a tenth to under 1 %; cycles are still found, a little later.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ log = structlog.get_logger("gateway.access")
 
 MAX_MESSAGE_CHARS: Final = 200  # aiohttp's messages quote the offending input, which can be 64 KiB
 _SERVER_ERROR: Final = 500
+YOUNG_COLLECTION_EVERY: Final = 7_000
+"""Net allocations of tracked objects between two collections of the young generation."""
 
 
 def _reason(status: int) -> str:
@@ -148,6 +158,7 @@ async def _serve(app: web.Application, host: str, port: int, shutdown_timeout_s:
     await runner.setup()
     gc.collect()
     gc.freeze()  # what startup made lives as long as the process: no full collection walks it
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
     try:
         await web.TCPSite(runner, host, port).start()
         await stop.wait()
