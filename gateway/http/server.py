@@ -30,6 +30,14 @@ collection every 1-2 s; with the heap write-through keeps (listings, tracked has
 rounds waited on (docs/benchmarks.md, write-through, seventh pass). At 7,000 a 10 s round
 sees about a dozen young collections (2-4 ms each) and no full one, and the collector's share
 of the CPU falls from about a tenth to under 1 %; cycles are still found, a little later.
+
+On that loop, aiohttp also hands an answer's headers and body to the transport as two buffers
+(`writelines`, one `writev`) instead of joining them into one new bytes object first
+(`use_writelines`): aiohttp joins on every Python before 3.12.9 because asyncio's own selector
+transport mishandled `writelines` in 3.12.0-3.12.8 and 3.13.0-3.13.1; uvloop's transport has
+its own, which queues the buffers and writes them with one `writev`. The join copied every large
+answer once more (a `/work` or task listing of 200-300 KB: 57,000 instructions a request under
+callgrind, issue 13).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from typing import Final
 
 import structlog
 import uvloop
-from aiohttp import web
+from aiohttp import http_writer, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
@@ -51,7 +59,7 @@ from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 from gateway.http.middleware import new_request_id
 from gateway.http.responses import error_response
 
-__all__ = ["GatewayRunner", "JsonErrorRequestHandler", "direct_handler", "run"]
+__all__ = ["GatewayRunner", "JsonErrorRequestHandler", "direct_handler", "run", "use_writelines"]
 
 log = structlog.get_logger("gateway.access")
 
@@ -170,7 +178,18 @@ async def _serve(app: web.Application, host: str, port: int, shutdown_timeout_s:
             loop.remove_signal_handler(sig)
 
 
+def use_writelines(loop: asyncio.AbstractEventLoop) -> bool:
+    """Let aiohttp's writers pass headers and body to the transport's `writelines` (no join of
+    the two into a new bytes object) when `loop` is uvloop's, whose transports write several
+    buffers with one `writev`; any other loop keeps aiohttp's choice. Returns whether it did."""
+    if not isinstance(loop, uvloop.Loop):
+        return False
+    http_writer.SKIP_WRITELINES = False  # the module global `StreamWriter._writelines` reads
+    return True
+
+
 def run(app: web.Application, *, host: str, port: int, shutdown_timeout_s: float) -> None:
     """Serve `app` on `host:port` until SIGTERM/SIGINT, then shut down gracefully."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        use_writelines(runner.get_loop())
         runner.run(_serve(app, host, port, shutdown_timeout_s))
