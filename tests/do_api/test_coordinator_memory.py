@@ -524,3 +524,50 @@ async def test_listings_follow_interleaved_writes_and_reads(host: ActorHost, clo
                     assert_renders_alike(served, queried)
 
         await host.call(COORDINATOR, tasks_of)
+
+
+def wal_frames(wal: Path, page: int) -> int:
+    """The frames a WAL file holds (its 32-byte header, then a 24-byte header per page)."""
+    return (wal.stat().st_size - 32) // (page + 24)
+
+
+async def test_a_heartbeat_that_keeps_the_status_commits_two_pages(
+    tmp_path: Path, host: ActorHost, clock: FakeClock
+) -> None:
+    """A `/work` heartbeat of an active agent and a re-registration that keeps the status write
+    the agent's row and the table's stamp: two WAL pages, not three (its `idx_agents_status`
+    entry is not rewritten, issue 13). A change of status still rewrites it. Either way the row
+    is what the upsert made of it."""
+    store = ActorStore(host)
+    for name in ("a", "b", "c"):
+        await store.register_agent(register(name, clock, status="active", currentTask="t"))
+        await clock.advance(1)
+    path = actor_path(tmp_path, COORDINATOR)
+    other = sqlite3.connect(path, isolation_level=None)
+    page = int(other.execute("PRAGMA page_size").fetchone()[0])
+    wal = path.with_name(f"{path.name}-wal")
+
+    async def pages_of(write: Any) -> int:
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await write()
+        return wal_frames(wal, page)
+
+    seen: dict[str, str] = {}
+    try:
+        await clock.advance(1)
+        seen["a"] = iso_from_ms(clock.now_ms())
+        assert await pages_of(lambda: store.work_bundle(c.WorkQuery("a", clock.now_ms(), 1000))) == 2
+        await clock.advance(1)
+        seen["b"] = iso_from_ms(clock.now_ms())
+        assert await pages_of(lambda: store.register_agent(register("b", clock, status="active"))) == 2
+        await clock.advance(1)
+        assert await pages_of(lambda: store.register_agent(register("c", clock, status="busy"))) == 3
+        await clock.advance(1)
+        seen["c"] = iso_from_ms(clock.now_ms())
+        assert await pages_of(lambda: store.work_bundle(c.WorkQuery("c", clock.now_ms(), 1000))) == 3
+        query = "SELECT agent_id, status, current_task, last_seen FROM agents"
+        rows = {r[0]: r[1:] for r in other.execute(query)}
+    finally:
+        other.close()
+    assert rows == {name: ("active", "t", seen[name]) for name in ("a", "b", "c")}
+    assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["c", "b", "a"]
