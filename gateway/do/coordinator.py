@@ -250,12 +250,11 @@ class CoordinatorActor(Actor):
 
     def _pending_mentions(self, agent_id: str) -> list[GroupMessage]:
         """Messages after the agent's mention cursor that mention it (or @all/@everyone/@team)."""
-        row = self.ctx.sql.exec("SELECT last_chat_seq FROM chat_cursors WHERE agent_id = ?", agent_id).first()
-        cursor = 0 if row is None else row[0]
+        # the cursor (0 for an agent without one) read in the same statement: one query, not two
         rows = self.ctx.sql.exec(
             f"SELECT {MSG_COLS_M} FROM _mention_rows x CROSS JOIN messages m ON m.rowid = x.seq "
-            "WHERE x.seq > ? AND m.author != ? AND m.message LIKE '%@%' ORDER BY x.seq DESC LIMIT ?",
-            cursor,
+            "WHERE x.seq > COALESCE((SELECT last_chat_seq FROM chat_cursors WHERE agent_id = ?1), 0) "
+            "AND m.author != ?1 AND m.message LIKE '%@%' ORDER BY x.seq DESC LIMIT ?2",
             agent_id,
             self.limits.list_limit_max,
         ).all()
