@@ -120,14 +120,19 @@ class ResourceLockActor(Actor):
         )
         self.ctx.tables.delete("current_lock")
 
-    def _notify(self, text: str) -> None:
-        """Queue a `lock-update` frame to the coordinator's sockets (sent after this turn commits)."""
-        for hs in self._watchers():
+    def _notify(self, render: Callable[[], str]) -> None:
+        """Queue a `lock-update` frame to the coordinator's sockets (sent after this turn commits);
+        rendered only when a socket is open to receive it (most lock turns have none)."""
+        sockets = self._watchers()
+        if not sockets:
+            return
+        text = render()
+        for hs in sockets:
             self.ctx.send(hs, text)
 
     def _expire(self, lock: Lock, now_ms: int) -> None:
         self.end_holding(lock, "expired", now_ms)
-        self._notify(frames.lock_released(lock, "expired", iso_from_ms(now_ms)))
+        self._notify(lambda: frames.lock_released(lock, "expired", iso_from_ms(now_ms)))
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -170,7 +175,7 @@ class ResourceLockActor(Actor):
             self.ctx.tables.insert("current_lock", lock_values(lock), conflict="replace")
             self._insert_history(cmd.history_id, lock)
         self.ctx.set_alarm(lock.expires_ms)
-        self._notify(frames.lock_acquired(lock, iso_from_ms(now)))
+        self._notify(lambda: frames.lock_acquired(lock, iso_from_ms(now)))
         return outcome
 
     def _insert_history(self, history_id: str, lock: Lock) -> None:
@@ -191,7 +196,8 @@ class ResourceLockActor(Actor):
             return outcome
         self.end_holding(outcome.lock, outcome.release_reason, cmd.now_ms)
         self.ctx.delete_alarm()
-        self._notify(frames.lock_released(outcome.lock, outcome.release_reason, iso_from_ms(cmd.now_ms)))
+        lock, reason = outcome.lock, outcome.release_reason
+        self._notify(lambda: frames.lock_released(lock, reason, iso_from_ms(cmd.now_ms)))
         return outcome
 
     async def history(self, limit: int) -> LockHistory:
