@@ -158,8 +158,11 @@ class AgentStateActor(Actor):
         """POST /messages: store unread and push `chat` to every socket of this agent."""
         dm = rules.new_dm(cmd)
         self.ctx.tables.insert("messages", dm_values(dm))
-        for hs in self.ctx.get_websockets():
-            self.ctx.send(hs, frames.dm_sent(dm))
+        sockets = self.ctx.get_websockets()
+        if sockets:  # the frame is rendered once, and only for an open socket
+            text = frames.dm_sent(dm)
+            for hs in sockets:
+                self.ctx.send(hs, text)
         return dm
 
     async def list_dms(self, q: c.ListDms) -> list[DirectMessage]:

@@ -18,6 +18,7 @@ from upstream are listed in docs/compatibility.md.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from gateway.actors import Actor, ActorContext, HostedSocket
@@ -188,9 +189,14 @@ class CoordinatorActor(Actor):
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _broadcast(self, text: str) -> None:
-        """Send a frame to every coordinator socket, the sender's included (as upstream)."""
-        for hs in self.ctx.get_websockets():
+    def _broadcast(self, render: Callable[[], str]) -> None:
+        """Send a frame to every coordinator socket, the sender's included (as upstream); the
+        frame is rendered only when a socket is open (a write with none renders nothing)."""
+        sockets = self.ctx.get_websockets()
+        if not sockets:
+            return
+        text = render()
+        for hs in sockets:
             self.ctx.send(hs, text)
 
     def _touch(self, agent_id: str, now_iso: str) -> None:
@@ -332,7 +338,7 @@ class CoordinatorActor(Actor):
                 agent.last_seen,
                 *arrays,
             )
-        self._broadcast(frames.agent_registered(cmd.raw, iso_from_ms(cmd.now_ms)))
+        self._broadcast(lambda: frames.agent_registered(cmd.raw, iso_from_ms(cmd.now_ms)))
 
     async def list_agents(self, now_ms: int, limit: int) -> list[Agent]:
         """GET /agents: agents not offline and seen within the offline window, newest first."""
@@ -353,7 +359,7 @@ class CoordinatorActor(Actor):
             msg.message,
             msg.timestamp,
         )
-        self._broadcast(frames.chat_posted(msg))
+        self._broadcast(lambda: frames.chat_posted(msg))
         return msg
 
     async def get_chat(self, q: c.ChatQuery) -> ChatPage:
@@ -404,7 +410,7 @@ class CoordinatorActor(Actor):
             now_iso,
             now_iso,
         )
-        self._broadcast(frames.task_created(task))
+        self._broadcast(lambda: frames.task_created(task))
         return task
 
     async def update_task(self, cmd: c.UpdateTask) -> Task:
@@ -429,7 +435,7 @@ class CoordinatorActor(Actor):
             task.updated_at,
             task.id,
         )
-        self._broadcast(frames.task_updated(task))
+        self._broadcast(lambda: frames.task_updated(task))
         return task
 
     async def list_tasks(self, q: c.ListTasks) -> list[Task]:
@@ -586,7 +592,7 @@ class CoordinatorActor(Actor):
             h.priority,
             h.created_at,
         )
-        self._broadcast(frames.handoff_created(h))
+        self._broadcast(lambda: frames.handoff_created(h))
         return h
 
     async def claim_handoff(self, cmd: c.ClaimHandoff) -> HandoffOutcome:
@@ -652,4 +658,4 @@ class CoordinatorActor(Actor):
             return
         self.ctx.sql.exec("UPDATE agents SET status = 'offline' WHERE agent_id = ?", agent_id)
         now_iso = iso_from_ms(self.ctx.clock.now_ms())
-        self._broadcast(frames.agent_offline(agent_id, now_iso))
+        self._broadcast(lambda: frames.agent_offline(agent_id, now_iso))
