@@ -468,13 +468,17 @@ class ChatWindow(_Copy):
         memo = self._memo.get(query)
         if memo is not None:
             return memo  # type: ignore[no-any-return]
-        out: RenderedList = RenderedList(render=self._fragment)
         messages = self._messages
-        for key in reversed(self._order):
-            if len(out) >= limit or (since is not None and key[0] <= since):
-                break
-            out.append(messages[key[2]][1])
-        out.reverse()
+        if since is None:  # the newest `limit`, oldest first: a slice of the ordered keys
+            keys = self._order[-limit:] if limit > 0 else []
+            out = RenderedList([messages[key[2]][1] for key in keys], render=self._fragment)
+        else:
+            out = RenderedList(render=self._fragment)
+            for key in reversed(self._order):
+                if len(out) >= limit or key[0] <= since:
+                    break
+                out.append(messages[key[2]][1])
+            out.reverse()
         self._remember(query, out)
         return out
 
