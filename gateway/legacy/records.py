@@ -103,16 +103,22 @@ return {1}
 
 
 # Several hash fields at once: every field of the first ARGV[1] checks (key index, field,
-# 'missing' or 'match', expected text) must still hold what was read; then the writes (key index,
-# field, text) are made. 1 = written, 0 = one of the fields changed meanwhile (nothing written).
+# 'missing' or 'match', expected text) must still hold what was decided on; then the writes (key
+# index, field, text) are made. {1} = written; {0, each checked field's text now (nil: missing)}
+# = one of them changed meanwhile, nothing written (the caller decides again on those).
 _CAS_FIELDS_LUA: Final = LuaScript("""
+local n = tonumber(ARGV[1])
 local i = 2
-for _ = 1, tonumber(ARGV[1]) do
+for _ = 1, n do
   local cur = redis.call('HGET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
-  if ARGV[i + 2] == 'missing' then
-    if cur then return 0 end
-  elseif cur ~= ARGV[i + 3] then
-    return 0
+  if (ARGV[i + 2] == 'missing' and cur) or (ARGV[i + 2] ~= 'missing' and cur ~= ARGV[i + 3]) then
+    local out = {0}
+    local j = 2
+    for _ = 1, n do
+      out[#out + 1] = redis.call('HGET', KEYS[tonumber(ARGV[j])], ARGV[j + 1])
+      j = j + 4
+    end
+    return out
   end
   i = i + 4
 end
@@ -122,7 +128,7 @@ for _ = 1, writes do
   redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
   i = i + 3
 end
-return 1
+return {1}
 """)
 
 # /work's first read: the agent, the cursor id this script finds in it (`lastChatCheckId`, or
@@ -214,8 +220,13 @@ def remembering_writes() -> Iterator[Written]:
 
 DECODED_MAX: Final = 20_000  # entries (a few MiB): more than the values of the listings a mix reads
 
-_HINTED: Final = frozenset({keys.LOCKS, keys.CHECKPOINTS})
+_HINTED: Final = frozenset(
+    {keys.LOCKS, keys.CHECKPOINTS, keys.DM_MESSAGES, keys.DM_CONVOS, keys.DM_USER_CONVOS}
+)
 """The hashes whose values read or written here are kept as guesses (`LegacyRecords.hint`)."""
+HINT_CHARS_MAX: Final = 16 * 1024 * 1024
+"""The guesses are dropped whole once this many characters were kept (a DM conversation's array
+holds up to 500 messages), or `DECODED_MAX` of them."""
 
 
 class DecodedValues:
@@ -265,6 +276,7 @@ class LegacyRecords:
         self._field_locks = KeyedLocks()
         self.watch_conflicts = 0  # optimistic changes retried because what they read changed
         self._hints: dict[tuple[str, str], str | None] = {}  # (key, field) -> text last seen (`hint`)
+        self._hint_chars = 0  # characters kept in `_hints` since it was last emptied (at most)
 
     async def close(self) -> None:
         """Close the client's connection pool."""
@@ -280,20 +292,23 @@ class LegacyRecords:
             written[(key, fld)] = text
 
     def hint(self, key: str, fld: str) -> tuple[bool, str | None]:
-        """(True, text) when this process last saw `text` in (key, field) of the lock or checkpoint
-        hashes (None: missing), read or written; (False, None) when it has not seen it.
+        """(True, text) when this process last saw `text` in (key, field) of the lock, checkpoint
+        or DM hashes (None: missing), read or written; (False, None) when it has not seen it.
 
-        Only a guess: another writer may have changed it since. A lock acquire or a checkpoint
-        save decides on it and writes with `cas_or_current`, which writes only if the guess still
-        holds and else answers what Redis holds now: one round trip instead of a read and a
-        write. Nothing is ever answered from a guess that was not confirmed by that write."""
+        Only a guess: another writer may have changed it since. A lock acquire, a checkpoint save
+        or a DM decides on it and writes with a compare-and-set (`cas_or_current`,
+        `update_conversation`), which writes only if the guess still holds and else answers what
+        Redis holds now: one round trip instead of a read and a write. Nothing is ever answered
+        from a guess that was not confirmed by that write."""
         found = self._hints.get((key, fld), _NOT_SEEN)
         return (False, None) if found is _NOT_SEEN else (True, cast("str | None", found))
 
     def _saw(self, key: str, fld: str, text: str | None) -> None:
         if key in _HINTED:
-            if len(self._hints) >= DECODED_MAX:
+            self._hint_chars += len(text or "")
+            if len(self._hints) >= DECODED_MAX or self._hint_chars > HINT_CHARS_MAX:
                 self._hints.clear()
+                self._hint_chars = len(text or "")
             self._hints[(key, fld)] = text
 
     @staticmethod
@@ -907,65 +922,99 @@ class LegacyRecords:
         users: list[str],
     ) -> None:
         """Rewrite one conversation's message array and record, and add it to each of `users`'
-        conversation lists that lacks it: atomically, and retried when what it read changed.
+        conversation lists that lacks it: atomically, and decided again when a field changed.
 
-        Two round trips: the fields read in one pipeline, then a compare-and-set of every field
-        read (`_CAS_FIELDS_LUA`) that writes only if none changed meanwhile. The conversations
-        and the users' lists live in three whole hashes, so a WATCH of them made every DM of the
-        process wait for every other (five round trips each, one at a time: 1.3 s at the median
-        under issue 13's mix); the fields' own in-process locks leave DMs of other conversations
-        and other users to run meanwhile, and the compare-and-set retries only for other
-        writers of Redis."""
-        written = [""]  # the message array written by the attempt that went through
+        One round trip as a rule: decided on the fields' values this process last saw
+        (`hint`), a field it never saw taken as missing (a new conversation, a user's first),
+        and written by a compare-and-set of every field (`_CAS_FIELDS_LUA`) that writes only
+        if none changed meanwhile and otherwise answers what they hold now, to decide again on
+        (so a wrong guess costs the read it saved). A conversation the guesses cannot read is
+        read from Redis before it is answered unreadable. The conversations and the users'
+        lists live in three whole hashes, so a WATCH of them made every DM of the process wait
+        for every other (five round trips each, one at a time: 1.3 s at the median under issue
+        13's mix); the fields' own in-process locks leave DMs of other conversations and other
+        users to run meanwhile, and the compare-and-set retries only for other writers."""
         hashes = [keys.DM_MESSAGES, keys.DM_CONVOS, keys.DM_USER_CONVOS]
+        users = list(dict.fromkeys(users))
         fields = [(keys.DM_MESSAGES, conv_id), (keys.DM_CONVOS, conv_id)]
-        fields += [(keys.DM_USER_CONVOS, user) for user in dict.fromkeys(users)]
-
+        fields += [(keys.DM_USER_CONVOS, user) for user in users]
         reads: list[Command] = [("HGET", keys.DM_MESSAGES, conv_id), ("HGET", keys.DM_CONVOS, conv_id)]
         if users:
             reads.append(("HMGET", keys.DM_USER_CONVOS, *users))
 
-        async def attempt() -> bool:
+        async def read() -> list[str | None]:
             replies = await self.client.pipeline(f"DM {conv_id}: read", reads)
-            raw_msgs, raw_conv = cast("str | None", replies[0]), cast("str | None", replies[1])
-            user_lists: list[str | None] = replies[2] if users else []
-            msgs = [] if raw_msgs is None else decode_array(raw_msgs, key=keys.DM_MESSAGES, field=conv_id)
-            conv = None if raw_conv is None else self.decode(raw_conv, keys.DM_CONVOS, conv_id)
-            if isinstance(msgs, Corrupt) or (raw_conv is not None and conv is None):
-                if isinstance(msgs, Corrupt):
-                    self.corruption.report(msgs)
-                raise ApiError(409, {"error": "Conversation is unreadable in the legacy store"})
-            new_msgs, new_conv = change(msgs, conv)
-            written[0] = dumps(new_msgs[-keys.DM_MAX :])
-            read = [raw_msgs, raw_conv, *dict(zip(users, user_lists, strict=True)).values()]
-            writes = [(0, conv_id, written[0]), (1, conv_id, dumps(new_conv))]
-            for user, raw_list in zip(users, user_lists, strict=True):
-                convs = [] if raw_list is None else decode_array(raw_list, key=keys.DM_USER_CONVOS)
-                if isinstance(convs, Corrupt):
-                    continue  # never overwrite what we cannot read
-                if conv_id not in convs:
-                    writes.append((2, user, dumps([*convs, conv_id])))
-            # KEYS are the three hashes; a field names its hash by index (1-based, as in Lua)
-            args: list[Any] = [len(fields)]
-            for (key, fld), text in zip(fields, read, strict=True):
-                args += [hashes.index(key) + 1, fld, "missing" if text is None else "match", text or ""]
-            args.append(len(writes))
-            for index, fld, text in writes:
-                args += [index + 1, fld, text]
-            # safe to repeat: a message id already in the array is not added again (and a read
-            # flag set again is the same value); a repeat after a lost reply compares against
-            # what it wrote, fails, and the next attempt reads and decides again
-            what = f"DM {conv_id}: compare-and-set"
-            return bool(await self.client.script(what, _CAS_FIELDS_LUA, hashes, args, idempotent=True))
+            return [replies[0], replies[1], *(replies[2] if users else [])]
 
         async with self._field_locks.hold(f"{key}\n{fld}" for key, fld in fields):
-            for _ in range(CAS_ATTEMPTS):
-                if await attempt():
-                    break
-                self.watch_conflicts += 1
-            else:
-                raise StoreUnavailable(f"legacy store unavailable: DM {conv_id} too contended")
-        self.remember(keys.DM_MESSAGES, conv_id, written[0])
+            seen = [self.hint(key, fld) for key, fld in fields]
+            guessed = not all(known for known, _ in seen)  # a field never seen, taken as missing
+            texts: list[str | None] = [text for _, text in seen]
+            fresh = False  # are `texts` what Redis held a moment ago (not guesses)?
+            for _ in range(CAS_ATTEMPTS + guessed):
+                written = self._conversation_writes(conv_id, change, users, texts, confirmed=fresh)
+                if written is None:  # guesses it cannot read: what does Redis hold?
+                    texts, fresh = await read(), True
+                    written = self._conversation_writes(conv_id, change, users, texts, confirmed=True)
+                    assert written is not None  # noqa: S101 - confirmed: a 409 instead of None
+                args: list[Any] = [len(fields)]  # KEYS are the hashes; a field names its by index
+                for (key, fld), text in zip(fields, texts, strict=True):
+                    args += [hashes.index(key) + 1, fld, "missing" if text is None else "match", text or ""]
+                args.append(len(written))
+                for (key, fld), text in written.items():
+                    args += [hashes.index(key) + 1, fld, text]
+                # safe to repeat: a message id already in the array is not added again (and a
+                # read flag set again is the same value); a repeat after a lost reply compares
+                # against what it wrote, fails, and the next attempt decides again on that
+                what = f"DM {conv_id}: compare-and-set"
+                reply = await self.client.script(what, _CAS_FIELDS_LUA, hashes, args, idempotent=True)
+                if reply[0]:
+                    for (key, fld), text in zip(fields, texts, strict=True):
+                        self._saw(key, fld, written.get((key, fld), text))
+                    self.remember(keys.DM_MESSAGES, conv_id, written[(keys.DM_MESSAGES, conv_id)])
+                    return
+                if fresh or not guessed:
+                    self.watch_conflicts += 1
+                texts, fresh = list(reply[1:]), True
+                for (key, fld), text in zip(fields, texts, strict=True):
+                    self._saw(key, fld, text)
+        raise StoreUnavailable(f"legacy store unavailable: DM {conv_id} too contended")
+
+    def _conversation_writes(
+        self,
+        conv_id: str,
+        change: Callable[[list[Any], Json | None], tuple[list[Any], Json]],
+        users: list[str],
+        texts: list[str | None],
+        *,
+        confirmed: bool,
+    ) -> dict[tuple[str, str], str] | None:
+        """What `change` makes of the conversation in `texts` (its array, its record, then each of
+        `users`' lists): the fields to write and their texts. When the conversation cannot be
+        read: a 409 (reported) if `texts` are what Redis held, else None (guesses: read Redis).
+        A user's list that cannot be read is left as it is."""
+        raw_msgs, raw_conv = texts[0], texts[1]
+        msgs = [] if raw_msgs is None else decode_array(raw_msgs, key=keys.DM_MESSAGES, field=conv_id)
+        conv = None if raw_conv is None else decode_object(raw_conv, key=keys.DM_CONVOS, field=conv_id)
+        if isinstance(msgs, Corrupt) or isinstance(conv, Corrupt):
+            if not confirmed:
+                return None
+            for corrupt in (msgs, conv):
+                if isinstance(corrupt, Corrupt):
+                    self.corruption.report(corrupt)
+            raise ApiError(409, {"error": "Conversation is unreadable in the legacy store"})
+        new_msgs, new_conv = change(msgs, conv)
+        out = {
+            (keys.DM_MESSAGES, conv_id): dumps(new_msgs[-keys.DM_MAX :]),
+            (keys.DM_CONVOS, conv_id): dumps(new_conv),
+        }
+        for user, raw_list in zip(users, texts[2:], strict=True):
+            convs = [] if raw_list is None else decode_array(raw_list, key=keys.DM_USER_CONVOS)
+            if isinstance(convs, Corrupt):
+                continue  # never overwrite what we cannot read
+            if conv_id not in convs:
+                out[(keys.DM_USER_CONVOS, user)] = dumps([*convs, conv_id])
+        return out
 
     @staticmethod
     def unread_counts(conv: Json, msgs: list[Any]) -> Json:

@@ -19,6 +19,7 @@ from gateway.domain.jscompat import iso_from_ms
 from gateway.errors import ApiError, StoreUnavailable
 from gateway.legacy import keys
 from gateway.legacy.generator import BASE_MS, generate
+from gateway.legacy.mapping import conversation_id
 from gateway.legacy.records import DecodedValues
 from gateway.legacy.store import LegacyStore
 from gateway.settings import LegacySettings, LimitSettings, Settings
@@ -870,6 +871,43 @@ async def test_a_dm_retries_when_another_writer_changed_its_conversation_meanwhi
     assert store.records.watch_conflicts == 1
     held = json.loads(await _hget(redis_url, keys.DM_MESSAGES))
     assert [m["id"] for m in held][1:] == ["foreign", "ours"]
+
+
+async def test_a_dm_on_fields_this_process_never_saw_keeps_what_another_writer_made(
+    store: LegacyStore, r: redis.asyncio.Redis, redis_url: str
+) -> None:
+    """A DM decides first on what this process last saw, a field it never saw taken as missing:
+    when another writer already made the conversation and the users' lists, the
+    compare-and-set finds them, the DM is decided again on them, and nothing is overwritten."""
+    other = LegacyStore.from_url(redis_url, SETTINGS, clock=FakeClock(NOW))
+    try:
+        await other.send_dm(c.SendDm.parse("bob", {"from": "alice", "message": "first"}, NOW, ids))
+        await other.send_dm(c.SendDm.parse("carol", {"from": "bob", "message": "x"}, NOW, ids))
+    finally:
+        await other.close()
+    await store.send_dm(c.SendDm.parse("bob", {"from": "alice", "message": "second"}, NOW + 1, ids))
+    conv_id = conversation_id("alice", "bob")
+    held = await hjson(r, keys.DM_MESSAGES, conv_id)
+    assert [m["message"] for m in held] == ["first", "second"]
+    assert (await hjson(r, keys.DM_CONVOS, conv_id))["unreadCount"] == {"alice": 0, "bob": 2}
+    assert await hjson(r, keys.DM_USER_CONVOS, "alice") == [conv_id]
+    assert len(await hjson(r, keys.DM_USER_CONVOS, "bob")) == 2  # bob's other conversation kept
+    assert store.records.watch_conflicts == 0  # a wrong guess, not another writer's race
+
+
+async def test_a_dm_over_an_unreadable_conversation_is_a_409_after_a_read(
+    store: LegacyStore, r: redis.asyncio.Redis
+) -> None:
+    """The conversation this process last wrote was made unreadable by another writer: the
+    compare-and-set finds it changed and the DM answers 409, leaving the value as it is."""
+    await store.send_dm(c.SendDm.parse("bob", {"from": "alice", "message": "first"}, NOW, ids))
+    conv_id = next(iter(await r.hgetall(keys.DM_CONVOS)))
+    await r.hset(keys.DM_MESSAGES, conv_id, "{nope")
+    with pytest.raises(ApiError) as info:
+        await store.send_dm(c.SendDm.parse("bob", {"from": "alice", "message": "second"}, NOW + 1, ids))
+    assert info.value.status == 409
+    assert await r.hget(keys.DM_MESSAGES, conv_id) == "{nope"
+    assert store.corruption.counts[keys.DM_MESSAGES] >= 1
 
 
 async def _hget(redis_url: str, key: str) -> str:

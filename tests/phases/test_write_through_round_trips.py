@@ -129,16 +129,22 @@ async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory)
         "evalsha": 1,
         "hset": 1,
     }
-    # a DM, in two round trips: the conversation's two values and both users' lists in one
-    # pipeline, then the compare-and-set script (its HGETs of the four fields read, then the
-    # four HSETs); the replica takes the message from the conversation written, no inbox read
+    # a DM in one round trip: decided on the values this process last saw (alice's list, as
+    # the DM to carol left it), the fields it never saw (the conversation, bob's list) taken as
+    # missing, and written by the compare-and-set script (its HGETs of the four fields, then
+    # the four HSETs); the replica takes the message from the conversation written, no inbox read
     await c.ok("POST", "/agent/carol/messages", {"from": "alice", "message": "loads the script"})
     dm = {"from": "alice", "message": "hello"}
     assert await _commands(r, lambda: c.ok("POST", "/agent/bob/messages", dm)) == {
-        "hget": 2 + 4,
-        "hmget": 1,
+        "hget": 4,
         "evalsha": 1,
         "hset": 4,
+    }
+    # the next DM of the conversation: the script alone again (alice's and bob's lists hold it)
+    assert await _commands(r, lambda: c.ok("POST", "/agent/bob/messages", dm)) == {
+        "hget": 4,
+        "evalsha": 1,
+        "hset": 2,
     }
     # /state in one round trip: a script reads the conversation list, the memories, the
     # checkpoint and the conversations (HGET, HGETALL, HGET, HMGET)
