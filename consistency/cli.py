@@ -15,11 +15,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from gateway.bulk.gc_pause import fewer_collections
 from gateway.domain.entities import DOMAINS
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from consistency.legacy_child import Child
 
 EXIT_CLEAN: Final = 0
 EXIT_DIFFERENCES: Final = 1
@@ -95,14 +98,28 @@ def _usage_error(err: TextIO, message: str) -> int:
 
 
 def _handler(args: argparse.Namespace) -> int:
-    from gateway.settings import SettingsError, load_settings  # noqa: PLC0415
-
     if (args.source or args.dry_run) and not args.repair:
         return _usage_error(sys.stderr, "--from and --dry-run go with --repair")
     if not 0 < args.sample <= 1:
         return _usage_error(sys.stderr, f"--sample must be in (0, 1], not {args.sample}")
     if args.rounds < 0 or args.recheck_delay < 0 or args.batch < 1 or args.samples < 0:
         return _usage_error(sys.stderr, "--rounds, --recheck-delay and --samples must be >= 0, --batch >= 1")
+    from consistency.legacy_child import Child  # noqa: PLC0415 - the standard library only
+
+    # the legacy scan's process starts its interpreter and imports while this one loads its
+    # settings, imports the stores' modules and opens them
+    early = Child.start() if args.jobs > 1 else None
+    try:
+        return _check(args, early)
+    finally:
+        if early is not None and not early.sent:  # no scan ran (bad settings, the stores unreachable)
+            early.discard()
+
+
+def _check(args: argparse.Namespace, early: Child | None) -> int:
+    """The check itself, once the arguments are valid (`early`: see `_handler`)."""
+    from gateway.settings import SettingsError, load_settings  # noqa: PLC0415
+
     overrides: dict[str, object] = {}
     if args.data_dir:
         overrides["storage.data_dir"] = args.data_dir
@@ -120,7 +137,7 @@ def _handler(args: argparse.Namespace) -> int:
     from consistency.run import run_check  # noqa: PLC0415 - the stores are loaded only to check
 
     with fewer_collections():
-        return asyncio.run(run_check(args, settings))
+        return asyncio.run(run_check(args, settings, early=early))
 
 
 @contextmanager

@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import pickle
 import queue
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -38,12 +35,13 @@ from typing import IO, Any, Final, cast
 
 import structlog
 
+from consistency.legacy_child import Child, wait
 from gateway.bulk.items import Item, Selection
 from gateway.bulk.legacy_side import Deferred, KnownConflict, LegacySource
 from gateway.domain.entities import Entity, EntityKey, actor_only
 from gateway.settings import Settings
 
-__all__ = ["LegacyScanFailed", "ProcessScan", "pipelined"]
+__all__ = ["Child", "LegacyScanFailed", "ProcessScan", "pipelined"]
 
 log = structlog.get_logger(__name__)
 
@@ -214,22 +212,12 @@ class _Sender:
             raise self.error
 
 
-_BOOT: Final = (
-    "import pickle, sys\n"
-    "sys.path[:] = pickle.load(sys.stdin.buffer)\n"
-    "from consistency.legacy_proc import child_main\n"
-    "child_main(sys.stdin.buffer)\n"
-)
-"""The child's command (`python -c`): the parent's import path first, then `child_main`, which
-imports what the scan needs and waits for its orders (`Child.send`)."""
-
-
 def child_main(orders: IO[bytes]) -> None:
     """The child process's entry (`_BOOT`): the modules of the scan imported while the parent
     opens its stores, then the orders (pipe fd, settings, URL, scan arguments) awaited on
     `orders`; the scan sends on the pipe. No orders (the parent did not scan): it ends."""
     import gateway.bulk.gc_pause  # noqa: PLC0415 - imported before the orders come
-    import gateway.bulk.sides  # noqa: PLC0415
+    import gateway.bulk.sides  # noqa: PLC0415 - the legacy side only (its actor side is lazy)
     import gateway.logs  # noqa: PLC0415, F401
 
     try:
@@ -238,68 +226,6 @@ def child_main(orders: IO[bytes]) -> None:
         return
     settings, url, args = pickle.loads(payload)  # noqa: S301
     _child(Connection(fd, readable=False), settings, url, args)
-
-
-class Child:
-    """The legacy scan's process, started before it is needed (`start`: while the checking
-    process opens its stores, the child starts its interpreter and imports its modules), and
-    the read end of its pipe.
-
-    A fresh interpreter (`subprocess`: no fork of this process with its threads, and no
-    `multiprocessing` resource tracker, a third process of about 12 MB): it is given this
-    process's import path, then its orders (`send`), on its stdin, and writes to a pipe it
-    inherits (`pass_fds`)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], read_fd: int, write_fd: int) -> None:
-        self.proc = proc
-        self.conn = Connection(read_fd, writable=False)
-        self.write_fd = write_fd  # the child's end: its number in the child too
-        self.sent = False
-
-    @classmethod
-    def start(cls) -> Child:
-        read_fd, write_fd = os.pipe()
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - this interpreter, our own code
-                [sys.executable, "-c", _BOOT],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,  # stdout holds the report; the child logs to stderr
-                pass_fds=(write_fd,),
-            )
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        child = cls(proc, read_fd, write_fd)
-        child._write(pickle.dumps(list(sys.path)), close=False)
-        return child
-
-    def send(self, settings: Settings, url: str, args: tuple[Any, ...]) -> None:
-        """The child's orders: it scans (`_child`) once it has them."""
-        self.sent = True
-        payload = pickle.dumps((settings, url, args), protocol=pickle.HIGHEST_PROTOCOL)
-        self._write(pickle.dumps((self.write_fd, payload), protocol=pickle.HIGHEST_PROTOCOL), close=True)
-
-    def _write(self, data: bytes, *, close: bool) -> None:
-        stdin = cast("IO[bytes]", self.proc.stdin)
-        try:
-            stdin.write(data)
-            stdin.flush()
-            if close:
-                stdin.close()
-        except OSError:  # the child is gone already: its end of the pipe says so (EOF)
-            pass
-
-    def discard(self) -> None:
-        """An unused child: no orders (it ends), its pipe closed."""
-        with contextlib.suppress(OSError):
-            cast("IO[bytes]", self.proc.stdin).close()
-        _wait(self.proc, 5)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            _wait(self.proc, 5)
-        self.conn.close()
 
 
 class ProcessScan:
@@ -352,23 +278,18 @@ class ProcessScan:
         finally:
             stop.set()
             if finished:  # the child only closes its connection now: let it end on its own
-                await loop.run_in_executor(None, _wait, proc, 5)
+                await loop.run_in_executor(None, wait, proc, 5)
             if proc.poll() is None:
                 proc.terminate()
             with contextlib.suppress(queue.Empty):
                 while True:
                     got.get_nowait()  # unblock the reader if it waits on a full queue
-            await loop.run_in_executor(None, _wait, proc, 5)
+            await loop.run_in_executor(None, wait, proc, 5)
             if proc.poll() is None:
                 proc.kill()
-                await loop.run_in_executor(None, _wait, proc, 5)
+                await loop.run_in_executor(None, wait, proc, 5)
             parent.close()
             log.info("consistency.legacy_process_done", exitcode=proc.returncode, waited_s=round(waited, 2))
-
-
-def _wait(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout)
 
 
 def _read(conn: Connection, got: queue.Queue[tuple[Any, ...]], stop: threading.Event) -> None:

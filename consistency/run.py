@@ -81,9 +81,15 @@ def finish(report: Report, args: argparse.Namespace, data_dir: Path, out: TextIO
 
 
 async def run_check(
-    args: argparse.Namespace, settings: Settings, *, out: TextIO | None = None, err: TextIO | None = None
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    early: Child | None = None,
 ) -> int:
-    """The check the arguments ask for; returns the exit status."""
+    """The check the arguments ask for; returns the exit status. `early`: the legacy scan's
+    process, started already (`consistency.cli`); else one is started here (with `--jobs 2`)."""
     out = out or sys.stdout
     err = err or sys.stderr
     redis_url = str(settings.legacy.redis_url)
@@ -93,7 +99,8 @@ async def run_check(
     where = ActorEndpoint(url=url if token else None, token=token, data_dir=data_dir)
     clock = SystemClock()
     # the legacy scan's process starts its interpreter while this one opens the stores
-    early = Child.start() if getattr(args, "jobs", 1) > 1 else None
+    if early is None and getattr(args, "jobs", 1) > 1:
+        early = Child.start()
     try:
         async with (
             open_legacy_side(settings, redis_url, clock=clock) as legacy,

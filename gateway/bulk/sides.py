@@ -11,19 +11,19 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
-from gateway.actors import ActorHost
-from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.legacy_side import LegacySource
-from gateway.bulk.remote import RemoteActorSide
 from gateway.clock import Clock, SystemClock
-from gateway.do.actor_store import build_actor_host
-from gateway.do.replica import ActorReplica
 from gateway.errors import StoreUnavailable
 from gateway.legacy.store import LegacyStore
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.bulk.actor_side import ActorSide
+    from gateway.bulk.remote import RemoteActorSide
 
 __all__ = ["ActorEndpoint", "open_actor_side", "open_legacy_side"]
 
@@ -52,7 +52,15 @@ async def open_actor_side(
 
     Raises `ActorOwnedElsewhere` when the directory belongs to a running gateway that did not
     answer at the URL, and `StoreUnavailable` when a URL was given explicitly and nothing answers.
+
+    The actor side's modules (the host, the admin API client with aiohttp) are imported here, not
+    with this module: the check's legacy scan process opens only the legacy side.
     """
+    from gateway.bulk.actor_side import ActorSide  # noqa: PLC0415 - see above
+    from gateway.bulk.remote import RemoteActorSide  # noqa: PLC0415
+    from gateway.do.actor_store import build_actor_host  # noqa: PLC0415
+    from gateway.do.replica import ActorReplica  # noqa: PLC0415
+
     if where.url is not None and where.token:
         remote = RemoteActorSide(where.url, where.token)
         try:
@@ -70,7 +78,7 @@ async def open_actor_side(
                 await remote.close()
             return
     data_dir = where.data_dir or settings.storage.data_dir
-    host: ActorHost = build_actor_host(
+    host = build_actor_host(
         data_dir,
         settings.limits,
         clock=clock or SystemClock(),
