@@ -53,6 +53,17 @@ return {r[1], out}
 
 _CHUNK: Final = 1000
 
+WHOLE_MAX: Final = 32_768
+"""A hash of at most this many fields has its names listed with one HKEYS, not in HSCAN steps.
+
+Redis 7.0 has no HSCAN NOVALUES: a plain HSCAN sends every value to be dropped, and the
+keys-only Lua step costs Redis more again (it copies each value into Lua). HKEYS sends the
+names only; on the 1,000,000 data set it lists the 20,000 conversations of `dm:messages`
+(7.4 KB of JSON each) in 2 ms of Redis CPU instead of 230 ms (HSCAN) or 480 ms (the Lua step).
+One call blocks Redis for the whole hash, so only for small hashes: about 0.35 us a field, at
+most about 12 ms here, no longer than one HSCAN step of `dm:messages` (1,000 such values) took.
+Larger hashes are listed in steps as before."""
+
 _DM_GROUP: Final = 200
 """Conversation arrays read in one HMGET by a DM scan (the inboxes of several users): fewer round
 trips than one per user, and few enough arrays (up to 500 messages each) held at once."""
@@ -148,8 +159,24 @@ class LegacySource:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
+    async def _whole_names(self, key: str) -> list[bytes] | None:
+        """The field names of hash `key` (undecoded) when it has at most `WHOLE_MAX` fields
+        (one HKEYS), else None: the caller lists it in steps."""
+
+        async def op(r: Redis) -> list[bytes] | None:
+            if int(await r.hlen(key)) > WHOLE_MAX:
+                return None
+            got = await r.execute_command("HKEYS", key, **{NEVER_DECODE: True})  # type: ignore[no-untyped-call]
+            return cast("list[bytes]", got)
+
+        return await self.records.run(f"HKEYS {key}", op)
+
     async def _field_names(self, key: str) -> list[str]:
-        """Every field name of hash `key`, sorted (keys-only HSCAN in chunks)."""
+        """Every field name of hash `key`, sorted (HKEYS when small, else a keys-only HSCAN in
+        chunks)."""
+        whole = await self._whole_names(key)
+        if whole is not None:
+            return sorted({x.decode() for x in whole})
         names: list[str] = []
         cursor = "0"
         while True:
@@ -171,11 +198,26 @@ class LegacySource:
         """The field names of hash `key` that the sample keeps, sorted: those whose text
         `pre + field + suf` is in it (with `suffixes`, also those where the text `pre` + the
         text after one of its colons is: a claim field `{by}:{what}` whose `what` is). Listed
-        by a plain HSCAN read undecoded (Redis 7.0 has no HSCAN NOVALUES; a keys-only Lua step
-        costs Redis more than sending the values, which are dropped here) and hashed here as
-        bytes, a page at a time (`Selection.sampled_texts`: CRC-32 in C); only the chosen
-        names are decoded."""
+        undecoded (`_name_pages`: HKEYS for a small hash, else a plain HSCAN, since Redis 7.0
+        has no HSCAN NOVALUES and a keys-only Lua step costs Redis more than sending the values,
+        which are dropped here) and hashed here as bytes, a page at a time
+        (`Selection.sampled_texts`: CRC-32 in C); only the chosen names are decoded."""
         names: list[str] = []
+        async for page in self._name_pages(key):
+            if suffixes:
+                fields = [f.decode() for f in page]
+                names.extend(f for f in fields if selection.text_or_suffix_in_sample(pre, f))
+            else:
+                names.extend(f.decode() for f in selection.sampled_texts(pre, page, suf))
+        return sorted(set(names))
+
+    async def _name_pages(self, key: str) -> AsyncIterator[list[bytes]]:
+        """The field names of hash `key`, undecoded, a page at a time: one HKEYS for a small
+        hash (`WHOLE_MAX`), else a plain HSCAN whose values are dropped."""
+        whole = await self._whole_names(key)
+        if whole is not None:
+            yield whole
+            return
         cursor = 0
         while True:
             step = cursor
@@ -187,14 +229,9 @@ class LegacySource:
                 return cast("tuple[int, dict[bytes, bytes]]", got)
 
             cursor, page = await self.records.run(f"HSCAN {key}", op)
-            if suffixes:
-                fields = [f.decode() for f in page]
-                names.extend(f for f in fields if selection.text_or_suffix_in_sample(pre, f))
-            else:
-                names.extend(f.decode() for f in selection.sampled_texts(pre, list(page), suf))
+            yield list(page)
             if not cursor:
-                break
-        return sorted(set(names))
+                return
 
     async def _hscan(self, key: str) -> AsyncIterator[list[tuple[str, str]]]:
         """(field, raw value) pages of hash `key`."""

@@ -105,3 +105,37 @@ def test_the_admin_api_refuses_another_sampling_rule() -> None:
     assert sel.sample == 0.5
     with pytest.raises(ValueError, match="sampleRule"):
         selection_from_query({"sample": "0.5", "seed": "1", "sampleRule": "1"})
+
+
+async def test_small_hashes_are_listed_whole_with_the_same_keys(
+    legacy: LegacySource, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hash of at most `WHOLE_MAX` fields is listed with one HKEYS (no value crosses the wire
+    to be dropped), a larger one in HSCAN steps: full and sampled scans yield the same items
+    either way."""
+    import redis.asyncio  # noqa: PLC0415
+
+    from gateway.bulk import legacy_side  # noqa: PLC0415
+
+    r = redis.asyncio.Redis.from_url(redis_url)
+
+    async def calls(command: str) -> int:
+        stats = await r.info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    selections = [Selection.of()] + [
+        dataclasses.replace(Selection.of(), sample=0.3, seed=seed) for seed in (1, 2)
+    ]
+    try:
+        before = (await calls("hkeys"), await calls("hscan"))
+        whole = [await scan_all(legacy, sel, batch=13) for sel in selections]
+        after = (await calls("hkeys"), await calls("hscan"))
+        assert after[0] - before[0] >= 6 * len(selections)  # every keyed hash of the small set
+        monkeypatch.setattr(legacy_side, "WHOLE_MAX", 0)
+        stepped = [await scan_all(legacy, sel, batch=13) for sel in selections]
+        assert await calls("hkeys") == after[0]
+        assert await calls("hscan") > after[1]
+    finally:
+        await r.aclose()
+    assert stepped == whole
+    assert all(whole)
