@@ -19,14 +19,14 @@ from consistency.render import html_page, markdown, terminal_table
 from consistency.repair import RepairResult, authoritative, repair
 from consistency.report import Report, save
 from consistency.stores import LegacyExpectations
+from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.items import Selection
 from gateway.bulk.legacy_sink import LegacySink
-from gateway.bulk.remote import RemoteActorSide
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.clock import SystemClock
 from gateway.domain.entities import DOMAINS
 from gateway.errors import ActorOwnedElsewhere, GatewayError
-from gateway.http.admin import TOKEN_FILE
+from gateway.http.token_file import TOKEN_FILE
 from gateway.phases.control import read_phase
 from gateway.settings import Settings
 
@@ -106,7 +106,7 @@ async def run_check(
             open_legacy_side(settings, redis_url, clock=clock) as legacy,
             open_actor_side(settings, where, clock=clock, fire_alarms=False) as actors,
         ):
-            mode = url if isinstance(actors, RemoteActorSide) else f"data dir {data_dir}"
+            mode = f"data dir {data_dir}" if isinstance(actors, ActorSide) else url
             opts = options(args, {"legacy": redacted(redis_url), "actors": mode})
             scan = ProcessScan(legacy, settings, redis_url, early) if early is not None else None
             checker = Checker(
@@ -153,7 +153,7 @@ async def run_check(
 async def _phase(actors: Any, settings: Settings, data_dir: Path) -> str:
     """The gateway's phase: asked from a running gateway, else the data directory's, else the
     configured one."""
-    if isinstance(actors, RemoteActorSide):
+    if not isinstance(actors, ActorSide):  # the admin API (`RemoteActorSide`)
         async with actors._request("GET", "/admin/phase") as resp:
             return str((await resp.json())["phase"])
     return read_phase(data_dir) or str(settings.migration.phase)

@@ -25,7 +25,7 @@ from gateway.clock import SystemClock
 from gateway.domain.entities import DOMAINS, Entity, EntityKey, actor_only
 from gateway.domain.jscompat import iso_from_ms
 from gateway.errors import ActorOwnedElsewhere, GatewayError
-from gateway.http.admin import TOKEN_FILE
+from gateway.http.token_file import TOKEN_FILE
 from gateway.phases.control import record_reverse_sync
 from gateway.settings import Settings
 from migrate.checkpoint import Checkpoint, CheckpointMismatch

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from gateway.app import MIGRATION, ROUTER, create_app
 from gateway.clock import FakeClock
-from gateway.http.admin import TOKEN_FILE
+from gateway.http.token_file import TOKEN_FILE
 from gateway.legacy import keys
 from gateway.metrics import BUCKETS, Gauge, RequestMetrics, route_family
 from gateway.settings import LegacySettings, MigrationSettings, Settings, StorageSettings

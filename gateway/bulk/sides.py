@@ -56,12 +56,9 @@ async def open_actor_side(
     The actor side's modules (the host, the admin API client with aiohttp) are imported here, not
     with this module: the check's legacy scan process opens only the legacy side.
     """
-    from gateway.bulk.actor_side import ActorSide  # noqa: PLC0415 - see above
-    from gateway.bulk.remote import RemoteActorSide  # noqa: PLC0415
-    from gateway.do.actor_store import build_actor_host  # noqa: PLC0415
-    from gateway.do.replica import ActorReplica  # noqa: PLC0415
-
     if where.url is not None and where.token:
+        from gateway.bulk.remote import RemoteActorSide  # noqa: PLC0415 - see above
+
         remote = RemoteActorSide(where.url, where.token)
         try:
             await remote.ping()
@@ -77,6 +74,10 @@ async def open_actor_side(
             finally:
                 await remote.close()
             return
+    from gateway.bulk.actor_side import ActorSide  # noqa: PLC0415 - see above
+    from gateway.do.actor_store import build_actor_host  # noqa: PLC0415
+    from gateway.do.replica import ActorReplica  # noqa: PLC0415
+
     data_dir = where.data_dir or settings.storage.data_dir
     host = build_actor_host(
         data_dir,

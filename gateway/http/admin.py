@@ -36,13 +36,13 @@ from aiohttp import web
 
 from gateway.domain.phase import PHASES
 from gateway.http.auth import bearer_token, token_matches
+from gateway.http.token_file import TOKEN_FILE
 from gateway.phases.control import PhaseChange
 from gateway.phases.guards import PhaseChangeRefusedError
 from gateway.phases.repair import DeadLetter
 
 log = structlog.get_logger(__name__)
 
-TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
 JSON = "application/json"
 
 

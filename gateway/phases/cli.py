@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from gateway.domain.jscompat import parse_js_date
 from gateway.domain.phase import PHASES
-from gateway.http.admin import TOKEN_FILE
+from gateway.http.token_file import TOKEN_FILE
 from gateway.settings import Settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.http.admin import TOKEN_FILE
+from gateway.http.token_file import TOKEN_FILE
 from gateway.testing.gateway_process import GatewayProcess, GatewayProcessError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from gateway.do import progress_tables as t
 from gateway.do.credential_cipher import KEY_FILE, CredentialCipher, CredentialKeyError, load_key
 from gateway.do.progress_store import ActorProgressStore
 from gateway.errors import StartupRefused
-from gateway.http.admin import TOKEN_FILE
+from gateway.http.token_file import TOKEN_FILE
 from gateway.settings import Settings
 
 from .conftest import Api

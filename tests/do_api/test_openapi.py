@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 from gateway.app import GATEWAY
 from gateway.http import openapi
 from gateway.http.admin import ROUTES as ADMIN_ROUTES
-from gateway.http.admin import TOKEN_FILE
+from gateway.http.token_file import TOKEN_FILE
 from gateway.settings import Settings
 
 from .conftest import Api
