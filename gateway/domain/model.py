@@ -42,6 +42,7 @@ __all__ = [
     "Task",
     "WorkBundle",
     "Zone",
+    "list_answer",
     "mention_hint_chat",
     "mention_hint_work",
     "wire_list",
@@ -65,7 +66,7 @@ class RenderedList(list[Any]):
     `orjson.Fragment`): the store's own cache of its records' JSON.
     """
 
-    __slots__ = ("_items", "_json", "_render")
+    __slots__ = ("_answer", "_items", "_json", "_render")
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class RenderedList(list[Any]):
     ) -> None:
         super().__init__(records)
         self._json: orjson.Fragment | None = None
+        self._answer: tuple[str, bool, bytes] | None = None
         self._render = render
         # each record's rendered form, in order, when the store already has them (its own list)
         self._items = rendered
@@ -91,12 +93,33 @@ class RenderedList(list[Any]):
             self._items = None
         return self._json
 
+    def answer(self, key: str, *, count: bool = False) -> bytes:
+        """The HTTP answer `{"<key>": <the array>}` (then `"count": <its length>` if `count`),
+        rendered once: a listing handed out again while its table is unchanged answers the same
+        bytes, without copying its array (a task listing: 200-300 KB) into a new answer."""
+        kept = self._answer
+        if kept is not None and kept[0] == key and kept[1] == count:
+            return kept[2]
+        body: JsonObj = {key: self.json()}
+        if count:
+            body["count"] = len(self)
+        rendered = orjson.dumps(body)
+        self._answer = (key, count, rendered)
+        return rendered
+
 
 Render = Callable[[Sequence[Any]], Any]
 
 
 def _plain(records: Sequence[Any]) -> list[JsonObj]:
     return [r.to_json() for r in records]
+
+
+def list_answer(key: str, records: Sequence[Any]) -> bytes:
+    """The answer `{"<key>": [records' read-back forms]}`, kept with a `RenderedList`."""
+    if isinstance(records, RenderedList):
+        return records.answer(key)
+    return orjson.dumps({key: _plain(records)})
 
 
 def wire_list(records: Sequence[Any]) -> Any:
@@ -496,6 +519,17 @@ class ChatPage:
     def wire(self) -> JsonObj:
         """`to_json` for orjson at the HTTP edge: a pre-rendered list stays an `orjson.Fragment`."""
         return self._render(wire_list)
+
+    def answer(self) -> bytes:
+        """`to_json` rendered for the HTTP answer; a page of a kept listing and nothing else
+        (no mentions, not the inbox) is `{messages, count}`, kept with the listing."""
+        if (
+            isinstance(self.messages, RenderedList)
+            and not self.pending_mentions
+            and not (self.inbox and self.agent_id is not None)
+        ):
+            return self.messages.answer("messages", count=True)
+        return orjson.dumps(self.wire())
 
     def _render(self, render: Render) -> JsonObj:
         if self.inbox and self.agent_id is not None:

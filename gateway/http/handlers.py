@@ -18,13 +18,13 @@ from gateway.clock import Clock
 from gateway.domain import commands as c
 from gateway.domain.ids import IdGenerator, ids
 from gateway.domain.jscompat import iso_from_ms, number_to_string
-from gateway.domain.model import wire_list
+from gateway.domain.model import list_answer
 from gateway.errors import ApiError
 from gateway.http import ws as ws_mod
 from gateway.http.auth import ANYONE, PRINCIPAL, ApiAuth
 from gateway.http.paths import Route, parse_query, route
 from gateway.http.progress import TRACE_ROUTES, ProgressApi
-from gateway.http.responses import json_response, options_response
+from gateway.http.responses import json_response, options_response, raw_json_response
 from gateway.settings import Settings
 from gateway.store import ProgressStore, SocketHost, Store
 
@@ -267,7 +267,7 @@ class Gateway:
     async def agents(self, request: web.Request, _r: Route) -> web.Response:
         if request.method == "GET":
             agents = await self.store.list_agents(self.now(), self.limits.list_limit_max)
-            return json_response({"agents": wire_list(agents)})
+            return raw_json_response(list_answer("agents", agents))
         if request.method == "POST":
             cmd = c.RegisterAgent.parse(
                 await self.body(request), self.now(), max_bytes=self.limits.text_max_bytes
@@ -288,7 +288,7 @@ class Gateway:
             except ApiError as e:
                 # keep the list keys: a client that never checks the status reads an empty list
                 return json_response({**e.body(), "messages": [], "count": 0}, e.status)
-            return json_response((await self.store.get_chat(q)).wire())
+            return raw_json_response((await self.store.get_chat(q)).answer())
         if request.method == "POST":
             now = self.now()
             cmd = c.PostChat.parse(
@@ -304,7 +304,7 @@ class Gateway:
             tasks = await self.store.list_tasks(
                 c.ListTasks.parse(parse_query(r.query), self.limits.list_limit_max)
             )
-            return json_response({"tasks": wire_list(tasks)})
+            return raw_json_response(list_answer("tasks", tasks))
         if method == "POST":
             now = self.now()
             cmd = c.CreateTask.parse(

@@ -24,7 +24,16 @@ from gateway.domain import commands as c
 from gateway.domain.entities import EntityKey
 from gateway.domain.ids import IdGenerator
 from gateway.domain.jscompat import iso_from_ms
-from gateway.domain.model import Agent, ChatPage, GroupMessage, RenderedList, Task, WorkBundle, wire_list
+from gateway.domain.model import (
+    Agent,
+    ChatPage,
+    GroupMessage,
+    RenderedList,
+    Task,
+    WorkBundle,
+    list_answer,
+    wire_list,
+)
 from gateway.settings import LimitSettings
 
 NOW = 1_795_627_727_041
@@ -481,6 +490,18 @@ def test_pre_rendered_lists_render_as_plain_ones(inbox: bool, mentions: int) -> 
         page = ChatPage(wrap(chat), "a0" if inbox or mentions else None, pending, inbox)
         assert orjson.dumps(page.wire()) == orjson.dumps(page.to_json())
         assert orjson.dumps(wire_list(wrap(agents))) == orjson.dumps([a.to_json() for a in agents])
+        # the whole answers, kept with a RenderedList: the same bytes, asked once or again
+        for _ in range(2):
+            assert page.answer() == orjson.dumps(page.to_json())
+            assert list_answer("agents", listed := wrap(agents)) == orjson.dumps(
+                {"agents": [a.to_json() for a in agents]}
+            )
+            assert list_answer("tasks", listed) != list_answer("agents", listed)
+    kept = RenderedList(tasks)
+    assert kept.answer("tasks") is kept.answer("tasks")
+    assert kept.answer("tasks", count=True) == orjson.dumps(
+        {"tasks": [t.to_json() for t in tasks], "count": 3}
+    )
 
 
 async def test_listings_follow_interleaved_writes_and_reads(host: ActorHost, clock: FakeClock) -> None:
