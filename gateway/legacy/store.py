@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from gateway.clock import Clock, SystemClock
 from gateway.domain import commands as c
@@ -77,6 +77,8 @@ from gateway.legacy.tracking import Command
 from gateway.settings import LimitSettings, Settings
 
 __all__ = ["MENTION_CURSOR", "MENTION_CURSOR_ID", "LegacyStore"]
+
+R = TypeVar("R")
 
 
 def _like(query: str) -> re.Pattern[str]:
@@ -674,15 +676,19 @@ class LegacyStore:
             check = rules.check_lock(lock, resource_path, now_ms)
             return Answer(check) if check.expired_now is None else Write(check, None)
 
+        return await self._decide_on_lock(resource_path, decide)
+
+    async def _decide_on_lock(self, path: str, decide: Callable[[Lock | None], Answer[R] | Write[R]]) -> R:
+        """`decide_on_hint` on the lock field of `path` (check and acquire)."""
         return await decide_on_hint(
             self.records,
             keys.LOCKS,
-            resource_path,
-            read=lambda: self.records.lock(resource_path),
-            parse=lambda raw: self.records.lock_of(resource_path, raw),
+            path,
+            read=lambda: self.records.lock(path),
+            parse=lambda raw: self.records.lock_of(path, raw),
             decide=decide,
-            unreadable=lambda: _unreadable_lock(resource_path),
-            what=f"lock {resource_path!r}",
+            unreadable=lambda: _unreadable_lock(path),
+            what=f"lock {path!r}",
         )
 
     async def peek_lock(self, resource_path: str, now_ms: int) -> LockCheck:
@@ -722,16 +728,7 @@ class LegacyStore:
                 return Answer(outcome)
             return Write(outcome, dumps(m.lock_to_legacy(outcome.lock)))
 
-        return await decide_on_hint(
-            self.records,
-            keys.LOCKS,
-            path,
-            read=lambda: self.records.lock(path),
-            parse=lambda raw: self.records.lock_of(path, raw),
-            decide=decide,
-            unreadable=lambda: _unreadable_lock(path),
-            what=f"lock {path!r}",
-        )
+        return await self._decide_on_lock(path, decide)
 
     async def release_lock(self, cmd: c.ReleaseLock) -> LockReleaseOutcome:
         """/unlock: `rules.release_lock`, persisted with a compare-and-delete, so a lock
