@@ -26,7 +26,7 @@ from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.clock import SystemClock
 from gateway.domain.entities import DOMAINS
 from gateway.errors import ActorOwnedElsewhere, GatewayError
-from gateway.http.token_file import TOKEN_FILE
+from gateway.http.token_file import cli_token
 from gateway.phases.control import read_phase
 from gateway.settings import Settings
 
@@ -44,12 +44,7 @@ def redacted(url: str) -> str:
 
 
 def admin_token(args: argparse.Namespace, settings: Settings) -> str | None:
-    if args.token:
-        return str(args.token)
-    if settings.migration.admin_token:
-        return settings.migration.admin_token
-    path = Path(settings.storage.data_dir) / TOKEN_FILE
-    return path.read_text(encoding="utf-8").strip() if path.exists() else None
+    return cli_token(args.token, settings.migration.admin_token, settings.storage.data_dir)
 
 
 def options(args: argparse.Namespace, stores: dict[str, str]) -> CheckOptions:

@@ -25,7 +25,7 @@ from gateway.clock import SystemClock
 from gateway.domain.entities import DOMAINS, Entity, EntityKey, actor_only
 from gateway.domain.jscompat import iso_from_ms
 from gateway.errors import ActorOwnedElsewhere, GatewayError
-from gateway.http.token_file import TOKEN_FILE
+from gateway.http.token_file import cli_token
 from gateway.phases.control import record_reverse_sync
 from gateway.settings import Settings
 from migrate.checkpoint import Checkpoint, CheckpointMismatch
@@ -65,12 +65,7 @@ class _Stores:
 
 
 def admin_token(args: argparse.Namespace, settings: Settings) -> str | None:
-    if args.token:
-        return str(args.token)
-    if settings.migration.admin_token:
-        return settings.migration.admin_token
-    path = Path(settings.storage.data_dir) / TOKEN_FILE
-    return path.read_text(encoding="utf-8").strip() if path.exists() else None
+    return cli_token(args.token, settings.migration.admin_token, settings.storage.data_dir)
 
 
 def _actor_endpoint(args: argparse.Namespace, settings: Settings) -> ActorEndpoint:

@@ -33,11 +33,11 @@ from gateway.backup.archive import extract_archive, is_archive, write_archive
 from gateway.backup.restore import restore
 from gateway.backup.snapshot import BackupError, Manifest, databases, take_snapshot, verify
 from gateway.domain.jscompat import iso_from_ms
+from gateway.http.token_file import TOKEN_FILE, cli_token
 from gateway.phases.control import read_phase
 from gateway.settings import Settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-TOKEN_FILE = "admin-token"  # noqa: S105 - a file name (gateway.http.admin.TOKEN_FILE)
 KEY_FILE = "credentials.key"
 
 
@@ -162,11 +162,9 @@ def _directly(data_dir: Path, target: Path) -> Manifest:
 
 
 def _through_gateway(args: argparse.Namespace, settings: Settings, target: Path) -> Manifest:
-    token = args.token or settings.migration.admin_token
-    token_file = Path(settings.storage.data_dir) / TOKEN_FILE
-    if not token and token_file.exists():
-        token = token_file.read_text(encoding="utf-8").strip()
+    token = cli_token(args.token, settings.migration.admin_token, settings.storage.data_dir)
     if not token:
+        token_file = Path(settings.storage.data_dir) / TOKEN_FILE
         raise _Unreachable(
             f"no admin token: pass --token, set migration.admin_token, or run beside {token_file}"
         )

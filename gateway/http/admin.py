@@ -89,7 +89,9 @@ def admin_token(configured: str | None, data_dir: Path) -> str:
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
     data_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
+    # hex, not URL-safe base64: a token starting with "-" (1 in 64 of those) is taken by argparse
+    # for an option in `agent-coord ... --token <token>`, and the command fails as bad usage
+    token = secrets.token_hex(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(token + "\n")

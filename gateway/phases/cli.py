@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from gateway.domain.jscompat import parse_js_date
 from gateway.domain.phase import PHASES
-from gateway.http.token_file import TOKEN_FILE
+from gateway.http.token_file import TOKEN_FILE, cli_token
 from gateway.settings import Settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -119,12 +119,7 @@ class AdminClient:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> str | None:
-    if args.token:
-        return str(args.token)
-    if settings.migration.admin_token:
-        return settings.migration.admin_token
-    path = Path(settings.storage.data_dir) / TOKEN_FILE
-    return path.read_text(encoding="utf-8").strip() if path.exists() else None
+    return cli_token(args.token, settings.migration.admin_token, settings.storage.data_dir)
 
 
 def _ago(iso: str | None, now_ms: int) -> str:
