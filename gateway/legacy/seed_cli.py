@@ -18,12 +18,12 @@ import time
 from typing import Final, TextIO
 
 import orjson
-import redis.asyncio
-import redis.exceptions
 
 from gateway.domain.jscompat import parse_js_date
-from gateway.legacy.generator import BASE_MS, generate, plan
 from gateway.settings import mask_url
+
+# redis and gateway.legacy.generator (about 0.2 s of imports) are imported when the command runs:
+# `agent-coord` builds this parser for every command it runs.
 
 __all__ = ["add_dev_commands", "main", "seed_legacy"]
 
@@ -32,6 +32,7 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 _PROGRESS_FROM: Final = 10_000  # below this scale a run takes well under a second
 _PROGRESS_EVERY_S: Final = 0.5
+SCALE_100_VALUES: Final = 1_110  # gateway.legacy.generator.plan(100).total, for --help (a test checks it)
 
 
 class _Progress:
@@ -57,7 +58,7 @@ async def seed_legacy(
     *,
     scale: int,
     seed: int,
-    base_ms: int = BASE_MS,
+    base_ms: int | None = None,
     flush: bool = False,
     append: bool = False,
     progress_stream: TextIO | None = None,
@@ -66,6 +67,10 @@ async def seed_legacy(
 
     Raises RuntimeError when the database is not empty and neither `flush` nor `append` is set.
     """
+    import redis.asyncio  # noqa: PLC0415 - see the note at the imports
+
+    from gateway.legacy.generator import BASE_MS, generate  # noqa: PLC0415
+
     client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     try:
         if not flush and not append and await client.dbsize():
@@ -78,7 +83,12 @@ async def seed_legacy(
             progress = _Progress(progress_stream)
         started = time.monotonic()
         summary = await generate(
-            client, scale=scale, seed=seed, base_ms=base_ms, flush=flush, progress=progress
+            client,
+            scale=scale,
+            seed=seed,
+            base_ms=BASE_MS if base_ms is None else base_ms,
+            flush=flush,
+            progress=progress,
         )
         out = summary.as_dict()
         out["seconds"] = round(time.monotonic() - started, 3)
@@ -88,7 +98,9 @@ async def seed_legacy(
 
 
 def _run(args: argparse.Namespace) -> int:
-    base_ms = BASE_MS
+    import redis.exceptions  # noqa: PLC0415 - see the note at the imports
+
+    base_ms = None
     if args.base is not None:
         parsed = parse_js_date(args.base)
         if parsed is None:
@@ -136,7 +148,7 @@ def add_dev_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
         type=int,
         required=True,
         help=f"primary entities to write (e.g. 50 for tests, 1000000 for benchmarks); "
-        f"scale 100 writes {plan(100).total:,} values",
+        f"scale 100 writes {SCALE_100_VALUES:,} values",
     )
     seed.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     seed.add_argument(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,7 +12,8 @@ import redis.asyncio
 
 from gateway.legacy import keys
 from gateway.legacy.codec import Corrupt, decode
-from gateway.legacy.generator import AGENT_SHAPES, SeedSummary, generate
+from gateway.legacy.generator import AGENT_SHAPES, SeedSummary, generate, plan
+from gateway.legacy.seed_cli import SCALE_100_VALUES
 from gateway.legacy.seed_cli import main as seed_main
 
 pytestmark = pytest.mark.integration
@@ -169,3 +172,21 @@ def test_cli_refuses_a_non_empty_database_without_flush(
     assert seed_main(["dev", "seed-legacy", "--redis-url", redis_url, "--scale", "5"]) == 1
     assert "not empty" in capsys.readouterr().err
     assert seed_main(["dev", "seed-legacy", "--redis-url", redis_url, "--scale", "5", "--flush"]) == 0
+
+
+def test_help_names_what_scale_100_writes() -> None:
+    """`dev seed-legacy --help` says how many values `--scale 100` writes, as the generator plans."""
+    assert plan(100).total == SCALE_100_VALUES
+
+
+def test_the_command_line_does_not_import_the_generator_or_redis() -> None:
+    """Building `agent-coord`'s parser (done by every command) imports neither the generator nor
+    redis (about 0.2 s); `dev seed-legacy` imports them when it runs."""
+    code = (
+        "import sys; from gateway.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('gateway.legacy.generator', 'redis') if m in sys.modules))"
+    )
+    out = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
