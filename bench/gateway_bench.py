@@ -1269,8 +1269,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--client", choices=["raw", "aiohttp"], default="raw", help="HTTP client (default raw)")
     p.add_argument("--tag", help="run tag in agent ids and lock paths (default: the time in ms)")
     p.add_argument("--seq-runs", type=int, default=1, help="runs of the sequential part (median reported)")
-    p.add_argument("--skip-sequential", action="store_true")
-    p.add_argument("--skip-concurrency", action="store_true")
+    # --realistic ignores both: each of its rounds runs the twelve operations (a target of issue 13)
+    # and the mix, never the concurrency levels
+    p.add_argument(
+        "--skip-sequential",
+        action="store_true",
+        help="skip the twelve operations (not with --realistic: each round runs them)",
+    )
+    p.add_argument(
+        "--skip-concurrency",
+        action="store_true",
+        help="skip the concurrency levels (--realistic never runs them)",
+    )
     p.add_argument(
         "--concurrency",
         type=lambda s: [int(x) for x in s.split(",")],
