@@ -53,7 +53,7 @@ DOCS: Final[dict[str, str]] = {
         "Most actors active at once (the coordinator's database open, agents and locks in memory); "
         "idle ones are evicted first. An agent or a lock holds no file and about 1.2 KB of memory while "
         "active; a working set above this bound reactivates an actor on most of its events. Open "
-        "files stay below 5 x storage.shards + 3 x max_open + 4 (only the coordinator keeps a "
+        "files stay below 5 x storage.shards + 4 x max_open + 5 (only the coordinator keeps a "
         "database of its own)."
     ),
     "actors.idle_timeout_s": "Seconds without events after which an actor is evicted (its database closed).",

@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from gateway.actors import wal
 from gateway.actors.bulk_write import ShardWriter
 from gateway.actors.convert import convert_old_layout
 from gateway.actors.crash import crash_point
@@ -427,7 +428,7 @@ class ActorHost:
                 self._push(ts, ref, 0)
         self._started = True
         loop = asyncio.get_running_loop()
-        self._background = [loop.create_task(self._sweeper())]
+        self._background = [loop.create_task(self._sweeper()), loop.create_task(self._checkpointer())]
         if self.fire_alarms:
             self._background.append(loop.create_task(self._scheduler()))
         if self._shards is not None:
@@ -670,7 +671,7 @@ class ActorHost:
             _claim_file(conn, ref, path)
             if fresh:
                 self._register_name(ref, path)
-            storage = ActorStorage(conn)
+            storage = ActorStorage(conn, path)
             act = _Activation(ref, path, storage, storage.read_alarm())
             act.ctx = ActorContext(self, act)
             act.actor = factory(act.ctx)
@@ -759,6 +760,32 @@ class ActorHost:
                 if self._idle(act) and now - act.last_used_ms >= idle_ms:
                     self._close_activation(act)
                     self.evictions += 1
+
+    async def _checkpointer(self) -> None:
+        """Checkpoint the WAL of each open file actor that wrote, once its frames not yet copied
+        back pass `wal.CHECKPOINT_WAL_BYTES`, in a worker thread (`ActorStorage.checkpoint`; the
+        turns' connection never checkpoints: `open_connection`). A checkpoint under way is never
+        abandoned: a stop waits for the thread. An eviction meanwhile closes only the turns'
+        connection; the checkpoint's own closes when it ends. The interval is on the host's
+        clock (a fake clock schedules no real-time timer)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.clock.sleep(wal.CHECKPOINT_INTERVAL_S)
+            due = [
+                act.storage
+                for act in self._open.values()
+                if type(act.storage) is ActorStorage and act.storage.wrote_since_check
+            ]
+            for storage in due:
+                storage.wrote_since_check = False
+                if storage.closed or storage.path is None:
+                    continue
+                if wal.wal_backlog_bytes(storage.path) <= wal.CHECKPOINT_WAL_BYTES:
+                    continue
+                try:
+                    await wait_through_cancellation(loop.run_in_executor(None, storage.checkpoint))
+                except sqlite3.Error as e:
+                    log.warning("actor.checkpoint_failed", path=str(storage.path), error=str(e))
 
     @property
     def socket_count(self) -> int:

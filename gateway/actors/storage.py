@@ -121,6 +121,10 @@ def open_connection(path: Path, synchronous: str, *, fresh: bool = False) -> sql
     switch runs with `synchronous=OFF`: a crash of the machine during it leaves an empty file at
     worst, which the next activation switches again, so NORMAL's promise (every commit survives
     a crash of the process) is unchanged. Under FULL every step keeps its fsyncs.
+
+    The connection never checkpoints (`wal_autocheckpoint=0`): SQLite's automatic checkpoint
+    would run inside a turn's COMMIT on the event loop. The host checkpoints from a second
+    connection in a worker thread instead (`ActorStorage.checkpoint`, `wal.py`).
     """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
@@ -129,14 +133,18 @@ def open_connection(path: Path, synchronous: str, *, fresh: bool = False) -> sql
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
 
 class ActorStorage:
     """SQL access for one actor; every statement joins the turn's implicit transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
         self.conn = conn
+        self.path = path  # the database file, for checkpoints from a second connection
+        self.wrote_since_check = False  # a turn committed writes since the checkpointer looked
+        self.closed = False
         self._savepoint_depth = 0
         self.rows_written_total = 0
         self._wrote = False  # the open transaction may have written (so its commit must be durable)
@@ -216,6 +224,8 @@ class ActorStorage:
         self._began = False
         if self.conn.in_transaction:
             self.conn.execute("COMMIT")
+            if self._wrote:
+                self.wrote_since_check = True
         self._wrote = False
 
     def rollback(self) -> None:
@@ -316,7 +326,25 @@ class ActorStorage:
                 (ms,),
             )
 
+    # -- checkpoints (`wal.py`) --------------------------------------------------------------
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the WAL's frames back into the database (PASSIVE: it never blocks the turns'
+        connection), from a connection of its own opened and closed here, in the worker thread
+        that calls it: no connection outlives the checkpoint, so an eviction or a shutdown has
+        none to close, and the open files stay three per file actor (two more during a
+        checkpoint). Returns SQLite's (busy, frames in the WAL, frames checkpointed)."""
+        if self.path is None:
+            raise ValueError("this storage has no file to checkpoint")
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            busy, log_frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            conn.close()
+        return int(busy), int(log_frames), int(done)
+
     def close(self) -> None:
+        self.closed = True
         self.rollback()
         self.conn.close()
 

@@ -439,7 +439,8 @@ async def test_ten_thousand_alarms_live_in_the_heap_not_in_tasks(
     )
     index.close()
     baseline = len(asyncio.all_tasks())
-    host_tasks = 4  # scheduler, sweeper, and the scheduler's two waits: a constant, not one per actor
+    # scheduler, sweeper, checkpointer and the scheduler's two waits: a constant, not one per actor
+    host_tasks = 5
     limits = HostLimits(max_open=16)
     async with host_for(data_dir, {"c": kind}, clock=clock, limits=limits) as host:
         assert host.pending_alarms == 10_000

@@ -1,0 +1,155 @@
+"""File actors' WAL checkpoints run off the event loop (a second connection in a worker thread),
+only when the WAL holds enough frames not yet copied back, and leave no connection open behind
+an eviction or a shutdown (`gateway/actors/wal.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.actors import ActorHost, ActorRef, wal
+from gateway.actors.naming import actor_path
+from gateway.actors.storage import ActorStorage
+from gateway.testing.actors import CountingActor, host_for
+
+REF = ActorRef("c", "big")
+BLOB = 4000  # about one WAL frame per row
+
+
+def open_files(path: Path) -> list[str]:
+    """Paths of this process's open file descriptors on `path` or its -wal / -shm files."""
+    out = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if target.startswith(str(path)):
+            out.append(target)
+    return out
+
+
+async def write_rows(host: ActorHost, n: int, ref: ActorRef = REF) -> None:
+    """`n` turns, each committing one row of about a page."""
+
+    async def turn(actor: CountingActor) -> None:
+        actor.ctx.sql.exec("CREATE TABLE IF NOT EXISTS blobs (b BLOB)")
+        actor.ctx.sql.exec("INSERT INTO blobs (b) VALUES (randomblob(?))", BLOB)
+
+    for _ in range(n):
+        await host.call(ref, turn)
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait (polling) until `check()` holds; fail the test after `timeout_s`."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def checkpoint_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the threads each file actor's checkpoint ran in."""
+    seen: list[str] = []
+    real = ActorStorage.checkpoint
+
+    def recording(self: ActorStorage) -> tuple[int, int, int]:
+        result = real(self)
+        seen.append(threading.current_thread().name)
+        return result
+
+    monkeypatch.setattr(ActorStorage, "checkpoint", recording)
+    return seen
+
+
+async def test_file_actor_commits_never_checkpoint_the_checkpointer_does_in_a_worker_thread(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, checkpoint_threads: list[str]
+) -> None:
+    """1,200 one-page write turns leave every frame in the WAL (SQLite's own checkpoint would
+    have copied them back at 1,000 inside a commit); the checkpointer then copies them back
+    from a worker thread."""
+    monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.02)
+    monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 1 << 40)
+    async with host_for(data_dir, {"c": CountingActor}) as host:
+        path = actor_path(data_dir, REF)
+        await write_rows(host, 1200)
+        assert wal.wal_backlog_bytes(path) > 1200 * 4096  # no commit checkpointed
+        assert checkpoint_threads == []
+
+        monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 64 * 1024)
+        await write_rows(host, 1)
+        await until(lambda: wal.wal_backlog_bytes(path) == 0)
+        assert checkpoint_threads
+        assert threading.main_thread().name not in checkpoint_threads
+        await write_rows(host, 1)  # the WAL starts again from its beginning
+        assert 0 < wal.wal_backlog_bytes(path) < 4 * 4096
+
+
+async def test_eviction_and_shutdown_leave_no_file_of_the_actor_open(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, checkpoint_threads: list[str]
+) -> None:
+    """After checkpoints, an eviction and then a shutdown leave no file of the actor open (the
+    checkpoint's own connection closed with it, the turns' connection with the activation)."""
+    monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.02)
+    monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 16 * 1024)
+    path = actor_path(data_dir, REF)
+    async with host_for(data_dir, {"c": CountingActor}) as host:
+        await write_rows(host, 20)
+        await until(lambda: len(checkpoint_threads) == 1)
+        # database, WAL and shared memory; SQLite may keep the checkpoint's database descriptor
+        assert 3 <= len(open_files(path)) <= 4
+        assert await host.evict(REF)
+        assert open_files(path) == []
+
+        await write_rows(host, 20)
+        await until(lambda: len(checkpoint_threads) == 2)
+        assert 3 <= len(open_files(path)) <= 4
+    assert open_files(path) == []
+
+
+async def test_an_eviction_or_shutdown_during_a_checkpoint_leaves_no_file_open_after_it(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An eviction while the worker thread checkpoints lets the checkpoint finish on its own
+    connection, which then closes; a shutdown waits for a running checkpoint."""
+    monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.02)
+    monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 16 * 1024)
+    entered = threading.Event()
+    proceed = threading.Event()
+    results: list[tuple[int, int, int]] = []
+    real = ActorStorage.checkpoint
+
+    def held(self: ActorStorage) -> tuple[int, int, int]:
+        entered.set()
+        assert proceed.wait(5)
+        result = real(self)
+        results.append(result)
+        return result
+
+    monkeypatch.setattr(ActorStorage, "checkpoint", held)
+    path = actor_path(data_dir, REF)
+    async with host_for(data_dir, {"c": CountingActor}) as host:
+        await write_rows(host, 20)
+        await until(entered.is_set)
+        assert await host.evict(REF)
+        proceed.set()
+        await until(lambda: len(results) == 1)
+        await until(lambda: open_files(path) == [])
+        assert results[0][0] == 0  # the checkpoint ran to its end
+
+        entered.clear()
+        proceed.clear()
+        await write_rows(host, 20)
+        await until(entered.is_set)
+        closing = asyncio.ensure_future(host.close(1.0))
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # the shutdown waits for the thread
+        proceed.set()
+        await closing
+    assert len(results) == 2
+    assert open_files(path) == []
