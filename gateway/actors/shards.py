@@ -21,7 +21,7 @@ pending its reads ran outside any transaction, with nothing to end or wait for.
 
 Checkpoints: the turn connection never checkpoints (`wal_autocheckpoint=0`, so a commit on the
 loop never runs one); a background task checkpoints a shard's WAL from a second connection in
-a worker thread once it grows past `CHECKPOINT_WAL_BYTES`.
+a worker thread once the frames not yet copied back pass `CHECKPOINT_WAL_BYTES` (`wal.py`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from gateway.actors import wal
 from gateway.actors.crash import crash_point
 from gateway.actors.layout import shard_path
 from gateway.actors.sql_functions import register_sample_fn
@@ -44,9 +45,6 @@ from gateway.actors.tables import TableSpec, added_columns, create_statements, p
 from gateway.errors import CommitFailed, HostClosed
 
 log = structlog.get_logger(__name__)
-
-CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
-CHECKPOINT_INTERVAL_S = 1.0
 
 SHARD_SCHEMA = """
 CREATE TABLE IF NOT EXISTS _actors (kind TEXT NOT NULL, name TEXT NOT NULL, created_ms INTEGER NOT NULL,
@@ -241,10 +239,9 @@ class Shard:
     # -- checkpoints ----------------------------------------------------------------------------
 
     def wal_bytes(self) -> int:
-        try:
-            return self.path.with_name(self.path.name + "-wal").stat().st_size
-        except FileNotFoundError:
-            return 0
+        """Bytes of WAL frames not yet checkpointed (not the file's size, which a checkpoint
+        does not shrink)."""
+        return wal.wal_backlog_bytes(self.path)
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database (worker thread; PASSIVE never blocks turns)."""
@@ -323,9 +320,9 @@ class ShardSet:
     async def _checkpointer(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            await asyncio.sleep(wal.CHECKPOINT_INTERVAL_S)
             for shard in self.shards:
-                if shard.wal_bytes() > CHECKPOINT_WAL_BYTES:
+                if shard.wal_bytes() > wal.CHECKPOINT_WAL_BYTES:
                     try:
                         # never abandoned half-way: a stop waits for it, so close() cannot close
                         # the checkpoint connection under the worker thread

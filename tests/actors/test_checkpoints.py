@@ -1,6 +1,6 @@
-"""File actors' WAL checkpoints run off the event loop (a second connection in a worker thread),
-only when the WAL holds enough frames not yet copied back, and leave no connection open behind
-an eviction or a shutdown (`gateway/actors/wal.py`)."""
+"""WAL checkpoints run off the event loop (a second connection in a worker thread), only when the
+WAL holds enough frames not yet copied back, and leave no connection open behind an eviction
+or a shutdown (`gateway/actors/wal.py`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 
 from gateway.actors import ActorHost, ActorRef, wal
 from gateway.actors.naming import actor_path
+from gateway.actors.shards import Shard
 from gateway.actors.storage import ActorStorage
-from gateway.testing.actors import CountingActor, host_for
+from gateway.testing.actors import KV_TABLES, CountingActor, KvActor, host_for
 
 REF = ActorRef("c", "big")
 BLOB = 4000  # about one WAL frame per row
@@ -153,3 +154,37 @@ async def test_an_eviction_or_shutdown_during_a_checkpoint_leaves_no_file_open_a
         await closing
     assert len(results) == 2
     assert open_files(path) == []
+
+
+async def test_a_shard_is_checkpointed_again_only_when_its_wal_fills_again(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a shard's WAL was checkpointed, small writes do not make every interval checkpoint
+    it again (the WAL file keeps its size; the frames not copied back are what counts)."""
+    monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.02)
+    monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 64 * 1024)
+    checkpoints: list[int] = []
+    real = Shard.checkpoint
+
+    def counting(self: Shard) -> None:
+        checkpoints.append(self.index)
+        real(self)
+
+    monkeypatch.setattr(Shard, "checkpoint", counting)
+    async with host_for(data_dir, {"kv": KvActor}, sharded={"kv": KV_TABLES}, shards=1) as host:
+
+        async def put(i: int) -> None:
+            async def turn(a: KvActor) -> None:
+                a.put(f"k{i}", i)
+
+            await host.call(ActorRef("kv", f"a{i % 7}"), turn)
+
+        for i in range(300):
+            await put(i)
+        await until(lambda: len(checkpoints) >= 1)
+        await asyncio.sleep(0.1)
+        after_first = len(checkpoints)
+        for i in range(20):  # a few pages, every interval for 0.4 s
+            await put(i)
+            await asyncio.sleep(0.02)
+        assert len(checkpoints) == after_first
