@@ -762,9 +762,11 @@ class LegacyRecords:
         tracked = self.client.tracked
         if tracked is None:
             return None
-        script = _AGENT_AND_CHAT_LUA
-        chat_script: Command = ("EVAL", script.text, "2", keys.ACTIVE_AGENTS, keys.MESSAGES)
-        chat_script += (agent_id, str(first), str(CHAT_SCAN - 1))
+        chat_script = (
+            _AGENT_AND_CHAT_LUA,
+            (keys.ACTIVE_AGENTS, keys.MESSAGES),
+            (agent_id, str(first), str(CHAT_SCAN - 1)),
+        )
 
         async def touch(_r: Redis) -> Any:
             return await tracked.set_if_then_read(

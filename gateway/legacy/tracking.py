@@ -67,6 +67,7 @@ import hiredis
 import redis.exceptions
 import structlog
 
+from gateway.legacy.shared import LuaScript, redis_error
 from gateway.settings import LegacySettings, mask_url
 
 __all__ = ["CAS_GUARD_LUA", "Command", "TrackedHashes"]
@@ -98,9 +99,10 @@ answers {0, the field's text now (nil: missing)} and writes nothing."""
 
 # Set KEYS[1]'s field ARGV[1] to ARGV[4] only if it still holds ARGV[2] (or is missing when ARGV[3]
 # is 'missing'), and then each (KEYS index, field, text) that follows; {1} = written, {0, the
-# field's text now (nil: missing)} = changed meanwhile, nothing written. Sent whole (EVAL): inside
-# MULTI an unknown EVALSHA would only fail at EXEC.
-_SET_IF_LUA: Final = (
+# field's text now (nil: missing)} = changed meanwhile, nothing written. Sent by its SHA1: inside
+# MULTI a script Redis does not know fails alone at EXEC (NOSCRIPT, nothing written), and the
+# transaction is sent again with the script whole (`TrackedHashes.set_if`).
+_SET_IF: Final = LuaScript(
     CAS_GUARD_LUA
     + """redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 local i = 5
@@ -468,7 +470,12 @@ class TrackedHashes:
         another writer changed it; None when the cache is off (nothing sent)."""
         if not self.up:
             return None
-        return await self._queue_set_if(key, fld, expected, text, also)  # type: ignore[no-any-return]
+        try:
+            return await self._queue_set_if(key, fld, expected, text, also)  # type: ignore[no-any-return]
+        except redis.exceptions.NoScriptError:  # Redis forgot the script (restart, SCRIPT FLUSH)
+            if not self.up:
+                return None
+            return await self._queue_set_if(key, fld, expected, text, also, whole=True)  # type: ignore[no-any-return]
 
     async def set_if_then_read(
         self,
@@ -477,32 +484,63 @@ class TrackedHashes:
         expected: str | None,
         text: str,
         *,
-        then: Command,
+        then: tuple[LuaScript, Sequence[str], Sequence[str]],
         keys: Sequence[str],
     ) -> tuple[tuple[bool, str | None], Any, list[dict[str, str]]] | None:
-        """`set_if`, then the command `then` and the whole hashes `keys` as Redis holds them after
-        both (`read`), sent together and run in that order: (the set's result, `then`'s reply,
-        the hashes); None when the cache is off (nothing sent). `then` reads no tracked hash
-        Redis would not track anyway (its reply is not kept)."""
+        """`set_if`, then the script `then` (script, keys, arguments) and the whole hashes `keys` as
+        Redis holds them after both (`read`), sent together and run in that order: (the set's
+        result, the script's reply, the hashes); None when the cache is off (nothing sent). The
+        script reads no tracked hash Redis would not track anyway (its reply is not kept).
+
+        Both scripts go by their SHA1; when Redis does not know one (NOSCRIPT: it did not run),
+        what did not run is sent again whole, still after the set: the whole request again when
+        the set did not run, else the read script alone."""
         if not self.up:
             return None
-        done = self._queue_set_if(key, fld, expected, text, ())
-        after = self._send(then, _keep)
+        return await self._set_if_then_read(key, fld, expected, text, then=then, keys=keys, whole=False)
+
+    async def _set_if_then_read(
+        self,
+        key: str,
+        fld: str,
+        expected: str | None,
+        text: str,
+        *,
+        then: tuple[LuaScript, Sequence[str], Sequence[str]],
+        keys: Sequence[str],
+        whole: bool,
+    ) -> tuple[tuple[bool, str | None], Any, list[dict[str, str]]] | None:
+        script, names, args = then
+        done = self._queue_set_if(key, fld, expected, text, (), whole=whole)
+        after = self._send((*_script_call(script, whole), str(len(names)), *names, *args), _checked)
         hashes = await self.read(keys)  # queued before this awaits: after the set, in the stream
-        result, reply = await done, await after
+        result, reply = await _unless_noscript(done), await _unless_noscript(after)
         if hashes is None:
             return None
+        if result is _NOSCRIPT:  # the set did not run
+            if whole or not self.up:
+                raise redis.exceptions.NoScriptError("the set script is unknown to Redis")
+            return await self._set_if_then_read(key, fld, expected, text, then=then, keys=keys, whole=True)
+        if reply is _NOSCRIPT:  # the read script did not run: it reads after the set all the same
+            reply = await self._send((*_script_call(script, True), str(len(names)), *names, *args), _checked)
         return result, reply, hashes
 
     def _queue_set_if(
-        self, key: str, fld: str, expected: str | None, text: str, also: Sequence[tuple[str, str, str]]
+        self,
+        key: str,
+        fld: str,
+        expected: str | None,
+        text: str,
+        also: Sequence[tuple[str, str, str]],
+        *,
+        whole: bool = False,
     ) -> asyncio.Future[Any]:
         names = [key, *dict.fromkeys(h for h, _, _ in also if h != key)]
         args = [fld, expected or "", "missing" if expected is None else "match", text]
         for hash_key, other, value in also:
             args += [str(names.index(hash_key) + 1), other, value]
         self._queue(("MULTI",), _keep, None)
-        self._queue(("EVAL", _SET_IF_LUA, str(len(names)), *names, *args), _keep, None)
+        self._queue((*_script_call(_SET_IF, whole), str(len(names)), *names, *args), _keep, None)
         self._queue(("HLEN", key), _keep, None)  # Redis tracks the key for this connection again
         also_tracked = [(h, f, v) for h, f, v in also if h in self.hashes]
         return self._send(("EXEC",), lambda reply: self._set(key, fld, text, also_tracked, reply))
@@ -512,6 +550,8 @@ class TrackedHashes:
     ) -> tuple[bool, str | None]:
         """The EXEC reply of `set_if`: what it wrote applied to the cache, in stream order."""
         result = reply[0] if isinstance(reply, list) and reply else reply
+        if isinstance(result, hiredis.ReplyError) and str(result).startswith("NOSCRIPT"):
+            raise redis_error(result)  # the script did not run: nothing was written
         if not isinstance(result, list):  # an aborted transaction, or the script failed
             self._forget(key)
             for hash_key, _, _ in also:
@@ -560,6 +600,31 @@ class TrackedHashes:
             if isinstance(result, hiredis.ReplyError):
                 raise redis.exceptions.ResponseError(str(result))
         return replies
+
+
+def _script_call(script: LuaScript, whole: bool) -> tuple[str, str]:
+    """The first words of a call of `script`: by its SHA1, or `whole`."""
+    return ("EVAL", script.text) if whole else ("EVALSHA", script.sha)
+
+
+_NOSCRIPT: Final = object()
+
+
+async def _unless_noscript(fut: asyncio.Future[Any]) -> Any:
+    """`fut`'s result; `_NOSCRIPT` when it failed with NOSCRIPT (a script Redis does not know:
+    it did not run). Other failures raise."""
+    try:
+        return await fut
+    except redis.exceptions.NoScriptError:
+        return _NOSCRIPT
+
+
+def _checked(reply: Any) -> Any:
+    """The reply handler of a script's call: an error reply raises redis-py's exception for it
+    (`NoScriptError` for NOSCRIPT)."""
+    if isinstance(reply, hiredis.ReplyError):
+        raise redis_error(reply)
+    return reply
 
 
 def _keep(reply: Any) -> Any:

@@ -405,7 +405,7 @@ async def test_a_heartbeat_is_one_round_trip_and_merges_onto_another_clients_wri
     await store.register_agent(c.RegisterAgent.parse({"agentId": "ann", "status": "idle"}, NOW + 1))
     after = _calls(r)
     sent = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0) and k != "info"}
-    assert sent == {"multi": 1, "eval": 1, "hget": 1, "hset": 2, "hlen": 1, "exec": 1}
+    assert sent == {"multi": 1, "evalsha": 1, "hget": 1, "hset": 2, "hlen": 1, "exec": 1}
     [ann] = await store.list_agents(NOW + 1, 100)
     assert (ann.status, ann.current_task) == ("idle", "t1")
     assert _calls(r).get("hgetall") == after.get("hgetall")
@@ -442,7 +442,7 @@ async def test_work_is_one_round_trip_and_decides_again_on_another_clients_write
     again = await store.work_bundle(work)
     sent = {k: n - before.get(k, 0) for k, n in _calls(r).items() if n != before.get(k, 0) and k != "info"}
     assert sent == {
-        "eval": 2,
+        "evalsha": 2,
         "hget": 2,
         "lrange": 1,
         "multi": 1,
@@ -465,6 +465,38 @@ async def test_work_is_one_round_trip_and_decides_again_on_another_clients_write
     assert stored["lastSeen"] == "2023-11-14T22:13:20.030Z"
     [ann] = [a for a in moved.team if a.agent_id == "ann"]
     assert ann.last_seen == stored["lastSeen"]
+
+
+async def test_heartbeat_and_work_after_redis_forgot_their_scripts(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """The scripts of a heartbeat and of `/work` go by their SHA1; after SCRIPT FLUSH (or a restart)
+    each is sent whole once, the write is made once and the answers are those of a store reading
+    afresh; the next requests go by SHA1 again."""
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "ann", "currentTask": "t1"}, NOW))
+    await store.post_chat(c.PostChat.parse({"author": "bob", "message": "@ann hello"}, NOW + 1, ids))
+    await store.list_agents(NOW, 100)  # the hash is in memory from here on
+    r.script_flush()
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "ann", "status": "idle"}, NOW + 2))
+    stored = json.loads(str(r.hget(keys.ACTIVE_AGENTS, "ann")))
+    assert (stored["status"], stored["currentTask"]) == ("idle", "t1")
+
+    r.script_flush()
+    before = _calls(r)
+    work = await store.work_bundle(c.WorkQuery.parse({"agentId": "ann"}, NOW + 10, 1000))
+    sent = {k: n - before.get(k, 0) for k, n in _calls(r).items() if n != before.get(k, 0) and k != "info"}
+    assert sent["eval"] == 2  # each script whole, once
+    assert sent["hset"] == 1  # the heartbeat written once
+    assert [m.message for m in work.pending_mentions] == ["@ann hello"]
+    stored = json.loads(str(r.hget(keys.ACTIVE_AGENTS, "ann")))
+    assert (stored["status"], stored["lastSeen"]) == ("active", "2023-11-14T22:13:20.010Z")
+    afresh = await _afresh(store).work_bundle(c.WorkQuery.parse({"agentId": "ann"}, NOW + 10, 1000))
+    assert [m.message for m in afresh.pending_mentions] == ["@ann hello"]
+
+    before = _calls(r)
+    await store.work_bundle(c.WorkQuery.parse({"agentId": "ann"}, NOW + 20, 1000))
+    sent = {k: n - before.get(k, 0) for k, n in _calls(r).items() if n != before.get(k, 0) and k != "info"}
+    assert (sent["evalsha"], sent.get("eval", 0)) == (2, 0)
 
 
 def _afresh(store: LegacyStore) -> LegacyStore:

@@ -46,17 +46,18 @@ async def test_work_is_one_round_trip_and_replicates_what_it_wrote(start_gw: GwF
     await c.ok("POST", "/coordinator/chat", {"author": "bob", "message": "hi @alice"})
     await c.ok("POST", "/coordinator/tasks", {"title": "Port it", "createdBy": "bob", "assignee": "alice"})
 
-    await c.ok("GET", "/coordinator/work?agentId=alice")  # loads the script (/work moves no cursor)
+    for _ in range(2):  # Redis learns the two scripts (sent whole once each); /work moves no cursor
+        await c.ok("GET", "/coordinator/work?agentId=alice")
     work, sent = await _answer_and_commands(
         gw.legacy.r, lambda: c.ok("GET", "/coordinator/work?agentId=alice")
     )
 
     # sent together on the tracking connection: the heartbeat decided on the agent held in
-    # memory [MULTI, EVAL (its HGET and HSET), HLEN, EXEC], the chat script (EVAL: HGET agent,
-    # LRANGE chat, counted too) and a PING: both hashes are held in memory since the first
+    # memory [MULTI, EVALSHA (its HGET and HSET), HLEN, EXEC], the chat script (EVALSHA: HGET
+    # agent, LRANGE chat, counted too) and a PING: both hashes are held in memory since the first
     # /work (gateway.legacy.tracking); nothing read back
     assert sent == {
-        "eval": 2,
+        "evalsha": 2,
         "hget": 2,
         "lrange": 1,
         "multi": 1,
