@@ -18,7 +18,10 @@ and most values have not changed since the last one. `parse_shared` keeps what a
 text parsed to (`DecodedValues`), so an unchanged value is looked up instead of decoded and
 mapped again. The text is the key: whoever wrote Redis meanwhile, a changed value is a new text
 and is parsed anew, so the cache can never serve a stale entity. What it returns is shared
-between requests and must not be changed in place (listings only render it).
+between requests and must not be changed in place (listings only render it; the agent, lock and
+checkpoint records are decided on by rules that make new records). The agent, lock and
+checkpoint a write decides on are mostly the text this process last wrote or read there, which
+the replication of that write (or the read) parsed already.
 
 Writes remember what they wrote (`remembering_writes`): while the phase router replicates a
 command the legacy store just ran, the replica reads the entity from the text the command wrote
@@ -349,8 +352,10 @@ class LegacyRecords:
             return None
 
     def parse_shared(self, raw: str, key: str, field: str | None, parse: Callable[[Json], T]) -> T | None:
-        """`parse`, through the cache of parsed values (module docstring): for listings only,
-        which never change what they get, and with one mapping per `key`."""
+        """`parse`, through the cache of parsed values (module docstring): for listings and for
+        the agent, lock and checkpoint records (`agent_of`, `lock_of`, `checkpoint_of`), whose
+        callers never change what they get (the rules make new records), with one mapping per
+        `key`. Not for tasks: an update changes the task it read."""
         found: T | None = self.decoded.get(key, field, raw)
         if found is None:
             found = self.parse(raw, key, field, parse)
@@ -593,7 +598,9 @@ class LegacyRecords:
         """The agent a raw value of `active-agents` holds (None: absent, or unreadable and reported)."""
         if raw is None:
             return None
-        return self.parse(raw, keys.ACTIVE_AGENTS, agent_id, lambda v: m.agent_from_legacy(agent_id, v))
+        return self.parse_shared(
+            raw, keys.ACTIVE_AGENTS, agent_id, lambda v: m.agent_from_legacy(agent_id, v)
+        )
 
     async def put_agent(self, agent: Agent, presence: str | None) -> None:
         """Write the agent's value, and its presence (`online`/`offline`) when given, at once."""
@@ -666,7 +673,9 @@ class LegacyRecords:
     def checkpoint_of(self, agent_id: str, raw: str | None) -> Checkpoint | None:
         if raw is None:
             return None
-        return self.parse(raw, keys.CHECKPOINTS, agent_id, lambda v: m.checkpoint_from_legacy(agent_id, v))
+        return self.parse_shared(
+            raw, keys.CHECKPOINTS, agent_id, lambda v: m.checkpoint_from_legacy(agent_id, v)
+        )
 
     async def lock(self, path: str) -> tuple[Lock | None, str | None]:
         """The lock and its raw value (a raw value with no lock: unreadable, reported)."""
@@ -677,7 +686,7 @@ class LegacyRecords:
     def lock_of(self, path: str, raw: str | None) -> Lock | None:
         if raw is None:
             return None
-        return self.parse(raw, keys.LOCKS, path, lambda v: m.lock_from_legacy(path, v))
+        return self.parse_shared(raw, keys.LOCKS, path, lambda v: m.lock_from_legacy(path, v))
 
     async def memory(self, memory_id: str) -> Memory | None:
         raw = await self.hget(keys.SHARED_MEMORY, memory_id)
