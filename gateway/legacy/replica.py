@@ -94,8 +94,8 @@ class LegacyReplica:
             return r.lock_of(i, await self._raw(keys.LOCKS, i))
         if d == "chat":
             found, text = r.written(keys.MESSAGES, i)
-            if found and text is not None:
-                return r.parse(text, keys.MESSAGES, None, m.chat_from_legacy)
+            if found and text is not None:  # parsed once: the next chat read finds it parsed
+                return r.parse_shared(text, keys.MESSAGES, None, m.chat_from_legacy)
             return await r.find_chat(i)
         if d == "dm":
             return self._written_dm(key.scope, i) or next(

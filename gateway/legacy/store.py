@@ -51,6 +51,7 @@ from gateway.domain.model import (
     LockHistory,
     LockReleaseOutcome,
     Memory,
+    RenderedList,
     Task,
     WorkBundle,
     Zone,
@@ -224,7 +225,8 @@ class LegacyStore:
         window = await self.records.chat_window(CHAT_SCAN if since_ms is not None else limit)
         if since_ms is not None:
             window = [msg for msg in window if (ms(msg.timestamp) or 0) > since_ms]
-        return list(reversed(window[:limit]))
+        # the messages are the shared parsed values: each rendered once (`LegacyRecords.fragment`)
+        return RenderedList(reversed(window[:limit]), self.records.fragment)
 
     async def _chat_head(self) -> str:
         """The id of the newest readable chat message ("" when there is none)."""
@@ -353,7 +355,7 @@ class LegacyStore:
             team=self._listed_agents(raw_agents, q.now_ms, q.limit),
             todo=self._task_listing(raw_tasks, "todo", None, q.limit),
             mine=self._task_listing(raw_tasks, None, agent_id, q.limit),
-            recent_chat=list(reversed(recent)),
+            recent_chat=RenderedList(reversed(recent), self.records.fragment),
             pending_mentions=mentions,
         )
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 import redis
 import redis.asyncio
@@ -140,6 +141,21 @@ async def test_get_chat_returns_the_newest_n_in_chronological_order(store: Legac
     assert [msg.message for msg in since.messages] == ["m4"]
     bad = await store.get_chat(c.ChatQuery.parse({"since": "nope"}, NOW + 10, 50, 1000))
     assert bad.messages == []
+
+
+async def test_chat_pages_and_work_answer_the_bytes_of_their_plain_rendering(store: LegacyStore) -> None:
+    """A chat page and /work's recent chat, whose messages are rendered once and kept, answer the
+    same bytes as rendered afresh, also after a post moved the window."""
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "ann"}, NOW))
+    for i in range(4):
+        await store.post_chat(c.PostChat.parse({"author": "bob", "message": f"@ann m{i} ✓"}, NOW + i, ids))
+    for step in range(3):
+        page = await store.get_chat(c.ChatQuery.parse({"limit": "3"}, NOW + 10, 50, 1000))
+        assert page.answer() == orjson.dumps(page.to_json())
+        work = await store.work_bundle(c.WorkQuery.parse({"agentId": "ann"}, NOW + 10, 1000))
+        assert orjson.dumps(work.wire()) == orjson.dumps(work.to_json())
+        assert len(work.recent_chat) == 4 + step
+        await store.post_chat(c.PostChat.parse({"author": "cy", "message": f"n{step}"}, NOW + 20 + step, ids))
 
 
 async def test_image_only_and_corrupt_chat_messages_do_not_break_reads(
