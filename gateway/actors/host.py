@@ -376,6 +376,7 @@ class ActorHost:
         self._alarm_slots = asyncio.Semaphore(ALARM_CONCURRENCY)
         self._shards: ShardSet | None = None
         self._open: OrderedDict[ActorRef, _Activation] = OrderedDict()
+        self._open_files: dict[ActorRef, ActorStorage] = {}  # the open file actors' storage
         self._sockets: dict[ActorRef, dict[HostedSocket, None]] = {}
         self._slot_free = asyncio.Event()
         self._lock_fd: int | None = None
@@ -681,6 +682,7 @@ class ActorHost:
             raise
         act.last_used_ms = self.clock.now_ms()
         self._open[ref] = act
+        self._open_files[ref] = storage
         self.activations += 1
         self.peak_open = max(self.peak_open, len(self._open))
         return act
@@ -732,6 +734,8 @@ class ActorHost:
     def _close_activation(self, act: _Activation) -> None:
         act.dead = True
         self._open.pop(act.ref, None)
+        if self._open_files.get(act.ref) is act.storage:
+            del self._open_files[act.ref]
         try:
             act.storage.close()
         except sqlite3.Error as e:
@@ -771,11 +775,7 @@ class ActorHost:
         loop = asyncio.get_running_loop()
         while True:
             await self.clock.sleep(wal.CHECKPOINT_INTERVAL_S)
-            due = [
-                act.storage
-                for act in self._open.values()
-                if type(act.storage) is ActorStorage and act.storage.wrote_since_check
-            ]
+            due = [storage for storage in self._open_files.values() if storage.wrote_since_check]
             for storage in due:
                 storage.wrote_since_check = False
                 if storage.closed or storage.path is None:
