@@ -828,12 +828,15 @@ class ActorHost:
         *params: Any,
         order: str = "",
         limit: int | None = None,
+        extra_of: tuple[str, str] | None = None,
     ) -> list[tuple[Any, ...]]:
         """Rows of table `table` of a sharded kind in shard `shard`, across its actors, read
         without activating any of them (bulk reads: the checker, the migration tool's export).
 
         `cols`, `where` and `order` are fragments as for `ctx.tables` (column names, operators,
-        `?`) and may name the `actor` column; values are bound. Read-only. The read is as safe
+        `?`) and may name the `actor` column; values are bound. With `extra_of` (a domain and
+        the table's id column), each row ends with its `_extra` value of that domain (None when
+        it has none), looked up for that row alone. Read-only. The read is as safe
         as a read-only turn: it runs between turns (under the shard's turn lock), so each actor's
         rows are as a whole turn left them, and, like such a turn, it returns once what it saw
         is durable (it waits for the open group commit, if any).
@@ -842,7 +845,19 @@ class ActorHost:
             raise HostClosed("the actor host is not running")
         if table not in self.sharded.get(kind, {}):
             raise StorageApiError(f"actors of kind {kind!r} have no table {table!r}")
-        sql = f"SELECT {check_fragment(cols, 'columns')} FROM {physical_name(kind, table)}"  # noqa: S608 - checked fragments
+        name = physical_name(kind, table)
+        sql = f"SELECT {check_fragment(cols, 'columns')}"
+        if extra_of is not None:
+            if "_extra" not in self.sharded[kind]:
+                raise StorageApiError(f"actors of kind {kind!r} have no table '_extra'")
+            ident = extra_of[1]
+            if not ident.isidentifier():
+                raise StorageApiError(f"bad column name {ident!r}")
+            extra = physical_name(kind, "_extra")
+            sql += f", (SELECT x.value FROM {extra} AS x WHERE x.actor = {name}.actor"  # noqa: S608 - a checked name
+            sql += f" AND x.domain = ? AND x.id = {name}.{ident})"
+            params = (extra_of[0], *params)
+        sql += f" FROM {name}"
         if where.strip():
             sql += f" WHERE {check_fragment(where, 'where')}"
         if order:

@@ -488,14 +488,16 @@ class ActorSide:
         agent: str | None,
         selection: Selection,
     ) -> AsyncIterator[list[_Row]]:
-        """The (actor, id, *cols) rows of the sampled keys of a domain sampled by id alone
-        (`_BY_ID_DOMAINS`), `batch` at a time: the sample's condition is in the query
+        """The (actor, id, *cols, extra value) rows of the sampled keys of a domain sampled by id
+        alone (`_BY_ID_DOMAINS`), `batch` at a time, each with its `_extra` value (or None),
+        looked up for that row alone: the sample's condition is in the query
         (`sql_sample_condition`, the shard's connection has the function), so no key is listed
         or hashed in Python and no row is read by key. A query walks about `batch / rate` keys
         of the primary key (at most the shard's rows of the domain)."""
         host = self.replica.host
         bound = selection.sql_sample(spec.domain, "")
-        cond = sql_sample_condition(cast("str", spec.ident))
+        ident = cast("str", spec.ident)
+        cond = sql_sample_condition(ident)
         cursor = start
         while True:
             where, params = _after(spec, agent, cursor)
@@ -509,6 +511,7 @@ class ActorSide:
                 *bound,
                 order=f"actor, {spec.ident}",
                 limit=batch,
+                extra_of=(spec.domain, ident),  # each row's `_extra` value last (`_merged_entities`)
             )
             if rows:
                 yield rows
@@ -525,6 +528,9 @@ class ActorSide:
         if not keyed:
             return []
         kind = OWNERS[domain].value
+        if selection.sampled and domain in _BY_ID_DOMAINS:  # chosen in SQL, each with its extra value
+            extras = {(r[0], k.id): str(r[-1]) for k, r in keyed if r[-1] is not None}
+            return [(key, self._entity(spec, key, r[:-1], extras)) for key, r in keyed]
         if selection.sampled:
             extras = await self._extras_of(kind, shard, domain, [(r[0], k.id) for k, r in keyed])
         else:
@@ -539,13 +545,11 @@ class ActorSide:
         keyed = [(_row_key(domain, r[0], None if r[1] is None else str(r[1])), r) for r in rows]
         kind = OWNERS[domain].value
         extras: dict[tuple[str, str], str] = {}
-        if selection.sampled and domain in _BY_ID_DOMAINS:  # chosen in SQL as the rows were
-            spans: dict[int, list[str]] = {}  # shard -> [first actor, last actor]
-            for _k, r in keyed:
-                spans.setdefault(r[-1], [r[0], r[0]])[1] = r[0]
-            for shard, (lo, hi) in spans.items():
-                extras.update(await self._extras(kind, shard, domain, lo, hi, sample=selection))
-            return [(key, self._entity(spec, key, r[:-1], extras)) for key, r in keyed]
+        if selection.sampled and domain in _BY_ID_DOMAINS:  # chosen in SQL, each with its extra value
+            for key, r in keyed:
+                if r[-2] is not None:
+                    extras[(r[0], key.id)] = str(r[-2])
+            return [(key, self._entity(spec, key, r[:-2], extras)) for key, r in keyed]
         if selection.sampled:  # the extra fields of the sampled keys alone
             by_shard: dict[int, list[tuple[str, str]]] = {}
             for k, r in keyed:
@@ -580,15 +584,18 @@ class ActorSide:
         return entity
 
     async def _extras(
-        self, kind: str, shard: int, domain: str, lo: str, hi: str, *, sample: Selection | None = None
+        self, kind: str, shard: int, domain: str, lo: str, hi: str
     ) -> dict[tuple[str, str], str]:
-        """The `_extra` values of `domain` of the actors `lo`..`hi` of one shard (with `sample`,
-        of a domain sampled by id alone: those of its sampled ids only)."""
-        where, bound = "domain = ? AND actor >= ? AND actor <= ?", cast("tuple[int, ...]", ())
-        if sample is not None:
-            where, bound = f"{where} AND {sql_sample_condition('id')}", sample.sql_sample(domain, "")
+        """The `_extra` values of `domain` of the actors `lo`..`hi` of one shard."""
         rows = await self.replica.host.read_rows(
-            kind, shard, "_extra", "actor, id, value", where, domain, lo, hi, *bound
+            kind,
+            shard,
+            "_extra",
+            "actor, id, value",
+            "domain = ? AND actor >= ? AND actor <= ?",
+            domain,
+            lo,
+            hi,
         )
         return {(str(a), str(i)): str(v) for a, i, v in rows}
 

@@ -84,6 +84,23 @@ async def test_a_sampled_scan_holds_the_sample_of_the_full_scan(legacy: LegacySo
                     outside
                 )
                 assert 0.15 * len(full) < len(kept) < 0.45 * len(full)
+                # and filtered by agent: the agents' sampled memories with their extra fields too
+                extras = sorted(
+                    {
+                        k.scope
+                        for k, v in kept
+                        if k.domain == "memory" and k.scope and getattr(v, "extra", None)
+                    }
+                )
+                agents = frozenset(extras[:3])
+                mine = dataclasses.replace(sel, agents=agents)
+                wanted = [(k, v) for k, v in kept if mine.wants_key(k)]
+                assert [
+                    (k, v) for k, v in await scan_all(side, mine, batch=13) if mine.wants_key(k)
+                ] == wanted
+                assert any(k.domain == "memory" and getattr(v, "extra", None) for k, v in wanted), (
+                    "memories with extras"
+                )
 
 
 @pytest.mark.parametrize(
