@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from functools import partial
 from itertools import compress
 from typing import Any, Final, cast
 
@@ -63,6 +64,60 @@ names only; on the 1,000,000 data set it lists the 20,000 conversations of `dm:m
 One call blocks Redis for the whole hash, so only for small hashes: about 0.35 us a field, at
 most about 12 ms here, no longer than one HSCAN step of `dm:messages` (1,000 such values) took.
 Larger hashes are listed in steps as before."""
+
+KEEP_MAX: Final = 32 * 1024 * 1024
+"""Bytes of values a sampled listing keeps (`LegacySource._sampled_fields`): the HSCAN steps of a
+large hash carry every value, so the chosen fields' values are kept from them instead of being
+read again by HMGET (about a tenth of the hash at `--sample 0.1`: 10.5 MB of the 300,000 tasks'
+105 MB). A larger share is dropped and read by HMGET per batch, so memory stays bounded."""
+
+
+_client_text: Final = partial(bytes.decode, encoding="utf-8", errors="surrogateescape")
+"""A value's text as the client decodes it (`decode_responses`, `encoding_errors`)."""
+
+
+class _Kept:
+    """Values a sampled scan has read once already (`KEEP_MAX` bytes at most), which its batches
+    take instead of reading them again; `values` None: read them by HMGET."""
+
+    __slots__ = ("size", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] | None = {}
+        self.size = 0
+
+    def add(self, name: str, raw: str) -> None:
+        if self.values is None:
+            return
+        self.values[name] = raw
+        self.size += len(raw)
+        if self.size > KEEP_MAX:
+            self.drop()
+
+    def add_page(self, names: list[str], raws: list[bytes] | None) -> None:
+        """The values `raws` (undecoded, as an HSCAN step sent them; None: the listing had none)
+        of the fields `names`, decoded as the client decodes (UTF-8, surrogateescape); C calls
+        only, no Python frame per value."""
+        if self.values is None:
+            return
+        if raws is None:
+            self.drop()
+            return
+        self.size += sum(map(len, raws))
+        if self.size > KEEP_MAX:
+            self.drop()
+            return
+        self.values.update(zip(names, map(_client_text, raws), strict=True))
+
+    def drop(self) -> None:
+        self.values = None
+
+    async def get(self, source: LegacySource, key: str, names: Sequence[str]) -> list[str | None]:
+        """The values of fields `names` of hash `key`: those kept, else read (HMGET)."""
+        if self.values is not None:
+            return [self.values.get(n) for n in names]
+        return await source._hmget(key, names)
+
 
 _DM_GROUP: Final = 200
 """Conversation arrays read in one HMGET by a DM scan (the inboxes of several users): fewer round
@@ -193,30 +248,42 @@ class LegacySource:
         return sorted(set(names))
 
     async def _sampled_names(
-        self, key: str, selection: Selection, pre: str, suf: str = "", *, suffixes: bool = False
+        self,
+        key: str,
+        selection: Selection,
+        pre: str,
+        suf: str = "",
+        *,
+        suffixes: bool = False,
+        kept: _Kept | None = None,
     ) -> list[str]:
         """The field names of hash `key` that the sample keeps, sorted: those whose text
         `pre + field + suf` is in it (with `suffixes`, also those where the text `pre` + the
         text after one of its colons is: a claim field `{by}:{what}` whose `what` is). Listed
         undecoded (`_name_pages`: HKEYS for a small hash, else a plain HSCAN, since Redis 7.0
-        has no HSCAN NOVALUES and a keys-only Lua step costs Redis more than sending the values,
-        which are dropped here) and hashed here as bytes, a page at a time
-        (`Selection.sampled_texts`: CRC-32 in C); only the chosen names are decoded."""
+        has no HSCAN NOVALUES and a keys-only Lua step costs Redis more than sending the values)
+        and hashed here as bytes, a page at a time (`Selection.sampled_texts`: CRC-32 in C); only
+        the chosen names are decoded. With `kept`, the chosen fields' values the HSCAN steps
+        carried are kept there (text as the client decodes it), so they are not read again
+        (none when HKEYS listed the names)."""
         names: list[str] = []
-        async for page in self._name_pages(key):
+        async for page, values in self._name_pages(key):
             if suffixes:
-                fields = [f.decode() for f in page]
-                names.extend(f for f in fields if selection.text_or_suffix_in_sample(pre, f))
+                chosen = [f for f in page if selection.text_or_suffix_in_sample(pre, f.decode())]
             else:
-                names.extend(f.decode() for f in selection.sampled_texts(pre, page, suf))
+                chosen = selection.sampled_texts(pre, page, suf)
+            decoded = [f.decode() for f in chosen]
+            names += decoded
+            if kept is not None:
+                kept.add_page(decoded, None if values is None else list(map(values.__getitem__, chosen)))
         return sorted(set(names))
 
-    async def _name_pages(self, key: str) -> AsyncIterator[list[bytes]]:
-        """The field names of hash `key`, undecoded, a page at a time: one HKEYS for a small
-        hash (`WHOLE_MAX`), else a plain HSCAN whose values are dropped."""
+    async def _name_pages(self, key: str) -> AsyncIterator[tuple[list[bytes], dict[bytes, bytes] | None]]:
+        """The field names of hash `key`, undecoded, a page at a time, with the page's values when
+        it has them: one HKEYS for a small hash (`WHOLE_MAX`; no values), else a plain HSCAN."""
         whole = await self._whole_names(key)
         if whole is not None:
-            yield whole
+            yield whole, None
             return
         cursor = 0
         while True:
@@ -229,7 +296,7 @@ class LegacySource:
                 return cast("tuple[int, dict[bytes, bytes]]", got)
 
             cursor, page = await self.records.run(f"HSCAN {key}", op)
-            yield list(page)
+            yield list(page), page
             if not cursor:
                 return
 
@@ -323,17 +390,19 @@ class LegacySource:
         self, domain: str, selection: Selection, after: EntityKey | None, batch: int
     ) -> AsyncIterator[list[Item]]:
         hash_key, parse = _SIMPLE[domain]
-        if selection.sampled:  # the sampled keys are chosen (in Redis) before any value is read
+        kept = _Kept()
+        if selection.sampled:  # the sampled keys are chosen before any value is decoded
             suf = ":" if domain == "checkpoint" else ""  # a checkpoint's text: checkpoint:<agent>:
-            names = await self._sampled_names(hash_key, selection, f"{domain}:", suf)
+            names = await self._sampled_names(hash_key, selection, f"{domain}:", suf, kept=kept)
         else:
+            kept.drop()
             names = await self._field_names(hash_key)
         if selection.agents is not None:
             names = [n for n in names if n in selection.agents]
         first = self._start(domain, [_key(domain, n) for n in names], after) if after is not None else 0
         for i in range(first, len(names), batch):
             chunk = names[i : i + batch]
-            raws = await self._hmget(hash_key, chunk)
+            raws = await kept.get(self, hash_key, chunk)
             out: list[Item] = []
             for fld, raw in zip(chunk, raws, strict=True):
                 if raw is None:
@@ -348,7 +417,8 @@ class LegacySource:
         now = self.clock.now_ms()
         by_what: dict[str, list[str]] = {}
         corrupt: dict[str, Unreadable] = {}
-        async for page in self._claim_pages(selection):
+        kept = _Kept()  # a sample's values, read once
+        async for page in self._claim_pages(selection, kept):
             for fld, raw in page:
                 value = decode_object(raw, key=keys.CLAIMS, field=fld)
                 what = value.get("what") if isinstance(value, dict) else None
@@ -365,7 +435,7 @@ class LegacySource:
         for i in range(first, len(ids), batch):
             chunk = ids[i : i + batch]
             fields = [f for what in chunk for f in by_what.get(what, [])]
-            raws = dict(zip(fields, await self._hmget(keys.CLAIMS, fields), strict=True))
+            raws = dict(zip(fields, await kept.get(self, keys.CLAIMS, fields), strict=True))
             out: list[Item] = []
             for what in chunk:
                 if what in corrupt and what not in by_what:
@@ -374,17 +444,34 @@ class LegacySource:
                 out.extend(self._claim_of(what, by_what[what], raws, now))
             yield out
 
-    async def _claim_pages(self, selection: Selection) -> AsyncIterator[list[tuple[str, str]]]:
+    async def _claim_pages(self, selection: Selection, kept: _Kept) -> AsyncIterator[list[tuple[str, str]]]:
         """(field, raw value) pages of the claims hash; a sampled scan reads the values of the
         fields that may belong to the sample only: a claim is sampled by its `what`, which a
-        field `{by}:{what}` ends with, so Redis keeps the fields where the text after a colon
-        is in the sample (and the field itself, for a value that turns out unreadable)."""
+        field `{by}:{what}` ends with, so the fields where the text after a colon is in the
+        sample are kept (and the field itself, for a value that turns out unreadable), their
+        values left in `kept` too (`_chosen_pages`)."""
         if not selection.sampled:
+            kept.drop()  # the batches read them again: a full scan holds no values
             async for page in self._hscan(keys.CLAIMS):
                 yield page
             return
-        chosen = await self._sampled_names(keys.CLAIMS, selection, "claim:", suffixes=True)
-        async for page in self._values_of(keys.CLAIMS, chosen):
+        async for page in self._chosen_pages(keys.CLAIMS, selection, "claim:", kept, suffixes=True):
+            yield page
+
+    async def _chosen_pages(
+        self, key: str, selection: Selection, pre: str, kept: _Kept, *, suffixes: bool = False
+    ) -> AsyncIterator[list[tuple[str, str]]]:
+        """(field, raw value) pages of the fields of hash `key` a sampled scan keeps
+        (`_sampled_names`), each value read once: as the HSCAN listing carried it, else by
+        HMGET; the values are left in `kept` for the scan's batches (up to `KEEP_MAX` bytes)."""
+        names = await self._sampled_names(key, selection, pre, suffixes=suffixes, kept=kept)
+        if kept.values is not None:
+            yield [(n, kept.values[n]) for n in names]
+            return
+        kept.values, kept.size = {}, 0
+        async for page in self._values_of(key, names):
+            for n, raw in page:
+                kept.add(n, raw)
             yield page
 
     async def _values_of(self, key: str, names: list[str]) -> AsyncIterator[list[tuple[str, str]]]:
@@ -428,7 +515,8 @@ class LegacySource:
         owned: list[tuple[str, str]] = []  # (owner, id), each owner's name held once
         owners: dict[str, str] = {}
         corrupt: dict[str, Unreadable] = {}
-        async for page in self._memory_pages(selection):
+        kept = _Kept()  # a sample's values, read once
+        async for page in self._memory_pages(selection, kept):
             for fld, raw in page:
                 value = decode_object(raw, key=keys.SHARED_MEMORY, field=fld)
                 if isinstance(value, Corrupt):
@@ -450,7 +538,7 @@ class LegacySource:
             first = bisect.bisect_right(owned, (after.scope, after.id))
         for i in range(first, len(owned), batch):
             chunk = [EntityKey("memory", o, ident) for o, ident in owned[i : i + batch]]
-            raws = await self._hmget(keys.SHARED_MEMORY, [k.id for k in chunk])
+            raws = await kept.get(self, keys.SHARED_MEMORY, [k.id for k in chunk])
             out: list[Item] = []
             for key, text in zip(chunk, raws, strict=True):
                 if key.scope == "" and key.id in corrupt:
@@ -459,15 +547,16 @@ class LegacySource:
                     out.append((key, self._scanned(key, text, keys.SHARED_MEMORY, key.id, _MEMORY)))
             yield out
 
-    async def _memory_pages(self, selection: Selection) -> AsyncIterator[list[tuple[str, str]]]:
+    async def _memory_pages(self, selection: Selection, kept: _Kept) -> AsyncIterator[list[tuple[str, str]]]:
         """(id, raw value) pages of the shared memory hash; a sampled scan reads the ids first
-        and the values of the sampled ones only (a memory is sampled by its id: `in_sample`)."""
+        and the values of the sampled ones only (a memory is sampled by its id: `in_sample`),
+        once: they are left in `kept` for its batches (`_chosen_pages`)."""
         if not selection.sampled:
+            kept.drop()  # the batches read them again: a full scan holds no values
             async for page in self._hscan(keys.SHARED_MEMORY):
                 yield page
             return
-        chosen = await self._sampled_names(keys.SHARED_MEMORY, selection, "memory:")
-        async for page in self._values_of(keys.SHARED_MEMORY, chosen):
+        async for page in self._chosen_pages(keys.SHARED_MEMORY, selection, "memory:", kept):
             yield page
 
     async def _dm_lists(self) -> tuple[dict[str, list[str]], list[Item]]:

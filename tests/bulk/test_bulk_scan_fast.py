@@ -11,7 +11,7 @@ import pytest
 from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.admin_service import selection_from_query
 from gateway.bulk.items import SAMPLE_RULE, Item, Selection, cursor_of
-from gateway.bulk.legacy_side import LegacySource
+from gateway.bulk.legacy_side import Deferred, LegacySource
 from gateway.bulk.sides import ActorEndpoint, open_actor_side
 from gateway.clock import SystemClock
 from gateway.domain.entities import EntityKey, Unreadable
@@ -156,3 +156,46 @@ async def test_small_hashes_are_listed_whole_with_the_same_keys(
         await r.aclose()
     assert stepped == whole
     assert all(whole)
+
+
+async def test_a_sample_keeps_the_values_its_listing_carried(
+    legacy: LegacySource, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sampled scan of hashes listed in HSCAN steps takes the chosen values from the steps (no
+    HMGET), and yields the same items as one that reads them again (`KEEP_MAX` exceeded)."""
+    import redis.asyncio  # noqa: PLC0415
+
+    from gateway.bulk import legacy_side  # noqa: PLC0415
+
+    r = redis.asyncio.Redis.from_url(redis_url)
+
+    async def hmgets() -> int:
+        stats = await r.info("commandstats")
+        return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
+
+    monkeypatch.setattr(legacy_side, "WHOLE_MAX", 0)  # every hash in HSCAN steps
+    selections = [
+        dataclasses.replace(Selection.of(), sample=rate, seed=seed) for rate, seed in ((0.3, 1), (0.7, 2))
+    ]
+    legacy.defer = True
+    try:
+        before = await hmgets()
+        kept = [await scan_all(legacy, sel, batch=13) for sel in selections]
+        between = await hmgets()
+        monkeypatch.setattr(legacy_side, "KEEP_MAX", 0)
+        read_again = [await scan_all(legacy, sel, batch=13) for sel in selections]
+        after = await hmgets()
+    finally:
+        await r.aclose()
+    assert [[(k, _raw(v)) for k, v in items] for items in kept] == [
+        [(k, _raw(v)) for k, v in items] for items in read_again
+    ]
+    assert all(kept)
+    assert between - before < after - between  # only the DMs' arrays are read by HMGET
+
+
+def _raw(value: object) -> object:
+    """A deferred value as what it holds (it has no equality of its own)."""
+    if isinstance(value, Deferred):
+        return (value.raw, value.hash_key, value.field, value.entity())
+    return value
