@@ -17,7 +17,7 @@ from typing import Any, Final
 from consistency.compare import DIFFERENCES, Finding, Kind
 from consistency.rules import RULES, rule_ref
 from gateway.domain.jscompat import iso_from_ms
-from gateway.phases.reports import REPORT_PREFIX, reports_dir
+from gateway.phases.reports import REPORT_PREFIX, report_paths, reports_dir
 
 FORMAT: Final = "agent-coord-consistency-report"
 VERSION: Final = 1
@@ -209,6 +209,19 @@ def write_atomic(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)
+
+
+def prune(data_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest reports of the data directory (each with its readable
+    file); `keep` 0 deletes nothing. Returns the JSON files deleted, oldest first."""
+    paths = report_paths(data_dir)
+    if keep <= 0 or len(paths) <= keep:
+        return []
+    gone = paths[:-keep]
+    for path in gone:
+        for suffix in (".md", ".html", ".json"):  # the JSON last: it is what marks a report
+            path.with_suffix(suffix).unlink(missing_ok=True)
+    return gone
 
 
 def save(report: Report, data_dir: Path, markdown: str | None = None, html: str | None = None) -> Path:

@@ -17,7 +17,7 @@ from consistency.cli import EXIT_CLEAN, EXIT_DIFFERENCES, EXIT_UNFINISHED, progr
 from consistency.legacy_proc import Child, ProcessScan
 from consistency.render import html_page, markdown, terminal_table
 from consistency.repair import RepairResult, authoritative, repair
-from consistency.report import Report, save
+from consistency.report import Report, prune, save
 from consistency.stores import LegacyExpectations
 from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.items import Selection
@@ -62,11 +62,16 @@ def options(args: argparse.Namespace, stores: dict[str, str]) -> CheckOptions:
     )
 
 
-def finish(report: Report, args: argparse.Namespace, data_dir: Path, out: TextIO) -> None:
-    """Keep the report in the data directory and print it."""
+def finish(report: Report, args: argparse.Namespace, settings: Settings, out: TextIO) -> None:
+    """Keep the report in the data directory (and only the newest reports there) and print it."""
+    data_dir = Path(settings.storage.data_dir)
     readable = markdown(report) if args.format == "md" else None
     page = html_page(report) if args.format == "html" else None
     save(report, data_dir, readable, page)
+    keep = settings.migration.consistency_keep_reports
+    gone = prune(data_dir, keep)
+    if gone:
+        log.info("consistency.reports_pruned", deleted=len(gone), kept=keep)
     if args.json:
         import json  # noqa: PLC0415
 
@@ -122,7 +127,7 @@ async def run_check(
                 report.repair = result.to_json()
                 _print_repair(result, out)
                 if not args.dry_run and result.planned:
-                    finish(report, args, data_dir, out)  # the check that found them, with the repair
+                    finish(report, args, settings, out)  # the check that found them, with the repair
                     with progress_bar(wants_progress(args, settings), total) as bar:
                         after = await checker.run(dataclasses.replace(opts, resume=False), _updater(bar))
                     after.repair = {"repairedBy": report.run_id, **result.to_json()}
@@ -130,7 +135,7 @@ async def run_check(
     except CheckAborted as e:
         for line in checker.not_resumed:
             err.write(f"agent-coord check: {line}\n")
-        finish(e.report, args, data_dir, out)
+        finish(e.report, args, settings, out)
         err.write(f"agent-coord check: the check did not finish: {e}\n")
         return EXIT_UNFINISHED
     except (ActorOwnedElsewhere, GatewayError, OSError) as e:
@@ -141,7 +146,7 @@ async def run_check(
     finally:
         if early is not None and not early.sent:  # no scan ran (the stores could not be opened)
             await asyncio.get_running_loop().run_in_executor(None, early.discard)
-    finish(report, args, data_dir, out)
+    finish(report, args, settings, out)
     return EXIT_CLEAN if report.clean else EXIT_DIFFERENCES
 
 

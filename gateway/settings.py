@@ -171,6 +171,8 @@ class MigrationSettings:
     rollout_agents: tuple[str, ...] = ()
     rollout_percent: float = 100.0
     consistency_max_age_s: float = 86400.0
+    # `agent-coord check` keeps this many newest reports in <data_dir>/consistency; 0 keeps all.
+    consistency_keep_reports: int = 100
     # /ready answers 503 while more entities than this wait in the repair queue.
     ready_repair_queue_max: int = 1000
     # A repair entry whose entity itself fails this many times moves to the dead-letter list.
@@ -335,6 +337,7 @@ _RULES: Final[dict[str, _Rule]] = {
         f"a number in 0..{MAX_PERCENT:g}", check=lambda value: 0.0 <= value <= MAX_PERCENT
     ),
     "migration.consistency_max_age_s": _positive_number(),
+    "migration.consistency_keep_reports": _non_negative_int(),
     "migration.ready_repair_queue_max": _non_negative_int(),
     "migration.repair_max_attempts": _positive_int(),
     "log.level": _one_of(LOG_LEVELS, case=str.lower),

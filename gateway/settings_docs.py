@@ -155,6 +155,10 @@ DOCS: Final[dict[str, str]] = {
     "migration.consistency_max_age_s": (
         'Newest consistency report must be at most this old, in seconds, to move to "read-switch".'
     ),
+    "migration.consistency_keep_reports": (
+        "`agent-coord check` keeps this many of the newest reports in <data_dir>/consistency and deletes "
+        "older ones (with their Markdown or HTML file) after each check; 0 keeps every report."
+    ),
     "migration.ready_repair_queue_max": (
         "/ready answers 503 (not ready) while more entities than this wait in the repair queue."
     ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import re
 from pathlib import Path
@@ -10,13 +12,15 @@ import pytest
 
 from consistency.check import Checker, CheckOptions
 from consistency.render import html_page, markdown, terminal_table
-from consistency.report import Report, save
+from consistency.report import Report, prune, save
 from consistency.rules import RULES, Expectations
+from consistency.run import finish
 from gateway.clock import FakeClock
 from gateway.domain.entities import EntityKey
 from gateway.phases.guards import PhaseChangeRefusedError
+from gateway.phases.reports import newest_report, report_paths, reports_dir
 from gateway.phases.runtime import MigrationRuntime
-from gateway.settings import MigrationSettings
+from gateway.settings import MigrationSettings, Settings, StorageSettings
 
 from .memory import MemorySource
 from .test_engine import NOW, dataset, task
@@ -133,3 +137,46 @@ def test_the_progress_bar_shows_rate_and_eta(capsys: pytest.CaptureFixture[str])
     assert "keys/s" in err
     with progress_bar(False, 1000) as none:
         assert none is None
+
+
+async def test_only_the_newest_reports_are_kept(tmp_path: Path) -> None:
+    """Pruning to N keeps the N newest reports with their Markdown and HTML files and deletes the
+    older ones whole; the guard still reads the newest; 0 keeps every report."""
+    clock = FakeClock(NOW)
+    reports = []
+    for _ in range(5):
+        await clock.advance(1000)
+        reports.append(await check(tmp_path, clock))
+    assert prune(tmp_path, 0) == []
+    assert len(report_paths(tmp_path)) == 5
+    assert prune(tmp_path, 2) == [Path(r.files["json"]) for r in reports[:3]]
+    left = sorted(p.name for p in reports_dir(tmp_path).iterdir())
+    assert left == sorted(Path(f).name for r in reports[3:] for f in r.files.values())
+    newest = newest_report(tmp_path)
+    assert newest is not None
+    assert newest.path == reports[-1].files["json"]
+
+
+async def test_each_check_prunes_to_the_configured_number(tmp_path: Path) -> None:
+    """`agent-coord check` saves its report, then deletes all but the
+    `migration.consistency_keep_reports` newest."""
+    clock = FakeClock(NOW)
+    settings = Settings(
+        storage=StorageSettings(data_dir=tmp_path),
+        migration=MigrationSettings(consistency_keep_reports=2),
+    )
+    args = argparse.Namespace(format="md", json=False)
+    for _ in range(4):
+        await clock.advance(1000)
+        legacy, actors = MemorySource("legacy", dataset()), MemorySource("actors", dataset())
+
+        async def probe(now_ms: int) -> Expectations:
+            return Expectations(now_ms)
+
+        report = await Checker(legacy, actors, clock, probe, data_dir=tmp_path).run(CheckOptions(rounds=0))
+        finish(report, args, settings, io.StringIO())
+    assert len(report_paths(tmp_path)) == 2
+    assert len(list(reports_dir(tmp_path).glob("*.md"))) == 2
+    newest = newest_report(tmp_path)
+    assert newest is not None
+    assert newest.path == report.files["json"]
