@@ -58,12 +58,17 @@ async def decide_on_hint(
     `read` reads Redis (the value and its text), `parse` maps a text (None: missing) to a value,
     None for a text it cannot read. A decision on the hint that writes nothing, or a hint that
     cannot be read, is taken again on a read; a lost compare-and-set decides again on the text
-    it found. `unreadable()` is raised for a value Redis holds that cannot be read;
+    it found. A field this process never saw is taken as missing (a guess like any hint).
+    `unreadable()` is raised for a value Redis holds that cannot be read;
     `StoreUnavailable` after `CAS_ATTEMPTS` decisions. `idempotent`: the compare-and-set may be
     sent again after a lost reply (see `cas_or_current`)."""
     known, raw = records.hint(key, fld)
+    # a field never seen is taken as missing, as `update_conversation` does: a new lock or a
+    # first checkpoint is one round trip (the compare-and-set alone), and a wrong guess costs
+    # the read it saved (the compare-and-set answers what Redis holds); one attempt more for it
+    guessed, known = not known, True
     fresh = False  # is `raw` what Redis held a moment ago (not a guess)?
-    for _ in range(CAS_ATTEMPTS):
+    for _ in range(CAS_ATTEMPTS + guessed):
         if not known:
             value, raw = await read()
             known = fresh = True

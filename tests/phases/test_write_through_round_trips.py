@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import redis
 
 from gateway.legacy import keys
@@ -117,9 +118,10 @@ async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory)
         "hset": 1,
     }
     lock = "/lock/src%2Fb.ts/lock"
-    # a lock never seen: HGET, then the script; no HGET after it
+    # a lock never seen: taken as missing, the script alone (its own HGET); no read before it
+    # and none after it
     assert await _commands(r, lambda: c.ok("POST", lock, {"agentId": "alice"})) == {
-        "hget": 2,
+        "hget": 1,
         "evalsha": 1,
         "hset": 1,
     }
@@ -216,3 +218,38 @@ async def test_a_lock_check_does_not_wait_for_the_locks_replication(start_gw: Gw
     release.set()
     assert (await asyncio.wait_for(acquire, 5))["success"] is True
     assert gw.actors.snapshot()["lock"] == gw.legacy.snapshot()["lock"]
+
+
+async def test_a_lock_never_seen_is_decided_on_what_redis_holds(start_gw: GwFactory) -> None:
+    """An acquire of a lock this process never saw, held in Redis by another writer, is refused
+    with that holder (the compare-and-set that guessed it free answers it), and one whose
+    holder's lock has expired is taken over; a lock nobody holds is taken by the script alone."""
+    gw = await start_gw("write-through")
+    c: Client = gw.client
+    r = gw.legacy.r
+    await c.ok("POST", "/lock/src%2Fa.ts/lock", {"agentId": "bob", "ttlMs": 60_000})
+    await c.ok("POST", "/lock/src%2Fb.ts/lock", {"agentId": "bob", "ttlMs": 1_000})
+    # another writer's locks, on paths this process never saw
+    held = str(r.hget(keys.LOCKS, "src/a.ts")).replace("src/a.ts", "src/held.ts")
+    old = str(r.hget(keys.LOCKS, "src/b.ts")).replace("src/b.ts", "src/old.ts")
+    r.hset(keys.LOCKS, mapping={"src/held.ts": held, "src/old.ts": old})
+    await gw.clock.advance(1_001)
+
+    refused, sent = await _answer_and_commands(
+        r, lambda: c.call("POST", "/lock/src%2Fheld.ts/lock", {"agentId": "alice"})
+    )
+    assert refused[0] == 409
+    assert refused[1]["lockedBy"] == "bob"
+    assert sent == {"evalsha": 1, "hget": 1}  # the guess failed: nothing written, no read either
+    assert r.hget(keys.LOCKS, "src/held.ts") == held
+    taken = await c.ok("POST", "/lock/src%2Fold.ts/lock", {"agentId": "alice"})
+    assert taken["success"] is True
+    assert orjson.loads(str(r.hget(keys.LOCKS, "src/old.ts")))["lockedBy"] == "alice"
+    free, sent = await _answer_and_commands(
+        r, lambda: c.ok("POST", "/lock/src%2Fnew.ts/lock", {"agentId": "alice"})
+    )
+    assert free["success"] is True
+    assert sent == {"evalsha": 1, "hget": 1, "hset": 1}
+    actors, legacy = gw.actors.snapshot()["lock"], gw.legacy.snapshot()["lock"]
+    mine = ("src/old.ts", "src/new.ts")  # what this process wrote (the others' it never copies)
+    assert [actors[p] for p in mine] == [legacy[p] for p in mine]
