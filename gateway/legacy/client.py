@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import redis.asyncio
@@ -85,10 +85,18 @@ class LegacyClient:
         self.shared = shared
 
     @classmethod
-    def connect(cls, redis_url: str, settings: LegacySettings, *, track: Sequence[str] = ()) -> LegacyClient:
+    def connect(
+        cls,
+        redis_url: str,
+        settings: LegacySettings,
+        *,
+        track: Sequence[str] = (),
+        track_lists: Mapping[str, int] | None = None,
+    ) -> LegacyClient:
         """A client with the gateway's pool on `redis_url` (no connection is made until used);
-        the hashes `track` are kept in memory (`TrackedHashes`, one more connection) unless
-        `legacy.cache_listings` is off."""
+        the hashes `track`, and the first elements of the lists `track_lists` (key -> how many),
+        are kept in memory (`TrackedHashes`, one more connection) unless `legacy.cache_listings`
+        is off."""
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             redis_url,
             max_connections=settings.pool_size,
@@ -100,7 +108,11 @@ class LegacyClient:
             retry=Retry(NoBackoff(), 0),  # `run` below is the one retry policy
             health_check_interval=0,
         )
-        tracked = TrackedHashes(redis_url, settings, track) if track and settings.cache_listings else None
+        tracked = (
+            TrackedHashes(redis_url, settings, track, lists=track_lists)
+            if (track or track_lists) and settings.cache_listings
+            else None
+        )
         shared = SharedConnection.for_url(redis_url, settings)
         client = redis.asyncio.Redis(connection_pool=pool)
         return cls(client, settings, url=redis_url, tracked=tracked, shared=shared)

@@ -430,7 +430,7 @@ class LegacyRecords:
             if tracked is not None and key in tracked.hashes:
                 got = await tracked.read((key,))
                 if got is not None:
-                    return got[0]
+                    return cast("dict[str, str]", got[0])
             return cast("dict[str, str]", await r.hgetall(key))
 
         return await self.run(f"HGETALL {key}", op)
@@ -765,16 +765,24 @@ class LegacyRecords:
         """/work in one round trip, while the agents hash is in memory: on the tracking connection,
         the heartbeat `touched` written only if the agent's value is still `expected`
         (`TrackedHashes.set_if_then_read`), then `agent_and_chat`'s script (after the heartbeat:
-        the same cursor) and the `tasks` and `active-agents` hashes. Returns (chat elements,
+        the same cursor) and the `tasks` and `active-agents` hashes; while the chat list is kept
+        there too, it is read with them instead of the script. Returns (chat elements,
         elements in Redis, tasks, agents); None when the heartbeat was not written (another
         writer changed the agent, or the cache is off): the caller reads and writes again."""
         tracked = self.client.tracked
         if tracked is None:
             return None
+        # the chat list kept whole (its legacy window) on the same connection: read with the
+        # hashes, no script (`_mentions_in` skips what the script would have left out)
+        chat_kept = tracked.lists.get(keys.MESSAGES, 0) >= CHAT_SCAN
         chat_script = (
-            _AGENT_AND_CHAT_LUA,
-            (keys.ACTIVE_AGENTS, keys.MESSAGES),
-            (agent_id, str(first), str(CHAT_SCAN - 1)),
+            None
+            if chat_kept
+            else (
+                _AGENT_AND_CHAT_LUA,
+                (keys.ACTIVE_AGENTS, keys.MESSAGES),
+                (agent_id, str(first), str(CHAT_SCAN - 1)),
+            )
         )
 
         async def touch(_r: Redis) -> Any:
@@ -784,7 +792,7 @@ class LegacyRecords:
                 expected,
                 touched,
                 then=chat_script,
-                keys=(keys.TASKS, keys.ACTIVE_AGENTS),
+                keys=(keys.TASKS, keys.ACTIVE_AGENTS, *((keys.MESSAGES,) if chat_kept else ())),
             )
 
         what = f"HSET {keys.ACTIVE_AGENTS} if unchanged, agent and chat, HGETALL {keys.TASKS} and agents"
@@ -792,6 +800,9 @@ class LegacyRecords:
         if written is None or not written[0][0]:
             return None
         self.remember(keys.ACTIVE_AGENTS, agent_id, touched)
+        if chat_kept:
+            raw_tasks, raw_agents, kept = written[2]
+            return kept, len(kept), raw_tasks, raw_agents
         raw, seen_cursor, total, *texts = written[1]
         # RESP3 answers a Lua false as False, not None
         raw, seen_cursor = (None if raw is False else raw), (None if seen_cursor is False else seen_cursor)
@@ -802,9 +813,19 @@ class LegacyRecords:
         return texts, int(total), raw_tasks, raw_agents
 
     async def chat_texts(self, first: int, last: int) -> list[str]:
-        """The raw chat list elements `first..last` (newest first)."""
-
+        """The raw chat list elements `first..last` (newest first); from memory while the tracking
+        connection keeps them and Redis says they are unchanged (`gateway.legacy.tracking`)."""
         what = f"LRANGE {keys.MESSAGES}"
+        tracked = self.client.tracked
+        if tracked is not None and 0 <= first <= last < tracked.lists.get(keys.MESSAGES, 0):
+
+            async def op(r: Redis) -> list[str]:
+                got = await tracked.read((keys.MESSAGES,))
+                if got is not None:
+                    return cast("list[str]", got[0][first : last + 1])
+                return cast("list[str]", await r.lrange(keys.MESSAGES, first, last))
+
+            return await self.run(what, op)
         return cast("list[str]", await self.client.call(what, "LRANGE", keys.MESSAGES, first, last))
 
     async def find_chat(self, msg_id: str) -> GroupMessage | None:

@@ -114,7 +114,12 @@ class LegacyStore:
     @classmethod
     def from_url(cls, redis_url: str, settings: Settings, *, clock: Clock | None = None) -> LegacyStore:
         """A store on `redis_url` with the pool, timeouts and retries of `settings.legacy`."""
-        client = LegacyClient.connect(redis_url, settings.legacy, track=(keys.TASKS, keys.ACTIVE_AGENTS))
+        client = LegacyClient.connect(
+            redis_url,
+            settings.legacy,
+            track=(keys.TASKS, keys.ACTIVE_AGENTS),
+            track_lists={keys.MESSAGES: CHAT_SCAN},
+        )
         return cls(LegacyRecords(client), settings.limits, clock=clock)
 
     @property
@@ -206,7 +211,8 @@ class LegacyStore:
     # -- chat -------------------------------------------------------------------------------------
 
     async def post_chat(self, cmd: c.PostChat) -> GroupMessage:
-        """POST /chat: LPUSH then LTRIM 0 999 in one transaction; sent once, never retried."""
+        """POST /chat: LPUSH then LTRIM 0 999 in one transaction; sent once, never retried. On the
+        tracking connection when it is on, so the kept chat list stays in memory."""
         msg = rules.new_message(cmd)
         text = dumps(m.chat_to_legacy(msg))
 
@@ -214,7 +220,7 @@ class LegacyStore:
             ("LPUSH", keys.MESSAGES, text),
             ("LTRIM", keys.MESSAGES, "0", str(keys.CHAT_MAX - 1)),
         ]
-        await self.records.client.transaction(f"LPUSH {keys.MESSAGES}", writes, idempotent=False)
+        await self.records.write_tracked(f"LPUSH {keys.MESSAGES}", writes, idempotent=False)
         self.records.remember(keys.MESSAGES, msg.id, text)
         return msg
 

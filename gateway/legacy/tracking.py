@@ -50,6 +50,14 @@ invalidations arrive on it as push messages, in order with its replies):
 
 The cached dicts are shared and never changed in place (a write makes a new dict), so callers
 may keep them and compare them by identity (`LegacyStore`'s task listings do).
+
+**Lists (the chat list).** A list is kept the same way, as its first `n` elements (`lists`, key
+-> n; the whole list when shorter), read with `LRANGE key 0 n-1`. Of the gateway's own writes
+sent here, `LPUSH` and `LTRIM key 0 <stop>` are applied to the kept elements (both are exact on a
+prefix: a push puts its elements before them, such a trim keeps a prefix of them), and an `LLEN`
+in the same transaction makes Redis track the key again; any other command of a kept list, and
+every other client's write (an invalidation), drops it. `/work`'s mentions and the chat reads
+then need no script and no `LRANGE` (issue 13's write-through eighth pass).
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ import asyncio
 import collections
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
@@ -80,8 +88,9 @@ RECONNECT_S: Final = 1.0
 Command = tuple[str, ...]
 """One Redis command as its words, e.g. `("HSET", key, field, text)`."""
 
-Snapshot = dict[str, dict[str, str] | None]
-"""The cache at one point of the stream: each tracked hash, or None when it is not cached."""
+Snapshot = dict[str, Any]
+"""The cache at one point of the stream: each tracked hash (a dict) or list (its first elements,
+a list), or None when it is not cached."""
 
 _WRITES: Final = frozenset({"HSET", "HSETNX", "HDEL"})
 
@@ -174,17 +183,25 @@ def _fail(fut: asyncio.Future[Any] | None, exc: Exception) -> None:
 
 
 class TrackedHashes:
-    """The whole-hash cache of `hashes`, on a tracking connection of its own (module docstring)."""
+    """The whole-hash cache of `hashes`, and the first elements of `lists` (key -> how many), on a
+    tracking connection of its own (module docstring)."""
 
     def __init__(
-        self, url: str, settings: LegacySettings, hashes: Sequence[str], *, reconnect_s: float = RECONNECT_S
+        self,
+        url: str,
+        settings: LegacySettings,
+        hashes: Sequence[str],
+        *,
+        lists: Mapping[str, int] | None = None,
+        reconnect_s: float = RECONNECT_S,
     ) -> None:
         self.url = url
         self.settings = settings
         self.hashes = frozenset(hashes)
+        self.lists: dict[str, int] = dict(lists or {})
         self.reconnect_s = reconnect_s
-        self._cache: dict[str, dict[str, str] | None] = dict.fromkeys(self.hashes)
-        self._invalidated: dict[str, int] = dict.fromkeys(self.hashes, 0)
+        self._cache: dict[str, Any] = dict.fromkeys([*self.hashes, *self.lists])
+        self._invalidated: dict[str, int] = dict.fromkeys(self._cache, 0)
         self._conn: _Protocol | None = None  # connected (maybe still shaking hands)
         self._ready = False  # tracking is on: the cache serves
         self._pending: collections.deque[_Pending] = collections.deque()
@@ -258,7 +275,12 @@ class TrackedHashes:
                     await fut
             self._ready = True
             self.connections += 1
-            log.info("legacy.tracking.on", url=mask_url(self.url), hashes=sorted(self.hashes))
+            log.info(
+                "legacy.tracking.on",
+                url=mask_url(self.url),
+                hashes=sorted(self.hashes),
+                lists=sorted(self.lists),
+            )
         except (OSError, TimeoutError, redis.exceptions.RedisError) as exc:
             self._retry_at = time.monotonic() + self.reconnect_s
             log.warning("legacy.tracking.unavailable", url=mask_url(self.url), error=str(exc))
@@ -380,7 +402,7 @@ class TrackedHashes:
         if proto is not self._conn or len(push) != 2 or push[0] != "invalidate":  # noqa: PLR2004
             return
         names = push[1]
-        for key in self.hashes if names is None else names:
+        for key in list(self._cache) if names is None else names:
             self._forget(key)
 
     def _forget(self, key: str) -> None:
@@ -397,14 +419,14 @@ class TrackedHashes:
 
     # -- the operations ---------------------------------------------------------------------------
 
-    async def read(self, keys: Sequence[str], writes: Sequence[Command] = ()) -> list[dict[str, str]] | None:
-        """`writes` (as `write` runs them), then the whole hashes `keys` as Redis holds them after
-        the writes; None when the cache is off (the caller uses the pool instead). The dicts
-        returned are shared: never change them."""
+    async def read(self, keys: Sequence[str], writes: Sequence[Command] = ()) -> list[Any] | None:
+        """`writes` (as `write` runs them), then the whole hashes (dicts) and the lists' first
+        elements (lists) `keys` as Redis holds them after the writes; None when the cache is off
+        (the caller uses the pool instead). What is returned is shared: never change it."""
         if not self.up:
             return None
         done = self._queue_writes(writes) if writes else None
-        fills = {k: self._send(("HGETALL", k), self._filler(k)) for k in keys if self._cache[k] is None}
+        fills = {k: self._send(self._fill(k), self._filler(k)) for k in keys if self._cache[k] is None}
         seen: dict[str, dict[str, str] | None] = {}
         if len(fills) < len(keys):  # some are cached: a PING makes sure they still hold
             if self._barrier is None:
@@ -417,7 +439,7 @@ class TrackedHashes:
             seen = await waiter
         if done is not None:
             await done
-        out: list[dict[str, str]] = []
+        out: list[Any] = []
         for key in keys:
             fill = fills.get(key)
             value = seen.get(key) if fill is None else None
@@ -426,21 +448,26 @@ class TrackedHashes:
             else:
                 self.misses += 1
                 if fill is None:  # invalidated while the PING was on its way: read it now
-                    fill = self._send(("HGETALL", key), self._filler(key))
+                    fill = self._send(self._fill(key), self._filler(key))
                 value = await fill
             out.append(value)
         return out
 
-    def _filler(self, key: str) -> Callable[[Any], dict[str, str]]:
-        """The reply handler of an HGETALL of `key`: kept unless an invalidation came meanwhile."""
+    def _fill(self, key: str) -> Command:
+        """The read of a tracked key whole: HGETALL of a hash, LRANGE of a list's first elements."""
+        kept = self.lists.get(key)
+        return ("HGETALL", key) if kept is None else ("LRANGE", key, "0", str(kept - 1))
+
+    def _filler(self, key: str) -> Callable[[Any], Any]:
+        """The reply handler of the fill of `key`: kept unless an invalidation came meanwhile."""
         invalidated = self._invalidated[key]
 
-        def on_reply(reply: Any) -> dict[str, str]:
+        def on_reply(reply: Any) -> Any:
             if isinstance(reply, hiredis.ReplyError):
                 raise redis.exceptions.ResponseError(str(reply))
             if self._invalidated[key] == invalidated and self._ready:
                 self._cache[key] = reply
-            return reply  # type: ignore[no-any-return]
+            return reply
 
         return on_reply
 
@@ -484,13 +511,14 @@ class TrackedHashes:
         expected: str | None,
         text: str,
         *,
-        then: tuple[LuaScript, Sequence[str], Sequence[str]],
+        then: tuple[LuaScript, Sequence[str], Sequence[str]] | None,
         keys: Sequence[str],
-    ) -> tuple[tuple[bool, str | None], Any, list[dict[str, str]]] | None:
-        """`set_if`, then the script `then` (script, keys, arguments) and the whole hashes `keys` as
-        Redis holds them after both (`read`), sent together and run in that order: (the set's
-        result, the script's reply, the hashes); None when the cache is off (nothing sent). The
-        script reads no tracked hash Redis would not track anyway (its reply is not kept).
+    ) -> tuple[tuple[bool, str | None], Any, list[Any]] | None:
+        """`set_if`, then the script `then` (script, keys, arguments; None: no script) and the
+        tracked keys `keys` as Redis holds them after both (`read`), sent together and run in
+        that order: (the set's result, the script's reply (None without one), what `read`
+        returns); None when the cache is off (nothing sent). The script reads no tracked key
+        Redis would not track anyway (its reply is not kept).
 
         Both scripts go by their SHA1; when Redis does not know one (NOSCRIPT: it did not run),
         what did not run is sent again whole, still after the set: the whole request again when
@@ -506,22 +534,28 @@ class TrackedHashes:
         expected: str | None,
         text: str,
         *,
-        then: tuple[LuaScript, Sequence[str], Sequence[str]],
+        then: tuple[LuaScript, Sequence[str], Sequence[str]] | None,
         keys: Sequence[str],
         whole: bool,
-    ) -> tuple[tuple[bool, str | None], Any, list[dict[str, str]]] | None:
-        script, names, args = then
+    ) -> tuple[tuple[bool, str | None], Any, list[Any]] | None:
         done = self._queue_set_if(key, fld, expected, text, (), whole=whole)
-        after = self._send((*_script_call(script, whole), str(len(names)), *names, *args), _checked)
+        after = None
+        if then is not None:
+            script, names, args = then
+            after = self._send((*_script_call(script, whole), str(len(names)), *names, *args), _checked)
         hashes = await self.read(keys)  # queued before this awaits: after the set, in the stream
-        result, reply = await _unless_noscript(done), await _unless_noscript(after)
+        result = await _unless_noscript(done)
+        reply = None if after is None else await _unless_noscript(after)
         if hashes is None:
             return None
         if result is _NOSCRIPT:  # the set did not run
             if whole or not self.up:
                 raise redis.exceptions.NoScriptError("the set script is unknown to Redis")
             return await self._set_if_then_read(key, fld, expected, text, then=then, keys=keys, whole=True)
-        if reply is _NOSCRIPT:  # the read script did not run: it reads after the set all the same
+        if (
+            reply is _NOSCRIPT and then is not None
+        ):  # the read script did not run: it reads after the set all the same
+            script, names, args = then
             reply = await self._send((*_script_call(script, True), str(len(names)), *names, *args), _checked)
         return result, reply, hashes
 
@@ -567,11 +601,14 @@ class TrackedHashes:
 
     def _queue_writes(self, writes: Sequence[Command]) -> asyncio.Future[Any]:
         tracked = [cmd[1] for cmd in writes if cmd[0] in _WRITES and cmd[1] in self.hashes]
+        tracked_lists = [cmd[1] for cmd in writes if cmd[1] in self.lists]
         self._queue(("MULTI",), _keep, None)
         for cmd in writes:
             self._queue(cmd, _keep, None)
         for key in dict.fromkeys(tracked):  # Redis tracks the key for this connection again
             self._queue(("HLEN", key), _keep, None)
+        for key in dict.fromkeys(tracked_lists):
+            self._queue(("LLEN", key), _keep, None)
         return self._send(("EXEC",), lambda reply: self._applied(writes, reply))
 
     def _applied(self, writes: Sequence[Command], reply: Any) -> list[Any]:
@@ -584,6 +621,9 @@ class TrackedHashes:
         for cmd, result in zip(writes, replies, strict=True):
             name, key = cmd[0], cmd[1]
             current = self._cache.get(key)
+            if key in self.lists:
+                self._apply_to_list(cmd, result, current)
+                continue
             if name not in _WRITES or key not in self.hashes:
                 continue
             if isinstance(result, hiredis.ReplyError):
@@ -600,6 +640,21 @@ class TrackedHashes:
             if isinstance(result, hiredis.ReplyError):
                 raise redis.exceptions.ResponseError(str(result))
         return replies
+
+    def _apply_to_list(self, cmd: Command, result: Any, current: list[str] | None) -> None:
+        """One of the gateway's own commands of a kept list, applied in stream order: LPUSH and
+        `LTRIM key 0 <stop>` are exact on the kept first elements; anything else drops them."""
+        name, key = cmd[0], cmd[1]
+        if current is None:
+            return
+        if isinstance(result, hiredis.ReplyError):
+            self._forget(key)
+        elif name == "LPUSH":
+            self._cache[key] = [*reversed(cmd[2:]), *current][: self.lists[key]]
+        elif name == "LTRIM" and cmd[2] == "0" and cmd[3].isdigit():
+            self._cache[key] = current[: int(cmd[3]) + 1]
+        else:
+            self._forget(key)
 
 
 def _script_call(script: LuaScript, whole: bool) -> tuple[str, str]:

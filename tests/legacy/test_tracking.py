@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -17,11 +17,11 @@ import redis.asyncio
 from gateway.clock import FakeClock
 from gateway.domain import commands as c
 from gateway.domain.ids import IdGenerator
-from gateway.domain.jscompat import parse_js_date
+from gateway.domain.jscompat import iso_from_ms, parse_js_date
 from gateway.errors import ApiError
 from gateway.legacy import keys, mapping
 from gateway.legacy.client import LegacyClient
-from gateway.legacy.records import LegacyRecords
+from gateway.legacy.records import CHAT_SCAN, LegacyRecords
 from gateway.legacy.store import LegacyStore
 from gateway.legacy.tracking import TrackedHashes
 from gateway.settings import LegacySettings, LimitSettings, Settings
@@ -36,7 +36,9 @@ def _store(url: str, settings: LegacySettings = SETTINGS) -> LegacyStore:
     """The gateway's legacy store, its tracking connection reconnecting at once after a loss."""
     client = LegacyClient.connect(url, settings, track=(keys.TASKS, keys.ACTIVE_AGENTS))
     if client.tracked is not None:
-        client.tracked = TrackedHashes(url, settings, (keys.TASKS, keys.ACTIVE_AGENTS), reconnect_s=0.0)
+        client.tracked = TrackedHashes(
+            url, settings, (keys.TASKS, keys.ACTIVE_AGENTS), lists={keys.MESSAGES: CHAT_SCAN}, reconnect_s=0.0
+        )
     return LegacyStore(LegacyRecords(client), LimitSettings(), clock=FakeClock(NOW))
 
 
@@ -441,9 +443,10 @@ async def test_work_is_one_round_trip_and_decides_again_on_another_clients_write
     before = _calls(r)
     again = await store.work_bundle(work)
     sent = {k: n - before.get(k, 0) for k, n in _calls(r).items() if n != before.get(k, 0) and k != "info"}
+    # the heartbeat's compare-and-set, the hashes from memory, the chat list read once to keep it
     assert sent == {
-        "evalsha": 2,
-        "hget": 2,
+        "evalsha": 1,
+        "hget": 1,
         "lrange": 1,
         "multi": 1,
         "hset": 1,
@@ -452,6 +455,11 @@ async def test_work_is_one_round_trip_and_decides_again_on_another_clients_write
         "ping": 1,
     }
     assert [m.message for m in again.pending_mentions] == [m.message for m in first.pending_mentions]
+    before = _calls(r)
+    kept = await store.work_bundle(work)
+    sent = {k: n - before.get(k, 0) for k, n in _calls(r).items() if n != before.get(k, 0) and k != "info"}
+    assert sent == {"evalsha": 1, "hget": 1, "multi": 1, "hset": 1, "hlen": 1, "exec": 1, "ping": 1}
+    assert [m.message for m in kept.pending_mentions] == [m.message for m in first.pending_mentions]
 
     # another client moves ann's cursor past m1 and adds a field of its own
     chat = await store.get_chat(c.ChatQuery.parse({"limit": "10"}, NOW + 20, 50, 1000))
@@ -485,7 +493,7 @@ async def test_heartbeat_and_work_after_redis_forgot_their_scripts(
     before = _calls(r)
     work = await store.work_bundle(c.WorkQuery.parse({"agentId": "ann"}, NOW + 10, 1000))
     sent = {k: n - before.get(k, 0) for k, n in _calls(r).items() if n != before.get(k, 0) and k != "info"}
-    assert sent["eval"] == 2  # each script whole, once
+    assert sent["eval"] == 1  # the heartbeat's script whole, once (the chat list is kept: no script)
     assert sent["hset"] == 1  # the heartbeat written once
     assert [m.message for m in work.pending_mentions] == ["@ann hello"]
     stored = json.loads(str(r.hget(keys.ACTIVE_AGENTS, "ann")))
@@ -496,9 +504,191 @@ async def test_heartbeat_and_work_after_redis_forgot_their_scripts(
     before = _calls(r)
     await store.work_bundle(c.WorkQuery.parse({"agentId": "ann"}, NOW + 20, 1000))
     sent = {k: n - before.get(k, 0) for k, n in _calls(r).items() if n != before.get(k, 0) and k != "info"}
-    assert (sent["evalsha"], sent.get("eval", 0)) == (2, 0)
+    assert (sent["evalsha"], sent.get("eval", 0)) == (1, 0)
 
 
 def _afresh(store: LegacyStore) -> LegacyStore:
     """A store on the same records that keeps nothing from earlier listings."""
     return LegacyStore(store.records, LimitSettings(), clock=FakeClock(NOW))
+
+
+# -- the chat list kept on the tracking connection ----------------------------------------------
+
+
+def _chat(msg_id: str, text: str, author: str = "bob", at_ms: int = NOW) -> str:
+    """A chat list element as the legacy API writes it."""
+    return json.dumps({"id": msg_id, "author": author, "message": text, "timestamp": iso_from_ms(at_ms)})
+
+
+async def _chat_read(store: LegacyStore, limit: int = 50) -> list[str]:
+    """The chat page's messages, as ann reads them (her mention cursor moves to the head)."""
+    page = await store.get_chat(
+        c.ChatQuery.parse({"limit": str(limit), "agentId": "ann"}, NOW + 100, 50, 1000)
+    )
+    return [m.message for m in page.messages]
+
+
+async def _work_mentions(store: LegacyStore, agent_id: str, at_ms: int) -> list[str]:
+    bundle = await store.work_bundle(c.WorkQuery.parse({"agentId": agent_id}, at_ms, 1000))
+    return [m.message for m in bundle.pending_mentions]
+
+
+async def test_another_clients_chat_writes_are_seen_by_the_next_work_and_chat_read(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """The chat list kept in memory: another client's LPUSH, LTRIM and DEL of it are in the
+    gateway's next chat read and the next /work's mentions, and kept reads send no LRANGE."""
+    await store.register_agent(c.RegisterAgent.parse({"agentId": "ann"}, NOW))
+    await store.list_agents(NOW, 100)  # the agents hash in memory: /work's one round trip
+    await store.post_chat(c.PostChat.parse({"author": "bob", "message": "@ann one"}, NOW + 1, ids))
+    assert await _work_mentions(store, "ann", NOW + 2) == ["@ann one"]
+    assert await _chat_read(store) == ["@ann one"]
+    before = _calls(r).get("lrange", 0)
+    assert await _chat_read(store) == ["@ann one"]
+    assert await _work_mentions(store, "ann", NOW + 3) == []
+    assert _calls(r).get("lrange", 0) == before  # from memory
+
+    r.lpush(keys.MESSAGES, _chat("x1", "@ann from the legacy API"))
+    assert await _chat_read(store) == ["@ann one", "@ann from the legacy API"]
+    r.lpush(keys.MESSAGES, _chat("x2", "@ann again"))
+    assert await _work_mentions(store, "ann", NOW + 4) == ["@ann again"]
+    r.lpush(keys.MESSAGES, _chat("x3", "@ann third"))
+    r.ltrim(keys.MESSAGES, 0, 0)  # only the newest left (ann's cursor trimmed away)
+    assert await _work_mentions(store, "ann", NOW + 5) == ["@ann third"]
+    assert await _chat_read(store) == ["@ann third"]
+    await store.post_chat(c.PostChat.parse({"author": "bob", "message": "@ann ours"}, NOW + 6, ids))
+    assert await _chat_read(store) == ["@ann third", "@ann ours"]
+    assert await store.records.chat_texts(0, -1) == r.lrange(keys.MESSAGES, 0, -1)  # to the end: Redis
+    r.delete(keys.MESSAGES)
+    assert await _chat_read(store) == []
+    assert await _work_mentions(store, "ann", NOW + 7) == []
+    r.lpush(keys.MESSAGES, _chat("x4", "@ann after a DEL"))
+    assert await _work_mentions(store, "ann", NOW + 8) == ["@ann after a DEL"]
+    assert await _chat_read(store) == ["@ann after a DEL"]
+
+
+async def test_a_lost_tracking_connection_or_restart_sends_chat_reads_to_redis(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """The tracking connection killed, then Redis restarted (its data gone): chat reads and
+    /work answer what Redis holds, never the kept list, until tracking is on again."""
+    store = _store(redis_url)
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert await _tracked(store).wait_up()
+        await store.register_agent(c.RegisterAgent.parse({"agentId": "ann"}, NOW))
+        await store.list_agents(NOW, 100)
+        await store.post_chat(c.PostChat.parse({"author": "bob", "message": "@ann one"}, NOW + 1, ids))
+        assert await _chat_read(store) == ["@ann one"]
+        assert await _chat_read(store) == ["@ann one"]
+        await _kill_tracking_connection(r)
+        r.lpush(keys.MESSAGES, _chat("x1", "@ann unannounced"))  # no invalidation reaches the gateway
+        assert await _work_mentions(store, "ann", NOW + 2) == ["@ann unannounced"]
+        assert await _chat_read(store) == ["@ann one", "@ann unannounced"]
+        assert await _tracked(store).wait_up()
+        assert await _chat_read(store) == ["@ann one", "@ann unannounced"]
+        assert await _chat_read(store) == ["@ann one", "@ann unannounced"]
+
+        redis_server.stop()
+        redis_server.start()
+        assert await _chat_read(store) == []
+        r.lpush(keys.MESSAGES, _chat("x2", "after the restart"))
+        assert await _chat_read(store) == ["after the restart"]
+        assert await _tracked(store).wait_up()
+        assert await _chat_read(store) == ["after the restart"]
+        r.lpush(keys.MESSAGES, _chat("x3", "later"))
+        assert await _chat_read(store) == ["after the restart", "later"]
+    finally:
+        r.close()
+        if not redis_server.running:
+            redis_server.start()
+        await store.close()
+
+
+async def test_the_kept_chat_list_equals_redis_after_concurrent_posts(
+    store: LegacyStore, redis_url: str
+) -> None:
+    """Bursts of gateway posts and another client's pushes and trims at once: after each, the
+    chat elements the gateway reads from memory are exactly Redis's LRANGE, in order."""
+    other = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    rng = random.Random(11)
+    try:
+
+        async def ours(i: int) -> None:
+            await store.post_chat(c.PostChat.parse({"author": "gw", "message": f"ours {i}"}, NOW + i, ids))
+
+        async def theirs(i: int) -> None:
+            if rng.random() < 0.2:  # several at once, untrimmed: the list grows past the kept window
+                await other.lpush(keys.MESSAGES, *(_chat(f"t{i}.{j}", f"theirs {i}.{j}") for j in range(3)))
+                return
+            async with other.pipeline(transaction=True) as pipe:
+                _ = pipe.lpush(keys.MESSAGES, _chat(f"t{i}", f"theirs {i}"))
+                _ = pipe.ltrim(keys.MESSAGES, 0, keys.CHAT_MAX - 1)
+                await pipe.execute()
+
+        reads, longest = 0, 0
+        for batch in range(50):
+            steps: list[Awaitable[Any]] = [
+                ours(batch * 40 + i) if rng.random() < 0.6 else theirs(batch * 40 + i) for i in range(40)
+            ]
+            if batch == 5:
+                steps.append(other.ltrim(keys.MESSAGES, 0, 40))
+            await asyncio.gather(*steps, store.records.chat_texts(0, 10))
+            kept = await store.records.chat_texts(0, CHAT_SCAN - 1)
+            assert kept == await other.lrange(keys.MESSAGES, 0, CHAT_SCAN - 1)
+            reads += 1
+            longest = max(longest, await other.llen(keys.MESSAGES))
+        assert longest >= keys.CHAT_MAX  # the list went round the window
+        assert _tracked(store).hits >= reads // 2
+    finally:
+        await other.aclose()
+
+
+async def test_work_mentions_from_the_kept_list_are_those_of_the_script(
+    store: LegacyStore, redis_url: str, r: redis.Redis
+) -> None:
+    """Mentions (and the recent messages) of /work answered from the kept chat list are those of
+    a gateway reading with the script, for cursors near the head, deep, trimmed away and absent,
+    with unreadable and '@'-less elements in between."""
+    scripted = LegacyStore(
+        LegacyRecords(LegacyClient.connect(redis_url, SETTINGS, track=(keys.TASKS, keys.ACTIVE_AGENTS))),
+        LimitSettings(),
+        clock=FakeClock(NOW),
+    )
+    rng = random.Random(5)
+    names, found = ["ann", "bob", "cy"], 0
+    try:
+        for name in names:
+            await store.register_agent(c.RegisterAgent.parse({"agentId": name}, NOW))
+        await store.list_agents(NOW, 100)
+        await scripted.list_agents(NOW, 100)
+        at = NOW + 10
+        for round_ in range(30):
+            for _ in range(rng.choice([1, 5, 40, 300])):
+                at += 1
+                who = rng.choice(names)
+                text = rng.choice(["hello", f"@{rng.choice(names)} look", "mail a@b.c", f"@{who}"])
+                if rng.random() < 0.02:
+                    r.lpush(keys.MESSAGES, "{not json")
+                else:
+                    await store.post_chat(c.PostChat.parse({"author": who, "message": text}, at, ids))
+            name = rng.choice(names)
+            at += 1
+            if rng.random() < 0.5:  # the agent reads chat: its mention cursor moves to the head
+                await store.get_chat(c.ChatQuery.parse({"limit": "5", "agentId": name}, at, 50, 1000))
+            if rng.random() < 0.1:  # a cursor id no longer in the list (trimmed away)
+                value = json.loads(str(r.hget(keys.ACTIVE_AGENTS, name)))
+                r.hset(keys.ACTIVE_AGENTS, name, json.dumps({**value, "lastChatCheckId": "gone"}))
+            # the same question to both (the first asked moves the cursor: ask the scripted one on
+            # a copy of the agent's value first, then put the value back for the kept one)
+            value = r.hget(keys.ACTIVE_AGENTS, name)
+            theirs = await scripted.work_bundle(c.WorkQuery.parse({"agentId": name}, at, 1000))
+            r.hset(keys.ACTIVE_AGENTS, name, str(value))
+            ours = await store.work_bundle(c.WorkQuery.parse({"agentId": name}, at, 1000))
+            assert [m.id for m in ours.pending_mentions] == [m.id for m in theirs.pending_mentions], round_
+            assert [m.id for m in ours.recent_chat] == [m.id for m in theirs.recent_chat]
+            found += len(ours.pending_mentions)
+        assert found > 30
+        assert _tracked(scripted).lists == {}  # the other one read with the script
+    finally:
+        await scripted.close()

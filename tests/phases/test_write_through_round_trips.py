@@ -47,26 +47,17 @@ async def test_work_is_one_round_trip_and_replicates_what_it_wrote(start_gw: GwF
     await c.ok("POST", "/coordinator/chat", {"author": "bob", "message": "hi @alice"})
     await c.ok("POST", "/coordinator/tasks", {"title": "Port it", "createdBy": "bob", "assignee": "alice"})
 
-    for _ in range(2):  # Redis learns the two scripts (sent whole once each); /work moves no cursor
+    for _ in range(2):  # Redis learns the heartbeat script; the chat list is kept
         await c.ok("GET", "/coordinator/work?agentId=alice")
     work, sent = await _answer_and_commands(
         gw.legacy.r, lambda: c.ok("GET", "/coordinator/work?agentId=alice")
     )
 
     # sent together on the tracking connection: the heartbeat decided on the agent held in
-    # memory [MULTI, EVALSHA (its HGET and HSET), HLEN, EXEC], the chat script (EVALSHA: HGET
-    # agent, LRANGE chat, counted too) and a PING: both hashes are held in memory since the first
-    # /work (gateway.legacy.tracking); nothing read back
-    assert sent == {
-        "evalsha": 2,
-        "hget": 2,
-        "lrange": 1,
-        "multi": 1,
-        "hset": 1,
-        "hlen": 1,
-        "exec": 1,
-        "ping": 1,
-    }
+    # memory [MULTI, EVALSHA (its HGET and HSET), HLEN, EXEC] and a PING: both hashes and the
+    # chat list are held in memory since the first /work (gateway.legacy.tracking); no chat
+    # script, nothing read back
+    assert sent == {"evalsha": 1, "hget": 1, "multi": 1, "hset": 1, "hlen": 1, "exec": 1, "ping": 1}
     assert [m["message"] for m in work["inbox"]["pendingMentions"]] == ["hi @alice"]
     assert [t["title"] for t in work["tasks"]["mine"]] == ["Port it"]
     assert [a["agentId"] for a in work["team"]] == ["alice"]  # listed as the heartbeat left it
@@ -94,10 +85,12 @@ async def test_writes_replicate_without_reading_redis_again(start_gw: GwFactory)
     await gw.legacy_cache_up()
 
     post = {"author": "alice", "message": "x"}
+    # on the tracking connection, with the LLEN that keeps Redis tracking the chat list for it
     assert await _commands(r, lambda: c.ok("POST", "/coordinator/chat", post)) == {
         "multi": 1,
         "lpush": 1,
         "ltrim": 1,
+        "llen": 1,
         "exec": 1,
     }
     create = {"title": "T", "createdBy": "alice"}
