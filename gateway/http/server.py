@@ -38,13 +38,25 @@ transport mishandled `writelines` in 3.12.0-3.12.8 and 3.13.0-3.13.1; uvloop's t
 its own, which queues the buffers and writes them with one `writev`. The join copied every large
 answer once more (a `/work` or task listing of 200-300 KB: 57,000 instructions a request under
 callgrind, issue 13).
+
+Connections are accepted by `AcceptAllSite`, not by uvloop's server: uvloop (libuv 1.52) accepts
+one pending connection per turn of the loop, so when many clients connect at once to a busy
+gateway the last of them waits as many turns as there are connections before it, each turn
+serving every request in flight (64 connections opened together by wrk's mix waited up to
+170-450 ms for their first answer while the p99 was ~33 ms; docs/benchmarks.md, "The maximum
+latency of the mix"). `AcceptAllSite` watches the listening socket itself and accepts every
+pending connection in one turn, as asyncio's own server does, then hands each to the loop
+(`connect_accepted_socket`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Final
@@ -59,7 +71,14 @@ from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 from gateway.http.middleware import new_request_id
 from gateway.http.responses import error_response
 
-__all__ = ["GatewayRunner", "JsonErrorRequestHandler", "direct_handler", "run", "use_writelines"]
+__all__ = [
+    "AcceptAllSite",
+    "GatewayRunner",
+    "JsonErrorRequestHandler",
+    "direct_handler",
+    "run",
+    "use_writelines",
+]
 
 log = structlog.get_logger("gateway.access")
 
@@ -67,6 +86,9 @@ MAX_MESSAGE_CHARS: Final = 200  # aiohttp's messages quote the offending input, 
 _SERVER_ERROR: Final = 500
 YOUNG_COLLECTION_EVERY: Final = 7_000
 """Net allocations of tracked objects between two collections of the young generation."""
+ACCEPT_PAUSE_S: Final = 1.0
+"""Out of file descriptors: how long accepting pauses (asyncio's own server waits as long)."""
+_OUT_OF_FDS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def _reason(status: int) -> str:
@@ -157,6 +179,102 @@ class GatewayRunner(web.AppRunner):
         return server
 
 
+class _AcceptAllServer:
+    """Listening sockets whose pending connections are all accepted each time one is readable
+    (`asyncio.AbstractServer`'s `close` and `sockets`, as far as aiohttp's runner uses them)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, socks: list[socket.socket], factory: web.Server, backlog: int
+    ) -> None:
+        self._loop = loop
+        self._socks = socks
+        self._factory = factory
+        self._backlog = backlog
+        self._pending: set[asyncio.Task[object]] = set()
+        self._closed = False
+        for sock in socks:
+            loop.add_reader(sock.fileno(), self._accept_all, sock)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return () if self._closed else tuple(self._socks)
+
+    def _accept_all(self, sock: socket.socket) -> None:
+        for _ in range(self._backlog):
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up before it was accepted
+            except OSError as e:
+                if e.errno not in _OUT_OF_FDS:
+                    raise
+                log.warning("http.accept_paused", error=str(e), pause_s=ACCEPT_PAUSE_S)
+                self._loop.remove_reader(sock.fileno())
+                self._loop.call_later(ACCEPT_PAUSE_S, self._resume, sock)
+                return
+            conn.setblocking(False)
+            task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, conn))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    def _resume(self, sock: socket.socket) -> None:
+        if not self._closed:
+            self._loop.add_reader(sock.fileno(), self._accept_all, sock)
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets (open connections are the runner's)."""
+        if self._closed:
+            return
+        self._closed = True
+        for sock in self._socks:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+    async def wait_closed(self) -> None:
+        """Nothing to wait for: `close` is immediate."""
+
+
+def listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.socket]:
+    """Non-blocking sockets listening on every address of `host` (all interfaces for None), as
+    `loop.create_server` binds them: SO_REUSEADDR, IPv6 sockets IPv6 only."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, type_, proto, _name, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, type_, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+class AcceptAllSite(web.TCPSite):
+    """`web.TCPSite` that accepts every pending connection in one turn of the loop (uvloop's
+    server accepts one a turn); see the module docstring."""
+
+    __slots__ = ()
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None  # noqa: S101 - the runner is set up before its sites
+        socks = listening_sockets(self._host, self._port, self._backlog)
+        loop = asyncio.get_running_loop()
+        self._server = _AcceptAllServer(loop, socks, server, self._backlog)  # type: ignore[assignment]
+        self._bound_port = int(socks[0].getsockname()[1])
+
+
 async def _serve(app: web.Application, host: str, port: int, shutdown_timeout_s: float) -> None:
     runner = GatewayRunner(app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout_s)
     stop = asyncio.Event()
@@ -168,7 +286,7 @@ async def _serve(app: web.Application, host: str, port: int, shutdown_timeout_s:
     gc.freeze()  # what startup made lives as long as the process: no full collection walks it
     gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
     try:
-        await web.TCPSite(runner, host, port).start()
+        await AcceptAllSite(runner, host, port).start()
         await stop.wait()
     finally:
         # inside the serving task, before asyncio.run cancels what is left: sockets get 1001,

@@ -1,6 +1,6 @@
-"""Fixtures of the app tests: the gateway served by the production runner (`GatewayRunner`, the
-one `agent-coord serve` uses: aiohttp's test server differs, e.g. it cancels the handler of a
-client that went away) on a free loopback port."""
+"""Fixtures of the app tests: the gateway served by the production runner and site
+(`GatewayRunner`, `AcceptAllSite`, the ones `agent-coord serve` uses: aiohttp's test server
+differs, e.g. it cancels the handler of a client that went away) on a free loopback port."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.http.server import GatewayRunner
+from gateway.http.server import AcceptAllSite, GatewayRunner
 from gateway.settings import Settings, StorageSettings
 from gateway.testing.gateway_process import free_port
 
@@ -38,7 +38,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     await runner.setup()
     port = free_port()
     try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await AcceptAllSite(runner, "127.0.0.1", port).start()
         yield Served(app, "127.0.0.1", port)
     finally:
         await runner.cleanup()
