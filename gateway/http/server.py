@@ -269,7 +269,7 @@ class AcceptAllSite(web.TCPSite):
         await web.BaseSite.start(self)  # registers the site with the runner
         server = self._runner.server
         assert server is not None  # noqa: S101 - the runner is set up before its sites
-        socks = listening_sockets(self._host, self._port, self._backlog)
+        socks = listening_sockets(self._host or None, self._port, self._backlog)  # "" is every interface too
         loop = asyncio.get_running_loop()
         self._server = _AcceptAllServer(loop, socks, server, self._backlog)  # type: ignore[assignment]
         self._bound_port = int(socks[0].getsockname()[1])

@@ -35,13 +35,10 @@ async def _accepted_after_turns(site_type: type[web.TCPSite]) -> tuple[int, list
         assert runner.server is not None
         accepted = len(runner.server.connections)
         loop = asyncio.get_running_loop()
-        answers = []
         for c in clients:
             c.setblocking(False)
             await loop.sock_sendall(c, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        for c in clients:
-            answers.append(await asyncio.wait_for(loop.sock_recv(c, 4096), 5))
-        return accepted, answers
+        return accepted, [await asyncio.wait_for(loop.sock_recv(c, 4096), 5) for c in clients]
     finally:
         for c in clients:
             c.close()
