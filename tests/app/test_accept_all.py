@@ -21,13 +21,19 @@ async def _hello(_request: web.Request) -> web.Response:
     return web.Response(body=b'{"ok":true}', content_type="application/json")
 
 
-async def _accepted_after_turns(site_type: type[web.TCPSite]) -> tuple[int, list[bytes]]:
+async def _started(site_type: type[web.TCPSite]) -> tuple[web.AppRunner, web.TCPSite]:
+    """An app answering `/` on a free loopback port, served through `site_type`."""
     app = web.Application()
     app.router.add_get("/", _hello)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = site_type(runner, "127.0.0.1", 0)
     await site.start()
+    return runner, site
+
+
+async def _accepted_after_turns(site_type: type[web.TCPSite]) -> tuple[int, list[bytes]]:
+    runner, site = await _started(site_type)
     clients = [socket.create_connection(("127.0.0.1", site.port)) for _ in range(CLIENTS)]
     try:
         for _ in range(TURNS):
@@ -65,12 +71,7 @@ def test_a_stopped_site_refuses_new_connections() -> None:
     """After the runner's cleanup the port no longer accepts connections."""
 
     async def scenario() -> int:
-        app = web.Application()
-        app.router.add_get("/", _hello)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = AcceptAllSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, site = await _started(AcceptAllSite)
         port = site.port
         assert runner.addresses == [("127.0.0.1", port)]
         await runner.cleanup()
