@@ -474,7 +474,9 @@ class TrackedHashes:
     async def write(self, writes: Sequence[Command]) -> list[Any] | None:
         """Run `writes` (HSET, HSETNX, HDEL of any hash; other commands of untracked keys) in one
         transaction and return their replies; None when the cache is off (the caller writes
-        through the pool). What they wrote to the tracked hashes is in the cache when this returns."""
+        through the pool). What they wrote to the tracked hashes is in the cache when this returns;
+        another command of a tracked hash drops its kept copy (Redis does not tell this connection
+        of its own writes)."""
         if not self.up:
             return None
         return await self._queue_writes(writes)  # type: ignore[no-any-return]
@@ -619,27 +621,32 @@ class TrackedHashes:
             raise redis.exceptions.ResponseError(f"transaction failed: {reply}")
         replies = reply[: len(writes)]
         for cmd, result in zip(writes, replies, strict=True):
-            name, key = cmd[0], cmd[1]
+            key = cmd[1]
             current = self._cache.get(key)
             if key in self.lists:
                 self._apply_to_list(cmd, result, current)
-                continue
-            if name not in _WRITES or key not in self.hashes:
-                continue
-            if isinstance(result, hiredis.ReplyError):
-                self._forget(key)
-            elif current is not None:
-                if name == "HSET":
-                    self._cache[key] = {**current, **dict(zip(cmd[2::2], cmd[3::2], strict=True))}
-                elif name == "HSETNX" and result == 1:
-                    self._cache[key] = {**current, cmd[2]: cmd[3]}
-                elif name == "HDEL":
-                    gone = set(cmd[2:])
-                    self._cache[key] = {f: v for f, v in current.items() if f not in gone}
+            elif key in self.hashes:
+                self._apply_to_hash(cmd, result, current)
         for result in replies:
             if isinstance(result, hiredis.ReplyError):
                 raise redis.exceptions.ResponseError(str(result))
         return replies
+
+    def _apply_to_hash(self, cmd: Command, result: Any, current: dict[str, str] | None) -> None:
+        """One of the gateway's own commands of a tracked hash, applied in stream order: HSET,
+        HSETNX and HDEL are exact; anything else (a DEL, say) drops the kept copy."""
+        name, key = cmd[0], cmd[1]
+        if name not in _WRITES or isinstance(result, hiredis.ReplyError):
+            self._forget(key)
+        elif current is None:
+            return
+        elif name == "HSET":
+            self._cache[key] = {**current, **dict(zip(cmd[2::2], cmd[3::2], strict=True))}
+        elif name == "HSETNX" and result == 1:
+            self._cache[key] = {**current, cmd[2]: cmd[3]}
+        elif name == "HDEL":
+            gone = set(cmd[2:])
+            self._cache[key] = {f: v for f, v in current.items() if f not in gone}
 
     def _apply_to_list(self, cmd: Command, result: Any, current: list[str] | None) -> None:
         """One of the gateway's own commands of a kept list, applied in stream order: LPUSH and

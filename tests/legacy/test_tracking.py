@@ -692,3 +692,15 @@ async def test_work_mentions_from_the_kept_list_are_those_of_the_script(
         assert _tracked(scripted).lists == {}  # the other one read with the script
     finally:
         await scripted.close()
+
+
+async def test_another_command_of_a_tracked_hash_in_a_write_drops_the_kept_copy(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """A command `write` does not apply itself (a DEL) on a tracked hash leaves no stale copy:
+    the next listing is what Redis holds."""
+    r.hset(keys.TASKS, "t1", _task("t1", "one"))
+    assert await _titles(store) == ["one"]
+    assert await _tracked(store).write([("DEL", keys.TASKS)]) == [1]
+    assert r.hlen(keys.TASKS) == 0
+    assert await _titles(store) == []
