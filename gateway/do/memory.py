@@ -190,19 +190,27 @@ class _Listing:
     """Rows in ascending key order, each with its record and (once rendered) its JSON, in three
     parallel lists: the newest `n` are slices, taken and reversed in C, and a listing renders only
     the records it has not rendered before (a heartbeat moves one agent: one record to render, not
-    a loop over every agent of the team)."""
+    a loop over every agent of the team).
 
-    __slots__ = ("keys", "records", "rendered")
+    The keys of the rows not rendered yet are kept in `pending`, so a listing finds them by
+    bisection instead of looking at every row for a missing JSON: after a heartbeat or a new task
+    that is one row of hundreds or thousands (issue 13: a Python loop over the 200 agents on
+    every agent listing and `/work` after a heartbeat, over every open task after a task create).
+    """
+
+    __slots__ = ("keys", "pending", "records", "rendered")
 
     def __init__(self) -> None:
         self.keys: list[Key] = []
         self.records: list[Any] = []
         self.rendered: list[orjson.Fragment | None] = []
+        self.pending: set[Key] = set()  # the keys whose `rendered` entry is None
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def add(self, key: Key, record: Any, loading: bool) -> None:
+        self.pending.add(key)
         if loading:  # sorted once the load is done
             self.keys.append(key)
             self.records.append(record)
@@ -220,26 +228,42 @@ class _Listing:
             del keys[i]
             del self.records[i]
             del self.rendered[i]
+            self.pending.discard(key)
 
     def sort(self) -> None:
         order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
         self.keys = [self.keys[i] for i in order]
         self.records = [self.records[i] for i in order]
         self.rendered = [None] * len(order)
+        self.pending = set(self.keys)
+
+    def _render_pending(self, lo: int, n: int, render: Callable[[Any], orjson.Fragment]) -> None:
+        """Render the rows of `lo:n` that have no JSON yet."""
+        pending, keys, records, rendered = self.pending, self.keys, self.records, self.rendered
+        if len(pending) * 8 < n - lo:  # a few rows written since the last listing: find them
+            for key in tuple(pending):
+                i = bisect.bisect_left(keys, key)
+                if lo <= i < n:
+                    rendered[i] = render(records[i])
+                    pending.discard(key)
+            return
+        for i in range(lo, n):  # after a load: most rows
+            if rendered[i] is None:
+                rendered[i] = render(records[i])
+                pending.discard(keys[i])
 
     def newest(self, lo: int, limit: int, render: Callable[[Any], orjson.Fragment]) -> RenderedList:
         """The rows from index `lo` on, newest first, at most `limit` of them, as a listing that
         carries their JSON (rendered here for the rows that had none yet)."""
         n = len(self.keys)
         lo = max(lo, n - limit) if limit > 0 else n
+        if self.pending:
+            self._render_pending(lo, n, render)
         out = self.rendered[lo:n]
-        if None in out:
-            rendered, records = self.rendered, self.records
-            for j, item in enumerate(out):
-                if item is None:
-                    out[j] = rendered[lo + j] = render(records[lo + j])
         out.reverse()
-        return RenderedList(self.records[lo:n][::-1], rendered=out)
+        records = self.records[lo:n]
+        records.reverse()
+        return RenderedList(records, rendered=out)
 
     def newest_where(
         self, lo: int, limit: int, keep: Callable[[Any], bool], render: Callable[[Any], orjson.Fragment]
@@ -256,6 +280,7 @@ class _Listing:
                 item = rendered[i]
                 if item is None:
                     item = rendered[i] = render(record)
+                    self.pending.discard(self.keys[i])
                 records.append(record)
                 items.append(item)
         return RenderedList(records, rendered=items)

@@ -19,6 +19,7 @@ from gateway.clock import FakeClock
 from gateway.do import COORDINATOR
 from gateway.do.actor_store import ActorStore, build_actor_host
 from gateway.do.coordinator import AGENT_COLS, TASK_COLS, agent_from_row, task_from_row
+from gateway.do.memory import Key, _Listing
 from gateway.do.replica import ActorReplica
 from gateway.domain import commands as c
 from gateway.domain.entities import EntityKey
@@ -592,3 +593,48 @@ async def test_a_heartbeat_that_keeps_the_status_commits_two_pages(
         other.close()
     assert rows == {name: ("active", "t", seen[name]) for name in ("a", "b", "c")}
     assert [a.agent_id for a in await assert_listing_matches(host, clock)] == ["c", "b", "a"]
+
+
+def test_a_listing_renders_each_row_once_whatever_the_order_of_writes() -> None:
+    """The copies' ordered rows (`_Listing`): seeded random adds, removes, loads and listings
+    at several offsets and limits. Every listing carries each row's own JSON, newest first; a
+    row is rendered once while it stays (found through the keys not rendered yet, not by looking
+    at every row), and no key is left waiting for its JSON once a listing covered it."""
+    rng = random.Random(29)
+    listing = _Listing()
+    rows: dict[Key, str] = {}
+    renders: list[str] = []
+
+    def render(record: str) -> orjson.Fragment:
+        renders.append(record)
+        return orjson.Fragment(orjson.dumps({"r": record}))
+
+    for step in range(600):
+        op = rng.randrange(10)
+        if op < 4 or not rows:  # a written row
+            key: Key = (f"{rng.randrange(50):03d}", rng.randrange(1_000), f"id{step}")
+            rows[key] = f"rec{step}"
+            listing.add(key, rows[key], False)
+        elif op < 6:
+            gone = rng.choice(sorted(rows))
+            del rows[gone]
+            listing.remove(gone)
+        elif op == 6:  # a load: every row again, unsorted, then sorted once
+            listing = _Listing()
+            for key in rng.sample(sorted(rows), len(rows)):
+                listing.add(key, rows[key], True)
+            listing.sort()
+        else:
+            lo, limit = rng.randrange(len(rows) + 1), rng.choice((1, 3, 50, 1_000))
+            before = len(renders)
+            out = listing.newest(lo, limit, render)
+            keys = sorted(rows)
+            expected = [rows[k] for k in keys[max(lo, len(keys) - limit) :]][::-1]
+            assert list(out) == expected
+            assert orjson.dumps(out.json()) == orjson.dumps([{"r": r} for r in expected])
+            assert len(set(renders[before:])) == len(renders) - before  # none rendered twice
+            shown = set(keys[max(lo, len(keys) - limit) :])
+            assert not shown & listing.pending
+        unrendered = {k for k, r in zip(listing.keys, listing.rendered, strict=True) if r is None}
+        assert listing.pending == unrendered
+        assert listing.keys == sorted(rows)
