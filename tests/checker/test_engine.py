@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
-from consistency.check import CheckAborted, Checker, CheckOptions
-from consistency.compare import Kind, Value, classify, same
+from consistency.check import ACTORS_AHEAD, CheckAborted, Checker, CheckOptions
+from consistency.compare import Item, Kind, Value, classify, same
 from consistency.report import Report, save
 from consistency.rules import Expectations
-from gateway.bulk.items import SAMPLE_RULE
+from gateway.bulk.items import SAMPLE_RULE, Selection
 from gateway.clock import FakeClock, settle
 from gateway.domain.entities import EntityKey, Unreadable
 from gateway.domain.jscompat import iso_from_ms, parse_js_date
@@ -408,3 +409,94 @@ async def test_a_full_check_saved_before_sampling_rules_were_recorded_is_resumed
     assert resumed.run_id == aborted.value.report.run_id
     assert resumed.totals().compared == len(dataset())
     assert not c.not_resumed
+
+
+class _Counted(MemorySource):
+    """A store that counts the batches its scan has produced (`enough` is set at `wanted`) and
+    notes whether the scan was closed."""
+
+    def __init__(self, name: str, values: dict[EntityKey, Value], wanted: int = 1) -> None:
+        super().__init__(name, values)
+        self.produced = 0
+        self.wanted = wanted
+        self.enough = asyncio.Event()
+        self.closed = False
+
+    async def scan(
+        self, selection: Selection, *, start_after: str | None = None, batch: int = 500
+    ) -> AsyncIterator[list[Item]]:
+        try:
+            async for items in super().scan(selection, start_after=start_after, batch=batch):
+                self.produced += 1
+                if self.produced >= self.wanted:
+                    self.enough.set()
+                yield items
+        finally:
+            self.closed = True
+
+
+class _SlowStart(MemorySource):
+    """A legacy store whose scan lists its keys for a while before its first batch (as the real
+    one sorts a domain's keys first): it waits for `other` to have produced its `wanted` batches,
+    at most a second, and notes how many it had."""
+
+    def __init__(self, name: str, values: dict[EntityKey, Value], other: _Counted) -> None:
+        super().__init__(name, values)
+        self.other = other
+        self.seen: int | None = None
+
+    async def scan(
+        self, selection: Selection, *, start_after: str | None = None, batch: int = 500
+    ) -> AsyncIterator[list[Item]]:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.other.enough.wait(), 1.0)
+        self.seen = self.other.produced
+        async for items in super().scan(selection, start_after=start_after, batch=batch):
+            yield items
+
+
+def _tasks(n: int) -> dict[EntityKey, Value]:
+    return {EntityKey("task", "", f"t{i:05d}"): task(f"t{i:05d}") for i in range(n)}
+
+
+async def test_a_sampled_check_reads_the_actors_while_the_legacy_scan_lists_its_keys() -> None:
+    """The comparison waits for the legacy scan's first batch of a domain (its keys are listed
+    and sorted first); a sampled check reads the actor side's batches meanwhile, up to
+    `ACTORS_AHEAD` (and no more), and reports the same as without the wait. A full check reads
+    none ahead."""
+    opts = CheckOptions(rounds=0, sample=0.5, seed=3, batch=10)
+    actors = _Counted("actors", _tasks(2000), wanted=ACTORS_AHEAD + 5)
+    legacy = _SlowStart("legacy", _tasks(2000), actors)
+    report = await checker(legacy, actors, FakeClock(NOW)).run(opts)
+    assert legacy.seen == ACTORS_AHEAD + 1  # the queue's and the one waiting to be put: no more
+    plain = await checker(
+        MemorySource("legacy", _tasks(2000)), MemorySource("actors", _tasks(2000)), FakeClock(NOW)
+    ).run(opts)
+    assert report.domains == plain.domains
+    assert report.clean
+    assert 900 <= report.totals().compared <= 1100
+    actors = _Counted("actors", _tasks(100))
+    legacy = _SlowStart("legacy", _tasks(100), actors)
+    full = await checker(legacy, actors, FakeClock(NOW)).run(CheckOptions(rounds=0, batch=10))
+    assert (legacy.seen, full.totals().compared, full.clean) == (0, 100, True)
+
+
+async def test_a_store_failing_during_a_sampled_check_ends_the_reading_ahead() -> None:
+    """An actor store failing while read ahead aborts the check at that point, as it would
+    without the read-ahead; a legacy store failing closes the actor scan read ahead (no task
+    is left reading)."""
+    opts = CheckOptions(rounds=0, sample=0.5, seed=3, batch=10)
+    actors = _Counted("actors", _tasks(500))
+    actors.fail_after = 100
+    with pytest.raises(CheckAborted) as aborted:
+        await checker(MemorySource("legacy", _tasks(500)), actors, FakeClock(NOW)).run(opts)
+    assert "actors went away" in (aborted.value.report.incomplete_reason or "")
+    assert 0 < sum(c.compared for c in aborted.value.report.domains.values()) <= 120
+    legacy = MemorySource("legacy", _tasks(500))
+    legacy.fail_after = 20
+    actors = _Counted("actors", _tasks(500))
+    with pytest.raises(CheckAborted) as aborted:
+        await checker(legacy, actors, FakeClock(NOW)).run(opts)
+    assert "legacy went away" in (aborted.value.report.incomplete_reason or "")
+    assert actors.closed
+    assert asyncio.all_tasks() == {asyncio.current_task()}
