@@ -12,7 +12,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from typing import AnyStr, Final, Protocol, cast
+from typing import AnyStr, Final, Protocol, TypeVar, cast
 
 import orjson
 
@@ -133,6 +133,9 @@ def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
     return text_in_sample(text_start(seed), sample_limit(rate), sample_text(key.domain, key.scope, key.id))
 
 
+_V = TypeVar("_V")
+
+
 def _chosen_blobs(start: int, limit: int, blobs: Iterable[bytes]) -> Iterator[bool]:
     """`text_in_sample` of each text's UTF-8, iterated in C (no Python frame per text)."""
     crcs = map(zlib.crc32, blobs, repeat(start))
@@ -237,12 +240,24 @@ class Selection:
         their UTF-8)."""
         if self.sample >= 1.0:
             return list(texts)
+        return list(compress(texts, self._texts_kept(head, texts, tail)))
+
+    def sampled_with(
+        self, head: str, texts: Sequence[AnyStr], values: Sequence[_V], tail: str = ""
+    ) -> tuple[list[AnyStr], list[_V]]:
+        """`sampled_texts`, and the items of `values` (one per text) at the kept texts' places."""
+        if self.sample >= 1.0:
+            return list(texts), list(values)
+        kept = list(self._texts_kept(head, texts, tail))
+        return list(compress(texts, kept)), list(compress(values, kept))
+
+    def _texts_kept(self, head: str, texts: Sequence[AnyStr], tail: str) -> Iterator[bool]:
+        """Whether the sample keeps `head + text + tail`, for each text (in C without a tail)."""
         start, limit = zlib.crc32(head.encode(), self._start), self._limit
         if not tail:
-            return list(compress(texts, _chosen_blobs(start, limit, _utf8(texts))))
+            return _chosen_blobs(start, limit, _utf8(texts))
         end, crc32 = tail.encode(), zlib.crc32
-        kept = ((crc32(end, crc32(t, start)) * SAMPLE_MIX) & _MASK < limit for t in _utf8(texts))
-        return list(compress(texts, kept))
+        return ((crc32(end, crc32(t, start)) * SAMPLE_MIX) & _MASK < limit for t in _utf8(texts))
 
     def text_or_suffix_in_sample(self, head: str, text: str) -> bool:
         """Whether the sample keeps `head + text`, or `head` + the text after one of its colons."""

@@ -286,19 +286,26 @@ class LegacySource:
         (none when HKEYS listed the names)."""
         names: list[str] = []
         async for page, values in self._name_pages(key):
+            raws: list[bytes] | None = None
             if suffixes:
-                chosen = [f for f in page if selection.text_or_suffix_in_sample(pre, f.decode())]
-            else:
+                keep = [selection.text_or_suffix_in_sample(pre, f.decode()) for f in page]
+                chosen = list(compress(page, keep))
+                raws = None if values is None else list(compress(values, keep))
+            elif values is None:
                 chosen = selection.sampled_texts(pre, page, suf)
+            else:
+                chosen, raws = selection.sampled_with(pre, page, values, suf)
             decoded = [f.decode() for f in chosen]
             names += decoded
             if kept is not None:
-                kept.add_page(decoded, None if values is None else list(map(values.__getitem__, chosen)))
+                kept.add_page(decoded, raws)
         return sorted(set(names))
 
-    async def _name_pages(self, key: str) -> AsyncIterator[tuple[list[bytes], dict[bytes, bytes] | None]]:
-        """The field names of hash `key`, undecoded, a page at a time, with the page's values when
-        it has them: one HKEYS for a small hash (`WHOLE_MAX`; no values), else a plain HSCAN."""
+    async def _name_pages(self, key: str) -> AsyncIterator[tuple[list[bytes], list[bytes] | None]]:
+        """The field names of hash `key`, undecoded, a page at a time, with the page's values (one
+        per name) when it has them: one HKEYS for a small hash (`WHOLE_MAX`; no values), else a
+        plain HSCAN, its reply taken as the flat list Redis sends (redis-py's `no_values` reply
+        shape; no dict made of the page) and split into names and values."""
         whole = await self._whole_names(key)
         if whole is not None:
             yield whole, None
@@ -307,14 +314,14 @@ class LegacySource:
         while True:
             step = cursor
 
-            async def op(r: Redis, step: int = step) -> tuple[int, dict[bytes, bytes]]:
+            async def op(r: Redis, step: int = step) -> tuple[int, list[bytes]]:
                 got = await r.execute_command(  # type: ignore[no-untyped-call]
-                    "HSCAN", key, step, "COUNT", _CHUNK, **{NEVER_DECODE: True}
+                    "HSCAN", key, step, "COUNT", _CHUNK, no_values=True, **{NEVER_DECODE: True}
                 )
-                return cast("tuple[int, dict[bytes, bytes]]", got)
+                return cast("tuple[int, list[bytes]]", got)
 
-            cursor, page = await self.records.run(f"HSCAN {key}", op)
-            yield list(page), page
+            cursor, flat = await self.records.run(f"HSCAN {key}", op)
+            yield flat[0::2], flat[1::2]
             if not cursor:
                 return
 

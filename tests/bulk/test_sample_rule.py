@@ -43,7 +43,17 @@ def test_every_way_of_choosing_agrees_with_in_sample(rate: float, seed: int) -> 
     assert sel.sampled_texts("task:", [i.encode() for i in IDS]) == [
         i.encode() for i in want
     ]  # as Redis sends
+    # the values listed beside the names (an HSCAN page) kept at the kept names' places
+    values = [f"value of {i}" for i in IDS]
+    assert sel.sampled_with("task:", [i.encode() for i in IDS], values) == (
+        [i.encode() for i in want],
+        [f"value of {i}" for i in want],
+    )
     owners = [a for a in IDS if a]
+    assert (
+        sel.sampled_with("checkpoint:", owners, owners, ":")
+        == (sel.sampled_owners("checkpoint", owners),) * 2
+    )
     assert sel.sampled_texts("checkpoint:", [a.encode() for a in owners], ":") == [
         a.encode() for a in sel.sampled_owners("checkpoint", owners)
     ]
