@@ -987,6 +987,71 @@ async def run_fresh_sequential(args: argparse.Namespace, phase: str, run_tag: st
     return section
 
 
+async def run_twelve_only(args: argparse.Namespace, phase: str, run_tag: str) -> dict[str, Any]:
+    """`--twelve-only N`: N rounds of the twelve operations alone, each on the floor and then on a
+    fresh gateway of `phase` (as `--realistic --spawn` runs them, without the setup and the mix);
+    per operation the median over the rounds, and the ratio's spread."""
+    rounds: list[dict[str, Any]] = []
+    with floor_process() as (floor_base, floor_pid):
+        floor_factory = ClientFactory(floor_base, args.client)
+        floor_meter = CpuMeter(floor_pid)
+        try:
+            for i in range(args.twelve_only):
+                seq_floor = await run_sequential(floor_factory, floor_meter, f"{run_tag}-f{i}")
+                seq_fresh = await run_fresh_sequential(args, phase, f"{run_tag}-n{i}")
+                rnd: dict[str, Any] = {
+                    "loadavg": loadavg(),
+                    "sequential": sequential_figures(seq_floor, seq_fresh, "fresh"),
+                }
+                rnd["floor_server_cpu_us"] = seq_floor["summary"]["server_cpu_us_per_request"]
+                rounds.append(rnd)
+                seq = rnd["sequential"]
+                out(
+                    f"round {i + 1} (load {rnd['loadavg']}): gateway {seq['gateway_mean_ms']:.3f} ms, "
+                    f"floor {seq['floor_mean_ms']:.3f} ms, x{seq['ratio']:.2f}; server CPU us/req "
+                    f"gateway {seq['gateway_server_cpu_us'] or 0:.0f}, "
+                    f"floor {rnd['floor_server_cpu_us'] or 0:.0f}"
+                )
+        finally:
+            await floor_factory.close()
+    names = list(rounds[0]["sequential"]["gateway_operations"]) if rounds else []
+    per_op = {
+        name: {
+            "gateway_ms": _spread([r["sequential"]["gateway_operations"][name] for r in rounds]),
+            "floor_ms": _spread([r["sequential"]["floor_operations"][name] for r in rounds]),
+        }
+        for name in names
+    }
+    summary: dict[str, Any] = {
+        "rounds": len(rounds),
+        "seq_gateway_ms": _spread([r["sequential"]["gateway_mean_ms"] for r in rounds]),
+        "seq_floor_ms": _spread([r["sequential"]["floor_mean_ms"] for r in rounds]),
+        "seq_ratio": _spread([r["sequential"]["ratio"] for r in rounds]),
+        "gateway_server_cpu_us": _spread([r["sequential"]["gateway_server_cpu_us"] or 0.0 for r in rounds]),
+        "floor_server_cpu_us": _spread([r["floor_server_cpu_us"] or 0.0 for r in rounds]),
+        "operations": per_op,
+    }
+    out(f"\nTwelve operations alone, {len(rounds)} round(s), median (min-max) of each average, ms:")
+    out(f"{'operation':<16} {'gateway':>22} {'floor':>22}")
+    for name, d in per_op.items():
+        g, f = d["gateway_ms"], d["floor_ms"]
+        out(
+            f"{name:<16} {g['median']:>8.3f} ({g['min']:.3f}-{g['max']:.3f}) "
+            f"{f['median']:>8.3f} ({f['min']:.3f}-{f['max']:.3f})"
+        )
+    for key, label in (
+        ("seq_gateway_ms", "gateway mean"),
+        ("seq_floor_ms", "floor mean"),
+        ("seq_ratio", "ratio"),
+    ):
+        d = summary[key]
+        out(f"{label}: {d['median']:.3f} ({d['min']:.3f}-{d['max']:.3f})")
+    for key, label in (("gateway_server_cpu_us", "gateway"), ("floor_server_cpu_us", "floor")):
+        d = summary[key]
+        out(f"server CPU per request, {label}: {d['median']:.0f} ({d['min']:.0f}-{d['max']:.0f}) us")
+    return {"phase": phase, "rounds": rounds, "summary": summary}
+
+
 SETTLE_WINDOW_S: Final = 0.2
 SETTLE_MAX_S: Final = 10.0
 
@@ -1208,6 +1273,10 @@ async def run_parts(args: argparse.Namespace, base: str, pid: int | None) -> dic
     if load is not None and load[0] > 0.5:  # noqa: PLR2004 - a quiet machine stays well below
         out(f"warning: load average {load[0]:.2f} before the run: other work will skew the figures")
     run_tag = args.tag or f"{int(time.time() * 1000)}"
+    if args.twelve_only:
+        report["twelve_only"] = await run_twelve_only(args, args.phase, run_tag)
+        report["loadavg_end"] = loadavg()
+        return report
     if args.realistic:
         phase = args.phase if args.spawn else args.target_phase
         report["realistic"] = await run_realistic(args, base, meter, phase, run_tag)
@@ -1317,6 +1386,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="--realistic: then each operation of the mix alone for this many seconds (wrk -c16)",
     )
     p.add_argument(
+        "--twelve-only",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --spawn: only N rounds of the twelve operations, each on the floor then on a fresh "
+        "gateway (as --realistic runs them, without its setup and mix); per-operation medians",
+    )
+    p.add_argument(
         "--target-phase",
         default="cutover",
         choices=sorted(TARGETS),
@@ -1332,6 +1409,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--seq-runs must be in 1..10")
     if not 1 <= args.mix_rounds <= 10 or not 0 < args.mix_duration <= 60:  # noqa: PLR2004 - documented
         p.error("--mix-rounds must be in 1..10 and --mix-duration in (0, 60]")
+    if not 0 <= args.twelve_only <= 50 or (args.twelve_only and not args.spawn):  # noqa: PLR2004
+        p.error("--twelve-only must be in 0..50 (0: not run) and needs --spawn")
     if not 0 <= args.mix_ops <= 60:  # noqa: PLR2004 - documented bound
         p.error("--mix-ops must be in 0..60 (0: not run)")
     if any(not 1 <= c <= 1024 for c in [*args.concurrency, *args.wrk_connections, args.mix_connections]):  # noqa: PLR2004
