@@ -388,6 +388,8 @@ class ActorHost:
         self._seq = itertools.count()
         self._live: dict[ActorRef, int] = {}
         self._wake = asyncio.Event()
+        # the scheduler sleeps until this time (ms): only an alarm due before it needs to wake it
+        self._wake_before: float = float("inf")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._started = False
@@ -913,7 +915,8 @@ class ActorHost:
         seq = next(self._seq)
         self._live[ref] = seq
         heapq.heappush(self._heap, (ts, seq, _Fired(ts, ref, retry, seq)))
-        self._wake.set()
+        if ts < self._wake_before:  # else the scheduler wakes by then anyway and looks again
+            self._wake.set()
 
     def _index_set(self, ref: ActorRef, ts: int) -> None:
         if ref.kind not in self.sharded:  # a sharded actor's alarm row is its own index
@@ -944,7 +947,8 @@ class ActorHost:
             self._wake.clear()
             self.fire_due()
             if self._heap:
-                delay = max(0.0, (self._heap[0][0] - self.clock.now_ms()) / 1000)
+                self._wake_before = self._heap[0][0]
+                delay = max(0.0, (self._wake_before - self.clock.now_ms()) / 1000)
                 sleeper = asyncio.ensure_future(self.clock.sleep(delay))
                 waker = asyncio.ensure_future(self._wake.wait())
                 try:
@@ -953,6 +957,7 @@ class ActorHost:
                     sleeper.cancel()
                     waker.cancel()
             else:
+                self._wake_before = float("inf")
                 await self._wake.wait()
 
     def fire_due(self) -> int:

@@ -199,6 +199,30 @@ async def test_alarm_fires_exactly_once_at_its_time(
     assert host.pending_alarms == 0
 
 
+async def test_alarms_set_in_any_order_fire_each_at_its_time(
+    host: ActorHost, clock: FakeClock, kind: type[CountingActor]
+) -> None:
+    """Alarms of several actors set later, earlier and between each other fire each at its own
+    time. One due after the scheduler's next wake-up does not wake it (a lock acquire sets one
+    each time, issue 13); one due before does."""
+    t0 = clock.now_ms()
+    refs = [ActorRef("c", name) for name in ("late", "early", "middle", "latest")]
+    await host.call(refs[0], setter(t0 + 5_000))
+    await settle()  # the scheduler now sleeps until t0 + 5,000
+    await host.call(refs[1], setter(t0 + 1_000))  # earlier: wakes it
+    await settle()
+    for ref, at in ((refs[2], t0 + 3_000), (refs[3], t0 + 9_000)):  # later than its next wake-up
+        await host.call(ref, setter(at))
+        assert not host._wake.is_set()
+    fired: list[int] = []
+    for step in (999, 1, 1_999, 1, 1_999, 1, 3_999, 1):
+        await clock.advance(step)
+        await host.wait_idle()
+        fired.append(len(kind.counters.alarms))
+    assert fired == [0, 1, 1, 2, 2, 3, 3, 4]
+    assert host.pending_alarms == 0
+
+
 async def test_past_alarm_fires_without_moving_the_clock(
     host: ActorHost, clock: FakeClock, kind: type[CountingActor]
 ) -> None:
