@@ -13,6 +13,27 @@ IDS = IdGenerator()
 TTL = {"ttl_min_ms": 1, "ttl_max_ms": 86_400_000, "ttl_default_ms": 7_200_000}
 
 
+@pytest.mark.parametrize(
+    ("raw", "refused"),
+    [
+        (b'{"x":' + b"[" * 63 + b"1" + b"]" * 63 + b"}", False),  # 64 levels with the body
+        (b'{"x":' + b"[" * 64 + b"1" + b"]" * 64 + b"}", True),  # 65
+        (b'{"x":' + b'[{"y":' * 32 + b"1" + b"}]" * 32 + b"}", True),  # 65, objects and arrays
+        (b'{"x":"' + b"[{" * 500 + b'"}', False),  # brackets inside a string do not nest
+        (b'{"a":[[[1]]],"b":' + b"[" * 62 + b"2" + b"]" * 62 + b"}", False),  # 80 openers, depth 64
+    ],
+)
+def test_parse_body_refuses_bodies_nested_deeper_than_the_limit(raw: bytes, refused: bool) -> None:
+    """Depth counts nesting, not brackets: more than 64 levels is a 400 naming the limit."""
+    if refused:
+        with pytest.raises(ApiError) as e:
+            c.parse_body(raw)
+        assert e.value.status == 400
+        assert e.value.body()["maxDepth"] == c.MAX_JSON_DEPTH
+    else:
+        assert isinstance(c.parse_body(raw), dict)
+
+
 def test_parse_body_rejects_non_objects() -> None:
     """Empty, malformed and non-object bodies are a 400 Invalid JSON body."""
     for raw in (b"", b"{bad json", b"[1,", b"[1,2]", b"42"):
