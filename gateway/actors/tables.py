@@ -228,6 +228,13 @@ class ShardTables:
                 self._scope = ""
         return conn
 
+    def ensure_transaction(self) -> None:
+        """Open the turn's scope now, for a turn that reads and then writes: its reads run in the
+        write's transaction instead of each in a read transaction of its own (which takes and
+        drops SQLite's read locks once more: a lock acquire, a checkpoint save; issue 13). The
+        scope ends as a writing turn's does; one that then writes nothing commits nothing."""
+        self._open_scope()
+
     def _read_conn(self) -> sqlite3.Connection:
         """The connection for a statement that only reads.
 

@@ -139,6 +139,7 @@ class AgentStateActor(Actor):
         return self.checkpoint()
 
     def _save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
+        self.ctx.tables.ensure_transaction()  # the read below joins the write's transaction
         cp = rules.save_checkpoint(self.checkpoint(), cmd)
         self.ctx.tables.insert("checkpoint", checkpoint_values(cp), conflict="update")
 

@@ -147,6 +147,7 @@ class ResourceLockActor(Actor):
     async def acquire(self, cmd: c.AcquireLock) -> LockAcquireOutcome:
         """/lock: 409 outcome while someone else holds it; otherwise lock, re-lock or take over."""
         now = cmd.now_ms
+        self.ctx.tables.ensure_transaction()  # it writes unless refused: read in its transaction
         outcome = rules.acquire_lock(self.current(), cmd)
         if not outcome.acquired:
             return outcome
