@@ -154,6 +154,8 @@ def number_to_string(x: float) -> str:  # noqa: PLR0911 - one exit per ECMAScrip
     if isinstance(x, int) and abs(x) < 2**53:
         return str(x)
     f = float(x)
+    if f.is_integer() and abs(f) < 2**53:  # a lock's 1.0 minutes; -0.0 too (never NaN, infinity)
+        return str(int(f))
     if math.isnan(f):
         return "NaN"
     if math.isinf(f):
