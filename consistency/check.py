@@ -180,7 +180,7 @@ class Checker:
             exp = await self.expectations(self.clock.now_ms())  # the scan found the claim conflicts
         except Exception as e:
             reason = f"{type(e).__name__}: {e}"
-            log.warning("consistency.check_aborted", reason=reason, walked=run.walked)
+            log.warning("consistency.check_aborted", reason=reason, walked=run.walked, exc_info=True)
             self._save_state(run, opts)
             run.report.finished_ms = self.clock.now_ms()
             run.report.incomplete_reason = reason

@@ -82,18 +82,45 @@ class DomainCounts:
         )
 
 
+def printable(value: Any) -> Any:
+    """`value` with every text that holds a lone surrogate spelled out: a legacy field name or
+    value that is not UTF-8 arrives as the client decodes it (surrogateescape: byte 0xff is
+    U+DCFF), which no UTF-8 file or terminal can hold. Such a byte reads `\\xff`, any other lone
+    surrogate `\\udXXX`; every other text is returned as it is (the same object)."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return "".join(_spelled(c) for c in value)
+        return value
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
+
+
+def _spelled(c: str) -> str:
+    if "\udc80" <= c <= "\udcff":
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    if "\ud800" <= c <= "\udfff":
+        return f"\\u{ord(c):04x}"
+    return c
+
+
 def finding_json(f: Finding) -> dict[str, Any]:
-    """One sample of the report: the key, what was found and both values side by side."""
+    """One sample of the report: the key, what was found and both values side by side (texts
+    that are not UTF-8 spelled out: `printable`)."""
     return {
         "domain": f.key.domain,
-        "scope": f.key.scope,
-        "id": f.key.id,
-        "key": str(f.key),
+        "scope": printable(f.key.scope),
+        "id": printable(f.key.id),
+        "key": printable(str(f.key)),
         "kind": str(f.kind),
         "fields": list(f.fields),
         "rule": None if f.rule is None else rule_ref(f.rule),
-        "legacy": f.legacy,
-        "actors": f.actors,
+        "legacy": printable(f.legacy),
+        "actors": printable(f.actors),
     }
 
 

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-import orjson
-
 from gateway.actors.crash import crash_point
-from gateway.bulk.items import Item, WriteResult, cursor_of
+from gateway.bulk.items import Item, WriteResult, cursor_of, json_of_any_text
 from gateway.bulk.pause import pause_point
 from gateway.domain.entities import Entity, EntityKey, Unreadable
 from migrate.checkpoint import Checkpoint
@@ -153,7 +151,7 @@ async def run_batches(
                         "raw": value.raw,
                         "reason": value.reason,
                     }
-                    quarantine.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+                    quarantine.write(json_of_any_text(record) + b"\n")
                 else:
                     good.append((key, value))
             quarantine.flush()

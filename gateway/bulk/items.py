@@ -8,11 +8,12 @@ so an interrupted run resumes where it stopped and two stores can be compared by
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from typing import AnyStr, Final, Protocol, TypeVar, cast
+from typing import Any, AnyStr, Final, Protocol, TypeVar, cast
 
 import orjson
 
@@ -37,6 +38,7 @@ __all__ = [
     "WriteResult",
     "cursor_of",
     "in_sample",
+    "json_of_any_text",
     "order_key",
     "parse_cursor",
     "register_sample_fn",
@@ -55,9 +57,21 @@ def order_key(key: EntityKey) -> tuple[int, str, str]:
     return (_RANK.get(key.domain, len(_RANK)), key.scope, key.id)
 
 
+def json_of_any_text(value: Any) -> bytes:
+    """`value` as compact JSON, as orjson writes it; a text holding a lone surrogate (a legacy
+    field name or value that is not UTF-8, decoded as the client decodes it: surrogateescape),
+    which orjson refuses, written with `\\udcXX` escapes instead (ASCII; Python's json reads the
+    same text back, and `.encode("utf-8", "surrogateescape")` the bytes Redis holds)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def cursor_of(key: EntityKey) -> str:
-    """The resume cursor after `key` (a JSON array `[domain, scope, id]`)."""
-    return orjson.dumps([key.domain, key.scope, key.id]).decode()
+    """The resume cursor after `key` (a JSON array `[domain, scope, id]`; `json_of_any_text`:
+    `parse_cursor` reads either spelling back)."""
+    return json_of_any_text([key.domain, key.scope, key.id]).decode()
 
 
 def parse_cursor(cursor: str) -> EntityKey:
@@ -65,7 +79,10 @@ def parse_cursor(cursor: str) -> EntityKey:
     try:
         value = orjson.loads(cursor)
     except orjson.JSONDecodeError as e:
-        raise ValueError(f"not a scan cursor: {cursor[:80]!r}") from e
+        try:
+            value = json.loads(cursor)  # a non-UTF-8 name's escapes (`cursor_of`)
+        except ValueError:
+            raise ValueError(f"not a scan cursor: {cursor[:80]!r}") from e
     if not (isinstance(value, list) and len(value) == _KEY_PARTS and all(isinstance(x, str) for x in value)):
         raise ValueError(f"not a scan cursor: {cursor[:80]!r}")
     if value[0] not in OWNERS:
@@ -121,8 +138,13 @@ def text_start(seed: int, head: str = "") -> int:
 def text_in_sample(start: int, limit: int, text: str) -> bool:
     """Whether the sample keeps the key of `sample_text` `text`: the CRC-32 of the seed prefix
     and the text (`start`: the seed prefix's, `text_start`), mixed (`SAMPLE_MIX`), below the
-    limit."""
-    return (zlib.crc32(text.encode(), start) * SAMPLE_MIX) & _MASK < limit
+    limit. A legacy field name that is not UTF-8 (decoded as the client decodes it,
+    surrogateescape) is hashed as the bytes Redis holds, as the listings hash it undecoded."""
+    try:
+        blob = text.encode()
+    except UnicodeEncodeError:
+        blob = text.encode("utf-8", "surrogateescape")
+    return (zlib.crc32(blob, start) * SAMPLE_MIX) & _MASK < limit
 
 
 def in_sample(key: EntityKey, rate: float, seed: int) -> bool:
@@ -144,14 +166,20 @@ def _chosen_blobs(start: int, limit: int, blobs: Iterable[bytes]) -> Iterator[bo
 
 def _chosen_texts(start: int, limit: int, texts: Iterable[str]) -> Iterator[bool]:
     """`text_in_sample` of each text, iterated in C."""
-    return _chosen_blobs(start, limit, map(str.encode, texts))
+    return _chosen_blobs(start, limit, _encoded(texts))
 
 
 def _utf8(texts: Sequence[str] | Sequence[bytes]) -> Iterator[bytes]:
     """The texts' UTF-8: bytes as they are (names Redis sent undecoded), str encoded."""
     if texts and isinstance(texts[0], bytes):
         return iter(cast("Sequence[bytes]", texts))
-    return map(str.encode, cast("Sequence[str]", texts))
+    return _encoded(cast("Sequence[str]", texts))
+
+
+def _encoded(texts: Iterable[str]) -> Iterator[bytes]:
+    """Each text's UTF-8, in C; a legacy field name that is not UTF-8 (the client's
+    surrogateescape) as the bytes Redis holds (as fast as a plain `str.encode` map)."""
+    return map(str.encode, texts, repeat("utf-8"), repeat("surrogateescape"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +226,7 @@ class Selection:
     def _head_start(self, domain: str, scope: str) -> int:
         """Where the hash of the keys of `domain` and `scope` continues after their text's fixed
         head (`sample_text` without the id)."""
-        return zlib.crc32(sample_text(domain, scope, "").encode(), self._start)
+        return zlib.crc32(sample_text(domain, scope, "").encode("utf-8", "surrogateescape"), self._start)
 
     def id_sampler(self, domain: str, scope: str) -> Callable[[str], bool]:
         """`in_sample` of the keys of `domain` and `scope`, by id: the hash's fixed head made
@@ -264,13 +292,14 @@ class Selection:
         if self.sample >= 1.0:
             return True
         start, limit, crc32 = zlib.crc32(head.encode(), self._start), self._limit, zlib.crc32
-        if (crc32(text.encode(), start) * SAMPLE_MIX) & _MASK < limit:
+        blob = text.encode("utf-8", "surrogateescape")  # a name as Redis sent it, UTF-8 or not
+        if (crc32(blob, start) * SAMPLE_MIX) & _MASK < limit:
             return True
-        at = text.find(":")
+        at = blob.find(b":")
         while at >= 0:
-            if (crc32(text[at + 1 :].encode(), start) * SAMPLE_MIX) & _MASK < limit:
+            if (crc32(blob[at + 1 :], start) * SAMPLE_MIX) & _MASK < limit:
                 return True
-            at = text.find(":", at + 1)
+            at = blob.find(b":", at + 1)
         return False
 
     def sql_sample(self, domain: str, scope: str) -> tuple[int, int]:

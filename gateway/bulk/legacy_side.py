@@ -33,7 +33,7 @@ from redis.client import NEVER_DECODE
 
 from gateway.bulk.items import Item, Selection, order_key, parse_cursor
 from gateway.clock import Clock
-from gateway.domain.entities import LEGACY_DOMAINS, Entity, EntityKey, Unreadable, actor_only
+from gateway.domain.entities import LEGACY_DOMAINS, Entity, EntityKey, Unreadable, actor_only, storable
 from gateway.domain.model import Memory
 from gateway.legacy import keys
 from gateway.legacy import mapping as m
@@ -249,7 +249,7 @@ class LegacySource:
         chunks)."""
         whole = await self._whole_names(key)
         if whole is not None:
-            return sorted({x.decode() for x in whole})
+            return sorted(set(map(_client_text, whole)))
         names: list[str] = []
         cursor = "0"
         while True:
@@ -260,7 +260,7 @@ class LegacySource:
 
             cursor_raw, page = await self.records.run(f"HSCAN {key}", op)
             cursor = cursor_raw.decode() if isinstance(cursor_raw, bytes) else str(cursor_raw)
-            names.extend(x.decode() if isinstance(x, bytes) else str(x) for x in page)
+            names.extend(_client_text(x) if isinstance(x, bytes) else str(x) for x in page)
             if cursor == "0":
                 break
         return sorted(set(names))
@@ -288,14 +288,14 @@ class LegacySource:
         async for page, values in self._name_pages(key):
             raws: list[bytes] | None = None
             if suffixes:
-                keep = [selection.text_or_suffix_in_sample(pre, f.decode()) for f in page]
+                keep = [selection.text_or_suffix_in_sample(pre, _client_text(f)) for f in page]
                 chosen = list(compress(page, keep))
                 raws = None if values is None else list(compress(values, keep))
             elif values is None:
                 chosen = selection.sampled_texts(pre, page, suf)
             else:
                 chosen, raws = selection.sampled_with(pre, page, values, suf)
-            decoded = [f.decode() for f in chosen]
+            decoded = list(map(_client_text, chosen))
             names += decoded
             if kept is not None:
                 kept.add_page(decoded, raws)
@@ -350,6 +350,9 @@ class LegacySource:
 
     @staticmethod
     def _entity(key: EntityKey, raw: str, hash_key: str, fld: str, parse: _Parse) -> Entity | Unreadable:
+        if not storable(fld):  # read as the client decodes it; no actor can hold it
+            name = fld.encode("utf-8", "surrogateescape")
+            return Unreadable(key, raw, f"{hash_key} {name!r}: the field name is not valid UTF-8")
         value = decode_object(raw, key=hash_key, field=fld)
         if isinstance(value, Corrupt):
             return Unreadable(key, raw, f"{hash_key} {fld}: {value.reason}")

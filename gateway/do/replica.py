@@ -52,7 +52,7 @@ from gateway.do.coordinator import (
     zone_from_row,
 )
 from gateway.do.resource_lock import ResourceLockActor, lock_values
-from gateway.domain.entities import ACTOR_ONLY, PER_AGENT, Entity, EntityKey, Unreadable
+from gateway.domain.entities import ACTOR_ONLY, PER_AGENT, Entity, EntityKey, Unreadable, storable
 from gateway.domain.jscompat import parse_js_date
 from gateway.domain.model import (
     Agent,
@@ -176,6 +176,7 @@ def _held(actor: Any, domain: str, ids: list[str]) -> tuple[dict[str, Entity | U
     now = actor.ctx.clock.now_ms()
     rows: list[Any] = []
     extras: dict[str, str] = {}
+    ids = [i for i in ids if storable(i)]
     for i in range(0, len(ids), _CHUNK):
         part = ids[i : i + _CHUNK]
         marks = ", ".join("?" * len(part))
@@ -485,6 +486,8 @@ def _extra_value(text: str) -> dict[str, Any]:
 
 
 def _read_safe(actor: Any, key: EntityKey) -> Entity | Unreadable | None:
+    if not (storable(key.id) and storable(key.scope)):
+        return None  # no actor holds it (`storable`)
     try:
         entity = _read_row(actor, key)
         if entity is not None:

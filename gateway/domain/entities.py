@@ -153,6 +153,16 @@ class EntityKey:
         return self.scope if owner is Owner.AGENT else self.id
 
 
+def storable(text: str) -> bool:
+    """Whether SQLite can hold `text`: a legacy field name that is not UTF-8 arrives as the
+    client decodes it (surrogateescape: lone surrogates), which no actor holds as an id."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Unreadable:
     """A stored value that the mapping (or a row mapper) cannot read: corrupt JSON, wrong types.

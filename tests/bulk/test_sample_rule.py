@@ -12,7 +12,9 @@ import pytest
 from gateway.bulk.items import (
     SAMPLE_RULE,
     Selection,
+    cursor_of,
     in_sample,
+    parse_cursor,
     register_sample_fn,
     sample_text,
     sql_sample_condition,
@@ -109,3 +111,38 @@ def test_sample_texts_are_those_of_rule_2() -> None:
     assert sample_text("dm", "bob", "m1") == "dm:bob"
     assert sample_text("memory", "bob", "m1") == "memory:m1"
     assert sample_text("checkpoint", "bob", "") == "checkpoint:bob:"
+
+
+def test_a_name_that_is_not_utf8_is_chosen_by_its_bytes_everywhere() -> None:
+    """A legacy field name that is not UTF-8 arrives decoded with surrogateescape where it is
+    decoded, and as the bytes Redis holds where it is listed undecoded: every way of asking
+    chooses it alike (they raised UnicodeEncodeError and stopped the check)."""
+    raw = [b"bad\xff-%d:w\xc3%d" % (i, i) for i in range(400)]
+    texts = [r.decode("utf-8", "surrogateescape") for r in raw]
+    sel = Selection(sample=0.3, seed=5)
+    by_bytes = sel.sampled_texts("task:", raw)
+    assert 60 <= len(by_bytes) <= 180
+    assert [t.encode("utf-8", "surrogateescape") for t in sel.sampled_texts("task:", texts)] == by_bytes
+    assert [t.encode("utf-8", "surrogateescape") for t in sel.sampled_ids("task", "", texts)] == by_bytes
+    assert [
+        t.encode("utf-8", "surrogateescape") for t in texts if sel.in_sample(EntityKey("task", "", t))
+    ] == by_bytes
+    # a claim field `{by}:{what}`: the suffix after a colon, as bytes or decoded
+    whats = [t for t in texts if sel.text_or_suffix_in_sample("claim:", t)]
+    assert {t.encode("utf-8", "surrogateescape") for t in whats} >= set(sel.sampled_texts("claim:", raw))
+    suffixes = [r.split(b":", 1)[1] for r in raw]
+    chosen_by_suffix = set(sel.sampled_texts("claim:", suffixes))
+    assert all(
+        (r in set(sel.sampled_texts("claim:", raw)) or s in chosen_by_suffix) == (t in whats)
+        for r, s, t in zip(raw, suffixes, texts, strict=True)
+    )
+
+
+def test_a_cursor_after_a_name_that_is_not_utf8_reads_back() -> None:
+    key = EntityKey("task", "", b"bad\xff\xfe".decode("utf-8", "surrogateescape"))
+    text = cursor_of(key)
+    assert text.isascii()
+    assert parse_cursor(text) == key
+    plain = EntityKey("task", "", "t-é")
+    assert cursor_of(plain) == '["task","","t-é"]'  # unchanged for every other name
+    assert parse_cursor(cursor_of(plain)) == plain

@@ -36,6 +36,7 @@ from gateway.phases.control import PhaseControl
 from gateway.phases.reports import newest_report
 from gateway.settings import Settings, load_settings
 from gateway.testing import RedisServer
+from tests.not_utf8 import NAMED_BY_FIELD, plant_names_not_utf8
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("restore_logging")]
 
@@ -284,6 +285,49 @@ def test_a_sampled_check_finds_planted_differences_at_the_rate(imported: tuple[s
         assert 0.15 * 500 <= in_actors + in_redis <= 0.45 * 500
         seen.add((in_actors, in_redis))
     assert len(seen) > 1  # another seed, other keys
+
+
+def unreadable_legacy(doc: dict[str, Any]) -> dict[str, int]:
+    return {d: c["expected"].get("unreadable-legacy", 0) for d, c in doc["domains"].items()}
+
+
+@pytest.mark.slow
+def test_field_names_that_are_not_utf8_are_unreadable_legacy_values_not_a_failed_check(
+    imported: tuple[str, Path],
+) -> None:
+    """Redis holds any bytes as a field name; the actors cannot hold such a name. A full and a
+    sampled check report each as an unreadable legacy value (expected: left in Redis, never
+    imported), spelled out in the report, and finish (they stopped with exit status 3)."""
+    url, data_dir = imported
+    before = unreadable_legacy(check(url, data_dir, "--rounds", "0")[1])
+    sampled_before = {
+        seed: unreadable_legacy(
+            check(url, data_dir, "--rounds", "0", "--sample", "0.5", "--seed", str(seed))[1]
+        )
+        for seed in (1, 2)
+    }
+    names = asyncio.run(plant_names_not_utf8(url, per_hash=6))
+
+    status, doc = check(url, data_dir, "--rounds", "0", "--samples", "100")
+    assert (status, doc["complete"], doc["clean"]) == (0, True, True), doc["incompleteReason"]
+    after = unreadable_legacy(doc)
+    assert {d: after[d] - before[d] for d in NAMED_BY_FIELD} == dict.fromkeys(NAMED_BY_FIELD, len(names))
+    task = next(s for s in doc["expectedSamples"] if s["domain"] == "task" and s["id"].startswith("bad"))
+    assert task["id"] == "bad\\xff\\xfe-0:x\\xc3"  # the bytes that are not UTF-8 spelled out
+    assert "the field name is not valid UTF-8" in task["legacy"]["unreadable"]
+    assert json.loads(Path(doc["files"]["json"]).read_bytes().decode("utf-8")) == doc  # a UTF-8 file
+
+    for seed in (1, 2):
+        status, doc = check(url, data_dir, "--rounds", "0", "--sample", "0.5", "--seed", str(seed))
+        assert (status, doc["complete"]) == (0, True), doc["incompleteReason"]
+        after = unreadable_legacy(doc)
+        for domain in ("agent", "task", "zone", "handoff", "lock"):  # keyed by the field name
+            # the sample hashes a name as the bytes Redis holds
+            chosen = sum(
+                in_sample(EntityKey(domain, "", n.decode("utf-8", "surrogateescape")), 0.5, seed)
+                for n in names
+            )
+            assert after[domain] - sampled_before[seed][domain] == chosen, (domain, seed)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ real redis-server and real data directories; what arrives is checked field by fi
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import sqlite3
@@ -19,6 +20,7 @@ from gateway.legacy.generator import SeedSummary
 from gateway.testing import RedisServer
 from gateway.testing.snapshots import actor_snapshot, legacy_snapshot
 from tests.migration.conftest import Result
+from tests.not_utf8 import NAMED_BY_FIELD, plant_names_not_utf8
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +183,28 @@ def test_usage_errors_and_an_unreachable_redis(migrate: Migrate, tmp_path: Path)
     )  # fmt: skip
     assert gone.code == 3
     assert "cannot be reached" in gone.err
+
+
+def test_field_names_that_are_not_utf8_are_quarantined(
+    migrate: Migrate, redis_url: str, seeded: SeedSummary, tmp_path: Path
+) -> None:
+    """Redis takes any bytes as a field name; no actor can hold one that is not UTF-8. The copy
+    quarantines each such value with its name as Redis holds it, and carries everything else
+    (it stopped on the first with a TypeError)."""
+    names = asyncio.run(plant_names_not_utf8(redis_url, per_hash=3))
+    data = tmp_path / "data"
+    summary = tmp_path / "summary.json"
+    common = ["--redis-url", redis_url, "--data-dir", str(data), "--no-progress"]
+    first = migrate("copy", "--from", "legacy", "--to", "actors", *common, "--summary", str(summary))
+    assert first.code == 1, first.err  # done, with the unreadable values quarantined
+    report = json.loads(summary.read_text())
+    planted_names = len(names) * len(NAMED_BY_FIELD)
+    assert report["totals"]["quarantined"] == planted(seeded) + planted_names
+    lines = (data / "migrate" / "quarantine.ndjson").read_bytes().splitlines()
+    records = [json.loads(x) for x in lines]
+    assert len(records) == planted(seeded) + planted_names
+    not_utf8 = [r for r in records if "the field name is not valid UTF-8" in r["reason"]]
+    assert len(not_utf8) == planted_names
+    # the name reads back as the bytes Redis holds (claims are keyed by their `what`)
+    held = {r["key"][2].encode("utf-8", "surrogateescape") for r in not_utf8 if r["key"][0] == "task"}
+    assert held == set(names)
