@@ -35,10 +35,19 @@ from aiohttp import ClientResponse, ClientSession, web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from gateway.actors import ActorHost
 from gateway.app import HOST, MIGRATION, ROUTER, create_app
 from gateway.clock import FakeClock
+from gateway.do.actor_store import build_actor_host
 from gateway.http.ws import OPEN_SOCKETS
-from gateway.settings import LegacySettings, MigrationSettings, ServerSettings, Settings, StorageSettings
+from gateway.settings import (
+    LegacySettings,
+    LimitSettings,
+    MigrationSettings,
+    ServerSettings,
+    Settings,
+    StorageSettings,
+)
 from gateway.testing.snapshots import actor_snapshot, legacy_snapshot
 
 START_MS = 1_795_627_727_041  # 2026-11-25T17:28:47.041Z
@@ -72,6 +81,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def clock() -> FakeClock:
     """A clock that moves only when the test advances it."""
     return FakeClock(START_MS)
+
+
+@pytest.fixture
+async def host(tmp_path: Path, clock: FakeClock) -> AsyncIterator[ActorHost]:
+    """An actor host of the DO backend on a fresh data directory and the test's clock (no app,
+    no Redis): for tests that drive the actors directly."""
+    h = build_actor_host(tmp_path, LimitSettings(), clock=clock)
+    await h.start()
+    yield h
+    await h.close()
 
 
 @pytest.fixture

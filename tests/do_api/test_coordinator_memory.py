@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,6 @@ from gateway.settings import LimitSettings
 
 NOW = 1_795_627_727_041
 LIMITS = LimitSettings()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(NOW)
-
-
-@pytest.fixture
-async def host(tmp_path: Path, clock: FakeClock) -> AsyncIterator[ActorHost]:
-    h = build_actor_host(tmp_path, LIMITS, clock=clock)
-    await h.start()
-    yield h
-    await h.close()
 
 
 def listing_by_query(actor: Any, now_ms: int, limit: int) -> list[Agent]:

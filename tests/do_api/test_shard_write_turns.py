@@ -4,16 +4,11 @@ a refused acquire writes nothing and leaves no transaction open."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from gateway.actors import ActorHost
 from gateway.actors.layout import shard_of
 from gateway.clock import FakeClock
 from gateway.do import agent_ref, lock_ref
-from gateway.do.actor_store import ActorStore, build_actor_host
+from gateway.do.actor_store import ActorStore
 from gateway.domain import commands as c
 from gateway.domain.ids import IdGenerator
 from gateway.settings import LimitSettings
@@ -21,19 +16,6 @@ from gateway.settings import LimitSettings
 NOW = 1_795_627_727_041
 LIMITS = LimitSettings()
 TTL = {"ttl_min_ms": 1, "ttl_max_ms": 86_400_000, "ttl_default_ms": 7_200_000}
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(NOW)
-
-
-@pytest.fixture
-async def host(tmp_path: Path, clock: FakeClock) -> AsyncIterator[ActorHost]:
-    h = build_actor_host(tmp_path, LIMITS, clock=clock)
-    await h.start()
-    yield h
-    await h.close()
 
 
 def traced(host: ActorHost, ref_shard: int) -> list[str]:
