@@ -302,6 +302,28 @@ class Selection:
             at = blob.find(b":", at + 1)
         return False
 
+    def suffixes_kept(self, head: str, names: Sequence[bytes]) -> list[bool]:
+        """`text_or_suffix_in_sample` of each name as Redis sent it (its bytes: not decoded, the
+        head's hash made once), for a listing of claim fields `{by}:{what}`."""
+        if self.sample >= 1.0:
+            return [True] * len(names)
+        start, limit, crc32, mix, mask = (
+            zlib.crc32(head.encode(), self._start),
+            self._limit,
+            zlib.crc32,
+            SAMPLE_MIX,
+            _MASK,
+        )
+        out: list[bool] = []
+        for blob in names:
+            keep = (crc32(blob, start) * mix) & mask < limit
+            at = blob.find(b":")
+            while not keep and at >= 0:
+                keep = (crc32(blob[at + 1 :], start) * mix) & mask < limit
+                at = blob.find(b":", at + 1)
+            out.append(keep)
+        return out
+
     def sql_sample(self, domain: str, scope: str) -> tuple[int, int]:
         """(start, limit): the values `sql_sample_condition` binds to choose the ids of `domain`
         and `scope` inside SQLite (every id without a sample). Not for an inbox's DMs."""

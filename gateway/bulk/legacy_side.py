@@ -288,7 +288,7 @@ class LegacySource:
         async for page, values in self._name_pages(key):
             raws: list[bytes] | None = None
             if suffixes:
-                keep = [selection.text_or_suffix_in_sample(pre, _client_text(f)) for f in page]
+                keep = selection.suffixes_kept(pre, page)
                 chosen = list(compress(page, keep))
                 raws = None if values is None else list(compress(values, keep))
             elif values is None:

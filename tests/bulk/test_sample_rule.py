@@ -146,3 +146,18 @@ def test_a_cursor_after_a_name_that_is_not_utf8_reads_back() -> None:
     plain = EntityKey("task", "", "t-é")
     assert cursor_of(plain) == '["task","","t-é"]'  # unchanged for every other name
     assert parse_cursor(cursor_of(plain)) == plain
+
+
+def test_claim_fields_are_chosen_on_their_bytes_as_by_their_text() -> None:
+    """The claims' listing tests each field name as Redis sent it (`suffixes_kept`, no decoding):
+    the same choice as `text_or_suffix_in_sample` of the decoded name, for names with no colon,
+    several colons, or bytes that are not UTF-8; every name without a sample."""
+    raw = [b"agent-%d:w-%d" % (i, i) for i in range(300)]
+    raw += [b"a:b:w-%d" % i for i in range(300)] + [b"w-%d" % i for i in range(300)]
+    raw += [b"bad\xff-%d:w\xc3%d" % (i, i) for i in range(300)] + [b"", b":", b"x::"]
+    for seed in (1, 7):
+        sel = Selection(sample=0.1, seed=seed)
+        want = [sel.text_or_suffix_in_sample("claim:", r.decode("utf-8", "surrogateescape")) for r in raw]
+        assert sel.suffixes_kept("claim:", raw) == want
+        assert 150 <= sum(want) <= 450  # the sample, not everything or nothing
+    assert Selection().suffixes_kept("claim:", raw) == [True] * len(raw)
