@@ -15,20 +15,13 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from consistency.cli import add_check_parser
 from gateway import __version__
-from gateway.actors.inspect_cli import add_actors_parser
-from gateway.backup.backup_cli import add_backup_parsers
-from gateway.docs_cli import add_docs_parser
-from gateway.domain.phase import PHASES
-from gateway.errors import ActorOwnedElsewhere, StartupRefused
-from gateway.legacy.seed_cli import add_dev_commands
-from gateway.logs import configure_logging, get_logger
-from gateway.phases.cli import add_phase_parser
-from gateway.settings import Settings, SettingsError, describe, load_settings
-from migrate.cli import add_migrate_parser
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 __all__ = ["main"]
 
@@ -63,6 +56,10 @@ def startup_line(settings: Settings) -> dict[str, str]:
 
 def _serve(args: argparse.Namespace) -> int:
     """Load the settings, configure logging and run the gateway until it is stopped."""
+    from gateway.errors import ActorOwnedElsewhere, StartupRefused  # noqa: PLC0415 - see `main`
+    from gateway.logs import configure_logging, get_logger  # noqa: PLC0415
+    from gateway.settings import SettingsError, describe, load_settings  # noqa: PLC0415
+
     overrides: dict[str, object] = {}
     labels: dict[str, str] = {}
     for attr, (dotted, flag) in _SERVE_OVERRIDES.items():
@@ -108,12 +105,16 @@ def _version(_args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each subcommand stores its handler in `handler`."""
-    parser = argparse.ArgumentParser(
-        prog="agent-coord",
-        description="agent-coord gateway: the Durable-Objects API served from per-actor SQLite, "
-        "in front of the legacy Redis store.",
-    )
-    parser.add_argument("--version", action="version", version=f"agent-coord {__version__}")
+    # the commands' modules are imported here, not with this module (see `main`)
+    from gateway.actors.inspect_cli import add_actors_parser  # noqa: PLC0415
+    from gateway.backup.backup_cli import add_backup_parsers  # noqa: PLC0415
+    from gateway.docs_cli import add_docs_parser  # noqa: PLC0415
+    from gateway.domain.phase import PHASES  # noqa: PLC0415
+    from gateway.legacy.seed_cli import add_dev_commands  # noqa: PLC0415
+    from gateway.phases.cli import add_phase_parser  # noqa: PLC0415
+    from migrate.cli import add_migrate_parser  # noqa: PLC0415
+
+    parser = _top_parser()
     commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -145,9 +146,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent-coord",
+        description="agent-coord gateway: the Durable-Objects API served from per-actor SQLite, "
+        "in front of the legacy Redis store.",
+    )
+    parser.add_argument("--version", action="version", version=f"agent-coord {__version__}")
+    return parser
+
+
+def check_parser() -> argparse.ArgumentParser:
+    """`agent-coord` with its `check` command only: the same parsing and help of `check`,
+    without importing the other commands' modules."""
+    parser = _top_parser()
+    commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+    add_check_parser(commands)  # `check` (consistency/cli.py)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `agent-coord`; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    """Entry point of `agent-coord`; returns the process exit code.
+
+    `agent-coord check` is parsed by `check_parser`: the check's second process (`--jobs 2`)
+    starts once its arguments are read, and the other commands' modules (backup, actors,
+    migrate: about 0.1 s of imports) would only delay it."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = (check_parser() if argv[:1] == ["check"] else build_parser()).parse_args(argv)
     handler: _Handler = args.handler
     return handler(args)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway import __version__
-from gateway.cli import main
+from gateway.cli import build_parser, main
 from gateway.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("clean_env", "restore_logging")
@@ -107,3 +108,27 @@ def test_serve_passes_flags_to_run_app(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert settings.storage.data_dir == tmp_path / "data"
     assert settings.legacy.redis_url == "redis://127.0.0.1:6390/0"
     assert settings.migration.phase == "write-through"
+
+
+def test_check_is_parsed_without_the_other_commands_modules(capsys: pytest.CaptureFixture[str]) -> None:
+    """`agent-coord check` is parsed by a parser of `check` alone, so its second process starts
+    before the other commands' modules (and redis, structlog) are imported; its help and its
+    errors are those of the full parser."""
+    code = (
+        "import sys; from gateway.cli import check_parser; "
+        "check_parser().parse_args(['check', '--sample', '0.1']); "
+        "print(sorted(m for m in ('redis', 'structlog', 'migrate.cli', "
+        "'gateway.backup.backup_cli', 'gateway.actors.inspect_cli', 'gateway.phases.cli') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
+    for argv in (["check", "--help"], ["check", "--domain", "nope"]):
+        with pytest.raises(SystemExit) as alone:
+            main(argv)
+        said = capsys.readouterr()
+        with pytest.raises(SystemExit) as full:
+            build_parser().parse_args(argv)
+        assert (alone.value.code, said) == (full.value.code, capsys.readouterr())
