@@ -182,6 +182,20 @@ def _encoded(texts: Iterable[str]) -> Iterator[bytes]:
     return map(str.encode, texts, repeat("utf-8"), repeat("surrogateescape"))
 
 
+def _blob_or_suffix_kept(blob: bytes, start: int, limit: int) -> bool:
+    """Whether the sample (`start`: the head's CRC-32, `limit`) keeps `blob` or the bytes after
+    one of its colons."""
+    crc32 = zlib.crc32
+    if (crc32(blob, start) * SAMPLE_MIX) & _MASK < limit:
+        return True
+    at = blob.find(b":")
+    while at >= 0:
+        if (crc32(blob[at + 1 :], start) * SAMPLE_MIX) & _MASK < limit:
+            return True
+        at = blob.find(b":", at + 1)
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """Which entities a scan yields: some domains (None: all), some agents (None: all), and a
@@ -291,38 +305,16 @@ class Selection:
         """Whether the sample keeps `head + text`, or `head` + the text after one of its colons."""
         if self.sample >= 1.0:
             return True
-        start, limit, crc32 = zlib.crc32(head.encode(), self._start), self._limit, zlib.crc32
         blob = text.encode("utf-8", "surrogateescape")  # a name as Redis sent it, UTF-8 or not
-        if (crc32(blob, start) * SAMPLE_MIX) & _MASK < limit:
-            return True
-        at = blob.find(b":")
-        while at >= 0:
-            if (crc32(blob[at + 1 :], start) * SAMPLE_MIX) & _MASK < limit:
-                return True
-            at = blob.find(b":", at + 1)
-        return False
+        return _blob_or_suffix_kept(blob, zlib.crc32(head.encode(), self._start), self._limit)
 
     def suffixes_kept(self, head: str, names: Sequence[bytes]) -> list[bool]:
         """`text_or_suffix_in_sample` of each name as Redis sent it (its bytes: not decoded, the
         head's hash made once), for a listing of claim fields `{by}:{what}`."""
         if self.sample >= 1.0:
             return [True] * len(names)
-        start, limit, crc32, mix, mask = (
-            zlib.crc32(head.encode(), self._start),
-            self._limit,
-            zlib.crc32,
-            SAMPLE_MIX,
-            _MASK,
-        )
-        out: list[bool] = []
-        for blob in names:
-            keep = (crc32(blob, start) * mix) & mask < limit
-            at = blob.find(b":")
-            while not keep and at >= 0:
-                keep = (crc32(blob[at + 1 :], start) * mix) & mask < limit
-                at = blob.find(b":", at + 1)
-            out.append(keep)
-        return out
+        start, limit = zlib.crc32(head.encode(), self._start), self._limit
+        return [_blob_or_suffix_kept(blob, start, limit) for blob in names]
 
     def sql_sample(self, domain: str, scope: str) -> tuple[int, int]:
         """(start, limit): the values `sql_sample_condition` binds to choose the ids of `domain`
