@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import pickle
 import queue
+import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -215,7 +217,13 @@ class _Sender:
 def child_main(orders: IO[bytes]) -> None:
     """The child process's entry (`_BOOT`): the modules of the scan imported while the parent
     opens its stores, then the orders (pipe fd, settings, URL, scan arguments) awaited on
-    `orders`; the scan sends on the pipe. No orders (the parent did not scan): it ends."""
+    `orders`; the scan sends on the pipe. No orders (the parent did not scan): it ends.
+
+    Once the scan has sent its end (or its error) and closed its Redis connections and its pipe,
+    the process ends at once (`os._exit`, stdio flushed) instead of finalizing the interpreter:
+    the parent waits for it to end before it goes on (`ProcessScan.scan`), and the finalization
+    (freeing every module and object, a last collection) took about 0.1 s at 1,000,000 entities,
+    on the check's longest path, for nothing the parent would see."""
     import gateway.bulk.gc_pause  # noqa: PLC0415 - imported before the orders come
     import gateway.bulk.sides  # noqa: PLC0415 - the legacy side only (its actor side is lazy)
     import gateway.logs  # noqa: PLC0415, F401
@@ -226,6 +234,10 @@ def child_main(orders: IO[bytes]) -> None:
         return
     settings, url, args = pickle.loads(payload)  # noqa: S301
     _child(Connection(fd, readable=False), settings, url, args)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(0)
 
 
 class ProcessScan:
