@@ -38,6 +38,7 @@ import structlog
 
 from gateway.actors import wal
 from gateway.actors.crash import crash_point
+from gateway.actors.gate import TurnGate
 from gateway.actors.layout import shard_path
 from gateway.actors.sql_functions import register_sample_fn
 from gateway.actors.storage import wait_through_cancellation
@@ -109,7 +110,7 @@ class Shard:
         self.synchronous = synchronous
         self.now_ms = now_ms
         self.conn = connect_shard(path, synchronous)
-        self.lock = asyncio.Lock()
+        self.lock = TurnGate()
         self.sql_cache: dict[str, dict[tuple[Any, ...], str]] = {}  # kind -> built SQL
         self._executor = executor
         self._savepoints = itertools.count()

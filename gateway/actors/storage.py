@@ -157,8 +157,20 @@ class ActorStorage:
     async def enter(self) -> None:
         """A turn begins (the actor's own file needs no lock beyond the actor's gate)."""
 
+    def try_enter(self) -> bool:
+        """`enter` without an await (always: the gate is the only lock)."""
+        return True
+
     def leave(self) -> None:
         """A turn ended."""
+
+    def end_read_turn(self, inline: bool) -> bool:
+        """End a turn that left no transaction open, if the host's committer would end it inline
+        (`inline`): nothing to commit; False, changing nothing, for any other."""
+        if not inline or self.conn.in_transaction:
+            return False
+        self.commit_now()
+        return True
 
     def _ensure_transaction(self) -> None:
         if not self.conn.in_transaction:

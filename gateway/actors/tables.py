@@ -196,6 +196,27 @@ class ShardTables:
             self._registered = False
             self._read_pending = False
 
+    def try_enter(self) -> bool:
+        """`enter` without an await when the shard's turn lock is free and nobody waits for it."""
+        if not self._entered:
+            if not self.shard.lock.try_acquire():
+                return False
+            self._entered = True
+            self._wrote = False
+            self._registered = False
+            self._read_pending = False
+        return True
+
+    def end_read_turn(self, _inline: bool = True) -> bool:
+        """End a turn that opened no scope and read nothing pending (`finish` would have nothing
+        to commit or wait for) without a coroutine; False, changing nothing, for any other."""
+        if self._scope is not None or self._read_pending:
+            return False
+        self._depth = 0
+        self._wrote = False
+        self.leave()
+        return True
+
     def leave(self) -> None:
         """Give the shard's turn lock back (idempotent)."""
         if self._entered:
