@@ -21,8 +21,8 @@ What it keeps of a turn, per actor:
   turn that writes, so `list_actors` and `agent-coord actors` list it.
 
 Not kept: alarms (the work has no `ctx`; an actor whose write must set or clear its alarm, a
-lock, is written in a turn instead) and activations' memory (sharded kinds keep none: their
-state is their rows, read again on every turn).
+lock, is written in a turn instead). What activations keep of their rows (`select(...,
+keep=True)`) is dropped for every actor the work opened a scope for (`ActorHost.write_rows`).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class ShardWriter:
         self._specs = specs
         self.actors_written = 0
         self.rows_written = 0
+        self.names: set[str] = set()  # the actors given a scope (their activations' kept reads go)
         self._active: ShardTables | None = None
 
     def select(
@@ -81,6 +82,7 @@ class ShardWriter:
             raise StorageApiError("ShardWriter.actor scopes do not nest")
         tables = ShardTables(self.shard, ActorRef(self.kind, name), self._specs)
         tables._entered = True  # the writer holds the shard's turn lock for it
+        self.names.add(name)
         self._active = tables
         try:
             yield tables

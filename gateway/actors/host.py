@@ -917,6 +917,10 @@ class ActorHost:
             writer.end(scope)
         finally:
             target.lock.release()
+            for name in writer.names:  # their rows changed without a turn: drop what they kept
+                act = self._open.get(ActorRef(kind, name))
+                if act is not None and isinstance(act.storage, ShardTables):
+                    act.storage.forget_kept()
         await target.durable()
         return result
 

@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MAX_BOUND_PARAMETERS = 100
+KEPT_CHARS_MAX = 8192
+"""Characters of text (and bytes of blobs) an activation keeps of its kept reads (`select(...,
+keep=True)`): a larger result is read again each time. With `actors.max_open` 4,096 activations
+this bounds what they keep to about 32 MB."""
+KEPT_ENTRY_CHARS = 64
+"""What each kept read counts against `KEPT_CHARS_MAX` besides its text (so does an empty one)."""
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NOT_PARENS = re.compile(r"[^()]+")
@@ -179,6 +185,9 @@ class ShardTables:
         self._registration_durable = False
         self._depth = 0
         self.rows_written_total = 0
+        # kept reads: table -> (the query and its arguments -> rows, characters kept for the table)
+        self._kept: dict[str, tuple[dict[tuple[Any, ...], list[sqlite3.Row]], int]] = {}
+        self._kept_chars = 0
 
     # -- the turn scope (called by the host) ----------------------------------------------------
 
@@ -309,6 +318,7 @@ class ShardTables:
         self._wrote = False
         self._registered = False
         self._read_pending = False
+        self.forget_kept()
         if scope is not None:
             self.shard.rollback_scope(scope)
 
@@ -336,6 +346,29 @@ class ShardTables:
                 "ON CONFLICT(kind, name) DO UPDATE SET ts = excluded.ts",
                 (self.kind, self._name, ms),
             )
+
+    # -- kept reads -------------------------------------------------------------------------------
+
+    def forget_kept(self, table: str | None = None) -> None:
+        """Drop the kept reads of `table` (every table: None). Every write of a table through
+        this object drops its own; a rollback, and a bulk write of the actor's rows
+        (`ActorHost.write_rows`), drop them all."""
+        if table is None:
+            self._kept.clear()
+            self._kept_chars = 0
+            return
+        kept = self._kept.pop(table, None)
+        if kept is not None:
+            self._kept_chars -= kept[1]
+
+    def _keep(self, table: str, key: tuple[Any, ...], rows: list[sqlite3.Row]) -> None:
+        chars = KEPT_ENTRY_CHARS + sum(len(v) for r in rows for v in r if isinstance(v, str | bytes))
+        if self._kept_chars + chars > KEPT_CHARS_MAX:
+            return
+        by_key, table_chars = self._kept.get(table, ({}, 0))
+        by_key[key] = rows
+        self._kept[table] = (by_key, table_chars + chars)
+        self._kept_chars += chars
 
     # -- the table API (ctx.tables) -------------------------------------------------------------
 
@@ -368,9 +401,16 @@ class ShardTables:
         limit: int | None = None,
         offset: int | None = None,
         group: str = "",
+        keep: bool = False,
     ) -> list[sqlite3.Row]:
         """`SELECT cols FROM table WHERE <this actor> AND (where) [GROUP BY group]
-        [ORDER BY order] [LIMIT ? [OFFSET ?]]`."""
+        [ORDER BY order] [LIMIT ? [OFFSET ?]]`.
+
+        With `keep`, the rows are kept by this activation until a write of `table` (or a
+        rollback, or a bulk write of the actor) and the same query with the same arguments is
+        answered from them, without SQLite: the actor's rows change only through its own turns
+        and the bulk writer (a hot read of the realistic mix: a lock check, a checkpoint; issue 13).
+        """
         key = ("select", table, cols, where, group, order, limit is not None, offset is not None)
         sql = self._cache.get(key)
         if sql is None:
@@ -390,13 +430,24 @@ class ShardTables:
             args += (-1 if limit is None else limit,)
         if offset is not None:
             args += (offset,)
-        return list(self._run(sql, args, write=False).fetchall())
+        if not keep:
+            return list(self._run(sql, args, write=False).fetchall())
+        key = (sql, *args)
+        kept = self._kept.get(table)
+        if kept is not None:
+            rows = kept[0].get(key)
+            if rows is not None:
+                return list(rows)
+        rows = list(self._run(sql, args, write=False).fetchall())
+        if not self.shard.conn.in_transaction:  # committed rows only: nothing read may roll back
+            self._keep(table, key, rows)
+        return list(rows)
 
     def first(
-        self, table: str, cols: str, where: str = "", *params: Any, order: str = ""
+        self, table: str, cols: str, where: str = "", *params: Any, order: str = "", keep: bool = False
     ) -> sqlite3.Row | None:
         """The first row of `select(..., limit=1)`, or None."""
-        rows = self.select(table, cols, where, *params, order=order, limit=1)
+        rows = self.select(table, cols, where, *params, order=order, limit=1, keep=keep)
         return rows[0] if rows else None
 
     def count(self, table: str, where: str = "", *params: Any) -> int:
@@ -408,6 +459,8 @@ class ShardTables:
         `abort` raises, `ignore` keeps the old row, `replace` replaces it, `update` updates the
         given non-key columns (an upsert). Returns the rows written."""
         sql = self._insert_sql(table, tuple(values), conflict)
+        if self._kept:
+            self.forget_kept(table)
         cur = self._run(sql, (self._name, *values.values()), write=True)
         self.rows_written_total += cur.rowcount
         return int(cur.rowcount)
@@ -442,6 +495,7 @@ class ShardTables:
             raise LimitExceeded(f"more than {MAX_BOUND_PARAMETERS} bound parameters")
         sql = self._insert_sql(table, tuple(cols), conflict)
         conn = self._open_scope()
+        self.forget_kept(table)
         before = conn.total_changes
         name = self._name
         conn.executemany(sql, [(name, *r) for r in rows])
@@ -462,6 +516,7 @@ class ShardTables:
             sql = f"DELETE FROM {name} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
             self._cache[key] = sql
         conn = self._open_scope()
+        self.forget_kept(table)
         before = conn.total_changes
         conn.executemany(sql, [(self._name, *p) for p in params])
         written = conn.total_changes - before
@@ -480,6 +535,8 @@ class ShardTables:
             sets = ", ".join(f"{_check_ident(c)} = ?" for c in cols)
             sql = f"UPDATE {name} SET {sets} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
             self._cache[key] = sql
+        if self._kept:
+            self.forget_kept(table)
         cur = self._run(sql, (*values.values(), self._name, *params), write=True)
         self.rows_written_total += cur.rowcount
         return int(cur.rowcount)
@@ -492,6 +549,8 @@ class ShardTables:
             name, _ = self._table(table)
             sql = f"DELETE FROM {name} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
             self._cache[key] = sql
+        if self._kept:
+            self.forget_kept(table)
         cur = self._run(sql, (self._name, *params), write=True)
         self.rows_written_total += cur.rowcount
         return int(cur.rowcount)
@@ -507,6 +566,7 @@ class ShardTables:
         try:
             yield
         except BaseException:
+            self.forget_kept()
             if self._scope is not None:
                 conn.execute(f"ROLLBACK TO {name}")
                 conn.execute(f"RELEASE {name}")

@@ -131,7 +131,7 @@ class AgentStateActor(Actor):
 
     def checkpoint(self) -> Checkpoint | None:
         """The agent's checkpoint row, or None."""
-        r = self.ctx.tables.first("checkpoint", CHECKPOINT_COLS)
+        r = self.ctx.tables.first("checkpoint", CHECKPOINT_COLS, keep=True)
         return None if r is None else checkpoint_from_row(self.agent_id, r)
 
     async def get_checkpoint(self) -> Checkpoint | None:
@@ -151,7 +151,7 @@ class AgentStateActor(Actor):
 
     def _unread(self, limit: int) -> list[DirectMessage]:
         rows = self.ctx.tables.select(
-            "messages", DM_COLS, "read = 0", order="timestamp DESC, rowid DESC", limit=limit
+            "messages", DM_COLS, "read = 0", order="timestamp DESC, rowid DESC", limit=limit, keep=True
         )
         return [dm_from_row(r) for r in rows]
 
@@ -218,7 +218,7 @@ class AgentStateActor(Actor):
 
     def _state(self) -> AgentStateView:
         rows = self.ctx.tables.select(
-            "memory", MEM_COLS, order="created_at DESC, rowid DESC", limit=rules.RECENT_MEMORIES
+            "memory", MEM_COLS, order="created_at DESC, rowid DESC", limit=rules.RECENT_MEMORIES, keep=True
         )
         return AgentStateView(
             self.agent_id,

@@ -107,7 +107,7 @@ class ResourceLockActor(Actor):
 
     def current(self) -> Lock | None:
         """The lock row, or None (an unreadable expiry reads as expired)."""
-        r: sqlite3.Row | None = self.ctx.tables.first("current_lock", LOCK_COLS)
+        r: sqlite3.Row | None = self.ctx.tables.first("current_lock", LOCK_COLS, keep=True)
         return None if r is None else lock_from_row(r)
 
     def end_holding(self, lock: Lock, reason: str, now_ms: int) -> None:
