@@ -92,9 +92,19 @@ def decode_component(s: str) -> str | None:
 
 
 def parse_query(query: str) -> dict[str, str]:
-    """URLSearchParams: `+` is a space, lenient UTF-8, the first value of a name wins."""
+    """URLSearchParams: `+` is a space, lenient UTF-8, the first value of a name wins.
+
+    Kept per query text as routes are (`QUERY_CACHE_SIZE`; the realistic mix asks a few hundred
+    over and over, `?limit=50`, `?status=todo`, `?agentId=...`): `parse_qsl` costs 1-2 us, a kept
+    one a lookup and a copy. Every call gets a dict of its own."""
     if not query:
         return {}
+    if len(query) > ROUTE_CACHE_TARGET_MAX:
+        return _parse_query(query)
+    return dict(_parse_query_cached(query))
+
+
+def _parse_query(query: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in parse_qsl(query, keep_blank_values=True, errors="replace"):
         out.setdefault(k, v)
@@ -164,3 +174,8 @@ def _route(raw_target: str) -> Route:  # noqa: PLR0911 - one exit per route kind
 
 
 _route_cached = functools.lru_cache(maxsize=ROUTE_CACHE_SIZE)(_route)
+
+QUERY_CACHE_SIZE: Final = 4096
+"""Query texts whose parse is kept (`parse_query`); the least recently used are dropped."""
+
+_parse_query_cached = functools.lru_cache(maxsize=QUERY_CACHE_SIZE)(_parse_query)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from gateway.http.paths import (
+    QUERY_CACHE_SIZE,
     ROUTE_CACHE_SIZE,
     ROUTE_CACHE_TARGET_MAX,
+    _parse_query,
+    _parse_query_cached,
     _route,
     _route_cached,
     decode_component,
@@ -96,6 +99,28 @@ def test_routes_kept_for_targets_asked_again_match_a_fresh_parse_and_stay_bounde
     for raw in cases:
         assert route(raw) == _route(raw), raw
     assert route("/lock/src%2Ff0.ts/check") == _route("/lock/src%2Ff0.ts/check")
+
+
+def test_queries_kept_for_texts_asked_again_match_a_fresh_parse_each_in_a_dict_of_its_own() -> None:
+    """A query text asked again is answered from its kept parse (no parse_qsl), equal to a fresh
+    one, in a new dict each time (a caller changing its dict changes no other caller's); long
+    texts are parsed every time and not kept; no more than QUERY_CACHE_SIZE are kept."""
+    _parse_query_cached.cache_clear()
+    texts = ["limit=50", "status=todo", "agentId=a+b&agentId=c", "e=%ZZ&u=%C3%BC", "x", "=1&a="]
+    for text in texts + texts[::-1]:
+        assert parse_query(text) == _parse_query(text), text
+    assert _parse_query_cached.cache_info().hits == len(texts)
+    first = parse_query("limit=50")
+    first["limit"] = "1"
+    assert parse_query("limit=50") == {"limit": "50"}
+    assert parse_query("limit=50") is not parse_query("limit=50")
+    long = "q=" + "x" * ROUTE_CACHE_TARGET_MAX
+    before = _parse_query_cached.cache_info().currsize
+    assert parse_query(long) == {"q": "x" * ROUTE_CACHE_TARGET_MAX}
+    assert _parse_query_cached.cache_info().currsize == before
+    for i in range(QUERY_CACHE_SIZE + 100):
+        assert parse_query(f"agentId=a{i}") == {"agentId": f"a{i}"}
+    assert _parse_query_cached.cache_info().currsize <= QUERY_CACHE_SIZE
 
 
 def test_long_targets_are_routed_but_not_kept() -> None:
