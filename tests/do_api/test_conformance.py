@@ -4,6 +4,7 @@ actor store alone (`cutover`) and in `write-through` with a real Redis serving."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -16,7 +17,9 @@ from gateway.http.token_file import TOKEN_FILE
 from gateway.testing.gateway_process import GatewayProcess, GatewayProcessError
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = (REPO / ".." / "shared").resolve()
+# The kit beside the clone (as CI has it), or where AGENT_COORD_SHARED says (a git worktree
+# elsewhere, e.g. /work/wt/<name>, has no ../shared of its own).
+SHARED = Path(os.environ.get("AGENT_COORD_SHARED") or REPO / ".." / "shared").resolve()
 CONFORMANCE = SHARED / "conformance"
 
 pytestmark = [
@@ -24,7 +27,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         not (CONFORMANCE / "conformance.py").is_file(),
-        reason=f"the shared conformance kit is not present at {CONFORMANCE}",
+        reason=f"the shared conformance kit is not present at {CONFORMANCE} (set AGENT_COORD_SHARED)",
     ),
 ]
 
