@@ -26,8 +26,10 @@ legacy layout has no secondary indexes). Replication into Redis (entity upserts 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from itertools import accumulate
 from typing import Any, Final, TypeVar
 
 from gateway.clock import Clock, SystemClock
@@ -77,7 +79,7 @@ from gateway.legacy.records import (
 from gateway.legacy.tracking import Command
 from gateway.settings import LimitSettings, Settings
 
-__all__ = ["MENTION_CURSOR", "MENTION_CURSOR_ID", "LegacyStore"]
+__all__ = ["MENTION_CURSOR", "MENTION_CURSOR_ID", "LegacyStore", "marked_texts"]
 
 R = TypeVar("R")
 
@@ -95,6 +97,37 @@ _RECENT_FIRST: Final = 64
 
 def _unreadable_lock(path: str) -> ApiError:
     return unreadable("Resource lock", keys.LOCKS, path, success=False, resourcePath=path)
+
+
+_JOIN: Final = "\x00"
+
+
+def marked_texts(texts: list[str], start: int, cursor: str | None) -> Iterable[int]:
+    """The indexes, from `start` on and ascending, of the texts that hold an '@' or the text
+    `cursor` (None: no cursor): what `LegacyStore._mentions_in` must parse once it knows the head.
+
+    Searched in C over the texts joined by a NUL: a test of each text in Python cost about 80 us
+    on every /work over the 1,200-element chat window, this about 15 us. A needle never holds the
+    NUL, so every match lies inside one text (a text's own NUL included); the match's offset
+    names its text. An empty cursor is in every text; one that holds a NUL is looked for in each
+    text (no chat id has one).
+    """
+    if cursor is not None and (not cursor or _JOIN in cursor):
+        return [k for k in range(start, len(texts)) if "@" in texts[k] or cursor in texts[k]]
+    rest = texts[start:]
+    joined = _JOIN.join(rest)
+    needles = [nd for nd in ("@", cursor) if nd is not None and nd in joined]
+    if not needles:
+        return ()
+    starts = [0, *accumulate(map((1).__add__, map(len, rest)))]  # where each text begins in `joined`
+    hits: set[int] = set()
+    for needle in needles:
+        at = joined.find(needle)
+        while at >= 0:
+            k = bisect_right(starts, at) - 1
+            hits.add(start + k)
+            at = joined.find(needle, starts[k + 1])  # on from the next text
+    return sorted(hits)
 
 
 class LegacyStore:
@@ -257,16 +290,26 @@ class LegacyStore:
         """`_pending_mentions` over the chat list elements `texts` (newest first), read already.
 
         Parses only what can matter (this runs on every /work and chat read): the head, the
-        cursor message, and messages with an '@' in them (a mention needs one)."""
+        cursor message, and messages with an '@' in them (a mention needs one), found among the
+        window's up to 1,200 elements by `marked_texts` (a search in C, not a test per element)."""
         extra = agent.extra if agent is not None else {}
         cursor_id, cursor = extra.get(MENTION_CURSOR_ID), extra.get(MENTION_CURSOR)
-        cursor_ms = ms(cursor) if isinstance(cursor, str) and not isinstance(cursor_id, str) else None
+        cursor_text = cursor_id if isinstance(cursor_id, str) else None
+        cursor_ms = ms(cursor) if isinstance(cursor, str) and cursor_text is None else None
         head, found = "", []
         pattern = rules.mention_pattern(agent_id)
-        for text in texts:
-            is_cursor = isinstance(cursor_id, str) and cursor_id in text
-            if head and not is_cursor and "@" not in text:
-                continue
+        marked: Iterator[int] | None = None  # once the head is known: the texts worth parsing
+        i, n = 0, len(texts)
+        while i < n:
+            if head:
+                if marked is None:
+                    marked = iter(marked_texts(texts, i, cursor_text))
+                i = next(marked, n)
+                if i == n:
+                    break
+            text = texts[i]
+            i += 1
+            is_cursor = cursor_text is not None and cursor_text in text
             msg = self.records.parse_shared(text, keys.MESSAGES, None, m.chat_from_legacy)
             if msg is None:
                 continue
