@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from aiohttp import ClientSession
@@ -46,12 +46,26 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def phase_settings(data_dir: Path, redis_url: str, phase: str, **migration: Any) -> Settings:
-    """Settings of a phased gateway on `data_dir`; Redis failures are detected fast."""
+LEGACY_TIMEOUT_S: Final = 5.0
+"""How long the tests' gateways wait for a Redis reply. A closed or refused connection fails at
+once whatever this is; only a hung Redis (SIGSTOP) waits for it, and the tests that hang one ask
+for a short timeout themselves. A short default failed tests on a loaded machine: the tracking
+connection's first reply took longer than 0.5 s and the gateway took Redis for gone."""
+
+
+def phase_settings(
+    data_dir: Path,
+    redis_url: str,
+    phase: str,
+    *,
+    legacy_timeout_s: float = LEGACY_TIMEOUT_S,
+    **migration: Any,
+) -> Settings:
+    """Settings of a phased gateway on `data_dir`."""
     return Settings(
         server=ServerSettings(shutdown_grace_s=1.0),
         storage=StorageSettings(data_dir=data_dir),
-        legacy=LegacySettings(redis_url=redis_url, timeout_s=0.5, retries=1),
+        legacy=LegacySettings(redis_url=redis_url, timeout_s=legacy_timeout_s, retries=1),
         migration=dataclasses.replace(MigrationSettings(phase=phase, admin_token=TOKEN), **migration),
     )
 
@@ -99,9 +113,12 @@ async def start_gw(data_dir: Path, redis_url: str, clock: FakeClock) -> AsyncIte
     """Start a phased gateway in-process: `await start_gw(phase, redis_url=..., **migration)`."""
     started: list[Gw] = []
 
-    async def start(phase: str, *, redis: str | None = None, **migration: Any) -> Gw:
+    async def start(
+        phase: str, *, redis: str | None = None, legacy_timeout_s: float = LEGACY_TIMEOUT_S, **migration: Any
+    ) -> Gw:
         url = redis or redis_url
-        server = TestServer(create_app(phase_settings(data_dir, url, phase, **migration), clock=clock))
+        settings = phase_settings(data_dir, url, phase, legacy_timeout_s=legacy_timeout_s, **migration)
+        server = TestServer(create_app(settings, clock=clock))
         await server.start_server()
         session = new_session()
         gw = Gw(
@@ -126,7 +143,11 @@ def gateway_proc(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
     made: list[GatewayProcess] = []
 
     def make(data_dir: Path, redis_url: str | None, phase: str | None = None, **kw: Any) -> GatewayProcess:
-        env = {"AGENT_COORD_LEGACY_TIMEOUT_S": "0.5", "AGENT_COORD_LEGACY_RETRIES": "1", **kw.pop("env", {})}
+        env = {
+            "AGENT_COORD_LEGACY_TIMEOUT_S": str(LEGACY_TIMEOUT_S),
+            "AGENT_COORD_LEGACY_RETRIES": "1",
+            **kw.pop("env", {}),
+        }
         proc = GatewayProcess(data_dir, redis_url=redis_url, phase=phase, env=env, **kw)
         made.append(proc)
         return proc

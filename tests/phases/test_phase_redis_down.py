@@ -18,6 +18,9 @@ from gateway.testing.snapshots import empty_snapshot
 from .conftest import GwFactory
 from .helpers import poll, write_everything
 
+HUNG_TIMEOUT_S = 0.5
+"""The legacy timeout of the tests that hang Redis (SIGSTOP): how long the first write waits."""
+
 
 async def test_write_through_fails_the_write_and_leaves_the_actors_alone(
     start_gw: GwFactory, own_redis: RedisServer
@@ -86,7 +89,7 @@ async def test_read_switch_does_not_wait_for_a_hung_redis_on_every_write(
 ) -> None:
     """read-switch, Redis hung (SIGSTOP: connections open, no answers): the first write waits for
     the timeout, later ones queue at once instead of each waiting for Redis again."""
-    gw = await start_gw("read-switch", redis=own_redis.url)
+    gw = await start_gw("read-switch", redis=own_redis.url, legacy_timeout_s=HUNG_TIMEOUT_S)
     await gw.client.ok("POST", "/coordinator/agents", {"agentId": "alice"})  # connections pooled
     pid = own_redis.pid
     assert pid is not None
@@ -123,7 +126,7 @@ async def test_an_entity_redis_cannot_take_does_not_block_replication(
     """read-switch: a legacy value the gateway must not overwrite (unreadable) keeps its own
     repair entry, retried alone; later writes still replicate before the reply, and an entry
     queued behind it (Redis hung for a moment) is repaired."""
-    gw = await start_gw("read-switch", redis=own_redis.url)
+    gw = await start_gw("read-switch", redis=own_redis.url, legacy_timeout_s=HUNG_TIMEOUT_S)
     gw.legacy.r.hset(keys.TASKS, "t-bad", "{not json")
     await gw.client.ok("POST", "/coordinator/tasks", {"id": "t-bad", "title": "mine"})
     await gw.client.ok("POST", "/coordinator/tasks", {"id": "t-good", "title": "ok"})
