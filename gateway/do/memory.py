@@ -92,7 +92,7 @@ class _Copy:
         self._peers: tuple[_Copy, ...] = ()  # copies of the other tables of the same database
         self._loading = False  # a load appends its rows and sorts once
         self._memo: dict[Any, Any] = {}  # query -> its answer, while the copy is unchanged
-        self._json: dict[str, tuple[Any, orjson.Fragment]] = {}  # id -> (record, its JSON)
+        self._json: dict[str, tuple[Any, bytes]] = {}  # id -> (record, its JSON)
         self._refused: int | None = None  # the stamp at which the table could not be copied
         self.loads = 0  # loads of the whole copy (tests count them)
 
@@ -152,18 +152,18 @@ class _Copy:
                             peer._token = self._token
         return cursor
 
-    def _fragment(self, record: Any) -> orjson.Fragment:
-        """`record`'s read-back form, rendered once per record object: a row written again is a
-        new object, rendered anew (the copy's records are never changed in place)."""
+    def _fragment(self, record: Any) -> bytes:
+        """`record`'s read-back form as JSON, rendered once per record object: a row written
+        again is a new object, rendered anew (the copy's records are never changed in place)."""
         ident = record.agent_id if isinstance(record, Agent) else record.id
         hit = self._json.get(ident)
         if hit is not None and hit[0] is record:
             return hit[1]
-        fragment = orjson.Fragment(orjson.dumps(record.to_json()))
+        rendered = orjson.dumps(record.to_json())
         if len(self._json) >= MAX_ROWS:
             self._json.clear()
-        self._json[ident] = (record, fragment)
-        return fragment
+        self._json[ident] = (record, rendered)
+        return rendered
 
     def _remember(self, query: Any, answer: Any) -> None:
         if len(self._memo) >= MAX_MEMO:
@@ -192,10 +192,12 @@ class _Listing:
     the records it has not rendered before (a heartbeat moves one agent: one record to render, not
     a loop over every agent of the team).
 
-    The keys of the rows not rendered yet are kept in `pending`, so a listing finds them by
-    bisection instead of looking at every row for a missing JSON: after a heartbeat or a new task
-    that is one row of hundreds or thousands (issue 13: a Python loop over the 200 agents on
-    every agent listing and `/work` after a heartbeat, over every open task after a task create).
+    The keys of the rows not rendered yet are kept in `pending`, in ascending order, so a listing
+    of the rows from index `lo` on finds the ones it must render by bisection instead of looking
+    at every row for a missing JSON: after a heartbeat or a new task that is one row of hundreds
+    or thousands (issue 13: a Python loop over the 200 agents on every agent listing and `/work`
+    after a heartbeat, over every open task after a task create). Rows older than every listing
+    (past the newest 1,000 open tasks) stay pending without being looked at.
     """
 
     __slots__ = ("keys", "pending", "records", "rendered")
@@ -203,14 +205,13 @@ class _Listing:
     def __init__(self) -> None:
         self.keys: list[Key] = []
         self.records: list[Any] = []
-        self.rendered: list[orjson.Fragment | None] = []
-        self.pending: set[Key] = set()  # the keys whose `rendered` entry is None
+        self.rendered: list[bytes | None] = []
+        self.pending: list[Key] = []  # the keys whose `rendered` entry is None, ascending
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def add(self, key: Key, record: Any, loading: bool) -> None:
-        self.pending.add(key)
         if loading:  # sorted once the load is done
             self.keys.append(key)
             self.records.append(record)
@@ -220,6 +221,7 @@ class _Listing:
         self.keys.insert(i, key)
         self.records.insert(i, record)
         self.rendered.insert(i, None)
+        bisect.insort(self.pending, key)
 
     def remove(self, key: Key) -> None:
         keys = self.keys
@@ -227,37 +229,39 @@ class _Listing:
         if i < len(keys) and keys[i] == key:
             del keys[i]
             del self.records[i]
+            if self.rendered[i] is None:
+                _remove(self.pending, key)
             del self.rendered[i]
-            self.pending.discard(key)
 
     def sort(self) -> None:
         order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
         self.keys = [self.keys[i] for i in order]
         self.records = [self.records[i] for i in order]
         self.rendered = [None] * len(order)
-        self.pending = set(self.keys)
+        self.pending = list(self.keys)
 
-    def _render_pending(self, lo: int, n: int, render: Callable[[Any], orjson.Fragment]) -> None:
-        """Render the rows of `lo:n` that have no JSON yet."""
+    def _render_pending(self, lo: int, n: int, render: Callable[[Any], bytes]) -> None:
+        """Render the rows of `lo:n` (`n` is the end) that have no JSON yet."""
         pending, keys, records, rendered = self.pending, self.keys, self.records, self.rendered
-        if len(pending) * 8 < n - lo:  # a few rows written since the last listing: find them
-            for key in tuple(pending):
-                i = bisect.bisect_left(keys, key)
-                if lo <= i < n:
-                    rendered[i] = render(records[i])
-                    pending.discard(key)
+        first = bisect.bisect_left(pending, keys[lo])  # the pending keys of rows `lo` on
+        if first == len(pending):
             return
-        for i in range(lo, n):  # after a load: most rows
-            if rendered[i] is None:
+        if (len(pending) - first) * 8 < n - lo:  # a few rows written since the last listing
+            for key in pending[first:]:
+                i = bisect.bisect_left(keys, key)
                 rendered[i] = render(records[i])
-                pending.discard(keys[i])
+        else:  # after a load: most rows
+            for i in range(lo, n):
+                if rendered[i] is None:
+                    rendered[i] = render(records[i])
+        del pending[first:]
 
-    def newest(self, lo: int, limit: int, render: Callable[[Any], orjson.Fragment]) -> RenderedList:
+    def newest(self, lo: int, limit: int, render: Callable[[Any], bytes]) -> RenderedList:
         """The rows from index `lo` on, newest first, at most `limit` of them, as a listing that
         carries their JSON (rendered here for the rows that had none yet)."""
         n = len(self.keys)
         lo = max(lo, n - limit) if limit > 0 else n
-        if self.pending:
+        if self.pending and lo < n:
             self._render_pending(lo, n, render)
         out = self.rendered[lo:n]
         out.reverse()
@@ -266,11 +270,11 @@ class _Listing:
         return RenderedList(records, rendered=out)
 
     def newest_where(
-        self, lo: int, limit: int, keep: Callable[[Any], bool], render: Callable[[Any], orjson.Fragment]
+        self, lo: int, limit: int, keep: Callable[[Any], bool], render: Callable[[Any], bytes]
     ) -> RenderedList:
         """`newest`, of the rows whose record `keep` accepts."""
         records: list[Any] = []
-        items: list[orjson.Fragment] = []
+        items: list[bytes] = []
         rendered = self.rendered
         for i in range(len(self.keys) - 1, lo - 1, -1):
             if len(records) >= limit:
@@ -280,7 +284,7 @@ class _Listing:
                 item = rendered[i]
                 if item is None:
                     item = rendered[i] = render(record)
-                    self.pending.discard(self.keys[i])
+                    _remove(self.pending, self.keys[i])
                 records.append(record)
                 items.append(item)
         return RenderedList(records, rendered=items)

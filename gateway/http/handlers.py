@@ -322,7 +322,7 @@ class Gateway:
 
     async def work(self, _request: web.Request, r: Route) -> web.Response:
         q = c.WorkQuery.parse(parse_query(r.query), self.now(), self.limits.list_limit_max)
-        return json_response((await self.store.work_bundle(q)).wire())
+        return raw_json_response((await self.store.work_bundle(q)).answer())
 
     async def zones(self, request: web.Request, r: Route) -> web.Response:
         if request.method == "GET":

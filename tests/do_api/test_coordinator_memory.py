@@ -462,18 +462,44 @@ async def test_a_listing_asked_again_drops_agents_as_they_age(tmp_path: Path, cl
         await host.close()
 
 
+def _as_texts(records: list[Any]) -> RenderedList:
+    """A listing as the coordinator's copies hand it out: each record's JSON text kept (bytes)."""
+    return RenderedList(records, rendered=[orjson.dumps(r.to_json()) for r in records])
+
+
+def _as_fragments(records: list[Any]) -> RenderedList:
+    """A listing as the legacy store hands it out: each record's JSON as an `orjson.Fragment`."""
+    return RenderedList(records, lambda r: orjson.Fragment(orjson.dumps(r.to_json())))
+
+
+def _rendered_by(records: list[Any]) -> RenderedList:
+    """A listing whose records are rendered (as bytes) when it is first rendered."""
+    return RenderedList(records, lambda r: orjson.dumps(r.to_json()))
+
+
 @pytest.mark.parametrize("inbox", [False, True])
 @pytest.mark.parametrize("mentions", [0, 2])
 def test_pre_rendered_lists_render_as_plain_ones(inbox: bool, mentions: int) -> None:
-    """`wire()` (pre-rendered lists, for the HTTP answer) gives the bytes `to_json()` gives."""
+    """`wire()` (pre-rendered lists, for the HTTP answer) gives the bytes `to_json()` gives, and
+    so do the answers joined from their parts (`answer()`), whatever form the listing's records
+    have (plain, JSON texts, fragments, rendered on demand), empty listings and text outside
+    ASCII included."""
     stamp = iso_from_ms(NOW)
-    agents = [Agent(f"a{i}", "active", "t", None, stamp, ["py"] if i else None) for i in range(3)]
-    tasks = [Task(f"t{i}", "x", None, "todo", None, "c", "low", ["k"], [], stamp, stamp) for i in range(3)]
-    chat = [GroupMessage(f"m{i}", "bob", "agent", f"hi {i}", stamp) for i in range(3)]
+    agents = [Agent(f"a{i}", "active", 't\u00e9"', None, stamp, ["py"] if i else None) for i in range(3)]
+    tasks = [
+        Task(f"t{i}", "x\U0001f600", None, "todo", None, "c", "low", ["k"], [], stamp, stamp)
+        for i in range(3)
+    ]
+    chat = [GroupMessage(f"m{i}", "bob", "agent", f"hi {i} @a0 \u2028", stamp) for i in range(3)]
     pending = chat[:mentions]
-    for wrap in (list, RenderedList):
-        bundle = WorkBundle("a0", wrap(agents), wrap(tasks), wrap(tasks[:1]), wrap(chat), pending)
-        assert orjson.dumps(bundle.wire()) == orjson.dumps(bundle.to_json())
+    for wrap in (list, RenderedList, _as_texts, _as_fragments, _rendered_by):
+        for mine in (tasks[:1], []):
+            bundle = WorkBundle("a0", wrap(agents), wrap(tasks), wrap(mine), wrap(chat), pending)
+            assert orjson.dumps(bundle.wire()) == orjson.dumps(bundle.to_json())
+            assert bundle.answer() == orjson.dumps(bundle.to_json())
+            assert bundle.answer() == bundle.answer()
+            empty = WorkBundle("a\u00e9", wrap([]), wrap([]), wrap([]), wrap([]), pending)
+            assert empty.answer() == orjson.dumps(empty.to_json())
         page = ChatPage(wrap(chat), "a0" if inbox or mentions else None, pending, inbox)
         assert orjson.dumps(page.wire()) == orjson.dumps(page.to_json())
         assert orjson.dumps(wire_list(wrap(agents))) == orjson.dumps([a.to_json() for a in agents])
@@ -484,11 +510,12 @@ def test_pre_rendered_lists_render_as_plain_ones(inbox: bool, mentions: int) -> 
                 {"agents": [a.to_json() for a in agents]}
             )
             assert list_answer("tasks", listed) != list_answer("agents", listed)
-    kept = RenderedList(tasks)
-    assert kept.answer("tasks") is kept.answer("tasks")
-    assert kept.answer("tasks", count=True) == orjson.dumps(
-        {"tasks": [t.to_json() for t in tasks], "count": 3}
-    )
+    for kept in (RenderedList(tasks), _as_texts(tasks)):
+        assert kept.answer("tasks") is kept.answer("tasks")
+        assert kept.answer("tasks", count=True) == orjson.dumps(
+            {"tasks": [t.to_json() for t in tasks], "count": 3}
+        )
+    assert RenderedList().answer("tasks", count=True) == b'{"tasks":[],"count":0}'
 
 
 async def test_listings_follow_interleaved_writes_and_reads(host: ActorHost, clock: FakeClock) -> None:
@@ -585,15 +612,16 @@ def test_a_listing_renders_each_row_once_whatever_the_order_of_writes() -> None:
     """The copies' ordered rows (`_Listing`): seeded random adds, removes, loads and listings
     at several offsets and limits. Every listing carries each row's own JSON, newest first; a
     row is rendered once while it stays (found through the keys not rendered yet, not by looking
-    at every row), and no key is left waiting for its JSON once a listing covered it."""
+    at every row), and no key is left waiting for its JSON once a listing covered it; the keys
+    waiting are kept in order."""
     rng = random.Random(29)
     listing = _Listing()
     rows: dict[Key, str] = {}
     renders: list[str] = []
 
-    def render(record: str) -> orjson.Fragment:
+    def render(record: str) -> bytes:
         renders.append(record)
-        return orjson.Fragment(orjson.dumps({"r": record}))
+        return orjson.dumps({"r": record})
 
     for step in range(600):
         op = rng.randrange(10)
@@ -618,9 +646,10 @@ def test_a_listing_renders_each_row_once_whatever_the_order_of_writes() -> None:
             expected = [rows[k] for k in keys[max(lo, len(keys) - limit) :]][::-1]
             assert list(out) == expected
             assert orjson.dumps(out.json()) == orjson.dumps([{"r": r} for r in expected])
+            assert out.answer("rows") == orjson.dumps({"rows": [{"r": r} for r in expected]})
             assert len(set(renders[before:])) == len(renders) - before  # none rendered twice
             shown = set(keys[max(lo, len(keys) - limit) :])
-            assert not shown & listing.pending
-        unrendered = {k for k, r in zip(listing.keys, listing.rendered, strict=True) if r is None}
+            assert not shown & set(listing.pending)
+        unrendered = [k for k, r in zip(listing.keys, listing.rendered, strict=True) if r is None]
         assert listing.pending == unrendered
         assert listing.keys == sorted(rows)
