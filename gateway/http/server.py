@@ -39,6 +39,17 @@ its own, which queues the buffers and writes them with one `writev`. The join co
 answer once more (a `/work` or task listing of 200-300 KB: 57,000 instructions a request under
 callgrind, issue 13).
 
+Large buffers are kept in the C heap (`keep_large_buffers`): glibc's allocator gives each
+allocation over its mmap threshold (128 KiB at start, raised only up to the largest block freed
+so far) fresh pages from the kernel and returns them on free, so every `/work` answer and task
+listing of 200-300 KB that was larger than the last one (the open tasks grow through the
+realistic mix) faulted in each of its pages again, zeroed by the kernel: 71 minor faults an
+answer of 300 KB. `run` sets the threshold to `MMAP_THRESHOLD_BYTES` and the heap's trim
+threshold to `TRIM_THRESHOLD_BYTES`, so such buffers reuse freed heap memory (issue 13: 45
+faults and about 15 % of the CPU of a replayed cycle of listings and `/work`s gone;
+docs/benchmarks.md, eleventh pass). The process keeps up to `TRIM_THRESHOLD_BYTES` of freed
+heap it could have returned.
+
 Connections are accepted by `AcceptAllSite`, not by uvloop's server: uvloop (libuv 1.52) accepts
 one pending connection per turn of the loop, so when many clients connect at once to a busy
 gateway the last of them waits as many turns as there are connections before it, each turn
@@ -53,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import gc
 import signal
@@ -76,6 +88,7 @@ __all__ = [
     "GatewayRunner",
     "JsonErrorRequestHandler",
     "direct_handler",
+    "keep_large_buffers",
     "run",
     "use_writelines",
 ]
@@ -86,6 +99,12 @@ MAX_MESSAGE_CHARS: Final = 200  # aiohttp's messages quote the offending input, 
 _SERVER_ERROR: Final = 500
 YOUNG_COLLECTION_EVERY: Final = 7_000
 """Net allocations of tracked objects between two collections of the young generation."""
+MMAP_THRESHOLD_BYTES: Final = 4 * 1024 * 1024
+"""glibc: allocations from this size on get their own pages from the kernel (mmap)."""
+TRIM_THRESHOLD_BYTES: Final = 32 * 1024 * 1024
+"""glibc: free memory at the top of the heap past this is returned to the kernel."""
+_M_TRIM_THRESHOLD: Final = -1  # glibc's malloc.h
+_M_MMAP_THRESHOLD: Final = -3
 ACCEPT_PAUSE_S: Final = 1.0
 """Out of file descriptors: how long accepting pauses (asyncio's own server waits as long)."""
 _OUT_OF_FDS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -306,8 +325,25 @@ def use_writelines(loop: asyncio.AbstractEventLoop) -> bool:
     return True
 
 
+def keep_large_buffers() -> bool:
+    """Keep buffers under `MMAP_THRESHOLD_BYTES` in the C heap and up to `TRIM_THRESHOLD_BYTES`
+    of freed heap in the process (glibc's `mallopt`), instead of mapping fresh pages for every
+    large answer; returns whether the C library took both (False on one without `mallopt`)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    took: bool = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    trimmed: bool = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+    return took and trimmed
+
+
 def run(app: web.Application, *, host: str, port: int, shutdown_timeout_s: float) -> None:
     """Serve `app` on `host:port` until SIGTERM/SIGINT, then shut down gracefully."""
+    kept = keep_large_buffers()
+    log.debug("server.large_buffers_kept", kept=kept)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         use_writelines(runner.get_loop())
         runner.run(_serve(app, host, port, shutdown_timeout_s))
