@@ -48,6 +48,7 @@ from gateway.actors.crash import crash_point
 from gateway.actors.gate import TurnGate
 from gateway.actors.layout import host_index_path, host_lock_path, shard_of
 from gateway.actors.naming import ActorRef, actor_path
+from gateway.actors.shard_reader import bulk_select
 from gateway.actors.shards import ShardSet
 from gateway.actors.sockets import MAX_QUEUED_BYTES, HostedSocket, WebSocketLike
 from gateway.actors.storage import (
@@ -59,7 +60,7 @@ from gateway.actors.storage import (
     open_connection,
     wait_through_cancellation,
 )
-from gateway.actors.tables import ShardTables, TableSpec, check_fragment, physical_name
+from gateway.actors.tables import ShardTables, TableSpec
 from gateway.clock import Clock, SystemClock
 from gateway.errors import (
     ActorOverloaded,
@@ -862,29 +863,10 @@ class ActorHost:
         """
         if self._shards is None:
             raise HostClosed("the actor host is not running")
-        if table not in self.sharded.get(kind, {}):
-            raise StorageApiError(f"actors of kind {kind!r} have no table {table!r}")
-        name = physical_name(kind, table)
-        sql = f"SELECT {check_fragment(cols, 'columns')}"
-        if extra_of is not None:
-            if "_extra" not in self.sharded[kind]:
-                raise StorageApiError(f"actors of kind {kind!r} have no table '_extra'")
-            ident = extra_of[1]
-            if not ident.isidentifier():
-                raise StorageApiError(f"bad column name {ident!r}")
-            extra = physical_name(kind, "_extra")
-            sql += f", (SELECT x.value FROM {extra} AS x WHERE x.actor = {name}.actor"  # noqa: S608 - a checked name
-            sql += f" AND x.domain = ? AND x.id = {name}.{ident})"
-            params = (extra_of[0], *params)
-        sql += f" FROM {name}"
-        if where.strip():
-            sql += f" WHERE {check_fragment(where, 'where')}"
-        if order:
-            sql += f" ORDER BY {check_fragment(order, 'order')}"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params = (*params, limit)
-        return await self._shards[shard].read(sql, params)
+        sql, args = bulk_select(
+            self.sharded, kind, table, cols, where, params, order=order, limit=limit, extra_of=extra_of
+        )
+        return await self._shards[shard].read(sql, args)
 
     async def write_rows(self, kind: str, shard: int, work: Callable[[ShardWriter], T]) -> T:
         """Run `work` on a `ShardWriter` of shard `shard` of sharded kind `kind`: many actors'

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from gateway.actors import Actor, ActorContext, ActorHost, HostLimits
+from gateway.actors import Actor, ActorContext, ActorHost, HostLimits, TableSpec
 from gateway.clock import Clock
 from gateway.do import COORDINATOR, agent_ref, lock_ref
 from gateway.do.agent_state import TABLES as AGENT_TABLES
@@ -252,6 +252,13 @@ class ActorSockets:
         self.host.send(self.host.get_websockets(agent_ref(agent_id)), text)
 
 
+SHARDED_TABLES: Final[dict[str, tuple[TableSpec, ...]]] = {
+    "agent": tuple(AGENT_TABLES),
+    "lock": tuple(LOCK_TABLES),
+}
+"""The sharded kinds and their tables (`ActorHost`'s `sharded`; a `ShardReader` reads the same)."""
+
+
 def build_actor_host(
     data_dir: Path,
     limits: LimitSettings,
@@ -289,7 +296,7 @@ def build_actor_host(
         clock=clock,
         limits=host_limits,
         synchronous=synchronous,
-        sharded={"agent": AGENT_TABLES, "lock": LOCK_TABLES},
+        sharded=SHARDED_TABLES,
         shards=shards,
         fire_alarms=fire_alarms,
     )
