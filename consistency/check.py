@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import structlog
 
@@ -31,7 +32,7 @@ from consistency.legacy_form import same_as_read
 from consistency.report import DomainCounts, Report, write_atomic
 from consistency.rules import CLAIM_CONFLICTS, Expectations
 from gateway.bulk.items import SAMPLE_RULE, EntitySource, Selection, cursor_of
-from gateway.bulk.legacy_side import Deferred, LegacySource
+from gateway.bulk.legacy_side import Deferred, KnownConflict, LegacySource
 from gateway.bulk.versions import version
 from gateway.clock import Clock
 from gateway.domain.entities import DOMAINS, PER_AGENT, Entity, EntityKey, Unreadable
@@ -130,11 +131,55 @@ class CheckAborted(Exception):
 
 
 @dataclass(slots=True)
+class Part:
+    """Part of a walk: its domains (in scan order) and how far it went (the cursor after its
+    last key walked, None before the first)."""
+
+    domains: tuple[str, ...]
+    cursor: str | None = None
+    walked: int = 0
+
+
+Snapshot = dict[str, Any]
+"""What a part of a walk found so far, as plain data (the pipe between the check's processes,
+the saved state): `cursor`, `walked`, `domains` (counts JSON by domain), `expectedSamples`,
+`samples`, `candidates` ([domain, scope, id])."""
+
+
+class SecondPart(Protocol):
+    """Walks one part of a check in another process, beside the walk of the checking process
+    (`consistency.split.SplitWalk`)."""
+
+    def domains(self, opts: CheckOptions) -> tuple[str, ...]:
+        """The domains of `opts` it walks; none: the check is not split."""
+        ...
+
+    async def walk(
+        self,
+        part: Part,
+        opts: CheckOptions,
+        exp: Expectations,
+        start: Snapshot,
+        progress: Callable[[Snapshot], None],
+    ) -> Snapshot:
+        """Walks `part` on from `start` (its findings so far), calling `progress` with what it
+        found up to each saved position; returns what it found in all."""
+        ...
+
+
+@dataclass(slots=True)
 class _Run:
     report: Report
     candidates: list[EntityKey]
-    cursor: str | None = None
-    walked: int = 0
+    parts: list[Part]
+    other: Snapshot | None = None
+    """What the part walked in the second process found so far (not yet in `report`)."""
+    mine_done: bool = False
+    """The checking process's own part is walked (a second part may still be walking)."""
+
+    @property
+    def walked(self) -> int:
+        return sum(p.walked for p in self.parts)
 
 
 class Checker:
@@ -150,6 +195,7 @@ class Checker:
         data_dir: Path | None = None,
         fast: bool = True,
         legacy_scan: Scanner | None = None,
+        second: SecondPart | None = None,
     ) -> None:
         if fast and isinstance(legacy, LegacySource):
             legacy.defer = True  # values are mapped only when they differ (`classify`)
@@ -158,6 +204,12 @@ class Checker:
         """What the walk scans the legacy store with (`consistency.legacy_proc.ProcessScan`: in
         a second process); reads by key and the re-check rounds use `legacy`."""
         self.actors = actors
+        self.second = second
+        """Walks part of the domains in a second process (a check of a data directory): the
+        checking process then walks its own part with `legacy` itself."""
+        self.checkpoint: Callable[[_Run, CheckOptions], None] = self._save_state
+        """Called with the run every `checkpoint_every` keys walked (the second process sends
+        its snapshot instead of saving)."""
         self.clock = clock
         self.expectations = expectations
         self.data_dir = data_dir
@@ -172,7 +224,8 @@ class Checker:
         run = self._resumed(opts) if opts.resume else None
         if run is None:
             report = Report(Report.new_run_id(), self.clock.now_ms(), opts.document())
-            run = _Run(report, [])
+            run = _Run(report, [], [Part(opts.domains)])
+        run.parts = self._plan(run.parts, opts)
         try:
             exp = await self.expectations(self.clock.now_ms())
             await self._walk(run, opts, exp, progress)
@@ -201,39 +254,115 @@ class Checker:
         self._drop_state(run.report.run_id)
         return run.report
 
+    def _plan(self, parts: list[Part], opts: CheckOptions) -> list[Part]:
+        """The parts to walk: a walk of one part split in two when a second process takes some
+        of its domains (each part goes on from the one cursor: every key up to it was walked,
+        none after it), else as they are (a split walk resumed in one process: one part after
+        the other)."""
+        theirs = self.second.domains(opts) if self.second is not None else ()
+        if len(parts) != 1 or not theirs:
+            return parts
+        (whole,) = parts
+        mine = tuple(d for d in whole.domains if d not in theirs)
+        if not mine or not set(theirs) & set(whole.domains):
+            return parts
+        split = tuple(d for d in whole.domains if d in theirs)
+        return [Part(mine, whole.cursor, whole.walked), Part(split, whole.cursor)]
+
     async def _walk(
         self, run: _Run, opts: CheckOptions, exp: Expectations, progress: Progress | None
     ) -> None:
-        selection = opts.selection()
-
-        def scan(source: Scanner) -> AsyncIterator[list[Item]]:
-            return source.scan(selection, start_after=run.cursor, batch=opts.batch)
-
-        actor_batches = scan(self.actors)
-        ahead = read_ahead(actor_batches, ACTORS_AHEAD) if selection.sampled else None
-        if ahead is not None:
-            actor_batches = ahead
-        try:
-            await self._pairs(run, opts, exp, progress, merge_batches(scan(self.legacy_scan), actor_batches))
-        finally:
-            if ahead is not None:
-                await ahead.aclose()  # its reading task ends with it
+        if self.second is not None and len(run.parts) == 2:  # noqa: PLR2004 - mine and the second's
+            await self._walk_split(run, opts, exp, progress)
+        else:
+            for part in run.parts:
+                await self.walk_part(run, part, opts, exp, progress, self.legacy_scan)
+            run.mine_done = True
+        if len(run.parts) > 1:
+            _in_domain_order(run)
         if progress is not None:
             progress(run.walked)
         log.info(
             "consistency.walked", run_id=run.report.run_id, walked=run.walked, to_recheck=len(run.candidates)
         )
 
-    async def _pairs(
+    async def _walk_split(
+        self, run: _Run, opts: CheckOptions, exp: Expectations, progress: Progress | None
+    ) -> None:
+        """The first part walked here (Redis read in this process), the second in the second
+        process at the same time; what it found is added to the run once it is done."""
+        second_part = cast("SecondPart", self.second)
+        mine, theirs = run.parts
+        run.other = take(run, theirs)
+
+        def taken(snap: Snapshot) -> None:
+            run.other = snap
+            theirs.cursor, theirs.walked = snap["cursor"], snap["walked"]
+            if progress is not None:
+                progress(run.walked)
+            if run.mine_done:  # else saved with the next save of this process's walk
+                self.checkpoint(run, opts)
+
+        second = asyncio.ensure_future(second_part.walk(theirs, opts, exp, run.other, taken))
+        try:
+            await self.walk_part(run, mine, opts, exp, progress, self.legacy)
+            run.mine_done = True
+            found = await second
+        finally:
+            if not second.done():
+                second.cancel()
+                await asyncio.gather(second, return_exceptions=True)
+        theirs.cursor, theirs.walked = found["cursor"], found["walked"]
+        put(run, found)
+        run.other = None
+
+    async def walk_part(  # noqa: PLR0917 - the run, the part, and how to walk it
         self,
         run: _Run,
+        part: Part,
+        opts: CheckOptions,
+        exp: Expectations,
+        progress: Progress | None,
+        legacy_scan: Scanner,
+    ) -> None:
+        """One part's domains walked in both stores, from its cursor on."""
+        selection = opts.selection()
+        selection = replace(selection, domains=tuple(d for d in selection.domains if d in part.domains))
+        if not selection.domains:
+            return
+
+        def scan(source: Scanner) -> AsyncIterator[list[Item]]:
+            return source.scan(selection, start_after=part.cursor, batch=opts.batch)
+
+        actor_batches = scan(self.actors)
+        ahead = read_ahead(actor_batches, ACTORS_AHEAD) if selection.sampled else None
+        if ahead is not None:
+            actor_batches = ahead
+        started = time.perf_counter()
+        try:
+            merged = merge_batches(scan(legacy_scan), actor_batches)
+            await self._pairs(run, part, selection, opts, exp, progress, merged)
+        finally:
+            if ahead is not None:
+                await ahead.aclose()  # its reading task ends with it
+        log.info(
+            "consistency.part_walked",
+            domains=",".join(selection.domains),
+            walked=part.walked,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+
+    async def _pairs(  # noqa: PLR0917
+        self,
+        run: _Run,
+        part: Part,
+        selection: Selection,
         opts: CheckOptions,
         exp: Expectations,
         progress: Progress | None,
         merged: AsyncIterator[list[MergedPair]],
     ) -> None:
         """The walk's pairs classified and counted; the state saved every `checkpoint_every`."""
-        selection = opts.selection()
         since_save = 0
         counts = run.report.counts
         record = run.report.record
@@ -260,13 +389,13 @@ class Checker:
                         run.candidates.append(key)
                     else:
                         record(f, opts.max_samples)
-            run.walked += len(pairs)
-            run.cursor = cursor_of(pairs[-1][0])
+            part.walked += len(pairs)
+            part.cursor = cursor_of(pairs[-1][0])
             since_save += len(pairs)
             if progress is not None:
                 progress(run.walked)
             if since_save >= opts.checkpoint_every:
-                self._save_state(run, opts)
+                self.checkpoint(run, opts)
                 since_save = 0
 
     async def _recheck(self, run: _Run, opts: CheckOptions) -> list[Finding]:
@@ -344,18 +473,28 @@ class Checker:
         if path is None:
             return
         r = run.report
+        found = snapshot(run, run.parts[0])
+        if run.other is not None:  # the second process's part: as far as it has told
+            found = _joined(found, run.other)
         state = {
             "runId": r.run_id,
             "startedMs": r.started_ms,
             "scope": opts.scope_json(),
-            "cursor": run.cursor,
+            "cursor": run.parts[0].cursor,
             "walked": run.walked,
-            "domains": {d: c.to_json() for d, c in r.domains.items()},
-            "samples": r.samples,
-            "expectedSamples": r.expected_samples,
+            "domains": found["domains"],
+            "samples": found["samples"],
+            "expectedSamples": found["expectedSamples"],
             "samplesLeftOut": r.samples_left_out,
-            "candidates": [[k.domain, k.scope, k.id] for k in run.candidates],
+            "candidates": found["candidates"],
         }
+        conflicts = getattr(self.legacy, "conflicts", None)
+        if conflicts:  # learned by the legacy scan of the claims, which a resumed walk may not see again
+            state["claimConflicts"] = [[c.what, c.winner, list(c.others)] for c in conflicts]
+        if len(run.parts) > 1:  # each part's own position (`cursor` is the first's)
+            state["parts"] = [
+                {"domains": list(p.domains), "cursor": p.cursor, "walked": p.walked} for p in run.parts
+            ]
         write_atomic(path, json.dumps(state, ensure_ascii=False))
 
     def _drop_state(self, run_id: str) -> None:
@@ -388,8 +527,20 @@ class Checker:
             report.expected_samples = state["expectedSamples"]
             report.samples_left_out = state["samplesLeftOut"]
             candidates = [EntityKey(d, s, i) for d, s, i in state["candidates"]]
-            log.info("consistency.resumed", run_id=report.run_id, cursor=state["cursor"])
-            return _Run(report, candidates, state["cursor"], state["walked"])
+            known = getattr(self.legacy, "conflicts", None)
+            if known is not None:
+                seen = {(c.what, c.winner, tuple(c.others)) for c in known}
+                known.extend(
+                    KnownConflict(w, k, list(o))
+                    for w, k, o in state.get("claimConflicts", [])
+                    if (w, k, tuple(o)) not in seen
+                )
+            if "parts" in state:  # a split walk: each part goes on from its own position
+                parts = [Part(tuple(p["domains"]), p["cursor"], p["walked"]) for p in state["parts"]]
+            else:
+                parts = [Part(opts.domains, state["cursor"], state["walked"])]
+            log.info("consistency.resumed", run_id=report.run_id, cursor=state["cursor"], parts=len(parts))
+            return _Run(report, candidates, parts)
         return None
 
     def _refuse(self, path: Path, state: dict[str, Any], rule: object) -> None:
@@ -488,3 +639,85 @@ def read_ahead(batches: AsyncIterator[list[Item]], depth: int) -> AsyncGenerator
 def ordered(items: Collection[Item]) -> list[Item]:
     """Items in scan order (for in-memory sources)."""
     return sorted(items, key=lambda it: sort_key(it[0]))
+
+
+def _domain_index(domain: str) -> int:
+    return DOMAINS.index(domain) if domain in DOMAINS else len(DOMAINS)
+
+
+def snapshot(run: _Run, part: Part) -> Snapshot:
+    """What `run` found (all of it), at `part`'s position, as plain data."""
+    r = run.report
+    return {
+        "cursor": part.cursor,
+        "walked": part.walked,
+        "domains": {d: c.to_json() for d, c in r.domains.items()},
+        "expectedSamples": list(r.expected_samples),
+        "samples": list(r.samples),
+        "candidates": [[k.domain, k.scope, k.id] for k in run.candidates],
+    }
+
+
+def _joined(a: Snapshot, b: Snapshot) -> Snapshot:
+    """Two parts' findings (of different domains) as one, in the order of a walk of both."""
+
+    def by_domain(items: list[Any], domain_of: Callable[[Any], str]) -> list[Any]:
+        return sorted(items, key=lambda x: _domain_index(domain_of(x)))
+
+    domains = {**a["domains"], **b["domains"]}
+    return {
+        "cursor": a["cursor"],
+        "walked": a["walked"] + b["walked"],
+        "domains": {d: domains[d] for d in sorted(domains, key=_domain_index)},
+        "expectedSamples": by_domain(a["expectedSamples"] + b["expectedSamples"], lambda s: s["domain"]),
+        "samples": by_domain(a["samples"] + b["samples"], lambda s: s["domain"]),
+        "candidates": by_domain(a["candidates"] + b["candidates"], lambda k: k[0]),
+    }
+
+
+def take(run: _Run, part: Part) -> Snapshot:
+    """The findings of `part`'s domains taken out of `run` (a resumed check's, for the process
+    that walks that part on), with its position."""
+    mine = set(part.domains)
+    r = run.report
+    out: Snapshot = {
+        "cursor": part.cursor,
+        "walked": part.walked,
+        "domains": {d: r.domains.pop(d).to_json() for d in list(r.domains) if d in mine},
+        "expectedSamples": [s for s in r.expected_samples if s["domain"] in mine],
+        "samples": [s for s in r.samples if s["domain"] in mine],
+        "candidates": [[k.domain, k.scope, k.id] for k in run.candidates if k.domain in mine],
+    }
+    r.expected_samples = [s for s in r.expected_samples if s["domain"] not in mine]
+    r.samples = [s for s in r.samples if s["domain"] not in mine]
+    run.candidates = [k for k in run.candidates if k.domain not in mine]
+    return out
+
+
+def put(run: _Run, found: Snapshot) -> None:
+    """A part's findings (`take`, `snapshot`) added to `run`, whose findings are of other
+    domains, in the order a walk of both would have found them."""
+    r = run.report
+    for d, c in found["domains"].items():
+        r.domains[d] = DomainCounts.from_json(c)
+    r.expected_samples += found["expectedSamples"]
+    r.samples += found["samples"]
+    run.candidates += [EntityKey(d, s, i) for d, s, i in found["candidates"]]
+    _in_domain_order(run)
+
+
+def _in_domain_order(run: _Run) -> None:
+    """The run's counts, samples and candidates in the domains' scan order (stable: each
+    domain's in the order found), as one walk of every domain would have found them."""
+    r = run.report
+    r.domains = {d: r.domains[d] for d in sorted(r.domains, key=_domain_index)}
+    r.expected_samples.sort(key=lambda s: _domain_index(s["domain"]))
+    r.samples.sort(key=lambda s: _domain_index(s["domain"]))
+    run.candidates.sort(key=lambda k: _domain_index(k.domain))
+
+
+def new_run(report: Report, found: Snapshot, part: Part) -> _Run:
+    """A run of one part (the second process's) that starts from `found`."""
+    run = _Run(report, [], [part])
+    put(run, found)
+    return run

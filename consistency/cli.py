@@ -104,11 +104,12 @@ def _handler(args: argparse.Namespace) -> int:
         return _usage_error(sys.stderr, f"--sample must be in (0, 1], not {args.sample}")
     if args.rounds < 0 or args.recheck_delay < 0 or args.batch < 1 or args.samples < 0:
         return _usage_error(sys.stderr, "--rounds, --recheck-delay and --samples must be >= 0, --batch >= 1")
-    from consistency.legacy_child import Child  # noqa: PLC0415 - the standard library only
+    from consistency.legacy_child import PART_IMPORTS, Child  # noqa: PLC0415 - the standard library only
 
-    # the legacy scan's process starts its interpreter and imports while this one loads its
-    # settings, imports the stores' modules and opens them
-    early = Child.start() if args.jobs > 1 else None
+    # the second process starts its interpreter and imports while this one loads its settings,
+    # imports the stores' modules and opens them: a full check's second part
+    # (`consistency.split`), or else the legacy scan
+    early = Child.start(PART_IMPORTS if args.sample >= 1.0 else ()) if args.jobs > 1 else None
     try:
         return _check(args, early)
     finally:

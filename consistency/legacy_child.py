@@ -20,16 +20,26 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
-__all__ = ["Child", "wait"]
+__all__ = ["PART_IMPORTS", "Child", "wait"]
 
 _BOOT: Final = (
     "import pickle, sys\n"
-    "sys.path[:] = pickle.load(sys.stdin.buffer)\n"
+    "sys.path[:], first = pickle.load(sys.stdin.buffer)\n"
     "from consistency.legacy_proc import child_main\n"
-    "child_main(sys.stdin.buffer)\n"
+    "child_main(sys.stdin.buffer, first)\n"
 )
 """The child's command (`python -c`): the parent's import path first, then `child_main`, which
-imports what the scan needs and waits for its orders (`Child.send`)."""
+imports what the scan needs (and the modules `Child.start` named) and waits for its orders
+(`Child.send`)."""
+
+
+PART_IMPORTS: Final = (
+    "consistency.check",
+    "consistency.split",
+    "gateway.bulk.actor_side",
+    "gateway.actors.shard_reader",
+)
+"""What the second process of a split check (`consistency.split`) imports before its orders."""
 
 
 class Child:
@@ -49,7 +59,9 @@ class Child:
         self.sent = False
 
     @classmethod
-    def start(cls) -> Child:
+    def start(cls, imports: tuple[str, ...] = ()) -> Child:
+        """The child started; it imports the legacy scan's modules and `imports` meanwhile (a
+        split check's part: `consistency.split.PART_IMPORTS`)."""
         read_fd, write_fd = os.pipe()
         try:
             proc = subprocess.Popen(  # noqa: S603 - this interpreter, our own code
@@ -64,13 +76,14 @@ class Child:
         finally:
             os.close(write_fd)
         child = cls(proc, read_fd, write_fd)
-        child._write(pickle.dumps(list(sys.path)), close=False)
+        child._write(pickle.dumps((list(sys.path), imports)), close=False)
         return child
 
-    def send(self, settings: Settings, url: str, args: tuple[Any, ...]) -> None:
-        """The child's orders: it scans (`_child`) once it has them."""
+    def send(self, settings: Settings, url: str, args: Any, *, kind: str = "scan") -> None:
+        """The child's orders: it scans (`kind` "scan": `consistency.legacy_proc._child`) or walks
+        a part of a check (`kind` "part": `consistency.split.child_part`) once it has them."""
         self.sent = True
-        payload = pickle.dumps((settings, url, args), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((kind, settings, url, args), protocol=pickle.HIGHEST_PROTOCOL)
         self._write(pickle.dumps((self.write_fd, payload), protocol=pickle.HIGHEST_PROTOCOL), close=True)
 
     def _write(self, data: bytes, *, close: bool) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import pickle
 import queue
@@ -214,7 +215,7 @@ class _Sender:
             raise self.error
 
 
-def child_main(orders: IO[bytes]) -> None:
+def child_main(orders: IO[bytes], imports: tuple[str, ...] = ()) -> None:
     """The child process's entry (`_BOOT`): the modules of the scan imported while the parent
     opens its stores, then the orders (pipe fd, settings, URL, scan arguments) awaited on
     `orders`; the scan sends on the pipe. No orders (the parent did not scan): it ends.
@@ -228,12 +229,19 @@ def child_main(orders: IO[bytes]) -> None:
     import gateway.bulk.sides  # noqa: PLC0415 - the legacy side only (its actor side is lazy)
     import gateway.logs  # noqa: PLC0415, F401
 
+    for name in imports:
+        importlib.import_module(name)
     try:
         fd, payload = pickle.load(orders)  # noqa: S301 - our own parent's data
     except EOFError:
         return
-    settings, url, args = pickle.loads(payload)  # noqa: S301
-    _child(Connection(fd, readable=False), settings, url, args)
+    kind, settings, url, args = pickle.loads(payload)  # noqa: S301
+    if kind == "part":
+        from consistency.split import child_part  # noqa: PLC0415 - a split check's part
+
+        child_part(Connection(fd, readable=False), settings, url, args)
+    else:
+        _child(Connection(fd, readable=False), settings, url, args)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

@@ -14,16 +14,19 @@ import structlog
 
 from consistency.check import CheckAborted, Checker, CheckOptions
 from consistency.cli import EXIT_CLEAN, EXIT_DIFFERENCES, EXIT_UNFINISHED, progress_bar, wants_progress
+from consistency.legacy_child import PART_IMPORTS
 from consistency.legacy_proc import Child, ProcessScan
 from consistency.render import html_page, markdown, terminal_table
 from consistency.repair import RepairResult, authoritative, repair
 from consistency.report import Report, prune, save
+from consistency.split import SplitWalk, splits
 from consistency.stores import LegacyExpectations
 from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.items import Selection
+from gateway.bulk.legacy_side import KnownConflict, LegacySource
 from gateway.bulk.legacy_sink import LegacySink
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
-from gateway.clock import SystemClock
+from gateway.clock import Clock, SystemClock
 from gateway.domain.entities import DOMAINS
 from gateway.errors import ActorOwnedElsewhere, GatewayError
 from gateway.http.token_file import cli_token
@@ -100,7 +103,7 @@ async def run_check(
     clock = SystemClock()
     # the legacy scan's process starts its interpreter while this one opens the stores
     if early is None and getattr(args, "jobs", 1) > 1:
-        early = Child.start()
+        early = Child.start(PART_IMPORTS if args.sample >= 1.0 else ())
     try:
         async with (
             open_legacy_side(settings, redis_url, clock=clock) as legacy,
@@ -108,10 +111,7 @@ async def run_check(
         ):
             mode = f"data dir {data_dir}" if isinstance(actors, ActorSide) else url
             opts = options(args, {"legacy": redacted(redis_url), "actors": mode})
-            scan = ProcessScan(legacy, settings, redis_url, early) if early is not None else None
-            checker = Checker(
-                legacy, actors, clock, LegacyExpectations(legacy), data_dir=data_dir, legacy_scan=scan
-            )
+            checker = _checker(args, settings, legacy, actors, opts, early=early, clock=clock)
             total = await _estimate(legacy, actors, opts) if wants_progress(args, settings) else None
             with progress_bar(wants_progress(args, settings), total) as bar:
                 report = await checker.run(opts, progress=_updater(bar))
@@ -148,6 +148,48 @@ async def run_check(
             await asyncio.get_running_loop().run_in_executor(None, early.discard)
     finish(report, args, settings, out)
     return EXIT_CLEAN if report.clean else EXIT_DIFFERENCES
+
+
+def _checker(
+    args: argparse.Namespace,
+    settings: Settings,
+    legacy: LegacySource,
+    actors: Any,
+    opts: CheckOptions,
+    *,
+    early: Child | None,
+    clock: Clock,
+) -> Checker:
+    """The checker of these stores: with `--jobs 2`, its walk split by domain over two
+    processes when it reads the actors from the data directory (`consistency.split`), else
+    its legacy scan in the second process (`consistency.legacy_proc`)."""
+    redis_url = str(settings.legacy.redis_url)
+    data_dir = Path(settings.storage.data_dir)
+    second, scan = None, None
+    if isinstance(actors, ActorSide) and getattr(args, "jobs", 1) > 1 and splits(opts):
+        shards = actors.replica.host.shard_count
+        second = SplitWalk(settings, redis_url, data_dir, shards, started=early, on_end=_learned(legacy))
+    elif early is not None:
+        scan = ProcessScan(legacy, settings, redis_url, early)
+    return Checker(
+        legacy,
+        actors,
+        clock,
+        LegacyExpectations(legacy),
+        data_dir=data_dir,
+        legacy_scan=scan,
+        second=second,
+    )
+
+
+def _learned(legacy: LegacySource) -> Any:
+    """What the second process's legacy scan learned, added to `legacy` (as `ProcessScan` does)."""
+
+    def add(conflicts: list[tuple[str, str, list[str]]], unreachable: list[str]) -> None:
+        legacy.conflicts.extend(KnownConflict(w, k, o) for w, k, o in conflicts)
+        legacy.unreachable_conversations.extend(unreachable)
+
+    return add
 
 
 async def _phase(actors: Any, settings: Settings, data_dir: Path) -> str:
