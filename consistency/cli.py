@@ -107,9 +107,9 @@ def _handler(args: argparse.Namespace) -> int:
     from consistency.legacy_child import PART_IMPORTS, Child  # noqa: PLC0415 - the standard library only
 
     # the second process starts its interpreter and imports while this one loads its settings,
-    # imports the stores' modules and opens them: a full check's second part
-    # (`consistency.split`), or else the legacy scan
-    early = Child.start(PART_IMPORTS if args.sample >= 1.0 else ()) if args.jobs > 1 else None
+    # imports the stores' modules and opens them: the second part of a check of the data
+    # directory (`consistency.split`), or else (beside a gateway) the legacy scan
+    early = Child.start(PART_IMPORTS) if args.jobs > 1 else None
     try:
         return _check(args, early)
     finally:

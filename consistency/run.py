@@ -103,7 +103,7 @@ async def run_check(
     clock = SystemClock()
     # the legacy scan's process starts its interpreter while this one opens the stores
     if early is None and getattr(args, "jobs", 1) > 1:
-        early = Child.start(PART_IMPORTS if args.sample >= 1.0 else ())
+        early = Child.start(PART_IMPORTS)
     try:
         async with (
             open_legacy_side(settings, redis_url, clock=clock) as legacy,
