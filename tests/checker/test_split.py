@@ -103,6 +103,13 @@ def test_the_split_check_gives_the_same_report_as_one_process(
     _, two = check(redis_url, tmp_path, "--jobs", "2", *sampled)
     assert _Counted.walks == 3
     assert _same_part(two) == _same_part(one)
+    # and an agent filter (their agents, checkpoints and actor-only data here, DMs and memories there)
+    agents = ("--rounds", "0", "--agent", "claude-code", "--agent", "phil", "--agent", "tyler")
+    _, one = check(redis_url, tmp_path, "--jobs", "1", *agents)
+    _, two = check(redis_url, tmp_path, "--jobs", "2", *agents)
+    assert _Counted.walks == 4
+    assert _same_part(two) == _same_part(one)
+    assert two["domains"]["dm"]["compared"] > 0
 
 
 class _FailingActors:
