@@ -63,6 +63,7 @@ NON_SETTING_ENV_VARS: Final = frozenset(
         "AGENT_COORD_CRASH_AT",  # gateway.actors.crash: subprocess durability tests
         "AGENT_COORD_PAUSE_AT",  # gateway.bulk.pause: bulk writes racing a live gateway, in tests
         "AGENT_COORD_PAUSE_DIR",
+        "AGENT_COORD_SHARED",  # tests/do_api/test_conformance.py: the shared kit, from a worktree
     }
 )
 

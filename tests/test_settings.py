@@ -233,7 +233,12 @@ def test_unknown_environment_variable_is_rejected() -> None:
 
 def test_unrelated_environment_is_ignored() -> None:
     """Variables without the AGENT_COORD_ prefix, and the non-setting ones, are not settings."""
-    env = {"PORT": "1", "HOME": "/root", "AGENT_COORD_REDIS_SERVER": "/usr/bin/redis-server"}
+    env = {
+        "PORT": "1",
+        "HOME": "/root",
+        "AGENT_COORD_REDIS_SERVER": "/usr/bin/redis-server",
+        "AGENT_COORD_SHARED": "/work/shared",
+    }
     assert load_settings(env=env) == Settings()
 
 
