@@ -6,12 +6,13 @@ no gateway can start meanwhile) and the second process reads the shard tables of
 kinds' bulk scans (`gateway.bulk.actor_side.ActorSide`, `read_rows` and the actor names) with
 its own read-only connections (`mode=ro`), without a host.
 
-That is safe only while a host that writes nothing holds the directory: `open` refuses unless
-the directory's lock is held (it probes with a shared lock, which a held exclusive lock
-refuses; one it got is let go at once), and every query is a plain SELECT on a read-only
-connection, so it sees the rows as of the host's last commit (whole turns, as a read-only
-turn sees them), never a transaction in progress. It starts no host, creates and converts
-nothing, fires no alarm.
+That is safe only while a host that writes nothing holds the directory: `open` and every
+`read_rows` refuse unless the directory's lock is held (it probes with a shared lock, which a
+held exclusive lock refuses; one it got is let go at once; a probe is three system calls, once
+a batch), and every query is a plain SELECT on a read-only connection, so it sees the rows as of
+the host's last commit (whole turns, as a read-only turn sees them), never a transaction in
+progress. It starts no host, creates and converts nothing, fires no alarm. When the checking
+process is killed, its lock goes with it and the second process stops at its next read.
 """
 
 from __future__ import annotations
@@ -144,7 +145,11 @@ class ShardReader:
         limit: int | None = None,
         extra_of: tuple[str, str] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """`ActorHost.read_rows` on the read-only connections."""
+        """`ActorHost.read_rows` on the read-only connections; `DataDirError` once no host holds
+        the directory any more (the checking process that held it was killed: nothing keeps a
+        gateway from starting and writing, so this process stops instead of reading on)."""
+        if not directory_held(self.data_dir):
+            raise DataDirError(f"the host that held {self.data_dir} let it go: not read on")
         sql, args = bulk_select(
             self.sharded, kind, table, cols, where, params, order=order, limit=limit, extra_of=extra_of
         )

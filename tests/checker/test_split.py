@@ -284,3 +284,26 @@ def _main_status(url: str, data_dir: Path) -> int:
     from gateway.cli import main  # noqa: PLC0415
 
     return main(["check", "--redis-url", url, "--data-dir", str(data_dir), "--no-progress", "--jobs", "2"])
+
+
+def test_the_shard_reader_stops_once_the_host_lets_the_directory_go(redis_url: str, tmp_path: Path) -> None:
+    """The reader reads while a host holds the directory; once the host is gone (a checking
+    process killed: its lock goes with it) the next read is refused, so a gateway starting on
+    the directory never has a reader beside it."""
+    asyncio.run(seed_and_import(redis_url, tmp_path))
+
+    async def beside_a_host() -> None:
+        host = build_actor_host(tmp_path, load_settings().limits)
+        await host.start()
+        reader = ShardReader(tmp_path, SHARDED_TABLES, 8)
+        reader.open()
+        try:
+            rows = [r for i in range(8) for r in await reader.read_rows("agent", i, "memory", "id")]
+            assert rows  # the imported memories are read
+            await host.close()
+            with pytest.raises(DataDirError, match="let it go"):
+                await reader.read_rows("agent", 0, "memory", "id")
+        finally:
+            reader.close()
+
+    asyncio.run(beside_a_host())
