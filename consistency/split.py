@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import pickle
 import threading
 from collections.abc import Callable
@@ -206,8 +207,12 @@ async def _walk_part(conn: Connection, settings: Settings, url: str, orders: dic
     exp = cast("Expectations", orders["exp"])
     domains, cursor, walked = orders["part"]
     part = Part(tuple(domains), cursor, walked)
+    parent = os.getppid()  # the checking process, whose host holds the directory
     reader = ShardReader(
-        Path(orders["dataDir"]), {"agent": AGENT_TABLES, "lock": LOCK_TABLES}, orders["shards"]
+        Path(orders["dataDir"]),
+        {"agent": AGENT_TABLES, "lock": LOCK_TABLES},
+        orders["shards"],
+        holder_alive=lambda: os.getppid() == parent,
     )
     reader.open()  # refused unless the checking process's host holds the directory
     try:

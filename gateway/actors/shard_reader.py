@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +95,22 @@ class ShardReader:
     """The shard files of `data_dir`, read-only: the part of `ActorHost` a bulk scan of the
     sharded kinds uses (`sharded`, `shard_count`, `read_rows`, `list_actors`)."""
 
-    def __init__(self, data_dir: Path, sharded: Mapping[str, Sequence[TableSpec]], shards: int) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        sharded: Mapping[str, Sequence[TableSpec]],
+        shards: int,
+        *,
+        holder_alive: Callable[[], bool] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.sharded = {kind: {t.name: t for t in specs} for kind, specs in sharded.items()}
         self.shard_count = shards
+        self.holder_alive = holder_alive
+        """Whether the process whose host holds the directory for this reader still runs, asked
+        before each read besides the lock: should that process die and a gateway take the lock
+        before the next read, the lock alone would still look held. The split check's second
+        process asks whether the checking process is still its parent."""
         self._conns: list[sqlite3.Connection] = []
 
     def open(self) -> None:
@@ -150,6 +162,8 @@ class ShardReader:
         gateway from starting and writing, so this process stops instead of reading on)."""
         if not directory_held(self.data_dir):
             raise DataDirError(f"the host that held {self.data_dir} let it go: not read on")
+        if self.holder_alive is not None and not self.holder_alive():
+            raise DataDirError(f"the process whose host held {self.data_dir} is gone: not read on")
         sql, args = bulk_select(
             self.sharded, kind, table, cols, where, params, order=order, limit=limit, extra_of=extra_of
         )

@@ -307,3 +307,28 @@ def test_the_shard_reader_stops_once_the_host_lets_the_directory_go(redis_url: s
             reader.close()
 
     asyncio.run(beside_a_host())
+
+
+def test_the_shard_reader_stops_once_the_process_holding_for_it_is_gone(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The directory still held (here by this process's host, as by a gateway that took the lock
+    at once), but the process the reader read for is gone: the next read is refused."""
+    asyncio.run(seed_and_import(redis_url, tmp_path))
+    holder = {"alive": True}
+
+    async def beside_a_host() -> None:
+        host = build_actor_host(tmp_path, load_settings().limits)
+        await host.start()
+        reader = ShardReader(tmp_path, SHARDED_TABLES, 8, holder_alive=lambda: holder["alive"])
+        reader.open()
+        try:
+            assert [r for i in range(8) for r in await reader.read_rows("agent", i, "memory", "id")]
+            holder["alive"] = False
+            with pytest.raises(DataDirError, match="is gone"):
+                await reader.read_rows("agent", 0, "memory", "id")
+        finally:
+            reader.close()
+            await host.close()
+
+    asyncio.run(beside_a_host())
