@@ -40,7 +40,7 @@ import structlog
 
 from consistency.legacy_child import Child, wait
 from gateway.bulk.items import Item, Selection
-from gateway.bulk.legacy_side import Deferred, KnownConflict, LegacySource
+from gateway.bulk.legacy_side import Deferred, LegacySource
 from gateway.domain.entities import Entity, EntityKey, actor_only
 from gateway.settings import Settings
 
@@ -290,9 +290,7 @@ class ProcessScan:
                     continue
                 if msg[0] == "error":
                     raise LegacyScanFailed(msg[1])
-                conflicts, unreachable = msg[1], msg[2]
-                self.legacy.conflicts.extend(KnownConflict(w, k, o) for w, k, o in conflicts)
-                self.legacy.unreachable_conversations.extend(unreachable)
+                self.legacy.learned(msg[1], msg[2])
                 finished = True
                 return
         finally:

@@ -23,7 +23,7 @@ from consistency.split import SplitWalk, splits
 from consistency.stores import LegacyExpectations
 from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.items import Selection
-from gateway.bulk.legacy_side import KnownConflict, LegacySource
+from gateway.bulk.legacy_side import LegacySource
 from gateway.bulk.legacy_sink import LegacySink
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.clock import Clock, SystemClock
@@ -168,7 +168,7 @@ def _checker(
     second, scan = None, None
     if isinstance(actors, ActorSide) and getattr(args, "jobs", 1) > 1 and splits(opts):
         shards = actors.replica.host.shard_count
-        second = SplitWalk(settings, redis_url, data_dir, shards, started=early, on_end=_learned(legacy))
+        second = SplitWalk(settings, redis_url, data_dir, shards, started=early, on_end=legacy.learned)
     elif early is not None:
         scan = ProcessScan(legacy, settings, redis_url, early)
     return Checker(
@@ -180,16 +180,6 @@ def _checker(
         legacy_scan=scan,
         second=second,
     )
-
-
-def _learned(legacy: LegacySource) -> Any:
-    """What the second process's legacy scan learned, added to `legacy` (as `ProcessScan` does)."""
-
-    def add(conflicts: list[tuple[str, str, list[str]]], unreachable: list[str]) -> None:
-        legacy.conflicts.extend(KnownConflict(w, k, o) for w, k, o in conflicts)
-        legacy.unreachable_conversations.extend(unreachable)
-
-    return add
 
 
 async def _phase(actors: Any, settings: Settings, data_dir: Path) -> str:

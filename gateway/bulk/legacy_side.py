@@ -348,6 +348,12 @@ class LegacySource:
 
         return await self.records.run(f"HMGET {key}", op)
 
+    def learned(self, conflicts: list[tuple[str, str, list[str]]], unreachable: list[str]) -> None:
+        """What a scan of this store in another process found (its claim conflicts, as plain
+        tuples, and its unreachable conversations), added as if this source had scanned."""
+        self.conflicts.extend(KnownConflict(w, k, o) for w, k, o in conflicts)
+        self.unreachable_conversations.extend(unreachable)
+
     @staticmethod
     def _entity(key: EntityKey, raw: str, hash_key: str, fld: str, parse: _Parse) -> Entity | Unreadable:
         if not storable(fld):  # read as the client decodes it; no actor can hold it
