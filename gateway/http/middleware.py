@@ -37,7 +37,7 @@ import structlog
 from aiohttp import web
 
 from gateway.errors import GatewayError
-from gateway.http.responses import error_response
+from gateway.http.responses import error_response, set_request_id
 from gateway.logs import bind_request_id, clear_request_context, mask_query
 from gateway.metrics import RequestMetrics, route_family
 
@@ -147,7 +147,7 @@ def wrap(
             except Exception as e:  # noqa: BLE001 - every error becomes a JSON answer
                 response = _error_answer(e, request, rid)
             if not isinstance(response, web.WebSocketResponse):
-                response.headers["X-Request-Id"] = rid
+                set_request_id(response, rid)
                 maybe_compress(request, response)
             ms = (time.perf_counter() - started) * 1000
             status = response.status
