@@ -63,18 +63,17 @@ then need no script and no `LRANGE` (issue 13's write-through eighth pass).
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 import hiredis
 import redis.exceptions
 import structlog
 
+from gateway.legacy.pipeline import PING, Command, Pending, Pipeline, RespProtocol, checked, endpoint, fail
 from gateway.legacy.shared import LuaScript, redis_error
 from gateway.settings import LegacySettings, mask_url
 
@@ -84,9 +83,6 @@ log = structlog.get_logger(__name__)
 
 RECONNECT_S: Final = 1.0
 """After a lost or refused tracking connection, the pool serves alone for this long at least."""
-
-Command = tuple[str, ...]
-"""One Redis command as its words, e.g. `("HSET", key, field, text)`."""
 
 Snapshot = dict[str, Any]
 """The cache at one point of the stream: each tracked hash (a dict) or list (its first elements,
@@ -125,66 +121,17 @@ return {1}
 
 
 @dataclass(slots=True)
-class _Pending:
-    """A command sent on the connection, waiting for its reply (handled in stream order)."""
-
-    on_reply: Callable[[Any], Any]
-    future: asyncio.Future[Any] | None
-    sent: float
-    barrier: _Barrier | None = None  # a PING's: the reads waiting for it
-
-
-@dataclass(slots=True)
 class _Barrier:
     """A PING not yet sent, shared by the reads that began before it is sent."""
 
     waiters: list[asyncio.Future[Snapshot]] = field(default_factory=list)
 
 
-class _Protocol(asyncio.Protocol):
-    """The connection's bytes: parsed by hiredis, handed to `TrackedHashes` in order."""
-
-    def __init__(self, owner: TrackedHashes) -> None:
-        self.owner = owner
-        self.reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape")
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        owner = self.owner
-        while True:
-            try:
-                reply = self.reader.gets()
-            except hiredis.ProtocolError as exc:
-                owner.lost(self, redis.exceptions.ConnectionError(f"tracking connection: {exc}"))
-                return
-            if reply is False:
-                return
-            if isinstance(reply, hiredis.PushNotification):
-                owner.on_push(self, reply)
-            else:
-                owner.on_reply(self, reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.lost(
-            self, redis.exceptions.ConnectionError(f"tracking connection lost: {exc or 'closed'}")
-        )
-
-
-def _fail(fut: asyncio.Future[Any] | None, exc: Exception) -> None:
-    """Fail `fut` with `exc`, marked as seen: a caller that stopped at an earlier failure of the
-    same batch does not leave a "never retrieved" error behind."""
-    if fut is not None and not fut.done():
-        fut.set_exception(exc)
-        _ = fut.exception()
-
-
-class TrackedHashes:
+class TrackedHashes(Pipeline):
     """The whole-hash cache of `hashes`, and the first elements of `lists` (key -> how many), on a
     tracking connection of its own (module docstring)."""
+
+    label = "tracking connection"
 
     def __init__(
         self,
@@ -195,23 +142,17 @@ class TrackedHashes:
         lists: Mapping[str, int] | None = None,
         reconnect_s: float = RECONNECT_S,
     ) -> None:
+        super().__init__(settings)
         self.url = url
-        self.settings = settings
         self.hashes = frozenset(hashes)
         self.lists: dict[str, int] = dict(lists or {})
         self.reconnect_s = reconnect_s
         self._cache: dict[str, Any] = dict.fromkeys([*self.hashes, *self.lists])
         self._invalidated: dict[str, int] = dict.fromkeys(self._cache, 0)
-        self._conn: _Protocol | None = None  # connected (maybe still shaking hands)
         self._ready = False  # tracking is on: the cache serves
-        self._pending: collections.deque[_Pending] = collections.deque()
-        self._out: list[bytes] = []
-        self._flush_soon = False
         self._barrier: _Barrier | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._retry_at = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._closed = False
         self.hits = 0
         self.misses = 0
         self.connections = 0
@@ -235,41 +176,29 @@ class TrackedHashes:
 
     def _endpoint(self) -> tuple[dict[str, Any], list[Command]] | None:
         """Where to connect, and the handshake; None for a URL this cache does not handle (TLS)."""
-        parts = urlsplit(self.url)
-        hello: Command = ("HELLO", "3")
-        if parts.password is not None:
-            hello += ("AUTH", unquote(parts.username or "default"), unquote(parts.password))
-        setup: list[Command] = [hello, ("CLIENT", "SETNAME", "agent-coord-tracking")]
-        if parts.scheme == "unix":
-            where: dict[str, Any] = {"path": parts.path}
-            db = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("db", "0")
-        elif parts.scheme == "redis":
-            where = {"host": parts.hostname or "localhost", "port": parts.port or 6379}
-            db = parts.path.lstrip("/") or "0"
-        else:
+        point = endpoint(self.url)
+        if point is None:
             return None
-        if db != "0":
-            setup.append(("SELECT", db))
+        hello: Command = ("HELLO", "3")
+        auth = point.auth()
+        if auth is not None:
+            hello += ("AUTH", *auth)
+        setup: list[Command] = [hello, ("CLIENT", "SETNAME", "agent-coord-tracking")]
+        if point.db != "0":
+            setup.append(("SELECT", point.db))
         setup.append(("CLIENT", "TRACKING", "ON", "NOLOOP"))
-        return where, setup
+        return point.where, setup
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            endpoint = self._endpoint()
-            if endpoint is None:
+            found = self._endpoint()
+            if found is None:
                 self._closed = True
                 log.info("legacy.tracking.off", reason="not a redis:// or unix:// URL")
                 return
-            where, setup = endpoint
+            where, setup = found
             async with asyncio.timeout(self.settings.timeout_s):
-                if "path" in where:
-                    _, proto = await loop.create_unix_connection(lambda: _Protocol(self), where["path"])
-                else:
-                    _, proto = await loop.create_connection(
-                        lambda: _Protocol(self), where["host"], where["port"]
-                    )
-                self._conn = proto
+                await self._dial(where)
                 futures = [self._send(cmd, _keep) for cmd in setup]
                 for fut in futures:
                     await fut
@@ -296,29 +225,21 @@ class TrackedHashes:
         if conn is not None:
             self.lost(conn, redis.exceptions.ConnectionError("tracking connection closed"))
 
-    def lost(self, proto: _Protocol, exc: Exception) -> None:
+    def lost(self, proto: RespProtocol, exc: Exception) -> None:
         """The connection failed or closed: the cache goes off, everything waiting fails with `exc`."""
-        if proto is not self._conn:
-            return
         was_up = self._ready
-        self._conn, self._ready = None, False
+        pending = self._drop(proto, exc)
+        if pending is None:
+            return
+        self._ready = False
         for key in self._cache:
             self._forget(key)
         self._retry_at = time.monotonic() + self.reconnect_s
-        if proto.transport is not None:
-            proto.transport.abort()
-        pending, self._pending = self._pending, collections.deque()
-        self._out.clear()
         barrier, self._barrier = self._barrier, None
         barriers = [item.barrier for item in pending if item.barrier is not None]
-        for item in pending:
-            _fail(item.future, exc)
         for each in [*barriers, *([barrier] if barrier is not None else [])]:
             for waiter in each.waiters:
-                _fail(waiter, exc)
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+                fail(waiter, exc)
         if was_up and not self._closed:
             log.warning("legacy.tracking.lost", url=mask_url(self.url), error=str(exc))
 
@@ -331,73 +252,15 @@ class TrackedHashes:
 
     # -- sending and receiving --------------------------------------------------------------------
 
-    def _send(self, cmd: Command, on_reply: Callable[[Any], Any]) -> asyncio.Future[Any]:
-        """Queue `cmd` (sent at the end of this loop iteration); its future gets `on_reply(reply)`."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue(cmd, on_reply, fut)
-        return fut
-
-    def _queue(self, cmd: Command, on_reply: Callable[[Any], Any], fut: asyncio.Future[Any] | None) -> None:
-        self._schedule_flush()
-        self._out.append(hiredis.pack_command(cmd))  # type: ignore[arg-type]
-        self._pending.append(_Pending(on_reply, fut, time.monotonic()))
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_soon:
-            self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Send what this loop iteration queued, in one write."""
-        self._flush_soon = False
+    def _before_flush(self) -> None:
+        """The PING goes last: it is sent after every read that shares it began."""
         barrier, self._barrier = self._barrier, None
-        if barrier is not None:  # the PING goes last: it is sent after every read that shares it began
+        if barrier is not None:
             release = functools.partial(self._release, barrier)
-            self._pending.append(_Pending(release, None, time.monotonic(), barrier))
-            self._out.append(b"*1\r\n$4\r\nPING\r\n")
-        if not self._out:
-            return
-        data, self._out = b"".join(self._out), []
-        conn = self._conn
-        if conn is None or conn.transport is None:
-            return  # lost meanwhile: everything queued has failed already
-        conn.transport.write(data)
-        if self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().call_later(self.settings.timeout_s, self._check_late)
+            self._pending.append(Pending(release, None, time.monotonic(), barrier))
+            self._out.append(PING)
 
-    def _check_late(self) -> None:
-        """Fail the connection when its oldest command has waited longer than `legacy.timeout_s`."""
-        self._watchdog = None
-        conn = self._conn
-        if not self._pending or conn is None:
-            return
-        waited = time.monotonic() - self._pending[0].sent
-        if waited >= self.settings.timeout_s:
-            self.lost(conn, redis.exceptions.TimeoutError(f"tracking connection: no reply in {waited:.2f}s"))
-            return
-        self._watchdog = asyncio.get_running_loop().call_later(
-            self.settings.timeout_s - waited, self._check_late
-        )
-
-    def on_reply(self, proto: _Protocol, reply: Any) -> None:
-        """A reply, in the order the commands were sent."""
-        if proto is not self._conn:
-            return
-        if not self._pending:
-            self.lost(
-                proto, redis.exceptions.ConnectionError("tracking connection: a reply nobody asked for")
-            )
-            return
-        item = self._pending.popleft()
-        try:
-            result = item.on_reply(reply)
-        except redis.exceptions.RedisError as exc:
-            _fail(item.future, exc)
-            return
-        if item.future is not None and not item.future.done():
-            item.future.set_result(result)
-
-    def on_push(self, proto: _Protocol, push: list[Any]) -> None:
+    def on_push(self, proto: RespProtocol, push: list[Any]) -> None:
         """`invalidate [keys]` (None: every key, after a FLUSHDB): drop those hashes."""
         if proto is not self._conn or len(push) != 2 or push[0] != "invalidate":  # noqa: PLR2004
             return
@@ -544,7 +407,7 @@ class TrackedHashes:
         after = None
         if then is not None:
             script, names, args = then
-            after = self._send((*_script_call(script, whole), str(len(names)), *names, *args), _checked)
+            after = self._send((*_script_call(script, whole), str(len(names)), *names, *args), checked)
         hashes = await self.read(keys)  # queued before this awaits: after the set, in the stream
         result = await _unless_noscript(done)
         reply = None if after is None else await _unless_noscript(after)
@@ -558,7 +421,7 @@ class TrackedHashes:
             reply is _NOSCRIPT and then is not None
         ):  # the read script did not run: it reads after the set all the same
             script, names, args = then
-            reply = await self._send((*_script_call(script, True), str(len(names)), *names, *args), _checked)
+            reply = await self._send((*_script_call(script, True), str(len(names)), *names, *args), checked)
         return result, reply, hashes
 
     def _queue_set_if(
@@ -679,14 +542,6 @@ async def _unless_noscript(fut: asyncio.Future[Any]) -> Any:
         return await fut
     except redis.exceptions.NoScriptError:
         return _NOSCRIPT
-
-
-def _checked(reply: Any) -> Any:
-    """The reply handler of a script's call: an error reply raises redis-py's exception for it
-    (`NoScriptError` for NOSCRIPT)."""
-    if isinstance(reply, hiredis.ReplyError):
-        raise redis_error(reply)
-    return reply
 
 
 def _keep(reply: Any) -> Any:
