@@ -8,7 +8,7 @@ A JSON answer is a `JsonAnswer`: an aiohttp `Response` whose headers are made on
 code asks for them, and which writes itself in one step when nobody did. aiohttp's own way
 (`StreamResponse.prepare`, `_prepare_headers`, `_write_headers`, `write_eof` and the writer's
 `write_eof`) copies the headers into a new `CIMultiDict`, adds `Content-Length`, `Date` and
-`Server` one by one, serializes them and passes the result through four coroutines: about 25 us
+`Server` one by one, serializes them and passes the result through four coroutines: 12-25 us
 of a request on a slow machine (issue 13, docs/benchmarks.md, twelfth pass). A `JsonAnswer`
 whose headers were never touched, answering an HTTP/1.1 keep-alive request that is not `HEAD`,
 without compression, joins a status line and header block kept per status with the request id,
