@@ -612,6 +612,11 @@ def read_ahead(batches: AsyncIterator[list[Item]], depth: int) -> AsyncGenerator
         try:
             async for batch in batches:
                 await got.put(batch)
+                # the actor side's reads do not wait on anything (SQLite in this thread): without
+                # a turn of the loop here the task would read `depth` batches in one go while
+                # Redis's replies to the other scan wait unread (a connection being opened then
+                # timed out, `legacy.timeout_s`, in a sampled check's second process under load)
+                await asyncio.sleep(0)
         except Exception as e:  # noqa: BLE001 - raised by the consumer, in order
             await got.put(e)
             return

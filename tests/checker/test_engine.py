@@ -481,6 +481,39 @@ async def test_a_sampled_check_reads_the_actors_while_the_legacy_scan_lists_its_
     assert (legacy.seen, full.totals().compared, full.clean) == (0, 100, True)
 
 
+class _Turns(MemorySource):
+    """A legacy store whose scan waits on the event loop before its first batch (as a Redis
+    reply does): it notes how many batches `other` had produced when it got its turn back."""
+
+    def __init__(self, name: str, values: dict[EntityKey, Value], other: _Counted) -> None:
+        super().__init__(name, values)
+        self.other = other
+        self.seen: int | None = None
+
+    async def scan(
+        self, selection: Selection, *, start_after: str | None = None, batch: int = 500
+    ) -> AsyncIterator[list[Item]]:
+        await asyncio.sleep(0)  # a reply that has arrived: the next turn of the loop takes it
+        self.seen = self.other.produced
+        async for items in super().scan(selection, start_after=start_after, batch=batch):
+            yield items
+
+
+async def test_reading_ahead_leaves_the_loop_to_the_other_scan_between_batches() -> None:
+    """The actor side's reads never wait (SQLite in the loop's thread): the read-ahead gives
+    the loop a turn after each batch, so the legacy scan's replies are taken as they arrive
+    (not after `ACTORS_AHEAD` batches read in one go, which once made a Redis connection time
+    out), and the report is the same."""
+    opts = CheckOptions(rounds=0, sample=0.5, seed=3, batch=10)
+    actors = _Counted("actors", _tasks(2000))
+    legacy = _Turns("legacy", _tasks(2000), actors)
+    report = await checker(legacy, actors, FakeClock(NOW)).run(opts)
+    assert legacy.seen is not None
+    assert legacy.seen <= 2  # one batch read, maybe the next: not ACTORS_AHEAD
+    assert report.clean
+    assert 900 <= report.totals().compared <= 1100
+
+
 async def test_a_store_failing_during_a_sampled_check_ends_the_reading_ahead() -> None:
     """An actor store failing while read ahead aborts the check at that point, as it would
     without the read-ahead; a legacy store failing closes the actor scan read ahead (no task
