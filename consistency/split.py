@@ -196,6 +196,7 @@ def child_part(conn: Connection, settings: Settings, url: str, orders: dict[str,
 
 async def _walk_part(conn: Connection, settings: Settings, url: str, orders: dict[str, Any]) -> None:
     from consistency.check import Checker  # noqa: PLC0415
+    from gateway.actors.crash import crash_point  # noqa: PLC0415
     from gateway.actors.shard_reader import ReaderReplica, ShardReader  # noqa: PLC0415
     from gateway.bulk.actor_side import ActorSide  # noqa: PLC0415
     from gateway.bulk.sides import open_legacy_side  # noqa: PLC0415
@@ -224,7 +225,12 @@ async def _walk_part(conn: Connection, settings: Settings, url: str, orders: dic
 
             checker = Checker(legacy, actors, SystemClock(), no_probe, data_dir=None)
             run = new_run(Report("", 0, {}), orders["start"], part)
-            checker.checkpoint = lambda r, _o: _send(conn, ("progress", snapshot(r, part)))
+
+            def saved(r: Any, _o: Any) -> None:
+                _send(conn, ("progress", snapshot(r, part)))
+                crash_point("split.part_progress")  # tests: this process dies after a saved position
+
+            checker.checkpoint = saved
             await checker.walk_part(run, part, opts, exp, None, legacy)
             conflicts = [(c.what, c.winner, c.others) for c in legacy.conflicts]
             _send(conn, ("end", snapshot(run, part), conflicts, legacy.unreachable_conversations))
