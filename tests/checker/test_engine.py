@@ -435,15 +435,20 @@ class _Counted(MemorySource):
             self.closed = True
 
 
-class _SlowStart(MemorySource):
-    """A legacy store whose scan lists its keys for a while before its first batch (as the real
-    one sorts a domain's keys first): it waits for `other` to have produced its `wanted` batches,
-    at most a second, and notes how many it had."""
+class _Watching(MemorySource):
+    """A legacy store that notes, in `seen`, how many batches `other` had produced when its scan
+    produced its first (set by the subclasses' `scan`)."""
 
     def __init__(self, name: str, values: dict[EntityKey, Value], other: _Counted) -> None:
         super().__init__(name, values)
         self.other = other
         self.seen: int | None = None
+
+
+class _SlowStart(_Watching):
+    """A legacy store whose scan lists its keys for a while before its first batch (as the real
+    one sorts a domain's keys first): it waits for `other` to have produced its `wanted` batches,
+    at most a second, and notes how many it had."""
 
     async def scan(
         self, selection: Selection, *, start_after: str | None = None, batch: int = 500
@@ -481,14 +486,9 @@ async def test_a_sampled_check_reads_the_actors_while_the_legacy_scan_lists_its_
     assert (legacy.seen, full.totals().compared, full.clean) == (0, 100, True)
 
 
-class _Turns(MemorySource):
+class _Turns(_Watching):
     """A legacy store whose scan waits on the event loop before its first batch (as a Redis
     reply does): it notes how many batches `other` had produced when it got its turn back."""
-
-    def __init__(self, name: str, values: dict[EntityKey, Value], other: _Counted) -> None:
-        super().__init__(name, values)
-        self.other = other
-        self.seen: int | None = None
 
     async def scan(
         self, selection: Selection, *, start_after: str | None = None, batch: int = 500
