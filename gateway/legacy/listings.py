@@ -181,17 +181,21 @@ class TaskListings:
     def _appended(self, before: dict[str, str], raw: dict[str, str]) -> bool:
         """When `raw` is `before` with fields added at its end (a task created: the tracked hash
         keeps the order of its fields), put each new task in place in every row list; False (and
-        nothing changed) for any other change."""
+        nothing changed) for any other change. The tracked cache says which fields its own writes
+        added (`LegacyRecords.appended`); else the two hashes are compared."""
         n = len(before)
         if len(raw) <= n or n == 0:
             return False
-        # compared in C (identical texts first), not field by field
-        if list(itertools.islice(raw, n)) != list(before):
-            return False
-        if list(itertools.islice(raw.values(), n)) != list(before.values()):
-            return False
-        for fld, text in itertools.islice(raw.items(), n, None):
-            task = self._task_of(fld, text)
+        added = self.records.appended(keys.TASKS, before, raw)
+        if added is None:
+            # compared in C (identical texts first), not field by field
+            if list(itertools.islice(raw, n)) != list(before):
+                return False
+            if list(itertools.islice(raw.values(), n)) != list(before.values()):
+                return False
+            added = list(itertools.islice(raw, n, None))
+        for fld in added:
+            task = self._task_of(fld, raw[fld])
             if task is None:
                 continue
             self._all.insert(task)

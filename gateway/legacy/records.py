@@ -435,6 +435,12 @@ class LegacyRecords:
 
         return await self.run(f"HGETALL {key}", op)
 
+    def appended(self, key: str, before: dict[str, str], after: dict[str, str]) -> list[str] | None:
+        """The fields the tracked hash `after` added at its end to `before` by the gateway's own
+        writes, when the tracked cache knows (`TrackedHashes.appended`); None when it does not."""
+        tracked = self.client.tracked
+        return None if tracked is None else tracked.appended(key, before, after)
+
     async def write_then_read(self, what: str, writes: list[Command], keys_: tuple[str, ...]) -> list[Any]:
         """Run `writes` (commands safe to repeat), then read the whole hashes `keys_`, in one round
         trip; the replies of the writes, then the hashes. Tracked hashes come from memory

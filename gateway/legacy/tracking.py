@@ -49,7 +49,11 @@ invalidations arrive on it as push messages, in order with its replies):
   pool's.
 
 The cached dicts are shared and never changed in place (a write makes a new dict), so callers
-may keep them and compare them by identity (`LegacyStore`'s task listings do).
+may keep them and compare them by identity (`LegacyStore`'s task listings do). A write of the
+gateway's own that only adds fields is remembered with the dicts before and after it (the last
+`APPENDS_KEPT` per hash): `appended` tells a caller holding an older dict which fields a newer
+one added at its end, without comparing the two (the task listings after a task is created,
+issue 13: a comparison of every field cost about 2 % of write-through's CPU with 1,500 tasks).
 
 **Lists (the chat list).** A list is kept the same way, as its first `n` elements (`lists`, key
 -> n; the whole list when shorter), read with `LRANGE key 0 n-1`. Of the gateway's own writes
@@ -63,6 +67,7 @@ then need no script and no `LRANGE` (issue 13's write-through eighth pass).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -83,6 +88,12 @@ log = structlog.get_logger(__name__)
 
 RECONNECT_S: Final = 1.0
 """After a lost or refused tracking connection, the pool serves alone for this long at least."""
+
+APPENDS_KEPT: Final = 8
+"""The gateway's own writes that only added fields, remembered per hash (`appended`)."""
+
+_Append = tuple[dict[str, str], dict[str, str], tuple[str, ...]]
+"""A write that only added fields: the dict before, the dict after, the fields added at its end."""
 
 Snapshot = dict[str, Any]
 """The cache at one point of the stream: each tracked hash (a dict) or list (its first elements,
@@ -149,6 +160,11 @@ class TrackedHashes(Pipeline):
         self.reconnect_s = reconnect_s
         self._cache: dict[str, Any] = dict.fromkeys([*self.hashes, *self.lists])
         self._invalidated: dict[str, int] = dict.fromkeys(self._cache, 0)
+        # per hash, its last writes of the gateway's own that only added fields: (the dict before,
+        # the dict after, the fields added at its end), oldest first
+        self._appends: dict[str, collections.deque[_Append]] = {
+            key: collections.deque(maxlen=APPENDS_KEPT) for key in self.hashes
+        }
         self._ready = False  # tracking is on: the cache serves
         self._barrier: _Barrier | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -344,6 +360,34 @@ class TrackedHashes(Pipeline):
             return None
         return await self._queue_writes(writes)  # type: ignore[no-any-return]
 
+    def appended(self, key: str, before: dict[str, str], after: dict[str, str]) -> list[str] | None:
+        """The fields `after` has at its end beyond those of `before`, when the cache made
+        `after` from `before` by the gateway's own writes that only added fields (both dicts
+        this cache handed out, `after` newer): `after` is then `before`'s fields, the same
+        texts in the same order, followed by these. None when that is not known (another
+        change between them, an invalidation, a fill, or more than `APPENDS_KEPT` writes ago):
+        the caller compares the dicts instead."""
+        steps = self._appends.get(key)
+        if not steps:
+            return None
+        # each step starts from the dict the cache held then, and every dict the cache makes is a
+        # new one: the steps from `before` to `after`, if remembered, follow each other here
+        added: list[str] = []
+        current = before
+        for older, newer, fields in steps:
+            if older is current:
+                added += fields
+                current = newer
+                if current is after:
+                    return added
+        return None
+
+    def _added(self, key: str, before: dict[str, str], after: dict[str, str], fields: Sequence[str]) -> None:
+        """`after` is `before` with `fields` added at its end (none of them in `before`)."""
+        steps = self._appends.get(key)
+        if steps is not None:
+            steps.append((before, after, tuple(fields)))
+
     def peek(self, key: str, fld: str) -> tuple[bool, str | None]:
         """(True, the field's text as the cache holds it, None: missing) while `key` is cached,
         else (False, None). Only a guess, to write with `set_if`: another client's write may
@@ -504,9 +548,14 @@ class TrackedHashes(Pipeline):
         elif current is None:
             return
         elif name == "HSET":
-            self._cache[key] = {**current, **dict(zip(cmd[2::2], cmd[3::2], strict=True))}
+            written = dict(zip(cmd[2::2], cmd[3::2], strict=True))
+            after = self._cache[key] = {**current, **written}
+            if not any(f in current for f in written):
+                self._added(key, current, after, list(written))
         elif name == "HSETNX" and result == 1:
-            self._cache[key] = {**current, cmd[2]: cmd[3]}
+            after = self._cache[key] = {**current, cmd[2]: cmd[3]}
+            if cmd[2] not in current:
+                self._added(key, current, after, [cmd[2]])
         elif name == "HDEL":
             gone = set(cmd[2:])
             self._cache[key] = {f: v for f, v in current.items() if f not in gone}

@@ -23,7 +23,7 @@ from gateway.legacy import keys, mapping
 from gateway.legacy.client import LegacyClient
 from gateway.legacy.records import CHAT_SCAN, LegacyRecords
 from gateway.legacy.store import LegacyStore
-from gateway.legacy.tracking import TrackedHashes
+from gateway.legacy.tracking import APPENDS_KEPT, TrackedHashes
 from gateway.settings import LegacySettings, LimitSettings, Settings
 from gateway.testing import RedisServer
 
@@ -704,3 +704,71 @@ async def test_another_command_of_a_tracked_hash_in_a_write_drops_the_kept_copy(
     assert await _tracked(store).write([("DEL", keys.TASKS)]) == [1]
     assert r.hlen(keys.TASKS) == 0
     assert await _titles(store) == []
+
+
+# -- the fields the gateway's own writes added ----------------------------------------------------
+
+
+async def _tasks_hash(store: LegacyStore) -> dict[str, str]:
+    return await store.records.hgetall_raw(keys.TASKS)
+
+
+async def test_appended_names_the_fields_own_creates_added_and_nothing_else(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """`appended` names the fields the gateway's own creates added between two tracked dicts, in
+    order, and answers None across an update, another client's write, or a hash it did not make."""
+    tracked = _tracked(store)
+    await store.create_task(c.CreateTask.parse({"title": "first", "createdBy": "ann"}, NOW, ids))
+    d0 = await _tasks_hash(store)
+    one = await store.create_task(c.CreateTask.parse({"title": "a", "createdBy": "ann"}, NOW, ids))
+    d1 = await _tasks_hash(store)
+    two = await store.create_task(c.CreateTask.parse({"title": "b", "createdBy": "ann"}, NOW, ids))
+    d2 = await _tasks_hash(store)
+    assert tracked.appended(keys.TASKS, d0, d2) == [one.id, two.id]
+    assert tracked.appended(keys.TASKS, d1, d2) == [two.id]
+    assert list(d2) == [*d0, one.id, two.id]
+    assert tracked.appended(keys.TASKS, d2, d0) is None  # not newer
+    await store.update_task(c.UpdateTask.parse({"id": one.id, "status": "done"}, NOW + 1))
+    d3 = await _tasks_hash(store)
+    three = await store.create_task(c.CreateTask.parse({"title": "c", "createdBy": "ann"}, NOW, ids))
+    d4 = await _tasks_hash(store)
+    assert tracked.appended(keys.TASKS, d2, d4) is None  # the update changed a field between them
+    assert tracked.appended(keys.TASKS, d3, d4) == [three.id]
+    r.hset(keys.TASKS, "x1", _task("x1", "other"))  # another client: the kept copy is dropped
+    d5 = await _tasks_hash(store)
+    four = await store.create_task(c.CreateTask.parse({"title": "d", "createdBy": "ann"}, NOW, ids))
+    d6 = await _tasks_hash(store)
+    assert tracked.appended(keys.TASKS, d4, d6) is None
+    assert tracked.appended(keys.TASKS, d5, d6) == [four.id]
+    assert tracked.appended(keys.TASKS, dict(d5), d6) is None  # an equal dict it did not hand out
+
+
+async def test_task_listings_left_behind_by_many_writes_are_the_ones_read_afresh(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """Listings that last looked many own creates ago (more than the cache remembers), or before
+    an update or another client's write followed by creates, are those of a store reading afresh."""
+    queries = [{"limit": "1000"}, {"status": "todo"}, {"assignee": "bob"}]
+
+    async def listed(s: LegacyStore) -> list[list[str]]:
+        return [[t.id for t in await s.list_tasks(c.ListTasks.parse(q, 1000))] for q in queries]
+
+    async def create(n: int, at: int = NOW) -> None:
+        for i in range(n):
+            body = {"title": f"t{i}", "createdBy": "ann", "assignee": ["bob", "cy"][i % 2]}
+            await store.create_task(c.CreateTask.parse(body, at + i % 3, ids))
+
+    await create(3)
+    assert await listed(store) == await listed(_afresh(store))
+    await create(APPENDS_KEPT + 3)  # more than the cache remembers: compared instead
+    assert await listed(store) == await listed(_afresh(store))
+    await create(2)
+    first = (await store.list_tasks(c.ListTasks.parse({"limit": "1"}, 1000)))[0]
+    await store.update_task(c.UpdateTask.parse({"id": first.id, "status": "done"}, NOW + 9))
+    await create(2)
+    assert await listed(store) == await listed(_afresh(store))
+    await create(2)
+    r.hset(keys.TASKS, "x9", _task("x9", "other").replace("2024", "2099"))
+    await create(2, NOW - 5)
+    assert await listed(store) == await listed(_afresh(store))
