@@ -390,7 +390,12 @@ class CoordinatorActor(Actor):
 
     async def create_task(self, cmd: c.CreateTask) -> Task:
         """POST /tasks: insert and broadcast `task-update` (create form); a duplicate id is a 409."""
-        if self.ctx.sql.exec("SELECT 1 FROM tasks WHERE id = ?", cmd.id).first() is not None:
+        sql = self.ctx.sql
+        sql.ensure_transaction()  # the check and the insert: one snapshot
+        exists = self.task_index.has(sql, cmd.id)  # the copy's answer: no statement (issue 13)
+        if exists is None:
+            exists = sql.exec("SELECT 1 FROM tasks WHERE id = ?", cmd.id).first() is not None
+        if exists:
             raise ApiError(409, {"error": "Task already exists", "id": cmd.id})
         task = cmd.task()
         now_iso = task.created_at

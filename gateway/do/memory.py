@@ -391,6 +391,13 @@ class TaskIndex(_Copy):
         self._by_status: dict[str, _Listing] = {}
         self._by_assignee: dict[str, _Listing] = {}
 
+    def has(self, sql: ActorStorage, ident: str) -> bool | None:
+        """Whether a row with id `ident` exists; None if the table cannot be copied (the caller
+        runs the query). The copy holds every row of the table, so it answers both ways."""
+        if not self.fresh(sql):
+            return None
+        return ident in self._tasks
+
     def select(
         self, sql: ActorStorage, status: str | None, assignee: str | None, limit: int
     ) -> list[Task] | None:
