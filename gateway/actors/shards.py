@@ -110,6 +110,9 @@ class Shard:
         self.synchronous = synchronous
         self.now_ms = now_ms
         self.conn = connect_shard(path, synchronous)
+        # the turns' statements share one cursor (`ActorStorage._cur`: `conn.execute` makes and
+        # drops one per statement); the turn lock keeps them one at a time, each read at once
+        self.cur = self.conn.cursor()
         self.lock = TurnGate()
         self.sql_cache: dict[str, dict[tuple[Any, ...], str]] = {}  # kind -> built SQL
         self._executor = executor
@@ -134,7 +137,7 @@ class Shard:
             return
         conn = self.conn
         if scope:
-            conn.execute(f"RELEASE {scope}")
+            self.cur.execute(f"RELEASE {scope}")
         if wrote:
             self._dirty = True
             self._in_group += 1
@@ -144,7 +147,7 @@ class Shard:
             else:
                 self._ensure_group()
         elif conn.in_transaction:
-            conn.execute("COMMIT")  # a read-only transaction: nothing to make durable
+            self.cur.execute("COMMIT")  # a read-only transaction: nothing to make durable
 
     def rollback_scope(self, scope: str) -> None:
         conn = self.conn
@@ -228,7 +231,7 @@ class Shard:
 
     def _commit(self) -> None:
         if self.conn.in_transaction:
-            self.conn.execute("COMMIT")
+            self.cur.execute("COMMIT")
         self._dirty = False
 
     async def drain(self) -> None:

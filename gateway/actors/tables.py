@@ -251,10 +251,10 @@ class ShardTables:
         if self._scope is None:
             if conn.in_transaction:
                 name = self.shard.next_savepoint()
-                conn.execute(f"SAVEPOINT {name}")
+                self.shard.cur.execute(f"SAVEPOINT {name}")
                 self._scope = name
             else:
-                conn.execute("BEGIN")
+                self.shard.cur.execute("BEGIN")
                 self._scope = ""
         return conn
 
@@ -383,9 +383,9 @@ class ShardTables:
         if len(params) > MAX_BOUND_PARAMETERS + 2:
             raise LimitExceeded(f"more than {MAX_BOUND_PARAMETERS} bound parameters")
         conn = self._open_scope() if write else self._read_conn()
-        cur = conn.execute(sql, params)
+        cur = self.shard.cur.execute(sql, params)  # the shard's one cursor: read by the caller at once
         if write and cur.rowcount > 0:  # a statement that changed nothing registers nothing
-            self._mark_write(conn)
+            self._mark_write(conn)  # on a cursor of its own: `cur.rowcount` stays this statement's
         return cur
 
     def _where(self, where: str) -> str:
