@@ -17,7 +17,6 @@ parameters and statement length, and transaction-control SQL rejected (use `tran
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -58,13 +57,19 @@ def _analyse(sql: str) -> tuple[tuple[str, ...], bool]:
     return statements, all(_READ_ONLY.match(stmt) for stmt in statements)
 
 
-_analyse_cached = functools.lru_cache(maxsize=_ANALYSED_MAX)(_analyse)
+_analyses: dict[str, tuple[tuple[str, ...], bool]] = {}
 
 
 def _analysed(sql: str) -> tuple[tuple[str, ...], bool]:
     """`_analyse`, kept per SQL text: actors run the same few texts over and over (values are
-    bound), and the split and the two regexes cost more than running a small SELECT (issue 13)."""
-    return _analyse_cached(sql) if len(sql) <= _ANALYSED_CHARS else _analyse(sql)
+    bound), and the split and the two regexes cost more than running a small SELECT (issue 13).
+    A plain dict, emptied when full: `exec` looks a text up itself, without a call."""
+    if len(sql) > _ANALYSED_CHARS:
+        return _analyse(sql)
+    if len(_analyses) >= _ANALYSED_MAX:
+        _analyses.clear()
+    found = _analyses[sql] = _analyse(sql)
+    return found
 
 
 META_SCHEMA = "CREATE TABLE IF NOT EXISTS _actor_meta (key TEXT PRIMARY KEY, value)"
@@ -263,15 +268,17 @@ class ActorStorage:
             raise LimitExceeded(f"SQL statement longer than {MAX_STATEMENT_BYTES} characters")
         if len(params) > MAX_BOUND_PARAMETERS:
             raise LimitExceeded(f"more than {MAX_BOUND_PARAMETERS} bound parameters")
-        statements, read_only = _analysed(sql)
-        self._ensure_transaction()
+        statements, read_only = _analyses.get(sql) or _analysed(sql)
+        conn = self.conn
+        if not conn.in_transaction:
+            self._ensure_transaction()
         if not read_only:
             self._wrote = True
-        conn = self.conn
         cur = self._cur
         before = conn.total_changes
-        for stmt in statements[:-1]:
-            cur.execute(stmt)
+        if len(statements) > 1:
+            for stmt in statements[:-1]:
+                cur.execute(stmt)
         rows = cur.execute(statements[-1], params).fetchall()
         written = conn.total_changes - before
         self.rows_written_total += written
