@@ -173,18 +173,19 @@ def register_agent(existing: Agent | None, cmd: c.RegisterAgent) -> Agent:
     """POST /agents: upstream's upsert: `currentTask` and `workingOn` kept when not given, the
     status, arrays and `lastSeen` replaced (extra fields of the record kept)."""
     # built directly rather than with `dataclasses.replace`, which walks the fields by name on
-    # every call: 6 us of every heartbeat (issue 13); every field is given, `extra` kept as is
+    # every call: 6 us of every heartbeat (issue 13); every field is named, so a field added to
+    # `Agent` later must be added here too (`extra` kept as is)
     base = existing or Agent(cmd.agent_id)
     return Agent(
-        base.agent_id,
-        cmd.status,
-        cmd.current_task or base.current_task,
-        cmd.working_on or base.working_on,
-        iso_from_ms(cmd.now_ms),
-        cmd.capabilities,
-        cmd.offers,
-        cmd.needs,
-        base.extra,
+        agent_id=base.agent_id,
+        status=cmd.status,
+        current_task=cmd.current_task or base.current_task,
+        working_on=cmd.working_on or base.working_on,
+        last_seen=iso_from_ms(cmd.now_ms),
+        capabilities=cmd.capabilities,
+        offers=cmd.offers,
+        needs=cmd.needs,
+        extra=base.extra,
     )
 
 
