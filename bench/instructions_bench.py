@@ -1,15 +1,19 @@
-"""Instructions a request, counted by callgrind: the gateway (cutover) and the floor app.
+"""Instructions a request, counted by callgrind: the gateway (cutover or write-through) and the floor app.
 
-Starts the real gateway (cutover, a fresh temporary data directory) under
-`valgrind --tool=callgrind`, builds the state the realistic mix runs on (`bench/mix.lua`: 200
-agents each with a checkpoint, 100 held locks on 200 lock paths, chat messages, about 1,100 open
-tasks), then, one request at a time on one keep-alive connection, sends each operation of the mix
-`--warmup` times and `--count` times between `callgrind_control --zero` and `--dump`, and a seeded
-draw of `--mix-requests` requests with the mix's weights. Then the floor app
-(`bench/floor_app.py`) under the same method: `/health` `--count` times. Start-up and set-up are
-outside every counted window (each window starts with a zero of the counters).
+Starts the real gateway (`--phase`, cutover by default, a fresh temporary data directory) under
+`valgrind --tool=callgrind`; in write-through it runs in front of a private legacy Redis, a
+`redis-server` on a free loopback port (never 6379, `gateway.testing.RedisServer`, as
+`bench/gateway_bench.py --spawn` starts it; not under valgrind), passed as `--redis-url`. It
+builds the state the realistic mix runs on (`bench/mix.lua`: 200 agents each with a checkpoint,
+100 held locks on 200 lock paths, chat messages, about 1,100 open tasks), then, one request at a
+time on one keep-alive connection, sends each operation of the mix `--warmup` times and `--count`
+times between `callgrind_control --zero` and `--dump`, and a seeded draw of `--mix-requests`
+requests with the mix's weights. Then the floor app (`bench/floor_app.py`) under the same method:
+`/health` `--count` times. Start-up and set-up are outside every counted window (each window
+starts with a zero of the counters).
 
     flock /work/bench.lock .venv/bin/python bench/instructions_bench.py --json FILE
+    flock /work/bench.lock .venv/bin/python bench/instructions_bench.py --phase write-through --json FILE
 
 Reports thousand instructions (callgrind's `Ir`) a request per operation, the mix's weights
 applied to them, the mix replayed, and the floor's `/health`. The counts do not depend on the
@@ -18,8 +22,9 @@ little on the run: alarms (lock expiries, checkpoints of the stores) that fall i
 counted with it. Large copies count about one instruction a byte (`rep movsb`), so the large
 answers (`/work`, the task list) weigh more here than their time.
 
-Traffic goes to 127.0.0.1 only; every loop is bounded; both processes are stopped at the end (a
-SIGTERM, then SIGKILL), and the temporary directory removed unless `--keep`.
+Traffic goes to 127.0.0.1 only; every loop is bounded; every process (the gateway, the floor, the
+redis-server) is stopped at the end (a SIGTERM, then SIGKILL, bounded), and the temporary
+directory removed unless `--keep`.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ START_TIMEOUT_S: Final = 180.0
 MAX_COUNT: Final = 20_000  # requests a window, at most (bounded run time)
 HTTP_OK: Final = 200
 HTTP_CONFLICT: Final = 409
+PHASES: Final = ("cutover", "write-through")  # write-through: in front of a private redis-server
 
 Request = tuple[str, str, bytes | None]
 
@@ -352,14 +358,30 @@ def kinstr(ir: int, requests: int) -> float:
     return round(ir / requests / 1000, 1)
 
 
-def run_gateway(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def legacy_redis(phase: str) -> Iterator[str | None]:
+    """For write-through, a private redis-server on a free loopback port (never 6379), stopped at
+    the end (SIGTERM, then SIGKILL): its URL; for cutover, no Redis: None."""
+    if phase == "cutover":
+        yield None
+        return
+    from gateway.testing import RedisServer  # noqa: PLC0415 - only this phase needs it
+
+    with RedisServer() as redis:
+        out(f"legacy redis-server on {redis.url} (pid {redis.pid})")
+        yield redis.url
+
+
+def run_gateway(args: argparse.Namespace, tmp: Path, redis_url: str | None) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_COORD_")}
     env.update(
         {"AGENT_COORD_LOG_FORMAT": "json", "AGENT_COORD_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
     )
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1"]
-    argv += ["--data-dir", str(tmp / "data"), "--phase", "cutover"]
-    section: dict[str, Any] = {"operations": {}}
+    argv += ["--data-dir", str(tmp / "data"), "--phase", args.phase]
+    if redis_url is not None:
+        argv += ["--redis-url", redis_url]
+    section: dict[str, Any] = {"phase": args.phase, "operations": {}}
     with under_callgrind("gateway", argv, tmp, "/health", env, args.keep) as cg:
         sender = Sender(Connection(cg.port))
         started = time.monotonic()
@@ -422,6 +444,13 @@ def git_commit() -> str | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument(
+        "--phase",
+        choices=PHASES,
+        default="cutover",
+        help="the gateway's migration phase (default cutover); write-through also starts a private "
+        "redis-server on a free loopback port as its legacy Redis",
+    )
     p.add_argument("--count", type=int, default=200, help="counted requests per operation (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="uncounted requests before each (default 20)")
     p.add_argument("--mix-requests", type=int, default=1000, help="the seeded mix draw (default 1000)")
@@ -446,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "commit": git_commit(),
         "label": args.label,
+        "phase": args.phase,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(),
         "valgrind": subprocess.run(
@@ -458,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         "weights": dict(WEIGHTS),
     }
     try:
-        result["gateway"] = run_gateway(args, tmp)
+        with legacy_redis(args.phase) as redis_url:
+            result["gateway"] = run_gateway(args, tmp, redis_url)
         if not args.skip_floor:
             result["floor"] = run_floor(args, tmp)
     finally:
