@@ -232,6 +232,10 @@ HINT_CHARS_MAX: Final = 16 * 1024 * 1024
 holds up to 500 messages), or `DECODED_MAX` of them."""
 
 
+_WINDOWS_KEPT: Final = 16
+"""`chat_window`'s answers kept for one state of the chat list (by `count`: a page's limit)."""
+
+
 class DecodedValues:
     """Parsed legacy values by (key, field, exact text); emptied whole when it reaches `limit`.
 
@@ -280,6 +284,8 @@ class LegacyRecords:
         self.watch_conflicts = 0  # optimistic changes retried because what they read changed
         self._hints: dict[tuple[str, str], str | None] = {}  # (key, field) -> text last seen (`hint`)
         self._hint_chars = 0  # characters kept in `_hints` since it was last emptied (at most)
+        # `chat_window`'s answers read whole from one tracked chat list: (that list, count -> answer)
+        self._window_kept: tuple[list[str], dict[int, list[GroupMessage]]] | None = None
 
     async def close(self) -> None:
         """Close the client's connection pool."""
@@ -707,16 +713,33 @@ class LegacyRecords:
         growing pages (through at most the legacy window, `CHAT_SCAN`, or `count` elements when
         more) until `count` messages are found. A message seen twice (a post moved the list
         between two pages) is kept once.
+
+        Read from the tracked chat list (`chat_texts`) with every element readable, the answer
+        is kept with that list and handed out again (the same list object: never change it)
+        while Redis says the list is unchanged: the tracked cache replaces its list on every
+        change, never changes it in place, so the same list object means the same elements.
         """
         out: list[GroupMessage] = []
         seen: set[str] = set()
         first, page, end = 0, max(count + 16, 64), max(count, CHAT_SCAN)
+        source: list[str] | None = None  # the tracked list every page came from, if one did
+        whole = True  # every page from that one list, every element readable
         while len(out) < count and first < end:
             last = min(first + page, end) - 1
-            texts = await self.chat_texts(first, last)
+            texts, source_now = await self._chat_slice(first, last)
+            if first == 0:
+                kept = self._window_kept
+                if source_now is not None and kept is not None and kept[0] is source_now:
+                    hit = kept[1].get(count)
+                    if hit is not None:
+                        return hit
+                source = source_now
+            whole = whole and source_now is not None and source_now is source
             for text in texts:
                 msg = self.parse_shared(text, keys.MESSAGES, None, m.chat_from_legacy)
-                if msg is not None and msg.id not in seen:
+                if msg is None:
+                    whole = False
+                elif msg.id not in seen:
                     seen.add(msg.id)
                     out.append(msg)
                     if len(out) == count:
@@ -724,6 +747,11 @@ class LegacyRecords:
             if len(texts) <= last - first:
                 break  # the end of the list
             first, page = last + 1, page * 2
+        if whole and source is not None:
+            kept = self._window_kept
+            if kept is None or kept[0] is not source or len(kept[1]) >= _WINDOWS_KEPT:
+                kept = self._window_kept = (source, {})
+            kept[1][count] = out
         return out
 
     def messages_of(self, texts: list[str], count: int) -> list[GroupMessage]:
@@ -821,18 +849,25 @@ class LegacyRecords:
     async def chat_texts(self, first: int, last: int) -> list[str]:
         """The raw chat list elements `first..last` (newest first); from memory while the tracking
         connection keeps them and Redis says they are unchanged (`gateway.legacy.tracking`)."""
+        texts, _ = await self._chat_slice(first, last)
+        return texts
+
+    async def _chat_slice(self, first: int, last: int) -> tuple[list[str], list[str] | None]:
+        """`chat_texts`, and the tracked list they were sliced from (shared: never change it),
+        None when they were read from Redis."""
         what = f"LRANGE {keys.MESSAGES}"
         tracked = self.client.tracked
         if tracked is not None and 0 <= first <= last < tracked.lists.get(keys.MESSAGES, 0):
 
-            async def op(r: Redis) -> list[str]:
+            async def op(r: Redis) -> tuple[list[str], list[str] | None]:
                 got = await tracked.read((keys.MESSAGES,))
                 if got is not None:
-                    return cast("list[str]", got[0][first : last + 1])
-                return cast("list[str]", await r.lrange(keys.MESSAGES, first, last))
+                    kept = cast("list[str]", got[0])
+                    return kept[first : last + 1], kept
+                return cast("list[str]", await r.lrange(keys.MESSAGES, first, last)), None
 
             return await self.run(what, op)
-        return cast("list[str]", await self.client.call(what, "LRANGE", keys.MESSAGES, first, last))
+        return cast("list[str]", await self.client.call(what, "LRANGE", keys.MESSAGES, first, last)), None
 
     async def find_chat(self, msg_id: str) -> GroupMessage | None:
         """The message `msg_id` in the chat list (newest first; a new one is near the head).

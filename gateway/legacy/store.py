@@ -94,6 +94,9 @@ _RECENT_FIRST: Final = 64
 """/work reads the chat list's first elements whole (the newest messages come from them, as
 `records.chat_window` pages them), the rest only where a mention can be."""
 
+_PAGES_KEPT: Final = 16
+"""GET /chat pages kept (`LegacyStore._newest`), by limit, each while its window is handed out again."""
+
 
 def _unreadable_lock(path: str) -> ApiError:
     return unreadable("Resource lock", keys.LOCKS, path, success=False, resourcePath=path)
@@ -143,6 +146,8 @@ class LegacyStore:
         # to the next ones (`gateway.legacy.listings`)
         self._tasks = TaskListings(records)
         self._agents = AgentListings(records)
+        # the newest-first chat pages by limit: (the window each was cut from, the page)
+        self._newest_kept: dict[int, tuple[list[GroupMessage], RenderedList]] = {}
 
     @classmethod
     def from_url(cls, redis_url: str, settings: Settings, *, clock: Clock | None = None) -> LegacyStore:
@@ -258,14 +263,26 @@ class LegacyStore:
         return msg
 
     async def _newest(self, limit: int, since_ms: int | None = None) -> list[GroupMessage]:
-        """The newest `limit` messages (strictly after `since_ms`), oldest first (DO order)."""
+        """The newest `limit` messages (strictly after `since_ms`), oldest first (DO order).
+
+        Without `since_ms`, the page of a window `chat_window` hands out again (the same list:
+        the chat list is unchanged) is the same `RenderedList`, so its answer is rendered once."""
         if limit <= 0:
             return []
         window = await self.records.chat_window(CHAT_SCAN if since_ms is not None else limit)
         if since_ms is not None:
             window = [msg for msg in window if (ms(msg.timestamp) or 0) > since_ms]
+        else:
+            kept = self._newest_kept.get(limit)
+            if kept is not None and kept[0] is window:
+                return kept[1]
         # the messages are the shared parsed values: each rendered once (`LegacyRecords.fragment`)
-        return RenderedList(reversed(window[:limit]), self.records.fragment)
+        page = RenderedList(reversed(window[:limit]), self.records.fragment)
+        if since_ms is None:
+            if len(self._newest_kept) >= _PAGES_KEPT:
+                self._newest_kept.clear()
+            self._newest_kept[limit] = (window, page)
+        return page
 
     async def _chat_head(self) -> str:
         """The id of the newest readable chat message ("" when there is none)."""

@@ -18,6 +18,7 @@ from gateway.clock import FakeClock
 from gateway.domain import commands as c
 from gateway.domain.ids import IdGenerator
 from gateway.domain.jscompat import iso_from_ms, parse_js_date
+from gateway.domain.model import ChatPage
 from gateway.errors import ApiError
 from gateway.legacy import keys, mapping
 from gateway.legacy.client import LegacyClient
@@ -565,6 +566,55 @@ async def test_another_clients_chat_writes_are_seen_by_the_next_work_and_chat_re
     r.lpush(keys.MESSAGES, _chat("x4", "@ann after a DEL"))
     assert await _work_mentions(store, "ann", NOW + 8) == ["@ann after a DEL"]
     assert await _chat_read(store) == ["@ann after a DEL"]
+
+
+async def test_a_chat_page_of_the_unchanged_kept_list_is_answered_again_and_follows_every_change(
+    store: LegacyStore, r: redis.Redis
+) -> None:
+    """GET /chat without an agent: while the kept chat list is unchanged the page is the same
+    `RenderedList` (its answer rendered once), the same bytes as a page read afresh; any change
+    (another client's LPUSH, our post, a corrupt element) gives the page read anew."""
+
+    async def page(limit: int = 3) -> Any:
+        return (await store.get_chat(c.ChatQuery.parse({"limit": str(limit)}, NOW + 100, 50, 1000))).messages
+
+    async def fresh(limit: int = 3) -> bytes:
+        """The answer of a store reading the same Redis without anything kept."""
+        other = _store(store.records.client.url)
+        try:
+            assert await _tracked(other).wait_up()
+            got = await other.get_chat(c.ChatQuery.parse({"limit": str(limit)}, NOW + 100, 50, 1000))
+            return got.answer()
+        finally:
+            await other.close()
+
+    for i in range(4):
+        await store.post_chat(c.PostChat.parse({"author": "bob", "message": f"m{i}"}, NOW + i, ids))
+    first = await page()
+    again = await page()
+    assert again is first
+    assert [m.message for m in await store.records.chat_window(1)] == ["m3"]  # the head (a cursor)
+    assert (await page()) is first  # kept beside the head's window
+    assert [m.message for m in again] == ["m1", "m2", "m3"]
+    answer = ChatPage(messages=again).answer()
+    assert answer == await fresh()
+    assert (await page(2)) is not first  # another limit: its own page
+    assert [m.message for m in await page(2)] == ["m2", "m3"]
+
+    r.lpush(keys.MESSAGES, _chat("x1", "from the legacy API", at_ms=NOW + 10))
+    after = await page()
+    assert after is not first
+    assert [m.message for m in after] == ["m2", "m3", "from the legacy API"]
+    assert ChatPage(messages=after).answer() == await fresh()
+
+    await store.post_chat(c.PostChat.parse({"author": "bob", "message": "ours"}, NOW + 11, ids))
+    assert [m.message for m in await page()] == ["m3", "from the legacy API", "ours"]
+
+    r.lpush(keys.MESSAGES, "{not json")  # skipped, and reported on every read (never kept)
+    reported = store.records.corruption.total
+    assert [m.message for m in await page()] == ["m3", "from the legacy API", "ours"]
+    assert [m.message for m in await page()] == ["m3", "from the legacy API", "ours"]
+    assert store.records.corruption.total == reported + 2
 
 
 async def test_a_lost_tracking_connection_or_restart_sends_chat_reads_to_redis(
