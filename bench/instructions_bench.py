@@ -47,6 +47,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.testing.gateway_process import free_port
+
 ROOT: Final = Path(__file__).resolve().parent.parent
 FLOOR_APP: Final = ROOT / "bench" / "floor_app.py"
 
@@ -132,12 +134,6 @@ class Connection:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Callgrind:
