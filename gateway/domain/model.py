@@ -97,7 +97,7 @@ class RenderedList(list[Any]):
                 render = self._render
                 items = [r.to_json() for r in self] if render is None else [render(r) for r in self]
             if items and type(items[0]) is bytes:  # the records' JSON texts: joined
-                self._json = b"[" + b",".join(items) + b"]"
+                self._json = _json_array(items)
             else:
                 self._json = orjson.dumps(items)
             self._items = None
@@ -121,6 +121,19 @@ class RenderedList(list[Any]):
         rendered = b"".join((b'{"', key.encode(), b'":', self.json_bytes(), tail))
         self._answer = (key, count, rendered)
         return rendered
+
+
+def _json_array(items: list[bytes]) -> bytes:
+    """`b"[" + b",".join(items) + b"]"` in one copy of the array instead of three: the brackets
+    go onto the first and last items (a few hundred bytes each) before the one join. The open
+    tasks' array is 250-300 KB under the realistic mix, joined after every new task, and the
+    team's after every heartbeat or `/work` (issue 13: 38 -> 22 us for 1,000 tasks)."""
+    if len(items) == 1:
+        return b"[" + items[0] + b"]"
+    seq = items.copy()
+    seq[0] = b"[" + seq[0]
+    seq[-1] += b"]"
+    return b",".join(seq)
 
 
 Render = Callable[[Sequence[Any]], Any]

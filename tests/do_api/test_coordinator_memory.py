@@ -518,6 +518,24 @@ def test_pre_rendered_lists_render_as_plain_ones(inbox: bool, mentions: int) -> 
     assert RenderedList().answer("tasks", count=True) == b'{"tasks":[],"count":0}'
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 1000])
+def test_a_listing_of_json_texts_joins_as_orjson_renders_it(n: int) -> None:
+    """The array joined in one copy (the brackets put onto the first and last texts) is the
+    bytes orjson gives, and the listing's own texts are left as they were."""
+    stamp = iso_from_ms(NOW)
+    tasks = [
+        Task(f"t{i}", f"x{i}\u00e9", None, "todo", None, "c", "low", [], [], stamp, stamp) for i in range(n)
+    ]
+    texts = [orjson.dumps(t.to_json()) for t in tasks]
+    before = list(texts)
+    listing = RenderedList(tasks, rendered=texts)
+    assert listing.json_bytes() == orjson.dumps([t.to_json() for t in tasks])
+    assert texts == before
+    assert listing.answer("tasks", count=True) == orjson.dumps(
+        {"tasks": [t.to_json() for t in tasks], "count": n}
+    )
+
+
 async def test_listings_follow_interleaved_writes_and_reads(host: ActorHost, clock: FakeClock) -> None:
     """Seeded random heartbeats, registrations (some offline), `/work`s, new tasks and task
     updates, with every listing read between them at several limits: each answer, and its JSON
