@@ -115,6 +115,8 @@ class Shard:
         self.cur = self.conn.cursor()
         self.lock = TurnGate()
         self.sql_cache: dict[str, dict[tuple[Any, ...], str]] = {}  # kind -> built SQL
+        # a cursor per query of `ShardTables.keep_written`, whose description names the rows it builds
+        self.row_cursors: dict[str, sqlite3.Cursor] = {}
         self._executor = executor
         self._savepoints = itertools.count()
         self._dirty = False  # the open transaction holds writes not yet committed

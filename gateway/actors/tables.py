@@ -188,6 +188,9 @@ class ShardTables:
         # kept reads: table -> (the query and its arguments -> rows, characters kept for the table)
         self._kept: dict[str, tuple[dict[tuple[Any, ...], list[sqlite3.Row]], int]] = {}
         self._kept_chars = 0
+        # rows this turn wrote and gave whole (`keep_written`): table -> (query key, rows), kept
+        # once the turn's scope is folded into the shard's transaction (`finish`)
+        self._written: dict[str, tuple[tuple[Any, ...], list[sqlite3.Row]]] = {}
 
     # -- the turn scope (called by the host) ----------------------------------------------------
 
@@ -223,6 +226,8 @@ class ShardTables:
             return False
         self._depth = 0
         self._wrote = False
+        if self._written:
+            self._written.clear()  # given by a turn that wrote nothing: not kept
         self.leave()
         return True
 
@@ -297,9 +302,15 @@ class ShardTables:
         self._depth = 0
         wrote, self._wrote = self._wrote, False
         read_pending, self._read_pending = self._read_pending, False
+        written = self._written
         try:
             self.shard.end_scope(scope, wrote=wrote)
+            if written:
+                self._written = {}
+                if scope is not None:
+                    self._keep_written(written)
         finally:
+            written.clear()
             self.leave()
         # a turn that read only committed rows, or touched no storage, has nothing to wait for
         if scope is not None or read_pending:
@@ -356,7 +367,10 @@ class ShardTables:
         if table is None:
             self._kept.clear()
             self._kept_chars = 0
+            self._written.clear()
             return
+        if self._written:
+            self._written.pop(table, None)
         kept = self._kept.pop(table, None)
         if kept is not None:
             self._kept_chars -= kept[1]
@@ -414,17 +428,7 @@ class ShardTables:
         key = ("select", table, cols, where, group, order, limit is not None, offset is not None)
         sql = self._cache.get(key)
         if sql is None:
-            name, _ = self._table(table)
-            sql = f"SELECT {check_fragment(cols, 'columns')} FROM {name} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
-            if group:
-                sql += f" GROUP BY {check_fragment(group, 'group')}"
-            if order:
-                sql += f" ORDER BY {check_fragment(order, 'order')}"
-            if limit is not None or offset is not None:
-                sql += " LIMIT ?"
-            if offset is not None:
-                sql += " OFFSET ?"
-            self._cache[key] = sql
+            sql = self._select_sql(key)
         args: tuple[Any, ...] = (self._name, *params)
         if limit is not None or offset is not None:
             args += (-1 if limit is None else limit,)
@@ -443,6 +447,61 @@ class ShardTables:
             self._keep(table, key, rows)
         return list(rows)
 
+    def _select_sql(self, key: tuple[Any, ...]) -> str:
+        """The SELECT of `select`'s cache key, built and cached."""
+        _, table, cols, where, group, order, limited, offset = key
+        name, _ = self._table(table)
+        sql = f"SELECT {check_fragment(cols, 'columns')} FROM {name} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
+        if group:
+            sql += f" GROUP BY {check_fragment(group, 'group')}"
+        if order:
+            sql += f" ORDER BY {check_fragment(order, 'order')}"
+        if limited or offset:
+            sql += " LIMIT ?"
+        if offset:
+            sql += " OFFSET ?"
+        self._cache[key] = sql
+        return sql
+
+    def keep_written(self, table: str, cols: str, row: Sequence[Any] | None) -> None:
+        """After this turn commits, `first(table, cols, keep=True)` answers `row` without a
+        statement: `row` holds the values of `cols`, in order and as SQLite returns them (the
+        types the column stores), or is None for no row.
+
+        For a turn that has just written the actor's row of `table` and knows it whole (a lock
+        taken or released, a checkpoint saved): the next read of it would otherwise run a
+        statement, as the write forgot what was kept (issue 13). Call it after the turn's last
+        write of `table`: a later write of `table` in the turn forgets it again. It is kept only
+        once the turn's writes are folded into the shard's transaction (`finish`): a turn that
+        rolls back (or a nested transaction around it) keeps nothing, and a failed commit
+        resets the actor, whose kept reads go with the activation.
+        """
+        key = ("select", table, cols, "", "", "", True, False)
+        sql = self._cache.get(key)
+        if sql is None:
+            sql = self._select_sql(key)
+        rows = [] if row is None else [sqlite3.Row(self._row_cursor(sql, table, cols), tuple(row))]
+        self._written[table] = ((sql, self._name, 1), rows)
+
+    def _row_cursor(self, sql: str, table: str, cols: str) -> sqlite3.Cursor:
+        """A cursor whose description names `cols` of `table` (what a `sqlite3.Row` built for
+        that query takes its column names from), kept per query by the shard."""
+        cur = self.shard.row_cursors.get(sql)
+        if cur is None:
+            cur = self.shard.conn.cursor()
+            name, _ = self._table(table)
+            cur.execute(f"SELECT {check_fragment(cols, 'columns')} FROM {name} WHERE 0")  # noqa: S608 - checked fragments
+            cur.fetchall()
+            self.shard.row_cursors[sql] = cur
+        return cur
+
+    def _keep_written(self, written: dict[str, tuple[tuple[Any, ...], list[sqlite3.Row]]]) -> None:
+        for table, (key, rows) in written.items():
+            kept = self._kept.pop(table, None)  # what the turn's write of the table left (none)
+            if kept is not None:
+                self._kept_chars -= kept[1]
+            self._keep(table, key, rows)
+
     def first(
         self, table: str, cols: str, where: str = "", *params: Any, order: str = "", keep: bool = False
     ) -> sqlite3.Row | None:
@@ -459,7 +518,7 @@ class ShardTables:
         `abort` raises, `ignore` keeps the old row, `replace` replaces it, `update` updates the
         given non-key columns (an upsert). Returns the rows written."""
         sql = self._insert_sql(table, tuple(values), conflict)
-        if self._kept:
+        if self._kept or self._written:
             self.forget_kept(table)
         cur = self._run(sql, (self._name, *values.values()), write=True)
         self.rows_written_total += cur.rowcount
@@ -535,7 +594,7 @@ class ShardTables:
             sets = ", ".join(f"{_check_ident(c)} = ?" for c in cols)
             sql = f"UPDATE {name} SET {sets} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
             self._cache[key] = sql
-        if self._kept:
+        if self._kept or self._written:
             self.forget_kept(table)
         cur = self._run(sql, (*values.values(), self._name, *params), write=True)
         self.rows_written_total += cur.rowcount
@@ -549,7 +608,7 @@ class ShardTables:
             name, _ = self._table(table)
             sql = f"DELETE FROM {name} WHERE {self._where(where)}"  # noqa: S608 - checked fragments
             self._cache[key] = sql
-        if self._kept:
+        if self._kept or self._written:
             self.forget_kept(table)
         cur = self._run(sql, (self._name, *params), write=True)
         self.rows_written_total += cur.rowcount

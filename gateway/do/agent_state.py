@@ -64,6 +64,7 @@ progress tables of gateway/do/progress_tables.py)."""
 CHECKPOINT_COLS = (
     "conversation_summary, accomplishments, pending_work, recent_context, files_edited, checkpoint_at"
 )
+_CHECKPOINT_NAMES = tuple(CHECKPOINT_COLS.split(", "))
 DM_COLS = "id, from_agent, type, message, timestamp, read"
 MEM_COLS = "id, category, content, tags, created_at"
 
@@ -141,7 +142,10 @@ class AgentStateActor(Actor):
     def _save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
         self.ctx.tables.ensure_transaction()  # the read below joins the write's transaction
         cp = rules.save_checkpoint(self.checkpoint(), cmd)
-        self.ctx.tables.insert("checkpoint", checkpoint_values(cp), conflict="update")
+        values = checkpoint_values(cp)
+        self.ctx.tables.insert("checkpoint", values, conflict="update")
+        # every column written (an upsert of the whole row): the next read needs no statement
+        self.ctx.tables.keep_written("checkpoint", CHECKPOINT_COLS, [values[c] for c in _CHECKPOINT_NAMES])
 
     async def save_checkpoint(self, cmd: c.SaveCheckpoint) -> None:
         """POST /checkpoint: summary/context kept when empty (COALESCE), arrays replaced."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from gateway.actors import Actor, ActorContext, AlarmInfo, HostedSocket, TableSpec
@@ -33,7 +34,7 @@ from gateway.domain.model import (
     LockReleaseOutcome,
 )
 
-__all__ = ["LOCK_COLS", "TABLES", "ResourceLockActor", "lock_from_row", "lock_values"]
+__all__ = ["LOCK_COLS", "TABLES", "ResourceLockActor", "lock_from_row", "lock_row", "lock_values"]
 
 TABLES = (
     TableSpec(
@@ -64,6 +65,19 @@ def lock_from_row(r: sqlite3.Row) -> Lock:
         if expires_ms is None:  # an unreadable expiry: treat the lock as expired
             expires_ms = 0
     return Lock(r[0], r[1] or rules.DEFAULT_RESOURCE_TYPE, r[2], r[3], r[4], r[5], int(expires_ms))
+
+
+def lock_row(lock: Lock) -> tuple[Any, ...]:
+    """The `current_lock` row of `lock` as `SELECT LOCK_COLS` reads it."""
+    return (
+        lock.resource_path,
+        lock.resource_type,
+        lock.locked_by,
+        lock.reason,
+        lock.locked_at,
+        lock.expires_at,
+        lock.expires_ms,
+    )
 
 
 def lock_values(lock: Lock) -> dict[str, Any]:
@@ -119,6 +133,7 @@ class ResourceLockActor(Actor):
             lock.locked_by,
         )
         self.ctx.tables.delete("current_lock")
+        self.ctx.tables.keep_written("current_lock", LOCK_COLS, None)  # the next read: no lock
 
     def _notify(self, render: Callable[[], str]) -> None:
         """Queue a `lock-update` frame to the coordinator's sockets (sent after this turn commits);
@@ -148,7 +163,8 @@ class ResourceLockActor(Actor):
         """/lock: 409 outcome while someone else holds it; otherwise lock, re-lock or take over."""
         now = cmd.now_ms
         self.ctx.tables.ensure_transaction()  # it writes unless refused: read in its transaction
-        outcome = rules.acquire_lock(self.current(), cmd)
+        current = self.current()
+        outcome = rules.acquire_lock(current, cmd)
         if not outcome.acquired:
             return outcome
         if outcome.expired_previous is not None:
@@ -172,8 +188,13 @@ class ResourceLockActor(Actor):
             )
             if not touched:
                 self._insert_history(cmd.history_id, lock)
+            if current is not None:  # always (a re-lock is of the current lock)
+                # the row as updated: its other columns stay as they were read
+                row = replace(lock, resource_path=current.resource_path, locked_by=current.locked_by)
+                self.ctx.tables.keep_written("current_lock", LOCK_COLS, lock_row(row))
         else:
             self.ctx.tables.insert("current_lock", lock_values(lock), conflict="replace")
+            self.ctx.tables.keep_written("current_lock", LOCK_COLS, lock_row(lock))
             self._insert_history(cmd.history_id, lock)
         self.ctx.set_alarm(lock.expires_ms)
         self._notify(lambda: frames.lock_acquired(lock, iso_from_ms(now)))

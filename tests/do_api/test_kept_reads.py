@@ -194,22 +194,137 @@ async def test_eviction_and_a_reset_start_from_the_rows(host: ActorHost, clock: 
 
 async def test_rows_read_while_a_group_is_pending_are_not_kept(host: ActorHost, clock: FakeClock) -> None:
     """A read inside the shard's open transaction (here: right after its own write, in the same
-    turn) may see rows not yet committed: they answer that turn but are not kept."""
+    turn) may see rows not yet committed: they answer that turn but are not kept. (A DM: a
+    write whose rows the actor does not give whole, as a save's are, `keep_written`.)"""
     store = ActorStore(host)
-    await store.save_checkpoint(save("one", clock))
+    await store.send_dm(dm("one", clock))
 
-    async def write_then_read(actor: Any) -> str:
-        await actor.save_checkpoint(save("two", clock))
-        return str(actor.checkpoint().conversation_summary)
+    async def write_then_read(actor: Any) -> list[str]:
+        await actor.send_dm(dm("two", clock))
+        return [m.message for m in actor._unread(10)]
 
     ref = agent_ref(AGENT)
-    assert await host.call(ref, write_then_read) == "two"
+    assert await host.call(ref, write_then_read) == ["two", "one"]
     statements = traced(host, ref)
-    assert await summary(store) == "two"
-    assert len(selects(statements)) == 1  # read again, then kept
+    assert [m.message for m in (await store.agent_state(AGENT)).unread_messages] == ["two", "one"]
+    assert len([s for s in selects(statements) if "agent__messages" in s]) == 1  # read again, then kept
     statements.clear()
-    assert await summary(store) == "two"
+    assert [m.message for m in (await store.agent_state(AGENT)).unread_messages] == ["two", "one"]
     assert statements == []
+
+
+def _shape(row: Any) -> tuple[tuple[Any, ...], list[str], list[type]] | None:
+    return None if row is None else (tuple(row), row.keys(), [type(v) for v in row])
+
+
+async def kept_then_read(host: ActorHost, ref: Any, table: str, cols: str) -> tuple[Any, Any]:
+    """The row `first(table, cols, keep=True)` answers now (asserted to run no statement), and
+    the row SQLite reads for the same query: each as (values, column names, value types)."""
+    statements = traced(host, ref)
+
+    async def both(actor: Any) -> tuple[Any, Any]:
+        kept = actor.ctx.tables.first(table, cols, keep=True)
+        assert statements == [], statements  # kept: no statement at all
+        actor.ctx.tables.forget_kept()
+        return _shape(kept), _shape(actor.ctx.tables.first(table, cols))
+
+    return await host.call(ref, both)
+
+
+async def test_a_written_lock_row_is_kept_as_sqlite_reads_it(tmp_path: Path, clock: FakeClock) -> None:
+    """Every write of the lock row gives the row it leaves (`keep_written`): the next check runs
+    no statement and sees what a read would, values, names and types alike, after a new lock,
+    a re-lock (a reason, a later expiry), a release, a takeover of an expired lock, an expiry
+    found by a check and one by the alarm (run here by hand: a host that fires none, so the
+    clock can pass an expiry without it)."""
+    host = build_actor_host(tmp_path / "d", LimitSettings(), clock=clock, fire_alarms=False)
+    await host.start()
+    try:
+        await _lock_rows_kept(host, clock)
+    finally:
+        await host.close()
+
+
+async def _lock_rows_kept(host: ActorHost, clock: FakeClock) -> None:
+    store = ActorStore(host)
+    ref = lock_ref(PATH)
+    cols = "resource_path, resource_type, locked_by, reason, locked_at, expires_at, expires_ms"
+
+    async def same() -> Any:
+        kept, read = await kept_then_read(host, ref, "current_lock", cols)
+        assert kept == read
+        return kept
+
+    await store.acquire_lock(acquire("agent-1", clock, ttl_ms=5_000))
+    assert (await same())[0][2] == "agent-1"
+    await clock.advance(1_000)
+    relock = c.AcquireLock.parse(
+        PATH, {"agentId": "agent-1", "reason": "more", "ttlMs": 9_000}, clock.now_ms(), IdGenerator(), **TTL
+    )
+    assert (await store.acquire_lock(relock)).relock
+    assert (await same())[0][3] == "more"
+    release = c.ReleaseLock.parse(PATH, {"agentId": "agent-1"}, clock.now_ms())
+    await store.release_lock(release)
+    assert await same() is None
+    await store.acquire_lock(acquire("agent-1", clock, ttl_ms=1_000))
+    await clock.advance(2_000)
+    assert (await store.acquire_lock(acquire("agent-2", clock))).expired_previous is not None  # a takeover
+    assert (await same())[0][2] == "agent-2"
+    await clock.advance(120_000)
+    assert (await store.check_lock(PATH, clock.now_ms())).expired_now is not None  # expired by the check
+    assert await same() is None
+    await store.acquire_lock(acquire("agent-3", clock, ttl_ms=1_000))
+    assert (await same())[0][2] == "agent-3"
+    await clock.advance(2_000)
+    assert await host.run_alarm(ref)  # expired by the alarm
+    assert await same() is None
+    assert (await store.check_lock(PATH, clock.now_ms())).lock is None
+
+
+async def test_a_saved_checkpoint_is_kept_as_sqlite_reads_it(host: ActorHost, clock: FakeClock) -> None:
+    """A save gives the whole row it leaves: the next read runs no statement and sees what a
+    read would, after a first save, a save with arrays, and one that keeps the old summary."""
+    store = ActorStore(host)
+    ref = agent_ref(AGENT)
+    cols = "conversation_summary, accomplishments, pending_work, recent_context, files_edited, checkpoint_at"
+    bodies: list[dict[str, Any]] = [
+        {"conversationSummary": "one"},
+        {"conversationSummary": "t\u00e9", "accomplishments": ["a", "b"], "filesEdited": ["x.py"]},
+        {"conversationSummary": "", "recentContext": "ctx", "pendingWork": ["p"]},
+    ]
+    for body in bodies:
+        await clock.advance(1)
+        await store.save_checkpoint(c.SaveCheckpoint.parse(AGENT, body, clock.now_ms()))
+        kept, read = await kept_then_read(host, ref, "checkpoint", cols)
+        assert kept == read
+    assert await summary(store) == "t\u00e9"  # an empty summary keeps the old one
+
+
+async def test_a_written_row_is_not_kept_past_a_later_write_or_a_failed_nested_transaction(
+    host: ActorHost, clock: FakeClock
+) -> None:
+    store = ActorStore(host)
+    await store.save_checkpoint(save("one", clock))
+    ref = agent_ref(AGENT)
+
+    async def save_then_update(actor: Any) -> None:
+        await actor.save_checkpoint(save("two", clock))
+        actor.ctx.tables.update("checkpoint", {"conversation_summary": "three"})
+
+    await host.call(ref, save_then_update)
+    assert await summary(store) == "three"
+
+    async def nested_save_fails(actor: Any) -> None:
+        async def inner() -> None:
+            await actor.save_checkpoint(save("undone", clock))
+            raise RuntimeError("the nested transaction fails")
+
+        with pytest.raises(RuntimeError):
+            await actor.ctx.tables.transaction(inner)
+        await actor.send_dm(dm("the turn writes on and commits", clock))
+
+    await host.call(ref, nested_save_fails)
+    assert await summary(store) == "three"
 
 
 async def test_a_large_result_is_not_kept(host: ActorHost, clock: FakeClock) -> None:
@@ -222,12 +337,14 @@ async def test_a_large_result_is_not_kept(host: ActorHost, clock: FakeClock) -> 
     assert len(selects(statements)) == 2
 
 
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
 async def test_a_failed_commit_resets_the_actor_and_drops_what_it_kept(
-    tmp_path: Path, clock: FakeClock
+    tmp_path: Path, clock: FakeClock, synchronous: str
 ) -> None:
     """The agent actor keeps its checkpoint; a save whose commit fails resets it, and the next
-    read shows the committed row, not the lost write."""
-    host = build_actor_host(tmp_path / "d", LimitSettings(), clock=clock)
+    read shows the committed row, not the lost write (nor the row the save gave as kept): the
+    commit alone under NORMAL, the group commit in a worker thread under FULL."""
+    host = build_actor_host(tmp_path / "d", LimitSettings(), clock=clock, synchronous=synchronous)
     await host.start()
     try:
         store = ActorStore(host)

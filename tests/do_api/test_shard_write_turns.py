@@ -1,6 +1,7 @@
 """A lock acquire and a checkpoint save read their row inside their own write's transaction (one
 BEGIN before the read, one COMMIT), instead of a read transaction of its own first (issue 13);
-a refused acquire writes nothing and leaves no transaction open."""
+a refused acquire writes nothing and leaves no transaction open. (The row a write left is kept
+for the next read, `keep_written`: the reads here follow an eviction, which forgets it.)"""
 
 from __future__ import annotations
 
@@ -47,8 +48,13 @@ async def test_a_lock_acquire_reads_the_lock_inside_its_transaction(
     try:
         taken = await store.acquire_lock(acquire("src/a.ts", "agent-1", clock))
         first = list(statements)
+        assert await host.evict(ref)  # nothing kept: the refused acquire reads the row
         statements.clear()
         refused = await store.acquire_lock(acquire("src/a.ts", "agent-2", clock))
+        after_eviction = list(statements)
+        await store.acquire_lock(acquire("src/a.ts", "agent-1", clock))  # a re-lock keeps its row
+        statements.clear()
+        refused_on_kept = await store.acquire_lock(acquire("src/a.ts", "agent-2", clock))
     finally:
         untrace(host)
     assert taken.acquired
@@ -60,8 +66,9 @@ async def test_a_lock_acquire_reads_the_lock_inside_its_transaction(
     assert first.count("BEGIN") == 1
     assert first.count("COMMIT") == 1
     # refused: the read, in a transaction that wrote nothing and is closed again
-    assert statements[0] == "BEGIN"
-    assert [s.split()[0] for s in statements] == ["BEGIN", "SELECT", "COMMIT"]
+    assert [s.split()[0] for s in after_eviction] == ["BEGIN", "SELECT", "COMMIT"]
+    assert not refused_on_kept.acquired
+    assert [s.split()[0] for s in statements] == ["BEGIN", "COMMIT"]  # the row kept: no read
     assert not host.in_transaction(ref)
     check = await store.check_lock("src/a.ts", clock.now_ms())
     assert check.lock is not None
@@ -75,6 +82,7 @@ async def test_a_checkpoint_save_reads_the_checkpoint_inside_its_transaction(
     ref = agent_ref("agent-1")
     body = {"conversationSummary": "one", "pendingWork": ["a"]}
     await store.save_checkpoint(c.SaveCheckpoint.parse("agent-1", body, clock.now_ms()))
+    assert await host.evict(ref)  # nothing kept: the save reads its row
     statements = traced(host, shard_of(ref, host.shard_count))
     try:
         await store.save_checkpoint(c.SaveCheckpoint.parse("agent-1", {"pendingWork": ["b"]}, clock.now_ms()))
