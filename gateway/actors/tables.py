@@ -177,6 +177,7 @@ class ShardTables:
         self._scope: str | None = None  # None: no write yet; "": this turn began the txn
         # the turn read rows while the shard held another turn's writes not yet committed
         self._read_pending = False
+        self._scope_wanted = False  # `ensure_transaction`: the turn's first statement opens the scope
         self._entered = False
         self._wrote = False
         self._registered = False
@@ -207,6 +208,7 @@ class ShardTables:
             self._wrote = False
             self._registered = False
             self._read_pending = False
+            self._scope_wanted = False
 
     def try_enter(self) -> bool:
         """`enter` without an await when the shard's turn lock is free and nobody waits for it."""
@@ -217,6 +219,7 @@ class ShardTables:
             self._wrote = False
             self._registered = False
             self._read_pending = False
+            self._scope_wanted = False
         return True
 
     def end_read_turn(self, _inline: bool = True) -> bool:
@@ -226,6 +229,7 @@ class ShardTables:
             return False
         self._depth = 0
         self._wrote = False
+        self._scope_wanted = False
         if self._written:
             self._written.clear()  # given by a turn that wrote nothing: not kept
         self.leave()
@@ -264,11 +268,14 @@ class ShardTables:
         return conn
 
     def ensure_transaction(self) -> None:
-        """Open the turn's scope now, for a turn that reads and then writes: its reads run in the
-        write's transaction instead of each in a read transaction of its own (which takes and
-        drops SQLite's read locks once more: a lock acquire, a checkpoint save; issue 13). The
-        scope ends as a writing turn's does; one that then writes nothing commits nothing."""
-        self._open_scope()
+        """For a turn that reads and then writes: its first statement, a read too, opens the
+        turn's scope, so its reads run in the write's transaction instead of each in a read
+        transaction of its own (which takes and drops SQLite's read locks once more: a lock
+        acquire, a checkpoint save; issue 13). The scope ends as a writing turn's does; one that
+        then writes nothing commits nothing. A turn whose reads are all kept (`keep=True`) and
+        that then writes nothing (a lock refused to another agent) runs no statement at all:
+        what it read is this actor's committed rows, so it has nothing to end or wait for."""
+        self._scope_wanted = True
 
     def _read_conn(self) -> sqlite3.Connection:
         """The connection for a statement that only reads.
@@ -283,8 +290,11 @@ class ShardTables:
         if not self._entered:
             raise StorageApiError(f"storage of {self.ref} used outside a turn")
         conn = self.shard.conn
-        if self._scope is None and conn.in_transaction:
-            self._read_pending = True
+        if self._scope is None:
+            if self._scope_wanted:
+                return self._open_scope()
+            if conn.in_transaction:
+                self._read_pending = True
         return conn
 
     def _mark_write(self, conn: sqlite3.Connection) -> None:
@@ -300,6 +310,7 @@ class ShardTables:
         """End the turn's scope; return once what it wrote (or read) is durable."""
         scope, self._scope = self._scope, None
         self._depth = 0
+        self._scope_wanted = False
         wrote, self._wrote = self._wrote, False
         read_pending, self._read_pending = self._read_pending, False
         written = self._written
@@ -326,6 +337,7 @@ class ShardTables:
         """Discard the turn's writes (its savepoint, or its own transaction)."""
         scope, self._scope = self._scope, None
         self._depth = 0
+        self._scope_wanted = False
         self._wrote = False
         self._registered = False
         self._read_pending = False

@@ -368,3 +368,32 @@ async def test_a_failed_commit_resets_the_actor_and_drops_what_it_kept(
         assert await summary(store) == "one"
     finally:
         await host.close()
+
+
+async def test_a_lock_refused_on_a_kept_row_runs_no_statement(host: ActorHost, clock: FakeClock) -> None:
+    """An acquire asks for its scope before its read (`ensure_transaction`); with the lock row
+    kept and the lock refused, the turn runs no statement at all (no BEGIN and COMMIT around
+    nothing). A save reads its checkpoint in its write's transaction when it is not kept, and
+    runs no read when it is."""
+    store = ActorStore(host)
+    await store.acquire_lock(acquire("agent-1", clock))
+    statements = traced(host, lock_ref(PATH))
+    refused = await store.acquire_lock(acquire("agent-2", clock))
+    assert not refused.acquired
+    assert statements == []
+    assert (await store.check_lock(PATH, clock.now_ms())).lock is not None
+    assert statements == []
+
+    ref = agent_ref(AGENT)
+    await store.save_checkpoint(save("one", clock))
+    assert await host.evict(ref)  # nothing kept: the next save reads its row first
+    statements = traced(host, ref)
+    await store.save_checkpoint(save("two", clock))
+    assert statements[0] == "BEGIN"
+    assert statements[1].startswith("SELECT")
+    assert "agent__checkpoint" in statements[1]
+    statements.clear()
+    await store.save_checkpoint(save("three", clock))  # kept from the save before: no read
+    assert statements[0] == "BEGIN"
+    assert selects(statements) == []
+    assert await summary(store) == "three"

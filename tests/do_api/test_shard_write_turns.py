@@ -68,7 +68,7 @@ async def test_a_lock_acquire_reads_the_lock_inside_its_transaction(
     # refused: the read, in a transaction that wrote nothing and is closed again
     assert [s.split()[0] for s in after_eviction] == ["BEGIN", "SELECT", "COMMIT"]
     assert not refused_on_kept.acquired
-    assert [s.split()[0] for s in statements] == ["BEGIN", "COMMIT"]  # the row kept: no read
+    assert statements == []  # the row kept: no read, so no transaction to open and close
     assert not host.in_transaction(ref)
     check = await store.check_lock("src/a.ts", clock.now_ms())
     assert check.lock is not None
