@@ -269,6 +269,15 @@ class _Listing:
         records.reverse()
         return RenderedList(records, rendered=out)
 
+    def oldest_first(self, limit: int, render: Callable[[Any], bytes]) -> RenderedList:
+        """The newest `limit` rows, oldest first, as a listing that carries their JSON (rendered
+        here for the rows that had none yet)."""
+        n = len(self.keys)
+        lo = max(0, n - limit) if limit > 0 else n
+        if self.pending and lo < n:
+            self._render_pending(lo, n, render)
+        return RenderedList(self.records[lo:n], rendered=self.rendered[lo:n])
+
     def newest_where(
         self, lo: int, limit: int, keep: Callable[[Any], bool], render: Callable[[Any], bytes]
     ) -> RenderedList:
@@ -493,7 +502,10 @@ class ChatWindow(_Copy):
         )
         self._from_row = from_row
         self._messages: dict[str, tuple[Key, GroupMessage]] = {}
-        self._order: list[Key] = []
+        # the window in ascending key order, with each message's JSON once rendered: the page of
+        # the newest `n` is two slices, and after a post only the new message is rendered (a
+        # chat read after a post looked up the JSON of each of its 50 messages, issue 13)
+        self._order = _Listing()
 
     def newest(self, sql: ActorStorage, limit: int, since: str | None) -> list[GroupMessage] | None:
         """The newest `limit` messages (strictly after `since`), oldest first; None if they
@@ -504,23 +516,23 @@ class ChatWindow(_Copy):
         memo = self._memo.get(query)
         if memo is not None:
             return memo  # type: ignore[no-any-return]
-        messages = self._messages
-        if since is None:  # the newest `limit`, oldest first: a slice of the ordered keys
-            keys = self._order[-limit:] if limit > 0 else []
-            out = RenderedList([messages[key[2]][1] for key in keys], render=self._fragment)
+        order = self._order
+        if since is None:  # the newest `limit`, oldest first: slices of the ordered window
+            out = order.oldest_first(limit, self._fragment)
         else:
             out = RenderedList(render=self._fragment)
-            for key in reversed(self._order):
-                if len(out) >= limit or key[0] <= since:
+            keys, records = order.keys, order.records
+            for i in range(len(keys) - 1, -1, -1):
+                if len(out) >= limit or keys[i][0] <= since:
                     break
-                out.append(messages[key[2]][1])
+                out.append(records[i])
             out.reverse()
         self._remember(query, out)
         return out
 
     def _clear(self) -> None:
         self._messages = {}
-        self._order = []
+        self._order = _Listing()
 
     def _load(self, sql: ActorStorage) -> bool:
         return all(self._put(r) for r in sql.exec(self._select_newest).all())
@@ -528,18 +540,21 @@ class ChatWindow(_Copy):
     def _drop(self, ident: str) -> None:
         old = self._messages.pop(ident, None)
         if old is not None:
-            _remove(self._order, old[0])
+            self._order.remove(old[0])
 
     def _put(self, row: Any) -> bool:
         rowid, ident, timestamp = row[0], row[1], row[5]
         if not isinstance(ident, str) or not isinstance(timestamp, str):
             return False
         key = (timestamp, rowid, ident)
-        if len(self._order) >= self.size:
-            if key < self._order[0]:
+        order = self._order
+        if len(order) >= self.size:
+            if key < order.keys[0]:
                 return True  # older than every message kept: not among the newest
-            _, _, oldest = self._order.pop(0)
-            del self._messages[oldest]
-        self._messages[ident] = (key, self._from_row(row[1:]))
-        bisect.insort(self._order, key)
+            oldest = order.keys[0]
+            order.remove(oldest)
+            del self._messages[oldest[2]]
+        message = self._from_row(row[1:])
+        self._messages[ident] = (key, message)
+        order.add(key, message, False)  # in order as it comes (a load trims as it goes)
         return True

@@ -440,6 +440,75 @@ async def test_chat_reads_follow_every_writer(tmp_path: Path, clock: FakeClock) 
         await host.close()
 
 
+async def test_chat_pages_follow_seeded_posts_replacements_and_deletes(  # noqa: PLR0915 - one scenario
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Seeded posts (several in one millisecond, some at an older time), replicated rewrites and
+    deletes, with pages of every size read between them: each page, and its answer's bytes, are
+    the query's; the window renders each message's JSON once (a page after a post renders the
+    new message alone)."""
+    limits = LimitSettings(list_limit_max=6, chat_limit_default=6)
+    host = build_actor_host(tmp_path, limits, clock=clock)
+    await host.start()
+    store, replica = ActorStore(host), ActorReplica(host)
+    rng = random.Random(21)
+    rendered: list[str] = []
+
+    async def pages(actor: Any) -> None:
+        window = actor.chat_window
+        render = window._fragment
+
+        def counted(message: GroupMessage) -> bytes:
+            rendered.append(message.id)
+            return bytes(render(message))
+
+        window._fragment = counted
+        try:
+            for limit in (0, 1, 2, 6):
+                served = actor._newest_messages(limit)
+                window.size = 0  # the query, as before the window
+                queried = actor._newest_messages(limit)
+                window.size = 6
+                assert served == queried
+                assert_renders_alike(served, queried)
+                page = ChatPage(served)
+                assert page.answer() == orjson.dumps(ChatPage(queried).to_json())
+        finally:
+            window._fragment = render
+
+    async def write(step: int, op: int) -> None:
+        if op <= 2:
+            ident = f"m{step}"
+            when = clock.now_ms() - rng.choice((0, 0, 5))
+            await store.post_chat(c.PostChat(ident, "bob", "agent", f"hi {step} \u00e9", when))
+            ids.append(ident)
+        elif op == 3:
+            ident = rng.choice(ids)
+            again = GroupMessage(ident, "cy", "agent", f"edited {step}", iso_from_ms(clock.now_ms()))
+            await replica.write_entity(EntityKey("chat", "", ident), again)
+        elif op == 4:
+            ident = ids.pop(rng.randrange(len(ids)))
+            await replica.write_entity(EntityKey("chat", "", ident), None)
+        else:
+            await clock.advance(rng.choice((0, 1)))
+
+    ids: list[str] = []
+    try:
+        for step in range(60):
+            op = rng.randrange(6) if ids else 0
+            await write(step, op)
+            rendered.clear()
+            await host.call(COORDINATOR, pages)
+            assert len(rendered) == len(set(rendered))  # each message rendered at most once a step
+            if op <= 2:  # a post: the new message alone, if it is among the newest
+                assert set(rendered) <= {ids[-1]}
+        rendered.clear()
+        await host.call(COORDINATOR, pages)  # nothing changed: nothing rendered
+        assert rendered == []
+    finally:
+        await host.close()
+
+
 async def test_a_listing_asked_again_drops_agents_as_they_age(tmp_path: Path, clock: FakeClock) -> None:
     """The same listing is handed out again while nothing changed, but an agent that became
     older than the offline window leaves it without any write."""
