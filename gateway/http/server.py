@@ -80,6 +80,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
+from gateway.http import request_task
 from gateway.http.middleware import new_request_id
 from gateway.http.responses import error_response
 
@@ -300,6 +301,8 @@ async def _serve(app: web.Application, host: str, port: int, shutdown_timeout_s:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    inline = request_task.install(loop)  # each request in its connection's task (3.11)
+    log.debug("server.requests_inline", inline=inline)
     await runner.setup()
     gc.collect()
     gc.freeze()  # what startup made lives as long as the process: no full collection walks it
