@@ -33,6 +33,7 @@ import itertools
 import os
 import random
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -788,24 +789,58 @@ class ActorHost:
     async def _checkpointer(self) -> None:
         """Checkpoint the WAL of each open file actor that wrote, once its frames not yet copied
         back pass `wal.CHECKPOINT_WAL_BYTES`, in a worker thread (`ActorStorage.checkpoint`; the
-        turns' connection never checkpoints: `open_connection`). A checkpoint under way is never
+        turns' connection never checkpoints: `open_connection`), then once more with the actor's
+        turns held back so that its WAL starts over (`_catch_up`). A checkpoint under way is never
         abandoned: a stop waits for the thread. An eviction meanwhile closes only the turns'
         connection; the checkpoint's own closes when it ends. The interval is on the host's
         clock (a fake clock schedules no real-time timer)."""
         loop = asyncio.get_running_loop()
         while True:
             await self.clock.sleep(wal.CHECKPOINT_INTERVAL_S)
-            due = [storage for storage in self._open_files.values() if storage.wrote_since_check]
-            for storage in due:
+            due = [(ref, storage) for ref, storage in self._open_files.items() if storage.wrote_since_check]
+            for ref, storage in due:
                 storage.wrote_since_check = False
                 if storage.closed or storage.path is None:
                     continue
                 if wal.wal_backlog_bytes(storage.path) <= wal.CHECKPOINT_WAL_BYTES:
                     continue
                 try:
-                    await wait_through_cancellation(loop.run_in_executor(None, storage.checkpoint))
+                    for _ in range(wal.BULK_ROUNDS):  # turns go on; each round copies what came meanwhile
+                        await wait_through_cancellation(loop.run_in_executor(None, storage.checkpoint))
+                        if wal.wal_backlog_bytes(storage.path) <= wal.CATCH_UP_BYTES:
+                            break
+                    await self._catch_up(ref, storage)
                 except sqlite3.Error as e:
                     log.warning("actor.checkpoint_failed", path=str(storage.path), error=str(e))
+
+    async def _catch_up(self, ref: ActorRef, storage: ActorStorage) -> None:
+        """Checkpoint `storage` once more with its actor's turns held back (its gate): the frames
+        its turns committed during the first checkpoint are copied back too, so its next write
+        starts the WAL over instead of appending to it (`wal.py`). Between turns no transaction
+        is open (each turn commits before it gives up the gate). Under `synchronous=NORMAL` it
+        runs on the turns' own connection on the event loop, as their commits do: in a worker
+        thread the actor's events waited 2-8 ms for it under issue 13's mix, most of it the
+        thread waiting for the GIL, for a checkpoint of a few frames."""
+        act = self._open.get(ref)
+        if act is None or act.storage is not storage:
+            return  # evicted meanwhile: its next activation's WAL starts over on its own
+        await act.gate.acquire()
+        try:
+            if act.dead or storage.closed or storage.in_transaction:
+                return
+            started = time.perf_counter()
+            if self.synchronous == "FULL":  # its syncs are slow: in a worker thread
+                fut = asyncio.get_running_loop().run_in_executor(None, storage.checkpoint)
+                await wait_through_cancellation(fut)
+            else:  # a few frames: inline, as the commits (a thread's GIL hand-offs took 2-8 ms)
+                storage.checkpoint_inline()
+            log.debug(
+                "actor.checkpoint_caught_up",
+                ref=str(ref),
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        finally:
+            act.gate.release()
 
     @property
     def socket_count(self) -> int:

@@ -21,7 +21,8 @@ pending its reads ran outside any transaction, with nothing to end or wait for.
 
 Checkpoints: the turn connection never checkpoints (`wal_autocheckpoint=0`, so a commit on the
 loop never runs one); a background task checkpoints a shard's WAL from a second connection in
-a worker thread once the frames not yet copied back pass `CHECKPOINT_WAL_BYTES` (`wal.py`).
+a worker thread once the frames not yet copied back pass `CHECKPOINT_WAL_BYTES`, then once more
+with the shard's turns held back, so that the WAL starts over (`Shard.catch_up`, `wal.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import itertools
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,9 @@ CREATE TABLE IF NOT EXISTS _alarms (kind TEXT NOT NULL, name TEXT NOT NULL, ts I
 CREATE TABLE IF NOT EXISTS _tables (kind TEXT NOT NULL, name TEXT NOT NULL, physical TEXT NOT NULL,
     PRIMARY KEY (kind, name));
 """
+
+CATCH_UP_TRIES = 5
+"""Times `Shard.catch_up` takes the turn lock looking for a moment with no group open."""
 
 KindTables = Mapping[str, Mapping[str, TableSpec]]
 """kind -> table name -> spec: the tables of every sharded kind."""
@@ -255,6 +260,33 @@ class Shard:
             self._ckpt = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    async def catch_up(self) -> bool:
+        """Checkpoint again with the shard's turns held back, once no group is open: the frames
+        committed during the first checkpoint are copied back too, so the next write starts the
+        WAL over instead of appending to it (`wal.py`). Gives up (False) if a group is open
+        every time it gets the turn lock (a few tries; the next interval tries again)."""
+        loop = asyncio.get_running_loop()
+        for _ in range(CATCH_UP_TRIES):
+            async with self.lock:
+                if not self.conn.in_transaction:
+                    started = time.perf_counter()
+                    if self.synchronous == "FULL":  # its syncs are slow: in a worker thread
+                        fut = loop.run_in_executor(self._executor, self.checkpoint)
+                        await wait_through_cancellation(fut)
+                    else:  # a few frames: inline, as the commits (a thread's GIL hand-offs: ms)
+                        self.cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    log.debug(
+                        "shard.checkpoint_caught_up",
+                        shard=self.index,
+                        ms=round((time.perf_counter() - started) * 1000, 2),
+                    )
+                    return True
+                group = self._group
+            if group is not None:  # its commit is queued behind us on the turn lock
+                with contextlib.suppress(Exception):
+                    await wait_through_cancellation(group)
+        return False
+
     def close(self) -> None:
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
@@ -332,7 +364,12 @@ class ShardSet:
                     try:
                         # never abandoned half-way: a stop waits for it, so close() cannot close
                         # the checkpoint connection under the worker thread
-                        await wait_through_cancellation(loop.run_in_executor(None, shard.checkpoint))
+                        for _ in range(wal.BULK_ROUNDS):  # turns go on; each round copies what came meanwhile
+                            await wait_through_cancellation(loop.run_in_executor(None, shard.checkpoint))
+                            if shard.wal_bytes() <= wal.CATCH_UP_BYTES:
+                                break
+                        if not await shard.catch_up():
+                            log.info("shard.checkpoint_catch_up_skipped", shard=shard.index)
                     except sqlite3.Error as e:
                         log.warning("shard.checkpoint_failed", shard=shard.index, error=str(e))
 

@@ -368,6 +368,10 @@ class ActorStorage:
             conn.close()
         return int(busy), int(log_frames), int(done)
 
+    def checkpoint_inline(self) -> None:
+        """Copy the WAL's frames back on the turns' own connection, between turns (PASSIVE)."""
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
     def close(self) -> None:
         self.closed = True
         self.rollback()

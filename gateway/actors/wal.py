@@ -15,6 +15,19 @@ index (the `-shm` file, https://www.sqlite.org/walformat.html section 2.2: the h
 and its copy at 48, each 48 bytes with `mxFrame` at offset 16; `nBackfill` at offset 96; native
 byte order). Reading those 100 bytes costs a few microseconds and no lock; a read torn by a
 concurrent write (the two copies of the header differ) counts as nothing this time.
+
+The start again needs a moment with nothing left to copy back: SQLite restarts a WAL only in a
+write transaction whose snapshot began when every frame had been copied back (`walRestartLog`,
+read lock 0). Under a steady load the turns commit while the worker thread checkpoints, so the
+PASSIVE checkpoint ends with new frames behind it, the next transaction begins before they are
+copied back, and the WAL never starts again: it grew by every frame ever written (under issue
+13's mix the coordinator's WAL passed 340 MB in 20 s, beside a 4 MB database, and every append
+cost the file system a fresh block, zeroed). So the checkpoint runs in rounds: up to `BULK_ROUNDS`
+with the turns running, each copying back what the turns committed during the one before,
+until fewer than `CATCH_UP_BYTES` are left; then a last one with the actor's turns held back
+(`catch_up`), which copies back those few frames and syncs, and the actor's next write starts
+the WAL over. The file then keeps the size it reached, about `CHECKPOINT_WAL_BYTES` and what
+one `CHECKPOINT_INTERVAL_S` adds, and is overwritten from then on.
 """
 
 from __future__ import annotations
@@ -25,6 +38,10 @@ from pathlib import Path
 
 CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 CHECKPOINT_INTERVAL_S = 1.0
+BULK_ROUNDS = 4
+"""PASSIVE checkpoints, turns running, before the one with the turns held back (`catch_up`)."""
+CATCH_UP_BYTES = 256 * 1024
+"""Frames not yet copied back small enough for the checkpoint with the turns held back."""
 
 _HEADER = 48
 _MX_FRAME = 16
@@ -32,22 +49,37 @@ _PAGE_SIZE = 14
 _N_BACKFILL = 96
 
 
-def wal_backlog_bytes(db_path: Path) -> int:
-    """Bytes of WAL frames not yet checkpointed into `db_path` (0 if unknown: no WAL index yet,
-    or a read torn by a concurrent commit)."""
+def _header(db_path: Path) -> tuple[int, int, int] | None:
+    """(mxFrame, page size, nBackfill) of the WAL index of `db_path`; None if unknown."""
     try:
         fd = os.open(f"{db_path}-shm", os.O_RDONLY)
     except FileNotFoundError:
-        return 0
+        return None
     try:
         head = os.pread(fd, _N_BACKFILL + 4, 0)
     finally:
         os.close(fd)
     if len(head) < _N_BACKFILL + 4 or head[:_HEADER] != head[_HEADER : 2 * _HEADER]:
-        return 0
+        return None
     (mx_frame,) = struct.unpack_from("=I", head, _MX_FRAME)
     (page_size,) = struct.unpack_from("=H", head, _PAGE_SIZE)
     (backfilled,) = struct.unpack_from("=I", head, _N_BACKFILL)
     if page_size == 1:  # 65536 is stored as 1
         page_size = 65536
-    return max(0, int(mx_frame) - int(backfilled)) * (int(page_size) + 24)
+    return int(mx_frame), int(page_size), int(backfilled)
+
+
+def wal_frames(db_path: Path) -> int:
+    """Frames in the WAL of `db_path` since it last started over (0 if unknown)."""
+    head = _header(db_path)
+    return 0 if head is None else head[0]
+
+
+def wal_backlog_bytes(db_path: Path) -> int:
+    """Bytes of WAL frames not yet checkpointed into `db_path` (0 if unknown: no WAL index yet,
+    or a read torn by a concurrent commit)."""
+    head = _header(db_path)
+    if head is None:
+        return 0
+    mx_frame, page_size, backfilled = head
+    return max(0, mx_frame - backfilled) * (page_size + 24)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.actors import ActorHost, ActorRef, wal
+from gateway.actors.layout import shard_path
 from gateway.actors.naming import actor_path
 from gateway.actors.shards import Shard
 from gateway.actors.storage import ActorStorage
@@ -189,3 +190,96 @@ async def test_a_shard_is_checkpointed_again_only_when_its_wal_fills_again(
             await put(i)
             await asyncio.sleep(0.02)
         assert len(checkpoints) == after_first
+
+
+async def until_started_over(path: Path, write: Callable[[], Awaitable[None]], most: int) -> int:
+    """Write (one turn at a time, the loop turning between them) until the WAL of `path` starts
+    over (its frame count drops), at most `most` writes; returns how many it took."""
+    highest = 0
+    for n in range(1, most + 1):
+        await write()
+        frames = wal.wal_frames(path)
+        if frames < highest:
+            return n
+        highest = max(highest, frames)
+        await asyncio.sleep(0)  # the checkpointer's turn of the loop
+    raise AssertionError(f"the WAL never started over in {most} writes ({highest} frames)")
+
+
+async def test_a_file_actors_wal_starts_over_though_turns_commit_during_its_checkpoints(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a steady stream of write turns, every checkpoint in the worker thread ends with new
+    frames behind it, and SQLite starts a WAL over only for a transaction that began with every
+    frame copied back: without the last checkpoint with the actor's turns held back, the WAL grew
+    by every frame ever written. With it the WAL starts over, and nothing written is lost."""
+    monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.01)
+    monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 64 * 1024)
+    path = actor_path(data_dir, REF)
+    async with host_for(data_dir, {"c": CountingActor}) as host:
+        written = await until_started_over(path, lambda: write_rows(host, 1), 3000)
+        written += await until_started_over(path, lambda: write_rows(host, 1), 3000)  # and again
+
+        async def count(actor: CountingActor) -> int:
+            return int(actor.ctx.sql.exec("SELECT count(*) FROM blobs").one()[0])
+
+        assert await host.call(REF, count) == written
+
+
+async def test_the_last_checkpoint_holds_the_actors_turns_back_until_it_ends(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the checkpoint with the turns held back runs, a turn of that actor waits for it
+    (so nothing can commit behind it), then runs. Under `synchronous=FULL` it runs in a worker
+    thread, as the commits do (under NORMAL it runs inline, between two turns)."""
+    monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.02)
+    monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 64 * 1024)
+    real = ActorStorage.checkpoint
+    second_entered, proceed = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def checkpoint(self: ActorStorage) -> tuple[int, int, int]:
+        calls.append(1)
+        if len(calls) == 2:
+            second_entered.set()
+            assert proceed.wait(5)
+        return real(self)
+
+    monkeypatch.setattr(ActorStorage, "checkpoint", checkpoint)
+    async with host_for(data_dir, {"c": CountingActor}, synchronous="FULL") as host:
+        await write_rows(host, 40)
+        await until(second_entered.is_set)
+        turn = asyncio.ensure_future(write_rows(host, 1))
+        await asyncio.sleep(0.05)
+        assert not turn.done()  # held back by the checkpoint
+        proceed.set()
+        await asyncio.wait_for(turn, 5)
+
+
+async def test_a_shards_wal_starts_over_though_turns_commit_during_its_checkpoints(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a shard, whose turn lock holds the turns back for the last checkpoint."""
+    monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.01)
+    monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 32 * 1024)
+    path = shard_path(data_dir, 0)
+    async with host_for(data_dir, {"kv": KvActor}, sharded={"kv": KV_TABLES}, shards=1) as host:
+        puts = 0
+
+        async def put() -> None:
+            nonlocal puts
+
+            async def turn(a: KvActor) -> None:
+                a.put(f"k{puts}", puts)
+
+            await host.call(ActorRef("kv", f"a{puts % 7}"), turn)
+            puts += 1
+
+        await until_started_over(path, put, 5000)
+        await until_started_over(path, put, 5000)
+
+        async def everything(a: KvActor) -> dict[str, int]:
+            return a.all()
+
+        stored = [len(await host.call(ActorRef("kv", f"a{n}"), everything)) for n in range(7)]
+        assert sum(stored) == puts  # nothing lost
