@@ -794,7 +794,6 @@ class ActorHost:
         abandoned: a stop waits for the thread. An eviction meanwhile closes only the turns'
         connection; the checkpoint's own closes when it ends. The interval is on the host's
         clock (a fake clock schedules no real-time timer)."""
-        loop = asyncio.get_running_loop()
         while True:
             await self.clock.sleep(wal.CHECKPOINT_INTERVAL_S)
             due = [(ref, storage) for ref, storage in self._open_files.items() if storage.wrote_since_check]
@@ -805,10 +804,7 @@ class ActorHost:
                 if wal.wal_backlog_bytes(storage.path) <= wal.CHECKPOINT_WAL_BYTES:
                     continue
                 try:
-                    for _ in range(wal.BULK_ROUNDS):  # turns go on; each round copies what came meanwhile
-                        await wait_through_cancellation(loop.run_in_executor(None, storage.checkpoint))
-                        if wal.wal_backlog_bytes(storage.path) <= wal.CATCH_UP_BYTES:
-                            break
+                    await wal.checkpoint_in_rounds(storage.path, storage.checkpoint)
                     await self._catch_up(ref, storage)
                 except sqlite3.Error as e:
                     log.warning("actor.checkpoint_failed", path=str(storage.path), error=str(e))

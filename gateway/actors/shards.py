@@ -356,7 +356,6 @@ class ShardSet:
         self._task = asyncio.get_running_loop().create_task(self._checkpointer())
 
     async def _checkpointer(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(wal.CHECKPOINT_INTERVAL_S)
             for shard in self.shards:
@@ -364,10 +363,7 @@ class ShardSet:
                     try:
                         # never abandoned half-way: a stop waits for it, so close() cannot close
                         # the checkpoint connection under the worker thread
-                        for _ in range(wal.BULK_ROUNDS):  # turns go on; each round copies what came meanwhile
-                            await wait_through_cancellation(loop.run_in_executor(None, shard.checkpoint))
-                            if shard.wal_bytes() <= wal.CATCH_UP_BYTES:
-                                break
+                        await wal.checkpoint_in_rounds(shard.path, shard.checkpoint)
                         if not await shard.catch_up():
                             log.info("shard.checkpoint_catch_up_skipped", shard=shard.index)
                     except sqlite3.Error as e:

@@ -32,9 +32,13 @@ one `CHECKPOINT_INTERVAL_S` adds, and is overwritten from then on.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
+
+from gateway.actors.storage import wait_through_cancellation
 
 CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 CHECKPOINT_INTERVAL_S = 1.0
@@ -83,3 +87,14 @@ def wal_backlog_bytes(db_path: Path) -> int:
         return 0
     mx_frame, page_size, backfilled = head
     return max(0, mx_frame - backfilled) * (page_size + 24)
+
+
+async def checkpoint_in_rounds(db_path: Path, checkpoint: Callable[[], object]) -> None:
+    """Run `checkpoint` in a worker thread, the turns going on, up to `BULK_ROUNDS` times, until
+    fewer than `CATCH_UP_BYTES` of frames are left for the round with the turns held back. Each
+    round is never abandoned half-way: a cancellation waits for the thread."""
+    loop = asyncio.get_running_loop()
+    for _ in range(BULK_ROUNDS):
+        await wait_through_cancellation(loop.run_in_executor(None, checkpoint))
+        if wal_backlog_bytes(db_path) <= CATCH_UP_BYTES:
+            return

@@ -75,10 +75,6 @@ class InlineRequest:
                 error = exc
                 value = None
 
-    def close(self) -> None:
-        """Close the coroutine unawaited (as a task's coroutine is when the task is dropped)."""
-        self._coro.close()
-
 
 def inline_request_factory(
     loop: asyncio.AbstractEventLoop,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -167,13 +166,3 @@ def test_install_leaves_a_loop_with_a_factory_of_its_own() -> None:
         loop.set_task_factory(factory)  # type: ignore[arg-type]
         assert not request_task.install(loop)
         assert loop.get_task_factory() is factory
-
-
-def test_closing_an_unawaited_request_closes_its_coroutine() -> None:
-    async def never_started() -> None:
-        await asyncio.sleep(0)
-
-    coro = never_started()
-    inline = request_task.InlineRequest(coro, contextvars.copy_context())
-    inline.close()
-    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # no "never awaited" warning
