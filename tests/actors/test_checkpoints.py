@@ -231,9 +231,15 @@ async def test_the_last_checkpoint_holds_the_actors_turns_back_until_it_ends(
 ) -> None:
     """While the checkpoint with the turns held back runs, a turn of that actor waits for it
     (so nothing can commit behind it), then runs. Under `synchronous=FULL` it runs in a worker
-    thread, as the commits do (under NORMAL it runs inline, between two turns)."""
+    thread, as the commits do (under NORMAL it runs inline, between two turns).
+
+    The rows are written before the checkpointer may start, and one round is always enough
+    (`CATCH_UP_BYTES` above any backlog), so the second checkpoint is the held-back one
+    whatever the machine's speed: written while turns ran, a slow disk's first round could
+    leave more than `CATCH_UP_BYTES` behind it and make the second call another round."""
     monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.02)
-    monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 64 * 1024)
+    monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 1 << 40)
+    monkeypatch.setattr(wal, "CATCH_UP_BYTES", 1 << 40)
     real = ActorStorage.checkpoint
     second_entered, proceed = threading.Event(), threading.Event()
     calls: list[int] = []
@@ -248,7 +254,10 @@ async def test_the_last_checkpoint_holds_the_actors_turns_back_until_it_ends(
     monkeypatch.setattr(ActorStorage, "checkpoint", checkpoint)
     async with host_for(data_dir, {"c": CountingActor}, synchronous="FULL") as host:
         await write_rows(host, 40)
+        monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 64 * 1024)
+        await write_rows(host, 1)  # a write since the checkpointer last looked: it is due now
         await until(second_entered.is_set)
+        assert len(calls) == 2
         turn = asyncio.ensure_future(write_rows(host, 1))
         await asyncio.sleep(0.05)
         assert not turn.done()  # held back by the checkpoint
