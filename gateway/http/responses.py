@@ -12,8 +12,10 @@ code asks for them, and which writes itself in one step when nobody did. aiohttp
 of a request on a slow machine (issue 13, docs/benchmarks.md, twelfth pass). A `JsonAnswer`
 whose headers were never touched, answering an HTTP/1.1 keep-alive request that is not `HEAD`,
 without compression, joins a status line and header block kept per status with the request id,
-length and date, and hands that and the body to aiohttp's writer, byte for byte what aiohttp
-writes (tests/app/test_fast_answers.py compares them on the wire). Anything else (a header read
+length and date, and hands that and the body to the server's `AnswerBatch` (which sends it
+now, or with the last answer of the event loop's turn: `gateway/http/answer_batch.py`) or else
+to aiohttp's writer, byte for byte what aiohttp writes (tests/app/test_fast_answers.py compares
+them on the wire). Anything else (a header read
 or set, a cookie, compression, `force_close`, HTTP/1.0, `Connection: close`, `HEAD`, an
 `on_response_prepare` signal, a writer that is not aiohttp's plain `StreamWriter`) goes through
 aiohttp's own path, unchanged.
@@ -139,11 +141,11 @@ class JsonAnswer(web.Response):
             and writer.output_size == 0
             and not _prepare_signals(request)
         ):
-            await self._write_all(writer)
+            await self._write_all(request, writer)
             return None
         return await super().prepare(request)
 
-    async def _write_all(self, writer: StreamWriter) -> None:
+    async def _write_all(self, request: BaseRequest, writer: StreamWriter) -> None:
         body = self._body
         assert isinstance(body, bytes)  # noqa: S101 - set by __init__ only
         parts = [_head(self._status, self._reason)]
@@ -158,10 +160,17 @@ class JsonAnswer(web.Response):
         )
         self._keep_alive = True
         self._must_be_empty_body = False
-        if body:
-            writer._writelines((b"".join(parts), body))
+        head = b"".join(parts)
+        protocol = request._protocol
+        batch = getattr(protocol._manager, "answer_batch", None)  # the gateway's server has one
+        if batch is not None and batch.answer(protocol, head, body, request._payload.is_eof()):
+            size = len(head) + len(body)  # what the writer's own write counts
+            writer.buffer_size += size
+            writer.output_size += size
+        elif body:
+            writer._writelines((head, body))
         else:
-            writer._write(b"".join(parts))
+            writer._write(head)
         await writer.drain()
         writer._eof = True
         self._eof_sent = True  # write_eof, which aiohttp calls next, returns at once

@@ -6,7 +6,7 @@ runs: `RequestHandler.handle_error` builds that answer, and nothing of the appli
 request. The only way to change it is to serve connections with a `RequestHandler` whose
 `handle_error` answers JSON. aiohttp offers no option for that, so `GatewayRunner` (an
 `AppRunner`) makes its `web.Server` hand out `JsonErrorRequestHandler`s: both are switched to
-subclasses that add nothing but the one method (same slots), which keeps every other behaviour
+subclasses that add methods but no state (same slots), which keeps every other behaviour
 of aiohttp's. tests/app/test_parser_errors.py fails if a new aiohttp stops calling it.
 
 The runner's server also skips aiohttp's router for the gateway's one catch-all route
@@ -14,6 +14,10 @@ The runner's server also skips aiohttp's router for the gateway's one catch-all 
 only matched `/{tail}` against the decoded path and built a match object, every request (about
 5 us of a `/health` that costs 50). A request aiohttp's router would treat differently (a
 target that is not a path, an `Expect` header) still goes through `Application._handle`.
+
+Its connections count the requests they read, and its request factory those whose handling
+begins, for the server's `AnswerBatch`: the answers of one turn of the event loop leave together
+with its last one (`gateway/http/answer_batch.py`).
 
 `run` serves an app until SIGTERM/SIGINT, as `web.run_app` does, but with this runner, on a
 uvloop event loop: libuv's loop costs less per socket event than asyncio's selector loop, which
@@ -71,7 +75,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 import structlog
 import uvloop
@@ -81,6 +85,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from gateway.http import request_task
+from gateway.http.answer_batch import AnswerBatch
 from gateway.http.middleware import new_request_id
 from gateway.http.responses import error_response
 
@@ -119,9 +124,23 @@ def _reason(status: int) -> str:
 
 
 class JsonErrorRequestHandler(RequestHandler):
-    """aiohttp's connection handler, answering the errors it handles itself with a JSON body."""
+    """aiohttp's connection handler, answering the errors it handles itself with a JSON body,
+    and counting the requests it reads for the server's `AnswerBatch`."""
 
     __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        messages = self._messages
+        queued = len(messages)
+        RequestHandler.data_received(self, data)  # not super(): this runs for every read
+        if len(messages) > queued:
+            self._manager.answer_batch.received += len(messages) - queued  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        manager = self._manager
+        if manager is not None and self._messages:  # read, and now never to be handled
+            manager.answer_batch.started += len(self._messages)  # type: ignore[attr-defined]
+        super().connection_lost(exc)
 
     def handle_error(
         self,
@@ -148,7 +167,10 @@ class JsonErrorRequestHandler(RequestHandler):
 
 
 class _JsonErrorServer(web.Server):
-    """`web.Server` whose connections are served by `JsonErrorRequestHandler`."""
+    """`web.Server` whose connections are served by `JsonErrorRequestHandler`, with the
+    `AnswerBatch` of their answers (set by `GatewayRunner`)."""
+
+    answer_batch: AnswerBatch
 
     def __call__(self) -> RequestHandler:
         handler = super().__call__()
@@ -194,9 +216,26 @@ class GatewayRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        server.__class__ = _JsonErrorServer  # adds only __call__
+        server.__class__ = _JsonErrorServer  # adds __call__ (and the batch, set here)
         server.request_handler = direct_handler(self.app)  # type: ignore[assignment]
+        batch = server.answer_batch = AnswerBatch()  # type: ignore[attr-defined]
+        make_request = server.request_factory
+
+        def request_factory(
+            message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+        ) -> web.BaseRequest:
+            batch.started += 1  # its handling begins
+            return make_request(message, payload, protocol, writer, task)
+
+        server.request_factory = request_factory
         return server
+
+    async def cleanup(self) -> None:
+        """Send any answer still held, then aiohttp's cleanup."""
+        server = self.server
+        if isinstance(server, _JsonErrorServer):
+            server.answer_batch.send()
+        await super().cleanup()
 
 
 class _AcceptAllServer:

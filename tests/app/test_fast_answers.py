@@ -142,12 +142,12 @@ async def _answers(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[lis
     monkeypatch.setattr(ids, "_rng", random.Random(13))  # the same generated ids in both runs
     monkeypatch.setattr(ids, "_widths", {})
     fast = 0
-    write_all: Callable[[JsonAnswer, object], Awaitable[None]] = JsonAnswer._write_all  # type: ignore[assignment]
+    write_all: Callable[[JsonAnswer, object, object], Awaitable[None]] = JsonAnswer._write_all  # type: ignore[assignment]
 
-    async def counted(self: JsonAnswer, writer: object) -> None:
+    async def counted(self: JsonAnswer, request: object, writer: object) -> None:
         nonlocal fast
         fast += 1
-        await write_all(self, writer)
+        await write_all(self, request, writer)
 
     monkeypatch.setattr(JsonAnswer, "_write_all", counted)
     async with _served(data_dir) as port:
