@@ -8,9 +8,12 @@ server closes), within a timeout.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
-__all__ = ["RawAnswer", "exchange", "send_and_hang_up"]
+_LENGTH = re.compile(rb"\r\nContent-Length: (\d+)\r\n", re.IGNORECASE)
+
+__all__ = ["RawAnswer", "exchange", "read_answer", "send_and_hang_up"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +72,13 @@ async def send_and_hang_up(host: str, port: int, data: bytes, *, timeout_s: floa
     await writer.drain()
     writer.close()
     await writer.wait_closed()
+
+
+async def read_answer(reader: asyncio.StreamReader, *, timeout_s: float = 10.0) -> tuple[bytes, bytes]:
+    """One answer of a keep-alive connection: its head as sent, and its body (by its
+    Content-Length; none: no body)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)
+    match = _LENGTH.search(head)
+    length = int(match.group(1)) if match else 0
+    body = await asyncio.wait_for(reader.readexactly(length), timeout_s) if length else b""
+    return head, body

@@ -8,9 +8,7 @@ answer. On the production runner and site, over real sockets, on asyncio's loop 
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,11 +21,10 @@ from gateway.app import create_app
 from gateway.http import request_task
 from gateway.http.answer_batch import AnswerBatch
 from gateway.http.responses import json_response
-from gateway.http.server import AcceptAllSite, GatewayRunner, _JsonErrorServer
 from gateway.settings import Settings, StorageSettings
-from gateway.testing.gateway_process import free_port
+from gateway.testing.raw_http import read_answer
+from gateway.testing.served_app import serve_app
 
-TIMEOUT_S = 10.0
 CONNECTIONS = 20
 T = TypeVar("T")
 
@@ -42,20 +39,6 @@ def _run(loop_factory: Callable[[], asyncio.AbstractEventLoop], main: Coroutine[
         return runner.run(main)
 
 
-@asynccontextmanager
-async def _served(app: web.Application) -> AsyncIterator[tuple[int, AnswerBatch]]:
-    runner = GatewayRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    port = free_port()
-    try:
-        await AcceptAllSite(runner, "127.0.0.1", port).start()
-        server = runner.server
-        assert isinstance(server, _JsonErrorServer)
-        yield port, server.answer_batch
-    finally:
-        await runner.cleanup()
-
-
 def _gateway(data_dir: Path) -> web.Application:
     return create_app(Settings(storage=StorageSettings(data_dir=data_dir)))
 
@@ -64,21 +47,12 @@ def _get(target: str, rid: str) -> bytes:
     return f"GET {target} HTTP/1.1\r\nHost: x\r\nX-Request-Id: {rid}\r\n\r\n".encode()
 
 
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    """One answer's head and body."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S)
-    match = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
-    length = int(match.group(1)) if match else 0
-    body = await asyncio.wait_for(reader.readexactly(length), TIMEOUT_S) if length else b""
-    return head, body
-
-
 async def _connections(port: int, n: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """`n` keep-alive connections, each past its first request (accepted, its task waiting)."""
     conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
     for i, (reader, writer) in enumerate(conns):
         writer.write(_get("/health", f"warm-{i}"))
-        await _read_answer(reader)
+        await read_answer(reader)
     return conns
 
 
@@ -87,12 +61,12 @@ def test_answers_of_requests_read_together_leave_together_each_to_its_client(
     tmp_path: Path, loop_factory: Callable[[], asyncio.AbstractEventLoop]
 ) -> None:
     async def main() -> tuple[list[tuple[bytes, bytes]], int, int]:
-        async with _served(_gateway(tmp_path / "data")) as (port, batch):
+        async with serve_app(_gateway(tmp_path / "data")) as (port, batch):
             conns = await _connections(port, CONNECTIONS)
             held_before, batches_before = batch.held_total, batch.batches
             for i, (_reader, writer) in enumerate(conns):  # all written before the server reads
                 writer.write(_get(f"/agent/agent-{i}/checkpoint", f"rid-{i}"))
-            answers = [await _read_answer(reader) for reader, _writer in conns]
+            answers = [await read_answer(reader) for reader, _writer in conns]
             for _reader, writer in conns:
                 writer.close()
             return answers, batch.held_total - held_before, batch.batches - batches_before
@@ -111,11 +85,11 @@ def test_a_request_alone_is_answered_at_once(
     tmp_path: Path, loop_factory: Callable[[], asyncio.AbstractEventLoop]
 ) -> None:
     async def main() -> int:
-        async with _served(_gateway(tmp_path / "data")) as (port, batch):
+        async with serve_app(_gateway(tmp_path / "data")) as (port, batch):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             for i in range(5):
                 writer.write(_get("/health", f"alone-{i}"))
-                head, _body = await _read_answer(reader)
+                head, _body = await read_answer(reader)
                 assert f"X-Request-Id: alone-{i}\r\n".encode() in head
             writer.close()
             return batch.held_total
@@ -131,7 +105,7 @@ def test_a_pipelined_connections_answers_keep_their_order_among_a_batch(
     path (OPTIONS), while other connections' requests are read in the same turn."""
 
     async def main() -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
-        async with _served(_gateway(tmp_path / "data")) as (port, _batch):
+        async with serve_app(_gateway(tmp_path / "data")) as (port, _batch):
             conns = await _connections(port, 6)
             (p_reader, p_writer), others = conns[0], conns[1:]
             for i, (_reader, writer) in enumerate(others):
@@ -141,8 +115,8 @@ def test_a_pipelined_connections_answers_keep_their_order_among_a_batch(
                 + b"OPTIONS /coordinator/agents HTTP/1.1\r\nHost: x\r\nX-Request-Id: pipe-2\r\n\r\n"
                 + _get("/health", "pipe-3")
             )
-            piped = [await _read_answer(p_reader) for _ in range(3)]
-            rest = [await _read_answer(reader) for reader, _writer in others]
+            piped = [await read_answer(p_reader) for _ in range(3)]
+            rest = [await read_answer(reader) for reader, _writer in others]
             for _reader, writer in conns:
                 writer.close()
             return piped, rest
@@ -177,13 +151,13 @@ def test_an_answer_held_while_the_rest_of_its_turn_waits_still_leaves(
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handle)
-        async with _served(app) as (port, batch):
+        async with serve_app(app) as (port, batch):
             conns = await _connections(port, 8)
             for i, (_reader, writer) in enumerate(conns):  # slow, quick, slow, quick, ...
                 writer.write(_get("/slow" if i % 2 == 0 else "/quick", f"r-{i}"))
-            quick = [(await _read_answer(reader))[1] for reader, _writer in conns[1::2]]
+            quick = [(await read_answer(reader))[1] for reader, _writer in conns[1::2]]
             release.set()
-            slow = [(await _read_answer(reader))[1] for reader, _writer in conns[0::2]]
+            slow = [(await read_answer(reader))[1] for reader, _writer in conns[0::2]]
             for _reader, writer in conns:
                 writer.close()
             return quick + slow, batch.held_total
