@@ -1,4 +1,4 @@
-"""The answers of one turn of the event loop sent together, at its end, not one by one.
+"""The answers of one turn of the event loop sent together, at the next turn, not one by one.
 
 Under load the event loop reads the requests of many connections in one poll, then runs their
 handlers one after another. Written as each handler ends, their answers leave spread over the
@@ -7,16 +7,23 @@ the gateway) is woken for each one: it reads that answer, sends its next request
 again before the next answer comes. Waking a sleeping process on the other core is the most
 expensive part of a send (an inter-processor interrupt; in a virtual machine an exit to the
 hypervisor): under the mix it was about 12 % of the gateway's CPU (perf, docs/benchmarks.md,
-fifteenth pass). Sent back to back at the end of the turn, the answers find the client awake
-after the first: the same number of sends, one wake-up a turn instead of one an answer.
+fifteenth pass). Sent back to back at the start of the next turn, the answers find the client
+awake after the first: the same number of sends, one wake-up a turn instead of one an answer.
 
 `AnswerBatch` holds the answers of the turn while other requests the loop has read are still
 waiting for their handlers (`waiting`: requests the connections parsed, less those whose
-handling began), and sends them, in the order they were made, with the last one: the answer
-written when no request is waiting anymore. A request alone (one client, one request at a
-time) is never held: nothing is waiting when it is answered. A batch whose later handlers all
-had to wait (for an actor's gate, for Redis) is sent by a callback scheduled when its first
-answer was held, at the start of the next turn, before any request read in that turn runs.
+handling began), and sends them, in the order they were made, by a callback scheduled when the
+first was held: at the start of the next turn, after that turn's poll has read what arrived
+meanwhile and before any of it runs. The last answer of a batch joins it. A request alone (one
+client, one request at a time) is never held: nothing is waiting when it is answered, and
+nothing is held, so it is written at once.
+
+Why not send the batch with its last answer, at the end of the turn itself: then the loop, with
+nothing left to run, blocks in its poll, wakes for the first of the clients' next requests and
+serves a turn of one or two, answered at once, while the rest arrive for the turn after; the
+turns fragment and the requests of the large ones wait about two turns. Tried (`eac50a3`): p99
+x3.47-4.96 of the floor in eleven runs against x3.71-4.29 in four sent at the next turn
+(docs/benchmarks.md, fifteenth pass).
 
 Only `JsonAnswer`'s one-step answers are held (`gateway/http/responses.py`), and only when
 nothing can come between the answer and its send on that connection: no pipelined request is
@@ -47,7 +54,7 @@ _ALONE: Final = 1  # at most this many answers held: sent at once, no batch to s
 
 
 class AnswerBatch:
-    """Answers held until the last one of the loop's turn (see the module docstring)."""
+    """Answers of a turn held until the start of the next (see the module docstring)."""
 
     __slots__ = ("_held", "_scheduled", "batches", "held_total", "received", "started", "unsent")
 
@@ -70,14 +77,14 @@ class AnswerBatch:
         return waiting
 
     def answer(self, protocol: RequestHandler, head: bytes, body: bytes, body_read: bool) -> bool:
-        """Send `head` and `body` on `protocol`'s connection, now or with the turn's last
-        answer. False, having done nothing, if the connection cannot take it (closing): the
-        caller writes through aiohttp, which reports it."""
+        """Send `head` and `body` on `protocol`'s connection, now or with the turn's other
+        answers at the start of the next. False, having done nothing, if the connection cannot
+        take it (closing): the caller writes through aiohttp, which reports it."""
         transport = protocol.transport
         if transport is None or transport.is_closing():
             return False
         if (
-            self.received > self.started  # another request of this turn will answer after this one
+            (self.received > self.started or self._held)  # others of this turn: with them
             and body_read
             and not protocol._messages  # no pipelined request behind this one
             and not protocol._close
@@ -89,11 +96,8 @@ class AnswerBatch:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush_scheduled)
             return True
-        if self._held:
-            self._held.append((transport, head, body))
-            self.send()
-        else:
-            _write(transport, head, body)
+        self.send()  # what was held first (nothing of this connection can be among it)
+        _write(transport, head, body)
         # nothing waits: a request counted as begun but never as read (a count gone wrong) is forgotten
         self.received = max(self.received, self.started)
         return True

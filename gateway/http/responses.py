@@ -13,9 +13,9 @@ of a request on a slow machine (issue 13, docs/benchmarks.md, twelfth pass). A `
 whose headers were never touched, answering an HTTP/1.1 keep-alive request that is not `HEAD`,
 without compression, joins a status line and header block kept per status with the request id,
 length and date, and hands that and the body to the server's `AnswerBatch` (which sends it
-now, or with the last answer of the event loop's turn: `gateway/http/answer_batch.py`) or else
-to aiohttp's writer, byte for byte what aiohttp writes (tests/app/test_fast_answers.py compares
-them on the wire). Anything else (a header read
+now, or with the other answers of the event loop's turn at the next:
+`gateway/http/answer_batch.py`) or else to aiohttp's writer, byte for byte what aiohttp writes
+(tests/app/test_fast_answers.py compares them on the wire). Anything else (a header read
 or set, a cookie, compression, `force_close`, HTTP/1.0, `Connection: close`, `HEAD`, an
 `on_response_prepare` signal, a writer that is not aiohttp's plain `StreamWriter`) goes through
 aiohttp's own path, unchanged.

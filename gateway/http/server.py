@@ -17,7 +17,7 @@ target that is not a path, an `Expect` header) still goes through `Application._
 
 Its connections count the requests they read, and its request factory those whose handling
 begins, for the server's `AnswerBatch`: the answers of one turn of the event loop leave together
-with its last one (`gateway/http/answer_batch.py`).
+at the start of the next (`gateway/http/answer_batch.py`).
 
 `run` serves an app until SIGTERM/SIGINT, as `web.run_app` does, but with this runner, on a
 uvloop event loop: libuv's loop costs less per socket event than asyncio's selector loop, which

@@ -1,4 +1,4 @@
-"""The answers of requests read in one turn of the event loop leave together, with the last one
+"""The answers of requests read in one turn of the event loop leave together at the next turn
 (gateway/http/answer_batch.py): every client gets its own answer, whole and in order; a request
 alone is answered at once; a pipelined connection's answers keep their order; an answer held
 while the rest of its turn waits still leaves; a connection gone meanwhile costs no other its
@@ -76,7 +76,7 @@ def test_answers_of_requests_read_together_leave_together_each_to_its_client(
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
         assert f"\r\nX-Request-Id: rid-{i}\r\n".encode() in head  # its own answer, not another's
         assert orjson.loads(body) == {"checkpoint": None}  # agent-{i} never saved one
-    assert held == CONNECTIONS - 1  # every answer but the last held back for it
+    assert held == CONNECTIONS  # every answer held, sent together at the next turn
     assert batches == 1
 
 
