@@ -33,7 +33,6 @@ import itertools
 import os
 import random
 import sqlite3
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -824,17 +823,8 @@ class ActorHost:
         try:
             if act.dead or storage.closed or storage.in_transaction:
                 return
-            started = time.perf_counter()
-            if self.synchronous == "FULL":  # its syncs are slow: in a worker thread
-                fut = asyncio.get_running_loop().run_in_executor(None, storage.checkpoint)
-                await wait_through_cancellation(fut)
-            else:  # a few frames: inline, as the commits (a thread's GIL hand-offs took 2-8 ms)
-                storage.checkpoint_inline()
-            log.debug(
-                "actor.checkpoint_caught_up",
-                ref=str(ref),
-                ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            ms = await wal.held_round(self.synchronous, storage.checkpoint, storage.checkpoint_inline)
+            log.debug("actor.checkpoint_caught_up", ref=str(ref), ms=ms)
         finally:
             act.gate.release()
 

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import itertools
 import sqlite3
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -260,26 +259,21 @@ class Shard:
             self._ckpt = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def _checkpoint_inline(self) -> None:
+        self.cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
     async def catch_up(self) -> bool:
         """Checkpoint again with the shard's turns held back, once no group is open: the frames
         committed during the first checkpoint are copied back too, so the next write starts the
         WAL over instead of appending to it (`wal.py`). Gives up (False) if a group is open
         every time it gets the turn lock (a few tries; the next interval tries again)."""
-        loop = asyncio.get_running_loop()
         for _ in range(CATCH_UP_TRIES):
             async with self.lock:
                 if not self.conn.in_transaction:
-                    started = time.perf_counter()
-                    if self.synchronous == "FULL":  # its syncs are slow: in a worker thread
-                        fut = loop.run_in_executor(self._executor, self.checkpoint)
-                        await wait_through_cancellation(fut)
-                    else:  # a few frames: inline, as the commits (a thread's GIL hand-offs: ms)
-                        self.cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    log.debug(
-                        "shard.checkpoint_caught_up",
-                        shard=self.index,
-                        ms=round((time.perf_counter() - started) * 1000, 2),
+                    ms = await wal.held_round(
+                        self.synchronous, self.checkpoint, self._checkpoint_inline, self._executor
                     )
+                    log.debug("shard.checkpoint_caught_up", shard=self.index, ms=ms)
                     return True
                 group = self._group
             if group is not None:  # its commit is queued behind us on the turn lock

@@ -63,18 +63,14 @@ class AnswerBatch:
         self.started = 0  # requests whose handling began (or that will never begin)
         self._held: list[_Held] = []
         self._scheduled = False
-        self.held_total = 0  # answers held, then sent with a later one (tests, metrics)
+        self.held_total = 0  # answers held, then sent with the turn's others (tests)
         self.batches = 0  # sends of more than one answer
         self.unsent = 0  # held answers whose connection closed before their send
 
     @property
     def waiting(self) -> int:
         """Requests read whose handling has not begun."""
-        waiting = self.received - self.started
-        if waiting < 0:  # a request counted as begun that was never counted as read
-            self.received = self.started
-            return 0
-        return waiting
+        return max(0, self.received - self.started)
 
     def answer(self, protocol: RequestHandler, head: bytes, body: bytes, body_read: bool) -> bool:
         """Send `head` and `body` on `protocol`'s connection, now or with the turn's other
@@ -98,7 +94,7 @@ class AnswerBatch:
             return True
         self.send()  # what was held first (nothing of this connection can be among it)
         _write(transport, head, body)
-        # nothing waits: a request counted as begun but never as read (a count gone wrong) is forgotten
+        # a request counted as begun but never as read (a count gone wrong) is forgotten here
         self.received = max(self.received, self.started)
         return True
 
