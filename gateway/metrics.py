@@ -12,6 +12,11 @@ process; the library's global registry is never used). Two kinds of figures:
   activations, evictions, pending alarms, held sockets), the phase, the repair queue, shadow
   reads, replication counters and corrupt legacy values. The app hands them over as `Gauge`
   values through a collector (`state`), so nothing has to be updated on the request path.
+
+Beside them, prometheus_client's standard process figures (`process_*`: CPU seconds, resident
+memory, open file descriptors) and the Python collector's (`python_gc_*`: collections and
+objects by generation), read at each scrape: the collector's pauses hold every request in
+flight, so its rate is worth watching next to the latency (gateway/http/server.py).
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.utils import floatToGoString
@@ -135,6 +146,10 @@ class RequestMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._requests = _Requests()
         self.registry.register(self._requests)
+        # process_*, python_gc_*, python_info: each reads /proc or gc.get_stats() when scraped
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
 
     def observe(self, method: str, family: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""

@@ -50,6 +50,12 @@ def test_histogram_buckets_are_cumulative_and_counts_add_up() -> None:
     assert 'agent_coord_http_request_duration_seconds_count{route="coordinator"} 5.0' in text
 
 
+def _requests_part(text: str) -> str:
+    """The request families of an exposition, without the process's own (`process_*`,
+    `python_*`), whose values move between two scrapes."""
+    return "".join(line + "\n" for line in text.splitlines() if "agent_coord_http_" in line)
+
+
 def test_request_figures_are_exposed_as_prometheus_client_exposes_them() -> None:
     """The plain counts render exactly as prometheus_client's labelled Counter and Histogram
     (what the gateway used before) render the same requests: names, labels, order, values."""
@@ -68,7 +74,7 @@ def test_request_figures_are_exposed_as_prometheus_client_exposes_them() -> None
         registry=registry,
     )
     m = RequestMetrics()
-    assert m.render() == generate_latest(registry).decode()  # before any request
+    assert _requests_part(m.render()) == generate_latest(registry).decode()  # before any request
     observed = [
         ("GET", "lock", 200, 0.0003),
         ("POST", "coordinator", 409, 0.00025),  # on a bound: counted in that bucket
@@ -82,7 +88,7 @@ def test_request_figures_are_exposed_as_prometheus_client_exposes_them() -> None
         m.observe(method, family, status, seconds)
         counter.labels(method, family, str(status)).inc()
         histogram.labels(family).observe(seconds)
-    assert m.render() == generate_latest(registry).decode()
+    assert _requests_part(m.render()) == generate_latest(registry).decode()
     assert m.requests[("GET", "lock", 200)] == 6
 
 
@@ -145,6 +151,9 @@ async def test_admin_metrics_reports_requests_and_state(tmp_path: Path) -> None:
     assert "agent_coord_alarms_pending 1.0" in lines
     assert 'agent_coord_phase{phase="cutover"} 1.0' in lines
     assert "agent_coord_repair_queue_depth 0.0" in lines
+    # the process's own figures beside them: its collector's pauses and its CPU
+    assert any(line.startswith('python_gc_collections_total{generation="0"} ') for line in lines)
+    assert any(line.startswith("process_cpu_seconds_total ") for line in lines)
     for line in lines:  # every sample line is `name{labels} value`
         assert line.startswith("#") or SAMPLE.fullmatch(line), line
 

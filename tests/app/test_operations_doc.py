@@ -115,7 +115,6 @@ async def test_every_exported_metric_is_described(tmp_path: Path, redis_url: str
     finally:
         await server.close()
     exported = set(re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE))
-    documented = set(
-        re.findall(r"^\| `(agent_coord_[a-z_]+)", OPERATIONS.read_text(encoding="utf-8"), re.MULTILINE)
-    )
+    rows = OPERATIONS.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `((?:agent_coord|process|python)_[a-z_]+)", rows, re.MULTILINE))
     assert exported == documented
