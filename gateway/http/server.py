@@ -25,15 +25,22 @@ is most of what a request costs aiohttp itself (docs/benchmarks.md, issue 13). O
 started, what is on the heap (modules, classes, settings: about 68,000 objects) is moved out of
 the collector's reach with `gc.freeze()`: a full collection no longer walks it, which halved the
 full collections under the realistic mix (p50 43 ms to 19 ms), each of them a pause of every
-request in flight. Then the young generation is collected every `YOUNG_COLLECTION_EVERY` net
-allocations instead of CPython's 700: a request in flight builds and frees thousands of objects
-(a task listing, a chat page), so at 700 the collector ran about 90 times a second under the
-mix and promoted what in-flight requests held into the older generations, which set off a full
+request in flight. Then the collector's thresholds are set (`GC_THRESHOLDS`). CPython's young
+threshold of 700 was too small: a request in flight builds and frees thousands of objects (a
+task listing, a chat page), so the collector ran about 90 times a second under the mix and
+promoted what in-flight requests held into the older generations, which set off a full
 collection every 1-2 s; with the heap write-through keeps (listings, tracked hashes) each took
-40-120 ms, and they were what 70-100 % of the requests above the p99 of the mix's later
-rounds waited on (docs/benchmarks.md, write-through, seventh pass). At 7,000 a 10 s round
-sees about a dozen young collections (2-4 ms each) and no full one, and the collector's share
-of the CPU falls from about a tenth to under 1 %; cycles are still found, a little later.
+40-120 ms, and they were what 70-100 % of the requests above the p99 of the mix's later rounds
+waited on (docs/benchmarks.md, write-through, seventh pass). Too large a young threshold is the
+other tail: a young collection's pause grows with what it walks, and each holds every request in
+flight. At 7,000 a 10 s round of the mix saw about 7 young collections of 4 ms (up to 8) and one
+of the middle generation of 19 ms; at 2,000 about 23 of 2 ms (up to 3.6) and three of 8-12 ms,
+and the mix's p99 was lower in each of five paired runs, cutover and write-through
+(docs/benchmarks.md, sixteenth pass). Because more frequent young collections promote more of
+what is in flight, a full collection waits for 100 collections of the middle generation instead
+of 10: about one every seven minutes under the mix instead of one every two. Full collections
+find next to nothing here (the gateway makes few cycles): cycles are still collected, later.
+The collector's share of the CPU stays under 1 %.
 
 On that loop, aiohttp also hands an answer's headers and body to the transport as two buffers
 (`writelines`, one `writev`) instead of joining them into one new bytes object first
@@ -103,8 +110,10 @@ log = structlog.get_logger("gateway.access")
 
 MAX_MESSAGE_CHARS: Final = 200  # aiohttp's messages quote the offending input, which can be 64 KiB
 _SERVER_ERROR: Final = 500
-YOUNG_COLLECTION_EVERY: Final = 7_000
-"""Net allocations of tracked objects between two collections of the young generation."""
+GC_THRESHOLDS: Final = (2_000, 10, 100)
+"""`gc.set_threshold` while serving: net allocations of tracked objects between two young
+collections, young collections between two of the middle generation, middle ones between two
+full collections (CPython: 700, 10, 10; see the module docstring)."""
 MMAP_THRESHOLD_BYTES: Final = 4 * 1024 * 1024
 """glibc: allocations from this size on get their own pages from the kernel (mmap)."""
 TRIM_THRESHOLD_BYTES: Final = 32 * 1024 * 1024
@@ -345,7 +354,7 @@ async def _serve(app: web.Application, host: str, port: int, shutdown_timeout_s:
     await runner.setup()
     gc.collect()
     gc.freeze()  # what startup made lives as long as the process: no full collection walks it
-    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         await AcceptAllSite(runner, host, port).start()
         await stop.wait()
