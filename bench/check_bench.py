@@ -18,6 +18,8 @@ sample), that process's peak resident memory (`ru_maxrss` of the child) and the 
 
 With `--redis-url` and `--data-dir` it checks an existing imported pair instead of building one
 (e.g. `agent-coord dev seed-legacy --scale 1000000` then `agent-coord migrate copy`).
+`--listing whole` runs each check with `--whole-hashes` (every legacy hash listed with one
+HKEYS); `--listing steps --listing whole` interleaves both.
 
 This is a benchmark, not a test: it asserts nothing and prints a table (and JSON with --json).
 """
@@ -198,14 +200,23 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="its imported data directory")
     parser.add_argument("--jobs", type=int, action="append", help="check --jobs values, interleaved")
     parser.add_argument("--sampled-only", action="store_true", help="no full check, the sampled ones only")
+    parser.add_argument(
+        "--listing",
+        choices=("steps", "whole"),
+        action="append",
+        help="the legacy hashes listed in HSCAN steps (the default) or whole (check --whole-hashes); "
+        "repeat to interleave both",
+    )
     args = parser.parse_args()
     samples = args.sample or [0.1]
 
     def runs_on(url: str, data_dir: Path) -> list[dict[str, Any]]:
         out = []
         jobs = [("--jobs", str(j)) for j in args.jobs] if args.jobs else [()]
+        listings = [("--whole-hashes",) if x == "whole" else () for x in args.listing or ["steps"]]
+        variants = [(*j, *listing) for j in jobs for listing in listings]
         for _ in range(args.repeat):
-            for j in jobs:
+            for j in variants:
                 if not args.sampled_only:
                     out.append(run_check(url, data_dir, *j))
                 out += [

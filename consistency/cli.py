@@ -28,6 +28,8 @@ EXIT_CLEAN: Final = 0
 EXIT_DIFFERENCES: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNFINISHED: Final = 3
+HKEYS_UNBOUNDED: Final = 2**32 - 1
+"""`--whole-hashes`: `legacy.hkeys_max` above any hash's size (Redis holds at most 2**32 - 1 fields)."""
 
 EPILOG: Final = """\
 exit status:
@@ -88,6 +90,13 @@ def add_check_parser(sub: Any) -> None:
         help="repair from this store (default: the phase's authoritative store)",
     )
     p.add_argument("--dry-run", action="store_true", help="with --repair: list each change, write nothing")
+    p.add_argument(
+        "--whole-hashes",
+        action="store_true",
+        help="list each legacy hash with one HKEYS, however large (legacy.hkeys_max unbounded): "
+        "faster, above all sampled, but each call holds Redis for its whole hash (about 100 ms for "
+        "300,000 fields); only while nothing else needs that Redis",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (none when not a terminal)")
     p.set_defaults(handler=_handler)
 
@@ -126,6 +135,8 @@ def _check(args: argparse.Namespace, early: Child | None) -> int:
         overrides["storage.data_dir"] = args.data_dir
     if args.redis_url:
         overrides["legacy.redis_url"] = args.redis_url
+    if args.whole_hashes:
+        overrides["legacy.hkeys_max"] = HKEYS_UNBOUNDED
     try:
         settings = load_settings(config_path=args.config, overrides=overrides)
     except SettingsError as e:

@@ -160,6 +160,7 @@ class LegacySettings:
     timeout_s: float = 2.0
     retries: int = 3
     cache_listings: bool = True
+    hkeys_max: int = 32_768
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +329,7 @@ _RULES: Final[dict[str, _Rule]] = {
     "legacy.pool_size": _positive_int(),
     "legacy.timeout_s": _positive_number(),
     "legacy.retries": _non_negative_int(),
+    "legacy.hkeys_max": _non_negative_int(),
     "migration.phase": _one_of(PHASES, case=str.lower),
     "migration.admin_token": _Rule("a token (or empty for none)"),
     "migration.shadow_sample_rate": _Rule("a number in 0..1", check=lambda value: 0.0 <= value <= 1.0),

@@ -137,6 +137,13 @@ DOCS: Final[dict[str, str]] = {
         "client-side caching (CLIENT TRACKING) on one more connection, so /work and the agent and task "
         "listings do not read them on every request; false: every read goes to Redis."
     ),
+    "legacy.hkeys_max": (
+        "Bulk reads of the legacy Redis (agent-coord migrate, agent-coord check) list the field "
+        "names of a hash of at most this many fields with one HKEYS, and of a larger one in HSCAN "
+        "steps, which carry every value. One HKEYS holds Redis for the whole hash (about 0.35 us a "
+        "field: about 100 ms for 300,000); raise it only while nothing else needs that Redis "
+        "(for one check: agent-coord check --whole-hashes)."
+    ),
     "migration.phase": (
         "Phase at the first start (later the phase persisted in the data directory wins); every phase "
         'but "cutover" needs legacy.redis_url (flag --phase).'

@@ -40,6 +40,7 @@ from gateway.legacy import mapping as m
 from gateway.legacy.client import Redis
 from gateway.legacy.codec import Corrupt, decode_array, decode_object
 from gateway.legacy.records import LegacyRecords
+from gateway.settings import LegacySettings
 
 __all__ = ["Deferred", "KnownConflict", "LegacySource"]
 
@@ -55,8 +56,9 @@ return {r[1], out}
 
 _CHUNK: Final = 1000
 
-WHOLE_MAX: Final = 32_768
-"""A hash of at most this many fields has its names listed with one HKEYS, not in HSCAN steps.
+WHOLE_MAX: Final = LegacySettings().hkeys_max
+"""A hash of at most this many fields has its names listed with one HKEYS, not in HSCAN steps
+(the default of the setting `legacy.hkeys_max`, `LegacySource.hkeys_max`).
 
 Redis 7.0 has no HSCAN NOVALUES: a plain HSCAN sends every value to be dropped, and the
 keys-only Lua step costs Redis more again (it copies each value into Lua). HKEYS sends the
@@ -64,7 +66,9 @@ names only; on the 1,000,000 data set it lists the 20,000 conversations of `dm:m
 (7.4 KB of JSON each) in 2 ms of Redis CPU instead of 230 ms (HSCAN) or 480 ms (the Lua step).
 One call blocks Redis for the whole hash, so only for small hashes: about 0.35 us a field, at
 most about 12 ms here, no longer than one HSCAN step of `dm:messages` (1,000 such values) took.
-Larger hashes are listed in steps as before."""
+Larger hashes are listed in steps as before, unless the operator raises the setting for a Redis
+that nothing else needs meanwhile (`agent-coord check --whole-hashes`): then the 300,000 tasks
+are one HKEYS of about 100 ms, and a sampled check reads a tenth of their values, not all."""
 
 KEEP_MAX: Final = 32 * 1024 * 1024
 """Bytes of values a sampled listing keeps (`LegacySource._sampled_fields`): the HSCAN steps of a
@@ -219,9 +223,11 @@ class LegacySource:
 
     name = "legacy"
 
-    def __init__(self, records: LegacyRecords, clock: Clock) -> None:
+    def __init__(self, records: LegacyRecords, clock: Clock, *, hkeys_max: int = WHOLE_MAX) -> None:
         self.records = records
         self.clock = clock
+        self.hkeys_max = hkeys_max
+        """A hash of at most this many fields is listed with one HKEYS (`WHOLE_MAX`)."""
         self.conflicts: list[KnownConflict] = []
         self.unreachable_conversations: list[str] = []
         self._fields_script = records.client.redis.register_script(_FIELDS_LUA)
@@ -233,11 +239,12 @@ class LegacySource:
     # -- plumbing ---------------------------------------------------------------------------------
 
     async def _whole_names(self, key: str) -> list[bytes] | None:
-        """The field names of hash `key` (undecoded) when it has at most `WHOLE_MAX` fields
+        """The field names of hash `key` (undecoded) when it has at most `hkeys_max` fields
         (one HKEYS), else None: the caller lists it in steps."""
+        limit = self.hkeys_max
 
         async def op(r: Redis) -> list[bytes] | None:
-            if int(await r.hlen(key)) > WHOLE_MAX:
+            if int(await r.hlen(key)) > limit:
                 return None
             got = await r.execute_command("HKEYS", key, **{NEVER_DECODE: True})  # type: ignore[no-untyped-call]
             return cast("list[bytes]", got)
@@ -303,7 +310,7 @@ class LegacySource:
 
     async def _name_pages(self, key: str) -> AsyncIterator[tuple[list[bytes], list[bytes] | None]]:
         """The field names of hash `key`, undecoded, a page at a time, with the page's values (one
-        per name) when it has them: one HKEYS for a small hash (`WHOLE_MAX`; no values), else a
+        per name) when it has them: one HKEYS for a small hash (`hkeys_max`; no values), else a
         plain HSCAN, its reply taken as the flat list Redis sends (redis-py's `no_values` reply
         shape; no dict made of the page) and split into names and values."""
         whole = await self._whole_names(key)

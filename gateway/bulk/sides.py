@@ -103,6 +103,6 @@ async def open_legacy_side(
     clk = clock or SystemClock()
     store = LegacyStore.from_url(redis_url, settings, clock=clk)
     try:
-        yield LegacySource(store.records, clk)
+        yield LegacySource(store.records, clk, hkeys_max=settings.legacy.hkeys_max)
     finally:
         await store.close()

@@ -127,12 +127,10 @@ def test_the_admin_api_refuses_another_sampling_rule() -> None:
 async def test_small_hashes_are_listed_whole_with_the_same_keys(
     legacy: LegacySource, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hash of at most `WHOLE_MAX` fields is listed with one HKEYS (no value crosses the wire
-    to be dropped), a larger one in HSCAN steps: full and sampled scans yield the same items
-    either way."""
+    """A hash of at most `hkeys_max` fields (`legacy.hkeys_max`, `WHOLE_MAX` by default) is
+    listed with one HKEYS (no value crosses the wire to be dropped), a larger one in HSCAN steps:
+    full and sampled scans yield the same items either way."""
     import redis.asyncio  # noqa: PLC0415
-
-    from gateway.bulk import legacy_side  # noqa: PLC0415
 
     r = redis.asyncio.Redis.from_url(redis_url)
 
@@ -148,7 +146,7 @@ async def test_small_hashes_are_listed_whole_with_the_same_keys(
         whole = [await scan_all(legacy, sel, batch=13) for sel in selections]
         after = (await calls("hkeys"), await calls("hscan"))
         assert after[0] - before[0] >= 6 * len(selections)  # every keyed hash of the small set
-        monkeypatch.setattr(legacy_side, "WHOLE_MAX", 0)
+        monkeypatch.setattr(legacy, "hkeys_max", 0)
         stepped = [await scan_all(legacy, sel, batch=13) for sel in selections]
         assert await calls("hkeys") == after[0]
         assert await calls("hscan") > after[1]
@@ -173,7 +171,7 @@ async def test_a_sample_keeps_the_values_its_listing_carried(
         stats = await r.info("commandstats")
         return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
 
-    monkeypatch.setattr(legacy_side, "WHOLE_MAX", 0)  # every hash in HSCAN steps
+    monkeypatch.setattr(legacy, "hkeys_max", 0)  # every hash in HSCAN steps
     selections = [
         dataclasses.replace(Selection.of(), sample=rate, seed=seed) for rate, seed in ((0.3, 1), (0.7, 2))
     ]
