@@ -12,7 +12,7 @@ import redis
 
 from consistency.cli import HKEYS_UNBOUNDED
 from gateway.bulk.sides import open_legacy_side
-from gateway.settings import load_settings
+from gateway.settings import SettingsError, load_settings
 from tests.checker.test_check_stores import check, differences, plant, seed_and_import
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("restore_logging")]
@@ -86,7 +86,5 @@ def test_the_setting_reaches_the_legacy_side(redis_url: str, tmp_path: Path) -> 
     assert asyncio.run(_limit_seen(redis_url, tmp_path)) == 32_768
     assert asyncio.run(_limit_seen(redis_url, tmp_path, **{"legacy.hkeys_max": 5})) == 5
     assert asyncio.run(_limit_seen(redis_url, tmp_path, **{"legacy.hkeys_max": HKEYS_UNBOUNDED})) > 2**31
-    from gateway.settings import SettingsError  # noqa: PLC0415
-
     with pytest.raises(SettingsError, match="hkeys_max"):
         load_settings(overrides={"legacy.hkeys_max": -1})
