@@ -88,3 +88,24 @@ def test_the_setting_reaches_the_legacy_side(redis_url: str, tmp_path: Path) -> 
     assert asyncio.run(_limit_seen(redis_url, tmp_path, **{"legacy.hkeys_max": HKEYS_UNBOUNDED})) > 2**31
     with pytest.raises(SettingsError, match="hkeys_max"):
         load_settings(overrides={"legacy.hkeys_max": -1})
+
+
+def test_whole_hashes_warns_when_the_gateway_writes_the_legacy_store(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In every phase but cutover the gateway writes the legacy Redis, which each HKEYS of
+    `--whole-hashes` holds: the check says so on stderr (and still checks); in cutover it does not."""
+    asyncio.run(seed_and_import(redis_url, tmp_path))
+    capsys.readouterr()
+    status, _ = check(redis_url, tmp_path, "--rounds", "0", "--whole-hashes")
+    assert status == 0
+    assert "--whole-hashes" not in capsys.readouterr().err  # cutover, the default
+    monkeypatch.setenv("AGENT_COORD_MIGRATION_PHASE", "write-through")
+    status, doc = check(redis_url, tmp_path, "--rounds", "0", "--whole-hashes")
+    err = capsys.readouterr().err
+    assert status == 0
+    assert doc["clean"] is True
+    assert "warning: --whole-hashes" in err
+    assert "in phase write-through the gateway writes that Redis" in err
+    status, _ = check(redis_url, tmp_path, "--rounds", "0")
+    assert "--whole-hashes" not in capsys.readouterr().err  # no flag, no warning
