@@ -216,11 +216,12 @@ def main() -> None:
         listings = [("--whole-hashes",) if x == "whole" else () for x in args.listing or ["steps"]]
         variants = [(*j, *listing) for j in jobs for listing in listings]
         for _ in range(args.repeat):
-            for j in variants:
+            for variant in variants:
                 if not args.sampled_only:
-                    out.append(run_check(url, data_dir, *j))
+                    out.append(run_check(url, data_dir, *variant))
                 out += [
-                    run_check(url, data_dir, *j, "--sample", str(rate), "--seed", "1") for rate in samples
+                    run_check(url, data_dir, *variant, "--sample", str(rate), "--seed", "1")
+                    for rate in samples
                 ]
         return out
 

@@ -162,6 +162,15 @@ async def plant(url: str, data_dir: Path, *, unreadable: bool = True) -> dict[st
     return planted
 
 
+VOLATILE = ("runId", "startedAt", "finishedAt", "durationS", "files")
+"""Report fields that differ between two checks of the same stores."""
+
+
+def same_part(doc: dict[str, Any]) -> dict[str, Any]:
+    """A report without its run's id, times and files: what two checks of the same stores share."""
+    return {k: v for k, v in doc.items() if k not in VOLATILE}
+
+
 def differences(doc: dict[str, Any]) -> dict[str, dict[str, int]]:
     kinds = ("missingInActors", "missingInLegacy", "differs", "unreadable")
     return {d: {k: c[k] for k in kinds} for d, c in doc["domains"].items()}

@@ -26,15 +26,16 @@ from gateway.domain.entities import EntityKey
 from gateway.domain.progress_records import ProgressRecord
 from gateway.errors import ActorOwnedElsewhere, DataDirError
 from gateway.settings import load_settings
-from tests.checker.test_check_stores import check, differences, plant, seed_and_import, settings_for
+from tests.checker.test_check_stores import (
+    check,
+    differences,
+    plant,
+    same_part,
+    seed_and_import,
+    settings_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("restore_logging")]
-
-VOLATILE = ("runId", "startedAt", "finishedAt", "durationS", "files")
-
-
-def _same_part(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in VOLATILE}
 
 
 class _Counted(SplitWalk):
@@ -89,26 +90,26 @@ def test_the_split_check_gives_the_same_report_as_one_process(
     two_status, two = check(redis_url, tmp_path, "--jobs", "2", *common)
     assert _Counted.walks == 1
     assert (one_status, two_status) == (1, 1)
-    assert _same_part(two) == _same_part(one)
+    assert same_part(two) == same_part(one)
     assert differences(two) == {**planted, "soul": differences(two)["soul"]}
     assert {d for d in SECOND_DOMAINS if two["domains"][d]["differences"]} == SECOND_DOMAINS
     assert two["domains"]["soul"]["expected"] == {"actor-only": 1}
     # and with re-check rounds (the second part's differences read again by the checking process)
     _, one = check(redis_url, tmp_path, "--jobs", "1", "--rounds", "1", "--recheck-delay", "0")
     _, two = check(redis_url, tmp_path, "--jobs", "2", "--rounds", "1", "--recheck-delay", "0")
-    assert _same_part(two) == _same_part(one)
+    assert same_part(two) == same_part(one)
     # a sampled check too
     sampled = ("--rounds", "0", "--sample", "0.5", "--seed", "3")
     _, one = check(redis_url, tmp_path, "--jobs", "1", *sampled)
     _, two = check(redis_url, tmp_path, "--jobs", "2", *sampled)
     assert _Counted.walks == 3
-    assert _same_part(two) == _same_part(one)
+    assert same_part(two) == same_part(one)
     # and an agent filter (their agents, checkpoints and actor-only data here, DMs and memories there)
     agents = ("--rounds", "0", "--agent", "claude-code", "--agent", "phil", "--agent", "tyler")
     _, one = check(redis_url, tmp_path, "--jobs", "1", *agents)
     _, two = check(redis_url, tmp_path, "--jobs", "2", *agents)
     assert _Counted.walks == 4
-    assert _same_part(two) == _same_part(one)
+    assert same_part(two) == same_part(one)
     assert two["domains"]["dm"]["compared"] > 0
 
 
@@ -191,7 +192,7 @@ def test_an_interrupted_split_check_is_resumed_to_the_same_report(
 
     resumed = asyncio.run(_split_check(redis_url, tmp_path, CheckOptions(**{**_kw(opts), "resume": True})))
     assert resumed["runId"] == state["runId"]
-    assert _same_part(resumed) == _same_part(whole)
+    assert same_part(resumed) == same_part(whole)
     assert _states(tmp_path) == []
 
 
@@ -206,7 +207,7 @@ def test_a_split_state_resumed_in_one_process(redis_url: str, tmp_path: Path) ->
         asyncio.run(_split_check(redis_url, tmp_path, opts, fail_at=4))
     again = CheckOptions(**{**_kw(opts), "resume": True})
     resumed = asyncio.run(_split_check(redis_url, tmp_path, again, split=False))
-    assert _same_part(resumed) == _same_part(whole)
+    assert same_part(resumed) == same_part(whole)
 
 
 def _kw(opts: CheckOptions) -> dict[str, Any]:

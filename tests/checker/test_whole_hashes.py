@@ -13,15 +13,9 @@ import redis
 from consistency.cli import HKEYS_UNBOUNDED
 from gateway.bulk.sides import open_legacy_side
 from gateway.settings import SettingsError, load_settings
-from tests.checker.test_check_stores import check, differences, plant, seed_and_import
+from tests.checker.test_check_stores import check, differences, plant, same_part, seed_and_import
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("restore_logging")]
-
-VOLATILE = ("runId", "startedAt", "finishedAt", "durationS", "files")
-
-
-def _same_part(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in VOLATILE}
 
 
 def _listings(url: str) -> dict[str, int]:
@@ -59,7 +53,7 @@ def test_whole_hashes_lists_every_hash_with_hkeys_and_reports_the_same(
                 _reset_counters(redis_url)
                 flag = ("--whole-hashes",) if whole else ()
                 status, doc = check(redis_url, tmp_path, "--jobs", jobs, *flag, *scope)
-                runs[jobs, whole] = (status, _same_part(doc), _listings(redis_url))
+                runs[jobs, whole] = (status, same_part(doc), _listings(redis_url))
         stepped, whole_one, whole_two = runs["1", False], runs["1", True], runs["2", True]
         assert stepped[2]["hkeys"] == runs["2", False][2]["hkeys"] == 0
         assert whole_one[2]["hkeys"] >= 6  # the keyed hashes of every domain
