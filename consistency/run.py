@@ -23,7 +23,7 @@ from consistency.split import SplitWalk, splits
 from consistency.stores import LegacyExpectations
 from gateway.bulk.actor_side import ActorSide
 from gateway.bulk.items import Selection
-from gateway.bulk.legacy_side import LegacySource
+from gateway.bulk.legacy_side import WHOLE_MAX, LegacySource
 from gateway.bulk.legacy_sink import LegacySink
 from gateway.bulk.sides import ActorEndpoint, open_actor_side, open_legacy_side
 from gateway.clock import Clock, SystemClock
@@ -186,18 +186,28 @@ def _checker(
 async def _warn_whole_hashes(
     args: argparse.Namespace, actors: Any, settings: Settings, data_dir: Path, err: TextIO
 ) -> None:
-    """With `--whole-hashes`, warn when the gateway's phase writes the legacy store."""
-    if getattr(args, "whole_hashes", False):
+    """With `--whole-hashes`, or `legacy.hkeys_max` raised above its default (a config file, the
+    environment), warn when the gateway's phase writes the legacy store."""
+    flag = bool(getattr(args, "whole_hashes", False))
+    limit = settings.legacy.hkeys_max
+    if flag or limit > WHOLE_MAX:
         phase = await _phase(actors, settings, data_dir)
         if phase != "cutover":  # every other phase writes the legacy store
-            err.write(whole_hashes_warning(phase))
+            err.write(whole_hashes_warning(phase, None if flag else limit))
 
 
-def whole_hashes_warning(phase: str) -> str:
-    """What `--whole-hashes` costs a gateway that writes the legacy store (every phase but
-    cutover): its writes wait while each large hash is listed."""
+def whole_hashes_warning(phase: str, hkeys_max: int | None = None) -> str:
+    """What listing large hashes whole costs a gateway that writes the legacy store (every phase
+    but cutover): its writes wait while each is listed. `hkeys_max`: the raised setting's value
+    (None: `--whole-hashes`, unbounded)."""
+    what = (
+        "--whole-hashes lists each legacy hash"
+        if hkeys_max is None
+        else f"legacy.hkeys_max is {hkeys_max:,} (default {WHOLE_MAX:,}): each legacy hash of "
+        "up to that many fields is listed"
+    )
     return (
-        "agent-coord check: warning: --whole-hashes lists each legacy hash with one HKEYS, which "
+        f"agent-coord check: warning: {what} with one HKEYS, which "
         "holds Redis for the whole hash (about 0.35 us a field: about 100 ms for 300,000); in phase "
         f"{phase} the gateway writes that Redis, and its writes wait meanwhile\n"
     )

@@ -103,3 +103,30 @@ def test_whole_hashes_warns_when_the_gateway_writes_the_legacy_store(
     assert "in phase write-through the gateway writes that Redis" in err
     status, _ = check(redis_url, tmp_path, "--rounds", "0")
     assert "--whole-hashes" not in capsys.readouterr().err  # no flag, no warning
+
+
+def test_a_raised_hkeys_max_warns_as_the_flag_does(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`legacy.hkeys_max` raised in the settings (here the environment) holds Redis as the flag
+    does for the hashes it lets through: the same warning outside cutover, naming the setting and
+    its value; none at the default or below, and none in cutover."""
+    asyncio.run(seed_and_import(redis_url, tmp_path))
+    monkeypatch.setenv("AGENT_COORD_MIGRATION_PHASE", "write-through")
+    capsys.readouterr()
+    monkeypatch.setenv("AGENT_COORD_LEGACY_HKEYS_MAX", "1000000")
+    status, doc = check(redis_url, tmp_path, "--rounds", "0")
+    err = capsys.readouterr().err
+    assert status == 0
+    assert doc["clean"] is True
+    assert "warning: legacy.hkeys_max is 1,000,000 (default 32,768)" in err
+    assert "in phase write-through the gateway writes that Redis" in err
+    monkeypatch.setenv("AGENT_COORD_LEGACY_HKEYS_MAX", "100")
+    status, _ = check(redis_url, tmp_path, "--rounds", "0")
+    assert status == 0
+    assert "warning" not in capsys.readouterr().err  # lowered: each HKEYS holds Redis less
+    monkeypatch.setenv("AGENT_COORD_LEGACY_HKEYS_MAX", "1000000")
+    monkeypatch.setenv("AGENT_COORD_MIGRATION_PHASE", "cutover")
+    status, _ = check(redis_url, tmp_path, "--rounds", "0")
+    assert status == 0
+    assert "warning" not in capsys.readouterr().err  # cutover: nothing writes that Redis
