@@ -402,10 +402,44 @@ def upstream_operations(run_tag: str) -> list[Operation]:
     ]
 
 
-async def run_sequential(factory: ClientFactory, meter: CpuMeter, run_tag: str) -> dict[str, Any]:
-    client = factory.make()
-    section: dict[str, Any] = {"run_tag": run_tag}
-    results: list[OpResult] = []
+PLACEMENTS: Final = ("none", "same", "cross")
+CLIENT_CPU: Final = 0
+SERVER_CPU: Final = 1
+
+
+def _pin_process(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid` on `cpus` (a thread it starts later inherits its creator's)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+@contextlib.contextmanager
+def placed(pin: str, server_pid: int | None) -> Iterator[None]:
+    """`--pin`: the CPUs of the sequential part, the same for the floor and the gateway. "none"
+    (the default, the issue's method) leaves them to the scheduler; "same" puts the server under
+    test and this client on CPU 1, "cross" the server on CPU 1 and the client on CPU 0; both are
+    set back to every CPU after. A diagnostic: a ping-pong of one request at a time runs about
+    twice as fast with both on one CPU as on two, but pinning did not make the twelve's ratio
+    steadier from run to run (docs/benchmarks.md, eighteenth pass)."""
+    if pin == "none" or server_pid is None:
+        yield
+        return
+    every = os.sched_getaffinity(0)
+    _pin_process(server_pid, {SERVER_CPU})
+    os.sched_setaffinity(0, {SERVER_CPU} if pin == "same" else {CLIENT_CPU})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, every)
+        _pin_process(server_pid, every)
+
+
+async def _run_twelve(
+    client: Any, meter: CpuMeter, run_tag: str, section: dict[str, Any], results: list[OpResult]
+) -> None:
+    """The twelve operations, warmed up and timed, one request at a time; the server's CPU into
+    `section`."""
     try:
         status, _ = await client.request("GET", "/health")
         if status != HTTP_OK:
@@ -423,6 +457,16 @@ async def run_sequential(factory: ClientFactory, meter: CpuMeter, run_tag: str) 
                 results.append(OpResult.of(op.name, samples, statuses))
     finally:
         await client.close()
+
+
+async def run_sequential(
+    factory: ClientFactory, meter: CpuMeter, run_tag: str, pin: str = "none"
+) -> dict[str, Any]:
+    client = factory.make()
+    section: dict[str, Any] = {"run_tag": run_tag, "pin": pin}
+    results: list[OpResult] = []
+    with placed(pin, meter.pid):
+        await _run_twelve(client, meter, run_tag, section, results)
     total_ops = sum(r.iterations for r in results)
     total_ms = sum(r.total_ms for r in results)
     section["operations"] = [asdict(r) for r in results]
@@ -896,8 +940,8 @@ async def run_realistic(
             section["setup_s"] = time.perf_counter() - setup_started
             out(f"setup: {section['setup_statuses']} in {section['setup_s']:.1f} s")
             for i in range(args.mix_rounds):
-                seq_floor = await run_sequential(floor_factory, floor_meter, f"{run_tag}-f{i}")
-                seq_gw = await run_sequential(gw_factory, meter, f"{run_tag}-g{i}")
+                seq_floor = await run_sequential(floor_factory, floor_meter, f"{run_tag}-f{i}", args.pin)
+                seq_gw = await run_sequential(gw_factory, meter, f"{run_tag}-g{i}", args.pin)
                 seq_fresh = await run_fresh_sequential(args, phase, f"{run_tag}-n{i}") if args.spawn else None
                 kw = {
                     "tag": tag,
@@ -980,7 +1024,7 @@ async def run_fresh_sequential(args: argparse.Namespace, phase: str, run_tag: st
         settle_s = await settle(meter)
         factory = ClientFactory(base, args.client)
         try:
-            section = await run_sequential(factory, meter, run_tag)
+            section = await run_sequential(factory, meter, run_tag, args.pin)
         finally:
             await factory.close()
     section["settle_s"] = settle_s
@@ -997,7 +1041,7 @@ async def run_twelve_only(args: argparse.Namespace, phase: str, run_tag: str) ->
         floor_meter = CpuMeter(floor_pid)
         try:
             for i in range(args.twelve_only):
-                seq_floor = await run_sequential(floor_factory, floor_meter, f"{run_tag}-f{i}")
+                seq_floor = await run_sequential(floor_factory, floor_meter, f"{run_tag}-f{i}", args.pin)
                 seq_fresh = await run_fresh_sequential(args, phase, f"{run_tag}-n{i}")
                 rnd: dict[str, Any] = {
                     "loadavg": loadavg(),
@@ -1286,7 +1330,7 @@ async def run_parts(args: argparse.Namespace, base: str, pid: int | None) -> dic
         if not args.skip_sequential:
             runs = []
             for i in range(args.seq_runs):
-                run = await run_sequential(factory, meter, f"{run_tag}-s{i}")
+                run = await run_sequential(factory, meter, f"{run_tag}-s{i}", args.pin)
                 print_sequential(run)
                 runs.append(run)
             report["sequential"] = runs
@@ -1338,6 +1382,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--client", choices=["raw", "aiohttp"], default="raw", help="HTTP client (default raw)")
     p.add_argument("--tag", help="run tag in agent ids and lock paths (default: the time in ms)")
     p.add_argument("--seq-runs", type=int, default=1, help="runs of the sequential part (median reported)")
+    p.add_argument(
+        "--pin",
+        choices=PLACEMENTS,
+        default="none",
+        help="the twelve operations' CPUs, alike for the floor and the gateway: none (the scheduler's), "
+        f"same (server and client on CPU {SERVER_CPU}), "
+        f"cross (server on {SERVER_CPU}, client on {CLIENT_CPU})",
+    )
     # --realistic ignores both: each of its rounds runs the twelve operations (a target of issue 13)
     # and the mix, never the concurrency levels
     p.add_argument(
@@ -1411,6 +1463,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--mix-rounds must be in 1..10 and --mix-duration in (0, 60]")
     if not 0 <= args.twelve_only <= 50 or (args.twelve_only and not args.spawn):  # noqa: PLR2004
         p.error("--twelve-only must be in 0..50 (0: not run) and needs --spawn")
+    if args.pin != "none" and not {CLIENT_CPU, SERVER_CPU} <= os.sched_getaffinity(0):
+        p.error(f"--pin {args.pin} needs CPUs {CLIENT_CPU} and {SERVER_CPU}")
     if not 0 <= args.mix_ops <= 60:  # noqa: PLR2004 - documented bound
         p.error("--mix-ops must be in 0..60 (0: not run)")
     if any(not 1 <= c <= 1024 for c in [*args.concurrency, *args.wrk_connections, args.mix_connections]):  # noqa: PLR2004

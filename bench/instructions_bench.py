@@ -8,12 +8,16 @@ builds the state the realistic mix runs on (`bench/mix.lua`: 200 agents each wit
 100 held locks on 200 lock paths, chat messages, about 1,100 open tasks), then, one request at a
 time on one keep-alive connection, sends each operation of the mix `--warmup` times and `--count`
 times between `callgrind_control --zero` and `--dump`, and a seeded draw of `--mix-requests`
-requests with the mix's weights. Then the floor app (`bench/floor_app.py`) under the same method:
+requests with the mix's weights; with `--twelve N`, then upstream's twelve operations as
+`bench/gateway_bench.py` sends them (`upstream_operations`: their bodies, a new lock path each
+acquire), each warmed up and counted in a window of its own, N requests each (the standard bench
+times 100, 50 acquires). Then the floor app (`bench/floor_app.py`) under the same method:
 `/health` `--count` times. Start-up and set-up are outside every counted window (each window
 starts with a zero of the counters).
 
     flock /work/bench.lock .venv/bin/python bench/instructions_bench.py --json FILE
     flock /work/bench.lock .venv/bin/python bench/instructions_bench.py --phase write-through --json FILE
+    flock /work/bench.lock .venv/bin/python bench/instructions_bench.py --twelve 50 --json FILE
 
 Reports thousand instructions (callgrind's `Ir`) a request per operation, the mix's weights
 applied to them, the mix replayed, and the floor's `/health`. The counts do not depend on the
@@ -46,6 +50,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
+
+from gateway_bench import WARMUP as TWELVE_WARMUP  # bench/ is this script's directory
+from gateway_bench import upstream_operations
 
 from gateway.testing.gateway_process import free_port
 
@@ -403,6 +410,8 @@ def run_gateway(args: argparse.Namespace, tmp: Path, redis_url: str | None) -> d
             "instructions": ir,
             "drawn": drawn,
         }
+        if args.twelve:
+            section["twelve"] = count_twelve(cg, sender, args.twelve)
         section["statuses"] = dict(sender.statuses)
         sender.conn.close()
     ops = section["operations"]
@@ -410,6 +419,24 @@ def run_gateway(args: argparse.Namespace, tmp: Path, redis_url: str | None) -> d
     section["mix_weighted_kinstr_per_request"] = round(weighted, 1)
     out(f"  the mix's weights applied {weighted:.1f}; the mix replayed ({n}) {kinstr(ir, n):.1f}")
     return section
+
+
+def count_twelve(cg: Callgrind, sender: Sender, count: int) -> dict[str, Any]:
+    """`--twelve N`: upstream's twelve operations (`gateway_bench.upstream_operations`: its
+    bodies, a new lock path each acquire) on the mix's state, each warmed up as the standard
+    bench does and then counted in a window of its own, N requests (at most the standard
+    bench's iterations of it); and the mean over the twelve, the figure the target's ratio is of."""
+    ops: dict[str, Any] = {}
+    for op in upstream_operations(TAG):
+        sender.send([op.call() for _ in range(TWELVE_WARMUP)])
+        reqs = [op.call() for _ in range(min(count, op.iterations))]
+        label = "twelve-" + op.name.lower().replace(" ", "-")
+        ir, n = cg.count(label, functools.partial(sender.send, reqs))
+        ops[op.name] = {"kinstr_per_request": kinstr(ir, n), "requests": n, "instructions": ir}
+        out(f"  twelve: {op.name:16} {kinstr(ir, n):8.1f} thousand instructions a request ({n})")
+    mean = round(sum(o["kinstr_per_request"] for o in ops.values()) / len(ops), 1)
+    out(f"  twelve: the mean over the operations {mean:.1f}")
+    return {"operations": ops, "mean_kinstr_per_request": mean}
 
 
 def run_floor(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -451,15 +478,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=20, help="uncounted requests before each (default 20)")
     p.add_argument("--mix-requests", type=int, default=1000, help="the seeded mix draw (default 1000)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--twelve",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also count upstream's twelve operations after the mix, N requests each (default 0: not)",
+    )
     p.add_argument("--skip-floor", action="store_true", help="count the gateway only")
     p.add_argument("--keep", action="store_true", help="keep the temp dir: logs, data, a dump per window")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--label", help="stored in the JSON, e.g. the commit of a `git archive` copy")
     args = p.parse_args(argv)
     if not (
-        1 <= args.count <= MAX_COUNT and 0 <= args.warmup <= MAX_COUNT and 1 <= args.mix_requests <= MAX_COUNT
+        1 <= args.count <= MAX_COUNT
+        and 0 <= args.warmup <= MAX_COUNT
+        and 1 <= args.mix_requests <= MAX_COUNT
+        and 0 <= args.twelve <= MAX_COUNT
     ):
-        p.error(f"--count, --warmup and --mix-requests are at most {MAX_COUNT}")
+        p.error(f"--count, --warmup, --mix-requests and --twelve are at most {MAX_COUNT}")
     return args
 
 
