@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from itertools import islice
+from operator import itemgetter, lt
+from typing import Any, Final, NoReturn
 
 import orjson
 
@@ -221,13 +223,22 @@ class OutOfOrderError(RuntimeError):
 Pair = tuple[EntityKey, Value | None, Value | None]
 
 
+_RUN_STEP: Final = 64
+"""Keys compared at once (a slice each side, compared in C) while both stores hold the same."""
+
+_key_of: Final = itemgetter(0)
+_value_of: Final = itemgetter(1)
+
+
 class _Side:
-    """One store's scan, consumed batch by batch, with its order checked."""
+    """One store's scan, consumed batch by batch, with its order checked: the sort keys of the
+    buffered batch and its items, side by side."""
 
     def __init__(self, name: str, batches: AsyncIterable[Sequence[Item]]) -> None:
         self.name = name
         self.batches = aiter(batches)
-        self.items: list[tuple[SortKey, Item]] = []
+        self.keys: list[SortKey] = []
+        self.items: Sequence[Item] = []
         self.pos = 0
         self.done = False
         self.last: SortKey | None = None
@@ -243,21 +254,48 @@ class _Side:
             if batch is None:
                 self.done = True
                 return
-            keyed = [(sort_key(it[0]), it) for it in batch]
-            last = self.last
-            for k, it in keyed:
-                if last is not None and k <= last:
-                    raise OutOfOrderError(f"the {self.name} scan is not in key order at {it[0]}")
-                last = k
-            self.last = last
-            self.items, self.pos = keyed, 0
+            index, unknown = _DOMAIN_INDEX.get, len(DOMAINS)
+            keys = [(index(k.domain, unknown), k.domain, k.scope, k.id) for k, _value in batch]
+            if keys:
+                # strictly increasing, within the batch and after the last: checked in C
+                last = self.last
+                if (last is not None and keys[0] <= last) or not all(map(lt, keys, islice(keys, 1, None))):
+                    self._out_of_order(keys, batch)
+                self.last = keys[-1]
+            self.keys, self.items, self.pos = keys, batch, 0
+
+    def _out_of_order(self, keys: list[SortKey], batch: Sequence[Item]) -> NoReturn:
+        """Raise naming the first key of `batch` not after the one before it."""
+        last, at = self.last, len(keys) - 1
+        for n, k in enumerate(keys):
+            if last is not None and k <= last:
+                at = n
+                break
+            last = k
+        raise OutOfOrderError(f"the {self.name} scan is not in key order at {batch[at][0]}")
+
+
+def _equal_run(a: list[SortKey], i: int, b: list[SortKey], j: int, n: int) -> int:
+    """How many keys from `a[i]` and `b[j]` on are the same in both, at most `n` (`a[i]` and
+    `b[j]` are): compared `_RUN_STEP` at a time, then one by one inside the step that differs."""
+    m = 1
+    while m < n:
+        step = min(_RUN_STEP, n - m)
+        if a[i + m : i + m + step] == b[j + m : j + m + step]:
+            m += step
+            continue
+        while a[i + m] == b[j + m]:  # the step holds a difference: it stops there
+            m += 1
+        break
+    return m
 
 
 async def merge_batches(
     legacy: AsyncIterable[Sequence[Item]], actors: AsyncIterable[Sequence[Item]]
 ) -> AsyncIterator[list[Pair]]:
     """Every key either store holds, in key order, with each store's value (None: absent), in
-    batches: each batch runs until one side's buffered batch is used up."""
+    batches: each batch runs until one side's buffered batch is used up. Runs of keys both
+    stores hold (most of a check) are paired a slice at a time."""
     left, right = _Side("legacy", legacy), _Side("actors", actors)
     while True:
         await left.fill()
@@ -265,22 +303,32 @@ async def merge_batches(
         if left.empty and right.empty:
             return
         out: list[Pair] = []
-        a, b = left.items, right.items
-        i, j = left.pos, right.pos
+        ka, a, i, la = left.keys, left.items, left.pos, len(left.items)
+        kb, b, j, lb = right.keys, right.items, right.pos, len(right.items)
         # pairs while both sides have items buffered, or one side has ended
-        while (i < len(a) or left.done) and (j < len(b) or right.done):
-            if i < len(a) and j < len(b) and a[i][0] == b[j][0]:  # most pairs: one comparison
-                out.append((a[i][1][0], a[i][1][1], b[j][1][1]))
+        while i < la and j < lb:
+            if ka[i] == kb[j]:
+                m = _equal_run(ka, i, kb, j, min(la - i, lb - j))
+                both = a[i : i + m]
+                out += zip(
+                    map(_key_of, both), map(_value_of, both), map(_value_of, b[j : j + m]), strict=True
+                )
+                i += m
+                j += m
+            elif ka[i] < kb[j]:
+                key, value = a[i]
+                out.append((key, value, None))
                 i += 1
-                j += 1
-            elif i < len(a) and (j >= len(b) or a[i][0] < b[j][0]):
-                out.append((a[i][1][0], a[i][1][1], None))
-                i += 1
-            elif j < len(b) and (i >= len(a) or b[j][0] < a[i][0]):
-                out.append((b[j][1][0], None, b[j][1][1]))
-                j += 1
             else:
-                break  # both used up
+                key, value = b[j]
+                out.append((key, None, value))
+                j += 1
+        if i < la and right.done:  # the actors' scan has ended: the rest is Redis's alone
+            out += [(key, value, None) for key, value in a[i:]]
+            i = la
+        elif j < lb and left.done:
+            out += [(key, None, value) for key, value in b[j:]]
+            j = lb
         left.pos, right.pos = i, j
         if out:
             yield out
