@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Protocol, cast
 
+import orjson
 import structlog
 
 from consistency.compare import Finding, Item, Kind, Value, classify, merge_batches, sort_key
@@ -122,6 +123,16 @@ class CheckOptions:
         return self.selection().wants_key(key)
 
 
+def _state_text(state: dict[str, Any]) -> str:
+    """A saved state as JSON text: orjson (about 20 times faster than the standard library on
+    the claim conflicts' 2 MB), else the standard library for what orjson refuses (text that is
+    not valid UTF-8, a key that is not a string), as before."""
+    try:
+        return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(state, ensure_ascii=False)
+
+
 class CheckAborted(Exception):
     """A store failed during the check; `report` is the incomplete report."""
 
@@ -218,6 +229,9 @@ class Checker:
         self.not_resumed: list[str] = []
         """Why saved checks of the same scope were not resumed by the last run (an older
         sampling rule): one line each, for the operator."""
+        self._conflicts_saved: tuple[list[KnownConflict] | None, int, list[list[Any]]] = (None, 0, [])
+        """`legacy.conflicts` (a list that only grows), how many of them the saved form was made
+        of, and that form: made again only for what was added since."""
 
     async def run(self, opts: CheckOptions, progress: Progress | None = None) -> Report:
         """The check; raises `CheckAborted` (with the incomplete report) when a store fails."""
@@ -490,12 +504,24 @@ class Checker:
         }
         conflicts = getattr(self.legacy, "conflicts", None)
         if conflicts:  # learned by the legacy scan of the claims, which a resumed walk may not see again
-            state["claimConflicts"] = [[c.what, c.winner, list(c.others)] for c in conflicts]
+            state["claimConflicts"] = self._saved_conflicts(conflicts)
         if len(run.parts) > 1:  # each part's own position (`cursor` is the first's)
             state["parts"] = [
                 {"domains": list(p.domains), "cursor": p.cursor, "walked": p.walked} for p in run.parts
             ]
-        write_atomic(path, json.dumps(state, ensure_ascii=False))
+        write_atomic(path, _state_text(state))
+
+    def _saved_conflicts(self, conflicts: list[KnownConflict]) -> list[list[Any]]:
+        """The claim conflicts in the saved state's form. The state is saved every
+        `checkpoint_every` keys, and the 1,000,000 data set has 24,664 conflicts: made once
+        (and again only when the list has grown), not at every save."""
+        of, made, saved = self._conflicts_saved
+        if of is not conflicts or made > len(conflicts):  # another list: made anew
+            made, saved = 0, []
+        if made != len(conflicts):
+            saved = saved + [[c.what, c.winner, list(c.others)] for c in conflicts[made:]]
+            self._conflicts_saved = (conflicts, len(conflicts), saved)
+        return saved
 
     def _drop_state(self, run_id: str) -> None:
         path = self._state_path(run_id)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from consistency.check import ACTORS_AHEAD, CheckAborted, Checker, CheckOptions
+from consistency.check import ACTORS_AHEAD, CheckAborted, Checker, CheckOptions, _state_text
 from consistency.compare import Item, Kind, Value, classify, same
 from consistency.report import Report, save
 from consistency.rules import Expectations
 from gateway.bulk.items import SAMPLE_RULE, Selection
+from gateway.bulk.legacy_side import KnownConflict
 from gateway.clock import FakeClock, settle
 from gateway.domain.entities import EntityKey, Unreadable
 from gateway.domain.jscompat import iso_from_ms, parse_js_date
@@ -533,3 +534,51 @@ async def test_a_store_failing_during_a_sampled_check_ends_the_reading_ahead() -
     assert "legacy went away" in (aborted.value.report.incomplete_reason or "")
     assert actors.closed
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+class _LearningSource(MemorySource):
+    """A legacy store whose scan learns a claim conflict per batch, as the claims' scan does."""
+
+    def __init__(self, name: str, values: dict[EntityKey, Value]) -> None:
+        super().__init__(name, values)
+        self.conflicts: list[KnownConflict] = []
+        self.saved: list[list[list[object]]] = []  # each saved state's conflicts, as saved
+        self.data_dir: Path | None = None
+
+    async def scan(
+        self, selection: Selection, *, start_after: str | None = None, batch: int = 500
+    ) -> AsyncIterator[list[Item]]:
+        async for items in super().scan(selection, start_after=start_after, batch=batch):
+            if self.data_dir is not None:  # what the last save wrote, before this batch's
+                for path in state_files(self.data_dir):
+                    self.saved.append(json.loads(path.read_text())["claimConflicts"])
+            n = len(self.conflicts)
+            self.conflicts.append(KnownConflict(f"src/{n}.py", f"agent-{n}", [f"other-{n}:src/{n}.py"]))
+            yield items
+
+
+async def test_each_saved_state_holds_every_claim_conflict_learned_so_far(tmp_path: Path) -> None:
+    """The saved state carries the claim conflicts (a resumed walk may not scan the claims
+    again): each save holds all of them, those learned since the last save included, in order."""
+    values = dataset()
+    legacy, actors = _LearningSource("legacy", values), MemorySource("actors", values)
+    legacy.fail_after = len(values) - 1
+    legacy.data_dir = tmp_path
+    c = checker(legacy, actors, FakeClock(NOW), data_dir=tmp_path)
+    with pytest.raises(CheckAborted):
+        await c.run(CheckOptions(rounds=0, batch=2, checkpoint_every=1))
+    assert len(legacy.saved) >= 3
+    for saved in legacy.saved:
+        assert saved == [[f"src/{n}.py", f"agent-{n}", [f"other-{n}:src/{n}.py"]] for n in range(len(saved))]
+    assert [len(s) for s in legacy.saved] == sorted(len(s) for s in legacy.saved)
+    (path,) = state_files(tmp_path)  # the state the abort left: every conflict learned
+    assert len(json.loads(path.read_text())["claimConflicts"]) == len(legacy.conflicts)
+
+
+def test_a_state_orjson_refuses_is_written_by_the_standard_library() -> None:
+    """A saved state holds store values (samples); one orjson refuses (an integer past 64 bits,
+    which JSON allows) is written as before, and reads back the same."""
+    state = {"samples": [{"value": {"n": 2**70}}], "walked": 3, "domains": {"task": 1}}
+    assert json.loads(_state_text(state)) == state
+    plain = {"walked": 3, "claimConflicts": [["src/a.py", "bob", ["carol:src/a.py"]]], "é": "ü"}
+    assert json.loads(_state_text(plain)) == plain
