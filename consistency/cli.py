@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from gateway.bulk.gc_pause import fewer_collections
+from gateway.bulk.gc_pause import fewer_collections, no_collections
 from gateway.domain.entities import DOMAINS
 from gateway.settings import Settings
 
@@ -146,7 +146,8 @@ def _check(args: argparse.Namespace, early: Child | None) -> int:
     configure_logging(settings.log)  # to stderr: stdout holds the table or the JSON document
     if not settings.legacy.redis_url:
         return _usage_error(sys.stderr, "no legacy Redis: pass --redis-url or set legacy.redis_url")
-    from consistency.run import run_check  # noqa: PLC0415 - the stores are loaded only to check
+    with no_collections():  # the stores' modules: all of it lives on
+        from consistency.run import run_check  # noqa: PLC0415 - the stores are loaded only to check
 
     with fewer_collections():
         return asyncio.run(run_check(args, settings, early=early))

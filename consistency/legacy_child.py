@@ -23,14 +23,16 @@ if TYPE_CHECKING:
 __all__ = ["PART_IMPORTS", "Child", "wait"]
 
 _BOOT: Final = (
-    "import pickle, sys\n"
+    "import gc, pickle, sys\n"
+    "gc.disable()\n"
     "sys.path[:], first = pickle.load(sys.stdin.buffer)\n"
     "from consistency.legacy_proc import child_main\n"
     "child_main(sys.stdin.buffer, first)\n"
 )
 """The child's command (`python -c`): the parent's import path first, then `child_main`, which
 imports what the scan needs (and the modules `Child.start` named) and waits for its orders
-(`Child.send`)."""
+(`Child.send`). The cyclic collector is off until the walk begins (`fewer_collections` turns it
+on): the imports' objects all live on (`gateway.bulk.gc_pause.no_collections`)."""
 
 
 PART_IMPORTS: Final = (
