@@ -125,8 +125,8 @@ class CheckOptions:
 
 def _state_text(state: dict[str, Any]) -> str:
     """A saved state as JSON text: orjson (about 20 times faster than the standard library on
-    the claim conflicts' 2 MB), else the standard library for what orjson refuses (text that is
-    not valid UTF-8, a key that is not a string), as before."""
+    the claim conflicts' 2 MB), else the standard library for what orjson refuses (an integer
+    past 64 bits, text with a lone surrogate), as before."""
     try:
         return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # orjson.JSONEncodeError is one
@@ -229,9 +229,9 @@ class Checker:
         self.not_resumed: list[str] = []
         """Why saved checks of the same scope were not resumed by the last run (an older
         sampling rule): one line each, for the operator."""
-        self._conflicts_saved: tuple[list[KnownConflict] | None, int, list[list[Any]]] = (None, 0, [])
-        """`legacy.conflicts` (a list that only grows), how many of them the saved form was made
-        of, and that form: made again only for what was added since."""
+        self._conflicts_saved: tuple[list[KnownConflict] | None, list[list[Any]]] = (None, [])
+        """`legacy.conflicts` (a list that only grows) and its saved form, one entry a conflict:
+        extended only with what was added since."""
 
     async def run(self, opts: CheckOptions, progress: Progress | None = None) -> Report:
         """The check; raises `CheckAborted` (with the incomplete report) when a store fails."""
@@ -515,12 +515,12 @@ class Checker:
         """The claim conflicts in the saved state's form. The state is saved every
         `checkpoint_every` keys, and the 1,000,000 data set has 24,664 conflicts: made once
         (and again only when the list has grown), not at every save."""
-        of, made, saved = self._conflicts_saved
-        if of is not conflicts or made > len(conflicts):  # another list: made anew
-            made, saved = 0, []
-        if made != len(conflicts):
-            saved = saved + [[c.what, c.winner, list(c.others)] for c in conflicts[made:]]
-            self._conflicts_saved = (conflicts, len(conflicts), saved)
+        of, saved = self._conflicts_saved
+        if of is not conflicts or len(saved) > len(conflicts):  # another list: made anew
+            saved = []
+        if len(saved) != len(conflicts):
+            saved = saved + [[c.what, c.winner, list(c.others)] for c in conflicts[len(saved) :]]
+            self._conflicts_saved = (conflicts, saved)
         return saved
 
     def _drop_state(self, run_id: str) -> None:

@@ -305,7 +305,7 @@ async def merge_batches(
         out: list[Pair] = []
         ka, a, i, la = left.keys, left.items, left.pos, len(left.items)
         kb, b, j, lb = right.keys, right.items, right.pos, len(right.items)
-        # pairs while both sides have items buffered, or one side has ended
+        # pairs while both sides have items buffered; then the rest of a side whose other has ended
         while i < la and j < lb:
             if ka[i] == kb[j]:
                 m = _equal_run(ka, i, kb, j, min(la - i, lb - j))
