@@ -20,7 +20,8 @@ from functools import lru_cache
 from typing import Final
 
 from gateway.domain import commands as c
-from gateway.domain.jscompat import iso_from_ms, parse_js_date
+from gateway.domain.claim_age import CLAIM_STALE_MS, claim_is_stale
+from gateway.domain.jscompat import iso_from_ms
 from gateway.domain.model import (
     Agent,
     Checkpoint,
@@ -61,9 +62,6 @@ __all__ = [
     "release_lock",
     "save_checkpoint",
 ]
-
-CLAIM_STALE_MS: Final = 30 * 60 * 1000
-"""A claim older than this is stale: listed only with `includeStale`, and anyone may take it over."""
 
 RECENT_CHAT: Final = 20
 """`/work`'s `recentChat`: the newest this many messages (docs/compatibility.md entry 16)."""
@@ -205,12 +203,7 @@ def save_checkpoint(old: Checkpoint | None, cmd: c.SaveCheckpoint) -> Checkpoint
 
 
 # -- claims -----------------------------------------------------------------------------------------
-
-
-def claim_is_stale(since: str, now_ms: int) -> bool:
-    """Is a claim made at `since` stale at `now_ms`? (Older than 30 minutes; an unreadable time is.)"""
-    since_ms = parse_js_date(since) if since else None
-    return since_ms is None or now_ms - since_ms > CLAIM_STALE_MS
+# `claim_is_stale` and `CLAIM_STALE_MS` are `gateway.domain.claim_age`'s, re-exported here.
 
 
 def claim_work(existing: Iterable[Claim], cmd: c.ClaimWork) -> ClaimOutcome:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from gateway.domain.claim_age import claim_is_stale
 from gateway.domain.jscompat import iso_from_ms, parse_js_date
 from gateway.domain.model import (
     Agent,
@@ -43,7 +44,6 @@ from gateway.domain.model import (
     Task,
     Zone,
 )
-from gateway.domain.rules import claim_is_stale
 from gateway.legacy.codec import UNDEFINED, Undefined
 
 __all__ = [
