@@ -343,7 +343,9 @@ class ActorSide:
         self, kind: str, shard: int, spec: _ShardTable, owners: list[str], start: tuple[str, ...] | None
     ) -> AsyncIterator[list[_Row]]:
         """(actor, id, *cols) rows of the actors `owners` (sorted, all in shard `shard`), in
-        (actor, id) order, after `start`: a range of the primary key per actor."""
+        (actor, id) order, after `start`: a range of the primary key per actor. A table with ids
+        (DMs) gives each row's `_extra` value last, looked up for that row alone in the query
+        (one lookup of the side table's key a row, instead of a query of its rows by actor)."""
         ident = spec.ident or "NULL"
         order = "actor" if spec.ident is None else f"actor, {spec.ident}"
         for i in range(0, len(owners), _BY_OWNER):
@@ -353,15 +355,20 @@ class ActorSide:
             if after:
                 where = f"{after} AND {where}"
             rows = await self.replica.host.read_rows(
-                kind, shard, spec.table, f"actor, {ident}, {spec.cols}", where, *params, *part, order=order
-            )
+                kind, shard, spec.table, f"actor, {ident}, {spec.cols}", where, *params, *part, order=order,
+                extra_of=None if spec.ident is None else (spec.domain, spec.ident),
+            )  # fmt: skip
             if rows:
                 yield rows
 
     async def _owner_entities(self, domain: str, spec: _ShardTable, rows: list[_Row]) -> list[Item]:
-        """`_merged_entities` of the rows of whole actors (a sample by owner): their extra
-        fields read by actor (`actor IN`, the side table's key), not key by key."""
+        """`_merged_entities` of the rows of whole actors (a sample by owner): the extra fields
+        of a table with ids (DMs) came with each row (`_owner_rows`); those of a table of one row
+        an actor (checkpoints, locks) are read by actor (`actor IN`, the side table's key)."""
         keyed = [(_row_key(domain, r[0], None if r[1] is None else str(r[1])), r) for r in rows]
+        if spec.ident is not None:  # each row's `_extra` value came with it (`_owner_rows`)
+            extras = {(r[0], k.id): str(r[-2]) for k, r in keyed if r[-2] is not None}
+            return [(key, self._entity(spec, key, r[:-2], extras)) for key, r in keyed]
         kind = OWNERS[domain].value
         by_shard: dict[int, list[str]] = {}
         for _k, r in keyed:

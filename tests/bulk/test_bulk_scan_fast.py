@@ -74,7 +74,8 @@ async def test_a_sampled_scan_holds_the_sample_of_the_full_scan(legacy: LegacySo
     async with open_actor_side(settings_for(data_dir), ActorEndpoint(data_dir=data_dir)) as actors:
         for side in (legacy, actors):
             full = await scan_all(side)
-            for seed in (1, 2):
+            dm_extras = 0  # DMs (sampled by inbox) with the fields the actors keep in `_extra`
+            for seed in (1, 3):
                 sel = dataclasses.replace(Selection.of(), sample=0.3, seed=seed)
                 part: list[Item] = await scan_all(side, sel, batch=13)
                 kept = [(k, v) for k, v in full if sel.in_sample(k)]
@@ -84,6 +85,7 @@ async def test_a_sampled_scan_holds_the_sample_of_the_full_scan(legacy: LegacySo
                     outside
                 )
                 assert 0.15 * len(full) < len(kept) < 0.45 * len(full)
+                dm_extras += sum(1 for k, v in kept if k.domain == "dm" and getattr(v, "extra", None))
                 # and filtered by agent: the agents' sampled memories with their extra fields too
                 extras = sorted(
                     {
@@ -101,6 +103,7 @@ async def test_a_sampled_scan_holds_the_sample_of_the_full_scan(legacy: LegacySo
                 assert any(k.domain == "memory" and getattr(v, "extra", None) for k, v in wanted), (
                     "memories with extras"
                 )
+            assert dm_extras > 100, dm_extras
 
 
 @pytest.mark.parametrize(
