@@ -367,8 +367,8 @@ class ActorSide:
         an actor (checkpoints, locks) are read by actor (`actor IN`, the side table's key)."""
         keyed = [(_row_key(domain, r[0], None if r[1] is None else str(r[1])), r) for r in rows]
         if spec.ident is not None:  # each row's `_extra` value came with it (`_owner_rows`)
-            extras = {(r[0], k.id): str(r[-2]) for k, r in keyed if r[-2] is not None}
-            return [(key, self._entity(spec, key, r[:-2], extras)) for key, r in keyed]
+            carried = {(r[0], k.id): str(r[-2]) for k, r in keyed if r[-2] is not None}
+            return [(key, self._entity(spec, key, r[:-2], carried)) for key, r in keyed]
         kind = OWNERS[domain].value
         by_shard: dict[int, list[str]] = {}
         for _k, r in keyed:
