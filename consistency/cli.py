@@ -94,8 +94,9 @@ def add_check_parser(sub: Any) -> None:
         "--whole-hashes",
         action="store_true",
         help="list each legacy hash with one HKEYS, however large (legacy.hkeys_max unbounded): "
-        "faster, above all sampled, but each call holds Redis for its whole hash (about 100 ms for "
-        "300,000 fields); only while nothing else needs that Redis",
+        "faster, above all sampled, on a server without HSCAN NOVALUES (Redis before 7.4, Valkey "
+        "before 8), but each call holds Redis for its whole hash (about 100 ms for 300,000 fields); "
+        "only while nothing else needs that Redis",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (none when not a terminal)")
     p.set_defaults(handler=_handler)

@@ -3,8 +3,9 @@
 Every family is read in chunks (HSCAN, HMGET, LRANGE), so memory stays bounded by the batch plus
 one sorted list of the ids of a domain (needed for the scan order, which both stores share):
 
-* agents, tasks, zones, handoffs, locks, checkpoints: the hash's field names (a keys-only HSCAN
-  run as a script, 1,000 at a time), sorted, then HMGET per batch;
+* agents, tasks, zones, handoffs, locks, checkpoints: the hash's field names (HKEYS for a small
+  hash; else HSCAN NOVALUES where the server has it, else a keys-only HSCAN run as a script,
+  1,000 at a time), sorted, then HMGET per batch;
 * claims: one HSCAN pass groups the `{by}:{what}` fields by the value's own `what`; per batch
   the fields are read again and the DO claim of each `what` is chosen (`LegacyRecords.winner`);
   the other fields of a `what` are known conflicts (`conflicts`), reported and left in Redis;
@@ -30,6 +31,7 @@ from typing import Any, Final, cast
 import orjson
 import structlog
 from redis.client import NEVER_DECODE
+from redis.exceptions import ResponseError
 
 from gateway.bulk.items import Item, Selection, order_key, parse_cursor
 from gateway.clock import Clock
@@ -52,7 +54,8 @@ local out = {}
 for i = 1, #r[2], 2 do out[#out + 1] = r[2][i] end
 return {r[1], out}
 """
-"""A keys-only HSCAN step (Redis 7.0 has no HSCAN NOVALUES): the values never cross the wire."""
+"""A keys-only HSCAN step for a server without HSCAN NOVALUES (Redis before 7.4, Valkey before 8):
+the values never cross the wire."""
 
 _CHUNK: Final = 1000
 
@@ -60,8 +63,9 @@ WHOLE_MAX: Final = LegacySettings().hkeys_max
 """A hash of at most this many fields has its names listed with one HKEYS, not in HSCAN steps
 (the default of the setting `legacy.hkeys_max`, `LegacySource.hkeys_max`).
 
-Redis 7.0 has no HSCAN NOVALUES: a plain HSCAN sends every value to be dropped, and the
-keys-only Lua step costs Redis more again (it copies each value into Lua). HKEYS sends the
+Redis 7.0 has no HSCAN NOVALUES (Redis 7.4 and Valkey 8 have: `LegacySource.novalues`, then the
+steps carry the names alone): a plain HSCAN sends every value to be dropped, and the keys-only
+Lua step costs Redis more again (it copies each value into Lua). HKEYS sends the
 names only; on the 1,000,000 data set it lists the 20,000 conversations of `dm:messages`
 (7.4 KB of JSON each) in 2 ms of Redis CPU instead of 230 ms (HSCAN) or 480 ms (the Lua step).
 One call blocks Redis for the whole hash, so only for small hashes: about 0.35 us a field, at
@@ -231,6 +235,10 @@ class LegacySource:
         self.conflicts: list[KnownConflict] = []
         self.unreachable_conversations: list[str] = []
         self._fields_script = records.client.redis.register_script(_FIELDS_LUA)
+        self.novalues: bool | None = None
+        """Does the server take `HSCAN ... NOVALUES` (Redis 7.4 and later, Valkey 8 and later)?
+        Asked once, at the first hash listed in steps (`_has_novalues`); then the steps carry
+        the names alone."""
         self.defer = False
         """When set, scans yield `Deferred` values (typed as entities) in place of the entities
         of hash values, single-field claims and DMs, for a consumer that handles them (the
@@ -251,13 +259,53 @@ class LegacySource:
 
         return await self.records.run(f"HKEYS {key}", op)
 
+    async def _has_novalues(self, key: str) -> bool:
+        """Whether the server takes HSCAN's NOVALUES (`novalues`): one step of `key` of one field
+        asked with it, the first time only. An older server answers a syntax error; any error
+        counts as no, so the listing goes on the way it did before the question."""
+        if self.novalues is None:
+
+            async def op(r: Redis) -> bool:
+                try:
+                    await r.execute_command(  # type: ignore[no-untyped-call]
+                        "HSCAN", key, 0, "COUNT", 1, "NOVALUES", no_values=True, **{NEVER_DECODE: True}
+                    )
+                except ResponseError:
+                    return False
+                return True
+
+            self.novalues = await self.records.run(f"HSCAN {key} NOVALUES", op)
+            log.debug("legacy.hscan_novalues", supported=self.novalues)
+        return self.novalues
+
+    async def _novalues_pages(self, key: str) -> AsyncIterator[list[bytes]]:
+        """The field names of hash `key`, undecoded, a step of HSCAN NOVALUES at a time."""
+        cursor = 0
+        while True:
+            step = cursor
+
+            async def op(r: Redis, step: int = step) -> tuple[int, list[bytes]]:
+                got = await r.execute_command(  # type: ignore[no-untyped-call]
+                    "HSCAN", key, step, "COUNT", _CHUNK, "NOVALUES", no_values=True, **{NEVER_DECODE: True}
+                )
+                return cast("tuple[int, list[bytes]]", got)
+
+            cursor, names = await self.records.run(f"HSCAN {key}", op)
+            yield names
+            if not cursor:
+                return
+
     async def _field_names(self, key: str) -> list[str]:
-        """Every field name of hash `key`, sorted (HKEYS when small, else a keys-only HSCAN in
-        chunks)."""
+        """Every field name of hash `key`, sorted (HKEYS when small, else HSCAN NOVALUES steps
+        where the server has them, else keys-only HSCAN steps of a script)."""
         whole = await self._whole_names(key)
         if whole is not None:
             return sorted(set(map(_client_text, whole)))
         names: list[str] = []
+        if await self._has_novalues(key):
+            async for page in self._novalues_pages(key):
+                names.extend(map(_client_text, page))
+            return sorted(set(names))
         cursor = "0"
         while True:
             step = cursor
@@ -290,7 +338,7 @@ class LegacySource:
         and hashed here as bytes, a page at a time (`Selection.sampled_texts`: CRC-32 in C); only
         the chosen names are decoded. With `kept`, the chosen fields' values the HSCAN steps
         carried are kept there (text as the client decodes it), so they are not read again
-        (none when HKEYS listed the names)."""
+        (none when HKEYS or HSCAN NOVALUES listed the names)."""
         names: list[str] = []
         async for page, values in self._name_pages(key):
             raws: list[bytes] | None = None
@@ -310,12 +358,17 @@ class LegacySource:
 
     async def _name_pages(self, key: str) -> AsyncIterator[tuple[list[bytes], list[bytes] | None]]:
         """The field names of hash `key`, undecoded, a page at a time, with the page's values (one
-        per name) when it has them: one HKEYS for a small hash (`hkeys_max`; no values), else a
-        plain HSCAN, its reply taken as the flat list Redis sends (redis-py's `no_values` reply
-        shape; no dict made of the page) and split into names and values."""
+        per name) when it has them: one HKEYS for a small hash (`hkeys_max`; no values), else
+        HSCAN NOVALUES steps where the server has them (no values), else a plain HSCAN, its reply
+        taken as the flat list Redis sends (redis-py's `no_values` reply shape; no dict made of
+        the page) and split into names and values."""
         whole = await self._whole_names(key)
         if whole is not None:
             yield whole, None
+            return
+        if await self._has_novalues(key):
+            async for names in self._novalues_pages(key):
+                yield names, None
             return
         cursor = 0
         while True:
