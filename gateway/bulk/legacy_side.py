@@ -275,7 +275,7 @@ class LegacySource:
                 return True
 
             self.novalues = await self.records.run(f"HSCAN {key} NOVALUES", op)
-            log.debug("legacy.hscan_novalues", supported=self.novalues)
+            log.info("legacy.hscan_novalues", supported=self.novalues)
         return self.novalues
 
     async def _novalues_pages(self, key: str) -> AsyncIterator[list[bytes]]:
