@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from gateway.domain.jscompat import (
+    MAX_DATE_MS,
+    _parse_general,
     iso_from_ms,
     number_to_string,
     parse_int,
@@ -79,6 +83,47 @@ def test_parse_js_date_accepts_iso_forms(text: str, ms: int) -> None:
 def test_parse_js_date_invalid_is_none(text: str) -> None:
     """Strings JS turns into an Invalid Date give None."""
     assert parse_js_date(text) is None
+
+
+@given(st.integers(-MAX_DATE_MS, MAX_DATE_MS))
+@example(0)
+@example(-62_167_219_200_000)  # 0000-01-01T00:00:00.000Z: a year Python's datetime has not
+@example(-1)
+def test_parse_js_date_reads_back_every_time_iso_from_ms_writes(ms: int) -> None:
+    """The canonical form (read by the C fast path where it can) and the six-digit years alike."""
+    assert parse_js_date(iso_from_ms(ms)) == ms == _parse_general(iso_from_ms(ms))
+
+
+@given(
+    st.text(alphabet="0123456789", min_size=4, max_size=4),
+    st.text(alphabet="0123456789", min_size=2, max_size=2),
+    st.text(alphabet="0123456789", min_size=2, max_size=2),
+    st.text(alphabet="0123456789", min_size=2, max_size=2),
+    st.text(alphabet="0123456789", min_size=2, max_size=2),
+    st.text(alphabet="0123456789", min_size=2, max_size=2),
+    st.text(alphabet="0123456789", min_size=3, max_size=3),
+)
+@example("2026", "02", "29", "00", "00", "00", "000")  # not a leap year
+@example("2024", "02", "29", "23", "59", "59", "999")
+@example("2026", "11", "25", "24", "00", "00", "000")  # 24:00, which datetime refuses and JS takes
+@example("2026", "11", "25", "24", "00", "00", "001")
+@example("2026", "11", "25", "23", "59", "60", "000")  # a leap second
+@example("0000", "01", "01", "00", "00", "00", "000")
+@example("2026", "00", "10", "00", "00", "00", "000")
+def test_the_canonical_form_with_any_digits_parses_as_the_general_way(  # noqa: PLR0917
+    y: str, mo: str, d: str, h: str, mi: str, s: str, ms: str
+) -> None:
+    """Every `YYYY-MM-DDTHH:MM:SS.mmmZ` (valid or not) gives what the regular expression gives."""
+    text = f"{y}-{mo}-{d}T{h}:{mi}:{s}.{ms}Z"
+    assert parse_js_date(text) == _parse_general(text)
+
+
+@given(st.text(alphabet="0123456789-T:.Z W+\u0663\uff11", min_size=20, max_size=28))
+@example("2026-W49-1T21:43:19.030Z")  # an ISO week date: fromisoformat takes it, JS does not
+@example("2026-12-07T21:43:19.0\u0663\u0663Z")  # digits that are not ASCII
+@example(" 2026-12-07T21:43:19.030Z")
+def test_text_of_the_canonical_length_or_near_it_parses_as_the_general_way(text: str) -> None:
+    assert parse_js_date(text) == _parse_general(text)
 
 
 @pytest.mark.parametrize(
