@@ -86,6 +86,28 @@ async def build(url: str, data_dir: Path, scale: int) -> dict[str, Any]:
     return {"seed_s": round(seeded - started, 1), "import_s": round(done - seeded, 1), "imported": imported}
 
 
+def _server(url: str) -> dict[str, Any]:
+    """Which server holds the legacy data (its version; Valkey's too), and whether it takes
+    HSCAN NOVALUES, which changes how a check lists a large hash (docs/consistency.md)."""
+
+    def version(text: object) -> tuple[int, ...]:
+        return tuple(int(x) for x in str(text).split(".")[:2])
+
+    async def ask() -> dict[str, Any]:
+        r = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            info = await r.info("server")
+        finally:
+            await r.aclose()
+        found = {k: info[k] for k in ("redis_version", "valkey_version") if k in info}
+        novalues = version(found.get("valkey_version", "0.0")) >= (8, 0) or version(
+            found.get("redis_version", "0.0")
+        ) >= (7, 4)
+        return {**found, "hscan_novalues": novalues}
+
+    return asyncio.run(ask())
+
+
 def _redis_cpu(url: str) -> float:
     """The CPU seconds (user + system) the Redis server has used so far."""
 
@@ -227,21 +249,24 @@ def main() -> None:
 
     if args.redis_url and args.data_dir:
         setup: dict[str, Any] = {"existing": True}
+        server_info = _server(args.redis_url)
         runs = runs_on(args.redis_url, args.data_dir)
     else:
         with RedisServer() as server, tempfile.TemporaryDirectory(prefix="check-bench-") as tmp:
             setup = asyncio.run(build(server.url, Path(tmp), args.scale))
+            server_info = _server(server.url)
             runs = runs_on(server.url, Path(tmp))
     result = {
         "scale": args.scale,
         "setup": setup,
+        "server": server_info,
         "runs": runs,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
     }
     lines = [
-        f"scale {args.scale}: {setup}",
+        f"scale {args.scale}: {setup}; server {server_info}",
         f"{'run':<32}{'wall s':>8}{'cpu s (child)':>15}{'redis cpu':>10}{'compared':>10}{'per s':>8}"
         f"{'per cpu s':>10}{'peak MB':>9}{'load':>6}{'tree MB':>9}{'diffs':>6}",
     ]

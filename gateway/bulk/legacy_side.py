@@ -261,21 +261,27 @@ class LegacySource:
 
     async def _has_novalues(self, key: str) -> bool:
         """Whether the server takes HSCAN's NOVALUES (`novalues`): one step of `key` of one field
-        asked with it, the first time only. An older server answers a syntax error; any error
-        counts as no, so the listing goes on the way it did before the question."""
+        asked with it, until it is decided. An older server answers a syntax error; any error
+        counts as no, so the listing goes on the way it did before the question. A reply with no
+        name decides nothing (Redis 7.0 answers a key that is gone, deleted since its HLEN, with
+        an empty step before it reads the options): this hash is listed without, and the next
+        one asks again."""
         if self.novalues is None:
 
-            async def op(r: Redis) -> bool:
+            async def op(r: Redis) -> bool | None:
                 try:
-                    await r.execute_command(  # type: ignore[no-untyped-call]
+                    _, names = await r.execute_command(  # type: ignore[no-untyped-call]
                         "HSCAN", key, 0, "COUNT", 1, "NOVALUES", no_values=True, **{NEVER_DECODE: True}
                     )
                 except ResponseError:
                     return False
-                return True
+                return True if names else None
 
-            self.novalues = await self.records.run(f"HSCAN {key} NOVALUES", op)
-            log.info("legacy.hscan_novalues", supported=self.novalues)
+            answer = await self.records.run(f"HSCAN {key} NOVALUES", op)
+            if answer is None:
+                return False
+            self.novalues = answer
+            log.info("legacy.hscan_novalues", supported=answer)
         return self.novalues
 
     async def _novalues_pages(self, key: str) -> AsyncIterator[list[bytes]]:

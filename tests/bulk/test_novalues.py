@@ -87,3 +87,15 @@ async def test_a_server_without_novalues_is_asked_once_and_listed_as_before(
     stepped = [await scan_all(legacy, sel, batch=13) for sel in SELECTIONS]
     assert legacy.novalues is False
     assert all(stepped)
+
+
+async def test_a_hash_gone_before_the_question_decides_nothing(
+    legacy: LegacySource, on_valkey: LegacySource
+) -> None:
+    """Redis 7.0 answers HSCAN of a missing key with an empty step before it reads NOVALUES: such
+    an answer lists that hash without NOVALUES and leaves the question to the next hash."""
+    for source, takes_it in ((legacy, False), (on_valkey, True)):
+        assert await source._has_novalues("agent-coord:no-such-hash") is False
+        assert source.novalues is None
+        assert await source._has_novalues("agent-coord:tasks") is takes_it
+        assert source.novalues is takes_it
