@@ -237,8 +237,8 @@ class LegacySource:
         self._fields_script = records.client.redis.register_script(_FIELDS_LUA)
         self.novalues: bool | None = None
         """Does the server take `HSCAN ... NOVALUES` (Redis 7.4 and later, Valkey 8 and later)?
-        Asked once, at the first hash listed in steps (`_has_novalues`); then the steps carry
-        the names alone."""
+        Asked at the first hash listed in steps, until an answer decides it (`_has_novalues`);
+        then the steps carry the names alone."""
         self.defer = False
         """When set, scans yield `Deferred` values (typed as entities) in place of the entities
         of hash values, single-field claims and DMs, for a consumer that handles them (the
