@@ -284,20 +284,22 @@ class LegacySource:
             log.info("legacy.hscan_novalues", supported=answer)
         return self.novalues
 
-    async def _novalues_pages(self, key: str) -> AsyncIterator[list[bytes]]:
-        """The field names of hash `key`, undecoded, a step of HSCAN NOVALUES at a time."""
+    async def _flat_steps(self, key: str, *options: str) -> AsyncIterator[list[bytes]]:
+        """The replies of HSCAN steps of hash `key`, undecoded, as the flat list Redis sends
+        (redis-py's `no_values` reply shape; no dict made of the page): names and values in
+        turn, or names alone with the option NOVALUES."""
         cursor = 0
         while True:
             step = cursor
 
             async def op(r: Redis, step: int = step) -> tuple[int, list[bytes]]:
                 got = await r.execute_command(  # type: ignore[no-untyped-call]
-                    "HSCAN", key, step, "COUNT", _CHUNK, "NOVALUES", no_values=True, **{NEVER_DECODE: True}
+                    "HSCAN", key, step, "COUNT", _CHUNK, *options, no_values=True, **{NEVER_DECODE: True}
                 )
                 return cast("tuple[int, list[bytes]]", got)
 
-            cursor, names = await self.records.run(f"HSCAN {key}", op)
-            yield names
+            cursor, flat = await self.records.run(f"HSCAN {key}", op)
+            yield flat
             if not cursor:
                 return
 
@@ -309,7 +311,7 @@ class LegacySource:
             return sorted(set(map(_client_text, whole)))
         names: list[str] = []
         if await self._has_novalues(key):
-            async for page in self._novalues_pages(key):
+            async for page in self._flat_steps(key, "NOVALUES"):
                 names.extend(map(_client_text, page))
             return sorted(set(names))
         cursor = "0"
@@ -365,31 +367,18 @@ class LegacySource:
     async def _name_pages(self, key: str) -> AsyncIterator[tuple[list[bytes], list[bytes] | None]]:
         """The field names of hash `key`, undecoded, a page at a time, with the page's values (one
         per name) when it has them: one HKEYS for a small hash (`hkeys_max`; no values), else
-        HSCAN NOVALUES steps where the server has them (no values), else a plain HSCAN, its reply
-        taken as the flat list Redis sends (redis-py's `no_values` reply shape; no dict made of
-        the page) and split into names and values."""
+        HSCAN NOVALUES steps where the server has them (no values), else plain HSCAN steps, each
+        reply split into names and values."""
         whole = await self._whole_names(key)
         if whole is not None:
             yield whole, None
             return
         if await self._has_novalues(key):
-            async for names in self._novalues_pages(key):
+            async for names in self._flat_steps(key, "NOVALUES"):
                 yield names, None
             return
-        cursor = 0
-        while True:
-            step = cursor
-
-            async def op(r: Redis, step: int = step) -> tuple[int, list[bytes]]:
-                got = await r.execute_command(  # type: ignore[no-untyped-call]
-                    "HSCAN", key, step, "COUNT", _CHUNK, no_values=True, **{NEVER_DECODE: True}
-                )
-                return cast("tuple[int, list[bytes]]", got)
-
-            cursor, flat = await self.records.run(f"HSCAN {key}", op)
+        async for flat in self._flat_steps(key):
             yield flat[0::2], flat[1::2]
-            if not cursor:
-                return
 
     async def _hscan(self, key: str) -> AsyncIterator[list[tuple[str, str]]]:
         """(field, raw value) pages of hash `key`."""
