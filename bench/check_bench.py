@@ -10,7 +10,9 @@ fresh data directory through the bulk layer (what the migration tool does), and 
 real command line, `python -m gateway.cli check --json --rounds 0`, once in full and once per
 `--sample` rate, each as its own process, `--repeat` times interleaved: the wall time, the CPU
 time (user + system: less sensitive than the wall time to the other processes of a shared
-machine; with `--jobs 2` the second process's apart too, and the Redis server's from its INFO),
+machine; with `--jobs 2` the second process's apart too, and the Redis server's from its INFO,
+with the bytes it sent: on a server without HSCAN NOVALUES most of a sampled check's are values
+it does not compare),
 the entities it compared (report `totals.compared`, the keys of either store in the
 sample), that process's peak resident memory (`ru_maxrss` of the child) and the process tree's
 (the largest sum of the resident memory of the check and every process it started, read from
@@ -108,16 +110,19 @@ def _server(url: str) -> dict[str, Any]:
     return asyncio.run(ask())
 
 
-def _redis_cpu(url: str) -> float:
-    """The CPU seconds (user + system) the Redis server has used so far."""
+def _redis_counters(url: str) -> tuple[float, int]:
+    """What the Redis server has done so far: its CPU seconds (user + system) and the bytes it
+    has sent its clients (`total_net_output_bytes`: on a server without HSCAN NOVALUES most of a
+    sampled check's are the values of the fields it does not keep, docs/consistency.md)."""
 
-    async def ask() -> float:
+    async def ask() -> tuple[float, int]:
         r = aioredis.Redis.from_url(url, decode_responses=True)
         try:
-            info = await r.info("cpu")
+            cpu = await r.info("cpu")
+            stats = await r.info("stats")
         finally:
             await r.aclose()
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(stats["total_net_output_bytes"])
 
     return asyncio.run(ask())
 
@@ -129,7 +134,7 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
         sys.executable, "-c", _CHILD, "check", "--redis-url", url, "--data-dir", str(data_dir),
         "--json", "--rounds", "0", "--no-progress", "--batch", "2000", *extra,
     ]  # fmt: skip
-    redis_before = _redis_cpu(url)
+    cpu_before, sent_before = _redis_counters(url)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # noqa: S603
     tree = _TreeWatch(proc.pid)
@@ -139,7 +144,7 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
     tree.stop.set()
     tree.join()
     ran = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    redis_cpu = _redis_cpu(url) - redis_before
+    cpu_after, sent_after = _redis_counters(url)
     if ran.returncode not in (0, 1):
         raise RuntimeError(f"check failed ({ran.returncode}): {ran.stderr[-2000:]}")
     peak_kb = int(ran.stderr.rsplit("\nMAXRSS_KB=", 1)[1].split()[0])
@@ -156,7 +161,8 @@ def run_check(url: str, data_dir: Path, *extra: str) -> dict[str, Any]:
         "per_s": round(compared / wall),
         "cpu_s": cpu_s,
         "child_cpu_s": child_cpu_s,
-        "redis_cpu_s": round(redis_cpu, 2),
+        "redis_cpu_s": round(cpu_after - cpu_before, 2),
+        "redis_sent_mb": round((sent_after - sent_before) / 1e6, 1),
         "load": round(os.getloadavg()[0], 2),
         "per_cpu_s": round(compared / cpu_s),
         "peak_rss_mb": round(peak_kb / 1024, 1),
@@ -267,13 +273,14 @@ def main() -> None:
     }
     lines = [
         f"scale {args.scale}: {setup}; server {server_info}",
-        f"{'run':<32}{'wall s':>8}{'cpu s (child)':>15}{'redis cpu':>10}{'compared':>10}{'per s':>8}"
-        f"{'per cpu s':>10}{'peak MB':>9}{'load':>6}{'tree MB':>9}{'diffs':>6}",
+        f"{'run':<32}{'wall s':>8}{'cpu s (child)':>15}{'redis cpu':>10}{'sent MB':>9}"
+        f"{'compared':>10}{'per s':>8}{'per cpu s':>10}{'peak MB':>9}{'load':>6}{'tree MB':>9}{'diffs':>6}",
     ]
     for r in runs:
         name = " ".join(r["args"]) or "full"
         lines.append(
-            f"{name:<32}{r['wall_s']:>8}{r['cpu_s']:>8} ({r['child_cpu_s']}){r['redis_cpu_s']:>10}"
+            f"{name:<32}{r['wall_s']:>8}{r['cpu_s']:>8} ({r['child_cpu_s']})"
+            f"{r['redis_cpu_s']:>10}{r['redis_sent_mb']:>9}"
             f"{r['compared']:>10}{r['per_s']:>8}{r['per_cpu_s']:>10}{r['peak_rss_mb']!s:>9}"
             f" (+{r['child_peak_rss_mb']} child){r['load']:>6}{r['tree_peak_mb']:>7} ({r['tree_processes']})"
             f"{r['differences']:>6}"
