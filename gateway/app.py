@@ -43,6 +43,7 @@ from gateway.http.responses import json_response, raw_json_response
 from gateway.http.ws import OPEN_SOCKETS
 from gateway.legacy.replica import LegacyReplica
 from gateway.legacy.store import LegacyStore
+from gateway.loop_watch import LoopWatch
 from gateway.metrics import Gauge, RequestMetrics
 from gateway.phases.router import PhasedStore
 from gateway.phases.runtime import MigrationRuntime
@@ -55,6 +56,7 @@ __all__ = [
     "GATEWAY",
     "HOST",
     "LEGACY",
+    "LOOP_WATCH",
     "METRICS",
     "MIGRATION",
     "ROUTER",
@@ -77,6 +79,7 @@ AUTH: Final = web.AppKey("auth", ApiAuth)
 ADMIN_TOKEN: Final = web.AppKey("admin_token", str)
 MAX_LINE: Final = 65_536
 METRICS: Final = web.AppKey("metrics", RequestMetrics)
+LOOP_WATCH: Final = web.AppKey("loop_watch", LoopWatch)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -97,7 +100,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
             with contextlib.suppress(Exception):
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
-    resources = [_tokens, _actor_host, _migration]
+    resources = [_loop_watch, _tokens, _actor_host, _migration]
     if settings.legacy.redis_url is not None:
         resources += [_legacy_store, _phase_router]
     for resource in [*resources, _api]:
@@ -224,6 +227,17 @@ async def _phase_router(settings: Settings, clk: Clock, app: web.Application) ->
     finally:
         await runtime.stop_background()  # the repair worker and shadow reads use both stores
         await router.drain()
+
+
+async def _loop_watch(_settings: Settings, _clk: Clock, app: web.Application) -> AsyncIterator[None]:
+    """The event loop's stalls watched while the app runs (`gateway.loop_watch`), in the metrics."""
+    watch = app[LOOP_WATCH] = LoopWatch()
+    app[METRICS].add_state(watch.gauges)
+    watch.start()
+    try:
+        yield
+    finally:
+        watch.stop()
 
 
 async def _api(settings: Settings, clk: Clock, app: web.Application) -> AsyncIterator[None]:
