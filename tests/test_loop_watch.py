@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import platform
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from gateway.app import LOOP_WATCH, create_app
-from gateway.loop_watch import LoopWatch
+from gateway.loop_watch import LoopWatch, syscall_of
 from gateway.settings import MigrationSettings, Settings, StorageSettings
 
 
@@ -27,9 +29,10 @@ class FakeClocks:
         self.cpu = 5.0
         self.faults = 0
         self.switches = 0
+        self.waits = 0
 
-    def usage(self) -> tuple[int, int]:
-        return self.faults, self.switches
+    def usage(self) -> tuple[int, int, int]:
+        return self.faults, self.switches, self.waits
 
 
 async def test_a_late_tick_is_a_stall_logged_with_the_window_it_ended() -> None:
@@ -40,6 +43,7 @@ async def test_a_late_tick_is_a_stall_logged_with_the_window_it_ended() -> None:
         clock=lambda: clocks.now,
         cpu_clock=lambda: clocks.cpu,
         usage=clocks.usage,
+        sample=False,
     )
     watch.start()
     try:
@@ -51,6 +55,7 @@ async def test_a_late_tick_is_a_stall_logged_with_the_window_it_ended() -> None:
             clocks.cpu += 0.03
             clocks.faults += 2
             clocks.switches += 7
+            clocks.waits += 1
             watch._tick()
     finally:
         watch.stop()
@@ -65,7 +70,7 @@ async def test_a_late_tick_is_a_stall_logged_with_the_window_it_ended() -> None:
     assert line["lag_ms"] == pytest.approx(400.0)
     assert line["window_ms"] == pytest.approx(500.0)
     assert line["cpu_ms"] == pytest.approx(30.0)  # far below the window: the process was not running
-    assert (line["major_faults"], line["involuntary_switches"]) == (2, 7)
+    assert (line["major_faults"], line["involuntary_switches"], line["voluntary_switches"]) == (2, 7, 1)
     assert (line["gc_ms"], line["gc_generation"]) == (0.0, -1)
 
 
@@ -93,8 +98,44 @@ async def test_a_blocked_loop_is_a_stall_with_its_cpu_and_the_collector_in_it() 
     assert line["cpu_ms"] >= 100  # busy: the CPU time is the window's
     assert line["gc_generation"] == 2
     assert line["gc_ms"] > 0
+    # the watchdog saw Python code keep the loop: the frame of this test, waiting for the GIL
+    assert "test_a_blocked_loop_is_a_stall" in line.get("where", ""), line
     assert watch.gc_pause_max_s > 0
     assert watch.gc_pause_s >= watch.gc_pause_max_s
+
+
+ON_LINUX_X86_64 = sys.platform == "linux" and platform.machine() == "x86_64"
+
+
+async def test_a_loop_held_in_a_system_call_names_the_call_and_the_code_that_made_it() -> None:
+    watch = LoopWatch(interval_s=0.01, stall_s=0.05)
+    watch.start()
+    try:
+        await asyncio.sleep(0.03)
+        with capture_logs() as logs:
+            time.sleep(0.3)  # noqa: ASYNC251 - the point: the loop held in a system call (GIL released)
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if watch.stalls:
+                    break
+    finally:
+        watch.stop()
+    stalled = [e for e in logs if e["event"] == "loop.stalled"]
+    assert stalled
+    line = stalled[0]
+    assert line["cpu_ms"] < line["window_ms"] / 2  # not busy: waiting
+    assert line["where"].startswith("test_a_loop_held_in_a_system_call")
+    if ON_LINUX_X86_64:
+        assert line["syscall"] == "clock_nanosleep"
+    assert "watchdog_late_ms" not in line
+
+
+def test_system_calls_are_named_from_proc() -> None:
+    assert syscall_of("running") == "running"
+    assert syscall_of("") == ""
+    if ON_LINUX_X86_64:
+        assert syscall_of("75 0x5 0x0 0x0 0x0 0x0 0x0 0x7ffd 0x7f12") == "fdatasync"
+        assert syscall_of("999 0x0") == "999"
 
 
 async def test_a_stopped_watch_ticks_no_more_and_leaves_the_collector_alone() -> None:
@@ -113,6 +154,7 @@ async def test_a_stopped_watch_ticks_no_more_and_leaves_the_collector_alone() ->
     assert watch.ticks == ticks >= 2
     assert not watch.running
     assert watch._on_gc not in gc.callbacks
+    assert watch._watchdog is None  # the watchdog thread ended
     paused = watch.gc_pause_s
     gc.collect()
     assert watch.gc_pause_s == paused
