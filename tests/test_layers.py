@@ -11,7 +11,18 @@ import pytest
 GATEWAY = Path(__file__).resolve().parents[1] / "gateway"
 
 BASE = frozenset(
-    {"clock", "errors", "settings", "settings_docs", "logs", "retry", "metrics", "keyed_locks", "__version__"}
+    {
+        "clock",
+        "errors",
+        "settings",
+        "settings_docs",
+        "logs",
+        "retry",
+        "metrics",
+        "keyed_locks",
+        "loop_watch",
+        "__version__",
+    }
 )
 """The base modules (and the package's version), which every part may import."""
 
