@@ -42,7 +42,10 @@ one connection per concurrent worker, because aiohttp's client costs several tim
 request than the server's fast paths and this machine has only two cores, shared by client and
 server. `--client aiohttp` uses one `aiohttp.ClientSession` (keep-alive) instead, for comparison.
 When the server's pid is known (`--spawn`, or `--server-pid`), the server's own CPU time per
-request is reported too: it does not depend on what the client costs.
+request is reported too: it does not depend on what the client costs. With `--spawn` the
+gateway's event loop stalls are reported at the end (`gateway_loop_stalls` in the JSON: its
+`loop.stalled` lines, each a stall of 250 ms or more with what held the loop,
+`gateway/loop_watch.py`), so a round's p99 that jumped can be told from the machine's noise.
 
 Traffic goes to 127.0.0.1 only. Every loop is bounded in count and in time. This is a benchmark,
 not a test: it checks statuses but asserts nothing else.
@@ -1019,7 +1022,7 @@ def sequential_figures(floor: dict[str, Any], gateway: dict[str, Any], state: st
 async def run_fresh_sequential(args: argparse.Namespace, phase: str, run_tag: str) -> dict[str, Any]:
     """The twelve operations on a gateway of `phase` started for them alone (fresh data dir and,
     outside cutover, a fresh redis-server), as upstream ran them; its CPU metered by its pid."""
-    with spawned(phase, args.log_level, keep=False) as (base, pid):
+    with spawned(phase, args.log_level, keep=False) as (base, pid, _log):
         meter = CpuMeter(pid)
         settle_s = await settle(meter)
         factory = ClientFactory(base, args.client)
@@ -1275,8 +1278,9 @@ def machine() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def spawned(phase: str, log_level: str, keep: bool) -> Iterator[tuple[str, int]]:
-    """A gateway (and for non-cutover phases a redis-server) on free loopback ports, in a temp dir.
+def spawned(phase: str, log_level: str, keep: bool) -> Iterator[tuple[str, int, Path]]:
+    """A gateway (and for non-cutover phases a redis-server) on free loopback ports, in a temp dir:
+    its URL, pid and log file.
 
     Imported lazily so that `--base` runs need nothing from the package.
     """
@@ -1297,7 +1301,22 @@ def spawned(phase: str, log_level: str, keep: bool) -> Iterator[tuple[str, int]]
         stack.enter_context(gw)
         assert gw.proc is not None  # noqa: S101 - started by enter_context
         out(f"gateway {phase} on {gw.url} (pid {gw.proc.pid}), data and log in {tmp}")
-        yield gw.url, gw.proc.pid
+        yield gw.url, gw.proc.pid, tmp / "gw.log"
+
+
+def loop_stalls(log_path: Path) -> list[dict[str, Any]]:
+    """The gateway's `loop.stalled` lines (`gateway/loop_watch.py`: its event loop held 250 ms or
+    more, with what it was doing), read from its log."""
+    try:
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    stalls: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if '"loop.stalled"' in line:
+            with contextlib.suppress(json.JSONDecodeError):
+                stalls.append(json.loads(line))
+    return stalls
 
 
 async def run_parts(args: argparse.Namespace, base: str, pid: int | None) -> dict[str, Any]:
@@ -1476,8 +1495,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out(f"machine: {machine()}")
     if args.spawn:
-        with spawned(args.phase, args.log_level, args.keep) as (base, pid):
+        with spawned(args.phase, args.log_level, args.keep) as (base, pid, log_path):
             report = asyncio.run(run_parts(args, base, pid))
+            stalls = report["gateway_loop_stalls"] = loop_stalls(log_path)
+        lags = ", ".join(
+            f"{s.get('lag_ms')} ms ({s.get('syscall', '?')}, {s.get('where', '?')})" for s in stalls
+        )
+        out(f"\ngateway event loop stalls (loop.stalled): {len(stalls)}" + (f": {lags}" if stalls else ""))
     else:
         report = asyncio.run(run_parts(args, args.base.rstrip("/"), args.server_pid))
     if args.json is not None:
