@@ -3,8 +3,9 @@ meanwhile.
 
 One process serves every request, so anything that holds its event loop (a long turn, a pause of
 the cyclic collector, a blocking system call, or the machine not running the process at all)
-delays every request in flight by as much. The p99 of the realistic mix is set by such stalls
-(docs/benchmarks.md), and from outside they all look the same. `LoopWatch` asks the loop for a
+delays every request in flight by as much: the rare rounds of the realistic mix whose p99 jumped
+to hundreds of milliseconds were such stalls (docs/benchmarks.md, twentieth pass), and from
+outside their causes all look the same. `LoopWatch` asks the loop for a
 tick every `interval_s` and measures how late each one runs (the loop's lag). A tick that is
 `stall_s` or more late is a stall: it is counted and logged at warning (`loop.stalled`) with what
 tells the causes apart, for the window since the previous tick:
