@@ -121,8 +121,7 @@ class LoopWatch:
         self._usage = usage
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
-        self._due = 0.0  # when the next tick was asked for (`clock`)
-        self._last = 0.0  # when the last tick ran
+        self._last = 0.0  # when the last tick ran (`clock`); the next is due `interval_s` later
         self._cpu = 0.0
         self._ru: Usage = (0, 0, 0)
         self._sample = sample
@@ -153,7 +152,7 @@ class LoopWatch:
         now = self._clock()
         self._last, self._cpu, self._ru = now, self._cpu_clock(), self._usage()
         gc.callbacks.append(self._on_gc)
-        self._schedule(now)
+        self._schedule()
         if self._sample:
             self._loop_thread, self._loop_tid = threading.get_ident(), threading.get_native_id()
             self._quit.clear()
@@ -173,20 +172,20 @@ class LoopWatch:
             self._watchdog.join(timeout=1.0)
             self._watchdog = None
 
-    def _schedule(self, now: float) -> None:
+    def _schedule(self) -> None:
         if self._loop is None:  # stopped
             return
-        self._due = now + self.interval_s
         self._handle = self._loop.call_later(self.interval_s, self._tick)
 
     def _tick(self) -> None:
         now = self._clock()
         self.observe(now)
-        self._schedule(now)
+        self._schedule()
 
     def observe(self, now: float) -> float:
-        """The tick asked for at `self._due` ran at `now`: count it, log a stall; its lag."""
-        lag = max(0.0, now - self._due)
+        """The tick due `interval_s` after the last ran at `now`: count it, log a stall; its lag."""
+        due = self._last + self.interval_s
+        lag = max(0.0, now - due)
         cpu, ru = self._cpu_clock(), self._usage()
         self.ticks += 1
         self.last_lag_s = lag
@@ -194,7 +193,7 @@ class LoopWatch:
         if lag >= self.stall_s:
             self.stalls += 1
             seen = self._seen
-            extra = dict(seen[1]) if seen is not None and seen[0] == self._due else {}
+            extra = dict(seen[1]) if seen is not None and seen[0] == due else {}
             log.warning(
                 "loop.stalled",
                 lag_ms=round(lag * 1000, 1),
@@ -220,7 +219,7 @@ class LoopWatch:
             if self._quit.wait(step):
                 return
             late = time.monotonic() - asked - step
-            due, seen = self._due, self._seen
+            due, seen = self._last + self.interval_s, self._seen
             if self._clock() - due < self.stall_s:
                 continue
             if seen is not None and seen[0] == due and "watchdog_late_ms" not in seen[1]:

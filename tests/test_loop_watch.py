@@ -9,7 +9,9 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,6 +21,19 @@ from structlog.testing import capture_logs
 from gateway.app import LOOP_WATCH, create_app
 from gateway.loop_watch import LoopWatch, syscall_of
 from gateway.settings import MigrationSettings, Settings, StorageSettings
+
+
+async def until(done: Callable[[], bool]) -> None:
+    """Let the loop run (its ticks, a late one too) until `done()`, at most a second."""
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if done():
+            return
+
+
+def stall_lines(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    """The `loop.stalled` lines among captured log lines."""
+    return [e for e in logs if e["event"] == "loop.stalled"]
 
 
 class FakeClocks:
@@ -63,7 +78,7 @@ async def test_a_late_tick_is_a_stall_logged_with_the_window_it_ended() -> None:
     assert watch.last_lag_s == pytest.approx(0.4)
     assert (watch.ticks, watch.stalls) == (2, 1)
     assert watch.max_lag_s == pytest.approx(0.4)
-    stalled = [e for e in logs if e["event"] == "loop.stalled"]
+    stalled = stall_lines(logs)
     assert len(stalled) == 1
     line = stalled[0]
     assert line["log_level"] == "warning"
@@ -84,13 +99,10 @@ async def test_a_blocked_loop_is_a_stall_with_its_cpu_and_the_collector_in_it() 
             started = time.process_time()
             while time.process_time() - started < 0.2:  # then 200 ms of CPU work, however long it took
                 pass
-            for _ in range(100):  # the late tick runs at the next turn of the loop
-                await asyncio.sleep(0.01)
-                if watch.stalls:
-                    break
+            await until(lambda: watch.stalls > 0)  # the late tick runs at the next turn of the loop
     finally:
         watch.stop()
-    stalled = [e for e in logs if e["event"] == "loop.stalled"]
+    stalled = stall_lines(logs)
     assert watch.stalls >= 1
     assert stalled
     line = stalled[0]
@@ -114,13 +126,10 @@ async def test_a_loop_held_in_a_system_call_names_the_call_and_the_code_that_mad
         await asyncio.sleep(0.03)
         with capture_logs() as logs:
             time.sleep(0.3)  # noqa: ASYNC251 - the point: the loop held in a system call (GIL released)
-            for _ in range(100):
-                await asyncio.sleep(0.01)
-                if watch.stalls:
-                    break
+            await until(lambda: watch.stalls > 0)
     finally:
         watch.stop()
-    stalled = [e for e in logs if e["event"] == "loop.stalled"]
+    stalled = stall_lines(logs)
     assert stalled
     line = stalled[0]
     assert line["cpu_ms"] < line["window_ms"] / 2  # not busy: waiting
@@ -144,10 +153,7 @@ async def test_a_stopped_watch_ticks_no_more_and_leaves_the_collector_alone() ->
     assert watch.running
     with pytest.raises(RuntimeError, match="running already"):
         watch.start()
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if watch.ticks >= 2:
-            break
+    await until(lambda: watch.ticks >= 2)
     watch.stop()
     ticks = watch.ticks
     await asyncio.sleep(0.05)
@@ -178,10 +184,7 @@ async def test_the_gateway_exports_its_loop_and_collector_figures(tmp_path: Path
     try:
         watch = app[LOOP_WATCH]
         assert watch.running
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if watch.ticks >= 1:
-                break
+        await until(lambda: watch.ticks >= 1)
         gc.collect()
         url = f"http://{server.host}:{server.port}/admin/metrics"
         headers = {"Authorization": "Bearer t"}
