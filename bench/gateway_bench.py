@@ -67,7 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -302,7 +302,8 @@ class OpResult:
 
 
 class CpuMeter:
-    """User + system CPU seconds of one process (from /proc), to report server CPU per request."""
+    """User + system CPU seconds of one process and its children (from /proc), to report server
+    CPU per request: the gateway's checkpoint helper process is part of the server."""
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
@@ -316,7 +317,21 @@ class CpuMeter:
         except OSError:
             return None
         fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self._tick  # utime, stime (fields 14, 15)
+        # utime, stime, and the children's that ended (cutime, cstime): fields 14-17
+        ticks = sum(int(f) for f in fields[11:15])
+        return (ticks + self._live_children_ticks()) / self._tick
+
+    def _live_children_ticks(self) -> int:
+        try:
+            pids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return 0
+        ticks = 0
+        for child in pids:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks
 
     @contextlib.contextmanager
     def measure(self, into: dict[str, Any]) -> Iterator[None]:
@@ -1278,7 +1293,9 @@ def machine() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def spawned(phase: str, log_level: str, keep: bool) -> Iterator[tuple[str, int, Path]]:
+def spawned(
+    phase: str, log_level: str, keep: bool, settings: Sequence[str] = ()
+) -> Iterator[tuple[str, int, Path]]:
     """A gateway (and for non-cutover phases a redis-server) on free loopback ports, in a temp dir:
     its URL, pid and log file.
 
@@ -1289,6 +1306,9 @@ def spawned(phase: str, log_level: str, keep: bool) -> Iterator[tuple[str, int, 
 
     tmp = Path(tempfile.mkdtemp(prefix="agent-coord-bench-"))
     env = {"AGENT_COORD_LOG_LEVEL": log_level}
+    for setting in settings:  # NAME=VALUE, checked by the argument parser
+        name, _, value = setting.partition("=")
+        env[name] = value
     with contextlib.ExitStack() as stack:
         if not keep:  # registered first, so it runs last: after the gateway and Redis have stopped
             stack.callback(shutil.rmtree, tmp, True)
@@ -1384,6 +1404,14 @@ async def run_parts(args: argparse.Namespace, base: str, pid: int | None) -> dic
     return report
 
 
+def gateway_setting(text: str) -> str:
+    """An `--gateway-env` value: AGENT_COORD_<SECTION>_<NAME>=VALUE."""
+    name, sep, _ = text.partition("=")
+    if not sep or not name.startswith("AGENT_COORD_"):
+        raise argparse.ArgumentTypeError(f"expected AGENT_COORD_<NAME>=VALUE, got {text!r}")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     target = p.add_mutually_exclusive_group(required=True)
@@ -1397,6 +1425,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--log-level", default="info", help="--spawn: AGENT_COORD_LOG_LEVEL (default info)")
     p.add_argument("--keep", action="store_true", help="--spawn: keep the temp dir (data, gateway log)")
+    p.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        type=gateway_setting,
+        metavar="AGENT_COORD_X=VALUE",
+        help="--spawn: a gateway setting (repeatable), e.g. AGENT_COORD_STORAGE_CHECKPOINT_HELPER=false",
+    )
     p.add_argument("--server-pid", type=int, help="--base: the gateway's pid, to report its CPU per request")
     p.add_argument("--client", choices=["raw", "aiohttp"], default="raw", help="HTTP client (default raw)")
     p.add_argument("--tag", help="run tag in agent ids and lock paths (default: the time in ms)")
@@ -1495,7 +1531,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out(f"machine: {machine()}")
     if args.spawn:
-        with spawned(args.phase, args.log_level, args.keep) as (base, pid, log_path):
+        with spawned(args.phase, args.log_level, args.keep, args.gateway_env) as (base, pid, log_path):
             report = asyncio.run(run_parts(args, base, pid))
             stalls = report["gateway_loop_stalls"] = loop_stalls(log_path)
         lags = ", ".join(

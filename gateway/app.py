@@ -164,6 +164,7 @@ async def _actor_host(settings: Settings, clk: Clock, app: web.Application) -> A
         ),
         synchronous=settings.storage.sqlite_synchronous,
         shards=settings.storage.shards,
+        checkpoint_helper=settings.storage.checkpoint_helper,
         on_lock_alarm_expiry=lambda path: (
             app[ROUTER].after_lock_alarm_expiry(path) if ROUTER in app else None
         ),
@@ -266,6 +267,7 @@ async def _api(settings: Settings, clk: Clock, app: web.Application) -> AsyncIte
 def gauges(app: web.Application) -> list[Gauge]:
     """The state figures of a running app, read when `/admin/metrics` is scraped."""
     host, runtime = app[HOST], app[MIGRATION]
+    helper = host.checkpoint_helper
     stats = runtime.queue.stats()
     now = runtime.clock.now_ms()
     out = [
@@ -278,6 +280,19 @@ def gauges(app: web.Application) -> list[Gauge]:
         ),
         Gauge("agent_coord_actor_evictions_total", "Idle actors closed.", [({}, host.evictions)], "counter"),
         Gauge("agent_coord_alarms_pending", "Actors with an alarm set.", [({}, host.pending_alarms)]),
+        Gauge(
+            "agent_coord_checkpoint_helper_rounds_total",
+            "WAL checkpoint rounds the checkpoint helper process ran.",
+            [({}, 0 if helper is None else helper.rounds)],
+            "counter",
+        ),
+        Gauge(
+            "agent_coord_checkpoint_helper_failures_total",
+            "Times the checkpoint helper process could not start, died or timed out (rounds then run "
+            "in the gateway for a while).",
+            [({}, 0 if helper is None else helper.failures)],
+            "counter",
+        ),
         Gauge("agent_coord_websockets", "WebSockets held by the host.", [({}, host.socket_count)]),
         Gauge(
             "agent_coord_phase",

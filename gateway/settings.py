@@ -98,6 +98,9 @@ class StorageSettings:
     # agents and locks share this many SQLite files (rows keyed by the actor's name); fixed once a
     # data directory holds data (docs/actor-host.md, "Shards")
     shards: int = 8
+    # WAL checkpoints (and the syncs they and the next write cost) run in a child process, so a
+    # slow disk holds only the checkpointed actor's turns, not the event loop (docs/actor-host.md)
+    checkpoint_helper: bool = True
 
 
 @dataclass(frozen=True, slots=True)

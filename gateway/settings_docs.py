@@ -49,11 +49,16 @@ DOCS: Final[dict[str, str]] = {
         "How many SQLite files agents and locks share (an actor's rows live in the file its name hashes "
         "to); fixed when the data directory is created: a start with another value is refused."
     ),
+    "storage.checkpoint_helper": (
+        "Run the WAL checkpoints of the actor files in a helper process started with the first "
+        "checkpoint: their syncs then hold only the checkpointed actor's turns, not every request. "
+        "false (or a helper that fails) runs them in the gateway, as before."
+    ),
     "actors.max_open": (
         "Most actors active at once (the coordinator's database open, agents and locks in memory); "
         "idle ones are evicted first. An agent or a lock holds no file and about 1.2 KB of memory while "
         "active; a working set above this bound reactivates an actor on most of its events. Open "
-        "files stay below 5 x storage.shards + 4 x max_open + 5 (only the coordinator keeps a "
+        "files stay below 6 x storage.shards + 5 x max_open + 5 (only the coordinator keeps a "
         "database of its own)."
     ),
     "actors.idle_timeout_s": "Seconds without events after which an actor is evicted (its database closed).",

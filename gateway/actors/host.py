@@ -43,6 +43,7 @@ import structlog
 
 from gateway.actors import wal
 from gateway.actors.bulk_write import ShardWriter
+from gateway.actors.checkpoint_helper import CheckpointHelper
 from gateway.actors.convert import convert_old_layout
 from gateway.actors.crash import crash_point
 from gateway.actors.gate import TurnGate
@@ -358,6 +359,7 @@ class ActorHost:
         sharded: Mapping[str, Sequence[TableSpec]] | None = None,
         shards: int = 8,
         fire_alarms: bool = True,
+        checkpoint_helper: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.factories = dict(factories)
@@ -378,6 +380,8 @@ class ActorHost:
         # usual but never fired, so the tool changes nothing behind its back; the gateway's next
         # start fires them
         self.fire_alarms = fire_alarms
+        # the WAL checkpoints' process (`checkpoint_helper.py`; it starts with the first one)
+        self.checkpoint_helper = CheckpointHelper(self.synchronous) if checkpoint_helper else None
         self._alarm_slots = asyncio.Semaphore(ALARM_CONCURRENCY)
         self._shards: ShardSet | None = None
         self._open: OrderedDict[ActorRef, _Activation] = OrderedDict()
@@ -468,7 +472,12 @@ class ActorHost:
                 f"set storage.shards = {row[0]} (the setting is {self.shard_count})"
             )
         self._shards = ShardSet(
-            self.data_dir, self.shard_count, self.sharded, self.synchronous, self.clock.now_ms
+            self.data_dir,
+            self.shard_count,
+            self.sharded,
+            self.synchronous,
+            self.clock.now_ms,
+            helper=self.checkpoint_helper,
         )
         self._shards.open()
         convert_old_layout(self.data_dir, db, self._shards)
@@ -510,6 +519,8 @@ class ActorHost:
         await self._close_sockets(1001, "going away")
         if self._shards is not None:
             await self._shards.stop()  # the pending group commits finish first
+        if self.checkpoint_helper is not None:
+            await self.checkpoint_helper.close()  # no round runs: the checkpointers have ended
         for act in list(self._open.values()):
             self._close_activation(act)
         self._close_storage()
@@ -803,7 +814,7 @@ class ActorHost:
                 if wal.wal_backlog_bytes(storage.path) <= wal.CHECKPOINT_WAL_BYTES:
                     continue
                 try:
-                    await wal.checkpoint_in_rounds(storage.path, storage.checkpoint)
+                    await wal.checkpoint_in_rounds(storage.path, storage.checkpoint, self.checkpoint_helper)
                     await self._catch_up(ref, storage)
                 except sqlite3.Error as e:
                     log.warning("actor.checkpoint_failed", path=str(storage.path), error=str(e))
@@ -823,7 +834,13 @@ class ActorHost:
         try:
             if act.dead or storage.closed or storage.in_transaction:
                 return
-            ms = await wal.held_round(self.synchronous, storage.checkpoint, storage.checkpoint_inline)
+            ms = await wal.held_round(
+                self.synchronous,
+                storage.checkpoint,
+                storage.checkpoint_inline,
+                helper=self.checkpoint_helper,
+                path=storage.path,
+            )
             log.debug("actor.checkpoint_caught_up", ref=str(ref), ms=ms)
         finally:
             act.gate.release()

@@ -106,13 +106,15 @@ def host_files(data_dir: Path, *, sidecars: bool = False) -> list[HostFile]:
 
 
 def open_files_bound(shards: int, max_open: int) -> int:
-    """The most file descriptors the host holds: 5 per shard (database, WAL and shared memory
-    of the turn connection, database and WAL of the checkpoint connection), 4 per open file
-    actor (database, WAL and shared memory of its connection; once checkpointed, the database
-    descriptor of the checkpoint's connection, which SQLite keeps for reuse while another
-    connection of the process has the file open), 1 for the WAL of the file actor being
-    checkpointed, and the lock file and the index (database, WAL, shared memory)."""
-    return 5 * shards + 4 * max_open + 1 + 4
+    """The most file descriptors the host holds: 6 per shard (database, WAL and shared memory
+    of the turn connection, database and WAL of the checkpoint connection when the rounds run in
+    the gateway, the shared memory the WAL index is read through: `wal_index.py`), 5 per open
+    file actor (database, WAL and shared memory of its connection; once checkpointed in the
+    gateway, the database descriptor of the checkpoint's connection, which SQLite keeps for reuse
+    while another connection of the process has the file open; the WAL index's), 1 for the WAL
+    of the file actor being checkpointed, and the lock file and the index (database, WAL, shared
+    memory). The checkpoint helper process (`checkpoint_helper.py`) holds its own."""
+    return 6 * shards + 5 * max_open + 1 + 4
 
 
 class HostRunningError(RuntimeError):

@@ -38,6 +38,7 @@ from typing import Any
 import structlog
 
 from gateway.actors import wal
+from gateway.actors.checkpoint_helper import CheckpointHelper
 from gateway.actors.crash import crash_point
 from gateway.actors.gate import TurnGate
 from gateway.actors.layout import shard_path
@@ -108,12 +109,16 @@ class Shard:
         synchronous: str,
         now_ms: Callable[[], int],
         executor: Any = None,
+        *,
+        helper: CheckpointHelper | None = None,
     ) -> None:
         self.index = index
+        self.helper = helper
         self.path = path
         self.synchronous = synchronous
         self.now_ms = now_ms
         self.conn = connect_shard(path, synchronous)
+        wal.hold_index(path)  # released by close(), after both connections
         # the turns' statements share one cursor (`ActorStorage._cur`: `conn.execute` makes and
         # drops one per statement); the turn lock keeps them one at a time, each read at once
         self.cur = self.conn.cursor()
@@ -271,7 +276,12 @@ class Shard:
             async with self.lock:
                 if not self.conn.in_transaction:
                     ms = await wal.held_round(
-                        self.synchronous, self.checkpoint, self._checkpoint_inline, self._executor
+                        self.synchronous,
+                        self.checkpoint,
+                        self._checkpoint_inline,
+                        self._executor,
+                        helper=self.helper,
+                        path=self.path,
                     )
                     log.debug("shard.checkpoint_caught_up", shard=self.index, ms=ms)
                     return True
@@ -290,10 +300,13 @@ class Shard:
             self._group = None
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
-        if self._ckpt is not None:
-            self._ckpt.close()
-            self._ckpt = None
-        self.conn.close()
+        try:
+            if self._ckpt is not None:
+                self._ckpt.close()
+                self._ckpt = None
+            self.conn.close()
+        finally:
+            wal.release_index(self.path)
 
 
 class ShardSet:
@@ -306,8 +319,11 @@ class ShardSet:
         kinds: KindTables,
         synchronous: str,
         now_ms: Callable[[], int],
+        *,
+        helper: CheckpointHelper | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.helper = helper
         self.count = count
         self.kinds = kinds
         self.synchronous = synchronous
@@ -319,7 +335,9 @@ class ShardSet:
         shard_path(self.data_dir, 0).parent.mkdir(parents=True, exist_ok=True)
         try:
             for i in range(self.count):
-                shard = Shard(i, shard_path(self.data_dir, i), self.synchronous, self.now_ms)
+                shard = Shard(
+                    i, shard_path(self.data_dir, i), self.synchronous, self.now_ms, helper=self.helper
+                )
                 self.shards.append(shard)
                 ensure_schema(shard.conn, self.kinds)
         except BaseException:
@@ -357,7 +375,7 @@ class ShardSet:
                     try:
                         # never abandoned half-way: a stop waits for it, so close() cannot close
                         # the checkpoint connection under the worker thread
-                        await wal.checkpoint_in_rounds(shard.path, shard.checkpoint)
+                        await wal.checkpoint_in_rounds(shard.path, shard.checkpoint, self.helper)
                         if not await shard.catch_up():
                             log.info("shard.checkpoint_catch_up_skipped", shard=shard.index)
                     except sqlite3.Error as e:

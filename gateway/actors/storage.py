@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from gateway.actors import wal_index as wal
 from gateway.errors import LimitExceeded, TransactionControlNotAllowed
 
 T = TypeVar("T")
@@ -153,6 +154,8 @@ class ActorStorage:
         # statement is left half read when the next one starts.
         self._cur = conn.cursor()
         self.path = path  # the database file, for checkpoints from a second connection
+        if path is not None:
+            wal.hold_index(path)
         self.wrote_since_check = False  # a turn committed writes since the checkpointer looked
         self.closed = False
         self._savepoint_depth = 0
@@ -361,11 +364,15 @@ class ActorStorage:
         checkpoint). Returns SQLite's (busy, frames in the WAL, frames checkpointed)."""
         if self.path is None:
             raise ValueError("this storage has no file to checkpoint")
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        wal.hold_index(self.path)
         try:
-            busy, log_frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                busy, log_frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            finally:
+                conn.close()
         finally:
-            conn.close()
+            wal.release_index(self.path)
         return int(busy), int(log_frames), int(done)
 
     def checkpoint_inline(self) -> None:
@@ -374,8 +381,12 @@ class ActorStorage:
 
     def close(self) -> None:
         self.closed = True
-        self.rollback()
-        self.conn.close()
+        try:
+            self.rollback()
+            self.conn.close()
+        finally:
+            if self.path is not None:
+                wal.release_index(self.path)
 
 
 class Committer(Protocol):

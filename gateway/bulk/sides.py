@@ -86,6 +86,7 @@ async def open_actor_side(
         synchronous=settings.storage.sqlite_synchronous,
         shards=settings.storage.shards,
         fire_alarms=fire_alarms,
+        checkpoint_helper=settings.storage.checkpoint_helper,
     )
     await host.start()  # ActorOwnedElsewhere while a gateway holds the directory
     log.info("bulk.actor_side", mode="data-dir", data_dir=str(data_dir))

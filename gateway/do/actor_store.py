@@ -269,6 +269,7 @@ def build_actor_host(
     shards: int = 8,
     on_lock_alarm_expiry: Callable[[str], None] | None = None,
     fire_alarms: bool = True,
+    checkpoint_helper: bool = True,
 ) -> ActorHost:
     """An `ActorHost` serving the three DO actor kinds: the coordinator in its own database,
     agents and locks in `shards` shard files.
@@ -299,5 +300,6 @@ def build_actor_host(
         sharded=SHARDED_TABLES,
         shards=shards,
         fire_alarms=fire_alarms,
+        checkpoint_helper=checkpoint_helper,
     )
     return host

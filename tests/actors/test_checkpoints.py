@@ -1,6 +1,9 @@
-"""WAL checkpoints run off the event loop (a second connection in a worker thread), only when the
-WAL holds enough frames not yet copied back, and leave no connection open behind an eviction
-or a shutdown (`gateway/actors/wal.py`)."""
+"""WAL checkpoints run off the event loop, only when the WAL holds enough frames not yet copied
+back, and leave no connection open behind an eviction or a shutdown (`gateway/actors/wal.py`).
+
+Most tests here run the host without its checkpoint helper process: they test the rounds the
+gateway runs itself (a second connection in a worker thread), which a helper that fails falls
+back to; `test_checkpoint_helper.py` tests the helper, and the WAL-starts-over tests run both."""
 
 from __future__ import annotations
 
@@ -77,7 +80,7 @@ async def test_file_actor_commits_never_checkpoint_the_checkpointer_does_in_a_wo
     from a worker thread."""
     monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.02)
     monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 1 << 40)
-    async with host_for(data_dir, {"c": CountingActor}) as host:
+    async with host_for(data_dir, {"c": CountingActor}, checkpoint_helper=False) as host:
         path = actor_path(data_dir, REF)
         await write_rows(host, 1200)
         assert wal.wal_backlog_bytes(path) > 1200 * 4096  # no commit checkpointed
@@ -101,17 +104,18 @@ async def test_eviction_and_shutdown_leave_no_file_of_the_actor_open(
     monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.02)
     monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 16 * 1024)
     path = actor_path(data_dir, REF)
-    async with host_for(data_dir, {"c": CountingActor}) as host:
+    async with host_for(data_dir, {"c": CountingActor}, checkpoint_helper=False) as host:
         await write_rows(host, 20)
         await until(lambda: len(checkpoint_threads) == 1)
-        # database, WAL and shared memory; SQLite may keep the checkpoint's database descriptor
-        assert 3 <= len(open_files(path)) <= 4
+        # database, WAL and shared memory, the WAL index's read descriptor (`wal_index.py`);
+        # SQLite may keep the checkpoint's database descriptor
+        assert 4 <= len(open_files(path)) <= 5
         assert await host.evict(REF)
         assert open_files(path) == []
 
         await write_rows(host, 20)
         await until(lambda: len(checkpoint_threads) == 2)
-        assert 3 <= len(open_files(path)) <= 4
+        assert 4 <= len(open_files(path)) <= 5
     assert open_files(path) == []
 
 
@@ -136,7 +140,7 @@ async def test_an_eviction_or_shutdown_during_a_checkpoint_leaves_no_file_open_a
 
     monkeypatch.setattr(ActorStorage, "checkpoint", held)
     path = actor_path(data_dir, REF)
-    async with host_for(data_dir, {"c": CountingActor}) as host:
+    async with host_for(data_dir, {"c": CountingActor}, checkpoint_helper=False) as host:
         await write_rows(host, 20)
         await until(entered.is_set)
         assert await host.evict(REF)
@@ -173,7 +177,9 @@ async def test_a_shard_is_checkpointed_again_only_when_its_wal_fills_again(
         real(self)
 
     monkeypatch.setattr(Shard, "checkpoint", counting)
-    async with host_for(data_dir, {"kv": KvActor}, sharded={"kv": KV_TABLES}, shards=1) as host:
+    async with host_for(
+        data_dir, {"kv": KvActor}, sharded={"kv": KV_TABLES}, shards=1, checkpoint_helper=False
+    ) as host:
 
         async def put(i: int) -> None:
             async def turn(a: KvActor) -> None:
@@ -206,8 +212,9 @@ async def until_started_over(path: Path, write: Callable[[], Awaitable[None]], m
     raise AssertionError(f"the WAL never started over in {most} writes ({highest} frames)")
 
 
+@pytest.mark.parametrize("helper", [True, False], ids=["helper", "in-gateway"])
 async def test_a_file_actors_wal_starts_over_though_turns_commit_during_its_checkpoints(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, helper: bool
 ) -> None:
     """Under a steady stream of write turns, every checkpoint in the worker thread ends with new
     frames behind it, and SQLite starts a WAL over only for a transaction that began with every
@@ -216,7 +223,7 @@ async def test_a_file_actors_wal_starts_over_though_turns_commit_during_its_chec
     monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.01)
     monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 64 * 1024)
     path = actor_path(data_dir, REF)
-    async with host_for(data_dir, {"c": CountingActor}) as host:
+    async with host_for(data_dir, {"c": CountingActor}, checkpoint_helper=helper) as host:
         written = await until_started_over(path, lambda: write_rows(host, 1), 3000)
         written += await until_started_over(path, lambda: write_rows(host, 1), 3000)  # and again
 
@@ -224,6 +231,7 @@ async def test_a_file_actors_wal_starts_over_though_turns_commit_during_its_chec
             return int(actor.ctx.sql.exec("SELECT count(*) FROM blobs").one()[0])
 
         assert await host.call(REF, count) == written
+        assert (host.checkpoint_helper is not None and host.checkpoint_helper.rounds > 0) == helper
 
 
 async def test_the_last_checkpoint_holds_the_actors_turns_back_until_it_ends(
@@ -252,7 +260,7 @@ async def test_the_last_checkpoint_holds_the_actors_turns_back_until_it_ends(
         return real(self)
 
     monkeypatch.setattr(ActorStorage, "checkpoint", checkpoint)
-    async with host_for(data_dir, {"c": CountingActor}, synchronous="FULL") as host:
+    async with host_for(data_dir, {"c": CountingActor}, synchronous="FULL", checkpoint_helper=False) as host:
         await write_rows(host, 40)
         monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 64 * 1024)
         await write_rows(host, 1)  # a write since the checkpointer last looked: it is due now
@@ -265,14 +273,17 @@ async def test_the_last_checkpoint_holds_the_actors_turns_back_until_it_ends(
         await asyncio.wait_for(turn, 5)
 
 
+@pytest.mark.parametrize("helper", [True, False], ids=["helper", "in-gateway"])
 async def test_a_shards_wal_starts_over_though_turns_commit_during_its_checkpoints(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, helper: bool
 ) -> None:
     """The same for a shard, whose turn lock holds the turns back for the last checkpoint."""
     monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.01)
     monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 32 * 1024)
     path = shard_path(data_dir, 0)
-    async with host_for(data_dir, {"kv": KvActor}, sharded={"kv": KV_TABLES}, shards=1) as host:
+    async with host_for(
+        data_dir, {"kv": KvActor}, sharded={"kv": KV_TABLES}, shards=1, checkpoint_helper=helper
+    ) as host:
         puts = 0
 
         async def put() -> None:
@@ -292,3 +303,4 @@ async def test_a_shards_wal_starts_over_though_turns_commit_during_its_checkpoin
 
         stored = [len(await host.call(ActorRef("kv", f"a{n}"), everything)) for n in range(7)]
         assert sum(stored) == puts  # nothing lost
+        assert (host.checkpoint_helper is not None and host.checkpoint_helper.rounds > 0) == helper
