@@ -2,7 +2,9 @@
 whose gate and shard are free starts its turn without an await, and a turn that left nothing to
 commit, send or wait for ends without the commit machinery. Strict turns stay strict: a second
 event of a busy actor, or of another actor of a busy shard, waits its turn, first come first
-served; a turn that queued a frame or set an alarm still goes through the commit."""
+served, except that an event arriving while the gate is free takes it past a woken waiter
+(once per waiter), so queues drain; a turn that queued a frame or set an alarm still goes
+through the commit."""
 
 from __future__ import annotations
 
@@ -18,12 +20,15 @@ from gateway.testing.actors import KV_TABLES as KV
 from gateway.testing.actors import FakeSocket, KvActor, host_for
 
 
-async def test_the_gate_is_first_come_first_served_and_try_acquire_never_jumps_the_queue() -> None:
+async def test_waiters_are_served_first_come_and_try_acquire_passes_a_woken_one_once() -> None:
+    """`acquire` is first come, first served; a `try_acquire` between a release and the run of
+    the waiter it woke takes the gate past that waiter (its turn ends in the same step, and the
+    waiter then finds the gate free)."""
     gate = TurnGate()
     assert gate.try_acquire()
     assert gate.locked()
     assert not gate.try_acquire()
-    order: list[int] = []
+    order: list[object] = []
 
     async def waiter(i: int) -> None:
         await gate.acquire()
@@ -32,14 +37,84 @@ async def test_the_gate_is_first_come_first_served_and_try_acquire_never_jumps_t
 
     tasks = [asyncio.ensure_future(waiter(i)) for i in range(3)]
     await asyncio.sleep(0)
+    gate.release()  # wakes waiter 0, which has not run yet
+    assert gate.try_acquire(), "a free gate is taken past the woken waiter"
+    order.append("passer")
     gate.release()
-    assert not gate.try_acquire(), "the first waiter is owed the gate"
     await asyncio.gather(*tasks)
-    assert order == [0, 1, 2]
+    assert order == ["passer", 0, 1, 2]
     assert gate.try_acquire()
     gate.release()
     with pytest.raises(RuntimeError):
         gate.release()
+
+
+async def test_a_waiter_is_passed_over_at_most_once_and_keeps_its_place() -> None:
+    """A turn that passed a woken waiter and still holds the gate when the waiter runs (it
+    awaited): the waiter waits again at the head of the queue, and no `try_acquire` passes it
+    a second time; the waiter queued behind it still comes after it."""
+    gate = TurnGate()
+    assert gate.try_acquire()
+    order: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await gate.acquire()
+        order.append(i)
+        gate.release()
+
+    first = asyncio.ensure_future(waiter(0))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(waiter(1))
+    await asyncio.sleep(0)
+    gate.release()  # wakes waiter 0
+    assert gate.try_acquire()  # passes it, and keeps the gate over the next steps
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert order == []
+    gate.release()  # wakes waiter 0 again
+    assert not gate.try_acquire(), "passed over once: no one passes it again"
+    await asyncio.gather(first, second)
+    assert order == [0, 1]
+    assert gate.try_acquire(), "the queue is empty: a free gate is taken again"
+    gate.release()
+
+
+async def test_new_events_of_a_busy_actor_do_not_queue_behind_a_woken_queue(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Once a turn that held an actor's gate over several steps ends, its queue drains one
+    waiter per step of the event loop; an event that arrives meanwhile runs at once (its turn
+    has no await) instead of joining the end of the queue, so a queue that formed once does
+    not last as long as events keep coming."""
+    async with host_for(tmp_path, {"kv": KvActor}, clock=clock, sharded={"kv": KV}, shards=1) as host:
+        ref = ActorRef("kv", "a")
+        release = asyncio.Event()
+        order: list[str] = []
+
+        async def slow(actor: KvActor) -> None:
+            await release.wait()
+            order.append("slow")
+
+        def read(tag: str):  # type: ignore[no-untyped-def]
+            async def turn(actor: KvActor) -> int | None:
+                order.append(tag)
+                return actor.get("k")
+
+            return turn
+
+        await host.call(ref, read("warm"))
+        holder = asyncio.ensure_future(host.call(ref, slow))
+        await asyncio.sleep(0)
+        queued = [asyncio.ensure_future(host.call(ref, read(f"q{i}"))) for i in range(20)]
+        await asyncio.sleep(0.01)
+        assert order == ["warm"]
+        release.set()
+        await holder
+        late = await asyncio.wait_for(host.call(ref, read("late")), 1)
+        assert late is None
+        await asyncio.gather(*queued)
+        assert order.index("late") < order.index("q5"), order  # first come, first served: after q19
+        assert [tag for tag in order if tag.startswith("q")] == [f"q{i}" for i in range(20)]
 
 
 async def test_a_waiter_cancelled_after_it_was_woken_passes_the_gate_on() -> None:
