@@ -16,8 +16,10 @@ new WAL header, even under `synchronous=NORMAL`. Done here, that sync and the ch
 hold only the waiting actor's turns; done on the gateway's connection, they held its whole
 event loop (`docs/benchmarks.md`, twentieth pass).
 
-Requests run in a few threads, so the host's file actors and its shards never queue behind each
-other; the gateway never sends two requests for one file at once. A connection per file is kept
+Bulk rounds run in a few threads, so the host's file actors and its shards never queue behind
+each other; a held round (`restart`), short and with an actor's turns waiting for it, runs at
+once on the thread that reads the requests (a thread woken for it waited for a processor on a
+busy machine). The gateway never sends two requests for one file at once. A connection per file is kept
 (reopened if the file was replaced); they close when stdin closes, which ends the process.
 """
 
@@ -80,14 +82,15 @@ class Worker:
         ms = round((time.perf_counter() - started) * 1000, 2)
         return {"ok": True, "busy": busy, "log": log_frames, "done": done, "ms": ms}
 
-    def handle(self, line: bytes) -> None:
-        req_id: Any = None
+    def handle(self, req: dict[str, Any]) -> None:
+        """Answer one request."""
         try:
-            req = json.loads(line)
-            req_id = req["id"]
             reply = self.round(str(req["path"]), bool(req.get("restart")))
         except Exception as e:  # noqa: BLE001 - every failure is the caller's answer, never a hang
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        self.answer(req.get("id"), reply)
+
+    def answer(self, req_id: Any, reply: dict[str, Any]) -> None:
         reply["id"] = req_id
         data = json.dumps(reply).encode() + b"\n"
         with self._out_lock:
@@ -110,8 +113,19 @@ def main(argv: list[str]) -> int:
     try:
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="checkpoint") as pool:
             for line in sys.stdin.buffer:
-                if line.strip():
-                    pool.submit(worker.handle, line)
+                if not line.strip():
+                    continue
+                try:
+                    req = json.loads(line)
+                except ValueError as e:
+                    worker.answer(None, {"ok": False, "error": f"ValueError: {e}"})
+                    continue
+                if not isinstance(req, dict):
+                    worker.answer(None, {"ok": False, "error": "a request is a JSON object"})
+                elif req.get("restart"):
+                    worker.handle(req)  # a held round: short, and its actor's turns wait for it
+                else:
+                    pool.submit(worker.handle, req)
     finally:
         worker.close()
     return 0

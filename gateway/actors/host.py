@@ -834,6 +834,7 @@ class ActorHost:
         try:
             if act.dead or storage.closed or storage.in_transaction:
                 return
+            version = storage.data_version()
             ms = await wal.held_round(
                 self.synchronous,
                 storage.checkpoint,
@@ -841,6 +842,9 @@ class ActorHost:
                 helper=self.checkpoint_helper,
                 path=storage.path,
             )
+            # the helper's write that started the WAL over changed no row: the actor's copies in
+            # memory (`gateway/do/memory.py`, keyed by `change_token`) stay current
+            storage.absorb_empty_commit(version)
             log.debug("actor.checkpoint_caught_up", ref=str(ref), ms=ms)
         finally:
             act.gate.release()

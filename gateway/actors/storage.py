@@ -162,6 +162,9 @@ class ActorStorage:
         self.rows_written_total = 0
         self._wrote = False  # the open transaction may have written (so its commit must be durable)
         self._data_version: int | None = None  # PRAGMA data_version, read once per transaction
+        # (data_version now, data_version before): a commit of another connection known to have
+        # changed no row (`absorb_empty_commit`), so copies in memory stay current across it
+        self._version_alias = (-1, -1)
         self._began = False  # this object began the open transaction (and has not ended it)
         self._rollbacks = 0  # rollbacks, of savepoints too, and transactions ended behind our back
 
@@ -237,11 +240,31 @@ class ActorStorage:
         conn = self.conn
         if not conn.in_transaction:
             self._note_lost_transaction()
-            return conn.total_changes, self._rollbacks, self._cur.execute("PRAGMA data_version").fetchone()[0]
+            return conn.total_changes, self._rollbacks, self._version()
         version = self._data_version
         if version is None:
-            version = self._data_version = self._cur.execute("PRAGMA data_version").fetchone()[0]
+            version = self._data_version = self._version()
         return conn.total_changes, self._rollbacks, version
+
+    def _version(self) -> int:
+        version: int = self._cur.execute("PRAGMA data_version").fetchone()[0]
+        alias = self._version_alias
+        return alias[1] if version == alias[0] else version
+
+    def data_version(self) -> int:
+        """`PRAGMA data_version` as `change_token` sees it (outside a transaction)."""
+        return self._version()
+
+    def absorb_empty_commit(self, before: int) -> None:
+        """Another connection committed a write that changed no row since `data_version()` gave
+        `before` (the checkpoint helper starting the WAL over, the actor's turns held back, in a
+        data directory no other process writes: the host owns it): `change_token` goes on
+        giving `before`, so copies in memory stay current. Another commit after it moves the
+        version again, and the token with it."""
+        now: int = self._cur.execute("PRAGMA data_version").fetchone()[0]
+        alias = self._version_alias
+        if (alias[1] if now == alias[0] else now) != before:
+            self._version_alias = (now, before)
 
     def commit_now(self) -> None:
         """Commit the open transaction, if any (called by a committer, never by actor code)."""

@@ -60,6 +60,10 @@ BULK_ROUNDS = 4
 """PASSIVE checkpoints, turns running, before the one with the turns held back (`catch_up`)."""
 CATCH_UP_BYTES = 256 * 1024
 """Frames not yet copied back small enough for the checkpoint with the turns held back."""
+HELD_BLOCK_S = 0.005
+"""How long the event loop waits, blocked, for the helper's answer to the round with the turns
+held back, before it waits on (`checkpoint_helper.py`: a step of a loop under load lasts
+milliseconds, and the held actor waits for the steps; a slow sync is then the actor's alone)."""
 
 
 async def checkpoint_in_rounds(
@@ -77,8 +81,12 @@ async def checkpoint_in_rounds(
             return
 
 
-async def _in_helper(helper: CheckpointHelper, db_path: Path, *, restart: bool) -> RoundResult | None:
-    return await wait_through_cancellation(asyncio.ensure_future(helper.round(db_path, restart=restart)))
+async def _in_helper(
+    helper: CheckpointHelper, db_path: Path, *, restart: bool, block_s: float = 0.0
+) -> RoundResult | None:
+    # awaited directly: a round answered within `block_s` then costs no step of the loop, and
+    # `round` waits for its answer through a cancellation itself
+    return await helper.round(db_path, restart=restart, block_s=block_s)
 
 
 async def held_round(
@@ -98,7 +106,10 @@ async def held_round(
     actor's events 2-8 ms under issue 13's mix), and the actor's next write restarts the WAL.
     Returns its milliseconds."""
     started = time.perf_counter()
-    if helper is not None and path is not None and await _in_helper(helper, path, restart=True) is not None:
+    in_helper = None
+    if helper is not None and path is not None:
+        in_helper = await _in_helper(helper, path, restart=True, block_s=HELD_BLOCK_S)
+    if in_helper is not None:
         pass
     elif synchronous == "FULL":
         await wait_through_cancellation(asyncio.get_running_loop().run_in_executor(executor, in_thread))

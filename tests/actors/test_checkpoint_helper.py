@@ -18,7 +18,8 @@ import pytest
 from gateway.actors import ActorRef, checkpoint_helper, wal
 from gateway.actors.checkpoint_helper import CheckpointHelper
 from gateway.actors.layout import shard_of, shard_path
-from gateway.testing.actors import KV_TABLES, KvActor, host_for
+from gateway.actors.naming import actor_path
+from gateway.testing.actors import KV_TABLES, CountingActor, KvActor, host_for
 
 
 async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -273,3 +274,95 @@ async def test_a_host_whose_helper_dies_at_start_checkpoints_in_the_gateway(
         assert sum(stored) == puts
         assert helper.rounds == 0
         assert helper.failures >= 1
+
+
+async def test_the_helpers_restart_leaves_a_file_actors_change_token_alone(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper's write that starts a file actor's WAL over is another connection's commit,
+    which moves `PRAGMA data_version`; it changes no row, so the actor's change token (what its
+    copies in memory are checked against, `gateway/do/memory.py`) stays as it was. A real commit
+    of another connection after it still moves the token."""
+    monkeypatch.setattr(wal, "CHECKPOINT_INTERVAL_S", 0.02)
+    monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 1 << 40)
+    ref = ActorRef("c", "big")
+    path = actor_path(data_dir, ref)
+
+    async def write(actor: CountingActor) -> None:
+        actor.ctx.sql.exec("CREATE TABLE IF NOT EXISTS blobs (b BLOB)")
+        actor.ctx.sql.exec("INSERT INTO blobs (b) VALUES (randomblob(4000))")
+
+    async def token(actor: CountingActor) -> tuple[int, int, int]:
+        return actor.ctx.sql.change_token()
+
+    async with host_for(data_dir, {"c": CountingActor}) as host:
+        for _ in range(40):
+            await host.call(ref, write)
+        before = await host.call(ref, token)
+        helper = host.checkpoint_helper
+        assert helper is not None
+        monkeypatch.setattr(wal, "CHECKPOINT_WAL_BYTES", 16 * 1024)
+        host._open_files[ref].wrote_since_check = True  # due at the next interval
+        await until(lambda: wal.wal_frames(path) == 1)  # started over by the helper
+        assert helper.rounds >= 2
+        assert await host.call(ref, token) == before
+
+        other = sqlite3.connect(path, isolation_level=None)
+        wal.hold_index(path)
+        try:
+            other.execute("INSERT INTO blobs (b) VALUES (x'00')")
+        finally:
+            other.close()
+            wal.release_index(path)
+        assert await host.call(ref, token) != before
+
+
+async def test_an_answer_is_waited_for_with_the_loop_blocked_only_up_to_block_s(
+    db: tuple[Path, sqlite3.Connection], tmp_path: Path
+) -> None:
+    """With `block_s` the round's answer is read with the event loop blocked (a held round
+    answered at once costs the held actor no step of a busy loop); an answer later than that is
+    waited for with the loop running: here a helper that answers after 0.3 s, during which a
+    timer of the loop still fires."""
+    path, _ = db
+    helper = CheckpointHelper("NORMAL")
+    try:
+        assert await helper.round(path, restart=False, block_s=5.0) is not None
+        assert helper.answered_in_time == 1
+    finally:
+        await helper.close()
+
+    slow_worker = tmp_path / "slow_worker.py"
+    slow_worker.write_text(  # the real worker, its answers written 0.3 s late
+        "import importlib.util, sys, time\n"
+        "class Late:\n"
+        "    def __init__(self, raw): self.raw = raw\n"
+        "    def write(self, data): time.sleep(0.3); return self.raw.write(data)\n"
+        "    def flush(self): self.raw.flush()\n"
+        "class Out: pass\n"
+        "out = Out(); out.buffer = Late(sys.stdout.buffer); sys.stdout = out\n"
+        f"spec = importlib.util.spec_from_file_location('worker', {str(checkpoint_helper.WORKER)!r})\n"
+        "worker = importlib.util.module_from_spec(spec); spec.loader.exec_module(worker)\n"
+        "sys.exit(worker.main(['worker', 'NORMAL']))\n",
+        encoding="utf-8",
+    )
+    slow = CheckpointHelper("NORMAL", command=[sys.executable, "-I", str(slow_worker)])
+    try:
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.02)
+
+        ticking = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        assert await slow.round(path, restart=True, block_s=0.05) is not None
+        ticking.cancel()
+        assert time.monotonic() - started >= 0.3
+        assert slow.answered_in_time == 0
+        during = [t for t in ticks if started + 0.06 < t < started + 0.3]
+        assert len(during) >= 3, "the loop ran while the late answer was awaited"
+    finally:
+        await slow.close()
