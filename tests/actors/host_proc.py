@@ -24,6 +24,9 @@ for the shard and commit in groups): an actor's state says which of its turns co
   SIGKILL there) and run version 2 on every actor concurrently.
 - `shard-rounds SYNC [ROUNDS]`: versions 1, 2, ... on every actor concurrently, printing `acked`
   after each, until killed; or, given ROUNDS, that many, then `done`, closing the host.
+- `shard-rounds-checkpointing SYNC`: `shard-rounds` with the WAL checkpointed every few
+  kilobytes, so the checkpoint helper process runs rounds (held ones too) all the time; each
+  `acked` also says the helper's pid and its rounds so far.
 - `shard-dump SYNC`: print every actor's state as its turns read it (`states`).
 
 The alarm handler appends its `retry_count` to `<DATA_DIR>.alarm-runs` before writing its row,
@@ -41,7 +44,7 @@ from typing import Any
 
 import structlog
 
-from gateway.actors import Actor, ActorContext, ActorHost, ActorRef, AlarmInfo
+from gateway.actors import Actor, ActorContext, ActorHost, ActorRef, AlarmInfo, wal
 from gateway.actors.crash import arm
 from gateway.actors.tables import TableSpec
 from gateway.errors import ActorOwnedElsewhere
@@ -117,6 +120,9 @@ async def write_round(host: ActorHost, v: int) -> None:
 
 
 async def shard_main(command: str, data_dir: Path, args: list[str]) -> int:
+    if command == "shard-rounds-checkpointing":
+        wal.CHECKPOINT_INTERVAL_S = 0.01
+        wal.CHECKPOINT_WAL_BYTES = 8 * 1024
     host = ActorHost(
         data_dir, {"acct": Account}, sharded={"acct": ACCT_TABLES}, shards=SHARDS, synchronous=args[0]
     )
@@ -136,6 +142,13 @@ async def shard_main(command: str, data_dir: Path, args: list[str]) -> int:
                 emit("acked", version=v)
             emit("done")
             return 0
+        if command == "shard-rounds-checkpointing":
+            helper = host.checkpoint_helper
+            assert helper is not None  # on by default
+            for v in range(1, 1_000_000):
+                await write_round(host, v)
+                emit("acked", version=v, helper_pid=helper.pid, helper_rounds=helper.rounds)
+            return 1
         if command == "shard-dump":
 
             async def read(actor: Account) -> dict[str, Any]:

@@ -14,6 +14,7 @@ test_full_sync.py.
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,43 @@ def test_sigkill_after_a_group_commit_keeps_the_whole_group(
     found = versions(procs, data, sync)
     assert set(found.values()) <= {1, 2}
     assert 2 in found.values(), "the commit that ran before the kill was lost"
+
+
+def exited(pid: int) -> bool:
+    """The process is gone, or a zombie nobody reaped (its parent was killed)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+@pytest.mark.parametrize("sync", ["NORMAL", "FULL"])
+def test_sigkill_while_the_checkpoint_helper_works_keeps_every_acknowledged_turn(
+    tmp_path: Path, procs: HostProcs, sync: str
+) -> None:
+    """The host killed while its checkpoint helper process runs rounds all the time (held
+    rounds that start the WAL over included): every acknowledged turn is there after a restart,
+    and the helper, its stdin closed by the kill, ends by itself."""
+    data = tmp_path / "data"
+    running = procs.start("shard-rounds-checkpointing", data, sync)
+    acked, rounds, pid = 0, 0, None
+    while acked < 5 or rounds < 20:
+        event = running.next_event()
+        assert event["event"] == "acked", event
+        acked, rounds, pid = int(event["version"]), int(event["helper_rounds"]), event["helper_pid"]
+        assert acked < 2000, "the helper ran too few rounds"
+    assert pid is not None
+    running.popen.send_signal(signal.SIGKILL)
+    assert running.wait() == -signal.SIGKILL
+    acked = max([acked, *(int(e["version"]) for e in running.rest())])
+    deadline = time.monotonic() + 10
+    while not exited(pid):
+        assert time.monotonic() < deadline, "the helper outlived the host"
+        time.sleep(0.02)
+    found = versions(procs, data, sync)
+    assert all(v >= acked for v in found.values()), f"acknowledged round {acked} lost: {found}"
+    assert all(v <= acked + 1 for v in found.values())
 
 
 @pytest.mark.parametrize("sync", ["NORMAL", "FULL"])
