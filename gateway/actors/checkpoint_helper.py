@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import select
 import sqlite3
@@ -182,8 +183,11 @@ class CheckpointHelper:
             left = deadline - time.monotonic()
             if left <= 0 or self._out < 0:
                 return
-            ready, _, _ = select.select([self._out], [], [], left)
-            if ready:
+            # poll, not select: select() refuses descriptors above 1023, and a gateway holding
+            # thousands of sockets when its first checkpoint starts the helper gets one
+            poller = select.poll()
+            poller.register(self._out, select.POLLIN)
+            if poller.poll(max(1, math.ceil(left * 1000))):
                 self._on_readable()
 
     def _running(self) -> subprocess.Popen[bytes] | None:

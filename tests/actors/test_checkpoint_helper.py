@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import sqlite3
 import sys
@@ -366,3 +367,28 @@ async def test_an_answer_is_waited_for_with_the_loop_blocked_only_up_to_block_s(
         assert len(during) >= 3, "the loop ran while the late answer was awaited"
     finally:
         await slow.close()
+
+
+async def test_a_helper_started_with_many_descriptors_open_is_waited_for(
+    db: tuple[Path, sqlite3.Connection],
+) -> None:
+    """The helper starts with the first checkpoint, when a busy gateway may hold thousands of
+    sockets: its pipe's descriptor is then above 1023, which select() refuses; the blocked wait
+    for a held round's answer works there too."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1200
+    if hard != resource.RLIM_INFINITY and hard < want + 100:
+        pytest.skip(f"the descriptor limit ({hard}) is below {want + 100}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want + 100), hard))
+    null = os.open(os.devnull, os.O_RDONLY)
+    held = [os.dup(null) for _ in range(want)]
+    os.close(null)
+    helper = CheckpointHelper("NORMAL")
+    try:
+        assert await helper.round(db[0], restart=True, block_s=5.0) is not None
+        assert helper.answered_in_time == 1
+    finally:
+        await helper.close()
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
