@@ -26,6 +26,7 @@ busy machine). The gateway never sends two requests for one file at once. A conn
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import sys
 import threading
@@ -109,6 +110,10 @@ def main(argv: list[str]) -> int:
     if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         sys.stderr.write(f"checkpoint worker: unknown synchronous mode {synchronous!r}\n")
         return 2
+    # Ctrl-C in the gateway's terminal and a service manager's SIGTERM reach the whole process
+    # group: the helper ends when the gateway, shutting down, closes its stdin, not before
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     worker = Worker(synchronous, sys.stdout.buffer)
     try:
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="checkpoint") as pool:

@@ -392,3 +392,22 @@ async def test_a_helper_started_with_many_descriptors_open_is_waited_for(
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_the_helper_outlives_sigint_and_sigterm_until_its_stdin_closes(
+    db: tuple[Path, sqlite3.Connection], helper: CheckpointHelper
+) -> None:
+    """Ctrl-C in the gateway's terminal, or a service manager's SIGTERM, reaches the helper too
+    (one process group): it goes on answering, and ends when the gateway closes its stdin."""
+    assert await helper.round(db[0], restart=False) is not None
+    pid = helper.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    await asyncio.sleep(0.2)
+    assert await helper.round(db[0], restart=True) is not None
+    assert helper.pid == pid
+    assert helper.failures == 0
+    await helper.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
