@@ -240,20 +240,21 @@ class ActorStorage:
         conn = self.conn
         if not conn.in_transaction:
             self._note_lost_transaction()
-            return conn.total_changes, self._rollbacks, self._version()
+            return conn.total_changes, self._rollbacks, self.data_version()
         version = self._data_version
         if version is None:
-            version = self._data_version = self._version()
+            version = self._data_version = self.data_version()
         return conn.total_changes, self._rollbacks, version
 
-    def _version(self) -> int:
+    def _raw_version(self) -> int:
         version: int = self._cur.execute("PRAGMA data_version").fetchone()[0]
-        alias = self._version_alias
-        return alias[1] if version == alias[0] else version
+        return version
 
     def data_version(self) -> int:
-        """`PRAGMA data_version` as `change_token` sees it (outside a transaction)."""
-        return self._version()
+        """`PRAGMA data_version` as `change_token` sees it (an absorbed commit's left out)."""
+        version = self._raw_version()
+        alias = self._version_alias
+        return alias[1] if version == alias[0] else version
 
     def absorb_empty_commit(self, before: int) -> None:
         """Another connection committed a write that changed no row since `data_version()` gave
@@ -261,10 +262,8 @@ class ActorStorage:
         data directory no other process writes: the host owns it): `change_token` goes on
         giving `before`, so copies in memory stay current. Another commit after it moves the
         version again, and the token with it."""
-        now: int = self._cur.execute("PRAGMA data_version").fetchone()[0]
-        alias = self._version_alias
-        if (alias[1] if now == alias[0] else now) != before:
-            self._version_alias = (now, before)
+        if self.data_version() != before:  # it moved: the raw value now stands for `before`
+            self._version_alias = (self._raw_version(), before)
 
     def commit_now(self) -> None:
         """Commit the open transaction, if any (called by a committer, never by actor code)."""

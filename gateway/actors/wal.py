@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from gateway.actors.checkpoint_helper import CheckpointHelper, RoundResult
+    from gateway.actors.checkpoint_helper import CheckpointHelper
 
 CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 CHECKPOINT_INTERVAL_S = 1.0
@@ -75,18 +75,10 @@ async def checkpoint_in_rounds(
     abandoned half-way: a cancellation waits for it."""
     loop = asyncio.get_running_loop()
     for _ in range(BULK_ROUNDS):
-        if helper is None or await _in_helper(helper, db_path, restart=False) is None:
+        if helper is None or await helper.round(db_path, restart=False) is None:
             await wait_through_cancellation(loop.run_in_executor(None, checkpoint))
         if wal_backlog_bytes(db_path) <= CATCH_UP_BYTES:
             return
-
-
-async def _in_helper(
-    helper: CheckpointHelper, db_path: Path, *, restart: bool, block_s: float = 0.0
-) -> RoundResult | None:
-    # awaited directly: a round answered within `block_s` then costs no step of the loop, and
-    # `round` waits for its answer through a cancellation itself
-    return await helper.round(db_path, restart=restart, block_s=block_s)
 
 
 async def held_round(
@@ -104,15 +96,14 @@ async def held_round(
     thread under `synchronous=FULL`, whose syncs are slow; else `inline` on the turns' own
     connection, as their commits run (a few frames; in a thread the GIL hand-offs held the
     actor's events 2-8 ms under issue 13's mix), and the actor's next write restarts the WAL.
-    Returns its milliseconds."""
+    Returns its milliseconds.
+
+    `helper.round` is awaited directly (it waits for its answer through a cancellation itself):
+    a round answered within `HELD_BLOCK_S` then costs no step of the loop."""
     started = time.perf_counter()
-    in_helper = None
-    if helper is not None and path is not None:
-        in_helper = await _in_helper(helper, path, restart=True, block_s=HELD_BLOCK_S)
-    if in_helper is not None:
-        pass
-    elif synchronous == "FULL":
-        await wait_through_cancellation(asyncio.get_running_loop().run_in_executor(executor, in_thread))
-    else:
-        inline()
+    if helper is None or path is None or await helper.round(path, restart=True, block_s=HELD_BLOCK_S) is None:
+        if synchronous == "FULL":
+            await wait_through_cancellation(asyncio.get_running_loop().run_in_executor(executor, in_thread))
+        else:
+            inline()
     return round((time.perf_counter() - started) * 1000, 2)
